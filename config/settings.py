@@ -1,0 +1,209 @@
+"""The one settings object: schema, defaults, loading from TOML + environment, validation.
+
+Settings are loaded once by the composition root (`load_settings`) and passed down as typed
+slices (`settings.gateway`, `settings.asr`, ...). Nothing else reads the environment.
+
+Sources, later ones win:
+1. the defaults in this schema (mirrored, with comments, in `config/defaults.toml`);
+2. a TOML file (`--config PATH` or `CALLWATCH_CONFIG`);
+3. environment variables `CALLWATCH_<SECTION>__<KEY>`, e.g. `CALLWATCH_STORAGE__URL`,
+   `CALLWATCH_ASR__MODEL=tiny.en`, `CALLWATCH_GATEWAY__PORT=9000`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "CALLWATCH_"
+
+
+class ConfigError(Exception):
+    """Settings could not be loaded; the message says which key is wrong and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    """The websocket endpoint that switches stream call audio into."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    #: Largest websocket message accepted; bigger ones close the call with 1009.
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    #: Concurrent calls; more are refused with close code 1013 (try again later).
+    max_calls: int = Field(default=200, ge=1)
+    #: Seconds a new connection may take to send its metadata frame.
+    metadata_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds without any message before the call is finalised as interrupted.
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    #: Subprotocols echoed when a switch offers them (PROTOCOLS.md §1, §3).
+    subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
+
+
+class RecordingSettings(_Section):
+    """Per-call recordings on disk."""
+
+    #: Audio is handed to the OS at least this often, so a crash loses at most this much.
+    flush_interval_s: float = Field(default=0.5, gt=0, le=1.0)
+    #: fsync after each flush too (survives power loss, costs IOPS).
+    fsync: bool = False
+
+
+class VadSettings(_Section):
+    """Utterance segmentation for ASR (not for audio-quality metrics)."""
+
+    #: webrtcvad aggressiveness 0..3.
+    aggressiveness: int = Field(default=2, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 30
+    #: Speech must last this long to open an utterance.
+    min_speech_ms: int = Field(default=150, ge=0)
+    #: Silence that closes an utterance.
+    end_silence_ms: int = Field(default=500, ge=60)
+    #: Audio kept before the detected start and after the end.
+    pad_ms: int = Field(default=200, ge=0)
+    #: Cap: an utterance longer than this is cut (Whisper's window is 30 s).
+    max_utterance_s: float = Field(default=15.0, ge=1.0, le=29.0)
+    #: Utterances shorter than this (voiced part) are dropped as clicks and breaths.
+    min_utterance_ms: int = Field(default=300, ge=0)
+
+
+class AsrSettings(_Section):
+    """Speech recognition: which model, where, and how many workers."""
+
+    #: A directory, a bundled model (`base`, `tiny.en`) or any faster-whisper model name.
+    model: str = "base"
+    #: `auto` detects per utterance; `zh` or `en` forces the language.
+    language: Literal["auto", "zh", "en"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: `auto` = int8 on CPU, float16 on GPU.
+    compute_type: str = "auto"
+    #: Worker processes, each holding one copy of the model shared by all calls.
+    workers: int = Field(default=0, ge=0)  # 0 = one per CPU core
+    #: CPU threads inside each worker.
+    cpu_threads: int = Field(default=1, ge=1)
+    #: Utterances waiting for ASR; when full the oldest waiting utterance is shed (counted).
+    queue_size: int = Field(default=256, ge=1)
+    #: Utterances handed to a worker in one batch.
+    batch_size: int = Field(default=4, ge=1)
+    beam_size: int = Field(default=1, ge=1)
+    #: Normalise Mandarin output to Simplified characters.
+    simplified_chinese: bool = True
+    #: Where joined bundled models are cached (default: <data_dir>/models).
+    cache_dir: Path | None = None
+    #: Refuse hub downloads (also honoured: HF_HUB_OFFLINE=1).
+    offline: bool = False
+
+
+class StorageSettings(_Section):
+    """The SQL database and where recordings live."""
+
+    #: SQLAlchemy URL; default: SQLite file `<data_dir>/callwatch.db`.
+    url: str | None = None
+    #: SQLite `synchronous` pragma under WAL (FULL survives power loss too).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    #: Writes are grouped: at most this many events per transaction ...
+    batch_size: int = Field(default=200, ge=1)
+    #: ... and at most this long between an event and its commit.
+    flush_interval_s: float = Field(default=0.25, gt=0)
+    #: Events waiting for the writer; audio never goes through this queue.
+    queue_size: int = Field(default=10_000, ge=10)
+
+
+class Settings(_Section):
+    """Everything callwatch can be told; see config/defaults.toml for the commented version."""
+
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: `json` for log shippers, `text` for people.
+    log_format: Literal["json", "text"] = "text"
+    gateway: GatewaySettings = GatewaySettings()
+    recording: RecordingSettings = RecordingSettings()
+    vad: VadSettings = VadSettings()
+    asr: AsrSettings = AsrSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.vad.pad_ms >= self.vad.end_silence_ms:
+            raise ValueError(
+                f"vad.pad_ms ({self.vad.pad_ms}) must be smaller than "
+                f"vad.end_silence_ms ({self.vad.end_silence_ms})"
+            )
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.storage.url or f"sqlite:///{(self.data_dir / 'callwatch.db').resolve()}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.asr.cache_dir or self.data_dir / "models"
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Turn `CALLWATCH_SECTION__KEY=value` into nested dicts (values parsed by pydantic)."""
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "CALLWATCH_CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        if value.startswith(("[", "(")) and path[-1] == "subprotocols":
+            node[path[-1]] = [p.strip() for p in value.strip("[]()").split(",") if p.strip()]
+        else:
+            node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings once: defaults, then the TOML file, then the environment, then
+    keyword overrides (used by the CLI and tests). Raises `ConfigError` with a readable message.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = path or env.get("CALLWATCH_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found: pass an existing TOML file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,67 @@
+"""Plain write records: what the live side hands to storage, in storage's own vocabulary.
+
+`monitor` maps its call events to these records; `Repository.apply(batch)` writes a list of
+them in one transaction, in order. They are frozen so a batch can be retried as is.
+Times: `*_ms` are media time (milliseconds from the start of the call's audio); `*_at` are
+wall-clock UTC datetimes stamped at the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallOpened:
+    call_id: str  # our id (unique, time-sortable)
+    external_id: str  # the switch's call id (callid / callSid / uuid ...), may repeat
+    started_at: datetime
+    protocol: str  # "audiofork", later "twilio", "audiohook", "audiosocket"
+    sample_rate: int
+    channels: int
+    recording_path: str  # relative to the recordings directory
+    parties: tuple[tuple[str, int], ...]  # (party, channel index): ("customer", 0), ("agent", 1)
+    agent_id: str | None = None
+    queue: str | None = None
+    caller: str | None = None
+    callee: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentAdded:
+    call_id: str
+    party: str
+    start_ms: int
+    end_ms: int
+    text: str
+    language: str
+    confidence: float  # 0..1
+    latency_ms: int | None = None  # end of utterance (wall) -> segment ready (wall)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceAdded:
+    call_id: str
+    seq: int  # per-call order, starting at 0, gapless
+    kind: str  # connected, metadata, utterance, asr_shed, protocol_error, disconnected, finalised
+    at: datetime
+    media_ms: int | None = None
+    party: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallClosed:
+    call_id: str
+    ended_at: datetime
+    status: str  # "completed" | "interrupted"
+    end_reason: str  # "normal", "transport", "protocol_error", "idle_timeout", "server_crash", ...
+    duration_ms: int
+    recording_frames: int  # frames (samples per channel) in the recording
+    party_samples: dict[str, int] = field(default_factory=dict)
+
+
+Record = CallOpened | SegmentAdded | TraceAdded | CallClosed
