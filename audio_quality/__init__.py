@@ -1,1 +1,1 @@
-"""callwatch package."""
+"""Pure DSP on numpy arrays and small streaming trackers (units in names)."""

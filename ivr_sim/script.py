@@ -1,0 +1,175 @@
+"""Call scripts as data, and their rendering into a two-channel call from real recordings.
+
+A script is a TOML file:
+
+    name = "en-billing"
+    sample_rate = 16000            # the rate the simulated switch streams at (8000 or 16000)
+    [metadata]                     # sent as the first text frame (callid is generated if absent)
+    agent = "1024"
+    queue = "billing"
+    [[turn]]
+    party = "customer"             # customer -> channel 0, agent -> channel 1
+    audio = "en/ljspeech_LJ001-0001.flac"   # relative to the data root (tests/data/speech)
+    pause = 0.8                    # seconds after the previous turn ends (negative = overlap)
+
+Rendering loads each clip (any rate, mono), resamples it to the call rate and places it on its
+party's channel. Reference transcripts come from the data root's MANIFEST.tsv, so a rendered
+call knows what each party said and when (used by tests and the benchmark).
+"""
+
+from __future__ import annotations
+
+import csv
+import tomllib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+from scipy.signal import resample_poly
+
+PARTY_CHANNEL = {"customer": 0, "agent": 1}
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
+BUILTIN_SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+class ScriptError(ValueError):
+    """A call script is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    party: str
+    audio: str
+    pause_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class CallScript:
+    name: str
+    sample_rate: int
+    turns: tuple[Turn, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedTurn:
+    party: str
+    audio: str
+    start_s: float
+    end_s: float
+    transcript: str | None
+    language: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedCall:
+    script: CallScript
+    audio: npt.NDArray[np.int16]  # shape (frames, 2): channel 0 customer, 1 agent
+    turns: tuple[PlacedTurn, ...]
+
+    @property
+    def sample_rate(self) -> int:
+        return self.script.sample_rate
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.shape[0] / self.sample_rate
+
+    def pcm(self) -> bytes:
+        """Interleaved little-endian L16, as a stereo audio fork sends it."""
+        return self.audio.astype("<i2").tobytes()
+
+    def reference(self, party: str) -> str:
+        return " ".join(t.transcript or "" for t in self.turns if t.party == party).strip()
+
+
+def load_script(path: Path | str) -> CallScript:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScriptError(f"{path}: cannot read call script: {exc}") from None
+    return script_from_dict(raw, source=str(path))
+
+
+def script_from_dict(raw: dict[str, Any], source: str = "<script>") -> CallScript:
+    rate = raw.get("sample_rate", 8000)
+    if rate not in (8000, 16000):
+        raise ScriptError(f"{source}: sample_rate must be 8000 or 16000, got {rate!r}")
+    turns = []
+    for i, t in enumerate(raw.get("turn", [])):
+        party = t.get("party")
+        if party not in PARTY_CHANNEL:
+            raise ScriptError(f"{source}: turn {i}: party must be customer or agent, got {party!r}")
+        if not isinstance(t.get("audio"), str):
+            raise ScriptError(f"{source}: turn {i}: audio must be a file path")
+        turns.append(Turn(party=party, audio=t["audio"], pause_s=float(t.get("pause", 0.5))))
+    if not turns:
+        raise ScriptError(f"{source}: a call script needs at least one [[turn]]")
+    return CallScript(
+        name=str(raw.get("name", Path(source).stem)),
+        sample_rate=rate,
+        turns=tuple(turns),
+        metadata=dict(raw.get("metadata", {})),
+    )
+
+
+@cache
+def manifest(data_root: Path) -> dict[str, dict[str, str]]:
+    path = data_root / "MANIFEST.tsv"
+    if not path.exists():
+        return {}
+    with path.open(encoding="utf-8", newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f, delimiter="\t")}
+
+
+def load_clip(path: Path, sample_rate: int) -> npt.NDArray[np.int16]:
+    """A clip as mono int16 at `sample_rate` (polyphase resampling, scipy)."""
+    data, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        ratio = Fraction(sample_rate, rate)
+        mono = resample_poly(mono, ratio.numerator, ratio.denominator)
+    return np.clip(np.rint(mono * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def render(script: CallScript, data_root: Path = DEFAULT_DATA_ROOT) -> RenderedCall:
+    rate = script.sample_rate
+    refs = manifest(data_root)
+    clips, placed, cursor = [], [], 0.0
+    for turn in script.turns:
+        path = data_root / turn.audio
+        if not path.exists():
+            raise ScriptError(f"{script.name}: audio file {path} not found")
+        clip = load_clip(path, rate)
+        start = max(0.0, cursor + turn.pause_s)
+        start_frame = int(round(start * rate))
+        end = (start_frame + clip.size) / rate
+        clips.append((PARTY_CHANNEL[turn.party], start_frame, clip))
+        row = refs.get(turn.audio, {})
+        placed.append(
+            PlacedTurn(
+                turn.party,
+                turn.audio,
+                start_frame / rate,
+                end,
+                row.get("transcript"),
+                row.get("language"),
+            )
+        )
+        cursor = max(cursor, end)
+    tail = int(0.6 * rate)  # let the last utterance close on silence, as a real call would
+    audio = np.zeros((int(round(cursor * rate)) + tail, 2), dtype=np.int32)
+    for channel, start_frame, clip in clips:
+        audio[start_frame : start_frame + clip.size, channel] += clip
+    out = np.clip(audio, -32768, 32767).astype(np.int16)
+    return RenderedCall(script=script, audio=out, turns=tuple(placed))
+
+
+def builtin_scripts() -> list[Path]:
+    return sorted(BUILTIN_SCRIPTS.glob("*.toml"))

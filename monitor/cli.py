@@ -1,0 +1,260 @@
+"""The `callwatch` command: serve, sim, calls, show, migrate.
+
+Each command loads the settings once (file, environment, then its own flags) and exits with a
+message that says what to do next when something is missing, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from config.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("callwatch")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    over: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        over["data_dir"] = args.data_dir
+    gateway = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    if gateway:
+        over["gateway"] = gateway
+    asr = {k: v for k in ("model", "language") if (v := getattr(args, k, None)) is not None}
+    if asr:
+        over["asr"] = asr
+    return load_settings(getattr(args, "config", None), **over)
+
+
+def _fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "--:--.-"
+    s = ms / 1000
+    return f"{int(s // 60):02d}:{s % 60:04.1f}"
+
+
+# -- serve ------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from monitor.runtime.app import Callwatch
+    from monitor.runtime.logs import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        app = Callwatch(settings)
+        await app.run_forever(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+# -- sim --------------------------------------------------------------------------------
+def cmd_sim(args: argparse.Namespace) -> int:
+    from ivr_sim import builtin_scripts, load_script, render, stream_call
+
+    paths = [Path(p) for p in args.script] if args.script else builtin_scripts()
+    if not paths:
+        print("no call scripts found: pass --script FILE.toml", file=sys.stderr)
+        return 2
+    scripts = [load_script(p) for p in paths]
+    calls = [render(scripts[i % len(scripts)]) for i in range(args.calls)]
+
+    async def main() -> list[Any]:
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def one(i: int) -> Any:
+            async with sem:
+                await asyncio.sleep(i * args.stagger)
+                print(
+                    f"call {i + 1}: streaming {calls[i].script.name} "
+                    f"({calls[i].duration_s:.1f} s of audio)",
+                    flush=True,
+                )
+                return await stream_call(args.url, calls[i], pace=args.pace)
+
+        return await asyncio.gather(*(one(i) for i in range(len(calls))), return_exceptions=True)
+
+    failures = 0
+    for i, rep in enumerate(asyncio.run(main())):
+        if isinstance(rep, BaseException):
+            failures += 1
+            print(f"call {i + 1}: FAILED: {type(rep).__name__}: {rep}", file=sys.stderr)
+        else:
+            print(
+                f"call {i + 1}: sent {rep.audio_s:.1f} s in {rep.wall_s:.1f} s, "
+                f"switch call id {rep.external_id}",
+                flush=True,
+            )
+    return 1 if failures else 0
+
+
+# -- calls / show -----------------------------------------------------------------------
+def _repo(settings: Settings) -> Any:
+    from storage.repository import Repository
+
+    repo = Repository.from_url(
+        settings.database_url, sqlite_synchronous=settings.storage.sqlite_synchronous
+    )
+    repo.upgrade()
+    return repo
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    repo = _repo(_settings(args))
+    rows = repo.list_calls(
+        text=args.text,
+        agent=args.agent,
+        queue=args.queue,
+        caller=args.caller,
+        status=args.status,
+        since=_when(args.since),
+        until=_when(args.until),
+        limit=args.limit,
+    )
+    if args.json:
+        print(json.dumps([_plain(r) for r in rows], ensure_ascii=False, default=str, indent=1))
+        return 0
+    if not rows:
+        print("no calls found")
+        return 0
+    print(
+        f"{'CALL ID':24} {'STARTED':19} {'DURATION':>8} {'STATUS':11} {'AGENT':8} "
+        f"{'QUEUE':10} CALLER"
+    )
+    for r in rows:
+        started = r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-"
+        print(
+            f"{r.call_id:24} {started:19} {_fmt_ms(r.duration_ms):>8} {r.status:11} "
+            f"{r.agent_id or '-':8} {r.queue or '-':10} {r.caller or '-'}"
+        )
+    return 0
+
+
+def _plain(obj: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else obj
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    call = _repo(settings).get_call(args.call_id)
+    if call is None:
+        print(f"no call {args.call_id!r}: list calls with `callwatch calls`", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(_plain(call), ensure_ascii=False, default=str, indent=1))
+        return 0
+    print(f"call        {call.call_id}  (switch id {call.external_id})")
+    print(f"status      {call.status}" + (f" ({call.end_reason})" if call.end_reason else ""))
+    print(f"started     {call.started_at}   ended {call.ended_at or '-'}")
+    print(f"duration    {_fmt_ms(call.duration_ms)}")
+    print(f"agent       {call.agent_id or '-'}   queue {call.queue or '-'}")
+    print(f"caller      {call.caller or '-'}   callee {call.callee or '-'}")
+    print(f"audio       {call.protocol}, {call.sample_rate} Hz, {call.channels} ch")
+    print(f"recording   {settings.recordings_dir / call.recording_path}")
+    print("parties     " + ", ".join(f"{p.party} (channel {p.channel})" for p in call.parties))
+    print("\ntranscript")
+    if not call.segments:
+        print("  (none)")
+    for seg in call.segments:
+        print(f"  [{_fmt_ms(seg.start_ms)}-{_fmt_ms(seg.end_ms)}] {seg.party:8} {seg.text}")
+    if args.trace:
+        print("\ntrace")
+        for t in call.trace:
+            data = json.dumps(t.data, ensure_ascii=False, default=str) if t.data else ""
+            print(f"  {t.seq:4} {_fmt_ms(t.media_ms)} {t.kind:16} {t.party or '':8} {data}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _repo(settings).close()
+    print(f"database at {settings.database_url} is up to date")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callwatch", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="TOML settings file (default: CALLWATCH_CONFIG)")
+        sp.add_argument("--data-dir", type=Path, help="where the database and recordings live")
+
+    sp = sub.add_parser("serve", help="run the gateway and the live pipeline")
+    common(sp)
+    sp.add_argument("--host")
+    sp.add_argument("--port", type=int)
+    sp.add_argument("--model", help="Whisper model: directory, base, tiny.en or a hub name")
+    sp.add_argument("--language", choices=["auto", "zh", "en"])
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("sim", help="stream simulated two-party calls to a gateway")
+    sp.add_argument("--url", default="ws://127.0.0.1:8765")
+    sp.add_argument("--demo", action="store_true", help="use the built-in call scripts")
+    sp.add_argument("--script", action="append", help="call script TOML (repeatable)")
+    sp.add_argument("--calls", type=int, default=2)
+    sp.add_argument("--concurrency", type=int, default=100)
+    sp.add_argument("--stagger", type=float, default=0.5, help="seconds between call starts")
+    sp.add_argument("--pace", type=float, default=1.0, help="1 = real time, 0 = flat out")
+    sp.set_defaults(func=cmd_sim)
+
+    sp = sub.add_parser("calls", help="list and search stored calls")
+    common(sp)
+    sp.add_argument("--text", help="words or characters said in the call")
+    sp.add_argument("--agent")
+    sp.add_argument("--queue")
+    sp.add_argument("--caller")
+    sp.add_argument("--status", choices=["active", "completed", "interrupted"])
+    sp.add_argument("--since", help="ISO time, e.g. 2026-11-21T09:00")
+    sp.add_argument("--until")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_calls)
+
+    sp = sub.add_parser("show", help="one call: metadata and per-party transcript")
+    common(sp)
+    sp.add_argument("call_id", help="callwatch id, its prefix, or the switch's call id")
+    sp.add_argument("--trace", action="store_true", help="also print the event trace")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_show)
+
+    sp = sub.add_parser("migrate", help="create or upgrade the database schema")
+    common(sp)
+    sp.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"callwatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The composition root: builds the database, model workers, queues and gateway once.
+
+Start order: migrate the database, recover calls a crash left open (mark them interrupted,
+repair their recordings), start the ASR workers (the model is loaded once per worker and
+shared by all calls), then open the gateway. Stop order is the reverse, so every call still
+open is finalised and every queued record written before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from asr.pool import AsrPool
+from storage.recordings import repair_wav
+from storage.repository import Repository
+
+from config.settings import Settings
+from monitor.runtime.asr_service import AsrService
+from monitor.runtime.gateway import Gateway
+from monitor.runtime.logs import fields
+from monitor.runtime.storage_sink import StorageWriter
+from storage.records import CallClosed, TraceAdded
+
+log = logging.getLogger("callwatch.app")
+
+
+def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
+    """Close calls left `active` by a crash: repair each recording's header to the audio that
+    reached the disk, and mark the call interrupted (reason `server_crash`). Idempotent."""
+    recovered = []
+    for call in repo.active_calls():
+        path = settings.recordings_dir / call.recording_path
+        frames = repair_wav(path) if path.exists() else 0
+        duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
+        now = datetime.now(UTC)
+        repo.apply(
+            [
+                TraceAdded(
+                    call_id=call.call_id,
+                    seq=repo.next_trace_seq(call.call_id),
+                    kind="finalised",
+                    at=now,
+                    media_ms=duration_ms,
+                    data={"status": "interrupted", "recovered": True, "frames": frames},
+                ),
+                CallClosed(
+                    call_id=call.call_id,
+                    ended_at=now,
+                    status="interrupted",
+                    end_reason="server_crash",
+                    duration_ms=duration_ms,
+                    recording_frames=frames,
+                ),
+            ]
+        )
+        log.warning(
+            "recovered call left open by a crash",
+            extra=fields(call_id=call.call_id, frames=frames),
+        )
+        recovered.append(call.call_id)
+    return recovered
+
+
+class Callwatch:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.repo: Repository | None = None
+        self.pool: AsrPool | None = None
+        self.storage: StorageWriter | None = None
+        self.asr: AsrService | None = None
+        self.gateway: Gateway | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.repo = Repository.from_url(
+            s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
+        )
+        await asyncio.to_thread(self.repo.upgrade)
+        await asyncio.to_thread(recover_interrupted, self.repo, s)
+        self.pool = AsrPool(s.asr, s.model_cache_dir)
+        await self.pool.start()
+        self.storage = StorageWriter(
+            self.repo,
+            batch_size=s.storage.batch_size,
+            flush_interval_s=s.storage.flush_interval_s,
+            queue_size=s.storage.queue_size,
+        )
+        self.storage.start()
+        self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
+        self.asr.start()
+        self.gateway = Gateway(s, self.storage, self.asr)
+        await self.gateway.start()
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.asr is not None:
+            await self.asr.close()
+        if self.storage is not None:
+            await self.storage.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.repo is not None:
+            self.repo.close()
+        log.info("stopped")
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

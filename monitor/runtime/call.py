@@ -1,0 +1,262 @@
+"""The asyncio shell around one call: recording, ASR jobs, trace and the call's final record.
+
+A `LiveCall` owns the call's `CallSession` (sans-I/O), its `WavRecorder` (disk writes in a
+thread, serialized per call because the receive loop awaits them), the trace sequence, and the
+set of its utterances still in ASR. It maps core events to storage records. Whatever happens
+to the connection, `finish` runs once: the last utterance is cut, the recording closed, the
+pending transcripts awaited (bounded), and the call closed as completed or interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from storage.recordings import WavRecorder
+
+from asr.types import AsrResult
+from config.settings import Settings
+from monitor.core.events import UtteranceEnded
+from monitor.core.metadata import CallMetadata
+from monitor.core.session import CallSession
+from monitor.runtime.asr_service import AsrJob, AsrService
+from monitor.runtime.logs import fields
+from monitor.runtime.storage_sink import StorageWriter
+from storage.records import CallClosed, CallOpened, SegmentAdded, TraceAdded
+
+log = logging.getLogger("callwatch.call")
+
+#: How long a finished call waits for its last transcripts before it is closed anyway
+#: (segments that arrive later are still stored); shorter while the server shuts down.
+FINAL_ASR_WAIT_S = 120.0
+SHUTDOWN_ASR_WAIT_S = 8.0
+
+
+def new_call_id(now: datetime) -> str:
+    """Time-sortable, unique, readable: 20261121T181603-3fa9c2."""
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+class LiveCall:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        metadata: CallMetadata,
+        raw_metadata: str,
+        protocol: str,
+        peer: str,
+        connected_at: datetime,
+        storage: StorageWriter,
+        asr: AsrService,
+    ) -> None:
+        self.settings = settings
+        self.metadata = metadata
+        self.started_at = connected_at
+        self.call_id = new_call_id(connected_at)
+        self.session = CallSession(metadata, settings.vad)
+        rel = Path(f"{connected_at:%Y/%m/%d}") / f"{self.call_id}.wav"
+        self.recording_rel = rel.as_posix()
+        self.recorder = WavRecorder(
+            settings.recordings_dir / rel,
+            metadata.sample_rate,
+            metadata.channels,
+            flush_interval_s=settings.recording.flush_interval_s,
+            fsync=settings.recording.fsync,
+        )
+        self._storage = storage
+        self._asr = asr
+        self._seq = 0
+        self._pending: set[AsrJob] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closed = False
+        self._language = None if settings.asr.language == "auto" else settings.asr.language
+        self._log_fields = {"call_id": self.call_id, "external_id": metadata.external_id}
+        self.peer = peer
+        self.protocol = protocol
+        self.raw_metadata = raw_metadata
+        self.segments = 0
+        self.shed = 0
+
+    # -- records -----------------------------------------------------------------------
+    def _trace(
+        self, kind: str, *, media_ms: int | None = None, party: str | None = None, **data: Any
+    ) -> TraceAdded:
+        rec = TraceAdded(
+            call_id=self.call_id,
+            seq=self._seq,
+            kind=kind,
+            at=datetime.now(UTC),
+            media_ms=media_ms,
+            party=party,
+            data=data,
+        )
+        self._seq += 1
+        return rec
+
+    async def open(self) -> None:
+        m = self.metadata
+        await self._storage.put_many(
+            [
+                CallOpened(
+                    call_id=self.call_id,
+                    external_id=m.external_id or self.call_id,
+                    started_at=self.started_at,
+                    protocol=self.protocol,
+                    sample_rate=m.sample_rate,
+                    channels=m.channels,
+                    recording_path=self.recording_rel,
+                    parties=tuple((p.value, ch) for p, ch in m.channel_of.items()),
+                    agent_id=m.agent_id,
+                    queue=m.queue,
+                    caller=m.caller,
+                    callee=m.callee,
+                    metadata=m.extra,
+                ),
+                self._trace("connected", media_ms=0, peer=self.peer, protocol=self.protocol),
+                self._trace(
+                    "metadata",
+                    media_ms=0,
+                    sample_rate=m.sample_rate,
+                    channels=m.channels,
+                    parties={p.value: ch for p, ch in m.channel_of.items()},
+                ),
+            ]
+        )
+        log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
+
+    async def trace(self, kind: str, **data: Any) -> None:
+        await self._storage.put(self._trace(kind, media_ms=self.session.duration_ms, **data))
+
+    # -- audio ---------------------------------------------------------------------------
+    async def on_audio(self, pcm: bytes) -> None:
+        self.recorder.append(pcm)
+        for utterance in self.session.feed(pcm):
+            self._submit(utterance)
+        if self.recorder.flush_due:
+            await asyncio.to_thread(self.recorder.write, self.recorder.drain())
+
+    def _submit(self, utterance: UtteranceEnded) -> None:
+        job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
+        self._pending.add(job)
+        self._drained.clear()
+        self._asr.submit(job)
+
+    def _on_asr(self, job: AsrJob, result: AsrResult | None, problem: str | None) -> None:
+        # Called on the loop by the ASR consumer; storing may wait on backpressure, and the
+        # job only counts as done once its records are queued (so `finish` orders after them).
+        task = asyncio.get_running_loop().create_task(self._store_result(job, result, problem))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store_result(
+        self, job: AsrJob, result: AsrResult | None, problem: str | None
+    ) -> None:
+        u = job.utterance
+        latency_ms = int((time.monotonic() - job.queued_at) * 1000)
+        records: list[Any] = []
+        if result is None:
+            self.shed += 1
+            records.append(
+                self._trace(
+                    "asr_shed",
+                    media_ms=u.start_ms,
+                    party=u.party.value,
+                    end_ms=u.end_ms,
+                    reason=problem,
+                )
+            )
+        else:
+            records.append(
+                self._trace(
+                    "utterance",
+                    media_ms=u.start_ms,
+                    party=u.party.value,
+                    end_ms=u.end_ms,
+                    voiced_ms=u.voiced_ms,
+                    capped=u.capped,
+                    chars=len(result.text),
+                    latency_ms=latency_ms,
+                )
+            )
+            if result.text:
+                self.segments += 1
+                records.append(
+                    SegmentAdded(
+                        call_id=self.call_id,
+                        party=u.party.value,
+                        start_ms=u.start_ms,
+                        end_ms=u.end_ms,
+                        text=result.text,
+                        language=result.language,
+                        confidence=result.confidence,
+                        latency_ms=latency_ms,
+                    )
+                )
+        await self._storage.put_many(records)
+        self._pending.discard(job)
+        if not self._pending:
+            self._drained.set()
+
+    # -- end -------------------------------------------------------------------------------
+    async def finish(
+        self,
+        *,
+        status: str,
+        reason: str,
+        detail: str | None = None,
+        asr_wait_s: float = FINAL_ASR_WAIT_S,
+    ) -> None:
+        """Close the call once; safe to call from any exit path."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.trace("disconnected", status=status, reason=reason, detail=detail)
+        for utterance in self.session.finish():
+            self._submit(utterance)
+        frames = await asyncio.to_thread(self.recorder.close)
+        try:
+            await asyncio.wait_for(self._drained.wait(), asr_wait_s)
+        except TimeoutError:
+            log.warning(
+                "closing call before its last transcripts arrived",
+                extra=fields(**self._log_fields, pending=len(self._pending)),
+            )
+        ended_at = datetime.now(UTC)
+        await self._storage.put_many(
+            [
+                self._trace(
+                    "finalised",
+                    media_ms=self.session.duration_ms,
+                    status=status,
+                    segments=self.segments,
+                    asr_shed=self.shed,
+                ),
+                CallClosed(
+                    call_id=self.call_id,
+                    ended_at=ended_at,
+                    status=status,
+                    end_reason=reason,
+                    duration_ms=self.session.duration_ms,
+                    recording_frames=frames,
+                    party_samples={p.value: leg.samples for p, leg in self.session.legs.items()},
+                ),
+            ]
+        )
+        log.info(
+            "call finalised",
+            extra=fields(
+                **self._log_fields,
+                status=status,
+                reason=reason,
+                duration_ms=self.session.duration_ms,
+                segments=self.segments,
+            ),
+        )

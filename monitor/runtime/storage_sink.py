@@ -1,0 +1,100 @@
+"""The storage writer: the only path from the live side to the database.
+
+Records are queued (bounded) and written by one task in batches (`batch_size` records or
+`flush_interval_s`, whichever comes first), each batch one transaction in a worker thread, so
+the event loop never waits on SQL. Policy when the queue is full: the producer waits
+(backpressure on that call only); records are never dropped. A failed batch is retried with
+backoff until it lands, and the failure is logged once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from storage.repository import Repository
+
+from storage.records import Record
+
+log = logging.getLogger("callwatch.storage")
+
+
+class StorageWriter:
+    def __init__(
+        self, repo: Repository, *, batch_size: int, flush_interval_s: float, queue_size: int
+    ) -> None:
+        self._repo = repo
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.batches_written = 0
+        self.records_written = 0
+
+    async def put(self, record: Record) -> None:
+        await self._queue.put(record)
+
+    async def put_many(self, records: Sequence[Record]) -> None:
+        for record in records:
+            await self._queue.put(record)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="storage-writer")
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self._interval
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _write(self, batch: list[Record]) -> None:
+        delay, failing = 0.2, False
+        while True:
+            try:
+                await asyncio.to_thread(self._repo.apply, batch)
+            except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch, retry
+                if not failing:
+                    log.error(
+                        "storage write failed, retrying until it succeeds: %s: %s",
+                        type(exc).__name__,
+                        str(exc).splitlines()[0][:200],
+                    )
+                    failing = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if failing:
+                log.warning("storage write recovered")
+            self.batches_written += 1
+            self.records_written += len(batch)
+            return

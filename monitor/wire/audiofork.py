@@ -1,0 +1,133 @@
+"""FreeSWITCH `mod_audio_fork` / `mod_audio_stream` / jambonz `listen`: the sans-I/O codec.
+
+Wire format (PROTOCOLS.md §1–3): the first TEXT frame is JSON metadata; then BINARY frames of
+raw L16 little-endian, interleaved when stereo, of *any* size (the module writes whatever it
+has buffered), so a frame may end in the middle of a sample or of a stereo pair. Later TEXT
+frames are application messages (DTMF, `send_text`). A zero-length BINARY frame is the
+`graceful-shutdown` signal.
+
+`AudioForkDecoder` is used by the gateway; `AudioForkEncoder` by `ivr_sim`, so the simulator can
+never drift from what the gateway accepts.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.core.metadata import CallMetadata, parse_metadata
+from monitor.errors import ProtocolError
+
+SUBPROTOCOLS = ("audio.drachtio.org", "audio.jambonz.org")
+PROTOCOL_NAME = "audiofork"
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataReceived:
+    metadata: CallMetadata
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioReceived:
+    """Whole interleaved frames only; a torn sample is carried to the next message."""
+
+    pcm: bytes
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextReceived:
+    """A mid-stream text frame: parsed JSON when it is JSON, else the string."""
+
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FlushRequested:
+    """Zero-length binary frame: the switch is about to close gracefully."""
+
+
+WireEvent = MetadataReceived | AudioReceived | TextReceived | FlushRequested
+
+
+class _State(enum.Enum):
+    AWAITING_METADATA = "awaiting_metadata"
+    STREAMING = "streaming"
+
+
+class AudioForkDecoder:
+    """Turns websocket messages into wire events. Raises `ProtocolError` on violations."""
+
+    def __init__(self, *, default_sample_rate: int = 8000, default_channels: int = 2) -> None:
+        self._defaults = {
+            "default_sample_rate": default_sample_rate,
+            "default_channels": default_channels,
+        }
+        self._state = _State.AWAITING_METADATA
+        self._frame_bytes = 0
+        self._carry = b""
+        self.bytes_received = 0
+
+    @property
+    def metadata_received(self) -> bool:
+        return self._state is _State.STREAMING
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of a torn frame waiting for the rest of it."""
+        return len(self._carry)
+
+    def receive_text(self, text: str) -> list[WireEvent]:
+        if self._state is _State.AWAITING_METADATA:
+            meta = parse_metadata(text, **self._defaults)
+            self._state = _State.STREAMING
+            self._frame_bytes = meta.frame_bytes
+            return [MetadataReceived(meta, text)]
+        try:
+            payload: Any = json.loads(text)
+        except json.JSONDecodeError:
+            payload = text
+        return [TextReceived(payload)]
+
+    def receive_bytes(self, data: bytes) -> list[WireEvent]:
+        if self._state is _State.AWAITING_METADATA:
+            raise ProtocolError(
+                ProtocolError.POLICY_VIOLATION,
+                "audio before metadata: send the JSON metadata text frame first",
+            )
+        if not data:
+            return [FlushRequested()]
+        self.bytes_received += len(data)
+        buf = self._carry + data if self._carry else data
+        whole = len(buf) - len(buf) % self._frame_bytes
+        self._carry = buf[whole:]
+        if not whole:
+            return []
+        return [AudioReceived(buf[:whole], whole // self._frame_bytes)]
+
+
+class AudioForkEncoder:
+    """What a FreeSWITCH/jambonz fork sends, for the simulator and tests."""
+
+    subprotocol = SUBPROTOCOLS[0]
+
+    @staticmethod
+    def metadata(fields: Mapping[str, Any]) -> str:
+        # Compact JSON: the drachtio API splits its arguments on spaces (PROTOCOLS.md §1.1).
+        return json.dumps(dict(fields), separators=(",", ":"), ensure_ascii=False)
+
+    @staticmethod
+    def audio(pcm: bytes, chunk_bytes: int) -> Iterator[bytes]:
+        """Split interleaved L16 into messages of `chunk_bytes` (any size, even odd)."""
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        for start in range(0, len(pcm), chunk_bytes):
+            yield pcm[start : start + chunk_bytes]
+
+    @staticmethod
+    def graceful_shutdown() -> bytes:
+        return b""
