@@ -1,3 +1,3 @@
 """Shared pytest wiring: fixtures live in plugin modules owned by their package's tests."""
 
-pytest_plugins = ["tests.fixtures_db", "tests.fixtures_asr"]
+pytest_plugins = ["tests.fixtures_db", "tests.fixtures_asr", "tests.fixtures_server"]

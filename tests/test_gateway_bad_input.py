@@ -1,0 +1,126 @@
+"""Bad input at the gateway: a clear close code and reason, a log line, nothing received lost,
+the call marked interrupted, and other calls untouched. Against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import wave
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from ivr_sim import builtin_scripts, load_script, render, stream_call
+from tests.fixtures_server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+async def _expect_close(url: str, *messages: str | bytes) -> tuple[int, str]:
+    async with connect(url, subprotocols=["audio.drachtio.org"], max_size=None) as ws:
+        try:
+            for m in messages:
+                await ws.send(m)
+            await asyncio.wait_for(ws.recv(), 10)
+        except ConnectionClosed:
+            pass
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert ws.close_code is not None
+        return ws.close_code, ws.close_reason or ""
+
+
+@pytest.mark.parametrize(
+    ("messages", "code", "reason"),
+    [
+        (["{not json"], 1007, "metadata is not JSON"),
+        (['{"callid":"x","sampleRate":44100}'], 1003, "unsupported sample rate 44100"),
+        (['{"callid":"x","sampleRate":8000,"channels":3}'], 1003, "unsupported channel count 3"),
+        ([b"\x00\x01" * 320], 1008, "audio before metadata"),
+        ([], 1008, "no metadata within"),
+    ],
+    ids=["invalid-json", "sample-rate", "channels", "audio-first", "metadata-timeout"],
+)
+def test_rejected_before_the_call_starts(
+    server: ServerProcess, messages: list[str | bytes], code: int, reason: str
+) -> None:
+    got_code, got_reason = asyncio.run(_expect_close(server.url, *messages))
+    assert got_code == code
+    assert reason in got_reason
+    assert reason in server.log()  # the operator sees it too
+
+
+def _audio(seconds: float, rate: int = 8000) -> bytes:
+    call = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
+    return call.pcm()[: int(seconds * rate) * 4]
+
+
+def _recording(server: ServerProcess, call) -> bytes:  # type: ignore[no-untyped-def]
+    with wave.open(str(server.data_dir / "recordings" / call.recording_path), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
+        return w.readframes(w.getnframes())
+
+
+def test_oversized_message_closes_1009_and_keeps_the_audio(server: ServerProcess) -> None:
+    ext = f"big-{uuid.uuid4()}"
+    pcm = _audio(3.0)
+
+    async def go() -> int | None:
+        async with connect(server.url, subprotocols=["audio.drachtio.org"], max_size=None) as ws:
+            await ws.send(json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
+            for i in range(0, len(pcm), 640):
+                await ws.send(pcm[i : i + 640])
+            await ws.send(b"\x00" * (300 * 1024))  # over the 256 KiB default
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed:
+                pass
+            return ws.close_code
+
+    assert asyncio.run(go()) == 1009
+    call = server.wait_call(ext)
+    assert (call.status, call.end_reason) == ("interrupted", "message_too_big")
+    assert _recording(server, call) == pcm
+
+
+def test_client_vanishing_without_close_frame(server: ServerProcess) -> None:
+    ext = f"vanish-{uuid.uuid4()}"
+    pcm = _audio(4.0)
+
+    async def go() -> None:
+        ws = await connect(server.url, subprotocols=["audio.drachtio.org"])
+        await ws.send(json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
+        for i in range(0, len(pcm), 640):
+            await ws.send(pcm[i : i + 640])
+        await asyncio.sleep(0.5)  # let the bytes leave the socket before we cut it
+        ws.transport.abort()  # TCP reset, no close frame: a crashed switch
+
+    asyncio.run(go())
+    call = server.wait_call(ext)
+    assert (call.status, call.end_reason) == ("interrupted", "transport")
+    assert _recording(server, call) == pcm
+    assert call.duration_ms == 4000
+    assert "connection dropped without a close frame" in server.log()
+
+
+def test_bad_calls_do_not_affect_a_good_call_running_alongside(server: ServerProcess) -> None:
+    good = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
+
+    async def go() -> str:
+        async def noise() -> None:
+            for _ in range(5):
+                await _expect_close(server.url, "{bad")
+                await _expect_close(server.url, b"\x00" * 640)
+                await _expect_close(server.url, '{"callid":"x","sampleRate":11025}')
+                await asyncio.sleep(0.2)
+
+        report, _ = await asyncio.gather(stream_call(server.url, good, pace=4.0), noise())
+        assert report.close_code == 1000 and report.subprotocol == "audio.drachtio.org"
+        return report.external_id
+
+    ext = asyncio.run(go())
+    call = server.wait_call(ext)
+    assert (call.status, call.end_reason) == ("completed", "normal")
+    assert _recording(server, call) == good.pcm()
+    assert {s.party for s in call.segments} == {"customer", "agent"}

@@ -1,0 +1,126 @@
+"""The audio-fork codec: metadata first, torn frames carried, any frame size, fuzzed input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.events import Party
+from monitor.errors import ProtocolError
+from monitor.wire.audiofork import (
+    AudioForkDecoder,
+    AudioForkEncoder,
+    AudioReceived,
+    FlushRequested,
+    MetadataReceived,
+    TextReceived,
+)
+
+META = {"callid": "7f3c@10.1.2.3", "from": "13800138000", "to": "95588", "agent": "1024",
+        "queue": "cards", "sampleRate": 8000, "mixType": "stereo"}
+
+
+def test_metadata_then_audio_then_text_then_flush() -> None:
+    dec = AudioForkDecoder()
+    (ev,) = dec.receive_text(AudioForkEncoder.metadata(META))
+    assert isinstance(ev, MetadataReceived)
+    m = ev.metadata
+    assert (m.external_id, m.agent_id, m.queue, m.caller, m.callee) == (
+        "7f3c@10.1.2.3", "1024", "cards", "13800138000", "95588")
+    assert m.sample_rate == 8000 and m.channels == 2
+    assert m.channel_of == {Party.CUSTOMER: 0, Party.AGENT: 1}
+    (audio,) = dec.receive_bytes(b"\x01\x00\x02\x00" * 160)
+    assert isinstance(audio, AudioReceived) and audio.frames == 160
+    (text,) = dec.receive_text('{"event":"dtmf","digit":"1"}')
+    assert isinstance(text, TextReceived) and text.payload == {"event": "dtmf", "digit": "1"}
+    assert isinstance(dec.receive_bytes(b"")[0], FlushRequested)
+
+
+def test_torn_frames_are_carried_to_the_next_message() -> None:
+    dec = AudioForkDecoder()
+    dec.receive_text(json.dumps({"sampleRate": 16000, "channels": 2}))
+    pcm = np.arange(-50, 50, dtype="<i2").tobytes()  # 50 stereo frames
+    got = b""
+    for size in (1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
+        for ev in dec.receive_bytes(pcm[: size]):
+            assert isinstance(ev, AudioReceived) and len(ev.pcm) % 4 == 0
+            got += ev.pcm
+        pcm = pcm[size:]
+    for ev in dec.receive_bytes(pcm):
+        got += ev.pcm  # type: ignore[union-attr]
+    assert got == np.arange(-50, 50, dtype="<i2").tobytes()
+    assert dec.pending_bytes == 0
+
+
+def test_audio_before_metadata_is_a_policy_violation() -> None:
+    with pytest.raises(ProtocolError) as err:
+        AudioForkDecoder().receive_bytes(b"\x00" * 640)
+    assert err.value.close_code == 1008 and "metadata" in err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("meta", "code", "words"),
+    [
+        ("not json", 1007, "not JSON"),
+        ("[1, 2]", 1007, "JSON object"),
+        ('{"sampleRate": 44100}', 1003, "sample rate 44100"),
+        ('{"sampleRate": "fast"}', 1007, "integer"),
+        ('{"channels": 6}', 1003, "channel count 6"),
+        ('{"mixType": "quad"}', 1003, "mixType"),
+        ('{"customerChannel": 1, "agentChannel": 1}', 1007, "must be 0 and 1"),
+        ('{"sampleRate": true}', 1007, "number"),
+    ],
+)
+def test_bad_metadata_gets_a_clear_code_and_reason(meta: str, code: int, words: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        AudioForkDecoder().receive_text(meta)
+    assert err.value.close_code == code
+    assert words in err.value.reason
+
+
+def test_metadata_aliases_and_defaults() -> None:
+    dec = AudioForkDecoder(default_sample_rate=8000, default_channels=2)
+    (ev,) = dec.receive_text('{"callSid":"CA1","sampleRate":"16k","customerChannel":1,"x":1}')
+    assert isinstance(ev, MetadataReceived)
+    m = ev.metadata
+    assert m.external_id == "CA1" and m.sample_rate == 16000
+    assert m.channel_of == {Party.CUSTOMER: 1, Party.AGENT: 0}
+    assert m.extra == {"x": 1}
+    (ev,) = AudioForkDecoder().receive_text('{"mixType":"mono"}')
+    assert isinstance(ev, MetadataReceived)
+    assert ev.metadata.channels == 1 and ev.metadata.channel_of == {Party.CUSTOMER: 0}
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.one_of(st.text(max_size=300), st.binary(max_size=300)),
+       rest=st.lists(st.one_of(st.text(max_size=50), st.binary(max_size=700)), max_size=8))
+def test_random_input_parses_or_raises_protocol_error(first: str | bytes, rest: list) -> None:
+    dec = AudioForkDecoder()
+    for message in [first, *rest]:
+        try:
+            events = (dec.receive_text(message) if isinstance(message, str)
+                      else dec.receive_bytes(message))
+        except ProtocolError as exc:
+            assert 1000 <= exc.close_code < 4000 and len(exc.reason.encode()) <= 123
+            return
+        for ev in events:
+            if isinstance(ev, AudioReceived):
+                assert len(ev.pcm) % (2 * dec_channels(dec)) == 0
+
+
+def dec_channels(dec: AudioForkDecoder) -> int:
+    return dec._frame_bytes // 2  # noqa: SLF001 - the invariant under test is internal
+
+
+@given(st.dictionaries(st.text(max_size=10), st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+    st.lists(st.integers(), max_size=3)), max_size=8))
+def test_random_json_objects_parse_or_raise_protocol_error(doc: dict) -> None:
+    try:
+        AudioForkDecoder().receive_text(json.dumps(doc))
+    except ProtocolError:
+        pass
