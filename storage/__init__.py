@@ -1,1 +1,29 @@
-"""callwatch package."""
+"""callwatch's storage: the SQL call database and the recordings on disk.
+
+Modules, each importable on its own (importing this package loads no database driver):
+
+* `storage.records` - the write records the live side hands over (`CallOpened`, ...).
+* `storage.repository` - `Repository`: batched writes (`apply`) and read queries, returning
+  `CallSummary` / `CallDetail` dataclasses.
+* `storage.models` - the schema (SQLAlchemy 2.0 models) and those frozen result dataclasses.
+* `storage.db` - engines (SQLite pragmas, PostgreSQL), write transactions, `upgrade()`.
+* `storage.migrations` - Alembic revisions, run programmatically by `storage.db.upgrade`.
+* `storage.recordings` - `WavRecorder` (crash-safe growing WAV) and `repair_wav`.
+* `storage.errors` - `StorageError` and its few subclasses.
+"""
+
+from storage.errors import (
+    BatchRejected,
+    MigrationError,
+    RecordingError,
+    StorageError,
+    StorageUnavailable,
+)
+
+__all__ = [
+    "BatchRejected",
+    "MigrationError",
+    "RecordingError",
+    "StorageError",
+    "StorageUnavailable",
+]

@@ -3,8 +3,10 @@
 Records are queued (bounded) and written by one task in batches (`batch_size` records or
 `flush_interval_s`, whichever comes first), each batch one transaction in a worker thread, so
 the event loop never waits on SQL. Policy when the queue is full: the producer waits
-(backpressure on that call only); records are never dropped. A failed batch is retried with
-backoff until it lands, and the failure is logged once per outage.
+(backpressure on that call only). A batch that fails because the database is unavailable is
+retried with backoff until it lands (logged once per outage); a batch the database rejects
+for good (`BatchRejected`: a malformed record) is split and written record by record, so only
+the bad record is dropped, with an error log, and never stalls the other calls' writes.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import logging
 import time
 from collections.abc import Sequence
 
-from storage.repository import Repository
-
+from storage.errors import BatchRejected
 from storage.records import Record
+from storage.repository import Repository
 
 log = logging.getLogger("callwatch.storage")
 
@@ -32,6 +34,7 @@ class StorageWriter:
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
         self.records_written = 0
+        self.records_rejected = 0
 
     async def put(self, record: Record) -> None:
         await self._queue.put(record)
@@ -78,11 +81,28 @@ class StorageWriter:
                 self._queue.task_done()
 
     async def _write(self, batch: list[Record]) -> None:
+        try:
+            await self._write_until_stored(batch)
+        except BatchRejected:
+            for record in batch:
+                try:
+                    await self._write_until_stored([record])
+                except BatchRejected as exc:
+                    self.records_rejected += 1
+                    log.error(
+                        "storage rejected a record, dropped: %s: %s",
+                        type(record).__name__,
+                        str(exc).splitlines()[0][:200],
+                    )
+
+    async def _write_until_stored(self, batch: list[Record]) -> None:
         delay, failing = 0.2, False
         while True:
             try:
                 await asyncio.to_thread(self._repo.apply, batch)
-            except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch, retry
+            except BatchRejected:
+                raise
+            except Exception as exc:  # database unavailable, locked, restarting: retry
                 if not failing:
                     log.error(
                         "storage write failed, retrying until it succeeds: %s: %s",
