@@ -36,14 +36,14 @@ class ServerProcess:
     _repo: Repository | None = field(default=None, repr=False)
 
     def start(self, timeout_s: float = 180.0) -> None:
-        log = self.log_path.open("ab")
-        offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(self.data_dir),
-             "--port", "0"],
-            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            offset = self.log_path.stat().st_size
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(self.data_dir),
+                 "--port", "0"],
+                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
