@@ -1,1 +1,25 @@
-"""callwatch package."""
+"""Speech recognition for callwatch: utterances in, `AsrResult`s out.
+
+Modules (import the heavy ones explicitly; importing `asr` itself loads no model code):
+
+* `asr.types` - the seam: `AsrRequest`, `AsrResult`, the `Engine` protocol.
+* `asr.errors` - `AsrError` and its subclasses.
+* `asr.models` - which model files to load (`resolve_model`) and where (`pick_device`).
+* `asr.engine` - `WhisperEngine`, the only importer of faster-whisper.
+* `asr.pool` - `AsrPool`, worker processes that keep decoding off the event loop.
+* `asr.textnorm` - Simplified Chinese, phantom-phrase removal, spacing.
+* `asr.scoring` - WER / CER for tests and benchmarks.
+"""
+
+from asr.errors import AsrError, AsrWorkerError, ModelLoadError, ModelNotFoundError
+from asr.types import AsrRequest, AsrResult, Engine
+
+__all__ = [
+    "AsrError",
+    "AsrRequest",
+    "AsrResult",
+    "AsrWorkerError",
+    "Engine",
+    "ModelLoadError",
+    "ModelNotFoundError",
+]
