@@ -88,3 +88,34 @@ def test_two_calls_english_and_mandarin_end_to_end(server: ServerProcess) -> Non
             assert ours <= base + 0.03, (party, ours, base, [s.text for s in segs])
         if call.script.name.startswith("zh"):
             assert all(s.language == "zh" for s in stored.segments)
+
+
+def _cli(server: ServerProcess, *args: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args, "--data-dir", str(server.data_dir)],
+        capture_output=True, text=True, env=server.env, timeout=60, check=True,
+    )
+    return out.stdout
+
+
+def test_cli_lists_searches_and_shows_a_stored_call(server: ServerProcess) -> None:
+    call = _script("en_billing_8k.toml")
+    ext = asyncio.run(stream_call(server.url, call, pace=4.0)).external_id
+    stored = server.wait_call(ext)
+    assert stored.sample_rate == 8000 and stored.segments
+
+    listing = _cli(server, "calls", "--agent", "1031")
+    assert stored.call_id in listing and "billing" in listing and "completed" in listing
+    assert stored.call_id not in _cli(server, "calls", "--agent", "nobody")
+    word = max(stored.segments[0].text.split(), key=len).strip(".,!?")
+    assert stored.call_id in _cli(server, "calls", "--text", word)
+
+    shown = _cli(server, "show", ext, "--trace")  # by the switch's call id
+    assert stored.call_id in shown and "+14155550142" in shown
+    for seg in stored.segments:
+        stamp = f"{seg.start_ms // 60000:02d}:{seg.start_ms % 60000 / 1000:04.1f}"
+        assert f"[{stamp}-" in shown and f"{seg.party:8} {seg.text}" in shown
+    assert "finalised" in shown

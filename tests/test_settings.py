@@ -1,0 +1,57 @@
+"""Settings: defaults file in sync with the schema, layering, and readable errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import ConfigError, Settings, load_settings
+
+DEFAULTS = Path(__file__).resolve().parents[1] / "config" / "defaults.toml"
+
+
+def test_shipped_defaults_file_matches_the_schema() -> None:
+    assert load_settings(DEFAULTS, env={}) == Settings()
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "cw.toml"
+    cfg.write_text('[gateway]\nport = 9000\nhost = "0.0.0.0"\n[asr]\nmodel = "tiny.en"\n')
+    env = {"CALLWATCH_GATEWAY__PORT": "9100", "CALLWATCH_STORAGE__URL": "sqlite:///x.db",
+           "CALLWATCH_GATEWAY__SUBPROTOCOLS": "[a.b, c.d]", "OTHER": "ignored"}
+    s = load_settings(cfg, env=env, asr={"language": "zh"})
+    assert (s.gateway.host, s.gateway.port) == ("0.0.0.0", 9100)
+    assert s.gateway.subprotocols == ("a.b", "c.d")
+    assert (s.asr.model, s.asr.language) == ("tiny.en", "zh")
+    assert s.database_url == "sqlite:///x.db"
+
+
+def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    s = load_settings(env={}, data_dir=tmp_path)
+    assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'callwatch.db'}"
+    assert s.model_cache_dir == tmp_path / "models"
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"CALLWATCH_GATEWAY__PORT": "http"}, "gateway.port"),
+        ({"CALLWATCH_ASR__LANGUAGE": "fr"}, "asr.language"),
+        ({"CALLWATCH_GATEWAY__PROT": "1"}, "gateway.prot"),
+        ({"CALLWATCH_VAD__PAD_MS": "900"}, "vad.pad_ms"),
+    ],
+)
+def test_invalid_settings_name_the_key(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env)
+    assert words in str(err.value)
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, env={})
