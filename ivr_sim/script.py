@@ -171,5 +171,44 @@ def render(script: CallScript, data_root: Path = DEFAULT_DATA_ROOT) -> RenderedC
     return RenderedCall(script=script, audio=out, turns=tuple(placed))
 
 
+def from_files(customer: Path | None, agent: Path | None, sample_rate: int = 8000) -> RenderedCall:
+    """A call from recordings of each party (any rate; both start at time 0, as recorded).
+    A stereo file given as `customer` with no `agent` is split: left customer, right agent."""
+    if sample_rate not in (8000, 16000):
+        raise ScriptError(f"sample_rate must be 8000 or 16000, got {sample_rate}")
+    if customer is None and agent is None:
+        raise ScriptError("give a customer and/or an agent recording")
+    channels: list[npt.NDArray[np.int16]] = []
+    if customer is not None and agent is None and sf.info(str(customer)).channels == 2:
+        data, rate = sf.read(str(customer), dtype="float64", always_2d=True)
+        for ch in (0, 1):
+            ratio = Fraction(sample_rate, rate)
+            x = resample_poly(data[:, ch], ratio.numerator, ratio.denominator)
+            channels.append(np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16))
+    else:
+        for path in (customer, agent):
+            channels.append(
+                load_clip(path, sample_rate) if path is not None else np.zeros(0, np.int16)
+            )
+    frames = max(c.size for c in channels)
+    audio = np.zeros((frames, 2), dtype=np.int16)
+    for ch, clip in enumerate(channels):
+        audio[: clip.size, ch] = clip
+    names = [p.name for p in (customer, agent) if p is not None]
+    script = CallScript(
+        name="files:" + "+".join(names),
+        sample_rate=sample_rate,
+        turns=tuple(
+            Turn(party, str(p), 0.0)
+            for party, p in (("customer", customer), ("agent", agent))
+            if p is not None
+        ),
+    )
+    turns = tuple(
+        PlacedTurn(t.party, t.audio, 0.0, frames / sample_rate, None, None) for t in script.turns
+    )
+    return RenderedCall(script=script, audio=audio, turns=turns)
+
+
 def builtin_scripts() -> list[Path]:
     return sorted(BUILTIN_SCRIPTS.glob("*.toml"))

@@ -65,13 +65,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- sim --------------------------------------------------------------------------------
 def cmd_sim(args: argparse.Namespace) -> int:
     from ivr_sim import builtin_scripts, load_script, render, stream_call
+    from ivr_sim.script import from_files
 
-    paths = [Path(p) for p in args.script] if args.script else builtin_scripts()
-    if not paths:
-        print("no call scripts found: pass --script FILE.toml", file=sys.stderr)
-        return 2
-    scripts = [load_script(p) for p in paths]
-    calls = [render(scripts[i % len(scripts)]) for i in range(args.calls)]
+    if args.customer or args.agent:
+        calls = [from_files(args.customer, args.agent, args.rate)] * args.calls
+    else:
+        paths = [Path(p) for p in args.script] if args.script else builtin_scripts()
+        if not paths:
+            print("no call scripts found: pass --script FILE.toml", file=sys.stderr)
+            return 2
+        scripts = [load_script(p) for p in paths]
+        calls = [render(scripts[i % len(scripts)]) for i in range(args.calls)]
 
     async def main() -> list[Any]:
         sem = asyncio.Semaphore(args.concurrency)
@@ -213,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--url", default="ws://127.0.0.1:8765")
     sp.add_argument("--demo", action="store_true", help="use the built-in call scripts")
     sp.add_argument("--script", action="append", help="call script TOML (repeatable)")
+    sp.add_argument("--customer", type=Path, help="customer recording (a stereo file: both)")
+    sp.add_argument("--agent", type=Path, help="agent recording")
+    sp.add_argument(
+        "--rate",
+        type=int,
+        default=8000,
+        choices=[8000, 16000],
+        help="sample rate to stream recordings at",
+    )
     sp.add_argument("--calls", type=int, default=2)
     sp.add_argument("--concurrency", type=int, default=100)
     sp.add_argument("--stagger", type=float, default=0.5, help="seconds between call starts")
