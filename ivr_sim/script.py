@@ -195,14 +195,12 @@ def from_files(customer: Path | None, agent: Path | None, sample_rate: int = 800
     for ch, clip in enumerate(channels):
         audio[: clip.size, ch] = clip
     names = [p.name for p in (customer, agent) if p is not None]
+    sources = {"customer": customer or agent, "agent": agent or customer}
+    present = [party for ch, party in enumerate(("customer", "agent")) if channels[ch].size]
     script = CallScript(
         name="files:" + "+".join(names),
         sample_rate=sample_rate,
-        turns=tuple(
-            Turn(party, str(p), 0.0)
-            for party, p in (("customer", customer), ("agent", agent))
-            if p is not None
-        ),
+        turns=tuple(Turn(party, str(sources[party]), 0.0) for party in present),
     )
     turns = tuple(
         PlacedTurn(t.party, t.audio, 0.0, frames / sample_rate, None, None) for t in script.turns
