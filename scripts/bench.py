@@ -446,7 +446,7 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
     stop = asyncio.Event()
     poller = asyncio.create_task(_poll_until(watch, stop))
     await asyncio.gather(*(_stream(plan.url, t, i * plan.stagger_s) for i, t in enumerate(tracks)))
-    ids = [t.external_id for t in tracks]
+    ids = [t.external_id for t in tracks if t.sends or t.error is None]  # refused: no record
     drain = await _wait_finalised(watch, ids, DRAIN_LIMIT_S)
     usage = cpu.read()  # before any backlog wait, which would dilute it
     if drain is None:
@@ -552,6 +552,8 @@ async def bench_pipeline(server: Server, settings: Settings, args: argparse.Name
     watch = DbWatch(server.db_path)
 
     async def run(n: int) -> LevelResult:
+        if server.proc is None or server.proc.poll() is not None:
+            raise RuntimeError(f"the server has exited; see {server.log_path}")
         progress(f"[pipeline] N={n}: streaming {n} call(s) at real time")
         result = await run_level(plan, watch, n)
         verdict = "pass" if result.passed else "FAIL: " + "; ".join(result.problems[:3])
@@ -591,6 +593,10 @@ def compare(pool: EngineRun | None, levels: list[LevelResult]) -> dict[str, Any]
         "speech_s_per_call_s": speech,
         "utterances_per_call_s": utts,
     }
+    lone = next((lv for lv in levels if lv.n == 1), None)
+    if lone is not None and not lone.passed:
+        out["one_call"] = {"p50_s": lone.p50_s, "p95_s": lone.p95_s,
+                           "asr_p50_s": lone.asr_p50_s, "rest_p50_s": lone.rest_p50_s}
     if pool is not None and speech > 0:
         engine_calls = pool.xrt / speech
         out["engine_limited_calls"] = engine_calls
@@ -682,6 +688,12 @@ def _compare_lines(c: dict[str, Any]) -> list[str]:
             f"          engine alone allows {c['engine_limited_calls']:.1f} calls by audio "
             f"({c['engine_limited_calls_by_utterance_count']:.1f} by utterance count); "
             f"pipeline / engine = {c['pipeline_vs_engine']:.0%} (goal >= 80 %)")
+    if "one_call" in c:
+        one = c["one_call"]
+        lines.append(
+            f"          even one call misses the bound: latency p50 {one['p50_s']:.2f} s = ASR "
+            f"{one['asr_p50_s']:.2f} s + rest {one['rest_p50_s']:.2f} s (VAD end silence, "
+            f"storage batching, {POLL_S:g} s polling); --slo S judges against another bound")
     return lines
 
 
@@ -757,7 +769,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(env=env)
     config = EngineConfig.from_settings(settings.asr, settings.model_cache_dir)
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    fig: dict[str, Any] = {"mode": "quick" if args.quick else "full",
+    parts = ["engine only" if args.skip_pipeline else "", "pipeline only" if args.skip_engine
+             else "", f"levels {args.levels}" if args.levels else ""]
+    mode = ", ".join(["quick" if args.quick else "full", *filter(None, parts)])
+    fig: dict[str, Any] = {"mode": mode,
                            "settings": settings_figures(settings, config)}
     pool = None
     if not args.skip_engine:
