@@ -6,8 +6,8 @@ each convolved with the 8 kHz input (`numpy.convolve`, the last 31 input samples
 the previous chunk), and the two outputs interleaved: y[2n] = Σ h[2k]·x[n−k],
 y[2n+1] = Σ h[2k+1]·x[n−k]. Every output is the same dot product whatever the chunking, so the
 output is identical however the input is split (a property test checks this). Direct
-convolution of a 20 ms frame costs a few µs, far less than `lfilter`'s per-call overhead. Group delay:
-31 output samples (1.94 ms), not compensated: it is far below the VAD frame.
+convolution of a 20 ms frame costs a few µs, far less than `lfilter`'s per-call overhead.
+Group delay: 31 output samples (1.94 ms), not compensated: it is far below the VAD frame.
 """
 
 from __future__ import annotations

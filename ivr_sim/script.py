@@ -78,7 +78,7 @@ class RenderedCall:
 
     @property
     def duration_s(self) -> float:
-        return self.audio.shape[0] / self.sample_rate
+        return float(self.audio.shape[0] / self.sample_rate)
 
     def pcm(self) -> bytes:
         """Interleaved little-endian L16, as a stereo audio fork sends it."""
@@ -135,7 +135,8 @@ def load_clip(path: Path, sample_rate: int) -> npt.NDArray[np.int16]:
     if rate != sample_rate:
         ratio = Fraction(sample_rate, rate)
         mono = resample_poly(mono, ratio.numerator, ratio.denominator)
-    return np.clip(np.rint(mono * 32767.0), -32768, 32767).astype(np.int16)
+    out: npt.NDArray[np.int16] = np.clip(np.rint(mono * 32767.0), -32768, 32767).astype(np.int16)
+    return out
 
 
 def render(script: CallScript, data_root: Path = DEFAULT_DATA_ROOT) -> RenderedCall:

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -25,13 +26,13 @@ from monitor.core.events import UtteranceEnded
 log = logging.getLogger("callwatch.asr")
 
 
-class BatchTranscriber:
+class BatchTranscriber(Protocol):
     """What the service needs from the pool (asr.pool.AsrPool provides it)."""
 
-    worker_count: int
+    @property
+    def worker_count(self) -> int: ...
 
-    async def transcribe_batch(self, requests: list[AsrRequest]) -> list[AsrResult]:
-        raise NotImplementedError
+    async def transcribe_batch(self, requests: list[AsrRequest]) -> list[AsrResult]: ...
 
 
 @dataclass(slots=True, eq=False)
