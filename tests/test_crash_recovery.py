@@ -73,3 +73,36 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
         assert again is not None and again.trace == stored.trace
     finally:
         srv.stop()
+
+
+def test_sigterm_closes_open_calls_as_interrupted_and_exits_cleanly(tmp_path: Path) -> None:
+    srv = make_server(tmp_path)
+    srv.start()
+    call = render(load_script(next(p for p in builtin_scripts() if "zh_cards_8k" in p.name)))
+    pcm = call.pcm()[: 8000 * 4 * 3]  # 3 s, then the switch stays connected
+    ext = f"term-{uuid.uuid4()}"
+
+    async def stream_then_wait() -> int | None:
+        async with connect(srv.url, subprotocols=["audio.drachtio.org"]) as ws:
+            await ws.send(json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
+            for i in range(0, len(pcm), 640):
+                await ws.send(pcm[i : i + 640])
+            await asyncio.sleep(1.0)
+            assert srv.proc is not None
+            srv.proc.terminate()  # SIGTERM while the call is open
+            try:
+                await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed:
+                pass
+            return ws.close_code
+
+    try:
+        assert asyncio.run(stream_then_wait()) == 1001  # going away
+        assert srv.proc is not None and srv.proc.wait(30) == 0
+        stored = srv.repo.get_call(ext)
+        assert stored is not None
+        assert (stored.status, stored.end_reason) == ("interrupted", "shutdown")
+        with wave.open(str(srv.data_dir / "recordings" / stored.recording_path), "rb") as w:
+            assert w.readframes(w.getnframes()) == pcm
+    finally:
+        srv.stop()
