@@ -181,8 +181,9 @@ class WhisperEngine:
         self._language_default = self._check_language(
             None if language_default == "auto" else language_default, "language_default"
         )
-        probe = Tokenizer(self._model.hf_tokenizer, self._multilingual, task="transcribe",
-                          language="en")
+        probe = Tokenizer(
+            self._model.hf_tokenizer, self._multilingual, task="transcribe", language="en"
+        )
         # Which tokens may never be generated does not depend on the language.
         self._suppress = list(get_suppressed_tokens(probe, (-1,)) or ())
 
@@ -200,8 +201,10 @@ class WhisperEngine:
         """
         started = time.perf_counter()
         audios = [self._check_audio(r.audio, i) for i, r in enumerate(requests)]
-        langs = [self._check_language(r.language, f"requests[{i}].language") or
-                 self._language_default for i, r in enumerate(requests)]
+        langs = [
+            self._check_language(r.language, f"requests[{i}].language") or self._language_default
+            for i, r in enumerate(requests)
+        ]
         decoded: list[tuple[list[_Decoded], str]] = [([], lang or "") for lang in langs]
         window_items = []
         for i, audio in enumerate(audios):
@@ -212,8 +215,9 @@ class WhisperEngine:
             else:
                 window_items.append(i)
         if window_items:
-            batch = self._decode_windows([audios[i] for i in window_items],
-                                         [langs[i] for i in window_items])
+            batch = self._decode_windows(
+                [audios[i] for i in window_items], [langs[i] for i in window_items]
+            )
             for i, item in zip(window_items, batch, strict=True):
                 decoded[i] = ([item[0]], item[1])
         wall = time.perf_counter() - started
@@ -221,10 +225,16 @@ class WhisperEngine:
         weights = [0.0 if self._is_silent(a) else len(a) / SAMPLE_RATE for a in audios]
         total = sum(weights)
         return [
-            self._result(parts, lang, len(audio) / SAMPLE_RATE,
-                         wall * weight / total if total else 0.0, request.tag)
+            self._result(
+                parts,
+                lang,
+                len(audio) / SAMPLE_RATE,
+                wall * weight / total if total else 0.0,
+                request.tag,
+            )
             for (parts, lang), audio, weight, request in zip(
-                decoded, audios, weights, requests, strict=True)
+                decoded, audios, weights, requests, strict=True
+            )
         ]
 
     # -- decoding -------------------------------------------------------------------------
@@ -234,9 +244,9 @@ class WhisperEngine:
     ) -> list[tuple[_Decoded, str]]:
         """Encode every ≤30 s utterance once, detect languages, decode greedily."""
         extractor = self._model.feature_extractor
-        mels = np.stack([
-            pad_or_trim(extractor(audio)[:, : extractor.nb_max_frames]) for audio in audios
-        ])
+        mels = np.stack(
+            [pad_or_trim(extractor(audio)[:, : extractor.nb_max_frames]) for audio in audios]
+        )
         encoded = self._model.encode(mels)
         if any(lang is None for lang in langs):
             if self._multilingual:
@@ -266,8 +276,18 @@ class WhisperEngine:
             text = tok.decode(tokens).strip()
             # Same recovery of the mean log-probability as faster-whisper (length_penalty 1).
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-            out.append((_Decoded(text, len(audio) / SAMPLE_RATE, avg_logprob,
-                                 result.no_speech_prob, _compression_ratio(text)), lang))
+            out.append(
+                (
+                    _Decoded(
+                        text,
+                        len(audio) / SAMPLE_RATE,
+                        avg_logprob,
+                        result.no_speech_prob,
+                        _compression_ratio(text),
+                    ),
+                    lang,
+                )
+            )
         return out
 
     def _decode_long(
@@ -285,14 +305,20 @@ class WhisperEngine:
             max_new_tokens=self._max_new_tokens(WINDOW_S),
         )
         parts = [
-            _Decoded(s.text.strip(), s.end - s.start, s.avg_logprob, s.no_speech_prob,
-                     s.compression_ratio)
+            _Decoded(
+                s.text.strip(),
+                s.end - s.start,
+                s.avg_logprob,
+                s.no_speech_prob,
+                s.compression_ratio,
+            )
             for s in list(segments)
         ]
         return parts, info.language
 
-    def _result(self, parts: list[_Decoded], lang: str, audio_s: float, compute_s: float,
-                tag: object) -> AsrResult:
+    def _result(
+        self, parts: list[_Decoded], lang: str, audio_s: float, compute_s: float, tag: object
+    ) -> AsrResult:
         texts, weights, confidences = [], [], []
         for part in parts:
             if not self._kept(part):
@@ -304,7 +330,8 @@ class WhisperEngine:
                 confidences.append(math.exp(part.avg_logprob))
         confidence = (
             sum(c * w for c, w in zip(confidences, weights, strict=True)) / sum(weights)
-            if weights else 0.0
+            if weights
+            else 0.0
         )
         joiner = "" if lang == "zh" else " "
         return AsrResult(joiner.join(texts), lang, confidence, audio_s, compute_s, tag)
@@ -331,15 +358,17 @@ class WhisperEngine:
         return float(np.max(np.abs(audio))) < self._gates.silence_peak
 
     def _tokenizer(self, language: str) -> Tokenizer:
-        return Tokenizer(self._model.hf_tokenizer, self._multilingual, task="transcribe",
-                         language=language)
+        return Tokenizer(
+            self._model.hf_tokenizer, self._multilingual, task="transcribe", language=language
+        )
 
     def _check_language(self, language: str | None, name: str) -> str | None:
         if language is None or language in self._languages:
             return language
         hint = "this model is English-only" if not self._multilingual else "unknown code"
-        raise ValueError(f"{name} must be None or a Whisper language code, got "
-                         f"{language!r} ({hint})")
+        raise ValueError(
+            f"{name} must be None or a Whisper language code, got {language!r} ({hint})"
+        )
 
     @staticmethod
     def _check_audio(audio: object, index: int) -> npt.NDArray[np.float32]:

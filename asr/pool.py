@@ -7,10 +7,12 @@ batches sent over its own pipe. The asyncio side awaits a free worker, hands the
 send/receive to a thread via `loop.run_in_executor`, and gets the results back; the loop never
 blocks on ASR. The bounded queue in front of the pool belongs to the monitor runtime.
 
-Why processes and not `WhisperModel(num_workers=N)` threads: measured here with `base`
-(scripts/bench_asr_workers.py), two single-threaded processes transcribe more audio per
-second than one process with two decoding threads, whose Python-side feature extraction
-and tokenisation contend for the GIL.
+Why processes and not threads: measured on this 2-core machine with `base`, 20 utterances
+of the shared corpus, language auto (scripts/bench_asr_workers.py, medians of 3 runs while
+other jobs shared the machine), one process with one thread transcribed 2.7 audio seconds
+per wall second, two single-threaded worker processes 5.3 (2.0x), one process with
+`WhisperModel(num_workers=2)` driven from two threads 3.1 (1.2x), and one process with two
+intra-op threads 3.3. Processes also keep a crash in native code to one worker.
 
 A worker that dies mid-batch fails that batch with `AsrWorkerError` and is restarted before
 its next batch; a model that cannot load fails `start()` with the worker's own
@@ -28,16 +30,15 @@ import os
 import pickle
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
-from asr.engine import EngineConfig, WhisperEngine
+from asr.engine import EngineConfig
 from asr.errors import AsrError, AsrWorkerError, ModelLoadError
+from asr.models import pick_device
 from asr.types import AsrRequest, AsrResult
 from config.settings import AsrSettings
 
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a worker may take to import faster-whisper and load the model.
 READY_TIMEOUT_S = 120.0
-
-Backend = Literal["processes", "threads"]
 
 
 def _worker_main(conn: Connection, config: EngineConfig) -> None:
@@ -79,7 +78,7 @@ def _worker_main(conn: Connection, config: EngineConfig) -> None:
             conn.send(("error", AsrError(f"the batch's results could not be pickled: {exc}")))
 
 
-class _ProcessWorker:
+class _Worker:
     """One worker process and the parent's end of its pipe; used by one thread at a time."""
 
     def __init__(self, ctx: BaseContext, config: EngineConfig, index: int) -> None:
@@ -130,11 +129,12 @@ class _ProcessWorker:
             conn.send(requests)
             kind, payload = conn.recv()
         except (EOFError, OSError):
-            code = self._process.exitcode if self._process else None
-            if not self.closing:
-                log.error("%s died (exit code %s); restarting it", self._name, code)
-                with contextlib.suppress(AsrError):
-                    self._restart()
+            code = None
+            if self._process is not None:
+                self._process.join(1.0)
+                code = self._process.exitcode
+            # Restarted lazily by the next batch: this caller gains nothing by waiting for it.
+            log.error("%s died (exit code %s) during a batch", self._name, code)
             raise AsrWorkerError(
                 f"{self._name} died (exit code {code}) while transcribing "
                 f"{len(requests)} utterance(s); the batch is lost"
@@ -165,25 +165,6 @@ class _ProcessWorker:
                 process.join(timeout_s)
 
 
-class _ThreadWorker:
-    """A slot on a model shared in this process (`backend="threads"`): CTranslate2 runs up to
-    `num_workers` decodes in parallel and releases the GIL while it does."""
-
-    def __init__(self, engine: WhisperEngine) -> None:
-        self._engine = engine
-        self.closing = False
-        self.pid: int | None = None
-
-    def run(self, requests: list[AsrRequest]) -> list[AsrResult]:
-        return self._engine.transcribe_batch(requests)
-
-    def stop(self, timeout_s: float) -> None:
-        """Nothing to stop: the model is freed with the last reference to the engine."""
-
-
-_Worker = _ProcessWorker | _ThreadWorker
-
-
 class AsrPool:
     """Worker processes sharing out ASR batches; create, `await start()`, use, `await close()`.
 
@@ -191,15 +172,10 @@ class AsrPool:
     (the pool itself holds no queue of work; the runtime's bounded queue feeds it).
     """
 
-    def __init__(
-        self, settings: AsrSettings, cache_dir: Path, *, backend: Backend = "processes"
-    ) -> None:
-        if backend not in ("processes", "threads"):
-            raise ValueError(f"backend must be 'processes' or 'threads', got {backend!r}")
+    def __init__(self, settings: AsrSettings, cache_dir: Path) -> None:
         self._settings = settings
         self._cache_dir = cache_dir
-        self._backend = backend
-        self._count = settings.workers or os.cpu_count() or 1
+        self._count = settings.workers or _default_workers(settings)
         self._workers: list[_Worker] = []
         self._idle: asyncio.Queue[_Worker] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -207,12 +183,13 @@ class AsrPool:
 
     @property
     def worker_count(self) -> int:
-        """Batches this pool runs at once (`asr.workers`, or one per CPU core when 0)."""
+        """Batches this pool runs at once (`asr.workers`; when 0, one per CPU core on CPU and
+        one on a GPU)."""
         return self._count
 
     @property
     def worker_pids(self) -> list[int]:
-        """Process ids of the workers (empty with the threads backend)."""
+        """Process ids of the running workers."""
         return [pid for w in self._workers if (pid := w.pid) is not None]
 
     async def start(self) -> None:
@@ -225,24 +202,15 @@ class AsrPool:
         config = await loop.run_in_executor(
             self._executor, EngineConfig.from_settings, self._settings, self._cache_dir
         )
-        workers: list[_Worker] = []
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        workers = [_Worker(ctx, config, i) for i in range(self._count)]
         try:
-            if self._backend == "threads":
-                shared = replace(config, num_workers=self._count)
-                engine = await loop.run_in_executor(self._executor, shared.build)
-                workers.extend(_ThreadWorker(engine) for _ in range(self._count))
-            else:
-                methods = multiprocessing.get_all_start_methods()
-                ctx = multiprocessing.get_context(
-                    "forkserver" if "forkserver" in methods else "spawn"
-                )
-                processes = [_ProcessWorker(ctx, config, i) for i in range(self._count)]
-                workers.extend(processes)
-                for process in processes:
-                    process.start()
-                await asyncio.gather(
-                    *(loop.run_in_executor(self._executor, w.wait_ready) for w in processes)
-                )
+            for worker in workers:
+                worker.start()
+            await asyncio.gather(
+                *(loop.run_in_executor(self._executor, w.wait_ready) for w in workers)
+            )
         except BaseException:
             await loop.run_in_executor(self._executor, _stop_all, workers, 2.0)
             self._executor.shutdown(wait=False)
@@ -307,8 +275,13 @@ class AsrPool:
         await self.close()
 
 
+def _default_workers(settings: AsrSettings) -> int:
+    """One worker per CPU core; on a GPU one worker, which parallelises within a batch."""
+    device, _ = pick_device(settings.device, settings.compute_type)
+    return 1 if device == "cuda" else os.cpu_count() or 1
+
+
 def _stop_all(workers: list[_Worker], timeout_s: float) -> None:
     for worker in workers:
         worker.closing = True
         worker.stop(timeout_s)
-

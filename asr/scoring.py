@@ -125,16 +125,14 @@ def corpus_cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return _corpus(refs, hyps, normalize_zh)
 
 
-def _corpus(
-    refs: Sequence[str], hyps: Sequence[str], norm: Callable[[str], list[str]]
-) -> float:
+def _corpus(refs: Sequence[str], hyps: Sequence[str], norm: Callable[[str], list[str]]) -> float:
     if len(refs) != len(hyps):
-        raise ValueError(f"refs and hyps must have the same length, got {len(refs)} and "
-                         f"{len(hyps)}")
+        raise ValueError(
+            f"refs and hyps must have the same length, got {len(refs)} and {len(hyps)}"
+        )
     edits = total = 0
     for ref, hyp in zip(refs, hyps, strict=True):
         r = norm(ref)
         edits += edit_distance(r, norm(hyp))
         total += len(r)
     return _rate(edits, total)
-

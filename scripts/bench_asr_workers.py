@@ -5,7 +5,6 @@ Modes (all with the same model, int8 on CPU, greedy, language auto-detected):
 * `single`    - one process, one CPU thread, utterances one after another;
 * `threads`   - one process, `WhisperModel(num_workers=2)`, two Python threads pulling work;
 * `processes` - `AsrPool` with two worker processes of one CPU thread each;
-* `pool-threads` - `AsrPool(backend="threads")`: `threads`, behind the pool's asyncio API;
 * `proc2t`    - one process with two CPU threads (intra-op parallelism), one after another.
 
 Each mode prints audio seconds per wall second and per CPU second of its own processes (the
@@ -36,7 +35,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from asr.engine import EngineConfig, WhisperEngine
-from asr.pool import AsrPool, Backend
+from asr.pool import AsrPool
 from asr.scoring import corpus_cer, corpus_wer
 from asr.types import SAMPLE_RATE, AsrRequest
 from config.settings import AsrSettings
@@ -112,10 +111,8 @@ def run_threads(engine: WhisperEngine, clips: list[Clip], threads: int) -> tuple
     return time.perf_counter() - started, cpu_seconds([]) - cpu
 
 
-async def run_pool(
-    settings: AsrSettings, cache: Path, clips: list[Clip], backend: Backend
-) -> tuple[float, float]:
-    async with AsrPool(settings, cache, backend=backend) as pool:
+async def run_pool(settings: AsrSettings, cache: Path, clips: list[Clip]) -> tuple[float, float]:
+    async with AsrPool(settings, cache) as pool:
         await pool.transcribe_batch([AsrRequest(clips[0][3])])  # warm both code paths
         work: asyncio.Queue[Clip] = asyncio.Queue()
         for clip in clips:
@@ -146,7 +143,7 @@ def main() -> None:
     parser.add_argument("--model", default="base")
     parser.add_argument("--cache", type=Path, default=Path(".cache/models"))
     parser.add_argument("-n", type=int, default=20, help="utterances (half en, half zh)")
-    parser.add_argument("--modes", default="single,threads,pool-threads,processes,proc2t")
+    parser.add_argument("--modes", default="single,threads,processes,proc2t")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--accuracy", action="store_true")
     args = parser.parse_args()
@@ -164,13 +161,12 @@ def main() -> None:
             if mode == "single":
                 wall, cpu = run_sequential(config.build(), clips)
             elif mode == "threads":
-                engine = WhisperEngine(config.model, config.device, config.compute_type, 1,
-                                       num_workers=2)
+                engine = WhisperEngine(
+                    config.model, config.device, config.compute_type, 1, num_workers=2
+                )
                 wall, cpu = run_threads(engine, clips, 2)
             elif mode == "processes":
-                wall, cpu = asyncio.run(run_pool(settings, args.cache, clips, "processes"))
-            elif mode == "pool-threads":
-                wall, cpu = asyncio.run(run_pool(settings, args.cache, clips, "threads"))
+                wall, cpu = asyncio.run(run_pool(settings, args.cache, clips))
             elif mode == "proc2t":
                 wall, cpu = run_sequential(
                     WhisperEngine(config.model, config.device, config.compute_type, 2), clips
@@ -179,8 +175,11 @@ def main() -> None:
                 parser.error(f"unknown mode {mode!r}")
             walls[mode].append(wall)
             load = os.getloadavg()[0]
-            print(f"{mode:10s} {wall:6.1f} s wall {audio_s / wall:5.2f} audio-s/wall-s  "
-                  f"{audio_s / cpu:5.2f} audio-s/cpu-s  load {load:.1f}", flush=True)
+            print(
+                f"{mode:10s} {wall:6.1f} s wall {audio_s / wall:5.2f} audio-s/wall-s  "
+                f"{audio_s / cpu:5.2f} audio-s/cpu-s  load {load:.1f}",
+                flush=True,
+            )
     if args.rounds > 1:
         for mode, values in walls.items():
             print(f"median {mode:10s} {audio_s / statistics.median(values):5.2f} audio-s/wall-s")

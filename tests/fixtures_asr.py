@@ -66,7 +66,10 @@ def manifest() -> dict[str, ManifestRow]:
     with (SPEECH_DIR / "MANIFEST.tsv").open(encoding="utf-8", newline="") as fh:
         return {
             row["file"]: ManifestRow(
-                row["file"], row["language"], int(row["sample_rate"]), float(row["seconds"]),
+                row["file"],
+                row["language"],
+                int(row["sample_rate"]),
+                float(row["seconds"]),
                 row["transcript"],
             )
             for row in csv.DictReader(fh, delimiter="\t")
@@ -100,8 +103,14 @@ def asr_cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def asr_settings(asr_cache_dir: Path) -> AsrSettings:
-    return AsrSettings(model="base", language="auto", cache_dir=asr_cache_dir, offline=True,
-                       workers=2, cpu_threads=1)
+    return AsrSettings(
+        model="base",
+        language="auto",
+        cache_dir=asr_cache_dir,
+        offline=True,
+        workers=2,
+        cpu_threads=1,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -67,8 +67,15 @@ def test_mandarin_comes_out_simplified_with_low_cer(
 
 def test_without_normalisation_base_writes_traditional(asr_cache_dir: Path) -> None:
     """Proves the Simplified output above is our doing: the raw model writes Traditional."""
-    raw = WhisperEngine(resolve_model("base", asr_cache_dir, offline=True),
-                        "cpu", "int8", 1, "zh", 1, simplified_chinese=False)
+    raw = WhisperEngine(
+        resolve_model("base", asr_cache_dir, offline=True),
+        "cpu",
+        "int8",
+        1,
+        "zh",
+        1,
+        simplified_chinese=False,
+    )
     file = "zh/aishell1_BAC009S0150W0411.flac"
     [result] = raw.transcribe_batch(requests_for([file]))
     assert to_simplified(result.text) != result.text, result.text
@@ -89,9 +96,7 @@ def test_forced_language_matches_detection(whisper_engine: WhisperEngine) -> Non
 
 def _noise(level_dbfs: float, seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal(int(16_000 * seconds)) * 10 ** (level_dbfs / 20)).astype(
-        np.float32
-    )
+    return (rng.standard_normal(int(16_000 * seconds)) * 10 ** (level_dbfs / 20)).astype(np.float32)
 
 
 def test_silence_and_noise_produce_no_text(whisper_engine: WhisperEngine) -> None:
@@ -115,8 +120,12 @@ def test_silence_and_noise_produce_no_text(whisper_engine: WhisperEngine) -> Non
 
 
 def test_audio_longer_than_one_window(whisper_engine: WhisperEngine) -> None:
-    files = ["en/ljspeech_LJ001-0001.flac", "en/ljspeech_LJ001-0003.flac",
-             "en/ljspeech_LJ001-0014.flac", "en/ljspeech_LJ001-0013.flac"]
+    files = [
+        "en/ljspeech_LJ001-0001.flac",
+        "en/ljspeech_LJ001-0003.flac",
+        "en/ljspeech_LJ001-0014.flac",
+        "en/ljspeech_LJ001-0013.flac",
+    ]
     audio = np.concatenate([load_clip(f) for f in files])
     assert len(audio) / 16_000 > 30
     # Forced language: auto-detection would cost a third encoder pass on this slow path.
@@ -126,8 +135,7 @@ def test_audio_longer_than_one_window(whisper_engine: WhisperEngine) -> None:
 
 
 def test_english_only_model(tmp_path: Path) -> None:
-    tiny = WhisperEngine(resolve_model("tiny.en", tmp_path, offline=True),
-                         "auto", "auto", 1)
+    tiny = WhisperEngine(resolve_model("tiny.en", tmp_path, offline=True), "auto", "auto", 1)
     file = "en/asterisk_vm-sorry.flac"
     [result] = tiny.transcribe_batch(requests_for([file]))
     assert result.language == "en"

@@ -40,8 +40,10 @@ def test_known_phantoms_are_recognised_and_removed(text: str) -> None:
         ("Please hold. Thanks for watching!", "Please hold."),
         ("Your call is important. Subtitles by the Amara.org community", "Your call is important."),
         # No punctuation between real speech and the credit, as base writes Mandarin.
-        ("我们现在还没有建立覆盖全民的征信系统 请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
-         "我们现在还没有建立覆盖全民的征信系统"),
+        (
+            "我们现在还没有建立覆盖全民的征信系统 请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
+            "我们现在还没有建立覆盖全民的征信系统",
+        ),
         ("系统，字幕由Amara.org社区提供", "系统"),
     ],
 )
