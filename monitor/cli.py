@@ -17,7 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from asr.errors import AsrError
 from config.settings import ConfigError, Settings, load_settings
+from storage.errors import StorageError
 
 log = logging.getLogger("callwatch")
 
@@ -265,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callwatch: {exc}", file=sys.stderr)
         return 2
+    except (AsrError, StorageError) as exc:  # model missing, database unreachable: say so
+        print(f"callwatch: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,22 +1,30 @@
 """callwatch benchmark: ASR engine throughput, then the live pipeline's call capacity.
 
-    scripts/bench                    # full run (~10 min on 2 cores)
-    scripts/bench --quick            # ~20 clips, pipeline levels 1 and 2
+    scripts/bench                    # full run (~10 min on an idle 2-core machine)
+    scripts/bench --quick            # 20 clips, pipeline levels 1 and 2 (~3 min)
     scripts/bench --levels 4,6,8     # pipeline levels to run, instead of the search
+    scripts/bench --slo 5            # judge levels against another latency p95 bound
     scripts/bench --json out.json    # also write the figures as JSON
 
+Settings come from the usual places (defaults, CALLWATCH_CONFIG, CALLWATCH_* variables), so
+e.g. `CALLWATCH_ASR__WORKERS=1 CALLWATCH_ASR__CPU_THREADS=2 scripts/bench` measures another
+layout; both the engine part and the server use them.
+
 1. Engine: every en/ and zh/ clip of tests/data/speech with a transcript goes through an
-   `AsrPool` built from the default settings (one worker per core, the bundled model joined
+   `AsrPool` built from the settings (by default one worker per core, the bundled model joined
    once into <repo>/.cache/models), all submitted at once, one utterance per batch; then
-   through one in-process `WhisperEngine`. Throughput is audio seconds per wall second;
-   accuracy is corpus WER (English) and CER (Mandarin).
+   through one in-process `WhisperEngine`. Throughput is audio seconds per wall second (and
+   per CPU second, which other load on the machine distorts less); accuracy is corpus WER
+   (English) and CER (Mandarin).
 2. Pipeline: one real `callwatch serve` subprocess. For each level N, N calls rendered from
    the built-in scripts stream at real time (starts staggered); the SQLite file is polled
    read-only and each segment's latency is (first seen in the DB) - (the wall time the
    client sent the audio at the end of its speech, i.e. segment end_ms - vad.pad_ms, or
    end_ms for a capped utterance). A level passes when p95 <= 2 s, nothing was shed, every
    call was finalised as completed, and the last transcripts landed within 10 s of the
-   streams' end. Levels double from 1 until one fails, then bisect.
+   streams' end. Levels double from 1 until one fails, then bisect. Per level it also prints
+   the server's own ASR share of the latency (segments.latency_ms), the CPU used by the
+   server's event-loop process, its ASR workers and this client, and the client's lag.
 3. Capacity: the engine alone allows throughput / (utterance audio per call-second) calls;
    the pipeline's capacity is printed as a percentage of that.
 
@@ -30,10 +38,9 @@ import asyncio
 import csv
 import json
 import os
-import signal
+import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,12 +58,11 @@ from asr.pool import AsrPool
 from asr.scoring import corpus_cer, corpus_wer
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from config.settings import Settings, load_settings
+from ivr_sim.harness import MODEL_CACHE, REPO_ROOT, ServerProcess
 from ivr_sim.script import RenderedCall, builtin_scripts, load_clip, load_script, render
 from ivr_sim.stream import call_metadata, stream_call
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS = REPO_ROOT / "tests" / "data" / "speech"
-MODEL_CACHE = REPO_ROOT / ".cache" / "models"
 LATENCY_SLO_S = 2.0
 DRAIN_LIMIT_S = 10.0
 BACKLOG_LIMIT_S = 300.0  # a failed level still waits this long so the next one starts clean
@@ -237,58 +243,15 @@ def bench_single(config: EngineConfig, clips: list[Clip]) -> EngineRun:
 
 
 # -- 2. pipeline: server and database -------------------------------------------------------
-class Server:
+class Server(ServerProcess):
     """A `callwatch serve` subprocess on port 0 with its own data directory."""
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.data_dir = workdir / "data"
-        self.log_path = workdir / "server.log"
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
+        super().__init__(data_dir=workdir / "data", env=env, log_path=workdir / "server.log")
 
     @property
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
-
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "callwatch.db"
-
-    def start(self, timeout_s: float = 180.0) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--port", "0"],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            for line in text.splitlines():
-                if "listening on ws://" in line:
-                    self.url = "ws://" + line.split("listening on ws://", 1)[1].split()[0]
-                    return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{text[-3000:]}")
-            time.sleep(0.2)
-        raise TimeoutError(f"server did not start within {timeout_s:.0f} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        try:  # its ASR workers, should any have outlived it
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,7 +576,7 @@ def settings_figures(settings: Settings, config: EngineConfig) -> dict[str, Any]
         "workers_setting": a.workers, "cpu_threads": a.cpu_threads, "beam_size": a.beam_size,
         "language": a.language, "batch_size": a.batch_size, "queue_size": a.queue_size,
         "vad_pad_ms": settings.vad.pad_ms, "vad_end_silence_ms": settings.vad.end_silence_ms,
-        "storage_flush_interval_s": settings.storage.flush_interval_s,
+        "storage_group_commit_s": settings.storage.group_commit_s,
     }
 
 
@@ -660,8 +623,11 @@ def render_report(fig: dict[str, Any]) -> str:
         f"{s['compute_type']}, {s['workers']} ASR workers x {s['cpu_threads']} thread, beam "
         f"{s['beam_size']}, language {s['language']}, batch {s['batch_size']}, queue "
         f"{s['queue_size']}; vad pad {s['vad_pad_ms']} ms, end silence "
-        f"{s['vad_end_silence_ms']} ms; storage flush {s['storage_flush_interval_s']} s",
+        f"{s['vad_end_silence_ms']} ms; storage group commit {s['storage_group_commit_s']} s",
     ]
+    if float(host["load_start"].split()[0]) > (host["cores"] or 1):
+        lines.append(f"WARNING   load average above {host['cores']} at start: other processes "
+                     f"shared the CPU, wall-time figures are low (CPU-s figures less so)")
     if fig.get("engine"):
         lines += ["engine    ASR alone on the corpus clips, all submitted at once"]
         lines += _engine_lines(fig["engine"])
@@ -759,7 +725,7 @@ def run_pipeline(args: argparse.Namespace, settings: Settings,
         if args.keep:
             progress(f"[pipeline] kept {workdir} (server log: {server.log_path})")
         else:
-            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

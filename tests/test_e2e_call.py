@@ -18,7 +18,7 @@ from asr.models import resolve_model
 from asr.scoring import cer, wer
 from ivr_sim import RenderedCall, builtin_scripts, load_script, render, stream_call
 from ivr_sim.script import DEFAULT_DATA_ROOT, load_clip
-from tests.fixtures_server import MODEL_CACHE, ServerProcess
+from tests.fixtures_server import MODEL_CACHE, LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def _script(name: str) -> RenderedCall:
     return render(load_script(next(p for p in builtin_scripts() if p.name == name)))
 
 
-def test_two_calls_english_and_mandarin_end_to_end(server: ServerProcess) -> None:
+def test_two_calls_english_and_mandarin_end_to_end(server: LiveServer) -> None:
     calls = [_script("en_support_16k.toml"), _script("zh_service_16k.toml")]
 
     async def go() -> list[str]:
@@ -90,7 +90,7 @@ def test_two_calls_english_and_mandarin_end_to_end(server: ServerProcess) -> Non
             assert all(s.language == "zh" for s in stored.segments)
 
 
-def _cli(server: ServerProcess, *args: str) -> str:
+def _cli(server: LiveServer, *args: str) -> str:
     import subprocess
     import sys
 
@@ -101,7 +101,7 @@ def _cli(server: ServerProcess, *args: str) -> str:
     return out.stdout
 
 
-def test_cli_lists_searches_and_shows_a_stored_call(server: ServerProcess) -> None:
+def test_cli_lists_searches_and_shows_a_stored_call(server: LiveServer) -> None:
     call = _script("en_billing_8k.toml")
     ext = asyncio.run(stream_call(server.url, call, pace=4.0)).external_id
     stored = server.wait_call(ext)
@@ -119,3 +119,21 @@ def test_cli_lists_searches_and_shows_a_stored_call(server: ServerProcess) -> No
         stamp = f"{seg.start_ms // 60000:02d}:{seg.start_ms % 60000 / 1000:04.1f}"
         assert f"[{stamp}-" in shown and f"{seg.party:8} {seg.text}" in shown
     assert "finalised" in shown
+
+
+def test_serve_with_a_missing_model_offline_fails_with_the_three_fixes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.fixtures_server import REPO_ROOT, make_server
+
+    env = make_server(tmp_path).env
+    env.update({"CALLWATCH_ASR__MODEL": "no-such-model", "CALLWATCH_ASR__OFFLINE": "true"})
+    out = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(tmp_path), "--port", "0"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120,
+    )
+    assert out.returncode == 1
+    assert "ModelNotFoundError" in out.stderr and "Traceback" not in out.stderr
+    for fix in ("directory", "tiny.en", "download"):
+        assert fix in out.stderr

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import builtin_scripts, load_script, render, stream_call
-from tests.fixtures_server import ServerProcess
+from tests.fixtures_server import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ async def _expect_close(url: str, *messages: str | bytes) -> tuple[int, str]:
     ids=["invalid-json", "sample-rate", "channels", "audio-first", "metadata-timeout"],
 )
 def test_rejected_before_the_call_starts(
-    server: ServerProcess, messages: list[str | bytes], code: int, reason: str
+    server: LiveServer, messages: list[str | bytes], code: int, reason: str
 ) -> None:
     got_code, got_reason = asyncio.run(_expect_close(server.url, *messages))
     assert got_code == code
@@ -56,13 +56,13 @@ def _audio(seconds: float, rate: int = 8000) -> bytes:
     return call.pcm()[: int(seconds * rate) * 4]
 
 
-def _recording(server: ServerProcess, call) -> bytes:  # type: ignore[no-untyped-def]
+def _recording(server: LiveServer, call) -> bytes:  # type: ignore[no-untyped-def]
     with wave.open(str(server.data_dir / "recordings" / call.recording_path), "rb") as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
         return w.readframes(w.getnframes())
 
 
-def test_oversized_message_closes_1009_and_keeps_the_audio(server: ServerProcess) -> None:
+def test_oversized_message_closes_1009_and_keeps_the_audio(server: LiveServer) -> None:
     ext = f"big-{uuid.uuid4()}"
     pcm = _audio(3.0)
 
@@ -84,7 +84,7 @@ def test_oversized_message_closes_1009_and_keeps_the_audio(server: ServerProcess
     assert _recording(server, call) == pcm
 
 
-def test_client_vanishing_without_close_frame(server: ServerProcess) -> None:
+def test_client_vanishing_without_close_frame(server: LiveServer) -> None:
     ext = f"vanish-{uuid.uuid4()}"
     pcm = _audio(4.0)
 
@@ -104,7 +104,7 @@ def test_client_vanishing_without_close_frame(server: ServerProcess) -> None:
     assert "connection dropped without a close frame" in server.log()
 
 
-def test_bad_calls_do_not_affect_a_good_call_running_alongside(server: ServerProcess) -> None:
+def test_bad_calls_do_not_affect_a_good_call_running_alongside(server: LiveServer) -> None:
     good = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
 
     async def go() -> str:

@@ -13,15 +13,14 @@ import logging
 from datetime import UTC, datetime
 
 from asr.pool import AsrPool
-from storage.recordings import repair_wav
-from storage.repository import Repository
-
 from config.settings import Settings
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
+from storage.recordings import repair_wav
 from storage.records import CallClosed, TraceAdded
+from storage.repository import Repository
 
 log = logging.getLogger("callwatch.app")
 
@@ -86,7 +85,7 @@ class Callwatch:
         self.storage = StorageWriter(
             self.repo,
             batch_size=s.storage.batch_size,
-            flush_interval_s=s.storage.flush_interval_s,
+            group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
         )
         self.storage.start()

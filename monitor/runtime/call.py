@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage.recordings import WavRecorder
-
 from asr.types import AsrResult
 from config.settings import Settings
 from monitor.core.events import UtteranceEnded
@@ -27,6 +25,7 @@ from monitor.core.session import CallSession
 from monitor.runtime.asr_service import AsrJob, AsrService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
+from storage.recordings import WavRecorder
 from storage.records import CallClosed, CallOpened, SegmentAdded, TraceAdded
 
 log = logging.getLogger("callwatch.call")

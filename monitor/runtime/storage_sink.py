@@ -1,19 +1,19 @@
 """The storage writer: the only path from the live side to the database.
 
-Records are queued (bounded) and written by one task in batches (`batch_size` records or
-`flush_interval_s`, whichever comes first), each batch one transaction in a worker thread, so
-the event loop never waits on SQL. Policy when the queue is full: the producer waits
-(backpressure on that call only). A batch that fails because the database is unavailable is
-retried with backoff until it lands (logged once per outage); a batch the database rejects
-for good (`BatchRejected`: a malformed record) is split and written record by record, so only
-the bad record is dropped, with an error log, and never stalls the other calls' writes.
+Records are queued (bounded) and written by one task with group commit: each transaction
+takes everything waiting (up to `batch_size`) and runs in a worker thread, so the event loop
+never waits on SQL and an idle system adds no batching delay. Policy when the queue is full:
+the producer waits (backpressure on that call only). A batch that fails because the database
+is unavailable is retried with backoff until it lands (logged once per outage); a batch the
+database rejects for good (`BatchRejected`: a malformed record) is split and written record by
+record, so only the bad record is dropped, with an error log, and never stalls the other calls'
+writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from storage.errors import BatchRejected
@@ -25,11 +25,11 @@ log = logging.getLogger("callwatch.storage")
 
 class StorageWriter:
     def __init__(
-        self, repo: Repository, *, batch_size: int, flush_interval_s: float, queue_size: int
+        self, repo: Repository, *, batch_size: int, group_commit_s: float, queue_size: int
     ) -> None:
         self._repo = repo
         self._batch_size = batch_size
-        self._interval = flush_interval_s
+        self._pause = group_commit_s
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
@@ -60,25 +60,22 @@ class StorageWriter:
                 pass
 
     async def _run(self) -> None:
+        # Group commit: write whatever is waiting as soon as the previous transaction is done.
+        # An idle system commits each record at once (no added latency); under load records
+        # pile up during a commit and the next transaction takes them all, up to batch_size.
         while True:
             batch = [await self._queue.get()]
-            deadline = time.monotonic() + self._interval
             while len(batch) < self._batch_size:
                 try:
                     batch.append(self._queue.get_nowait())
-                    continue
                 except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
                     break
             await self._write(batch)
             for _ in batch:
                 self._queue.task_done()
+            if self._pause and self._queue.qsize() < self._batch_size:
+                # A short pause lets a burst (a call's open, a finished batch) share a commit.
+                await asyncio.sleep(self._pause)
 
     async def _write(self, batch: list[Record]) -> None:
         try:

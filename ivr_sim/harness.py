@@ -1,0 +1,96 @@
+"""Run a real `callwatch serve` as a child process: for tests, benchmarks and load runs.
+
+The server starts on port 0 with its own data directory, exactly as an operator runs it; its
+URL is read from its log line `gateway listening on ws://…`. It runs in its own session, so
+`stop` can also reap ASR workers a crash left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CACHE = REPO_ROOT / ".cache" / "models"
+LISTEN_RE = re.compile(r"listening on (ws://\S+)")
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "callwatch.db"
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start and wait for the gateway to listen; raise with the log tail if it fails."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
+        offset = self.log_path.stat().st_size
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(self.data_dir),
+                 "--port", "0"],
+                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            if m := LISTEN_RE.search(text):
+                self.url = m.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{text[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"server did not start in {timeout_s:.0f} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        """SIGKILL the server process only, as a crash would."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM, wait, then reap whatever is left of the process group."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.proc.returncode
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    """The environment for a local server: shared model cache, offline, 2 ASR workers."""
+    env = dict(os.environ)
+    env.update({
+        "CALLWATCH_ASR__CACHE_DIR": str(MODEL_CACHE),
+        "CALLWATCH_LOG_FORMAT": "text",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(overrides)
+    return env

@@ -1,0 +1,54 @@
+"""Compliance: service scripts as data, checked live against each party's transcript.
+
+* `load_compliance_scripts(dir)` -> `ScriptBook`; `ScriptBook.select(metadata, language)`
+  -> `ComplianceScript` (shipped defaults in `config/scripts/`, format in `monitor.qa.scripts`).
+* `ComplianceChecker(script)`: sans-I/O, one per call. `on_segment(...)` and `advance(ms)`
+  return live events; `finish(duration_ms)` returns the `ComplianceResult`.
+
+Modules: `textmatch` (normalisation, pinyin keys, fuzzy alignment), `transcript` (turns and
+media-time spans), `rules` (the script model), `scripts` (TOML format and validation),
+`book` (selection), `checker` (the live state machine), `scoring` (checklist and score),
+`events` (what comes out), `evalset` (the labelled evaluation calls for the shipped scripts).
+"""
+
+from monitor.qa.book import ScriptBook, load_compliance_scripts
+from monitor.qa.checker import ComplianceChecker
+from monitor.qa.errors import CheckerFinished, ComplianceError, ScriptInvalid, ScriptNotFound
+from monitor.qa.events import (
+    ComplianceEvent,
+    ComplianceResult,
+    Deduction,
+    ForbiddenPhraseSaid,
+    OrderViolated,
+    PhraseMatched,
+    PhraseMissed,
+    RuleSuspended,
+    StageChecked,
+    StageStatus,
+)
+from monitor.qa.rules import ComplianceScript
+from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file, script_from_dict
+
+__all__ = [
+    "DEFAULT_SCRIPTS_DIR",
+    "CheckerFinished",
+    "ComplianceChecker",
+    "ComplianceError",
+    "ComplianceEvent",
+    "ComplianceResult",
+    "ComplianceScript",
+    "Deduction",
+    "ForbiddenPhraseSaid",
+    "OrderViolated",
+    "PhraseMatched",
+    "PhraseMissed",
+    "RuleSuspended",
+    "ScriptBook",
+    "ScriptInvalid",
+    "ScriptNotFound",
+    "StageChecked",
+    "StageStatus",
+    "load_compliance_scripts",
+    "load_script_file",
+    "script_from_dict",
+]

@@ -1,0 +1,292 @@
+"""The labelled evaluation calls for the shipped compliance scripts, and how to score them.
+
+Used by `scripts/bench-compliance` (rendered to audio, through the real segmenter and ASR) and
+by the text-level tests (transcripts with injected ASR errors). Never on the live path.
+
+Lines come from the synthetic contact-centre set (`shared/data/speech/tts/MANIFEST.tsv`:
+exact text, category, what faster-whisper made of it) and, as filler, from real read speech
+(`tests/data/speech`: LJ Speech, AISHELL-1; never the Asterisk IVR prompts, which say "please
+hold"). `build_plans(lines, n)` draws `n` two-party calls, half per language, each a variant
+of the script: the greeting scripted, paraphrased, a near miss (which must not count) or
+omitted; verification said or not; optional hold notice, request confirmation and "anything
+else?"; the closing scripted, paraphrased, a near miss or omitted; one forbidden line in some
+calls; and some calls out of order (verification before the greeting, or the closing before
+"anything else?"). Each plan knows which stages were said, which forbidden rules were broken
+and which order violations it contains.
+
+`Tally` counts true/false positives per (language, what) and prints precision and recall.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitor.qa.events import ComplianceResult
+
+STAGES = ("greeting", "verification", "confirmation", "hold", "pre_closing", "closing")
+
+# Which stage each agent category says; files that say something else are listed below.
+_CATEGORY_STAGE = {
+    "greeting": "greeting",
+    "paraphrase_greeting": "greeting",
+    "verification": "verification",
+    "hold": "hold",
+    "closing": "closing",
+    "paraphrase_closing": "closing",
+}
+_FILE_STAGES = {
+    "en/a_closing_02": ("pre_closing",),
+    "zh/a_closing_02": ("pre_closing",),
+    "en/a_hold_04": ("confirmation",),
+    "zh/a_hold_06": ("confirmation",),
+    "en/a_near_miss_greeting_03": ("hold",),  # "Thank you for calling, please hold."
+}
+_FORBIDDEN = {
+    "01": "shirking", "02": "dismissive", "03": "rude", "04": "shirking",
+    "06": "improper_promise", "07": "improper_promise", "08": "credential_request",
+}
+_FORBIDDEN_05 = {"en": "rude", "zh": "dismissive"}  # "Calm down" / "你爱投诉就投诉，随便你"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    file: str  # relative to its corpus root
+    corpus: str  # "tts" or "speech"
+    language: str
+    role: str
+    category: str
+    text: str
+    asr_text: str
+    seconds: float
+    stages: tuple[str, ...] = ()
+    forbidden: tuple[str, ...] = ()
+
+
+def _labels(file: str, language: str, category: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    stem = file.removesuffix(".flac")
+    if stem in _FILE_STAGES:
+        return _FILE_STAGES[stem], ()
+    if category == "forbidden":
+        number = stem[-2:]
+        return (), (_FORBIDDEN.get(number) or _FORBIDDEN_05[language],)
+    stage = _CATEGORY_STAGE.get(category)
+    return ((stage,) if stage else ()), ()
+
+
+def load_lines(tts_manifest: Path, speech_manifest: Path | None = None) -> list[Line]:
+    """Every synthetic line, plus LJ Speech / AISHELL-1 clips as `filler` customer lines."""
+    lines = []
+    with tts_manifest.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            stages, forbidden = _labels(row["file"], row["language"], row["category"])
+            lines.append(Line(row["file"], "tts", row["language"], row["role"], row["category"],
+                              row["text"], row.get("asr_text") or row["text"],
+                              float(row.get("seconds") or 3.0), stages, forbidden))
+    if speech_manifest is not None and speech_manifest.exists():
+        with speech_manifest.open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                name = row["file"]
+                if not name.startswith(("en/ljspeech_", "zh/aishell1_")) or not row["transcript"]:
+                    continue
+                lines.append(Line(name, "speech", row["language"], "customer", "filler",
+                                  row["transcript"], row["transcript"], float(row["seconds"])))
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTurn:
+    party: str
+    line: Line
+    pause_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    name: str
+    language: str
+    turns: tuple[PlannedTurn, ...]
+    said: frozenset[str]  # stages the agent said (paraphrases included, near misses not)
+    forbidden: frozenset[str]
+    order: frozenset[tuple[str, str]]  # (stage heard too early, stage it must follow)
+    variant: str  # e.g. "greeting=near_miss closing=paraphrase forbidden order"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def timeline(self) -> list[tuple[str, int, int, str, str]]:
+        """(party, start_ms, end_ms, text, asr_text) as the call would be rendered."""
+        out, cursor = [], 0.0
+        for turn in self.turns:
+            start = max(0.0, cursor + turn.pause_s)
+            end = start + turn.line.seconds
+            out.append((turn.party, int(start * 1000), int(end * 1000), turn.line.text,
+                        turn.line.asr_text))
+            cursor = max(cursor, end)
+        return out
+
+
+def _pick(rng: random.Random, options: list[Line]) -> Line:
+    return options[rng.randrange(len(options))]
+
+
+def build_plans(lines: Iterable[Line], n_calls: int, seed: int = 7) -> list[CallPlan]:
+    """`n_calls` labelled calls, alternating Mandarin and English; deterministic per seed."""
+    rng = random.Random(seed)
+    pools: dict[tuple[str, str], list[Line]] = defaultdict(list)
+    for line in lines:
+        pools[(line.language, line.category)].append(line)
+        if line.stages:
+            for stage in line.stages:
+                pools[(line.language, "stage:" + stage)].append(line)
+    plans = []
+    for i in range(n_calls):
+        language = ("zh", "en")[i % 2]
+        plans.append(_plan(rng, language, pools, f"{language}-{i:03d}"))
+    return plans
+
+
+def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]],
+          name: str) -> CallPlan:
+    def pool(category: str) -> list[Line]:
+        return pools[(lang, category)]
+
+    def near(kind: str) -> list[Line]:
+        return [x for x in pool("near_miss") if f"near_miss_{kind}" in x.file]
+
+    said: set[str] = set()
+    variant: list[str] = []
+    agent: list[Line] = []
+    roll = rng.random()
+    greeting_kind = ("scripted" if roll < 0.55 else "paraphrase" if roll < 0.75
+                     else "near_miss" if roll < 0.9 else "omitted")
+    variant.append(f"greeting={greeting_kind}")
+    greeting = {
+        "scripted": lambda: _pick(rng, pool("greeting")),
+        "paraphrase": lambda: _pick(rng, pool("paraphrase_greeting")),
+        "near_miss": lambda: _pick(rng, near("greeting")),
+        "omitted": lambda: None,
+    }[greeting_kind]()
+    verification = _pick(rng, pool("verification")) if rng.random() < 0.75 else None
+    order: set[tuple[str, str]] = set()
+    early_verification = greeting_kind in ("scripted", "paraphrase") and verification and \
+        rng.random() < 0.12
+    if early_verification and verification is not None:
+        agent.append(verification)
+        order.add(("verification", "greeting"))
+        variant.append("order=verification<greeting")
+    if greeting is not None:
+        agent.append(greeting)
+    if verification is not None and not early_verification:
+        agent.append(verification)
+    middle = [_pick(rng, pool("neutral")) for _ in range(rng.randint(1, 2))]
+    holds = [x for x in pool("stage:hold") if x.category == "hold"]
+    if rng.random() < 0.5:
+        middle.insert(rng.randint(0, len(middle)), _pick(rng, holds))
+    if rng.random() < 0.4:
+        middle.insert(0, _pick(rng, pool("stage:confirmation")))
+    forbidden: set[str] = set()
+    if rng.random() < 0.3:
+        line = _pick(rng, pool("forbidden"))
+        middle.insert(rng.randint(0, len(middle)), line)
+        forbidden.update(line.forbidden)
+        variant.append("forbidden")
+    agent.extend(middle)
+    pre_closing = _pick(rng, pool("stage:pre_closing")) if rng.random() < 0.4 else None
+    roll = rng.random()
+    closing_kind = ("scripted" if roll < 0.5 else "paraphrase" if roll < 0.7
+                    else "near_miss" if roll < 0.85 else "omitted")
+    variant.append(f"closing={closing_kind}")
+    closings = [x for x in pool("closing") if "closing" in x.stages]
+    closing = {
+        "scripted": lambda: _pick(rng, closings),
+        "paraphrase": lambda: _pick(rng, pool("paraphrase_closing")),
+        "near_miss": lambda: _pick(rng, near("closing")),
+        "omitted": lambda: None,
+    }[closing_kind]()
+    late_pre_closing = closing_kind in ("scripted", "paraphrase") and pre_closing and \
+        rng.random() < 0.25
+    if pre_closing is not None and not late_pre_closing:
+        agent.append(pre_closing)
+    if closing is not None:
+        agent.append(closing)
+    if late_pre_closing and pre_closing is not None:
+        agent.append(pre_closing)
+        order.add(("closing", "pre_closing"))
+        variant.append("order=closing<pre_closing")
+    for line in agent:
+        said.update(line.stages)
+    turns = _interleave(rng, lang, agent, pools)
+    return CallPlan(name, lang, tuple(turns), frozenset(said), frozenset(forbidden),
+                    frozenset(order), " ".join(variant), {"queue": f"{lang}-eval"})
+
+
+def _interleave(rng: random.Random, lang: str, agent: list[Line],
+                pools: dict[tuple[str, str], list[Line]]) -> list[PlannedTurn]:
+    """Agent lines with customer replies between most of them: synthetic complaints and
+    questions, or real read speech."""
+    customers = pools[(lang, "customer")] + pools[(lang, "pii")]
+    customers = [c for c in customers if c.role == "customer"]
+    fillers = pools[(lang, "filler")]
+    turns = [PlannedTurn("agent", agent[0], round(rng.uniform(0.3, 1.0), 2))]
+    for line in agent[1:]:
+        if rng.random() < 0.8:
+            source = fillers if fillers and rng.random() < 0.3 else customers
+            turns.append(PlannedTurn("customer", _pick(rng, source),
+                                     round(rng.uniform(0.4, 1.2), 2)))
+        turns.append(PlannedTurn("agent", line, round(rng.uniform(0.5, 1.2), 2)))
+    if rng.random() < 0.5:
+        turns.append(PlannedTurn("customer", _pick(rng, customers), round(rng.uniform(0.4, 1.0), 2)))
+    return turns
+
+
+@dataclass
+class Tally:
+    """Per (language, key): true positives, false positives, false negatives."""
+
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, language: str, key: str, expected: bool, got: bool, note: str = "") -> None:
+        c = self.counts.setdefault((language, key), [0, 0, 0])
+        if expected and got:
+            c[0] += 1
+        elif got:
+            c[1] += 1
+            self.errors.append(f"FP {language} {key}: {note}")
+        elif expected:
+            c[2] += 1
+            self.errors.append(f"FN {language} {key}: {note}")
+
+    def score(self, plan: CallPlan, result: ComplianceResult, note: str = "") -> None:
+        heard = {row.stage for row in result.stages if row.heard}
+        for stage in STAGES:
+            self.add(plan.language, stage, stage in plan.said, stage in heard,
+                     f"{plan.name} [{plan.variant}] {note}")
+        said = {f.rule for f in result.forbidden}
+        for rule in plan.forbidden | said:
+            self.add(plan.language, "forbidden", rule in plan.forbidden, rule in said,
+                     f"{plan.name} {rule} {note}")
+        orders = {(o.stage, o.expected_after) for o in result.order_violations}
+        for pair in plan.order | orders:
+            self.add(plan.language, "order", pair in plan.order, pair in orders,
+                     f"{plan.name} {pair} {note}")
+
+    def precision(self, language: str, key: str) -> float:
+        tp, fp, _ = self.counts.get((language, key), [0, 0, 0])
+        return tp / (tp + fp) if tp + fp else 1.0
+
+    def recall(self, language: str, key: str) -> float:
+        tp, _, fn = self.counts.get((language, key), [0, 0, 0])
+        return tp / (tp + fn) if tp + fn else 1.0
+
+    def table(self) -> str:
+        rows = [f"{'lang':4} {'what':13} {'TP':>4} {'FP':>4} {'FN':>4} {'precision':>9} "
+                f"{'recall':>7}"]
+        for (lang, key) in sorted(self.counts):
+            tp, fp, fn = self.counts[(lang, key)]
+            rows.append(f"{lang:4} {key:13} {tp:4d} {fp:4d} {fn:4d} "
+                        f"{self.precision(lang, key):9.3f} {self.recall(lang, key):7.3f}")
+        return "\n".join(rows)

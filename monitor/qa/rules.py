@@ -1,0 +1,158 @@
+"""A compliance script as typed, immutable data: stages, forbidden phrases, exceptions.
+
+This module owns the vocabulary of a service script once it has been loaded and validated
+(`monitor.qa.scripts` turns TOML into these objects; `monitor.qa.checker` runs them):
+
+* `Stage` - something the agent (or customer, or either) must say: greeting, identity
+  verification, hold notice, closing. A stage is one or more `Element`s that must all be
+  heard in one turn of the party (a greeting = salutation + service phrase + offer of help);
+  each element is a set of phrase variants, any of which will do. A stage has a `Window`, an
+  order constraint (`after`: stages that must come first), a severity and a score deduction
+  when it is missed.
+* `ForbiddenRule` - phrases that must never be said (rude, shirking, improper promises),
+  with a severity and a deduction, raised the moment they are heard.
+* `ExceptionRule` - phrases (usually the customer's) that suspend other rules, for a while or
+  for the rest of the call: "I'm in a hurry" suspends the closing script.
+
+Times are media time in milliseconds from the start of the call, like the transcript.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from monitor.qa.textmatch import CompiledPhrase
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+class Speaker(enum.StrEnum):
+    """Whose speech a rule listens to."""
+
+    AGENT = "agent"
+    CUSTOMER = "customer"
+    ANY = "any"
+
+    def hears(self, party: str) -> bool:
+        return self is Speaker.ANY or self.value == party
+
+
+class WindowKind(enum.StrEnum):
+    ANYWHERE = "anywhere"
+    FIRST = "first"  # must start within the first `seconds` after the anchor
+    LAST = "last"  # must end within the last `seconds` of the call
+
+
+class Anchor(enum.StrEnum):
+    """What a `first` window counts from."""
+
+    CALL_START = "call_start"
+    AGENT_SPEECH = "agent_speech"  # the agent's first transcribed words
+    CUSTOMER_SPEECH = "customer_speech"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    kind: WindowKind = WindowKind.ANYWHERE
+    seconds: float = 0.0
+    anchor: Anchor = Anchor.CALL_START
+
+    @property
+    def ms(self) -> int:
+        return int(round(self.seconds * 1000))
+
+    def describe(self) -> str:
+        """Short human-readable form, stored with misses: "first 10 s of agent speech"."""
+        if self.kind is WindowKind.ANYWHERE:
+            return "anywhere"
+        if self.kind is WindowKind.LAST:
+            return f"last {self.seconds:g} s of the call"
+        of = {
+            Anchor.CALL_START: "the call",
+            Anchor.AGENT_SPEECH: "agent speech",
+            Anchor.CUSTOMER_SPEECH: "customer speech",
+        }[self.anchor]
+        return f"first {self.seconds:g} s of {of}"
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One part of a stage; any of its phrase variants satisfies it."""
+
+    name: str
+    phrases: tuple[CompiledPhrase, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    id: str
+    title: str
+    party: Speaker
+    elements: tuple[Element, ...]
+    window: Window = Window()
+    required: bool = True
+    severity: Severity = Severity.MAJOR
+    deduction: float = 0.0
+    after: tuple[str, ...] = ()  # stage ids that must be said before this one
+    order_severity: Severity = Severity.MINOR
+    order_deduction: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ForbiddenRule:
+    id: str
+    title: str
+    party: Speaker
+    phrases: tuple[CompiledPhrase, ...]
+    severity: Severity = Severity.MAJOR
+    deduction: float = 0.0  # taken once per call, however often the rule is broken
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRule:
+    id: str
+    title: str
+    party: Speaker
+    phrases: tuple[CompiledPhrase, ...]
+    suspends: tuple[str, ...]  # stage or forbidden-rule ids
+    for_s: float = 0.0  # 0 = for the rest of the call
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Call metadata that picks a script: any listed queue or callee (DNIS) matches."""
+
+    queues: frozenset[str] = frozenset()
+    callees: frozenset[str] = frozenset()
+    default: bool = False  # the script for its language when nothing else matches
+    fallback: bool = False  # the script when nothing matches and the language is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceScript:
+    name: str
+    title: str
+    language: str
+    source: str  # the file it came from, for messages
+    stages: tuple[Stage, ...]
+    forbidden: tuple[ForbiddenRule, ...] = ()
+    exceptions: tuple[ExceptionRule, ...] = ()
+    selector: Selector = field(default_factory=Selector)
+    pass_score: float = 80.0
+    #: Another party's utterance at least this long ends a turn (shorter ones are
+    #: backchannels: "mm", "好的").
+    turn_break_ms: int = 1200
+    #: A pause this long in one party's speech also ends its turn.
+    turn_gap_ms: int = 8000
+
+    def stage(self, stage_id: str) -> Stage:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(stage_id)

@@ -1,0 +1,425 @@
+"""Compliance scripts as TOML data: loading, validation with clear messages, selection.
+
+This module owns the file format of `config/scripts/*.toml` (one file per business line or
+queue) and `ScriptBook.select`, which picks the script for a call from its metadata:
+
+    name = "en-default"              # unique in the folder
+    title = "English contact centre"
+    language = "en"                  # "en" or "zh"
+    default = true                   # the script for its language when no queue matches
+    fallback = false                 # the script when nothing matches, language unknown
+    queues = ["support"]             # call metadata `queue` values this script is for
+    callees = ["8005550100"]         # or dialled numbers (DNIS)
+    pass_score = 80
+
+    [matching]                       # optional; these are the defaults
+    tolerance = 0.2                  # share of a phrase's characters that may be misheard
+    min_score = 75                   # no hit scores below this, however long the phrase
+    turn_break_s = 1.2               # the other party speaking this long ends a turn
+    turn_gap_s = 8                   # so does a pause this long
+
+    [synonyms]                       # named phrase sets, used as {$thanks} in phrases
+    thanks = ["thank you", "thanks", "I appreciate"]
+
+    [[stage]]
+    id = "greeting"
+    party = "agent"                  # agent | customer | any
+    window = { first_s = 10, from = "agent_speech" }  # or { last_s = 30 } or "anywhere"
+    required = true
+    severity = "major"               # info | minor | major | critical
+    deduction = 10                   # points off 100 when missed
+    after = []                       # stages that must be heard first
+    order_deduction = 0
+    tolerance = 0.25                 # optional: this rule's own [matching] tolerance
+      [[stage.element]]              # every element must be heard, in one turn ...
+      name = "offer"
+      phrases = ["how {can|may} I help you"]   # ... any variant will do
+
+    [[forbidden]]
+    id = "rude"
+    party = "agent"
+    severity = "major"
+    deduction = 15
+    phrases = ["calm down"]
+
+    [[exception]]
+    id = "customer_in_hurry"
+    party = "customer"
+    phrases = ["I'm in a hurry"]
+    suspends = ["closing"]           # stage or forbidden-rule ids
+    for_s = 0                        # 0 = the rest of the call
+
+A stage may give `phrases = [...]` instead of elements: one element named after the stage.
+Phrase variants expand `{a|b}` alternations and `{$set}` synonym references, so one line can
+stand for a few dozen wordings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import config
+from monitor.qa.errors import ScriptInvalid, ScriptNotFound
+from monitor.qa.rules import (
+    Anchor,
+    ComplianceScript,
+    Element,
+    ExceptionRule,
+    ForbiddenRule,
+    Selector,
+    Severity,
+    Speaker,
+    Stage,
+    Window,
+    WindowKind,
+)
+from monitor.qa.textmatch import CompiledPhrase
+
+DEFAULT_SCRIPTS_DIR = Path(config.__file__).resolve().parent / "scripts"
+LANGUAGES = ("en", "zh")
+MAX_EXPANSIONS = 256
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_E = TypeVar("_E", Severity, Speaker)
+
+_TOP_KEYS = {
+    "name", "title", "language", "default", "fallback", "queues", "callees", "pass_score",
+    "matching", "synonyms", "stage", "forbidden", "exception",
+}
+_MATCH_KEYS = {"tolerance", "min_score", "turn_break_s", "turn_gap_s"}
+_STAGE_KEYS = {
+    "id", "title", "party", "window", "required", "severity", "deduction", "after",
+    "order_severity", "order_deduction", "phrases", "element", "tolerance",
+}
+_FORBIDDEN_KEYS = {"id", "title", "party", "severity", "deduction", "phrases", "tolerance"}
+_EXCEPTION_KEYS = {"id", "title", "party", "phrases", "suspends", "for_s", "tolerance"}
+
+
+class _Reader:
+    """Validation helpers that prefix every message with the file and the field path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> ScriptInvalid:
+        return ScriptInvalid(f"{self.source}: {where}: {message}")
+
+    def keys(self, raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in raw:
+            if key not in allowed:
+                near = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise self.fail(where, f"unknown key {key!r}{hint}")
+
+    def text(self, raw: Mapping[str, Any], key: str, where: str, default: str | None = None
+             ) -> str:
+        value = raw.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, f"{key} must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def number(self, raw: Mapping[str, Any], key: str, where: str, default: float,
+               lo: float = 0.0, hi: float = float("inf")) -> float:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where, f"{key} must be a number, got {value!r}")
+        if not lo <= value <= hi:
+            raise self.fail(where, f"{key} must be between {lo:g} and {hi:g}, got {value!r}")
+        return float(value)
+
+    def flag(self, raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(where, f"{key} must be true or false, got {value!r}")
+        return value
+
+    def strings(self, raw: Mapping[str, Any], key: str, where: str,
+                required: bool = False) -> tuple[str, ...]:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and v.strip() for v in value
+        ):
+            raise self.fail(where, f"{key} must be a list of non-empty strings, got {value!r}")
+        if required and not value:
+            raise self.fail(where, f"{key} must list at least one entry")
+        return tuple(v.strip() for v in value)
+
+    def choice(self, raw: Mapping[str, Any], key: str, where: str, kind: type[_E],
+               default: _E) -> _E:
+        value = raw.get(key, default.value)
+        try:
+            return kind(value)
+        except ValueError:
+            options = " | ".join(m.value for m in kind)
+            raise self.fail(where, f"{key} must be one of {options}, got {value!r}") from None
+
+    def ident(self, raw: Mapping[str, Any], where: str) -> str:
+        value = self.text(raw, "id", where)
+        if not _ID.match(value):
+            raise self.fail(where, f"id must be lower_snake_case (a-z, 0-9, _), got {value!r}")
+        return value
+
+
+def expand(phrase: str, synonyms: Mapping[str, tuple[str, ...]], where: str = "phrase",
+           depth: int = 0) -> list[str]:
+    """All wordings of a phrase: `{a|b}` is a choice, `{$set}` any phrase of a synonym set
+    (whose phrases may use choices and other sets in turn)."""
+    if depth > 4:
+        raise ScriptInvalid(f"{where}: synonym sets nest more than 4 deep in {phrase!r}")
+    parts: list[list[str]] = []
+    pos = 0
+    for m in _BRACES.finditer(phrase):
+        parts.append([phrase[pos : m.start()]])
+        inner = m.group(1).strip()
+        if inner.startswith("$"):
+            name = inner[1:]
+            if name not in synonyms:
+                known = ", ".join(sorted(synonyms)) or "none"
+                raise ScriptInvalid(f"{where}: unknown synonym set {{${name}}} (known: {known})")
+            parts.append([w for p in synonyms[name] for w in expand(p, synonyms, where, depth + 1)])
+        else:
+            parts.append([choice.strip() for choice in inner.split("|")])
+        pos = m.end()
+    parts.append([phrase[pos:]])
+    if "{" in phrase[pos:] or "}" in phrase[pos:]:
+        raise ScriptInvalid(f"{where}: unbalanced braces in {phrase!r}")
+    count = 1
+    for options in parts:
+        count *= len(options)
+    if count > MAX_EXPANSIONS:
+        raise ScriptInvalid(f"{where}: {phrase!r} expands to {count} wordings "
+                            f"(at most {MAX_EXPANSIONS}); split it")
+    out = []
+    for combo in itertools.product(*parts):
+        text = " ".join("".join(combo).split())
+        if text and text not in out:
+            out.append(text)
+    return out
+
+
+def _window(r: _Reader, raw: Any, where: str) -> Window:
+    hint = 'expected "anywhere", { first_s = N, from = "..." } or { last_s = N }'
+    if raw is None or raw == "anywhere":
+        return Window()
+    if not isinstance(raw, dict):
+        raise r.fail(where, f"window: {hint}, got {raw!r}")
+    r.keys(raw, {"first_s", "last_s", "from"}, f"{where}: window")
+    if ("first_s" in raw) == ("last_s" in raw):
+        raise r.fail(where, f"window: give exactly one of first_s and last_s ({hint})")
+    if "last_s" in raw:
+        if "from" in raw:
+            raise r.fail(where, "window: from applies to first_s windows only")
+        seconds = r.number(raw, "last_s", f"{where}: window", 0.0, lo=0.5, hi=3600)
+        return Window(WindowKind.LAST, seconds)
+    seconds = r.number(raw, "first_s", f"{where}: window", 0.0, lo=0.5, hi=3600)
+    anchor = raw.get("from", Anchor.CALL_START.value)
+    try:
+        return Window(WindowKind.FIRST, seconds, Anchor(anchor))
+    except ValueError:
+        options = " | ".join(a.value for a in Anchor)
+        raise r.fail(where, f"window: from must be one of {options}, got {anchor!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Matching:
+    tolerance: float
+    min_score: float
+
+    def override(self, r: _Reader, raw: Mapping[str, Any], where: str) -> _Matching:
+        """A rule's own `tolerance`, if it sets one."""
+        if "tolerance" not in raw:
+            return self
+        return _Matching(r.number(raw, "tolerance", where, self.tolerance, hi=0.5),
+                         self.min_score)
+
+    def compile(self, r: _Reader, phrases: tuple[str, ...], where: str,
+                synonyms: Mapping[str, tuple[str, ...]]) -> tuple[CompiledPhrase, ...]:
+        out: dict[str, CompiledPhrase] = {}
+        for phrase in phrases:
+            for wording in expand(phrase, synonyms, f"{r.source}: {where}"):
+                try:
+                    compiled = CompiledPhrase.build(wording, self.tolerance, self.min_score)
+                except ValueError as exc:
+                    raise r.fail(where, str(exc)) from None
+                out.setdefault(compiled.norm, compiled)
+        return tuple(out.values())
+
+
+def _stage(r: _Reader, raw: Any, i: int, m: _Matching,
+           synonyms: Mapping[str, tuple[str, ...]]) -> Stage:
+    where = f"stage[{i}]"
+    if not isinstance(raw, dict):
+        raise r.fail(where, "each [[stage]] must be a table")
+    r.keys(raw, _STAGE_KEYS, where)
+    sid = r.ident(raw, where)
+    where = f"stage {sid!r}"
+    m = m.override(r, raw, where)
+    if ("phrases" in raw) == ("element" in raw):
+        raise r.fail(where, "give either phrases = [...] or [[stage.element]] tables, not both")
+    elements = []
+    if "phrases" in raw:
+        phrases = r.strings(raw, "phrases", where, required=True)
+        elements.append(Element(sid, m.compile(r, phrases, where, synonyms)))
+    else:
+        if not isinstance(raw["element"], list) or not raw["element"]:
+            raise r.fail(where, "[[stage.element]] must list at least one element")
+        for j, el in enumerate(raw["element"]):
+            ew = f"{where}: element[{j}]"
+            if not isinstance(el, dict):
+                raise r.fail(ew, "each [[stage.element]] must be a table")
+            r.keys(el, {"name", "phrases"}, ew)
+            name = r.text(el, "name", ew, default=f"part{j + 1}")
+            phrases = r.strings(el, "phrases", ew, required=True)
+            elements.append(Element(name, m.compile(r, phrases, ew, synonyms)))
+    return Stage(
+        id=sid,
+        title=r.text(raw, "title", where, default=sid),
+        party=r.choice(raw, "party", where, Speaker, Speaker.AGENT),
+        elements=tuple(elements),
+        window=_window(r, raw.get("window"), where),
+        required=r.flag(raw, "required", where, True),
+        severity=r.choice(raw, "severity", where, Severity, Severity.MAJOR),
+        deduction=r.number(raw, "deduction", where, 0.0, hi=100),
+        after=r.strings(raw, "after", where),
+        order_severity=r.choice(raw, "order_severity", where, Severity, Severity.MINOR),
+        order_deduction=r.number(raw, "order_deduction", where, 0.0, hi=100),
+    )
+
+
+def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> ComplianceScript:
+    """Validate one parsed TOML document; every problem raises `ScriptInvalid`."""
+    r = _Reader(source)
+    r.keys(raw, _TOP_KEYS, "top level")
+    language = raw.get("language")
+    if language not in LANGUAGES:
+        raise r.fail("top level", f"language must be one of {' | '.join(LANGUAGES)}, "
+                                  f"got {language!r}")
+    mraw = raw.get("matching", {})
+    if not isinstance(mraw, dict):
+        raise r.fail("matching", "must be a table")
+    r.keys(mraw, _MATCH_KEYS, "matching")
+    m = _Matching(
+        tolerance=r.number(mraw, "tolerance", "matching", 0.2, hi=0.5),
+        min_score=r.number(mraw, "min_score", "matching", 75.0, lo=50, hi=100),
+    )
+    sraw = raw.get("synonyms", {})
+    if not isinstance(sraw, dict):
+        raise r.fail("synonyms", "must be a table of name = [phrases]")
+    synonyms = {name: r.strings(sraw, name, "synonyms", required=True) for name in sraw}
+    stage_raw = raw.get("stage", [])
+    if not isinstance(stage_raw, list):
+        raise r.fail("stage", "use [[stage]] tables")
+    stages = tuple(_stage(r, s, i, m, synonyms) for i, s in enumerate(stage_raw))
+    forbidden = []
+    for i, f in enumerate(raw.get("forbidden", [])):
+        where = f"forbidden[{i}]"
+        if not isinstance(f, dict):
+            raise r.fail(where, "each [[forbidden]] must be a table")
+        r.keys(f, _FORBIDDEN_KEYS, where)
+        fid = r.ident(f, where)
+        where = f"forbidden {fid!r}"
+        fm = m.override(r, f, where)
+        forbidden.append(ForbiddenRule(
+            id=fid,
+            title=r.text(f, "title", where, default=fid),
+            party=r.choice(f, "party", where, Speaker, Speaker.AGENT),
+            phrases=fm.compile(r, r.strings(f, "phrases", where, required=True), where, synonyms),
+            severity=r.choice(f, "severity", where, Severity, Severity.MAJOR),
+            deduction=r.number(f, "deduction", where, 0.0, hi=100),
+        ))
+    exceptions = []
+    for i, e in enumerate(raw.get("exception", [])):
+        where = f"exception[{i}]"
+        if not isinstance(e, dict):
+            raise r.fail(where, "each [[exception]] must be a table")
+        r.keys(e, _EXCEPTION_KEYS, where)
+        eid = r.ident(e, where)
+        where = f"exception {eid!r}"
+        em = m.override(r, e, where)
+        exceptions.append(ExceptionRule(
+            id=eid,
+            title=r.text(e, "title", where, default=eid),
+            party=r.choice(e, "party", where, Speaker, Speaker.CUSTOMER),
+            phrases=em.compile(r, r.strings(e, "phrases", where, required=True), where, synonyms),
+            suspends=r.strings(e, "suspends", where, required=True),
+            for_s=r.number(e, "for_s", where, 0.0, hi=86400),
+        ))
+    _check_references(r, stages, forbidden, exceptions)
+    if not stages and not forbidden:
+        raise r.fail("top level", "a script needs at least one [[stage]] or [[forbidden]]")
+    return ComplianceScript(
+        name=r.text(raw, "name", "top level", default=Path(source).stem),
+        title=r.text(raw, "title", "top level", default=str(raw.get("name", source))),
+        language=language,
+        source=source,
+        stages=stages,
+        forbidden=tuple(forbidden),
+        exceptions=tuple(exceptions),
+        selector=Selector(
+            queues=frozenset(q.lower() for q in r.strings(raw, "queues", "top level")),
+            callees=frozenset(r.strings(raw, "callees", "top level")),
+            default=r.flag(raw, "default", "top level", False),
+            fallback=r.flag(raw, "fallback", "top level", False),
+        ),
+        pass_score=r.number(raw, "pass_score", "top level", 80.0, hi=100),
+        turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
+        turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
+    )
+
+
+def _check_references(r: _Reader, stages: tuple[Stage, ...], forbidden: list[ForbiddenRule],
+                      exceptions: list[ExceptionRule]) -> None:
+    ids: set[str] = set()
+    for rule_id in [s.id for s in stages] + [f.id for f in forbidden] + [e.id for e in exceptions]:
+        if rule_id in ids:
+            raise r.fail("top level", f"id {rule_id!r} is used twice")
+        ids.add(rule_id)
+    stage_ids = {s.id for s in stages}
+    for stage in stages:
+        for before in stage.after:
+            if before not in stage_ids or before == stage.id:
+                raise r.fail(f"stage {stage.id!r}", f"after: {before!r} is not another stage "
+                                                    f"(stages: {', '.join(sorted(stage_ids))})")
+    _check_acyclic(r, stages)
+    targets = stage_ids | {f.id for f in forbidden}
+    for exc in exceptions:
+        for target in exc.suspends:
+            if target not in targets:
+                raise r.fail(f"exception {exc.id!r}",
+                             f"suspends: {target!r} is no stage or forbidden rule")
+
+
+def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
+    after = {s.id: s.after for s in stages}
+    done: set[str] = set()
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        if node in path:
+            cycle = " -> ".join((*path[path.index(node):], node))
+            raise r.fail(f"stage {node!r}", f"after: order constraints form a cycle: {cycle}")
+        if node in done:
+            return
+        for before in after[node]:
+            visit(before, (*path, node))
+        done.add(node)
+
+    for stage in stages:
+        visit(stage.id, ())
+
+
+def load_script_file(path: Path | str) -> ComplianceScript:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScriptInvalid(f"{path}: cannot read compliance script: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScriptInvalid(f"{path}: not valid TOML: {exc}") from None
+    return script_from_dict(raw, source=str(path))

@@ -1,0 +1,397 @@
+"""Phrase matching that survives ASR errors: normalisation, pinyin keys, fuzzy alignment.
+
+This module owns how a script phrase is compared with transcript text:
+
+* `normalize(text)` -> `NormalizedText`: NFKC (full width to half width), lower case,
+  Traditional to Simplified (`asr.textnorm.to_simplified`, OpenCC), digits spelled out
+  (English words; Chinese numerals between CJK characters, via `cn2an`), apostrophes dropped
+  ("I'm" = "im"), every other non-alphanumeric character dropped. CJK characters are kept
+  without spaces between them and Latin words are separated by one space, so a phrase cut in
+  two by the VAD still matches across the cut. Every normalised character remembers which
+  original character it came from, so a hit can quote the transcript as spoken.
+* Pinyin keys: each CJK character is replaced by one private-use character standing for its
+  toneless syllable, with the initials and finals that small Whisper models and southern
+  accents confuse merged (zh/z, ch/c, sh/s, ing/in, eng/en, ang/an). Homophone substitutions
+  ("核实" heard as "和时", "验证码" as "宴证码") then compare equal, and since the key string
+  has the same length as the text, an alignment on keys is an alignment on characters.
+* `CompiledPhrase.search(text, lo)`: the best fuzzy alignment of one phrase in a text
+  (rapidfuzz `partial_ratio_alignment`, on characters and on pinyin keys; Latin hits are
+  snapped to whole words and re-scored so "here" never matches inside "there"). A hit must
+  reach the phrase's threshold, which tightens as phrases get shorter: `floor(len * tolerance)`
+  substituted characters are forgiven, so 4-character phrases must match exactly.
+
+Why no sentence-embedding model: the one that installs offline (all-MiniLM-L6-v2) is
+English-only, pulls in torch, and scores the scripted near misses ("Hello, how can I help you
+today?") as close to a greeting as the real paraphrases (measured in the bench notes).
+Paraphrases are handled by the scripts' synonym sets instead (see `monitor.qa.scripts`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import unicodedata
+from dataclasses import dataclass
+
+import cn2an
+from pypinyin import lazy_pinyin
+from rapidfuzz import fuzz
+
+from asr.scoring import number_words
+from asr.textnorm import to_simplified
+
+_CJK_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
+_APOSTROPHES = "'’`"
+_FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "hmm", "mm"})
+_PINYIN_BASE = 0xE000  # Unicode private-use area: never in a transcript
+_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"))
+_FINALS = (("ing", "in"), ("eng", "en"), ("ang", "an"))
+
+
+def is_cjk(ch: str) -> bool:
+    if len(ch) != 1:
+        return False
+    code = ord(ch)
+    return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedText:
+    """Matching form of a text. `origin[i]` is the index in `source` of `text[i]`."""
+
+    source: str
+    text: str
+    origin: tuple[int, ...]
+    keys: str  # pinyin keys, same length as `text`
+    letters: str  # pinyin letters ("nin hao" -> "ninhao"); other characters as they are
+    letter_char: tuple[int, ...]  # per letter: index into `text`
+
+    @classmethod
+    def build(cls, source: str, text: str, origin: tuple[int, ...]) -> NormalizedText:
+        keys = pinyin_keys(text)
+        letters, letter_char = keys_to_letters(keys)
+        return cls(source, text, origin, keys, letters, letter_char)
+
+    def quote(self, start: int, end: int) -> str:
+        """The original text behind normalised characters [start, end)."""
+        if start >= end:
+            return ""
+        return self.source[self.origin[start] : self.origin[end - 1] + 1].strip()
+
+
+def _is_digit(ch: str) -> bool:
+    return unicodedata.normalize("NFKC", ch).isdecimal()
+
+
+def _spell_digits(run: str, cjk_context: bool) -> str:
+    if cjk_context:
+        # Long runs (phone, card numbers) are read digit by digit in Chinese transcripts.
+        if len(run) > 4:
+            return "".join("零一二三四五六七八九"[int(d)] for d in run)
+        return str(cn2an.an2cn(run))
+    return f" {number_words(int(run))} "
+
+
+def normalize(text: str) -> NormalizedText:
+    """Transcript or phrase text to its matching form (see the module docstring)."""
+    simplified = to_simplified(text) if any(is_cjk(c) for c in text) else text
+    if len(simplified) != len(text):  # OpenCC phrase tables can change the length
+        simplified = "".join(to_simplified(c) or c for c in text)
+    chars: list[str] = []
+    origin: list[int] = []
+    i = 0
+    while i < len(simplified):
+        ch = unicodedata.normalize("NFKC", simplified[i]).lower()
+        if ch.isdecimal():
+            j = i
+            while j < len(simplified) and _is_digit(simplified[j]):
+                j += 1
+            run = unicodedata.normalize("NFKC", simplified[i:j])
+            before = simplified[i - 1] if i else ""
+            after = simplified[j] if j < len(simplified) else ""
+            cjk = is_cjk(before) or is_cjk(after)
+            for piece in _spell_digits(run, cjk):
+                chars.append(piece)
+                origin.append(i)
+            i = j
+            continue
+        for piece in ch:
+            if piece in _APOSTROPHES:
+                continue
+            chars.append(piece if piece.isalnum() else " ")
+            origin.append(i)
+        i += 1
+    return _collapse(text, chars, origin)
+
+
+def _collapse(source: str, chars: list[str], origin: list[int]) -> NormalizedText:
+    """Drop spaces at the ends, next to CJK characters, and repeated spaces."""
+    out: list[str] = []
+    out_origin: list[int] = []
+    for ch, pos in zip(chars, origin, strict=True):
+        if ch == " ":
+            if not out or out[-1] == " " or is_cjk(out[-1]):
+                continue
+        elif is_cjk(ch) and out and out[-1] == " ":
+            out.pop()
+            out_origin.pop()
+        out.append(ch)
+        out_origin.append(pos)
+    while out and out[-1] == " ":
+        out.pop()
+        out_origin.pop()
+    # Hesitations carry no words, and Whisper writes them only now and then.
+    words = "".join(out).split(" ")
+    keep: list[int] = []
+    pos = 0
+    for word in words:
+        if word not in _FILLERS:
+            if keep:
+                keep.append(-1)  # the space before this word: origin of its first letter
+            keep.extend(range(pos, pos + len(word)))
+        pos += len(word) + 1
+    chars_kept = []
+    origin_kept = []
+    for k, index in enumerate(keep):
+        if index < 0:
+            chars_kept.append(" ")
+            origin_kept.append(out_origin[keep[k + 1]])
+        else:
+            chars_kept.append(out[index])
+            origin_kept.append(out_origin[index])
+    return NormalizedText.build(source, "".join(chars_kept), tuple(origin_kept))
+
+
+@functools.lru_cache(maxsize=8192)
+def _syllable_key(ch: str) -> str:
+    syllable = lazy_pinyin(ch)[0]
+    for full, merged in _INITIALS:
+        if syllable.startswith(full):
+            syllable = merged + syllable[len(full) :]
+            break
+    for full, merged in _FINALS:
+        if syllable.endswith(full):
+            syllable = syllable[: -len(full)] + merged
+            break
+    return _key_for(syllable)
+
+
+_SYLLABLES: dict[str, str] = {}
+
+
+def _key_for(syllable: str) -> str:
+    # A fixed table that only grows (about 400 syllables): a memo, not shared mutable state
+    # that changes any result.
+    key = _SYLLABLES.get(syllable)
+    if key is None:
+        key = chr(_PINYIN_BASE + len(_SYLLABLES))
+        _SYLLABLES[syllable] = key
+    return key
+
+
+def keys_to_letters(keys: str) -> tuple[str, tuple[int, ...]]:
+    """Pinyin keys back to letters, and for each letter the index of its character."""
+    syllables = _syllables_by_key()
+    parts: list[str] = []
+    index: list[int] = []
+    for i, key in enumerate(keys):
+        letters = syllables.get(key, key)
+        parts.append(letters)
+        index.extend([i] * len(letters))
+    return "".join(parts), tuple(index)
+
+
+def _syllables_by_key() -> dict[str, str]:
+    if len(_BY_KEY) != len(_SYLLABLES):
+        _BY_KEY.update({key: syllable for syllable, key in _SYLLABLES.items()})
+    return _BY_KEY
+
+
+_BY_KEY: dict[str, str] = {}
+
+
+def pinyin_keys(text: str) -> str:
+    """One key per character: CJK -> its merged toneless syllable, anything else unchanged."""
+    return "".join(_syllable_key(ch) if is_cjk(ch) else ch for ch in text)
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """Where a phrase was found in a normalised text: [start, end) and score 0..100."""
+
+    start: int
+    end: int
+    score: float
+    by_pinyin: bool
+    margin: float = 0.0  # score minus the threshold it had to reach (negative when relaxed)
+
+
+def _threshold(size: int, tolerance: float, min_score: float) -> float:
+    """Score a hit needs: `floor(size * tolerance)` substituted symbols are forgiven."""
+    return max(min_score, 100.0 * (1.0 - int(size * tolerance) / size))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPhrase:
+    """One phrase variant, normalised once when the script is loaded."""
+
+    phrase: str  # as written in the script (after synonym expansion)
+    norm: str
+    keys: str
+    letters: str
+    threshold: float  # for characters and pinyin syllables
+    letter_threshold: float  # for pinyin letters (near-homophones: 稍/收, 祝/只)
+    latin: bool  # has Latin letters: hits are snapped to whole words and checked per word
+    cjk: bool
+    words: tuple[str, ...]  # Latin words of 4+ letters: each needs a counterpart in a hit
+    negations: int  # negation words/characters: a hit must have exactly as many
+
+    @classmethod
+    def build(cls, phrase: str, tolerance: float, min_score: float) -> CompiledPhrase:
+        n = normalize(phrase)
+        if not n.text:
+            raise ValueError(f"phrase {phrase!r} has no letters or digits")
+        size = len(n.text.replace(" ", ""))
+        latin = any(c.isascii() and c.isalpha() for c in n.text)
+        words = tuple(w for w in n.text.split() if len(w) >= 4 and w.isascii())
+        return cls(
+            phrase=phrase,
+            norm=n.text,
+            keys=n.keys,
+            letters=n.letters,
+            threshold=_threshold(size, tolerance, min_score),
+            # One misheard letter per forgiven syllable (at least one): near-homophones only,
+            # never a dropped syllable.
+            letter_threshold=max(min_score - 5, 100.0 * (
+                1.0 - max(1, int(size * tolerance)) / max(1, len(n.letters)))),
+            latin=latin,
+            cjk=any(is_cjk(c) for c in n.text),
+            words=words,
+            negations=count_negations(n.text),
+        )
+
+    def search(self, text: NormalizedText, lo: int = 0, relax: float = 0.0
+               ) -> Alignment | None:
+        """Best alignment in `text` ending after position `lo` whose score reaches the
+        threshold less `relax` (the caller then weighs the `margin`)."""
+        hay = text.text
+        if len(hay) - lo <= 0:
+            return None
+        # Only the part that can hold a hit ending past `lo` is searched.
+        start = max(0, lo - len(self.norm) - 4)
+        if len(self.letters.replace(" ", "")) < MIN_RELAX_LETTERS:
+            relax = 0.0  # "祝您", "bye": too short to tell a damaged hit from a stray one
+        floor = self.threshold - relax
+        candidates: list[tuple[int, int, float, float, bool]] = []
+        # Snapping to words moves a Latin score by a few points at most: a raw score this far
+        # below the threshold cannot become a hit, and rapidfuzz stops early.
+        found = _align(self.norm, hay, start, floor - (15 if self.latin else 0))
+        if found is not None:
+            x, y, score = self._snap_words(hay, *found[:2], floor) if self.latin else found
+            candidates.append((x, y, score, self.threshold, False))
+        if self.cjk:
+            found = _align(self.keys, text.keys, start, floor)
+            if found is not None:
+                candidates.append((*found, self.threshold, True))
+            found = self._align_letters(text, start, self.letter_threshold - relax)
+            if found is not None:
+                candidates.append((*found, self.letter_threshold, True))
+        best: Alignment | None = None
+        for x, y, score, threshold, by_pinyin in candidates:
+            if y <= lo or score < threshold - relax:
+                continue
+            if count_negations(hay[x:y]) != self.negations:
+                continue  # "I can't help you with that" is no "I can help you with that"
+            if best is None or score - threshold > best.margin:
+                best = Alignment(x, y, score, by_pinyin, score - threshold)
+        return best
+
+    def _align_letters(self, text: NormalizedText, start: int, floor: float
+                       ) -> tuple[int, int, float] | None:
+        """Align on pinyin letters, widen to whole characters, and re-score the best of the
+        span and the span one character shorter or longer at either end."""
+        letter_start = bisect.bisect_left(text.letter_char, start)
+        found = _align(self.letters, text.letters, letter_start, floor - 10)
+        if found is None:
+            return None
+        la, lb, _ = found
+        a, b = text.letter_char[la], text.letter_char[lb - 1] + 1
+        best = (a, b, -1.0)
+        for x in (a - 1, a, a + 1):
+            for y in (b - 1, b, b + 1):
+                if not 0 <= x < y <= len(text.text):
+                    continue
+                lx = bisect.bisect_left(text.letter_char, x)
+                ly = bisect.bisect_left(text.letter_char, y)
+                score = float(fuzz.ratio(self.letters, text.letters[lx:ly]))
+                if score > best[2]:
+                    best = (x, y, score)
+        return best
+
+    def _snap_words(self, hay: str, a: int, b: int, floor: float) -> tuple[int, int, float]:
+        """Widen [a, b) to whole words, then keep the best-scoring span of one word more or
+        less at either end whose words cover the phrase's content words (one in three may be
+        misheard beyond recognition)."""
+        while a > 0 and hay[a - 1] != " ":
+            a -= 1
+        while b < len(hay) and hay[b] != " ":
+            b += 1
+        starts = [a]
+        ends = [b]
+        if a > 0:
+            starts.append(hay.rfind(" ", 0, a - 1) + 1)
+        inner_first = hay.find(" ", a, b)
+        if inner_first > 0:
+            starts.append(inner_first + 1)
+            ends.append(hay.rfind(" ", a, b))
+        if b < len(hay):
+            right = hay.find(" ", b + 1)
+            ends.append(len(hay) if right < 0 else right)
+        best = (a, b, -1.0)
+        allowed = max(0, len(self.words) - 1) // 3
+        for x in starts:
+            for y in ends:
+                if y <= x:
+                    continue
+                span = hay[x:y]
+                score = float(fuzz.ratio(self.norm, span))
+                if score <= best[2] or score < floor:
+                    continue
+                # partial_ratio, so that a word the ASR merged ("helpyou") still counts.
+                lost = sum(1 for w in self.words if fuzz.partial_ratio(w, span) < WORD_MIN_RATIO)
+                if lost <= allowed:
+                    best = (x, y, score)
+        return best
+
+
+#: Phrases shorter than this (in letters, pinyin for Chinese) are never relaxed.
+MIN_RELAX_LETTERS = 8
+#: A phrase word has a counterpart in a hit when they are this similar ("acme"/"acne" = 75,
+#: "holding"/"calling" = 71).
+WORD_MIN_RATIO = 75.0
+_NEGATION_WORDS = frozenset(
+    "not no never nothing nobody cant cannot dont doesnt didnt wont wouldnt couldnt shouldnt "
+    "isnt arent wasnt werent havent hasnt hadnt aint".split()
+)
+_NEGATION_CHARS = frozenset("不没别")
+
+
+def count_negations(text: str) -> int:
+    """Negation words (English) and characters (Chinese) in normalised text."""
+    words = sum(1 for w in text.split() if w in _NEGATION_WORDS)
+    return words + sum(1 for ch in text if ch in _NEGATION_CHARS)
+
+
+def _align(needle: str, hay: str, start: int, cutoff: float
+           ) -> tuple[int, int, float] | None:
+    region = hay[start:]
+    if not region:
+        return None
+    if len(region) <= len(needle):
+        # partial_ratio would look for the (shorter) text inside the phrase: compare whole.
+        score = float(fuzz.ratio(needle, region))
+        return (start, len(hay), score) if score >= cutoff else None
+    found = fuzz.partial_ratio_alignment(needle, region, score_cutoff=cutoff)
+    if found is None or found.score < cutoff:
+        return None
+    return start + found.dest_start, start + found.dest_end, float(found.score)
