@@ -120,6 +120,8 @@ class Call(Base):
     # Filled by QA scoring later (0..100 and a label such as "A" or "needs_review").
     score: Mapped[float | None] = mapped_column(Float)
     grade: Mapped[str | None] = mapped_column(String(32))
+    quality_score: Mapped[float | None] = mapped_column(Float)
+    compliance_score: Mapped[float | None] = mapped_column(Float)
     # `metadata` is reserved on declarative classes, hence the attribute name.
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
 
@@ -195,6 +197,54 @@ class TraceEvent(Base):
     data: Mapped[dict[str, Any]]
 
 
+class QualityReadingRow(Base):
+    """One periodic per-party measurement (the fields vary by measure, so a JSON document)."""
+
+    __tablename__ = "quality_readings"
+
+    call_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    party: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    values: Mapped[dict[str, Any]]
+
+
+class FindingRow(Base):
+    """Something found over a media-time span (dead air, overtalk, phrase hit or miss...)."""
+
+    __tablename__ = "findings"
+
+    call_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str | None] = mapped_column(String(16))
+    party: Mapped[str | None] = mapped_column(String(32))
+    start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    end_ms: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_findings_kind_call_id", "kind", "call_id"),)
+
+
+class CallResultRow(Base):
+    """A call-level summary document (per-party quality, conversation, compliance...)."""
+
+    __tablename__ = "call_results"
+
+    call_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    party: Mapped[str] = mapped_column(String(32), primary_key=True)  # "" = the whole call
+    data: Mapped[dict[str, Any]]
+
+
 # -- what the repository returns: frozen storage vocabulary, no ORM state --------------------
 
 
@@ -247,6 +297,8 @@ class CallSummary:
     callee: str | None
     score: float | None
     grade: str | None
+    quality_score: float | None
+    compliance_score: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,4 +64,57 @@ class CallClosed:
     party_samples: dict[str, int] = field(default_factory=dict)
 
 
-Record = CallOpened | SegmentAdded | TraceAdded | CallClosed
+
+@dataclass(frozen=True, slots=True)
+class ReadingAdded:
+    """A periodic per-party measurement (audio quality every ≤ 2 s of media)."""
+
+    call_id: str
+    party: str
+    seq: int  # per call and party, from 0
+    start_ms: int
+    end_ms: int
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FindingAdded:
+    """Something found over a media-time span: dead air, overtalk, a quality finding, a
+    compliance hit or miss, a forbidden phrase. `seq` orders a call's findings (from 0)."""
+
+    call_id: str
+    seq: int
+    source: str  # "quality", "conversation", "compliance"
+    kind: str  # e.g. "dead_air", "overtalk", "poor_snr", "phrase_matched", "phrase_missed"
+    severity: str | None = None  # "info", "minor", "major", "critical"
+    party: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSaved:
+    """A call-level summary document; saving the same (kind, party) again replaces it."""
+
+    call_id: str
+    kind: str  # "quality_party", "conversation", "quality", "compliance"
+    party: str = ""  # "" for call-wide results
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallScored:
+    """The call's scores (0-100) and grade (excellent / good / pass / needs_improvement)."""
+
+    call_id: str
+    score: float | None
+    grade: str | None
+    quality_score: float | None = None
+    compliance_score: float | None = None
+
+
+Record = (
+    CallOpened | SegmentAdded | TraceAdded | CallClosed
+    | ReadingAdded | FindingAdded | ResultSaved | CallScored
+)  # fmt: skip

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
-from storage import db
+from storage import analysis, db
 from storage.errors import BatchRejected, StorageError, StorageUnavailable
 from storage.models import (
     CALL_STATUSES,
@@ -40,7 +40,17 @@ from storage.models import (
     TraceEvent,
     TraceInfo,
 )
-from storage.records import CallClosed, CallOpened, Record, SegmentAdded, TraceAdded
+from storage.records import (
+    CallClosed,
+    CallOpened,
+    CallScored,
+    FindingAdded,
+    ReadingAdded,
+    Record,
+    ResultSaved,
+    SegmentAdded,
+    TraceAdded,
+)
 
 _CALLS: Table = Base.metadata.tables["calls"]
 _PARTIES: Table = Base.metadata.tables["parties"]
@@ -243,6 +253,11 @@ class Repository:
                 ),
             )
 
+    def get_analysis(self, call_id: str) -> analysis.CallAnalysis:
+        """Quality readings, findings and result documents of one call (by our id)."""
+        with self._session() as session:
+            return analysis.load(session, call_id)
+
     @contextmanager
     def _session(self) -> Iterator[Session]:
         try:
@@ -291,6 +306,10 @@ def _problem(rec: Record) -> str | None:
     elif isinstance(rec, SegmentAdded):
         if not 0 <= rec.start_ms <= rec.end_ms:
             return f": need 0 <= start_ms <= end_ms, got {rec.start_ms}..{rec.end_ms}"
+    elif isinstance(rec, _ANALYSIS_RECORDS):
+        documents.update(analysis.documents(rec))
+        if found := analysis.problem(rec):
+            return found
     else:
         return f" is not a storage record: {type(rec).__name__}"
     for name, value in times.items():
@@ -333,6 +352,8 @@ def _write(conn: Connection, records: Sequence[Record]) -> None:
                 ["call_id", "seq"],
                 [_trace_row(r) for r in run if isinstance(r, TraceAdded)],
             )
+        elif kind in _ANALYSIS_RECORDS:
+            analysis.write(conn, run, _insert_new)
         else:
             for rec in run:
                 if isinstance(rec, CallClosed):
@@ -378,7 +399,11 @@ _CALL_FIELDS = (
     "external_id", "protocol", "started_at", "sample_rate", "channels", "recording_path",
     "agent_id", "queue", "caller", "callee",
 )  # fmt: skip
-_CALL_UNSET = ("ended_at", "end_reason", "duration_ms", "recording_frames", "score", "grade")
+_CALL_UNSET = (
+    "ended_at", "end_reason", "duration_ms", "recording_frames", "score", "grade",
+    "quality_score", "compliance_score",
+)  # fmt: skip
+_ANALYSIS_RECORDS = (ReadingAdded, FindingAdded, ResultSaved, CallScored)
 _SEGMENT_FIELDS = (
     "call_id", "party", "start_ms", "end_ms", "text", "language", "confidence", "latency_ms",
 )  # fmt: skip
