@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from audio_quality.settings import QualitySettings
+
 ENV_PREFIX = "CALLWATCH_"
 
 
@@ -118,6 +120,30 @@ class StorageSettings(_Section):
     queue_size: int = Field(default=10_000, ge=10)
 
 
+class ComplianceSettings(_Section):
+    """Scripted-phrase checks: which scripts, and whether to run them."""
+
+    enabled: bool = True
+    #: A directory of compliance script TOML files (default: the shipped `config/scripts/`).
+    scripts_dir: Path | None = None
+
+
+class GradingSettings(_Section):
+    """How the audio-quality and compliance scores (0-100) make the call's grade."""
+
+    #: Share of the audio-quality score in the call score; the rest is compliance.
+    quality_weight: float = Field(default=0.4, ge=0.0, le=1.0)
+    excellent: float = Field(default=90.0, ge=0, le=100)
+    good: float = Field(default=80.0, ge=0, le=100)
+    passing: float = Field(default=60.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GradingSettings:
+        if not self.excellent >= self.good >= self.passing:
+            raise ValueError("grading thresholds must satisfy excellent >= good >= passing")
+        return self
+
+
 class Settings(_Section):
     """Everything callwatch can be told; see config/defaults.toml for the commented version."""
 
@@ -130,6 +156,9 @@ class Settings(_Section):
     vad: VadSettings = VadSettings()
     asr: AsrSettings = AsrSettings()
     storage: StorageSettings = StorageSettings()
+    quality: QualitySettings = QualitySettings()
+    compliance: ComplianceSettings = ComplianceSettings()
+    grading: GradingSettings = GradingSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -183,12 +183,86 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  (none)")
     for seg in call.segments:
         print(f"  [{_fmt_ms(seg.start_ms)}-{_fmt_ms(seg.end_ms)}] {seg.party:8} {seg.text}")
+    _show_analysis(_repo(settings).get_analysis(call.call_id), call, args.readings)
     if args.trace:
         print("\ntrace")
         for t in call.trace:
             data = json.dumps(t.data, ensure_ascii=False, default=str) if t.data else ""
             print(f"  {t.seq:4} {_fmt_ms(t.media_ms)} {t.kind:16} {t.party or '':8} {data}")
     return 0
+
+
+def _num(value: Any, fmt: str = ".1f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def _show_analysis(analysis: Any, call: Any, readings: bool) -> None:
+    """Scores, per-party quality, conversation flow, compliance checklist and findings."""
+    if call.grade is not None:
+        print(
+            f"\ngrade       {call.grade} (score {_num(call.score)}: quality "
+            f"{_num(call.quality_score)}, compliance {_num(call.compliance_score)})"
+        )
+    parties = analysis.results.get("quality_party", {})
+    if parties:
+        print("\naudio quality")
+    for party, q in sorted(parties.items()):
+        print(
+            f"  {party:8} speech {_num(q.get('speech_level_dbov'), unit=' dBov')}, noise "
+            f"{_num(q.get('noise_level_dbov'), unit=' dBov')}, "
+            f"SNR {_num(q.get('snr_db'), unit=' dB')}"
+            f", DNSMOS SIG/BAK/OVRL {_num(q.get('dnsmos_sig_mean'), '.2f')}/"
+            f"{_num(q.get('dnsmos_bak_mean'), '.2f')}/{_num(q.get('dnsmos_ovrl_mean'), '.2f')}"
+            f" ({q.get('codec')} {q.get('sample_rate_hz')} Hz), clipping "
+            f"{_num(100 * (q.get('clip_ratio') or 0), '.2f', ' %')}, dropouts {q.get('dropouts')}"
+        )
+    conv = analysis.result("conversation")
+    if conv:
+        print(
+            f"  talk      agent {_fmt_ms(conv['agent_talk_ms'])}, customer "
+            f"{_fmt_ms(conv['customer_talk_ms'])}, "
+            f"agent ratio {_num(conv['agent_talk_ratio'], '.2f')}"
+            f", non-talk {_fmt_ms(conv['non_talk_ms'])}"
+        )
+        print(
+            f"  flow      dead air {conv['dead_air_count']} ({_fmt_ms(conv['dead_air_total_ms'])})"
+            f", overtalk {conv['overtalk_count']} ({_fmt_ms(conv['overtalk_total_ms'])}), "
+            f"response gap mean {_num(conv['response_gap_mean_ms'], '.0f', ' ms')} max "
+            f"{_num(conv['response_gap_max_ms'], 'd', ' ms')}, first response "
+            f"{_num(conv['first_response_ms'], 'd', ' ms')}"
+        )
+    comp = analysis.result("compliance")
+    if comp:
+        print(
+            f"\ncompliance  script {comp['script']}: score {_num(comp['score'])}, "
+            f"{'passed' if comp['passed'] else 'FAILED'}"
+        )
+        for st in comp["stages"]:
+            mark = {"passed": "+", "suspended": "~", "optional_missed": "."}.get(st["status"], "x")
+            where = (
+                f"[{_fmt_ms(st['start_ms'])}] {st['matched_text']!r}"
+                if st["start_ms"] is not None
+                else st["window"]
+            )
+            print(f"  {mark} {st['stage']:14} {st['status']:16} {where}")
+        for f in comp["forbidden"]:
+            print(f"  ! forbidden {f['rule']:10} [{_fmt_ms(f['start_ms'])}] {f['matched_text']!r}")
+    if analysis.findings:
+        print("\nfindings")
+    for f in analysis.findings:
+        print(
+            f"  [{_fmt_ms(f.start_ms)}-{_fmt_ms(f.end_ms)}] {f.source:12} {f.kind:16} "
+            f"{f.severity or '':8} {f.party or ''}"
+        )
+    if readings and analysis.readings:
+        print("\nquality readings (every 2 s)")
+        for r in analysis.readings:
+            v = r.values
+            print(
+                f"  [{_fmt_ms(r.start_ms)}-{_fmt_ms(r.end_ms)}] {r.party:8} speech "
+                f"{_num(v.get('speech_level_dbov'))} noise {_num(v.get('noise_level_dbov'))} "
+                f"SNR {_num(v.get('snr_db'))} clip {v.get('clipped_samples')}"
+            )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -251,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("call_id", help="callwatch id, its prefix, or the switch's call id")
     sp.add_argument("--trace", action="store_true", help="also print the event trace")
+    sp.add_argument("--readings", action="store_true", help="also print quality readings")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_show)
 

@@ -40,7 +40,7 @@ from monitor.qa.events import (
     RuleSuspended,
     StageStatus,
 )
-from monitor.qa.rules import Anchor, ComplianceScript, Stage, WindowKind
+from monitor.qa.rules import MISSING_OPTIONAL_PENALTY, Anchor, ComplianceScript, Stage, WindowKind
 from monitor.qa.scoring import StageState, build_result
 from monitor.qa.textmatch import Alignment, CompiledPhrase, normalize
 from monitor.qa.transcript import PartyTranscripts, Segment, Turn
@@ -157,6 +157,7 @@ class ComplianceChecker:
                 continue
             window = st.stage.window
             if window.kind is WindowKind.LAST and st.hit is not None:
+                self._check_order_at_close(st, st.hit, events)
                 if st.hit.end_ms >= end - window.ms:
                     st.status = StageStatus.PASSED
                     continue
@@ -226,7 +227,7 @@ class ComplianceChecker:
             stage = st.stage
             if not stage.party.hears(turn.party) or not self._wants_hit(st, turn):
                 continue
-            hit = self._stage_hit(stage, turn, lo)
+            hit = self._stage_hit(st, turn, lo)
             if hit is None:
                 continue
             if st.status is StageStatus.MISSED:
@@ -258,29 +259,40 @@ class ComplianceChecker:
             return False
         return st.hit is None or st.hit.turn != (turn.party, turn.number)
 
-    def _stage_hit(self, stage: Stage, turn: Turn, lo: int) -> Hit | None:
+    def _stage_hit(self, st: StageState, turn: Turn, lo: int) -> Hit | None:
+        """All the stage's elements in this turn, at least one of them new in this segment.
+
+        Each element's best hit so far in the turn is kept, so a segment is searched only
+        where it can change something: its own text and a phrase's length before it.
+        """
+        stage = st.stage
         # With several elements, one may fall short of its threshold by up to ELEMENT_RELAX
         # when the others are clearly there: the stage needs its margins to add up to >= 0.
         # ASR damage to one of three phrases no longer loses a whole greeting, while a near
         # miss that lacks an element altogether still scores far below the relaxed bar.
-        relax = ELEMENT_RELAX if len(stage.elements) > 1 else 0.0
-        hits = []
-        for element in stage.elements:
-            hit = best_hit(element.phrases, turn, 0, relax)
-            if hit is None:
-                return None
-            hits.append(hit)
-        if sum(h.margin for h in hits) < 0:
+        # Late (outside-window) sightings are only a pointer for QA: no benefit of the doubt.
+        relax = ELEMENT_RELAX if len(stage.elements) > 1 and st.status is None else 0.0
+        key = (turn.party, turn.number)
+        if st.cache_turn != key:
+            st.cache_turn, st.cache = key, [None] * len(stage.elements)
+        fresh = False
+        for i, element in enumerate(stage.elements):
+            hit = best_hit(element.phrases, turn, lo, relax)
+            old = st.cache[i]
+            if hit is not None and (old is None or hit.margin > old.margin):
+                st.cache[i] = hit
+                fresh = True
+        hits = [h for h in st.cache if h is not None]
+        missing = [e for e, h in zip(stage.elements, st.cache, strict=True) if h is None]
+        if not fresh or not hits or any(not e.optional for e in missing):
             return None
-        # Something must come from the new segment: otherwise this turn was judged before.
-        if not any(h.end_char > lo for h in hits):
+        if sum(h.margin for h in hits) - MISSING_OPTIONAL_PENALTY * len(missing) < 0:
             return None
         hits.sort(key=lambda h: h.start_ms)
         text = " … ".join(dict.fromkeys(h.matched_text for h in hits))
         return Hit(" + ".join(h.phrase for h in hits), text, min(h.score for h in hits),
                    hits[0].start_ms, max(h.end_ms for h in hits), turn.party,
-                   any(h.by_pinyin for h in hits), (turn.party, turn.number),
-                   max(h.end_char for h in hits))
+                   any(h.by_pinyin for h in hits), key, max(h.end_char for h in hits))
 
     def _check_order(self, st: StageState, hit: Hit, events: list[ComplianceEvent]) -> None:
         """`st` was just heard for the first time (in its window or not): any stage that must
@@ -288,6 +300,8 @@ class ComplianceChecker:
         for other in self._stages.values():
             if st.stage.id not in other.stage.after:
                 continue
+            if other.stage.window.kind is WindowKind.LAST and other.status is None:
+                continue  # judged at close(), on its final hit
             before = other.hit or other.outside
             if before is None or before.start_ms >= hit.start_ms:
                 continue
@@ -296,6 +310,23 @@ class ComplianceChecker:
             other.order_ok = False
             event = OrderViolated(other.stage.id, st.stage.id, before.start_ms, hit.start_ms,
                                   other.stage.order_severity.value, other.stage.order_deduction)
+            self._orders.append(event)
+            events.append(event)
+
+    def _check_order_at_close(self, st: StageState, hit: Hit,
+                              events: list[ComplianceEvent]) -> None:
+        """A "last N s" stage's order is judged on its final hit: each stage it must follow
+        has to have been heard before that."""
+        if self._suspended(st.stage.id, hit.start_ms):
+            return
+        for before_id in st.stage.after:
+            before = self._stages[before_id]
+            first = before.hit or before.outside
+            if first is None or first.start_ms < hit.start_ms:
+                continue
+            st.order_ok = False
+            event = OrderViolated(st.stage.id, before_id, hit.start_ms, first.start_ms,
+                                  st.stage.order_severity.value, st.stage.order_deduction)
             self._orders.append(event)
             events.append(event)
 

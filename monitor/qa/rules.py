@@ -87,6 +87,13 @@ class Element:
 
     name: str
     phrases: tuple[CompiledPhrase, ...]
+    #: May be missing when the other elements match with margin to spare (the courtesy
+    #: 您好 before a full service phrase and offer of help): its absence costs
+    #: `MISSING_OPTIONAL_PENALTY` points of the stage's margin instead of failing it.
+    optional: bool = False
+
+
+MISSING_OPTIONAL_PENALTY = 10.0
 
 
 @dataclass(frozen=True, slots=True)

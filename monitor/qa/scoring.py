@@ -10,7 +10,7 @@ phrase fails the call whatever its score, as in contact-centre "fatal error" gra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from monitor.qa.events import (
@@ -38,6 +38,9 @@ class StageState:
     outside: Hit | None = None  # heard, but outside the window
     order_ok: bool = True
     missed_at_ms: int = 0
+    # The best hit of each element in the party's current turn (see checker._stage_hit).
+    cache_turn: tuple[str, int] | None = None
+    cache: list[Hit | None] = field(default_factory=list)
 
 
 def _row(st: StageState) -> StageChecked:

@@ -34,6 +34,7 @@ queue) and `ScriptBook.select`, which picks the script for a call from its metad
       [[stage.element]]              # every element must be heard, in one turn ...
       name = "offer"
       phrases = ["how {can|may} I help you"]   # ... any variant will do
+      optional = false               # true: may be missing if the others match clearly
 
     [[forbidden]]
     id = "rude"
@@ -66,7 +67,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import config
-from monitor.qa.errors import ScriptInvalid, ScriptNotFound
+from monitor.qa.errors import ScriptInvalid
 from monitor.qa.rules import (
     Anchor,
     ComplianceScript,
@@ -274,10 +275,13 @@ def _stage(r: _Reader, raw: Any, i: int, m: _Matching,
             ew = f"{where}: element[{j}]"
             if not isinstance(el, dict):
                 raise r.fail(ew, "each [[stage.element]] must be a table")
-            r.keys(el, {"name", "phrases"}, ew)
+            r.keys(el, {"name", "phrases", "optional"}, ew)
             name = r.text(el, "name", ew, default=f"part{j + 1}")
             phrases = r.strings(el, "phrases", ew, required=True)
-            elements.append(Element(name, m.compile(r, phrases, ew, synonyms)))
+            elements.append(Element(name, m.compile(r, phrases, ew, synonyms),
+                                    r.flag(el, "optional", ew, False)))
+        if all(e.optional for e in elements):
+            raise r.fail(where, "at least one element must not be optional")
     return Stage(
         id=sid,
         title=r.text(raw, "title", where, default=sid),

@@ -49,6 +49,8 @@ class Turn:
     _keys: list[str] = field(default_factory=list)
     _seg: list[int] = field(default_factory=list)  # per char: index into segments
     _pos: list[int] = field(default_factory=list)  # per char: index into that segment's norm
+    _letters: list[str] = field(default_factory=list)  # pinyin letters, per segment
+    _letter_char: list[int] = field(default_factory=list)  # per letter: index into the text
     text: NormalizedText | None = None  # the joined text (source = "")
 
     @property
@@ -61,11 +63,15 @@ class Turn:
         joint = self._text[-1] if self._text else ""
         first = segment.norm.text[:1]
         if joint and first and not (is_cjk(joint) or is_cjk(first)):
+            self._letters.append(" ")
+            self._letter_char.append(len(self._text))
             self._text.append(" ")
             self._keys.append(" ")
             self._seg.append(len(self.segments))
             self._pos.append(0)
         lo = len(self._text)
+        self._letters.append(segment.norm.letters)
+        self._letter_char.extend(lo + i for i in segment.norm.letter_char)
         index = len(self.segments)
         self.segments.append(segment)
         self._text.extend(segment.norm.text)
@@ -73,13 +79,14 @@ class Turn:
         self._seg.extend([index] * len(segment.norm.text))
         self._pos.extend(range(len(segment.norm.text)))
         joined = "".join(self._text)
-        keys = "".join(self._keys)
-        self.text = NormalizedText("", joined, tuple(range(len(joined))), keys,
-                                   *keys_to_letters(keys))
+        self.text = NormalizedText("", joined, tuple(range(len(joined))), "".join(self._keys),
+                                   "".join(self._letters), tuple(self._letter_char))
         return lo
 
     def _trim(self, incoming: int) -> None:
         """Drop whole old segments until the new one fits in `max_chars`."""
+        if not self.segments or len(self._text) + incoming <= self.max_chars:
+            return
         while self.segments and len(self._text) + incoming > self.max_chars:
             drop = self._seg.count(0)
             del self._text[:drop], self._keys[:drop], self._seg[:drop], self._pos[:drop]
@@ -87,6 +94,9 @@ class Turn:
                 del self._text[0], self._keys[0], self._seg[0], self._pos[0]
             self.segments.pop(0)
             self._seg = [s - 1 for s in self._seg]
+        # Rebuild the letters from what is left (rare: once per max_chars of speech).
+        letters, letter_char = keys_to_letters("".join(self._keys))
+        self._letters, self._letter_char = [letters], list(letter_char)
 
     def _time(self, index: int, end: bool) -> int:
         seg = self.segments[self._seg[index]]

@@ -13,8 +13,11 @@ import logging
 from datetime import UTC, datetime
 
 from asr.pool import AsrPool
+from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
+from monitor.qa import load_compliance_scripts
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
@@ -70,6 +73,7 @@ class Callwatch:
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
+        self.dnsmos: DnsmosService | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -91,7 +95,17 @@ class Callwatch:
         self.storage.start()
         self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
         self.asr.start()
-        self.gateway = Gateway(s, self.storage, self.asr)
+        scripts = None
+        if s.compliance.enabled:
+            scripts = load_compliance_scripts(s.compliance.scripts_dir)
+        if s.quality.dnsmos.enabled:
+            dn = s.quality.dnsmos
+            scorer = await asyncio.to_thread(
+                DnsmosScorer, model=dn.model, intra_op_threads=dn.intra_op_threads
+            )
+            self.dnsmos = DnsmosService(scorer)
+            self.dnsmos.start()
+        self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
         await self.gateway.start()
 
     async def stop(self) -> None:
@@ -99,6 +113,8 @@ class Callwatch:
             await self.gateway.stop()
         if self.asr is not None:
             await self.asr.close()
+        if self.dnsmos is not None:
+            await self.dnsmos.close()
         if self.storage is not None:
             await self.storage.close()
         if self.pool is not None:

@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from asr.types import AsrResult
+from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
+from monitor.core.analysis import CallAnalyzer
 from monitor.core.events import UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
+from monitor.runtime import findings
 from monitor.runtime.asr_service import AsrJob, AsrService
+from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from storage.recordings import WavRecorder
@@ -53,6 +57,8 @@ class LiveCall:
         connected_at: datetime,
         storage: StorageWriter,
         asr: AsrService,
+        analyzer: CallAnalyzer | None = None,
+        dnsmos: DnsmosService | None = None,
     ) -> None:
         self.settings = settings
         self.metadata = metadata
@@ -83,6 +89,10 @@ class LiveCall:
         self.raw_metadata = raw_metadata
         self.segments = 0
         self.shed = 0
+        self.analyzer = analyzer
+        self._dnsmos = dnsmos
+        self._finding_seq = 0
+        self.grade: str | None = None
 
     # -- records -----------------------------------------------------------------------
     def _trace(
@@ -139,8 +149,36 @@ class LiveCall:
         self.recorder.append(pcm)
         for utterance in self.session.feed(pcm):
             self._submit(utterance)
+        if self.analyzer is not None:
+            records = self._analysis_records(self.analyzer.feed(pcm))
+            if self._dnsmos is not None:
+                for window in self.analyzer.take_dnsmos_windows():
+                    self._dnsmos.submit(window, self._on_dnsmos)
+            if records:
+                await self._storage.put_many(records)
         if self.recorder.flush_due:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
+
+    def _on_dnsmos(self, score: DnsmosScore) -> None:
+        if self.analyzer is not None and not self._closed:
+            self.analyzer.add_dnsmos(score)
+
+    def _analysis_records(self, events: list[Any]) -> list[Any]:
+        """Readings, findings (with a trace entry each) for the analysis events."""
+        out: list[Any] = []
+        for event in events:
+            if (rec := findings.reading(self.call_id, event)) is not None:
+                out.append(rec)
+            elif (found := findings.finding(self.call_id, self._finding_seq, event)) is not None:
+                self._finding_seq += 1
+                out.append(found)
+                out.append(
+                    self._trace(found.kind, media_ms=found.start_ms, party=found.party,
+                                **{k: v for k, v in found.data.items() if k != "party"})
+                )
+            elif findings.is_dead_air_start(event):
+                out.append(self._trace("dead_air_started", media_ms=event.start_ms))
+        return out
 
     def _submit(self, utterance: UtteranceEnded) -> None:
         job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
@@ -187,6 +225,15 @@ class LiveCall:
             )
             if result.text:
                 self.segments += 1
+                if self.analyzer is not None:
+                    records.extend(
+                        self._analysis_records(
+                            self.analyzer.on_segment(
+                                u.party.value, u.start_ms, u.end_ms, result.text,
+                                result.language,
+                            )
+                        )
+                    )
                 records.append(
                     SegmentAdded(
                         call_id=self.call_id,
@@ -228,9 +275,16 @@ class LiveCall:
                 "closing call before its last transcripts arrived",
                 extra=fields(**self._log_fields, pending=len(self._pending)),
             )
+        verdict_records: list[Any] = []
+        if self.analyzer is not None:
+            verdict_records = self._analysis_records(self.analyzer.flush())
+            verdict = self.analyzer.finish()
+            self.grade = verdict.grade
+            verdict_records += findings.verdict_records(self.call_id, verdict, self._finding_seq)
         ended_at = datetime.now(UTC)
         await self._storage.put_many(
-            [
+            verdict_records
+            + [
                 self._trace(
                     "finalised",
                     media_ms=self.session.duration_ms,

@@ -25,9 +25,13 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from config.settings import Settings
+from monitor.core.analysis import CallAnalyzer
+from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
+from monitor.qa import ScriptBook, ScriptNotFound
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.call import FINAL_ASR_WAIT_S, SHUTDOWN_ASR_WAIT_S, LiveCall
+from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.wire.audiofork import (
@@ -44,8 +48,18 @@ log = logging.getLogger("callwatch.gateway")
 
 
 class Gateway:
-    def __init__(self, settings: Settings, storage: StorageWriter, asr: AsrService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: StorageWriter,
+        asr: AsrService,
+        *,
+        scripts: ScriptBook | None = None,
+        dnsmos: DnsmosService | None = None,
+    ) -> None:
         self._settings = settings
+        self._scripts = scripts
+        self._dnsmos = dnsmos
         self._cfg = settings.gateway
         self._storage = storage
         self._asr = asr
@@ -143,6 +157,8 @@ class Gateway:
                 raise ProtocolError(ProtocolError.POLICY_VIOLATION, "expected metadata first")
             call = LiveCall(
                 settings=self._settings,
+                analyzer=self._analyzer(meta_event.metadata),
+                dnsmos=self._dnsmos,
                 metadata=meta_event.metadata,
                 raw_metadata=meta_event.raw,
                 protocol=PROTOCOL_NAME,
@@ -195,6 +211,18 @@ class Gateway:
                     call.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
                 )
                 self.calls.pop(call.call_id, None)
+
+    def _analyzer(self, meta: CallMetadata) -> CallAnalyzer:
+        s = self._settings
+        script = None
+        if self._scripts is not None:
+            language = None if s.asr.language == "auto" else s.asr.language
+            fields_ = {"queue": meta.queue, "to": meta.callee, **meta.extra}
+            try:
+                script = self._scripts.select(fields_, language)
+            except ScriptNotFound:
+                log.warning("no compliance script for this call", extra=fields(queue=meta.queue))
+        return CallAnalyzer(meta, s.quality, s.grading, script)
 
     async def _dispatch(self, call: LiveCall, event: WireEvent) -> None:
         if isinstance(event, AudioReceived):
