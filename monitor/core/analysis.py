@@ -23,7 +23,8 @@ from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.core.events import Party
 from monitor.core.metadata import CallMetadata
-from monitor.qa import ComplianceChecker, ComplianceResult, ComplianceScript
+from monitor.qa import ComplianceChecker, ComplianceResult, ScriptBook, ScriptNotFound
+from monitor.qa.watermark import TranscriptWatermark
 
 #: Compliance misses are re-checked this often in media time (a miss is due within 1 s).
 ADVANCE_EVERY_MS = 250
@@ -35,7 +36,7 @@ class CallVerdict:
 
     parties: dict[str, PartyQualitySummary]
     conversation: ConversationSummary
-    assessment: Any  # audio_quality.assess.QualityAssessment
+    assessment: Any  # audio_quality.assessment.QualityAssessment
     compliance: ComplianceResult | None
     score: float
     grade: str
@@ -57,7 +58,8 @@ class CallAnalyzer:
         metadata: CallMetadata,
         quality: QualitySettings,
         grading: GradingSettings,
-        script: ComplianceScript | None,
+        scripts: ScriptBook | None,
+        language: str | None = None,
         codec: str = "l16",
     ) -> None:
         self._meta = metadata
@@ -68,7 +70,14 @@ class CallAnalyzer:
             for party in metadata.channel_of
         }
         self.conversation = ConversationTracker(quality)
-        self.checker = ComplianceChecker(script) if script is not None else None
+        # The compliance script depends on the call's language, known for sure only from its
+        # first transcript (unless settings force one): the checker starts then. Segments carry
+        # media time, so nothing said before that is lost.
+        self._scripts = scripts
+        self._language = language
+        self.checker: ComplianceChecker | None = None
+        self.script_problem: str | None = None
+        self._watermark = TranscriptWatermark()
         self._frames = 0
         self._advanced_ms = 0
 
@@ -76,8 +85,25 @@ class CallAnalyzer:
     def media_ms(self) -> int:
         return self._frames * 1000 // self._meta.sample_rate
 
-    def feed(self, pcm: bytes) -> list[Any]:
-        """Whole interleaved frames, as recorded. Returns readings and live findings."""
+    def _start_checker(self, language: str | None) -> None:
+        if self.checker is not None or self._scripts is None or self.script_problem:
+            return
+        fields = {"queue": self._meta.queue, "to": self._meta.callee, **self._meta.extra}
+        try:
+            self.checker = ComplianceChecker(self._scripts.select(fields, language or None))
+        except ScriptNotFound as exc:
+            self.script_problem = str(exc)
+
+    def utterance_queued(self, key: object, start_ms: int) -> None:
+        self._watermark.on_queued(key, start_ms)
+
+    def utterance_done(self, key: object) -> None:
+        """An utterance's transcript was empty or dropped: it no longer holds windows open."""
+        self._watermark.on_done(key)
+
+    def feed(self, pcm: bytes, speaking: dict[str, bool] | None = None) -> list[Any]:
+        """Whole interleaved frames, as recorded, and whether each party is inside an
+        utterance (from the ASR segmenter). Returns readings and live findings."""
         frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, self._meta.channels)
         self._frames += frames.shape[0]
         out: list[Any] = []
@@ -88,16 +114,22 @@ class CallAnalyzer:
             spans.extend(tracker.take_activity())
         if len(self.trackers) == 2:  # conversation needs both parties on their own channel
             out.extend(self.conversation.add_activity(spans))
+        self._watermark.on_audio(self.media_ms, speaking or {})
         out.extend(self._advance())
         return out
 
     def on_segment(
-        self, party: str, start_ms: int, end_ms: int, text: str, language: str
+        self, key: object, party: str, start_ms: int, end_ms: int, text: str, language: str
     ) -> list[Any]:
+        """A transcript segment of the utterance queued as `key`."""
         self.conversation.add_transcript(party, start_ms, end_ms, text, language)
-        if self.checker is None:
-            return []
-        return list(self.checker.on_segment(party, start_ms, end_ms, text, language))
+        self._start_checker(self._language or language)
+        out: list[Any] = []
+        if self.checker is not None:
+            out.extend(self.checker.on_segment(party, start_ms, end_ms, text, language))
+        self._watermark.on_done(key)
+        out.extend(self._advance(force=True))
+        return out
 
     def take_dnsmos_windows(self) -> list[DnsmosWindow]:
         windows: list[DnsmosWindow] = []
@@ -108,11 +140,12 @@ class CallAnalyzer:
     def add_dnsmos(self, score: DnsmosScore) -> None:
         self.trackers[Party(score.party)].add_dnsmos(score)
 
-    def _advance(self) -> list[Any]:
-        if self.checker is None or self.media_ms - self._advanced_ms < ADVANCE_EVERY_MS:
+    def _advance(self, *, force: bool = False) -> list[Any]:
+        mark = self._watermark.value
+        if self.checker is None or (not force and mark - self._advanced_ms < ADVANCE_EVERY_MS):
             return []
-        self._advanced_ms = self.media_ms
-        return list(self.checker.advance(self.media_ms))
+        self._advanced_ms = max(self._advanced_ms, mark)
+        return list(self.checker.advance(self._advanced_ms))
 
     def flush(self) -> list[Any]:
         """End of audio: the last readings, findings and compliance misses."""
@@ -124,13 +157,14 @@ class CallAnalyzer:
         if len(self.trackers) == 2:
             out.extend(self.conversation.add_activity(spans))
             out.extend(self.conversation.flush())
+        self._start_checker(self._language)  # a call with no transcript still gets its misses
         if self.checker is not None:
             out.extend(self.checker.close(self.media_ms))
         return out
 
     def finish(self) -> CallVerdict:
         """After `flush` and the last transcript segment: summaries, scores and the grade."""
-        from audio_quality.assess import assess
+        from audio_quality.assessment import assess
 
         parties = {p.value: t.finish() for p, t in self.trackers.items()}
         conversation = self.conversation.finish()

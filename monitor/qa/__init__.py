@@ -5,10 +5,14 @@
 * `ComplianceChecker(script)`: sans-I/O, one per call. `on_segment(...)` and `advance(ms)`
   return live events; `finish(duration_ms)` returns the `ComplianceResult`.
 
+* `TranscriptWatermark`: the media time to pass to `advance`, from what the runtime knows.
+
 Modules: `textmatch` (normalisation, pinyin keys, fuzzy alignment), `transcript` (turns and
 media-time spans), `rules` (the script model), `scripts` (TOML format and validation),
 `book` (selection), `checker` (the live state machine), `scoring` (checklist and score),
-`events` (what comes out), `evalset` (the labelled evaluation calls for the shipped scripts).
+`events` (what comes out), `watermark` (when a window may be judged). For evaluation only,
+never on the live path: `evalset` (the labelled calls for the shipped scripts) and `noise`
+(injected ASR errors).
 """
 
 from monitor.qa.book import ScriptBook, load_compliance_scripts
@@ -28,6 +32,7 @@ from monitor.qa.events import (
 )
 from monitor.qa.rules import ComplianceScript
 from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file, script_from_dict
+from monitor.qa.watermark import TranscriptWatermark
 
 __all__ = [
     "DEFAULT_SCRIPTS_DIR",
@@ -48,6 +53,7 @@ __all__ = [
     "ScriptNotFound",
     "StageChecked",
     "StageStatus",
+    "TranscriptWatermark",
     "load_compliance_scripts",
     "load_script_file",
     "script_from_dict",

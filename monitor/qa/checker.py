@@ -9,10 +9,12 @@ must precede it (`OrderViolated`), an exception phrase suspending a rule (`RuleS
 "last N s"); `finish(duration_ms)` closes if needed and returns the `ComplianceResult`.
 
 The `advance` contract: call it with a media time up to which every segment of both parties
-has already been passed to `on_segment` (the ASR watermark). A miss is emitted by the first
-`advance` at or past the window's close, with `at_ms` = the close, so misses are never later
-than the caller's watermark and never premature. Speech heard after a "first N s" window
-closed is recorded as heard outside the window (for QA to jump to) but does not pass it.
+has already been passed to `on_segment` (the transcript watermark; `TranscriptWatermark`
+computes it from the segmenters' state and the utterances waiting for ASR). A miss is
+emitted by the first `advance` at or past the window's close, with `at_ms` = the close, so
+misses are never later than the caller's watermark and never premature. Speech heard after
+a "first N s" window closed is recorded as heard outside the window (for QA to jump to) but
+does not pass it.
 
 Windows: a "first N s" stage passes when its hit *starts* by anchor + N s (the anchor being
 the call start or the party's first transcribed words); a "last N s" stage passes when its

@@ -163,12 +163,10 @@ def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]
     greeting_kind = ("scripted" if roll < 0.55 else "paraphrase" if roll < 0.75
                      else "near_miss" if roll < 0.9 else "omitted")
     variant.append(f"greeting={greeting_kind}")
-    greeting = {
-        "scripted": lambda: _pick(rng, pool("greeting")),
-        "paraphrase": lambda: _pick(rng, pool("paraphrase_greeting")),
-        "near_miss": lambda: _pick(rng, near("greeting")),
-        "omitted": lambda: None,
-    }[greeting_kind]()
+    greeting_pools = {"scripted": pool("greeting"), "paraphrase": pool("paraphrase_greeting"),
+                      "near_miss": near("greeting"), "omitted": []}
+    options = greeting_pools[greeting_kind]
+    greeting = _pick(rng, options) if options else None
     verification = _pick(rng, pool("verification")) if rng.random() < 0.75 else None
     order: set[tuple[str, str]] = set()
     early_verification = greeting_kind in ("scripted", "paraphrase") and verification and \
@@ -200,12 +198,10 @@ def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]
                     else "near_miss" if roll < 0.85 else "omitted")
     variant.append(f"closing={closing_kind}")
     closings = [x for x in pool("closing") if "closing" in x.stages]
-    closing = {
-        "scripted": lambda: _pick(rng, closings),
-        "paraphrase": lambda: _pick(rng, pool("paraphrase_closing")),
-        "near_miss": lambda: _pick(rng, near("closing")),
-        "omitted": lambda: None,
-    }[closing_kind]()
+    closing_pools = {"scripted": closings, "paraphrase": pool("paraphrase_closing"),
+                     "near_miss": near("closing"), "omitted": []}
+    options = closing_pools[closing_kind]
+    closing = _pick(rng, options) if options else None
     late_pre_closing = closing_kind in ("scripted", "paraphrase") and pre_closing and \
         rng.random() < 0.25
     if pre_closing is not None and not late_pre_closing:
@@ -238,7 +234,8 @@ def _interleave(rng: random.Random, lang: str, agent: list[Line],
                                      round(rng.uniform(0.4, 1.2), 2)))
         turns.append(PlannedTurn("agent", line, round(rng.uniform(0.5, 1.2), 2)))
     if rng.random() < 0.5:
-        turns.append(PlannedTurn("customer", _pick(rng, customers), round(rng.uniform(0.4, 1.0), 2)))
+        last = _pick(rng, customers)  # drawn before its pause: the plans depend on the order
+        turns.append(PlannedTurn("customer", last, round(rng.uniform(0.4, 1.0), 2)))
     return turns
 
 

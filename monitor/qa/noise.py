@@ -24,7 +24,7 @@ import opencc
 from pypinyin import lazy_pinyin
 from rapidfuzz.distance import Levenshtein
 
-from monitor.qa.textmatch import is_cjk
+from monitor.qa.pinyin import is_cjk
 
 # Common characters (the most frequent ~600 in modern Chinese text and customer service
 # speech): the pool homophones and insertions are drawn from.

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monitor.qa.textmatch import NormalizedText, is_cjk, keys_to_letters
+from monitor.qa.pinyin import is_cjk, keys_to_letters
+from monitor.qa.textmatch import NormalizedText
 
 DEFAULT_MAX_CHARS = 600
 

@@ -150,7 +150,8 @@ class LiveCall:
         for utterance in self.session.feed(pcm):
             self._submit(utterance)
         if self.analyzer is not None:
-            records = self._analysis_records(self.analyzer.feed(pcm))
+            speaking = {p.value: leg.segmenter.in_speech for p, leg in self.session.legs.items()}
+            records = self._analysis_records(self.analyzer.feed(pcm, speaking))
             if self._dnsmos is not None:
                 for window in self.analyzer.take_dnsmos_windows():
                     self._dnsmos.submit(window, self._on_dnsmos)
@@ -173,8 +174,12 @@ class LiveCall:
                 self._finding_seq += 1
                 out.append(found)
                 out.append(
-                    self._trace(found.kind, media_ms=found.start_ms, party=found.party,
-                                **{k: v for k, v in found.data.items() if k != "party"})
+                    self._trace(
+                        found.kind,
+                        media_ms=found.start_ms,
+                        party=found.party,
+                        **{k: v for k, v in found.data.items() if k != "party"},
+                    )
                 )
             elif findings.is_dead_air_start(event):
                 out.append(self._trace("dead_air_started", media_ms=event.start_ms))
@@ -182,6 +187,8 @@ class LiveCall:
 
     def _submit(self, utterance: UtteranceEnded) -> None:
         job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
+        if self.analyzer is not None:
+            self.analyzer.utterance_queued(job, utterance.start_ms)
         self._pending.add(job)
         self._drained.clear()
         self._asr.submit(job)
@@ -229,7 +236,11 @@ class LiveCall:
                     records.extend(
                         self._analysis_records(
                             self.analyzer.on_segment(
-                                u.party.value, u.start_ms, u.end_ms, result.text,
+                                job,
+                                u.party.value,
+                                u.start_ms,
+                                u.end_ms,
+                                result.text,
                                 result.language,
                             )
                         )
@@ -246,6 +257,8 @@ class LiveCall:
                         latency_ms=latency_ms,
                     )
                 )
+        if self.analyzer is not None and not (result is not None and result.text):
+            self.analyzer.utterance_done(job)
         await self._storage.put_many(records)
         self._pending.discard(job)
         if not self._pending:

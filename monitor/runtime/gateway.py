@@ -28,7 +28,7 @@ from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
-from monitor.qa import ScriptBook, ScriptNotFound
+from monitor.qa import ScriptBook
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.call import FINAL_ASR_WAIT_S, SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.dnsmos_service import DnsmosService
@@ -214,15 +214,8 @@ class Gateway:
 
     def _analyzer(self, meta: CallMetadata) -> CallAnalyzer:
         s = self._settings
-        script = None
-        if self._scripts is not None:
-            language = None if s.asr.language == "auto" else s.asr.language
-            fields_ = {"queue": meta.queue, "to": meta.callee, **meta.extra}
-            try:
-                script = self._scripts.select(fields_, language)
-            except ScriptNotFound:
-                log.warning("no compliance script for this call", extra=fields(queue=meta.queue))
-        return CallAnalyzer(meta, s.quality, s.grading, script)
+        language = None if s.asr.language == "auto" else s.asr.language
+        return CallAnalyzer(meta, s.quality, s.grading, self._scripts, language)
 
     async def _dispatch(self, call: LiveCall, event: WireEvent) -> None:
         if isinstance(event, AudioReceived):
