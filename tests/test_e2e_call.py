@@ -137,3 +137,52 @@ def test_serve_with_a_missing_model_offline_fails_with_the_three_fixes(tmp_path:
     assert "ModelNotFoundError" in out.stderr and "Traceback" not in out.stderr
     for fix in ("directory", "tiny.en", "download"):
         assert fix in out.stderr
+
+
+def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveServer) -> None:
+    from ivr_sim.script import script_from_dict
+
+    tts = Path(__file__).resolve().parent / "data" / "tts"
+    turns = [("agent", "a_greeting_01"), ("customer", "a_customer_01"),
+             ("agent", "a_verification_02"), ("agent", "a_forbidden_01"),
+             ("agent", "a_closing_01")]
+    script = script_from_dict({
+        "name": "en-compliance", "sample_rate": 8000,
+        "metadata": {"agent": "1040", "queue": "support"},
+        "turn": [{"party": p, "audio": f"en/{clip}.flac", "pause": 0.7} for p, clip in turns],
+    })
+    call = render(script, data_root=tts)
+    ext = asyncio.run(stream_call(server.url, call, pace=4.0)).external_id
+    stored = server.wait_call(ext)
+    analysis = server.repo.get_analysis(stored.call_id)
+
+    # Audio quality: readings for both parties at a fixed cadence of at most 2 s.
+    for party in ("customer", "agent"):
+        rs = [r for r in analysis.readings if r.party == party]
+        assert rs and all(r.end_ms - r.start_ms <= 2000 for r in rs)
+        assert [r.seq for r in rs] == list(range(len(rs)))
+        summary = analysis.result("quality_party", party)
+        assert summary is not None and summary["speech_ms"] > 1000
+    conversation = analysis.result("conversation")
+    assert conversation is not None and conversation["agent_talk_ms"] > conversation[
+        "customer_talk_ms"] > 0
+
+    # Compliance, live: the greeting was heard, the forbidden phrase flagged, on the agent.
+    compliance = analysis.result("compliance")
+    assert compliance is not None and compliance["script"].startswith("en")
+    stages = {s["stage"]: s["status"] for s in compliance["stages"]}
+    assert stages["greeting"] == "passed" and stages["closing"] == "passed"
+    kinds = {(f.kind, f.party) for f in analysis.findings}
+    assert ("phrase_matched", "agent") in kinds and ("forbidden_phrase", "agent") in kinds
+    greeting = next(f for f in analysis.findings if f.kind == "phrase_matched"
+                    and f.data["stage"] == "greeting")
+    first = call.turns[0]
+    assert first.start_s - 0.5 <= greeting.start_ms / 1000 <= first.end_s
+    assert any(t.kind == "forbidden_phrase" for t in stored.trace)
+
+    # The call's grade combines both scores.
+    assert stored.grade in ("excellent", "good", "pass", "needs_improvement")
+    assert stored.compliance_score is not None and stored.compliance_score < 100
+    assert stored.quality_score is not None and stored.score is not None
+    shown = _cli(server, "show", stored.call_id)
+    assert f"grade       {stored.grade}" in shown and "compliance  script en" in shown
