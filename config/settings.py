@@ -189,6 +189,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == "CALLWATCH_CONFIG":
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Settings.model_fields:
+            # The environment is shared (CALLWATCH_TEST_PG_URL, CALLWATCH_HOME...): only names
+            # of our sections count; inside a section, unknown keys are still errors.
+            continue
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
