@@ -1,0 +1,392 @@
+"""Speech/silence per 10 ms frame for metrics (the metric VAD), streaming and chunk-invariant.
+
+Owns one party's speech/silence decision. Not the ASR segmenter: its settings
+(`MetricVadSettings`) favour tight boundaries over generous context.
+
+Per 10 ms frame (aligned to absolute media time), from the 30 ms window ending with it
+(`analyse_frames`): the power in the 200–3800 Hz speech band and the periodicity in the pitch
+range. Then:
+1. the band power is smoothed by a one-pole filter (`smoothing_ms`);
+2. the noise floor is the median smoothed power of the last `noise_window_ms` worth of
+   frames *decided as silence*, re-estimated every 100 ms. Speech frames never enter it, so
+   a long monologue does not raise it (a plain sliding minimum or quantile over all frames
+   does, and then eats the ends of long turns); the median, not a low quantile, because the
+   loudest noise frames tend to be absorbed into speech and a low quantile of the rest
+   would drift down. Until one second of silence has been decided it is the
+   `floor_quantile` of all recent frames;
+3. a frame is *loud* (level 2) `threshold_db` above the floor and *audible* (level 1)
+   `continue_db` above it (hysteresis), in both cases also above `min_level_dbov`;
+4. a small state machine over runs of frames makes speech stretches: a stretch opens on a
+   loud frame, goes on through audible ones, bridges pauses shorter than `min_silence_ms`, is
+   confirmed once it lasts `min_speech_ms` with at least `min_voiced_ms` and
+   `min_voiced_ratio` of its frames voiced (voiced: periodic in the pitch range with most
+   energy below 1 kHz; clatter, thumps, clicks and ringing cutlery are loud but not that),
+   is given up as noise after `max_unvoiced_ms` (keeping its last 0.5 s under judgement) and
+   dropped by a 100 ms pause before it is confirmed; it ends after `min_silence_ms` of quiet
+   or `max_unvoiced_ms` without voicing, at most 200 ms after its last voiced frame, and
+   gets `pad_ms` on both sides.
+
+Step 4 needs look-ahead, so decisions become *final* a bounded time after the audio (at most
+`max_unvoiced_ms` + `min_silence_ms` + `pad_ms`). Work is vectorised per block of frames; the
+Python loops are per 100 ms floor step and per run (a few per second). Memory: two windows of
+400 floats and the undecided frames.
+
+Weak spots of any energy-and-voicing VAD: background talkers (babble), TV and music are
+speech to it; at 0–5 dB SNR quiet syllables fall under the threshold (talk time
+under-counted); voiced noise that starts mid-call and never stops keeps the floor where it was.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import signal
+
+from audio_quality.settings import MetricVadSettings
+
+FRAME_MS = 10
+#: The floor is re-estimated every this many frames (100 ms).
+FLOOR_STEP = 10
+#: Unvoiced frames that may end a stretch (200 ms: the longest final fricatives).
+_UNVOICED_TAIL_FRAMES = 20
+#: A pause this long (100 ms) drops a candidate that is not confirmed yet.
+_CANDIDATE_GAP_FRAMES = 10
+#: A given-up candidate keeps its last 500 ms under judgement.
+_RESTART_FRAMES = 50
+#: Silence frames seen before the floor comes from silence only (1 s).
+_BOOTSTRAP_FRAMES = 100
+
+
+#: A run of final frames: (start_frame, end_frame, speech), end exclusive.
+Run = tuple[int, int, bool]
+
+
+class _State(enum.Enum):
+    SILENCE = "silence"
+    CANDIDATE = "candidate"  # loud frames seen, not yet confirmed as speech
+    SPEECH = "speech"
+
+
+class _Ring:
+    """The last `size` values pushed (float64), for quantiles."""
+
+    __slots__ = ("buf", "count", "head")
+
+    def __init__(self, size: int) -> None:
+        self.buf = np.zeros(size, dtype=np.float64)
+        self.count = 0
+        self.head = 0
+
+    def push(self, values: npt.NDArray[np.float64]) -> None:
+        n = values.size
+        size = self.buf.size
+        if n >= size:
+            self.buf[:] = values[-size:]
+            self.head, self.count = 0, size
+            return
+        idx = (self.head + np.arange(n)) % size
+        self.buf[idx] = values
+        self.head = (self.head + n) % size
+        self.count = min(size, self.count + n)
+
+    def quantile(self, q: float) -> float:
+        """The ⌊q·m⌋-th smallest of the m values held (+inf when empty)."""
+        if self.count == 0:
+            return math.inf
+        vals = self.buf if self.count == self.buf.size else self.buf[: self.count]
+        k = int(q * vals.size)
+        return float(np.partition(vals, k)[k])
+
+
+def analyse_frames(
+    frames: npt.NDArray[np.int16], history: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Speech-band power and periodicity of each 10 ms frame (what the metric VAD decides on).
+
+    Shape: `frames` (n, 80) or (n, 160) int16 at 8 or 16 kHz; 16 kHz frames are first averaged
+    in pairs (a crude 2:1 decimation: the features below need no more than 4 kHz). `history`
+    holds the 160 samples at 8 kHz before the first frame. Over a 30 ms window ending with
+    each frame (mean removed) and its 384-point spectrum X:
+    - band power = 2·Σ|X_k|² / (384·240) over 200–3800 Hz, in int16 units², i.e. the mean
+      square of the window's speech band (rumble, thumps and hum below 200 Hz left out: speech
+      has almost nothing there, many background noises have most of their power there);
+    - periodicity = max over τ in 2.5–12.5 ms (80–400 Hz pitch) of the unbiased normalised
+      autocorrelation r(τ)/r(0)·W/(W−τ), with r the inverse FFT of |X|² (voiced speech ≳ 0.6),
+      set to 0 where less than half the band energy lies at 60–1000 Hz (voiced speech keeps
+      its pitch and first formant there; ringing cutlery and glass are periodic but high).
+    Reference: autocorrelation pitch detection (Rabiner 1977; Boersma 1993), unrefined.
+    Returns band power, periodicity, and the new history.
+    """
+    x = frames.astype(np.float64)
+    if x.shape[1] == 2 * _SUB_FRAME:
+        x = 0.5 * (x[:, 0::2] + x[:, 1::2])
+    flat = np.concatenate([history, x.ravel()])
+    n = frames.shape[0]
+    idx = np.arange(n)[:, None] * _SUB_FRAME + np.arange(_VOICE_WIN)[None, :]
+    win = flat[idx]
+    win = win - win.mean(axis=1, keepdims=True)
+    spec = np.fft.rfft(win, _VOICE_FFT, axis=1)
+    mag2 = spec.real**2 + spec.imag**2
+    in_band = mag2[:, _BAND_LO:_BAND_HI].sum(axis=1)
+    band = 2.0 * in_band / (_VOICE_FFT * _VOICE_WIN)
+    low_share = mag2[:, _LOW_LO:_LOW_HI].sum(axis=1) / (in_band + 1e-9)
+    r = np.fft.irfft(mag2, _VOICE_FFT, axis=1)[:, : _LAG_MAX + 1]
+    r0 = r[:, :1] + 1e-9
+    corr = (r[:, _LAG_MIN:] / r0 * _UNBIAS).max(axis=1)
+    # Voiced speech carries most of its band energy below 1 kHz (pitch and first formant);
+    # the ringing of cutlery and glass is periodic too, but kHz high.
+    periodic = np.where(low_share >= _MIN_LOW_SHARE, corr, 0.0)
+    return band, periodic, flat[-(_VOICE_WIN - _SUB_FRAME) :]
+
+
+_SUB_FRAME = 80  # a 10 ms frame at 8 kHz
+_VOICE_WIN = 240  # 30 ms at 8 kHz
+_VOICE_FFT = 384  # ≥ window + largest lag, so the circular autocorrelation is exact
+_LAG_MIN, _LAG_MAX = 20, 100  # 2.5–12.5 ms at 8 kHz
+_BAND_LO, _BAND_HI = 10, 183  # FFT bins of 200–3800 Hz at 8 kHz (20.8 Hz apart)
+_LOW_LO, _LOW_HI = 3, 48  # 60–1000 Hz
+_MIN_LOW_SHARE = 0.5
+_UNBIAS = _VOICE_WIN / (_VOICE_WIN - np.arange(_LAG_MIN, _LAG_MAX + 1, dtype=np.float64))
+
+
+class MetricVad:
+    """One party's frame decisions. Frame k covers media time [10k, 10k+10) ms."""
+
+    __slots__ = (
+        "_fs2", "_alpha", "_zi", "_vhist", "_all", "_noise", "_floor", "_quantile",
+        "_threshold_db", "_continue_db", "_min_level_db", "_gap", "_min_speech", "_pad",
+        "_voiced_level", "_voiced_ratio", "_max_candidate", "_min_voiced", "_cand_gap",
+        "_state", "_pos", "_fin", "_seg_start", "_last_end", "_last_voiced", "_cand_frames",
+        "_cand_voiced", "_undecided", "_und_code", "_restart",
+    )  # fmt: skip
+
+    def __init__(self, settings: MetricVadSettings, full_scale: float) -> None:
+        self._fs2 = full_scale * full_scale
+        self._alpha = (
+            math.exp(-FRAME_MS / settings.smoothing_ms) if settings.smoothing_ms > 0 else 0.0
+        )
+        self._zi = np.zeros(1, dtype=np.float64)
+        self._vhist = np.zeros(_VOICE_WIN - _SUB_FRAME, dtype=np.float64)
+        window = settings.noise_window_ms // FRAME_MS
+        self._all = _Ring(window)  # every recent frame (bootstrap only)
+        self._noise = _Ring(window)  # recent frames decided as silence
+        self._floor = math.inf
+        self._quantile = settings.floor_quantile
+        self._threshold_db = settings.threshold_db
+        self._continue_db = settings.continue_db
+        self._min_level_db = settings.min_level_dbov
+        self._gap = settings.min_silence_ms // FRAME_MS
+        self._min_speech = -(-settings.min_speech_ms // FRAME_MS)
+        self._pad = settings.pad_ms // FRAME_MS
+        self._voiced_level = settings.voicing_threshold
+        self._voiced_ratio = settings.min_voiced_ratio
+        self._max_candidate = settings.max_unvoiced_ms // FRAME_MS
+        self._min_voiced = -(-settings.min_voiced_ms // FRAME_MS)
+        self._cand_gap = min(self._gap, _CANDIDATE_GAP_FRAMES)
+        self._state = _State.SILENCE
+        self._pos = 0  # frames seen
+        self._fin = 0  # frames decided (final)
+        self._seg_start = 0
+        self._last_end = 0  # end of the last audible frame of the stretch
+        self._last_voiced = 0  # end of its last voiced frame
+        self._cand_frames = 0  # loud frames in the candidate ...
+        self._cand_voiced = 0  # ... and how many of them were voiced
+        # Frames fin..pos: smoothed dB (for the floor once decided) and level*2+voiced.
+        self._undecided = np.empty(0, dtype=np.float64)
+        self._und_code = np.empty(0, dtype=np.int8)
+        self._restart = min(_RESTART_FRAMES, self._max_candidate - 1)
+
+    @property
+    def frames_seen(self) -> int:
+        return self._pos
+
+    @property
+    def frames_final(self) -> int:
+        return self._fin
+
+    def process(
+        self, frames: npt.NDArray[np.int16]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], list[Run]]:
+        """Feed consecutive frames `(n, frame_len)` int16. Returns per frame the raw flags
+        (audible: possibly speech) and the noise floor (speech band, dBov), and the runs that
+        became final."""
+        n = frames.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=np.bool_), np.zeros(0), []
+        band, periodic, self._vhist = analyse_frames(frames, self._vhist)
+        lin = band / self._fs2
+        if self._alpha > 0.0:
+            a = self._alpha
+            smooth, self._zi = signal.lfilter([1.0 - a], [1.0, -a], lin, zi=self._zi)
+        else:
+            smooth = lin
+        smooth_db = 10.0 * np.log10(np.maximum(smooth, 1e-15))
+        voiced = periodic >= self._voiced_level
+        floor = np.empty(n, dtype=np.float64)
+        raw = np.empty(n, dtype=np.bool_)
+        out: list[Run] = []
+        i = 0
+        while i < n:
+            # One floor step at a time: the floor only changes at step boundaries and only
+            # from frames decided before them, whatever the chunking.
+            if self._pos % FLOOR_STEP == 0:
+                self._floor = self._estimate_floor()
+            j = min(n, i + FLOOR_STEP - self._pos % FLOOR_STEP)
+            floor[i:j] = self._floor
+            raw[i:j] = self._segment(smooth_db[i:j], voiced[i:j], out)
+            i = j
+        return raw, floor, out
+
+    def finish(self) -> list[Run]:
+        """End of audio: decide everything still pending."""
+        out: list[Run] = []
+        if self._state is _State.SPEECH:
+            self._final(min(self._speech_end() + self._pad, self._pos), True, out)
+        self._final(self._pos, False, out)
+        self._state = _State.SILENCE
+        return out
+
+    def _estimate_floor(self) -> float:
+        if self._noise.count >= _BOOTSTRAP_FRAMES:
+            # The median of what was decided silence: a low quantile of it would drift down,
+            # because the loudest noise frames tend to be absorbed into speech stretches.
+            return self._noise.quantile(0.5)
+        return self._all.quantile(self._quantile)
+
+    def _segment(
+        self, db: npt.NDArray[np.float64], voiced: npt.NDArray[np.bool_], out: list[Run]
+    ) -> npt.NDArray[np.bool_]:
+        audible = db > self._min_level_db
+        # 2: loud enough to start speech; 1: loud enough to continue it; 0: neither.
+        level = (audible & (db > self._floor + self._continue_db)).astype(np.int8) + (
+            audible & (db > self._floor + self._threshold_db)
+        ).astype(np.int8)
+        self._all.push(db)
+        self._undecided = np.concatenate([self._undecided, db])
+        code = level * 2 + voiced.astype(np.int8)
+        self._und_code = np.concatenate([self._und_code, code])
+        edges = np.flatnonzero(np.diff(code)) + 1
+        starts = np.concatenate([[0], edges]).tolist()
+        ends = np.concatenate([edges, [code.size]]).tolist()
+        for s, e in zip(starts, ends, strict=True):
+            c = int(code[s])
+            self._run(c >> 1, bool(c & 1), e - s, out)
+        return np.asarray(level > 0, dtype=np.bool_)
+
+    def _final(self, end: int, speech: bool, out: list[Run]) -> None:
+        if end <= self._fin:
+            return
+        k = end - self._fin
+        decided, self._undecided = self._undecided[:k], self._undecided[k:]
+        self._und_code = self._und_code[k:]
+        if not speech:
+            self._noise.push(decided)
+        if out and out[-1][1] == self._fin and out[-1][2] == speech:
+            out[-1] = (out[-1][0], end, speech)
+        else:
+            out.append((self._fin, end, speech))
+        self._fin = end
+
+    def _speech_end(self) -> int:
+        """Where a stretch that is closing ends: its last audible frame, but at most
+        `_UNVOICED_TAIL_FRAMES` after its last voiced one (a final "s" or "t" is speech;
+        the clatter that follows a sentence is not)."""
+        return min(self._last_end, self._last_voiced + _UNVOICED_TAIL_FRAMES)
+
+    def _give_up(self, out: list[Run]) -> None:
+        """Loud for `max_unvoiced_ms` but not voiced enough: noise (clatter, thumps). Decide
+        all but its last `_RESTART_FRAMES` as silence and judge those afresh: speech that
+        starts right after a noise burst must not go down with it (it would also land in the
+        noise estimate)."""
+        start = self._pos - self._restart
+        self._final(start - self._pad, False, out)
+        tail = self._und_code[start - self._fin :]
+        voiced = (tail >= 2) & (tail % 2 == 1)  # audible and voiced
+        self._seg_start = start
+        self._cand_frames = int((voiced | (tail >= 4)).sum())
+        self._cand_voiced = int(voiced.sum())
+        voiced_at = np.flatnonzero(voiced)
+        self._last_voiced = start + int(voiced_at[-1]) + 1 if voiced_at.size else start
+        self._last_end = self._pos
+
+    def _run(self, level: int, voiced: bool, n: int, out: list[Run]) -> None:
+        """A run of `n` frames with the same level and voicing. Each step consumes the frames
+        up to the next state change exactly, so the outcome never depends on how runs were
+        split by chunking."""
+        while n > 0:
+            n -= self._step(level, voiced, n, out)
+
+    def _step(self, level: int, voiced: bool, n: int, out: list[Run]) -> int:
+        start = self._pos
+        if self._state is _State.SILENCE:
+            if level == 2:  # only a loud frame opens a candidate (hysteresis)
+                self._state, self._seg_start = _State.CANDIDATE, start
+                self._cand_frames = self._cand_voiced = 0
+                self._last_end = self._last_voiced = start
+                return 0
+            self._pos += n
+            # Keep `pad` frames open: speech starting next would claim them as its lead-in.
+            self._final(self._pos - self._pad, False, out)
+            return n
+        if level == 0:  # a pause: bridged unless it reaches min_silence
+            # An unconfirmed candidate gets a shorter pause: a clink or knock just before
+            # speech must not be bridged into it (that would move the onset early).
+            gap = self._gap if self._state is _State.SPEECH else self._cand_gap
+            k = self._last_end + gap - start
+            if k > n:
+                self._pos += n
+                return n
+            self._pos += k
+            if self._state is _State.SPEECH:
+                self._final(self._speech_end() + self._pad, True, out)
+            self._state = _State.SILENCE
+            self._final(self._pos - self._pad, False, out)
+            return k
+        if self._state is _State.CANDIDATE:
+            # First frame of the run at which the candidate is confirmed or given up.
+            k_arr = np.arange(1, n + 1)
+            span = start + k_arr - self._seg_start
+            # Evidence counts voiced frames and loud ones; merely audible unvoiced frames
+            # (often noise that rose above the floor) neither help nor dilute it.
+            counted = voiced or level == 2
+            frames = self._cand_frames + (k_arr if counted else 0)
+            vc = self._cand_voiced + (k_arr if voiced else 0)
+            confirm = (span >= self._min_speech) & (vc >= self._min_voiced)
+            confirm &= vc >= self._voiced_ratio * frames
+            hit = confirm | (span >= self._max_candidate)
+            k = int(np.argmax(hit)) + 1 if hit.any() else n
+            self._pos += k
+            self._cand_frames += k if counted else 0
+            self._cand_voiced += k if voiced else 0
+            self._last_end = self._pos
+            if voiced:
+                self._last_voiced = self._pos
+            if confirm[k - 1]:
+                self._state = _State.SPEECH
+                self._final(max(0, self._seg_start - self._pad), False, out)
+                self._final(self._last_voiced, True, out)
+            elif hit[k - 1]:
+                self._give_up(out)
+            return k
+        # SPEECH, audible frame.
+        if voiced:
+            self._pos += n
+            self._last_end = self._last_voiced = self._pos
+            self._final(self._pos, True, out)
+            return n
+        # Audible but unvoiced: a consonant, or noise the stretch has run into. Pending until
+        # a voiced frame claims it; after `max_unvoiced_ms` the speech ended at the last
+        # voiced frame (this also lets the floor follow noise that rose during speech).
+        k = max(1, self._last_voiced + self._max_candidate - start)
+        if k > n:
+            self._pos += n
+            self._last_end = self._pos
+            return n
+        self._pos += k
+        self._final(self._speech_end() + self._pad, True, out)
+        self._state = _State.SILENCE
+        self._final(self._pos - self._pad, False, out)
+        return k

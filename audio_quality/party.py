@@ -1,0 +1,381 @@
+"""`PartyQualityTracker`: one party's streaming audio-quality measures (sans-I/O).
+
+Owns the per-party pipeline: 10 ms frames aligned to absolute media time → frame features
+(power, digital silence, clipped samples) → metric VAD (`activity.MetricVad`) → one block per
+reading interval → level/noise/SNR (`snr.SpeechNoiseEstimator`), clipping and dropouts →
+`QualityReading`; plus the DNSMOS windows (`dnsmos.DnsmosWindow`) and the call summary.
+
+Chunk invariance: every decision is taken on frames or blocks at fixed media positions, with
+filter states and windows carried across calls, so the same audio gives the same readings,
+activity and windows however it is chunked (a property test checks this). A block is read out
+once the VAD has decided all its frames and 100 ms beyond, so readings (and activity) trail
+the audio by the analysis batch plus the VAD's look-ahead: typically 0.3–0.5 s, at most
+about 1.6 s with the defaults; the cadence in media time stays fixed.
+
+Memory is constant per party: the VAD's floor window, the frames of the current block plus
+the VAD look-ahead, K block sums for the rolling window, one or two 9.01 s windows of
+native-rate int16 audio for DNSMOS (≤ 0.6 MB at 16 kHz), and at most `max_pending_windows`
+float32 windows (0.58 MB each) waiting for the runtime to take them. The runtime must take
+the activity spans after each `feed` (they are not bounded otherwise).
+
+Usage (the runtime): `feed()` → readings; after each feed `take_activity()` for the
+conversation tracker and `take_dnsmos_windows()` for the shared scorer, whose scores come
+back through `add_dnsmos()`; at the end `flush()` (last readings) then `finish()` (summary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from audio_quality.activity import FRAME_MS, MetricVad, Run
+from audio_quality.dnsmos import WINDOW_MS, DnsmosScore, DnsmosWindow
+from audio_quality.errors import TrackerFinishedError
+from audio_quality.levels import POWER_FLOOR, canonical_codec, clip_count, frame_mean_square
+from audio_quality.levels import full_scale as codec_full_scale
+from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
+from audio_quality.resample import Upsampler2x
+from audio_quality.settings import QualitySettings
+from audio_quality.snr import SpeechNoiseEstimator
+
+SUPPORTED_RATES = (8000, 16000)
+#: Clipping: |x| ≥ this fraction of the codec's full scale, in runs of ≥ 2 samples.
+CLIP_LEVEL = 0.999
+#: A zero run is "inside speech" if raw speech was seen this many frames before it.
+_DROPOUT_CONTEXT_FRAMES = 10
+_WINDOW_FRAMES = WINDOW_MS // FRAME_MS  # 901 frames per DNSMOS window
+#: Silence frames this close to speech (100 ms) do not measure the noise.
+_NOISE_GUARD_FRAMES = 10
+
+
+def _db(x: float) -> float:
+    return 10.0 * math.log10(max(x, POWER_FLOOR))
+
+
+class PartyQualityTracker:
+    def __init__(self, party: str, sample_rate: int, codec: str, settings: QualitySettings) -> None:
+        if sample_rate not in SUPPORTED_RATES:
+            raise ValueError(f"sample_rate must be one of {SUPPORTED_RATES}, got {sample_rate}")
+        self.party = party
+        self.sample_rate = sample_rate
+        self.codec = canonical_codec(codec)
+        self._settings = settings
+        self._fs = codec_full_scale(self.codec)
+        self._clip_threshold = CLIP_LEVEL * self._fs
+        self._frame_len = sample_rate * FRAME_MS // 1000
+        self._block_frames = settings.reading_interval_ms // FRAME_MS
+        self._vad = MetricVad(settings.vad, self._fs)
+        self._levels = SpeechNoiseEstimator(
+            settings.reading_window_ms // settings.reading_interval_ms,
+            settings.snr_min_db,
+            settings.snr_max_db,
+        )
+        self._finished = self._flushed = False
+        self._samples = 0
+        self._pending: list[npt.NDArray[np.int16]] = []  # samples not yet analysed
+        self._pending_n = 0
+        self._batch = max(1, settings.analysis_batch_ms * sample_rate // 1000)
+        self._clip_left = np.zeros(2, dtype=np.bool_)
+        # Frame features from `_block_start` (frame index) up to the frames seen.
+        self._block_start = 0
+        self._power = np.empty(0, dtype=np.float64)
+        self._raw = np.empty(0, dtype=np.bool_)
+        self._zero = np.empty(0, dtype=np.bool_)
+        self._floor = np.empty(0, dtype=np.float64)
+        self._clipped = np.empty(0, dtype=np.int64)
+        self._final = np.empty(0, dtype=np.bool_)  # decided frames only
+        self._final_before = np.zeros(_NOISE_GUARD_FRAMES, dtype=np.bool_)
+        # Dropouts: the zero run in progress, the last raw-speech frame, finished runs
+        # waiting for their block as (end_frame, frames), and missing media as (frame, ms).
+        self._zero_run_start: int | None = None
+        self._last_raw_speech = -(10**9)
+        self._dropout_min = settings.dropout_min_ms // FRAME_MS
+        self._dropouts: list[tuple[int, int]] = []
+        self._missing: list[tuple[int, int]] = []
+        self._activity: list[ActivitySpan] = []
+        self._seq = 0
+        # Totals for the summary.
+        self._speech_frames = self._clipped_total = self._dropout_count = 0
+        self._dropout_frames = self._missing_ms = 0
+        self._snr_min: float | None = None
+        # DNSMOS: one window of native audio filling, windows awaiting the VAD, queue out.
+        dn = settings.dnsmos
+        self._dns_enabled = dn.enabled
+        self._dns_buf = np.zeros(_WINDOW_FRAMES * self._frame_len, dtype=np.int16)
+        self._dns_fill = 0
+        self._dns_seq = 0
+        self._dns_waiting: deque[tuple[int, npt.NDArray[np.int16]]] = deque()
+        self._dns_speech: dict[int, int] = {}
+        self._dns_queue: deque[DnsmosWindow] = deque()
+        self._dns_up = Upsampler2x() if sample_rate == 8000 else None
+        self._dns_skipped = self._dns_dropped = 0
+        self._dns_scores: list[tuple[float, float, float]] = []
+
+    # ---- input -------------------------------------------------------------------------
+    def feed(self, samples: npt.NDArray[np.int16]) -> list[QualityReading]:
+        """Feed the party's int16 samples at its native rate; returns finished readings.
+
+        Samples are analysed in batches of at least `analysis_batch_ms` (numpy's per-call
+        overhead would otherwise dominate 20 ms chunks); results do not depend on it."""
+        if self._finished or self._flushed:
+            raise TrackerFinishedError(f"feed() after flush()/finish() on party {self.party}")
+        if samples.dtype != np.int16 or samples.ndim != 1:
+            raise ValueError(f"samples must be 1-D int16, got {samples.dtype} {samples.shape}")
+        self._samples += samples.size
+        self._pending.append(samples.copy())
+        self._pending_n += samples.size
+        if self._pending_n < self._batch:
+            return []
+        return self._analyse()
+
+    def _analyse(self) -> list[QualityReading]:
+        x = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        n = x.size // self._frame_len
+        rest = x[n * self._frame_len :]
+        self._pending = [rest] if rest.size else []
+        self._pending_n = rest.size
+        if n == 0:
+            return []
+        body = x[: n * self._frame_len]
+        frames = body.reshape(n, self._frame_len)
+        first = self._vad.frames_seen
+        power = frame_mean_square(frames) / (self._fs * self._fs)
+        zero = np.asarray(~frames.any(axis=1), dtype=np.bool_)
+        counts, self._clip_left = clip_count(body, self._clip_threshold, self._clip_left)
+        raw, floor, runs = self._vad.process(frames)
+        self._track_dropouts(first, raw, zero)
+        self._power = np.concatenate([self._power, power])
+        self._raw = np.concatenate([self._raw, raw])
+        self._zero = np.concatenate([self._zero, zero])
+        self._floor = np.concatenate([self._floor, floor])
+        self._clipped = np.concatenate([self._clipped, counts.reshape(n, -1).sum(axis=1)])
+        self._take_runs(runs)
+        if self._dns_enabled:
+            self._dns_append(body)
+            self._dns_release()
+        return self._emit_blocks()
+
+    def feed_missing(self, n_samples: int) -> list[QualityReading]:
+        """Media the switch never delivered (sequence gap): counted, and fed as zeros so
+        media time stays aligned (a gap inside speech also shows as a dropout)."""
+        if n_samples < 0:
+            raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+        frame = (self._vad.frames_seen * self._frame_len + self._pending_n) // self._frame_len
+        self._missing.append((frame, n_samples * 1000 // self.sample_rate))
+        return self.feed(np.zeros(n_samples, dtype=np.int16))
+
+    def take_activity(self) -> list[ActivitySpan]:
+        """Speech/silence spans decided since the last call (for `ConversationTracker`)."""
+        out, self._activity = self._activity, []
+        return out
+
+    def take_dnsmos_windows(self) -> list[DnsmosWindow]:
+        """Windows ready for `DnsmosScorer.score_batch`; at most `max_pending_windows` wait."""
+        out = list(self._dns_queue)
+        self._dns_queue.clear()
+        return out
+
+    def add_dnsmos(self, score: DnsmosScore) -> None:
+        """A score for one of this party's windows (from the runtime's scorer worker)."""
+        if self._finished:
+            raise TrackerFinishedError(f"add_dnsmos() after finish() on party {self.party}")
+        if score.party != self.party:
+            raise ValueError(f"score is for party {score.party!r}, tracker is {self.party!r}")
+        self._dns_scores.append((score.sig_mos, score.bak_mos, score.ovrl_mos))
+
+    def flush(self) -> list[QualityReading]:
+        """End of audio: decide the frames still pending and return the last readings
+        (the last one may cover less than a reading interval). Feeding afterwards raises."""
+        if self._flushed:
+            return []
+        self._flushed = True
+        out = self._analyse() if self._pending_n else []
+        self._take_runs(self._vad.finish())
+        if self._zero_run_start is not None:
+            self._end_zero_run(self._vad.frames_seen)
+        out += self._emit_blocks(flushing=True)
+        if self._power.size:
+            out.append(self._read_block(self._power.size))
+        self._dns_release()
+        return out
+
+    def finish(self) -> PartyQualitySummary:
+        """The call summary (calls `flush()` first if the runtime did not)."""
+        if self._finished:
+            raise TrackerFinishedError(f"finish() called twice on party {self.party}")
+        self.flush()
+        self._finished = True
+        total = self._levels.total()
+        frames = self._vad.frames_seen
+        n = self._samples
+        dns = np.asarray(self._dns_scores, dtype=np.float64).reshape(-1, 3)
+        has = dns.shape[0] > 0
+        return PartyQualitySummary(
+            party=self.party,
+            sample_rate_hz=self.sample_rate,
+            codec=self.codec,
+            duration_ms=n * 1000 // self.sample_rate,
+            speech_ms=self._speech_frames * FRAME_MS,
+            speech_ratio=self._speech_frames / frames if frames else 0.0,
+            speech_level_dbov=total.speech_level_dbov,
+            noise_level_dbov=total.noise_level_dbov,
+            snr_db=total.snr_db,
+            snr_min_db=self._snr_min,
+            clipped_samples=self._clipped_total,
+            clip_ratio=self._clipped_total / n if n else 0.0,
+            dropouts=self._dropout_count,
+            dropout_ms=self._dropout_frames * FRAME_MS,
+            missing_ms=self._missing_ms,
+            readings=self._seq,
+            dnsmos_windows_scored=int(dns.shape[0]),
+            dnsmos_windows_skipped=self._dns_skipped,
+            dnsmos_windows_dropped=self._dns_dropped,
+            dnsmos_sig_mean=float(dns[:, 0].mean()) if has else None,
+            dnsmos_bak_mean=float(dns[:, 1].mean()) if has else None,
+            dnsmos_ovrl_mean=float(dns[:, 2].mean()) if has else None,
+            dnsmos_ovrl_min=float(dns[:, 2].min()) if has else None,
+            dnsmos_model_sample_rate_hz=16_000,
+        )
+
+    # ---- internals ---------------------------------------------------------------------
+    def _take_runs(self, runs: list[Run]) -> None:
+        for start, end, speech in runs:
+            self._activity.append(
+                ActivitySpan(self.party, start * FRAME_MS, end * FRAME_MS, speech)
+            )
+            self._final = np.concatenate([self._final, np.full(end - start, speech)])
+            if speech:
+                self._speech_frames += end - start
+            if speech and self._dns_enabled:
+                for w in range(start // _WINDOW_FRAMES, (end - 1) // _WINDOW_FRAMES + 1):
+                    lo, hi = max(start, w * _WINDOW_FRAMES), min(end, (w + 1) * _WINDOW_FRAMES)
+                    self._dns_speech[w] = self._dns_speech.get(w, 0) + hi - lo
+        if self._dns_enabled:
+            self._dns_release()
+
+    def _track_dropouts(
+        self, first: int, raw: npt.NDArray[np.bool_], zero: npt.NDArray[np.bool_]
+    ) -> None:
+        edges = np.flatnonzero(np.diff(zero.view(np.int8))) + 1
+        starts = np.concatenate([[0], edges]).tolist()
+        ends = np.concatenate([edges, [zero.size]]).tolist()
+        for s, e in zip(starts, ends, strict=True):
+            if zero[s]:
+                if self._zero_run_start is None:
+                    self._zero_run_start = first + s
+            else:
+                if self._zero_run_start is not None:
+                    self._end_zero_run(first + s)
+                speech = np.flatnonzero(raw[s:e])
+                if speech.size:
+                    self._last_raw_speech = first + s + int(speech[-1])
+
+    def _end_zero_run(self, end: int) -> None:
+        start = self._zero_run_start
+        self._zero_run_start = None
+        if start is None:
+            return
+        if end - start >= self._dropout_min and start - self._last_raw_speech <= (
+            _DROPOUT_CONTEXT_FRAMES
+        ):
+            self._dropouts.append((end, end - start))
+
+    def _emit_blocks(self, flushing: bool = False) -> list[QualityReading]:
+        # A block is read once the VAD has decided it and the noise guard after it.
+        need = self._block_frames + (0 if flushing else _NOISE_GUARD_FRAMES)
+        out: list[QualityReading] = []
+        while self._final.size >= need:
+            out.append(self._read_block(self._block_frames))
+        return out
+
+    def _read_block(self, n: int) -> QualityReading:
+        start, end = self._block_start, self._block_start + n
+        power, final = self._power[:n], self._final[:n]
+        g = _NOISE_GUARD_FRAMES
+        around = np.concatenate([self._final_before, self._final[: n + g]])
+        near = ndimage.maximum_filter1d(around.view(np.int8), size=2 * g + 1, mode="constant")
+        noise = ~near[g : g + n].astype(np.bool_) & ~self._zero[:n]
+        self._levels.add_block(power, self._raw[:n] & final, noise, self._floor[:n])
+        self._final_before = np.concatenate([self._final_before, final])[-g:]
+        est = self._levels.rolling()
+        window_frames = self._settings.reading_window_ms // FRAME_MS
+        window_start = max(0, end - window_frames)
+        if est.snr_db is not None and end >= window_frames:
+            # Only full windows: the first seconds of a call give unstable figures.
+            self._snr_min = est.snr_db if self._snr_min is None else min(self._snr_min, est.snr_db)
+        clipped = int(self._clipped[:n].sum())
+        drops = [d for d in self._dropouts if d[0] <= end]
+        self._dropouts = [d for d in self._dropouts if d[0] > end]
+        missing = sum(ms for f, ms in self._missing if f < end)
+        self._missing = [m for m in self._missing if m[0] >= end]
+        self._clipped_total += clipped
+        self._dropout_count += len(drops)
+        self._dropout_frames += sum(d[1] for d in drops)
+        self._missing_ms += missing
+        reading = QualityReading(
+            party=self.party,
+            seq=self._seq,
+            start_ms=start * FRAME_MS,
+            end_ms=end * FRAME_MS,
+            window_start_ms=window_start * FRAME_MS,
+            speech_ms=int(final.sum()) * FRAME_MS,
+            rms_dbov=_db(float(power.mean()) if n else 0.0),
+            speech_level_dbov=est.speech_level_dbov,
+            noise_level_dbov=est.noise_level_dbov,
+            snr_db=est.snr_db,
+            clipped_samples=clipped,
+            clip_ratio=clipped / (n * self._frame_len),
+            dropouts=len(drops),
+            dropout_ms=sum(d[1] for d in drops) * FRAME_MS,
+            missing_ms=missing,
+        )
+        self._seq += 1
+        self._block_start = end
+        for name in ("_power", "_raw", "_zero", "_floor", "_clipped", "_final"):
+            setattr(self, name, getattr(self, name)[n:])
+        return reading
+
+    def _dns_append(self, body: npt.NDArray[np.int16]) -> None:
+        pos = 0
+        while pos < body.size:
+            take = min(body.size - pos, self._dns_buf.size - self._dns_fill)
+            self._dns_buf[self._dns_fill : self._dns_fill + take] = body[pos : pos + take]
+            self._dns_fill += take
+            pos += take
+            if self._dns_fill == self._dns_buf.size:
+                self._dns_waiting.append((self._dns_seq, self._dns_buf.copy()))
+                self._dns_seq += 1
+                self._dns_fill = 0
+
+    def _dns_release(self) -> None:
+        """Windows whose frames the VAD has decided: queue them if they hold enough speech."""
+        min_ratio = self._settings.dnsmos.min_speech_ratio
+        while self._dns_waiting and (
+            (self._dns_waiting[0][0] + 1) * _WINDOW_FRAMES <= self._vad.frames_final
+        ):
+            seq, audio = self._dns_waiting.popleft()
+            ratio = self._dns_speech.pop(seq, 0) / _WINDOW_FRAMES
+            # The up-sampler must see every window in order to stay continuous.
+            up = self._dns_up.process(audio) if self._dns_up is not None else audio
+            if ratio < min_ratio:
+                self._dns_skipped += 1
+                continue
+            if len(self._dns_queue) >= self._settings.dnsmos.max_pending_windows:
+                self._dns_queue.popleft()
+                self._dns_dropped += 1
+            self._dns_queue.append(
+                DnsmosWindow(
+                    party=self.party,
+                    seq=seq,
+                    start_ms=seq * WINDOW_MS,
+                    end_ms=(seq + 1) * WINDOW_MS,
+                    speech_ratio=ratio,
+                    source_sample_rate_hz=self.sample_rate,
+                    codec=self.codec,
+                    samples=(up.astype(np.float32) / np.float32(32768.0)),
+                )
+            )

@@ -1,0 +1,204 @@
+"""Every knob and threshold of the audio-quality package, with defaults (one frozen model).
+
+`QualitySettings` is embedded in the application settings as `Settings.quality` and passed down
+as a typed slice; trackers read it once at construction. Units are in the field names. The
+metric VAD has its own settings, deliberately not the ASR segmenter's: ASR wants generous
+padding and merged pauses, talk-time and dead-air figures want tight boundaries
+(QUALITY_METRICS.md §8).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricVadSettings(_Section):
+    """Speech/silence per 10 ms frame for talk time, dead air, overtalk and SNR."""
+
+    #: Noise floor: median smoothed power of the frames decided as silence within this much
+    #: of the party's silence (speech never moves it).
+    noise_window_ms: int = Field(default=4000, ge=500, le=20_000, multiple_of=10)
+    #: Until 1 s of silence was decided: this quantile of all recent frames instead.
+    floor_quantile: float = Field(default=0.15, gt=0.0, lt=0.5)
+    #: One-pole smoothing of frame power before the decision.
+    smoothing_ms: int = Field(default=20, ge=0, le=200)
+    #: Speech starts where the smoothed power is this far above the noise floor ...
+    threshold_db: float = Field(default=8.0, ge=3.0, le=30.0)
+    #: ... and goes on while it stays this far above it (hysteresis) ...
+    continue_db: float = Field(default=4.0, ge=1.0, le=30.0)
+    #: A frame is voiced when its normalised autocorrelation in the pitch range reaches this.
+    voicing_threshold: float = Field(default=0.6, gt=0.0, lt=1.0)
+    #: A loud stretch counts as speech only once this much of it is voiced ...
+    min_voiced_ms: int = Field(default=60, ge=10, le=1000)
+    #: ... and this share of its loud frames is voiced (clatter, clicks and fan noise are
+    #: loud but not periodic; clinking cutlery is, but only briefly) ...
+    min_voiced_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    #: ... and is given up as noise if it has not got there after this long.
+    max_unvoiced_ms: int = Field(default=1000, ge=100, le=10_000)
+    #: Speech also needs this absolute level (keeps faint hiss after digital silence out).
+    min_level_dbov: float = Field(default=-55.0, ge=-90.0, le=-20.0)
+    #: Speech stretches shorter than this (after bridging) are dropped as clicks.
+    min_speech_ms: int = Field(default=200, ge=0, le=1000)
+    #: Pauses shorter than this inside speech are bridged (counted as talk).
+    min_silence_ms: int = Field(default=250, ge=20, le=2000)
+    #: Added to both ends of each speech stretch.
+    pad_ms: int = Field(default=0, ge=0, le=200)
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricVadSettings:
+        if self.continue_db > self.threshold_db:
+            raise ValueError(
+                f"vad.continue_db ({self.continue_db}) must not exceed "
+                f"vad.threshold_db ({self.threshold_db})"
+            )
+        if 2 * self.pad_ms >= self.min_silence_ms:
+            raise ValueError(
+                f"vad.pad_ms ({self.pad_ms}) must be less than half of "
+                f"vad.min_silence_ms ({self.min_silence_ms})"
+            )
+        return self
+
+
+class DnsmosSettings(_Section):
+    """DNSMOS P.835 scoring on non-overlapping 9.01 s windows at 16 kHz."""
+
+    enabled: bool = True
+    #: A window is scored only if the party spoke for at least this fraction of it
+    #: (a silent listener's window says nothing about speech quality and wastes CPU).
+    min_speech_ratio: float = Field(default=0.25, ge=0.0, le=1.0)
+    #: Windows waiting to be taken by the runtime; when full the oldest is dropped (counted).
+    max_pending_windows: int = Field(default=2, ge=1, le=16)
+    #: `dnsmos` (P.835) or `dnsmos_personalized` (pDNSMOS, penalises interfering talkers).
+    model: Literal["dnsmos", "dnsmos_personalized"] = "dnsmos"
+    #: Threads of the one shared onnxruntime session.
+    intra_op_threads: int = Field(default=1, ge=1, le=64)
+
+
+class ConversationSettings(_Section):
+    """Cross-party measures: dead air, overtalk, response gaps, speaking rate."""
+
+    #: Both parties silent at least this long is dead air (Google CCAI uses 5 s).
+    dead_air_min_ms: int = Field(default=5000, ge=500)
+    #: Both parties speaking at least this long is overtalk.
+    overtalk_min_ms: int = Field(default=500, ge=50)
+    #: An agent turn starting this long after the customer stopped is not a "response"
+    #: (the gap is dead air or a new topic, not a reply).
+    response_max_gap_ms: int = Field(default=30_000, ge=1000)
+    #: Speaking rate is pooled per party (words, or Han characters, over the party's VAD
+    #: speech time inside its transcript segments, so short turns do not swing it) and
+    #: reported only once this many units were heard.
+    min_rate_words: int = Field(default=8, ge=1)
+    #: Speaking-rate history kept for matching transcripts to VAD speech (bounded memory).
+    activity_history_ms: int = Field(default=120_000, ge=10_000)
+
+
+class ThresholdSettings(_Section):
+    """Measures to findings: a value beyond `*_warning` is a warning, beyond `*_critical` is
+    critical. Directions are in the names (`min` = below is bad, `max` = above is bad)."""
+
+    snr_min_db_warning: float = 15.0
+    snr_min_db_critical: float = 8.0
+    dnsmos_ovrl_min_warning: float = 2.8
+    dnsmos_ovrl_min_critical: float = 2.2
+    speech_level_min_dbov_warning: float = -38.0
+    speech_level_min_dbov_critical: float = -45.0
+    speech_level_max_dbov_warning: float = -12.0
+    speech_level_max_dbov_critical: float = -6.0
+    clip_ratio_max_warning: float = Field(default=0.0005, ge=0.0)
+    clip_ratio_max_critical: float = Field(default=0.005, ge=0.0)
+    dropouts_per_min_max_warning: float = Field(default=1.0, ge=0.0)
+    dropouts_per_min_max_critical: float = Field(default=5.0, ge=0.0)
+    #: Longest single dead-air stretch.
+    dead_air_max_ms_warning: int = Field(default=10_000, ge=0)
+    dead_air_max_ms_critical: int = Field(default=30_000, ge=0)
+    #: Overtalk events per minute of conversation.
+    overtalk_per_min_max_warning: float = Field(default=1.0, ge=0.0)
+    overtalk_per_min_max_critical: float = Field(default=3.0, ge=0.0)
+    #: Speaking rate: English words per minute of the party's speech.
+    words_per_min_max_warning: float = 190.0
+    words_per_min_max_critical: float = 230.0
+    #: Mandarin Han characters per minute of the party's speech.
+    chars_per_min_max_warning: float = 330.0
+    chars_per_min_max_critical: float = 400.0
+    #: Agent's mean response gap after the customer stops.
+    response_gap_mean_ms_max_warning: int = Field(default=3000, ge=0)
+    response_gap_mean_ms_max_critical: int = Field(default=6000, ge=0)
+
+
+class ScoreSettings(_Section):
+    """Per-call audio-quality score 0–100: start at 100, subtract per finding, then grade."""
+
+    warning_penalty: float = Field(default=10.0, ge=0.0, le=100.0)
+    critical_penalty: float = Field(default=25.0, ge=0.0, le=100.0)
+    #: Multipliers per finding kind (missing kinds weigh 1.0).
+    kind_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "poor_snr": 1.0,
+            "low_clarity": 1.2,
+            "clipping": 0.8,
+            "dropouts": 0.8,
+            "low_level": 0.6,
+            "high_level": 0.6,
+            "long_dead_air": 1.0,
+            "excessive_overtalk": 0.8,
+            "fast_speech": 0.5,
+            "slow_response": 0.6,
+        }
+    )
+    #: Lowest score of each grade; below `pass_min` is `needs_improvement`.
+    excellent_min: float = Field(default=90.0, ge=0.0, le=100.0)
+    good_min: float = Field(default=75.0, ge=0.0, le=100.0)
+    pass_min: float = Field(default=60.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoreSettings:
+        if not self.excellent_min >= self.good_min >= self.pass_min:
+            raise ValueError(
+                "score grades must satisfy excellent_min >= good_min >= pass_min, got "
+                f"{self.excellent_min}, {self.good_min}, {self.pass_min}"
+            )
+        return self
+
+
+class QualitySettings(_Section):
+    """Audio-quality and conversation measures (`Settings.quality`)."""
+
+    #: Readings are emitted every this much media time (per party).
+    reading_interval_ms: int = Field(default=2000, ge=100, le=2000, multiple_of=10)
+    #: Rolling window behind each reading's level/noise/SNR (a blind SNR needs several s).
+    reading_window_ms: int = Field(default=10_000, ge=2000, le=60_000, multiple_of=10)
+    #: Audio is analysed in batches of at least this much media (cost vs. latency: readings
+    #: and activity come this much later at most; results do not depend on it).
+    analysis_batch_ms: int = Field(default=200, ge=10, le=2000)
+    #: SNR is clamped to this range (no blind estimator is meaningful beyond it).
+    snr_min_db: float = -10.0
+    snr_max_db: float = 50.0
+    #: Zero runs at least this long, starting inside speech, are dropouts.
+    dropout_min_ms: int = Field(default=20, ge=10, le=1000, multiple_of=10)
+    vad: MetricVadSettings = MetricVadSettings()
+    dnsmos: DnsmosSettings = DnsmosSettings()
+    conversation: ConversationSettings = ConversationSettings()
+    thresholds: ThresholdSettings = ThresholdSettings()
+    score: ScoreSettings = ScoreSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> QualitySettings:
+        if self.reading_window_ms < self.reading_interval_ms:
+            raise ValueError(
+                f"reading_window_ms ({self.reading_window_ms}) must be at least "
+                f"reading_interval_ms ({self.reading_interval_ms})"
+            )
+        if self.reading_window_ms % self.reading_interval_ms:
+            raise ValueError(
+                f"reading_window_ms ({self.reading_window_ms}) must be a multiple of "
+                f"reading_interval_ms ({self.reading_interval_ms})"
+            )
+        return self

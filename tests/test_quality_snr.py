@@ -1,0 +1,96 @@
+"""Validation: blind SNR, speech level and clipping on real speech mixed with real noise.
+
+Truth: SNR is the P.56 active level of the clean track minus the noise power, at the rate the
+tracker sees (in-band for the 8 kHz μ-law path, where the mix then goes through G.711).
+Figures are printed with `-s`; scripts/bench_quality.py prints the full tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audio_quality.g711 import round_trip
+from audio_quality.impair import hard_clip_to_ratio, to_int16
+from audio_quality.levels import active_speech_level, full_scale
+from audio_quality.settings import QualitySettings
+from tests.quality_support import (
+    PATHS,
+    mix_at_snr,
+    path_files,
+    snr_errors,
+    speech_track,
+    summarise,
+)
+
+SETTINGS = QualitySettings(dnsmos={"enabled": False})
+#: Noise types held to the 3 dB p95 target. `impulsive` (sparse knocks that carry most of the
+#: noise power) is the documented weak spot: noise is only observed in pauses, knocks that
+#: land in speech are never seen and some are taken for speech, so the SNR reads high (never
+#: low); its figures are asserted as that one-sided bias, not as accuracy.
+TARGET_NOISES = ("dishes", "bike", "babble")
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("noise", [*TARGET_NOISES, "impulsive"])
+def test_snr_estimate_error_p95(path: str, noise: str) -> None:
+    errors = np.array([e for _, e in snr_errors(path, noise, seeds=(0, 1), settings=SETTINGS)])
+    assert np.isfinite(errors).all()
+    p95 = float(np.percentile(np.abs(errors), 95))
+    print(f"SNR error {path} {noise}: p95 {p95:.2f} dB, bias {errors.mean():+.2f} dB")
+    if noise in TARGET_NOISES:
+        assert p95 <= 3.0
+    else:
+        assert errors.min() >= -3.0 and p95 <= 12.0
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_speech_level_matches_p56_and_tracks_gain(path: str) -> None:
+    rate, codec = PATHS[path]
+    fs = full_scale(codec)
+    speech = speech_track(path_files(path), rate, 2, 20.0, (0.8, 3.0))
+    levels = []
+    for gain_db in (-20.0, 0.0, 6.0):
+        mix = mix_at_snr(speech * 10 ** (gain_db / 20), "bike", 40.0, rate, codec)
+        s = summarise(mix.audio, rate, codec, SETTINGS)
+        truth = active_speech_level(mix.clean, rate, fs).level_dbov
+        assert s.speech_level_dbov is not None
+        assert abs(s.speech_level_dbov - truth) <= 0.3
+        levels.append(s.speech_level_dbov)
+    assert levels[1] - levels[0] == pytest.approx(20.0, abs=0.3)
+    assert levels[2] - levels[1] == pytest.approx(6.0, abs=0.3)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("ratio", [0.001, 0.005, 0.02])
+def test_clipping_detected_at_codec_full_scale(path: str, ratio: float) -> None:
+    rate, codec = PATHS[path]
+    speech = speech_track(path_files(path), rate, 4, 15.0, (0.5, 1.0))
+    # Over-driven before the codec: saturates at int16 full scale, then μ-law caps at 32124.
+    clipped = round_trip(to_int16(hard_clip_to_ratio(speech, ratio, 32767.0)), codec)
+    s = summarise(clipped, rate, codec, SETTINGS)
+    print(f"clipping {path}: injected {ratio:.3%}, measured {s.clip_ratio:.3%}")
+    assert s.clipped_samples > 0
+    assert s.clip_ratio == pytest.approx(ratio, rel=0.5)
+    assert s.clip_ratio >= SETTINGS.thresholds.clip_ratio_max_warning
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("peak_dbov", [-26.0, -6.0, -0.5])
+def test_no_clipping_reported_on_clean_speech(path: str, peak_dbov: float) -> None:
+    rate, codec = PATHS[path]
+    speech = speech_track(path_files(path), rate, 5, 15.0, (0.5, 1.0))
+    scaled = speech * (32767.0 * 10 ** (peak_dbov / 20) / np.abs(speech).max())
+    s = summarise(round_trip(to_int16(scaled), codec), rate, codec, SETTINGS)
+    assert s.clipped_samples == 0
+    assert s.clip_ratio == 0.0
+
+
+def test_l16_detector_would_miss_ulaw_clipping_without_codec_full_scale() -> None:
+    # The point of a codec-aware full scale: μ-law never reaches 32767.
+    rate = 8000
+    speech = speech_track(path_files("8k-ulaw"), rate, 4, 10.0, (0.5, 1.0))
+    clipped = round_trip(to_int16(hard_clip_to_ratio(speech, 0.01, 32767.0)), "PCMU")
+    assert np.abs(clipped.astype(np.int32)).max() == 32124
+    assert summarise(clipped, rate, "L16", SETTINGS).clipped_samples == 0
+    assert summarise(clipped, rate, "PCMU", SETTINGS).clipped_samples > 0
