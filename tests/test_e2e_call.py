@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,47 @@ def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveSe
     assert stored.quality_score is not None and stored.score is not None
     shown = _cli(server, "show", stored.call_id)
     assert f"grade       {stored.grade}" in shown and "compliance  script en" in shown
+
+
+def test_dead_air_is_found_live_but_not_during_a_marked_hold(server: LiveServer) -> None:
+    import json as _json
+
+    from websockets.asyncio.client import connect
+
+    from ivr_sim.script import script_from_dict
+
+    script = script_from_dict({
+        "name": "hold", "sample_rate": 8000,
+        "turn": [{"party": "agent", "audio": "en/asterisk_followme_pls-hold-while-try.flac",
+                  "pause": 0.3},
+                 {"party": "customer", "audio": "en/ljspeech_LJ001-0011.flac", "pause": 8.0}],
+    })
+    call = render(script)
+    pcm = call.pcm()
+    gap = (int(call.turns[0].end_s * 8000) * 4 + 800 * 4, int(call.turns[1].start_s * 8000) * 4)
+
+    async def stream(ext: str, hold: bool) -> None:
+        async with connect(server.url, subprotocols=["audio.drachtio.org"]) as ws:
+            await ws.send(_json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
+            for i in range(0, len(pcm), 640):
+                if hold and i == gap[0] // 640 * 640:
+                    await ws.send('{"event":"hold"}')
+                if hold and i == gap[1] // 640 * 640:
+                    await ws.send('{"event":"unhold"}')
+                await ws.send(pcm[i : i + 640])
+            await ws.send(b"")
+
+    found = {}
+    for hold in (False, True):
+        ext = f"hold-{hold}-{uuid.uuid4()}"
+        asyncio.run(stream(ext, hold))
+        stored = server.wait_call(ext)
+        analysis = server.repo.get_analysis(stored.call_id)
+        found[hold] = [f for f in analysis.findings if f.kind == "dead_air"]
+        if hold:
+            assert [t.kind for t in stored.trace].count("hold_started") == 1
+    (dead_air,) = found[False]
+    assert dead_air.start_ms is not None and dead_air.end_ms is not None
+    assert abs(dead_air.start_ms / 1000 - call.turns[0].end_s) < 0.5
+    assert abs(dead_air.end_ms / 1000 - call.turns[1].start_s) < 0.5
+    assert found[True] == []

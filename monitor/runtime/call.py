@@ -38,6 +38,9 @@ log = logging.getLogger("callwatch.call")
 #: (segments that arrive later are still stored); shorter while the server shuts down.
 FINAL_ASR_WAIT_S = 120.0
 SHUTDOWN_ASR_WAIT_S = 8.0
+#: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
+HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
+HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
 
 
 def new_call_id(now: datetime) -> str:
@@ -140,6 +143,19 @@ class LiveCall:
             ]
         )
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
+
+    async def on_app_message(self, payload: Any) -> None:
+        """A mid-stream text frame (DTMF, app events) goes into the trace; hold markers also
+        tell the conversation tracker, so music on hold is not counted as dead air."""
+        event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
+        if self.analyzer is not None and event in HOLD_STARTED:
+            self.analyzer.conversation.hold_started(self.session.duration_ms)
+            await self.trace("hold_started", event=event)
+        elif self.analyzer is not None and event in HOLD_ENDED:
+            self.analyzer.conversation.hold_ended(self.session.duration_ms)
+            await self.trace("hold_ended", event=event)
+        else:
+            await self.trace("app_message", payload=payload)
 
     async def trace(self, kind: str, **data: Any) -> None:
         await self._storage.put(self._trace(kind, media_ms=self.session.duration_ms, **data))

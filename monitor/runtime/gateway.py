@@ -221,7 +221,7 @@ class Gateway:
         if isinstance(event, AudioReceived):
             await call.on_audio(event.pcm)
         elif isinstance(event, TextReceived):
-            await call.trace("app_message", payload=event.payload)
+            await call.on_app_message(event.payload)
         elif isinstance(event, FlushRequested):
             await call.trace("graceful_shutdown")
         elif isinstance(event, MetadataReceived):  # pragma: no cover - decoder never repeats
