@@ -127,7 +127,7 @@ def assess(
     sc = settings.score
     penalty = sum(
         (sc.critical_penalty if f.severity == "critical" else sc.warning_penalty)
-        * sc.kind_weights.get(f.kind, 1.0)
+        * float(getattr(sc, f"{f.kind}_weight", 1.0))
         for f in found
     )
     score = max(0.0, min(100.0, 100.0 - penalty))

@@ -13,8 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Severity = Literal["info", "warning", "critical"]
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -138,21 +136,17 @@ class ScoreSettings(_Section):
 
     warning_penalty: float = Field(default=10.0, ge=0.0, le=100.0)
     critical_penalty: float = Field(default=25.0, ge=0.0, le=100.0)
-    #: Multipliers per finding kind (missing kinds weigh 1.0).
-    kind_weights: dict[str, float] = Field(
-        default_factory=lambda: {
-            "poor_snr": 1.0,
-            "low_clarity": 1.2,
-            "clipping": 0.8,
-            "dropouts": 0.8,
-            "low_level": 0.6,
-            "high_level": 0.6,
-            "long_dead_air": 1.0,
-            "excessive_overtalk": 0.8,
-            "fast_speech": 0.5,
-            "slow_response": 0.6,
-        }
-    )
+    #: Multipliers of the penalty per finding kind.
+    poor_snr_weight: float = Field(default=1.0, ge=0.0)
+    low_clarity_weight: float = Field(default=1.2, ge=0.0)
+    clipping_weight: float = Field(default=0.8, ge=0.0)
+    dropouts_weight: float = Field(default=0.8, ge=0.0)
+    low_level_weight: float = Field(default=0.6, ge=0.0)
+    high_level_weight: float = Field(default=0.6, ge=0.0)
+    long_dead_air_weight: float = Field(default=1.0, ge=0.0)
+    excessive_overtalk_weight: float = Field(default=0.8, ge=0.0)
+    fast_speech_weight: float = Field(default=0.5, ge=0.0)
+    slow_response_weight: float = Field(default=0.6, ge=0.0)
     #: Lowest score of each grade; below `pass_min` is `needs_improvement`.
     excellent_min: float = Field(default=90.0, ge=0.0, le=100.0)
     good_min: float = Field(default=75.0, ge=0.0, le=100.0)

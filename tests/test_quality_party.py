@@ -110,3 +110,4 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValidationError, match="excellent_min"):
         QualitySettings(score={"excellent_min": 50, "good_min": 70})
     assert QualitySettings().reading_interval_ms <= 2000
+    assert hash(QualitySettings()) == hash(QualitySettings())  # frozen all the way down
