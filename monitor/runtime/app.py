@@ -103,7 +103,7 @@ class Callwatch:
             scorer = await asyncio.to_thread(
                 DnsmosScorer, model=dn.model, intra_op_threads=dn.intra_op_threads
             )
-            self.dnsmos = DnsmosService(scorer)
+            self.dnsmos = DnsmosService(scorer, max_batch=dn.batch_size)
             self.dnsmos.start()
         self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
         await self.gateway.start()
