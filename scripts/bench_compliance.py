@@ -4,7 +4,8 @@ language, on labelled simulated calls.
     scripts/bench-compliance                 # 200 calls, offline through segmenter + ASR
     scripts/bench-compliance --calls 40      # fewer calls (half Mandarin, half English)
     scripts/bench-compliance --text          # text level only: exact, Whisper's, injected CER
-    scripts/bench-compliance --live ws://127.0.0.1:8765/   # through a running server (TODO)
+    scripts/bench-compliance --live          # through a real server started here
+    scripts/bench-compliance --live-url ws://127.0.0.1:8765/ --data-dir DIR   # a running one
     scripts/bench-compliance --errors        # also list every false positive / negative
 
 The calls (`monitor.qa.evalset.build_plans`) are assembled from the synthetic agent and
@@ -20,6 +21,18 @@ and the transcripts, in media-time order with the watermark advanced after each,
 calls' exact lines, faster-whisper's `asr_text` of each line, and the exact lines with
 injected ASR errors at 5, 10, 15 and 20 % CER (`monitor.qa.noise`).
 
+Live mode (`--live`) measures the real thing: a `callwatch serve` subprocess (its data in a
+temporary folder, the server's default settings: ASR workers, language auto, the shipped
+scripts unless `--scripts`) or a running server (`--live-url` and its `--data-dir`, whose
+SQLite file is read). Each call is streamed like a switch's audio fork
+(`ivr_sim.stream.stream_call`, `--pace`, default flat out), `--concurrency` at a time (each
+holds its slot until the server has finalised it, which bounds the ASR queue: the server
+sheds the oldest waiting utterances past `asr.queue_size`), and the compliance result the
+server stored for the call is scored by the same code as the offline checker's. It also
+prints the wall time, the utterances shed, calls whose script is not in their language, and
+where the offline checker, run on the transcripts the server stored, disagrees with the
+server's own result (a fault of the live path rather than of ASR).
+
 Progress goes to stderr; the tables go to stdout.
 """
 
@@ -28,31 +41,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from dataclasses import astuple, dataclass
+import uuid
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from asr.pool import AsrPool
 from asr.types import AsrRequest, AsrResult
 from config.settings import Settings, load_settings
+from ivr_sim.harness import ServerProcess, server_env
 from ivr_sim.script import CallScript, RenderedCall, Turn, render
+from ivr_sim.stream import call_metadata, stream_call
 from monitor.core.events import Party, UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
-from monitor.qa import ComplianceChecker, ComplianceResult, ScriptBook, load_compliance_scripts
+from monitor.qa import (
+    ComplianceChecker,
+    ComplianceResult,
+    Deduction,
+    ForbiddenPhraseSaid,
+    OrderViolated,
+    RuleSuspended,
+    ScriptBook,
+    ScriptNotFound,
+    StageChecked,
+    load_compliance_scripts,
+)
 from monitor.qa.evalset import CallPlan, Tally, build_plans, load_lines
 from monitor.qa.noise import inject_errors
+from storage.repository import Repository
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TTS_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "tts"
 SPEECH_DIR = REPO_ROOT / "tests" / "data" / "speech"
 CHUNK_MS = 20
 CER_LEVELS = (0.05, 0.10, 0.15, 0.20)
+POLL_S = 0.25
 STARTED = time.monotonic()
 
 
@@ -154,7 +188,8 @@ async def transcribe_all(settings: Settings, utterances: list[tuple[int, Utteran
     return [r for chunk in nested for r in chunk]
 
 
-def bench_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict:
+def bench_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
+                  ) -> dict[str, Any]:
     settings = load_settings()
     progress(f"rendering and segmenting {len(plans)} calls at {args.rate} Hz")
     utterances: list[tuple[int, UtteranceEnded]] = []
@@ -210,7 +245,7 @@ def bench_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPl
     })
 
 
-def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict:
+def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
     """Score transcripts saved by an earlier run (`--save-transcripts`): the checker and the
     scripts can be tuned without transcribing again."""
     saved = json.loads(args.load_transcripts.read_text())
@@ -223,9 +258,10 @@ def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -
 
 
 def score_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan],
-                  per_call: list[list[Segment]], durations: list[int], figures: dict) -> dict:
+                  per_call: list[list[Segment]], durations: list[int], figures: dict[str, Any]
+                  ) -> dict[str, Any]:
     settings = load_settings()
-    tally, timings = Tally(), []
+    tally, timings = Tally(), list[float]()
     for plan, segments, duration in zip(plans, per_call, durations, strict=True):
         tally.score(plan, check(book, plan, segments, duration, timings))
     print(f"\n== offline: segmenter + ASR ({settings.asr.model}, language {args.language}) + "
@@ -245,13 +281,13 @@ def score_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPl
 
 
 # -- text level ----------------------------------------------------------------------------
-def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict:
-    out = {}
+def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     variants: list[tuple[str, float | None]] = [("exact", None), ("asr_text", None)]
     variants += [(f"cer{int(c * 100)}", c) for c in CER_LEVELS]
     for name, cer in variants:
         rng = random.Random(args.seed)
-        tally, timings = Tally(), []
+        tally, timings = Tally(), list[float]()
         for plan in plans:
             segments = []
             for party, start, end, text, asr_text in plan.timeline():
@@ -270,21 +306,304 @@ def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
     return out
 
 
-def _figures(tally: Tally) -> dict:
+def _figures(tally: Tally) -> dict[str, Any]:
     return {f"{lang}/{key}": {"precision": round(tally.precision(lang, key), 3),
                               "recall": round(tally.recall(lang, key), 3), "counts": counts}
             for (lang, key), counts in sorted(tally.counts.items())}
 
 
-def bench_live(args: argparse.Namespace, plans: list[CallPlan]) -> dict:
-    # TODO(live): stream each rendered call with ivr_sim.stream.stream_call(args.live, call,
-    # metadata=call_metadata(call, {"callid": plan.name})) and, once the server stores
-    # compliance results with the call, read them back from the server's database (the
-    # storage side of issue 5) and score them with Tally exactly as bench_offline does:
-    # map the stored checklist rows to a ComplianceResult-like object with `.stages` (stage,
-    # start_ms) , `.forbidden` (rule) and `.order_violations` (stage, expected_after).
-    raise SystemExit("--live needs the stored compliance results (issue 5, storage side); "
-                     "run without --live for the offline measurement")
+# -- live: through a real server ---------------------------------------------------------
+@dataclass
+class LiveOutcome:
+    """What the server stored for one streamed evaluation call."""
+
+    plan: CallPlan
+    external_id: str
+    call_id: str = ""
+    status: str = ""
+    document: dict[str, Any] | None = None  # the stored compliance result
+    segments: list[Segment] = field(default_factory=list)
+    duration_ms: int = 0
+    audio_s: float = 0.0
+    utterances: int = 0
+    shed: int = 0
+    late: int = 0  # utterances transcribed after the call was finalised
+    error: str | None = None
+
+
+def _rows(cls: type[Any], items: list[dict[str, Any]] | None) -> tuple[Any, ...]:
+    names = {f.name for f in fields(cls)}
+    return tuple(cls(**{k: v for k, v in item.items() if k in names}) for item in items or ())
+
+
+def result_from_document(doc: dict[str, Any] | None) -> ComplianceResult:
+    """The stored compliance document (`jsonable(ComplianceResult)`) as the checker's own
+    result, so it is scored by exactly the code that scores the offline checker; a missing
+    document (no script for the call) scores as a call where nothing was heard."""
+    doc = doc or {}
+    return ComplianceResult(
+        script=str(doc.get("script", "")), score=float(doc.get("score") or 0.0),
+        passed=bool(doc.get("passed")), critical=bool(doc.get("critical")),
+        stages=_rows(StageChecked, doc.get("stages")),
+        forbidden=_rows(ForbiddenPhraseSaid, doc.get("forbidden")),
+        order_violations=_rows(OrderViolated, doc.get("order_violations")),
+        suspensions=_rows(RuleSuspended, doc.get("suspensions")),
+        deductions=_rows(Deduction, doc.get("deductions")),
+        duration_ms=int(doc.get("duration_ms") or 0),
+    )
+
+
+def _verdict(result: ComplianceResult) -> tuple[frozenset[str], frozenset[str],
+                                                 frozenset[tuple[str, str]]]:
+    """What the tally looks at: stages heard, forbidden rules said, order violations."""
+    return (frozenset(r.stage for r in result.stages if r.heard),
+            frozenset(f.rule for f in result.forbidden),
+            frozenset((o.stage, o.expected_after) for o in result.order_violations))
+
+
+def _script_language(book: ScriptBook, name: str) -> str:
+    try:
+        return book.get(name).language
+    except ScriptNotFound:  # a running server with other scripts: go by the name
+        return name.split("-")[0] if name else "?"
+
+
+def _collect(repo: Repository, out: LiveOutcome) -> bool:
+    """Read the call back; True once it is finalised (not 'active', a 'finalised' row)."""
+    detail = repo.get_call(out.external_id)
+    if detail is None or detail.status == "active":
+        return False
+    final = next((t.seq for t in detail.trace if t.kind == "finalised"), None)
+    if final is None:
+        return False
+    out.call_id, out.status = detail.call_id, detail.status
+    out.duration_ms = detail.duration_ms or 0
+    out.segments = [Segment(s.party, s.start_ms, s.end_ms, s.text, s.language or "")
+                    for s in detail.segments]
+    out.utterances = sum(t.kind in ("utterance", "asr_shed") for t in detail.trace)
+    out.shed = sum(t.kind == "asr_shed" for t in detail.trace)
+    out.late = sum(t.kind == "utterance" and t.seq > final for t in detail.trace)
+    out.document = repo.get_analysis(detail.call_id).result("compliance")
+    return True
+
+
+def _session_cpu_s(sid: int) -> dict[int, float]:
+    """CPU seconds used so far by every live process of session `sid` (Linux /proc): a server
+    started here runs in its own session, with its ASR workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        cols = text[text.rindex(")") + 2 :].split()
+        if int(cols[3]) == sid:
+            out[int(entry.name)] = (int(cols[11]) + int(cols[12])) / tick
+    return out
+
+
+class LiveRun:
+    """The server (started here, or a running one) and the calls streamed to it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.server: ServerProcess | None = None
+        self.workdir: Path | None = None
+        if args.live_url:
+            self.url = args.live_url
+            self.db_path = args.data_dir / "callwatch.db"
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="callwatch-bench-compliance-"))
+            env: dict[str, str] = {}
+            if args.language in ("zh", "en"):
+                env["CALLWATCH_ASR__LANGUAGE"] = args.language
+            if args.scripts is not None:
+                env["CALLWATCH_COMPLIANCE__SCRIPTS_DIR"] = str(args.scripts.resolve())
+            self.server = ServerProcess(data_dir=self.workdir / "data", env=server_env(**env),
+                                        log_path=self.workdir / "server.log")
+            progress(f"[live] starting callwatch serve (data in {self.workdir})")
+            self.server.start()
+            self.url = self.server.url
+            self.db_path = self.server.db_path
+            pid = self.server.proc.pid if self.server.proc else "?"
+            progress(f"[live] server pid {pid} listening on {self.url}")
+        if not self.db_path.exists():
+            raise SystemExit(f"{self.db_path} not found: --data-dir must be the server's")
+        self.repo = Repository.from_url(f"sqlite:///{self.db_path}")
+        self.cpu: dict[str, float] = {}
+        self._cpu0: dict[int, float] | None = None
+
+    def cpu_start(self) -> None:
+        if self.server is not None and self.server.proc is not None:
+            self._cpu0 = _session_cpu_s(self.server.proc.pid)
+
+    def cpu_stop(self) -> None:
+        """CPU seconds the server's main process and its other processes (ASR workers) used
+        while the calls streamed (only for a server started here)."""
+        if self.server is None or self.server.proc is None or self._cpu0 is None:
+            return
+        pid = self.server.proc.pid
+        used = {p: s - self._cpu0.get(p, 0.0) for p, s in _session_cpu_s(pid).items()}
+        self.cpu = {"server_main_s": round(used.pop(pid, 0.0), 1),
+                    "server_workers_s": round(sum(used.values()), 1)}
+
+    def close(self) -> None:
+        self.repo.close()
+        if self.server is not None:
+            code = self.server.stop()
+            if code not in (0, None):
+                progress(f"[live] server exited {code}; log: {self.server.log_path}")
+        if self.workdir is not None:
+            if self.args.keep:
+                progress(f"[live] kept {self.workdir}")
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _server_gone(self) -> bool:
+        proc = self.server.proc if self.server is not None else None
+        return proc is not None and proc.poll() is not None
+
+    async def one(self, plan: CallPlan, tag: str) -> LiveOutcome:
+        args = self.args
+        out = LiveOutcome(plan, f"{plan.name}-{tag}")
+        call = await asyncio.to_thread(render_plan, plan, args.tts_dir, SPEECH_DIR, args.rate)
+        out.audio_s = call.duration_s
+        try:
+            await stream_call(self.url, call, pace=args.pace,
+                              metadata=call_metadata(call, {"callid": out.external_id}))
+        except (OSError, ConnectionClosed, InvalidHandshake) as exc:
+            out.error = f"stream failed: {exc!r}"
+            return out
+        deadline = time.monotonic() + args.call_timeout
+        while not await asyncio.to_thread(_collect, self.repo, out):
+            if self._server_gone():
+                raise RuntimeError(f"the server exited; see {self.server.log_path}"
+                                   if self.server else "the server exited")
+            if time.monotonic() > deadline:
+                out.error = f"not finalised within {args.call_timeout:.0f} s"
+                return out
+            await asyncio.sleep(POLL_S)
+        return out
+
+    async def stream_all(self, plans: list[CallPlan]) -> list[LiveOutcome]:
+        slots = asyncio.Semaphore(self.args.concurrency)
+        tag = uuid.uuid4().hex[:8]  # fresh switch ids: a running server may have older runs
+        done = 0
+
+        async def run(plan: CallPlan) -> LiveOutcome:
+            nonlocal done
+            async with slots:  # a slot is held until the call is finalised: bounded ASR queue
+                out = await self.one(plan, tag)
+            done += 1
+            if out.error:
+                progress(f"[live] {out.external_id}: {out.error}")
+            progress(f"[live] {done}/{len(plans)} calls")
+            return out
+
+        return list(await asyncio.gather(*(run(p) for p in plans)))
+
+
+def bench_live(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
+    """Stream the labelled calls through a real gateway and ASR, a few at a time, and score
+    the compliance result each call's server stored, exactly as the offline checker's."""
+    live = LiveRun(args)
+    audio = sum(p.timeline()[-1][2] for p in plans) / 1000
+    progress(f"[live] streaming {len(plans)} calls (~{audio:.0f} s of audio) at {args.rate} Hz, "
+             f"{args.concurrency} at a time, pace {args.pace or 'flat out'}")
+    load = os.getloadavg()[0]
+    t0 = time.monotonic()
+    live.cpu_start()
+    try:
+        outcomes = asyncio.run(live.stream_all(plans))
+        live.cpu_stop()
+    finally:
+        live.close()
+    wall_s = time.monotonic() - t0
+    host = {"cores": os.cpu_count(), "load_start": round(load, 2),
+            "load_end": round(os.getloadavg()[0], 2), **live.cpu}
+    return score_live(args, book, outcomes, wall_s, live.url, host)
+
+
+def score_live(args: argparse.Namespace, book: ScriptBook, outcomes: list[LiveOutcome],
+               wall_s: float, url: str, host: dict[str, Any]) -> dict[str, Any]:
+    tally, rescored = Tally(), Tally()
+    timings: list[float] = []
+    failed = [o for o in outcomes if o.error]
+    done = [o for o in outcomes if not o.error]
+    mismatched, missing, disagree = [], [], []
+    for o in done:
+        result = result_from_document(o.document)
+        tally.score(o.plan, result, o.external_id)
+        if o.document is None:
+            missing.append(o.external_id)
+        elif (lang := _script_language(book, result.script)) != o.plan.language:
+            mismatched.append(f"{o.external_id}: script {result.script} ({lang})")
+        # The offline checker on the very transcripts the server stored, with the script of
+        # the call's own language: tells the live path's faults (script choice, watermark,
+        # segments fed out of order) from ASR's.
+        offline = check(book, o.plan, o.segments, o.duration_ms, timings)
+        rescored.score(o.plan, offline, o.external_id)
+        if _verdict(offline) != _verdict(result):
+            live_v, off_v = _verdict(result), _verdict(offline)
+            diff = [f"{name} live {sorted(map(str, a - b))} offline {sorted(map(str, b - a))}"
+                    for name, a, b in zip(("stages", "forbidden", "order"), live_v, off_v,
+                                          strict=True) if a != b]
+            disagree.append(f"{o.external_id} [{o.plan.variant}] " + "; ".join(diff))
+    settings = load_settings()
+    language = args.language if args.live_url is None else "the server's"
+    print(f"\n== live: gateway + segmenter + ASR ({settings.asr.model}, language {language}) + "
+          f"checker, {len(done)} calls at {args.rate} Hz via {url} ==")
+    print(tally.table())
+    if args.errors and tally.errors:
+        print("\n".join(tally.errors))
+    near = {kind: sum(f"{kind}=near_miss" in o.plan.variant for o in done)
+            for kind in ("greeting", "closing")}
+    print(f"near misses in the set (must not count): greeting {near['greeting']} calls, "
+          f"closing {near['closing']} calls")
+    speech = sum(o.audio_s for o in done)
+    statuses: dict[str, int] = {}
+    for o in done:
+        statuses[o.status] = statuses.get(o.status, 0) + 1
+    shed = sum(o.shed for o in done)
+    late = sum(o.late for o in done)
+    langs = {lang: sum(o.plan.language == lang for o in done) for lang in ("en", "zh")}
+    print(f"\nwall {wall_s:.0f} s for {len(outcomes)} calls ({speech:.0f} s of audio, "
+          f"{speech / wall_s:.1f}x real time), {args.concurrency} at a time, pace "
+          f"{args.pace or 'flat out'}; {langs['en']} en + {langs['zh']} zh scored; statuses "
+          + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    if "server_main_s" in host:
+        print(f"server CPU while streaming: main process {host['server_main_s']:.0f} s, "
+              f"other processes (ASR workers) {host['server_workers_s']:.0f} s; "
+              f"{host['cores']} cores, load {host['load_start']} -> {host['load_end']}")
+    print(f"utterances {sum(o.utterances for o in done)}, shed {shed} "
+          f"(in {sum(o.shed > 0 for o in done)} calls), transcribed after finalising {late}")
+    if failed:
+        print(f"{len(failed)} calls not scored: " +
+              "; ".join(f"{o.external_id} {o.error}" for o in failed))
+    if missing:
+        print(f"{len(missing)} calls without a stored compliance result (scored as nothing "
+              f"heard): {', '.join(missing)}")
+    print(f"calls whose script is not in their language: {len(mismatched)}")
+    for line in mismatched:
+        print(f"  {line}")
+    print(f"offline checker on the stored transcripts (the call's own language script) "
+          f"agrees with the stored result on {len(done) - len(disagree)}/{len(done)} calls")
+    for line in disagree if args.errors else disagree[:10]:
+        print(f"  {line}")
+    if len(disagree) > 10 and not args.errors:
+        print(f"  ... {len(disagree) - 10} more (--errors for all)")
+    return {
+        "live": _figures(tally), "stored_transcripts_offline_checker": _figures(rescored),
+        "timing": {"wall_s": round(wall_s, 1), "calls": len(outcomes), "scored": len(done),
+                   "audio_s": round(speech, 1), "concurrency": args.concurrency,
+                   "pace": args.pace, "statuses": statuses, "shed": shed, "late": late,
+                   "host": host, "near_miss_calls": near},
+        "not_scored": [f"{o.external_id}: {o.error}" for o in failed],
+        "no_result": missing, "script_mismatch": mismatched, "disagreements": disagree,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,7 +614,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", default="auto", choices=("auto", "call", "zh", "en"),
                         help="ASR language: auto-detect (as the server), or the call's own")
     parser.add_argument("--text", action="store_true", help="text level only (no audio)")
-    parser.add_argument("--live", metavar="URL", help="stream to a running server (TODO)")
+    parser.add_argument("--live", nargs="?", const="", metavar="URL",
+                        help="stream through a real server: one started here, or the one at "
+                             "URL (same as --live-url)")
+    parser.add_argument("--live-url", metavar="URL",
+                        help="a running server's gateway (ws://...); needs --data-dir")
+    parser.add_argument("--data-dir", type=Path,
+                        help="the running server's data directory (its callwatch.db is read)")
+    parser.add_argument("--concurrency", type=int, default=3,
+                        help="live: calls in flight at once (default 3)")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="live: 1 = real time, 0 = flat out (default)")
+    parser.add_argument("--call-timeout", type=float, default=300.0,
+                        help="live: seconds to wait for a call to be finalised (default 300)")
+    parser.add_argument("--keep", action="store_true",
+                        help="live: keep the started server's data folder and log")
     parser.add_argument("--scripts", type=Path, default=None, help="compliance scripts folder")
     parser.add_argument("--tts-dir", type=Path, default=TTS_DIR)
     parser.add_argument("--errors", action="store_true", help="list every FP and FN")
@@ -309,15 +642,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calls < 2:
         parser.error("--calls must be at least 2 (one per language)")
+    if args.live:
+        args.live_url = args.live_url or args.live
+    live = args.live is not None or args.live_url is not None
+    if live and args.live_url and args.data_dir is None:
+        parser.error("--live-url needs --data-dir (the server's, to read its database)")
+    if live and args.live_url is None and args.language == "call":
+        parser.error("--language call is offline only: a server cannot know each call's")
+    if args.concurrency < 1 or args.pace < 0:
+        parser.error("--concurrency must be >= 1 and --pace >= 0")
     manifest = args.tts_dir / "MANIFEST.tsv"
     if not manifest.exists():
         parser.error(f"{manifest} not found: pass --tts-dir")
     book = load_compliance_scripts(args.scripts)
     plans = build_plans(load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv"), args.calls,
                         args.seed)
-    figures: dict = {"calls": args.calls, "seed": args.seed}
-    if args.live:
-        figures["live"] = bench_live(args, plans)
+    figures: dict[str, Any] = {"calls": args.calls, "seed": args.seed}
+    if live:
+        figures["live"] = bench_live(args, book, plans)
     elif args.text:
         figures["text"] = bench_text(args, book, plans)
     elif args.load_transcripts:
