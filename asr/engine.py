@@ -83,6 +83,7 @@ class EngineConfig:
     beam_size: int = 1
     simplified_chinese: bool = True
     num_workers: int = 1
+    window_margin_s: float = 0.0
 
     @classmethod
     def from_settings(
@@ -104,6 +105,7 @@ class EngineConfig:
             language_default=None if settings.language == "auto" else settings.language,
             beam_size=settings.beam_size,
             simplified_chinese=settings.simplified_chinese,
+            window_margin_s=settings.window_margin_s,
         )
 
     def build(self) -> WhisperEngine:
@@ -116,6 +118,7 @@ class EngineConfig:
             self.beam_size,
             self.simplified_chinese,
             num_workers=self.num_workers,
+            window_margin_s=self.window_margin_s,
         )
 
 
@@ -146,6 +149,7 @@ class WhisperEngine:
         *,
         num_workers: int = 1,
         gates: SpeechGates | None = None,
+        window_margin_s: float = 0.0,
     ) -> None:
         if cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
@@ -153,6 +157,11 @@ class WhisperEngine:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if window_margin_s < 0:
+            raise ValueError(f"window_margin_s must be >= 0, got {window_margin_s}")
+        # 0 = Whisper's full 30 s window; else the window is cut to the batch's longest
+        # utterance plus this margin (see _window_frames).
+        self._window_margin_frames = int(round(window_margin_s * 100))
         device, compute_type = pick_device(device, compute_type)
         path = model_path_or_name
         if not Path(path).is_dir():
@@ -244,9 +253,9 @@ class WhisperEngine:
     ) -> list[tuple[_Decoded, str]]:
         """Encode every ≤30 s utterance once, detect languages, decode greedily."""
         extractor = self._model.feature_extractor
-        mels = np.stack(
-            [pad_or_trim(extractor(audio)[:, : extractor.nb_max_frames]) for audio in audios]
-        )
+        feats = [extractor(audio)[:, : extractor.nb_max_frames] for audio in audios]
+        frames = self._window_frames(max(f.shape[-1] for f in feats), extractor.nb_max_frames)
+        mels = np.stack([pad_or_trim(f, length=frames) for f in feats])
         encoded = self._model.encode(mels)
         if any(lang is None for lang in langs):
             if self._multilingual:
@@ -289,6 +298,17 @@ class WhisperEngine:
                 )
             )
         return out
+
+    def _window_frames(self, longest: int, full: int) -> int:
+        """Mel frames to encode (100 per second). Whisper pads every window to 30 s and the
+        encoder's cost grows with it; CTranslate2 accepts a shorter input, so a short
+        utterance can be encoded in a window cut to its length plus a margin of padding.
+        Measured on the shared corpus (101 clips, base): full 30 s window WER 6.0 % / CER
+        14.4 %; a 10 s margin WER 6.0 % / CER 14.7 % at 2.5x less CPU; 5 s: 5.6 % / 15.6 %
+        at 3.2x less; 1 s: WER 15 % (too little padding: the decoder loses its footing)."""
+        if not self._window_margin_frames:
+            return full
+        return min(full, -(-(longest + self._window_margin_frames) // 100) * 100)
 
     def _decode_long(
         self, audio: npt.NDArray[np.float32], lang: str | None

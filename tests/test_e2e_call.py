@@ -164,6 +164,12 @@ def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveSe
         assert [r.seq for r in rs] == list(range(len(rs)))
         summary = analysis.result("quality_party", party)
         assert summary is not None and summary["speech_ms"] > 1000
+    # Clarity: DNSMOS windows of the agent, each stored with its rate and codec.
+    dnsmos = analysis.result("dnsmos_windows", "agent")
+    assert dnsmos is not None and dnsmos["windows"]
+    for w in dnsmos["windows"]:
+        assert (w["source_sample_rate_hz"], w["model_sample_rate_hz"]) == (8000, 16000)
+        assert w["codec"] and 1.0 <= w["ovrl_mos"] <= 5.0
     conversation = analysis.result("conversation")
     assert conversation is not None and conversation["agent_talk_ms"] > conversation[
         "customer_talk_ms"] > 0

@@ -95,6 +95,8 @@ class LiveCall:
         self.analyzer = analyzer
         self._dnsmos = dnsmos
         self._finding_seq = 0
+        self._analysis_done = False
+        self._dnsmos_scores: list[DnsmosScore] = []  # one per 9 s window scored
         self.grade: str | None = None
 
     # -- records -----------------------------------------------------------------------
@@ -177,8 +179,10 @@ class LiveCall:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
     def _on_dnsmos(self, score: DnsmosScore) -> None:
-        if self.analyzer is not None and not self._closed:
+        # Scores arriving until the verdict is made count (the call may already be closing).
+        if self.analyzer is not None and not self._analysis_done:
             self.analyzer.add_dnsmos(score)
+            self._dnsmos_scores.append(score)
 
     def _analysis_records(self, events: list[Any]) -> list[Any]:
         """Readings, findings (with a trace entry each) for the analysis events."""
@@ -308,8 +312,10 @@ class LiveCall:
         if self.analyzer is not None:
             verdict_records = self._analysis_records(self.analyzer.flush())
             verdict = self.analyzer.finish()
+            self._analysis_done = True
             self.grade = verdict.grade
             verdict_records += findings.verdict_records(self.call_id, verdict, self._finding_seq)
+            verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
         ended_at = datetime.now(UTC)
         await self._storage.put_many(
             verdict_records

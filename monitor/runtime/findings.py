@@ -88,6 +88,18 @@ def is_dead_air_start(event: Any) -> bool:
     return isinstance(event, DeadAirStarted)
 
 
+def dnsmos_records(call_id: str, scores: list[Any]) -> list[ResultSaved]:
+    """Every DNSMOS window score of the call, per party, each with its source sample rate,
+    codec, model and model rate beside it (scores are only comparable on the same path)."""
+    by_party: dict[str, list[Any]] = {}
+    for score in sorted(scores, key=lambda sc: (sc.party, sc.seq)):
+        by_party.setdefault(score.party, []).append(jsonable(score))
+    return [
+        ResultSaved(call_id, "dnsmos_windows", party, {"windows": windows})
+        for party, windows in by_party.items()
+    ]
+
+
 def verdict_records(call_id: str, verdict: CallVerdict, next_seq: int) -> list[Any]:
     out: list[Any] = [
         ResultSaved(call_id, "quality_party", party, jsonable(summary))
