@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from asr.engine import EngineConfig, WhisperEngine
+from asr.engine import EngineConfig
 from asr.scoring import corpus_cer, corpus_wer
 from config.settings import AsrSettings
 from tests.fixtures_asr import reference, requests_for
@@ -16,20 +16,24 @@ CLIPS_ZH = ("zh/aishell1_BAC009S0150W0121.flac", "zh/aishell1_BAC009S0252W0217.f
 
 
 def test_window_is_the_utterance_plus_margin_capped_at_30_s(
-    whisper_engine: WhisperEngine,
+    asr_settings: AsrSettings, asr_cache_dir: Path
 ) -> None:
-    assert whisper_engine._window_frames(500, 3000) == 1500  # 5 s + 10 s margin
-    assert whisper_engine._window_frames(2501, 3000) == 3000  # capped at Whisper's window
-    assert whisper_engine._window_frames(1, 3000) == 1100
+    config = EngineConfig.from_settings(asr_settings, asr_cache_dir)
+    assert config.window_margin_s == 0.0  # the default: Whisper's full window
+    full = config.build()
+    assert full._window_frames(500, 3000) == 3000
+    short = dataclasses.replace(config, window_margin_s=10.0).build()
+    assert short._window_frames(500, 3000) == 1500  # 5 s + 10 s margin
+    assert short._window_frames(2501, 3000) == 3000  # capped at Whisper's window
+    assert short._window_frames(1, 3000) == 1100
 
 
 def test_short_window_matches_full_window_accuracy(
     asr_settings: AsrSettings, asr_cache_dir: Path
 ) -> None:
     config = EngineConfig.from_settings(asr_settings, asr_cache_dir)
-    assert config.window_margin_s == 10.0  # the default
     engines = {
-        "short": config.build(),
+        "short": dataclasses.replace(config, window_margin_s=10.0).build(),
         "full": dataclasses.replace(config, window_margin_s=0.0).build(),
     }
     figures = {}
