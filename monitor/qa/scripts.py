@@ -61,7 +61,7 @@ import difflib
 import itertools
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -297,6 +297,20 @@ def _stage(r: _Reader, raw: Any, i: int, m: _Matching,
     )
 
 
+def _rule_tables(
+    r: _Reader, raw: Mapping[str, Any], kind: str, allowed: set[str], m: _Matching
+) -> Iterator[tuple[Mapping[str, Any], str, str, _Matching]]:
+    """Each [[forbidden]] / [[exception]] table, checked: (table, id, where, its matching)."""
+    for i, table in enumerate(raw.get(kind, [])):
+        where = f"{kind}[{i}]"
+        if not isinstance(table, dict):
+            raise r.fail(where, f"each [[{kind}]] must be a table")
+        r.keys(table, allowed, where)
+        rid = r.ident(table, where)
+        where = f"{kind} {rid!r}"
+        yield table, rid, where, m.override(r, table, where)
+
+
 def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> ComplianceScript:
     """Validate one parsed TOML document; every problem raises `ScriptInvalid`."""
     r = _Reader(source)
@@ -322,14 +336,7 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
         raise r.fail("stage", "use [[stage]] tables")
     stages = tuple(_stage(r, s, i, m, synonyms) for i, s in enumerate(stage_raw))
     forbidden = []
-    for i, f in enumerate(raw.get("forbidden", [])):
-        where = f"forbidden[{i}]"
-        if not isinstance(f, dict):
-            raise r.fail(where, "each [[forbidden]] must be a table")
-        r.keys(f, _FORBIDDEN_KEYS, where)
-        fid = r.ident(f, where)
-        where = f"forbidden {fid!r}"
-        fm = m.override(r, f, where)
+    for f, fid, where, fm in _rule_tables(r, raw, "forbidden", _FORBIDDEN_KEYS, m):
         forbidden.append(ForbiddenRule(
             id=fid,
             title=r.text(f, "title", where, default=fid),
@@ -339,14 +346,7 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
             deduction=r.number(f, "deduction", where, 0.0, hi=100),
         ))
     exceptions = []
-    for i, e in enumerate(raw.get("exception", [])):
-        where = f"exception[{i}]"
-        if not isinstance(e, dict):
-            raise r.fail(where, "each [[exception]] must be a table")
-        r.keys(e, _EXCEPTION_KEYS, where)
-        eid = r.ident(e, where)
-        where = f"exception {eid!r}"
-        em = m.override(r, e, where)
+    for e, eid, where, em in _rule_tables(r, raw, "exception", _EXCEPTION_KEYS, m):
         exceptions.append(ExceptionRule(
             id=eid,
             title=r.text(e, "title", where, default=eid),
