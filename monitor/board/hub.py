@@ -1,0 +1,213 @@
+"""The board's asyncio shell: one bus subscription feeding one `BoardState`, fanned out to
+every connected browser.
+
+`BoardHub.start()` subscribes to the event bus, seeds the state from the database (calls
+already active, today's KPIs, unresolved alerts), then folds bus events in as they come and
+broadcasts `state.flush()` every `tick_s`. Each browser has its own bounded queue: a browser
+that falls `max_backlog` messages behind is not slowed down to, nor does it slow anyone; its
+queue is cleared and it gets a fresh snapshot (resync). When the bus itself dropped events
+for us (we fell behind), the state is re-seeded from the database and everyone resyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, time
+from typing import Any
+
+from monitor.board.state import BoardState, stored_alert
+from storage.records import CallOpened, SegmentAdded
+
+log = logging.getLogger("callwatch.board")
+
+Message = dict[str, Any]
+
+
+class Client:
+    """One browser's outgoing queue. `None` in the queue means: send a fresh snapshot."""
+
+    def __init__(self, max_backlog: int) -> None:
+        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._max = max_backlog
+        self.resyncs = 0
+
+    def offer(self, msgs: list[Message]) -> None:
+        if self.queue.qsize() + len(msgs) > self._max:
+            self.resync()
+            return
+        for m in msgs:
+            self.queue.put_nowait(m)
+
+    def resync(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.resyncs += 1
+        self.queue.put_nowait(None)
+
+
+class BoardHub:
+    def __init__(
+        self,
+        bus: Any,
+        repo: Any,
+        alerts_repo: Any = None,
+        *,
+        interval_s: float = 0.3,
+        tick_s: float = 0.1,
+        max_backlog: int = 2000,
+        lines_per_party: int = 3,
+    ) -> None:
+        self._bus = bus
+        self._repo = repo
+        self._alerts_repo = alerts_repo if alerts_repo is not None else repo
+        self._interval_s = interval_s
+        self._tick_s = tick_s
+        self._max_backlog = max_backlog
+        self._lines = lines_per_party
+        self.state = BoardState(interval_s=interval_s, lines_per_party=lines_per_party)
+        self.clients: set[Client] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def ensure_started(self) -> None:
+        """Start on first use (the app has no startup hook of ours); later callers wait."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start()
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started = None
+                raise
+        else:
+            await asyncio.shield(self._started)
+
+    async def _start(self) -> None:
+        sub = self._bus.subscribe(maxsize=10_000) if self._bus is not None else None
+        await self._reseed()
+        if sub is not None:
+            self._tasks.append(asyncio.create_task(self._consume(sub), name="board-consume"))
+        self._tasks.append(asyncio.create_task(self._broadcast(), name="board-broadcast"))
+        log.info("board feed started")
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    # ------------------------------------------------------------------ clients
+    def join(self) -> Client:
+        client = Client(self._max_backlog)
+        self.clients.add(client)
+        return client
+
+    def leave(self, client: Client) -> None:
+        self.clients.discard(client)
+
+    # ------------------------------------------------------------------ loops
+    async def _consume(self, sub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        dropped = sub.dropped
+        try:
+            async for event in sub:
+                if sub.dropped != dropped:  # we fell behind the bus: start over from the DB
+                    dropped = sub.dropped
+                    log.warning(
+                        "board fell behind the event bus; resynchronising",
+                        extra={"dropped": dropped},
+                    )
+                    await self._reseed()
+                    for client in self.clients:
+                        client.resync()
+                    continue
+                try:
+                    self.state.apply(event, loop.time())
+                except Exception:  # one odd event must not stop the board
+                    log.exception("board could not apply %s", type(event).__name__)
+        finally:
+            sub.close()
+
+    async def _broadcast(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._tick_s)
+            msgs = self.state.flush(loop.time())
+            if msgs:
+                for client in self.clients:
+                    client.offer(msgs)
+
+    async def _reseed(self) -> None:
+        """Rebuild the state from the database: active calls with their last lines, today's
+        finished calls for the KPIs, unresolved alerts."""
+        state = BoardState(interval_s=self._interval_s, lines_per_party=self._lines)
+        now = asyncio.get_running_loop().time()
+        events, alerts = await asyncio.to_thread(self._seed_events)
+        for event in events:
+            state.apply(event, now)
+        for alert in alerts:
+            state.put_alert(stored_alert(alert), announce=False)
+        state.seed_today(**await asyncio.to_thread(self._today))
+        state.seq = self.state.seq
+        self.state = state
+
+    def _seed_events(self) -> tuple[list[Any], list[Any]]:
+        out: list[Any] = []
+        alerts: list[Any] = []
+        for call in self._repo.active_calls():
+            detail = self._repo.get_call(call.call_id)
+            if detail is None:
+                continue
+            out.append(
+                CallOpened(
+                    call_id=detail.call_id,
+                    external_id=detail.external_id,
+                    started_at=detail.started_at,
+                    protocol=detail.protocol,
+                    sample_rate=detail.sample_rate,
+                    channels=detail.channels,
+                    recording_path=detail.recording_path,
+                    parties=tuple((p.party, p.channel) for p in detail.parties),
+                    agent_id=detail.agent_id,
+                    queue=detail.queue,
+                    caller=detail.caller,
+                )
+            )
+            for s in detail.segments[-2 * self._lines :]:
+                out.append(
+                    SegmentAdded(
+                        detail.call_id,
+                        s.party,
+                        s.start_ms,
+                        s.end_ms,
+                        s.text,
+                        s.language,
+                        s.confidence,
+                    )
+                )
+        list_alerts = getattr(self._alerts_repo, "list_alerts", None)
+        if list_alerts is not None:
+            for state in ("open", "acknowledged"):
+                alerts.extend(reversed(list_alerts(state=state, limit=50)))
+        alerts.sort(key=lambda a: a.id)
+        return out, alerts
+
+    def _today(self) -> dict[str, Any]:
+        list_calls = self._repo.list_calls
+        start = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
+        calls = list_calls(since=start, limit=10_000)
+        done = [c for c in calls if c.status != "active" and c.duration_ms is not None]
+        scored = [c for c in done if c.grade is not None]
+        return {
+            "handled": len(done),
+            "handle_ms": sum(c.duration_ms for c in done),
+            "scored": len(scored),
+            "compliance": [c.compliance_score for c in scored if c.compliance_score is not None],
+            "needs_improvement": sum(1 for c in scored if c.grade == "needs_improvement"),
+        }

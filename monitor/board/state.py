@@ -1,0 +1,433 @@
+"""The live call board's state: sans-I/O, fed with bus events, read as snapshots and deltas.
+
+`BoardState.apply(event, now)` folds one bus event (a storage record of a live call, or an
+alert record) into the card of its call and into the KPI strip; nothing is sent from here.
+`BoardState.flush(now)` returns the messages to broadcast: each changed call's whole card at
+most once per `interval_s` (so a call that produces twenty readings and segments a second costs
+the browsers four small messages, and 100 live calls stay smooth), the KPIs when they changed,
+alert feed entries as they happen, and the removal of calls that ended `linger_s` ago.
+`snapshot(now)` is everything a (re)connecting browser needs to redraw the board from scratch.
+
+`now` is a monotonic clock in seconds for the coalescing; wall-clock times come from the events
+themselves (UTC), so tests drive the state with plain numbers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from storage.records import (
+    CallClosed,
+    CallOpened,
+    CallScored,
+    FindingAdded,
+    ReadingAdded,
+    SegmentAdded,
+    TraceAdded,
+)
+
+#: The checklist shown before any compliance event arrived (more stages appear as seen).
+DEFAULT_CHECKLIST = ("greeting", "verification", "closing")
+_OPEN_ALERT_STATES = ("open", "acknowledged")
+
+
+@dataclass
+class PartyMeters:
+    """One party's latest measures and transcript lines."""
+
+    lines: deque[dict[str, Any]]
+    level_dbov: float | None = None
+    snr_db: float | None = None
+    clarity: float | None = None  # DNSMOS OVRL (1..5), when the call has it
+    speech_ms: int = 0  # total speech measured so far (for the talk ratio)
+
+    def to_json(self, total_speech_ms: int) -> dict[str, Any]:
+        ratio = self.speech_ms / total_speech_ms if total_speech_ms else None
+        return {
+            "lines": list(self.lines),
+            "level_dbov": self.level_dbov,
+            "snr_db": self.snr_db,
+            "clarity": self.clarity,
+            "talk_ratio": None if ratio is None else round(ratio, 3),
+        }
+
+
+@dataclass
+class CallCard:
+    call_id: str
+    external_id: str
+    started_at: datetime
+    agent: str | None
+    queue: str | None
+    caller: str | None
+    parties: dict[str, PartyMeters]
+    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed"
+    alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    media_ms: int = 0
+    dead_air_ms: int = 0
+    dead_air_count: int = 0
+    dead_air_now: bool = False  # a dead-air stretch has started and not ended yet
+    ended_at: datetime | None = None
+    status: str = "active"
+    duration_ms: int | None = None
+    score: float | None = None
+    grade: str | None = None
+    ended_mono: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        total = sum(p.speech_ms for p in self.parties.values())
+        return {
+            "call_id": self.call_id,
+            "external_id": self.external_id,
+            "started_at": self.started_at.isoformat(),
+            "agent": self.agent,
+            "queue": self.queue,
+            "caller": self.caller,
+            "media_ms": self.media_ms,
+            "parties": {name: p.to_json(total) for name, p in self.parties.items()},
+            "dead_air": {
+                "total_ms": self.dead_air_ms,
+                "count": self.dead_air_count,
+                "now": self.dead_air_now,
+            },
+            "checklist": [{"stage": s, "state": v} for s, v in self.checklist.items()],
+            "alerts": sorted(self.alerts.values(), key=lambda a: a["id"]),
+            "status": self.status,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_ms": self.duration_ms,
+            "score": self.score,
+            "grade": self.grade,
+        }
+
+
+@dataclass
+class _Day:
+    """Today's finished calls, for the KPI strip (reset at UTC midnight)."""
+
+    day: date
+    handled: int = 0
+    handle_ms: int = 0
+    scored: int = 0
+    compliance_sum: float = 0.0
+    compliance_n: int = 0
+    needs_improvement: int = 0
+
+
+def alert_raised(ev: Any) -> dict[str, Any]:
+    """The feed entry for an AlertRaised record (an open alert)."""
+    return {
+        "id": int(ev.alert_id),
+        "call_id": ev.call_id,
+        "rule": ev.rule,
+        "kind": ev.kind,
+        "severity": ev.severity,
+        "state": "open",
+        "message": ev.message,
+        "party": getattr(ev, "party", None),
+        "media_start_ms": ev.media_start_ms,
+        "raised_at": _iso(ev.raised_at),
+        "agent_id": getattr(ev, "agent_id", None),
+        "queue": getattr(ev, "queue", None),
+        "by": None,
+    }
+
+
+def stored_alert(info: Any) -> dict[str, Any]:
+    """The feed entry for an alert read from the database (Contract B's AlertInfo)."""
+    by = getattr(info, "resolved_by", None) or getattr(info, "acknowledged_by", None)
+    return {
+        "id": int(info.id),
+        "call_id": info.call_id,
+        "rule": info.rule,
+        "kind": info.kind,
+        "severity": info.severity,
+        "state": info.state,
+        "message": info.message,
+        "party": info.party,
+        "media_start_ms": info.media_start_ms,
+        "raised_at": _iso(info.raised_at),
+        "agent_id": getattr(info, "agent_id", None),
+        "queue": getattr(info, "queue", None),
+        "by": by,
+    }
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class BoardState:
+    def __init__(
+        self,
+        *,
+        interval_s: float = 0.3,
+        linger_s: float = 8.0,
+        lines_per_party: int = 3,
+        checklist: tuple[str, ...] = DEFAULT_CHECKLIST,
+        feed_size: int = 50,
+        today: date | None = None,
+    ) -> None:
+        self.interval_s = interval_s
+        self.linger_s = linger_s
+        self._lines = lines_per_party
+        self._checklist = checklist
+        self.calls: dict[str, CallCard] = {}
+        self.alerts: dict[int, dict[str, Any]] = {}  # open + acknowledged, and recent others
+        self._feed: deque[int] = deque(maxlen=feed_size)
+        self._dirty: set[str] = set()
+        self._sent_at: dict[str, float] = {}
+        self._pending_alerts: list[dict[str, Any]] = []
+        self._kpi_dirty = True
+        self._kpi_sent_at = float("-inf")
+        self._day = _Day(today or datetime.now(UTC).date())
+        self.seq = 0  # messages flushed so far (a client sees gaps after a resync)
+
+    # ------------------------------------------------------------------ input
+    def apply(self, event: Any, now: float) -> None:
+        """Fold one bus event in; events of unknown calls (opened before we started) and of
+        unknown types are ignored, except that alerts always reach the feed."""
+        kind = type(event).__name__  # alert records: duck-typed (Contract B)
+        if kind == "AlertRaised":
+            self.put_alert(alert_raised(event))
+            return
+        if kind == "AlertChanged":
+            self._alert_changed(event)
+            return
+        if isinstance(event, CallOpened):
+            self._open(event)
+            return
+        card = self.calls.get(getattr(event, "call_id", ""))
+        if card is None:
+            return
+        changed = self._apply_to_card(card, event, now)
+        if changed:
+            self._dirty.add(card.call_id)
+
+    def _open(self, ev: CallOpened) -> None:
+        parties = {
+            name: PartyMeters(lines=deque(maxlen=self._lines)) for name, _ in ev.parties
+        } or {p: PartyMeters(lines=deque(maxlen=self._lines)) for p in ("customer", "agent")}
+        self.calls[ev.call_id] = CallCard(
+            call_id=ev.call_id,
+            external_id=ev.external_id,
+            started_at=ev.started_at,
+            agent=ev.agent_id,
+            queue=ev.queue,
+            caller=ev.caller,
+            parties=parties,
+            checklist=dict.fromkeys(self._checklist, "pending"),
+        )
+        self._dirty.add(ev.call_id)
+        self._kpi_dirty = True
+
+    def _party(self, card: CallCard, party: str | None) -> PartyMeters | None:
+        if party is None:
+            return None
+        if party not in card.parties:
+            card.parties[party] = PartyMeters(lines=deque(maxlen=self._lines))
+        return card.parties[party]
+
+    def _apply_to_card(self, card: CallCard, ev: Any, now: float) -> bool:
+        if isinstance(ev, SegmentAdded):
+            p = self._party(card, ev.party)
+            if p is None or not ev.text.strip():
+                return False
+            line = {"start_ms": ev.start_ms, "end_ms": ev.end_ms, "text": ev.text}
+            if line in p.lines:
+                return False
+            p.lines.append(line)
+            card.media_ms = max(card.media_ms, ev.end_ms)
+        elif isinstance(ev, ReadingAdded):
+            p = self._party(card, ev.party)
+            if p is None:
+                return False
+            v = ev.values
+            p.level_dbov = _num(v.get("speech_level_dbov"), _num(v.get("rms_dbov")))
+            p.snr_db = _num(v.get("snr_db"), p.snr_db)
+            p.clarity = _num(v.get("dnsmos_ovrl"), p.clarity)
+            p.speech_ms += int(v.get("speech_ms") or 0)
+            card.media_ms = max(card.media_ms, ev.end_ms)
+        elif isinstance(ev, FindingAdded):
+            return self._finding(card, ev)
+        elif isinstance(ev, TraceAdded):
+            if ev.kind != "dead_air_started":
+                return False
+            card.dead_air_now = True  # until its dead_air finding says it ended
+            if ev.media_ms is not None:
+                card.media_ms = max(card.media_ms, ev.media_ms)
+        elif isinstance(ev, CallScored):
+            card.score, card.grade = ev.score, ev.grade
+            self._score_today(ev)
+        elif isinstance(ev, CallClosed):
+            self._close(card, ev, now)
+        else:
+            return False
+        return True
+
+    def _finding(self, card: CallCard, ev: FindingAdded) -> bool:
+        if ev.kind == "dead_air" and ev.start_ms is not None and ev.end_ms is not None:
+            card.dead_air_ms += ev.end_ms - ev.start_ms
+            card.dead_air_count += 1
+            card.dead_air_now = False
+            return True
+        stage = ev.data.get("stage") if isinstance(ev.data, dict) else None
+        if ev.source == "compliance" and isinstance(stage, str):
+            if ev.kind == "phrase_matched":
+                card.checklist[stage] = "ok"
+                return True
+            if ev.kind == "phrase_missed" and card.checklist.get(stage) != "ok":
+                card.checklist[stage] = "missed"
+                return True
+        return False
+
+    def _close(self, card: CallCard, ev: CallClosed, now: float) -> None:
+        card.ended_at, card.status = ev.ended_at, ev.status
+        card.duration_ms = ev.duration_ms
+        card.dead_air_now = False
+        card.ended_mono = now
+        self._roll_day(ev.ended_at.date())
+        if ev.ended_at.date() == self._day.day:
+            self._day.handled += 1
+            self._day.handle_ms += ev.duration_ms
+        self._kpi_dirty = True
+
+    def _score_today(self, ev: CallScored) -> None:
+        self._day.scored += 1
+        if ev.compliance_score is not None:
+            self._day.compliance_sum += ev.compliance_score
+            self._day.compliance_n += 1
+        if ev.grade == "needs_improvement":
+            self._day.needs_improvement += 1
+        self._kpi_dirty = True
+
+    def _roll_day(self, day: date) -> None:
+        if day > self._day.day:
+            self._day = _Day(day)
+
+    def _alert_changed(self, ev: Any) -> None:
+        known = self.alerts.get(int(ev.alert_id))
+        alert = (
+            dict(known)
+            if known
+            else {
+                "id": int(ev.alert_id),
+                "call_id": ev.call_id,
+                "rule": None,
+                "kind": None,
+                "severity": "warning",
+                "message": "",
+                "party": None,
+                "media_start_ms": None,
+                "raised_at": None,
+                "agent_id": None,
+                "queue": None,
+            }
+        )
+        alert.update(state=ev.state, by=ev.by, changed_at=_iso(ev.at))
+        self.put_alert(alert)
+
+    def put_alert(self, alert: dict[str, Any], *, announce: bool = True) -> None:
+        """Add or update an alert (feed, its call's badge, KPIs); `announce` sends it to the
+        browsers as an alert message (not for alerts loaded into a fresh snapshot)."""
+        self.alerts[alert["id"]] = alert
+        if alert["id"] in self._feed:
+            self._feed.remove(alert["id"])
+        self._feed.append(alert["id"])
+        for old in list(self.alerts):  # keep what the feed shows, and every unresolved alert
+            a = self.alerts[old]
+            if old not in self._feed and a["state"] not in _OPEN_ALERT_STATES:
+                del self.alerts[old]
+        card = self.calls.get(alert["call_id"] or "")
+        if card is not None:
+            card.alerts[alert["id"]] = {
+                k: alert[k] for k in ("id", "kind", "severity", "state", "media_start_ms")
+            }
+            self._dirty.add(card.call_id)
+        if announce:
+            self._pending_alerts.append(alert)
+        self._kpi_dirty = True
+
+    # ------------------------------------------------------------------ output
+    def kpis(self) -> dict[str, Any]:
+        d = self._day
+        return {
+            "day": d.day.isoformat(),
+            "active_calls": sum(1 for c in self.calls.values() if c.ended_at is None),
+            "avg_handle_ms": round(d.handle_ms / d.handled) if d.handled else None,
+            "handled_today": d.handled,
+            "open_alerts": sum(1 for a in self.alerts.values() if a["state"] == "open"),
+            "compliance_rate": round(d.compliance_sum / d.compliance_n, 1)
+            if d.compliance_n
+            else None,
+            "needs_improvement": d.needs_improvement,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole board, for a browser that (re)connects."""
+        return {
+            "type": "snapshot",
+            "seq": self.seq,
+            "calls": [c.to_json() for c in self.calls.values()],
+            "kpis": self.kpis(),
+            "alerts": [self.alerts[i] for i in self._feed if i in self.alerts],
+            "interval_ms": round(self.interval_s * 1000),
+        }
+
+    def flush(self, now: float) -> list[dict[str, Any]]:
+        """Messages due now. A call's card goes out at most once per `interval_s`; one that
+        changed again sooner stays dirty until its turn (coalescing, never dropping)."""
+        out: list[dict[str, Any]] = []
+        for alert in self._pending_alerts:
+            out.append({"type": "alert", "alert": alert})
+        self._pending_alerts.clear()
+        for call_id in sorted(self._dirty):
+            card = self.calls.get(call_id)
+            if card is None:
+                self._dirty.discard(call_id)
+                continue
+            if now - self._sent_at.get(call_id, float("-inf")) < self.interval_s:
+                continue
+            self._dirty.discard(call_id)
+            self._sent_at[call_id] = now
+            out.append({"type": "call", "call": card.to_json()})
+        for call_id, card in list(self.calls.items()):
+            if card.ended_mono is not None and now - card.ended_mono >= self.linger_s:
+                if call_id in self._dirty:
+                    continue  # its last card first
+                del self.calls[call_id]
+                self._sent_at.pop(call_id, None)
+                out.append({"type": "remove", "call_id": call_id})
+                self._kpi_dirty = True
+        if self._kpi_dirty and now - self._kpi_sent_at >= self.interval_s:
+            self._kpi_dirty = False
+            self._kpi_sent_at = now
+            out.append({"type": "kpis", "kpis": self.kpis()})
+        for msg in out:
+            self.seq += 1
+            msg["seq"] = self.seq
+        return out
+
+    def seed_today(
+        self,
+        *,
+        handled: int,
+        handle_ms: int,
+        compliance: list[float],
+        needs_improvement: int,
+        scored: int,
+    ) -> None:
+        """Start today's KPIs from what the database already holds (at startup)."""
+        d = self._day
+        d.handled, d.handle_ms, d.scored = handled, handle_ms, scored
+        d.compliance_sum, d.compliance_n = sum(compliance), len(compliance)
+        d.needs_improvement = needs_improvement
+        self._kpi_dirty = True
+
+
+def _num(value: Any, default: float | None = None) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return round(float(value), 1)
+    return default

@@ -1,0 +1,219 @@
+// The live call board: a websocket feed of call cards, KPIs and alerts (see monitor/board).
+// The server sends a snapshot on connect and coalesced updates after; a gap in `seq` or a
+// lost connection makes the page resynchronise from a fresh snapshot.
+import { api, esc, fmtDuration, header, me } from "./api.js";
+import { gradeText, t, translatePage } from "./i18n.js";
+
+const cards = new Map(); // call_id -> card json
+const alerts = new Map(); // alert id -> alert json (feed order kept by `feedOrder`)
+let feedOrder = [];
+let lastSeq = 0;
+let user = null;
+let ws = null;
+let retryMs = 500;
+const $ = (id) => document.getElementById(id);
+
+function meter(label, value, unit = "") {
+  const v = value == null ? "–" : `${value}${unit}`;
+  return `<span class="meter"><i>${esc(label)}</i> <b>${esc(v)}</b></span>`;
+}
+
+function partyBlock(name, p) {
+  const lines = p.lines.map((l) => `<li>${esc(l.text)}</li>`).join("");
+  const ratio = p.talk_ratio == null ? null : Math.round(p.talk_ratio * 100);
+  return `<div class="party" data-party="${esc(name)}">
+    <div class="party-name">${esc(t(name))}</div>
+    <ul class="lines">${lines}</ul>
+    <div class="meters">${meter(t("level"), p.level_dbov, " dB")}${meter(t("snr"), p.snr_db, " dB")}${
+      meter(t("clarity"), p.clarity)}${meter(t("talk"), ratio, "%")}</div>
+  </div>`;
+}
+
+function cardHtml(c) {
+  const parties = Object.entries(c.parties).map(([n, p]) => partyBlock(n, p)).join("");
+  const checks = c.checklist
+    .map((s) => `<li class="check ${s.state}" data-stage="${esc(s.stage)}">${esc(t(s.stage))} ${
+      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : "…"}</li>`)
+    .join("");
+  const badges = c.alerts
+    .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${
+      esc(t(a.kind) === a.kind ? a.kind.replace(/_/g, " ") : t(a.kind))}</span>`)
+    .join("");
+  const da = c.dead_air;
+  const grade = c.grade ? `<span class="grade g-${esc(c.grade)}">${esc(gradeText(c.grade))}</span>` : "";
+  return `<div class="card-head">
+      <span class="agent"><i>${esc(t("agent"))}</i> ${esc(c.agent ?? "–")}</span>
+      <span class="queue"><i>${esc(t("queue"))}</i> ${esc(c.queue ?? "–")}</span>
+      <span class="caller"><i>${esc(t("caller"))}</i> ${esc(c.caller ?? "–")}</span>
+      <span class="duration" data-started="${esc(c.started_at)}">${fmtDuration(duration(c))}</span>
+      ${grade}
+    </div>
+    <div class="parties">${parties}</div>
+    <div class="card-foot">
+      <ul class="checklist">${checks}</ul>
+      <span class="dead-air ${da.now ? "now" : ""}">${esc(t("dead_air"))} ${fmtDuration(da.total_ms)}${
+        da.now ? ` · ${esc(t("dead_air_now"))}` : ""}</span>
+      <span class="badges">${badges}</span>
+    </div>`;
+}
+
+function duration(c) {
+  if (c.duration_ms != null) return c.duration_ms;
+  return Date.now() - Date.parse(c.started_at);
+}
+
+function visible(c) {
+  const q = $("filter-queue").value;
+  const a = $("filter-agent").value;
+  return (!q || c.queue === q) && (!a || c.agent === a);
+}
+
+function upsert(c) {
+  cards.set(c.call_id, c);
+  let el = document.querySelector(`.call[data-call-id="${CSS.escape(c.call_id)}"]`);
+  if (!el) {
+    el = document.createElement("article");
+    el.className = "call card";
+    el.dataset.callId = c.call_id;
+    $("calls").appendChild(el);
+  }
+  el.innerHTML = cardHtml(c);
+  el.classList.toggle("ended", c.status !== "active");
+  el.hidden = !visible(c);
+}
+
+function remove(callId) {
+  cards.delete(callId);
+  const el = document.querySelector(`.call[data-call-id="${CSS.escape(callId)}"]`);
+  if (!el) return;
+  el.classList.add("leaving"); // fades out (CSS), then goes
+  setTimeout(() => el.remove(), 1500);
+  refreshChrome();
+}
+
+function refreshChrome() {
+  $("no-calls").hidden = cards.size > 0;
+  for (const [id, values] of [
+    ["filter-queue", [...new Set([...cards.values()].map((c) => c.queue).filter(Boolean))]],
+    ["filter-agent", [...new Set([...cards.values()].map((c) => c.agent).filter(Boolean))]],
+  ]) {
+    const sel = $(id);
+    const keep = sel.value;
+    const opts = [""].concat(values.sort());
+    if (keep && !opts.includes(keep)) opts.push(keep);
+    const html = opts.map((v) => `<option value="${esc(v)}">${esc(v || t("all"))}</option>`).join("");
+    if (sel.innerHTML !== html) {
+      sel.innerHTML = html;
+      sel.value = keep;
+    }
+  }
+}
+
+function setKpis(k) {
+  $("kpi-active").textContent = k.active_calls;
+  $("kpi-aht").textContent = k.avg_handle_ms == null ? "–" : fmtDuration(k.avg_handle_ms);
+  $("kpi-alerts").textContent = k.open_alerts;
+  $("kpi-compliance").textContent = k.compliance_rate == null ? "–" : `${k.compliance_rate}%`;
+  $("kpi-ni").textContent = k.needs_improvement;
+}
+
+function putAlert(a) {
+  alerts.set(a.id, a);
+  feedOrder = feedOrder.filter((i) => i !== a.id);
+  feedOrder.push(a.id);
+  drawFeed();
+}
+
+function drawFeed() {
+  const canAck = user && ["supervisor", "admin"].includes(user.role);
+  const call = (id) => cards.get(id);
+  $("alert-feed").innerHTML = [...feedOrder].reverse().map((id) => {
+    const a = alerts.get(id);
+    const c = call(a.call_id);
+    const who = c ? `${t("agent")} ${c.agent ?? "–"} · ${c.queue ?? ""}` : a.agent_id ?? "";
+    const ack = canAck && a.state === "open"
+      ? `<button class="ack" data-alert-id="${a.id}">${esc(t("acknowledge"))}</button>` : "";
+    return `<li class="alert ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">
+      <b>${esc(a.kind ?? "")}</b> <span class="state">${esc(t(a.state))}</span>
+      <div class="msg">${esc(a.message ?? "")}</div><div class="muted">${esc(who)}</div>${ack}</li>`;
+  }).join("");
+}
+
+function onMessage(msg) {
+  if (msg.type === "snapshot") {
+    for (const el of document.querySelectorAll(".call")) el.remove();
+    cards.clear();
+    alerts.clear();
+    feedOrder = [];
+    for (const c of msg.calls) upsert(c);
+    for (const a of msg.alerts) putAlert(a);
+    setKpis(msg.kpis);
+    lastSeq = msg.seq;
+    refreshChrome();
+    return;
+  }
+  if (msg.seq !== lastSeq + 1) { // missed something (server dropped us behind): start over
+    ws.send(JSON.stringify({ type: "resync" }));
+    lastSeq = msg.seq;
+    return;
+  }
+  lastSeq = msg.seq;
+  if (msg.type === "call") upsert(msg.call);
+  else if (msg.type === "remove") remove(msg.call_id);
+  else if (msg.type === "kpis") setKpis(msg.kpis);
+  else if (msg.type === "alert") putAlert(msg.alert);
+  refreshChrome();
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(`${proto}://${location.host}/board/ws`);
+  ws.onopen = () => {
+    retryMs = 500;
+    const c = $("conn");
+    c.textContent = t("connected");
+    c.className = "conn up";
+  };
+  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onclose = (ev) => {
+    const c = $("conn");
+    c.textContent = t("disconnected");
+    c.className = "conn down";
+    if (ev.code === 4401) return void (location.href = "/login?next=/board");
+    setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 8000);
+  };
+}
+
+async function main() {
+  translatePage();
+  document.title = `callwatch · ${t("title_board")}`;
+  user = await me();
+  header(user);
+  refreshChrome();
+  for (const id of ["filter-queue", "filter-agent"]) {
+    $(id).addEventListener("change", () => {
+      for (const c of cards.values()) upsert(c);
+    });
+  }
+  $("alert-feed").addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button.ack");
+    if (!b) return;
+    b.disabled = true;
+    try {
+      await api(`/api/alerts/${b.dataset.alertId}/acknowledge`, { method: "POST" });
+    } catch (e) {
+      b.disabled = false;
+      console.error(e);
+    }
+  });
+  setInterval(() => { // durations tick locally between updates
+    for (const el of document.querySelectorAll(".call:not(.ended) .duration")) {
+      el.textContent = fmtDuration(Date.now() - Date.parse(el.dataset.started));
+    }
+  }, 1000);
+  window.cwBoard = { cards, alerts, reconnect: () => ws && ws.close() }; // for tests
+  connect();
+}
+
+main();

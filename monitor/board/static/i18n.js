@@ -1,0 +1,87 @@
+// Chinese and English texts for the board, replay and login pages.
+// The language is ?lang=zh|en, else the saved choice, else the browser's.
+const TEXTS = {
+  en: {
+    title_board: "Live call board", title_replay: "Call replay", title_login: "Sign in",
+    username: "User name", password: "Password", sign_in: "Sign in", sign_out: "Sign out",
+    login_failed: "Wrong user name or password.", forbidden: "Your role may not open this page.",
+    active_calls: "Active calls", avg_handle: "Avg handle time today", open_alerts: "Open alerts",
+    compliance_rate: "Compliance rate", needs_improvement: "Needs improvement",
+    queue: "Queue", agent: "Agent", caller: "Caller", all: "All", alerts: "Alerts",
+    acknowledge: "Acknowledge", acknowledged: "acknowledged", resolved: "resolved", open: "open",
+    customer: "Customer", level: "Level", snr: "SNR", clarity: "Clarity", talk: "Talk",
+    dead_air: "Dead air", dead_air_now: "dead air now", connected: "live",
+    disconnected: "reconnecting…", no_calls: "No live calls.", ended: "Ended",
+    greeting: "Greeting", verification: "Verification", closing: "Closing",
+    confirmation: "Confirmation", hold: "Hold", pre_closing: "Pre-closing",
+    excellent: "excellent", good: "good", pass: "pass", needs_improvement_g: "needs improvement",
+    search: "Search", from: "From", to: "To", grade: "Grade", status: "Status",
+    min_score: "Min score", max_score: "Max score", text: "Text", results: "Calls",
+    started: "Started", duration: "Duration", score: "Score", open_call: "Open",
+    transcript: "Transcript", markers: "Markers", trace: "Trace", scorecard: "Scorecard",
+    qa_review: "QA review", manual_score: "Manual score", comment: "Comment", save: "Save",
+    saved: "Saved.", reviews: "Reviews", speech: "speech", silence: "silence",
+    overtalk: "overtalk", quality: "quality", compliance: "compliance", alert: "alert",
+    board: "Board", replay: "Replay", language: "中文", not_found: "Call not found.",
+  },
+  zh: {
+    title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
+    username: "用户名", password: "密码", sign_in: "登录", sign_out: "退出",
+    login_failed: "用户名或密码错误。", forbidden: "您的角色无权打开此页面。",
+    active_calls: "进行中通话", avg_handle: "今日平均处理时长", open_alerts: "未处理告警",
+    compliance_rate: "合规率", needs_improvement: "待改进",
+    queue: "队列", agent: "坐席", caller: "主叫", all: "全部", alerts: "告警",
+    acknowledge: "确认", acknowledged: "已确认", resolved: "已解决", open: "未处理",
+    customer: "客户", level: "电平", snr: "信噪比", clarity: "清晰度", talk: "说话占比",
+    dead_air: "静默", dead_air_now: "正在静默", connected: "实时",
+    disconnected: "正在重连…", no_calls: "当前没有通话。", ended: "已结束",
+    greeting: "问候", verification: "身份核实", closing: "结束语",
+    confirmation: "确认", hold: "保持", pre_closing: "结束前确认",
+    excellent: "优秀", good: "良好", pass: "合格", needs_improvement_g: "待改进",
+    search: "搜索", from: "开始", to: "结束", grade: "等级", status: "状态",
+    min_score: "最低分", max_score: "最高分", text: "文本", results: "通话",
+    started: "开始时间", duration: "时长", score: "得分", open_call: "打开",
+    transcript: "转写", markers: "标记", trace: "轨迹", scorecard: "评分卡",
+    qa_review: "质检评审", manual_score: "人工评分", comment: "评语", save: "保存",
+    saved: "已保存。", reviews: "评审记录", speech: "语音", silence: "静音",
+    overtalk: "抢话", quality: "质量", compliance: "合规", alert: "告警",
+    board: "看板", replay: "回放", language: "English", not_found: "找不到该通话。",
+  },
+};
+
+export function lang() {
+  const q = new URLSearchParams(location.search).get("lang");
+  if (q === "zh" || q === "en") {
+    localStorage.setItem("cw_lang", q);
+    return q;
+  }
+  const saved = localStorage.getItem("cw_lang");
+  if (saved === "zh" || saved === "en") return saved;
+  return (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh" : "en";
+}
+
+export function t(key) {
+  const l = lang();
+  return TEXTS[l][key] ?? TEXTS.en[key] ?? key;
+}
+
+export function gradeText(grade) {
+  if (!grade) return "";
+  return t(grade === "needs_improvement" ? "needs_improvement_g" : grade);
+}
+
+// Fill every [data-i18n] element's text and [data-i18n-ph] placeholder; set <html lang>.
+export function translatePage() {
+  document.documentElement.lang = lang() === "zh" ? "zh-CN" : "en";
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-ph]")) el.placeholder = t(el.dataset.i18nPh);
+  const sw = document.getElementById("lang-switch");
+  if (sw) {
+    sw.textContent = t("language");
+    sw.onclick = () => {
+      const u = new URL(location.href);
+      u.searchParams.set("lang", lang() === "zh" ? "en" : "zh");
+      location.href = u.toString();
+    };
+  }
+}

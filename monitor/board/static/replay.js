@@ -1,0 +1,227 @@
+// QA replay: search calls, then one call's audio with lanes, transcript, markers, trace,
+// scorecard and the QA review form. The audio streams from the API with range requests (the
+// `cw_token` cookie authenticates them), so seeking anywhere starts playing at once.
+import { api, esc, fmtDuration, header, HttpError, me } from "./api.js";
+import { gradeText, t, translatePage } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+let durationMs = 1;
+let lines = []; // transcript <li>s in start order, for the playback highlight
+
+const list = (v) => (Array.isArray(v) ? v : []);
+
+async function optional(path) {
+  try {
+    return await api(path);
+  } catch (e) {
+    if (e instanceof HttpError && (e.status === 404 || e.status === 405)) return null;
+    throw e;
+  }
+}
+
+// ------------------------------------------------------------------ search
+async function search(form) {
+  const q = new URLSearchParams();
+  for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+  q.set("limit", "100");
+  const rows = await api(`/api/calls?${q}`);
+  const items = Array.isArray(rows) ? rows : list(rows && rows.items);
+  $("results").querySelector("tbody").innerHTML = items.map((c) => `<tr data-call-id="${esc(c.call_id)}">
+    <td>${esc(new Date(c.started_at).toLocaleString())}</td><td>${esc(c.agent_id ?? "")}</td>
+    <td>${esc(c.queue ?? "")}</td><td>${esc(c.caller ?? "")}</td><td>${fmtDuration(c.duration_ms)}</td>
+    <td>${c.score == null ? "–" : Math.round(c.score)}</td><td>${esc(gradeText(c.grade))}</td>
+    <td><a href="/replay?call=${encodeURIComponent(c.call_id)}">${esc(t("open_call"))}</a></td></tr>`).join("");
+}
+
+// ------------------------------------------------------------------ call page
+const pct = (ms) => `${Math.max(0, Math.min(100, (100 * ms) / durationMs))}%`;
+const span = (a, b) => `left:${pct(a)};width:calc(${pct(b)} - ${pct(a)})`;
+
+function seek(ms) {
+  const audio = $("audio");
+  audio.currentTime = ms / 1000;
+  highlight(ms);
+}
+
+function lanes(detail, findings) {
+  const parties = list(detail.parties).map((p) => p.party);
+  if (!parties.length) parties.push("customer", "agent");
+  $("lanes").innerHTML = parties.map((party) => {
+    const regions = list(detail.segments).filter((s) => s.party === party)
+      .map((s) => `<span class="r speech" style="${span(s.start_ms, s.end_ms)}"></span>`);
+    for (const f of findings) {
+      if (f.start_ms == null || f.end_ms == null) continue;
+      if (f.kind === "dead_air" || (f.kind === "overtalk" && (f.party == null || f.party === party))) {
+        regions.push(`<span class="r ${esc(f.kind)}" style="${span(f.start_ms, f.end_ms)}" title="${
+          esc(t(f.kind))}"></span>`);
+      }
+    }
+    return `<div class="lane-row"><span class="lane-label">${esc(t(party))}</span>
+      <div class="lane" data-party="${esc(party)}">${regions.join("")}</div></div>`;
+  }).join("");
+}
+
+function markers(findings, alerts) {
+  const items = [];
+  for (const a of alerts) {
+    const ms = a.media_start_ms ?? 0;
+    items.push({ ms, cls: `alert ${a.severity}`, kind: "alert", id: a.id, label: `${t("alert")}: ${a.kind} ${a.message ?? ""}` });
+  }
+  for (const f of findings) {
+    if (f.kind === "dead_air" || f.kind === "overtalk") continue; // drawn in the lanes
+    const ms = f.start_ms ?? f.end_ms;
+    if (ms == null) continue;
+    const cls = f.source === "compliance" ? (f.kind === "phrase_matched" ? "hit" : "miss") : "quality";
+    const stage = f.data && f.data.stage ? ` ${t(f.data.stage)}` : "";
+    items.push({ ms, cls, kind: f.source, label: `${t(f.source)}: ${f.kind}${stage}` });
+  }
+  $("markers").innerHTML = items.map((m) => `<button class="marker ${esc(m.cls)}" data-kind="${esc(m.kind)}"
+    ${m.id != null ? `data-alert-id="${m.id}"` : ""} data-ms="${m.ms}" style="left:${pct(m.ms)}"
+    title="${esc(m.label)}"></button>`).join("");
+}
+
+function transcript(detail) {
+  const segs = [...list(detail.segments)].sort((a, b) => a.start_ms - b.start_ms);
+  $("transcript").innerHTML = segs.map((s) => `<li class="line" data-party="${esc(s.party)}"
+    data-start-ms="${s.start_ms}" data-end-ms="${s.end_ms}"><span class="ts">${fmtDuration(s.start_ms)}</span>
+    <b>${esc(t(s.party))}</b> ${esc(s.text)}</li>`).join("");
+  lines = [...$("transcript").querySelectorAll(".line")];
+}
+
+function highlight(ms) {
+  let current = null;
+  for (const li of lines) if (Number(li.dataset.startMs) <= ms) current = li;
+  for (const li of lines) li.classList.toggle("current", li === current);
+  const frac = Math.max(0, Math.min(1, ms / durationMs));
+  $("playhead").style.left = `calc(78px + (100% - 78px) * ${frac})`; // lanes start after labels
+}
+
+function scorecard(detail, results) {
+  const row = (k, v) => `<tr><th>${esc(k)}</th><td>${esc(v ?? "–")}</td></tr>`;
+  const r = (v) => (v == null ? null : Math.round(v));
+  const comp = (results.compliance && results.compliance[""]) || {};
+  const stages = list(comp.stages).map((s) => `<li class="check ${s.passed || s.matched ? "ok" : "missed"}">${
+    esc(t(s.stage ?? s.id ?? ""))}</li>`).join("");
+  $("scorecard").innerHTML = `<div class="grade big g-${esc(detail.grade ?? "none")}">${esc(gradeText(detail.grade) || "–")}</div>
+    <table>${row(t("score"), r(detail.score))}${row(t("quality"), r(detail.quality_score))}${
+      row(t("compliance"), r(detail.compliance_score))}</table><ul class="checklist">${stages}</ul>`;
+}
+
+function trace(detail) {
+  $("trace").innerHTML = list(detail.trace).map((e) => `<li data-ms="${e.media_ms ?? ""}">
+    <span class="ts">${e.media_ms == null ? "" : fmtDuration(e.media_ms)}</span> ${esc(e.kind)}${
+      e.party ? ` · ${esc(t(e.party))}` : ""}</li>`).join("");
+}
+
+function reviews(items) {
+  $("reviews").innerHTML = items.map((r) => `<li class="review"><b>${esc(r.score ?? "–")}</b> ${
+    esc(r.comment ?? "")} <span class="muted">${esc(r.reviewer ?? r.username ?? r.by ?? "")} ${
+      esc(r.created_at ? new Date(r.created_at).toLocaleString() : "")}</span></li>`).join("");
+  const last = items[items.length - 1];
+  if (last) {
+    $("review-score").value = last.score ?? "";
+    $("review-comment").value = last.comment ?? "";
+  }
+}
+
+async function loadReviews(id, detail) {
+  const r = detail.reviews ?? (await optional(`/api/calls/${encodeURIComponent(id)}/reviews`));
+  reviews(Array.isArray(r) ? r : list(r && r.items));
+}
+
+async function showCall(id) {
+  $("call-view").hidden = false;
+  const enc = encodeURIComponent(id);
+  let detail;
+  try {
+    detail = await api(`/api/calls/${enc}`);
+  } catch (e) {
+    if (e instanceof HttpError && e.status === 404) {
+      $("page-error").textContent = t("not_found");
+      $("page-error").hidden = false;
+      $("call-view").hidden = true;
+      return;
+    }
+    throw e;
+  }
+  const analysis = detail.analysis ?? {};
+  const findings = list(detail.findings ?? analysis.findings);
+  const results = detail.results ?? analysis.results ?? {};
+  let alerts = detail.alerts;
+  if (alerts === undefined) {
+    const a = await optional(`/api/alerts?call_id=${enc}`);
+    alerts = Array.isArray(a) ? a : list(a && a.items);
+  }
+  durationMs = detail.duration_ms || Math.max(1, ...list(detail.segments).map((s) => s.end_ms));
+  $("call-head").innerHTML = `<span class="agent"><i>${esc(t("agent"))}</i> ${esc(detail.agent_id ?? "–")}</span>
+    <span class="queue"><i>${esc(t("queue"))}</i> ${esc(detail.queue ?? "–")}</span>
+    <span class="caller"><i>${esc(t("caller"))}</i> ${esc(detail.caller ?? "–")}</span>
+    <span><i>${esc(t("started"))}</i> ${esc(new Date(detail.started_at).toLocaleString())}</span>
+    <span><i>${esc(t("duration"))}</i> ${fmtDuration(detail.duration_ms)}</span>
+    <span class="grade g-${esc(detail.grade ?? "none")}">${esc(gradeText(detail.grade))}</span>`;
+  const audio = $("audio");
+  audio.src = `/api/calls/${enc}/recording`;
+  lanes(detail, findings);
+  markers(findings, list(alerts));
+  transcript(detail);
+  scorecard(detail, results);
+  trace(detail);
+  await loadReviews(id, detail);
+
+  audio.addEventListener("timeupdate", () => highlight(audio.currentTime * 1000));
+  $("transcript").addEventListener("click", (ev) => {
+    const li = ev.target.closest(".line");
+    if (li) seek(Number(li.dataset.startMs));
+  });
+  $("markers").addEventListener("click", (ev) => {
+    const m = ev.target.closest(".marker");
+    if (m) seek(Number(m.dataset.ms));
+  });
+  $("trace").addEventListener("click", (ev) => {
+    const li = ev.target.closest("li[data-ms]");
+    if (li && li.dataset.ms !== "") seek(Number(li.dataset.ms));
+  });
+  $("lanes").addEventListener("click", (ev) => {
+    const lane = ev.target.closest(".lane");
+    if (!lane) return;
+    const box = lane.getBoundingClientRect();
+    seek(((ev.clientX - box.left) / box.width) * durationMs);
+  });
+  $("review-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const score = $("review-score").value;
+    await api(`/api/calls/${enc}/reviews`, {
+      method: "POST",
+      body: { score: score === "" ? null : Number(score), comment: $("review-comment").value },
+    });
+    $("review-status").textContent = t("saved");
+    await loadReviews(id, {});
+  });
+}
+
+async function main() {
+  translatePage();
+  document.title = `callwatch · ${t("title_replay")}`;
+  const user = await me();
+  header(user);
+  $("nav-board").hidden = !["supervisor", "admin"].includes(user.role);
+  const id = params.get("call");
+  if (id) {
+    await showCall(id);
+  } else {
+    $("search-view").hidden = false;
+    const form = $("search-form");
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      search(form);
+    });
+    await search(form);
+  }
+  document.body.dataset.ready = "1"; // for tests: everything drawn
+}
+
+main().catch((e) => {
+  $("page-error").textContent = String(e.message || e);
+  $("page-error").hidden = false;
+});

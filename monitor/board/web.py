@@ -1,0 +1,142 @@
+"""The board's routes on the API app: pages, static files, `/board/me`, and the websocket feed.
+
+Pages are plain HTML + ES modules from `static/` (no build step). Who may open what:
+the board (`/board`, `/board/ws`) — supervisor and admin; the replay page (`/replay`) — qa and
+admin. A visitor without a valid `cw_token` cookie is sent to `/login`; a signed-in user whose
+role may not open a page gets 403 with a page that says so. The JSON the pages load comes from
+the API (`/api/...`), which checks roles again on every call.
+
+The websocket authenticates with the same cookie (browsers send cookies on the handshake);
+a refusal closes with 4401 (not signed in) or 4403 (wrong role) so the page can react.
+Messages are JSON: the first is a snapshot, then `call`/`kpis`/`alert`/`remove` deltas, each
+with a `seq`; the browser sends `{"type": "resync"}` when it saw a gap and gets a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from monitor.api.auth import COOKIE
+from monitor.board.hub import BoardHub, Client
+
+STATIC = Path(__file__).resolve().parent / "static"
+BOARD_ROLES = ("supervisor", "admin")
+REPLAY_ROLES = ("qa", "admin")
+HOME = {"supervisor": "/board", "admin": "/board", "qa": "/replay"}
+
+_FORBIDDEN = """<!doctype html><html><head><meta charset="utf-8"><title>callwatch · 403</title>
+<link rel="stylesheet" href="/static/style.css"></head><body class="login">
+<div class="card login-card" id="forbidden"><h1>403</h1>
+<p>Your role ({role}) may not open this page. · 您的角色（{role}）无权打开此页面。</p>
+<p><a href="{home}">{home}</a> · <a href="/login">/login</a></p></div></body></html>"""
+
+
+def _user(ctx: Any, token: str | None) -> Any:
+    """The signed-in user for a `cw_token` value, or None."""
+    if not token or len(token) > 512:
+        return None
+    return ctx.access.user_for_token(token, at=ctx.clock())
+
+
+def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
+    """Add the board and replay pages and the live feed to the API app; returns the hub (its
+    feed starts with the first browser and stops with `hub.close()`)."""
+    hub = BoardHub(ctx.bus, ctx.repo, alerts_repo=getattr(ctx, "alerts_repo", None))
+    app.state.board_hub = hub
+    app.mount("/static", StaticFiles(directory=STATIC), name="board-static")
+
+    async def page(request: Request, name: str, roles: tuple[str, ...]) -> Response:
+        user = await asyncio.to_thread(_user, ctx, request.cookies.get(COOKIE))
+        if user is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
+        if user.role not in roles:
+            home = HOME.get(user.role, "/login")
+            return HTMLResponse(_FORBIDDEN.format(role=user.role, home=home), status_code=403)
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/board", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page() -> Response:
+        return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/board", include_in_schema=False)
+    async def board_page(request: Request) -> Response:
+        return await page(request, "board.html", BOARD_ROLES)
+
+    @app.get("/replay", include_in_schema=False)
+    async def replay_page(request: Request) -> Response:
+        return await page(request, "replay.html", REPLAY_ROLES)
+
+    @app.get("/board/me", include_in_schema=False)
+    async def whoami(request: Request) -> Response:
+        user = await asyncio.to_thread(_user, ctx, request.cookies.get(COOKIE))
+        if user is None:
+            return JSONResponse({"detail": "log in first"}, status_code=401)
+        return JSONResponse({"username": user.username, "role": user.role})
+
+    @app.post("/board/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        if token and len(token) <= 512:
+            await asyncio.to_thread(ctx.access.revoke_token, token, at=ctx.clock())
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.websocket("/board/ws")
+    async def board_ws(ws: WebSocket) -> None:
+        user = await asyncio.to_thread(_user, ctx, ws.cookies.get(COOKIE))
+        await ws.accept()
+        if user is None or user.role not in BOARD_ROLES:
+            await ws.close(code=4401 if user is None else 4403)
+            return
+        await hub.ensure_started()
+        client = hub.join()
+        reader = asyncio.create_task(_read(ws, client))
+        try:
+            await ws.send_text(json.dumps(hub.state.snapshot()))
+            while not reader.done():
+                msg = await client.queue.get()
+                if reader.done():
+                    break
+                payload = hub.state.snapshot() if msg is None else msg
+                await ws.send_text(json.dumps(payload))
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the browser went away (RuntimeError: sent after close)
+        finally:
+            hub.leave(client)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await reader
+
+    return hub
+
+
+async def _read(ws: WebSocket, client: Client) -> None:
+    """The browser's side of the feed: `resync` asks for a snapshot; a close ends the feed."""
+    try:
+        while True:
+            text = await ws.receive_text()
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(text).get("type") == "resync":
+                    client.resync()
+    except WebSocketDisconnect:
+        client.queue.put_nowait(None)  # wake the sender so it notices
+        raise
+
+
+def _quote(path: str) -> str:
+    return quote(path, safe="/")

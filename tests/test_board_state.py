@@ -1,0 +1,246 @@
+"""BoardState: cards, KPIs, coalesced deltas and snapshots, driven with plain clocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from monitor.board.state import BoardState
+from storage.records import (
+    CallClosed,
+    CallOpened,
+    CallScored,
+    FindingAdded,
+    ReadingAdded,
+    SegmentAdded,
+    TraceAdded,
+)
+
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class AlertRaised:  # the fields of storage.records.AlertRaised (Contract B) the board reads
+    alert_id: int
+    call_id: str
+    rule: str
+    kind: str
+    severity: str
+    raised_at: datetime
+    media_start_ms: int | None
+    media_end_ms: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class AlertChanged:
+    alert_id: int
+    call_id: str
+    state: str
+    by: str
+    at: datetime
+
+
+def opened(call_id: str = "c1", agent: str = "1031", queue: str = "billing") -> CallOpened:
+    return CallOpened(
+        call_id=call_id,
+        external_id=f"ext-{call_id}",
+        started_at=T0,
+        protocol="audiofork",
+        sample_rate=8000,
+        channels=2,
+        recording_path=f"{call_id}.wav",
+        parties=(("customer", 0), ("agent", 1)),
+        agent_id=agent,
+        queue=queue,
+        caller="+1415",
+    )
+
+
+def board(**kw: object) -> BoardState:
+    return BoardState(today=T0.date(), **kw)  # type: ignore[arg-type]
+
+
+def kinds(msgs: list[dict]) -> list[str]:
+    return [m["type"] for m in msgs]
+
+
+def test_card_collects_transcript_meters_and_checklist() -> None:
+    b = board(lines_per_party=2)
+    b.apply(opened(), 0.0)
+    for i, text in enumerate(["hello", "", "how can I help", "bye now"]):
+        b.apply(SegmentAdded("c1", "agent", i * 1000, i * 1000 + 800, text, "en", 0.9), 0.1)
+    b.apply(SegmentAdded("c1", "customer", 500, 900, "hi", "en", 0.9), 0.1)
+    b.apply(
+        ReadingAdded(
+            "c1",
+            "agent",
+            0,
+            0,
+            2000,
+            {"speech_level_dbov": -21.27, "snr_db": 30.04, "speech_ms": 1500},
+        ),
+        0.1,
+    )
+    b.apply(
+        ReadingAdded(
+            "c1",
+            "customer",
+            0,
+            0,
+            2000,
+            {"speech_level_dbov": None, "rms_dbov": -50.0, "snr_db": None, "speech_ms": 500},
+        ),
+        0.1,
+    )
+    b.apply(
+        FindingAdded(
+            "c1",
+            0,
+            "compliance",
+            "phrase_matched",
+            party="agent",
+            start_ms=0,
+            end_ms=800,
+            data={"stage": "greeting"},
+        ),
+        0.1,
+    )
+    b.apply(
+        FindingAdded("c1", 1, "compliance", "phrase_missed", data={"stage": "verification"}), 0.1
+    )
+    b.apply(FindingAdded("c1", 2, "compliance", "phrase_missed", data={"stage": "greeting"}), 0.1)
+    card = b.snapshot()["calls"][0]
+    agent = card["parties"]["agent"]
+    assert [ln["text"] for ln in agent["lines"]] == ["how can I help", "bye now"]  # empty skipped
+    assert card["parties"]["customer"]["lines"][0]["text"] == "hi"
+    assert agent["level_dbov"] == -21.3 and agent["snr_db"] == 30.0
+    assert agent["talk_ratio"] == 0.75 and card["parties"]["customer"]["talk_ratio"] == 0.25
+    assert card["parties"]["customer"]["level_dbov"] == -50.0  # no speech: the overall level
+    states = {c["stage"]: c["state"] for c in card["checklist"]}
+    # a later miss never undoes a match
+    assert states == {"greeting": "ok", "verification": "missed", "closing": "pending"}
+    assert (card["agent"], card["queue"], card["caller"]) == ("1031", "billing", "+1415")
+
+
+def test_dead_air_live_flag_and_total() -> None:
+    b = board()
+    b.apply(opened(), 0.0)
+    b.apply(TraceAdded("c1", 3, "dead_air_started", T0, media_ms=4000), 0.0)
+    assert b.snapshot()["calls"][0]["dead_air"]["now"] is True
+    b.apply(FindingAdded("c1", 0, "conversation", "dead_air", start_ms=4000, end_ms=9500), 0.0)
+    da = b.snapshot()["calls"][0]["dead_air"]
+    assert da == {"total_ms": 5500, "count": 1, "now": False}
+
+
+def test_deltas_are_coalesced_per_call_and_never_lost() -> None:
+    b = board(interval_s=0.3)
+    b.apply(opened("c1"), 0.0)
+    b.apply(opened("c2"), 0.0)
+    first = b.flush(0.0)
+    assert sorted(m["call"]["call_id"] for m in first if m["type"] == "call") == ["c1", "c2"]
+    # 50 events for c1 within 0.1 s: nothing goes out before the interval, then one card
+    for i in range(50):
+        b.apply(SegmentAdded("c1", "agent", i, i + 1, f"w{i}", "en", 1.0), 0.05)
+    assert [m for m in b.flush(0.1) if m["type"] == "call"] == []
+    due = [m for m in b.flush(0.31) if m["type"] == "call"]
+    assert len(due) == 1 and due[0]["call"]["parties"]["agent"]["lines"][-1]["text"] == "w49"
+    assert b.flush(0.7) == []  # nothing changed: nothing sent
+    seqs = [m["seq"] for m in first + due]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_hundred_calls_cost_one_message_per_call_per_interval() -> None:
+    b = board(interval_s=0.25)
+    for i in range(100):
+        b.apply(opened(f"c{i}"), 0.0)
+    b.flush(0.0)
+    sent = 0
+    t = 0.0
+    for step in range(40):  # 4 s of 10 events per call per 100 ms
+        t = step * 0.1
+        for i in range(100):
+            for k in range(10):
+                b.apply(ReadingAdded(f"c{i}", "agent", k, 0, 100, {"snr_db": 20.0 + k}), t)
+        sent += sum(1 for m in b.flush(t) if m["type"] == "call")
+    # at most one card per call per 250 ms (4 s -> 16 or 17 rounds), instead of 40 000 events
+    assert 100 * 13 <= sent <= 100 * 17
+
+
+def test_alerts_feed_badges_and_kpis() -> None:
+    b = board()
+    b.apply(opened(), 0.0)
+    b.flush(0.0)
+    raised = AlertRaised(7, "c1", "dead_air", "dead_air", "warning", T0, 4000, None, "gap")
+    b.apply(raised, 1.0)
+    msgs = b.flush(1.0)
+    assert kinds(msgs) == ["alert", "call", "kpis"]
+    assert msgs[0]["alert"]["id"] == 7 and msgs[2]["kpis"]["open_alerts"] == 1
+    assert msgs[1]["call"]["alerts"] == [
+        {
+            "id": 7,
+            "kind": "dead_air",
+            "severity": "warning",
+            "state": "open",
+            "media_start_ms": 4000,
+        }
+    ]
+    b.apply(AlertChanged(7, "c1", "acknowledged", "sue", T0), 2.0)
+    msgs = b.flush(2.0)
+    assert (msgs[0]["alert"]["state"], msgs[0]["alert"]["by"]) == ("acknowledged", "sue")
+    assert msgs[0]["alert"]["kind"] == "dead_air"  # the change keeps what was raised
+    assert b.kpis()["open_alerts"] == 0
+    assert [a["state"] for a in b.snapshot()["alerts"]] == ["acknowledged"]
+    # an alert of a call the board does not know still reaches the feed
+    b.apply(
+        AlertRaised(8, "zz", "duration_long", "duration_long", "critical", T0, 0, None, ""), 3.0
+    )
+    assert [a["id"] for a in b.snapshot()["alerts"]] == [7, 8]
+
+
+def test_ended_call_shows_grade_then_leaves_and_kpis_count_it() -> None:
+    b = board(linger_s=5.0)
+    b.apply(opened("c1"), 0.0)
+    b.apply(opened("c2"), 0.0)
+    b.flush(0.0)
+    b.apply(CallScored("c1", 58.0, "needs_improvement", 70.0, 40.0), 10.0)
+    b.apply(CallClosed("c1", T0 + timedelta(seconds=90), "completed", "normal", 90_000, 1), 10.0)
+    msgs = b.flush(10.0)
+    card = next(m["call"] for m in msgs if m["type"] == "call")
+    assert (card["grade"], card["status"], card["duration_ms"]) == (
+        "needs_improvement",
+        "completed",
+        90_000,
+    )
+    k = next(m["kpis"] for m in msgs if m["type"] == "kpis")
+    assert k["active_calls"] == 1 and k["avg_handle_ms"] == 90_000
+    assert k["compliance_rate"] == 40.0 and k["needs_improvement"] == 1
+    assert b.flush(14.9) == []
+    gone = b.flush(15.0)
+    assert {"type": "remove", "call_id": "c1"} in [
+        {k: v for k, v in m.items() if k != "seq"} for m in gone
+    ]
+    assert [c["call_id"] for c in b.snapshot()["calls"]] == ["c2"]
+    b.apply(SegmentAdded("c1", "agent", 0, 1, "late", "en", 1.0), 16.0)  # ignored, no error
+    assert all(m["type"] != "call" for m in b.flush(16.0))
+
+
+def test_kpis_roll_over_at_midnight_and_seed() -> None:
+    b = board()
+    b.seed_today(
+        handled=2, handle_ms=100_000, compliance=[80.0, 100.0], needs_improvement=1, scored=2
+    )
+    assert b.kpis()["avg_handle_ms"] == 50_000 and b.kpis()["compliance_rate"] == 90.0
+    b.apply(opened("c1"), 0.0)
+    b.apply(CallClosed("c1", T0 + timedelta(days=1), "completed", "normal", 30_000, 1), 1.0)
+    k = b.kpis()
+    assert k["handled_today"] == 1 and k["avg_handle_ms"] == 30_000 and k["needs_improvement"] == 0
+
+
+def test_snapshot_after_reconnect_matches_applied_deltas() -> None:
+    b = board(interval_s=0.0)
+    b.apply(opened(), 0.0)
+    b.apply(SegmentAdded("c1", "customer", 0, 900, "我想查一下账单", "zh", 0.9), 0.0)
+    last = [m for m in b.flush(0.0) if m["type"] == "call"][-1]["call"]
+    snap = b.snapshot()
+    assert snap["calls"] == [last] and snap["seq"] == b.seq
