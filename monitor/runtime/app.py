@@ -16,7 +16,9 @@ from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.qa import load_compliance_scripts
+from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
@@ -68,12 +70,16 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
 class Callwatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Every storage record the live side emits, plus alert changes (see bus.py).
+        self.bus = EventBus()
         self.repo: Repository | None = None
         self.pool: AsrPool | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
         self.dnsmos: DnsmosService | None = None
+        #: Alerts: acknowledge / resolve (set once started).
+        self.alerts: AlertService | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -91,8 +97,10 @@ class Callwatch:
             batch_size=s.storage.batch_size,
             group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
+            bus=self.bus,
         )
         self.storage.start()
+        self.alerts = AlertService(repo=self.repo, storage=self.storage, bus=self.bus)
         self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
         self.asr.start()
         scripts = None
