@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from monitor.board.state import BoardState
 from storage.records import (
+    AlertChanged,
+    AlertRaised,
     CallClosed,
     CallOpened,
     CallScored,
@@ -17,28 +18,6 @@ from storage.records import (
 )
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class AlertRaised:  # the fields of storage.records.AlertRaised (Contract B) the board reads
-    alert_id: int
-    call_id: str
-    rule: str
-    kind: str
-    severity: str
-    raised_at: datetime
-    media_start_ms: int | None
-    media_end_ms: int | None
-    message: str
-
-
-@dataclass(frozen=True)
-class AlertChanged:
-    alert_id: int
-    call_id: str
-    state: str
-    by: str
-    at: datetime
 
 
 def opened(call_id: str = "c1", agent: str = "1031", queue: str = "billing") -> CallOpened:

@@ -19,6 +19,7 @@ from typing import Any
 
 from monitor.board.state import BoardState, stored_alert
 from storage.records import CallOpened, SegmentAdded
+from storage.repository import MAX_LIST_LIMIT
 
 log = logging.getLogger("callwatch.board")
 
@@ -58,6 +59,7 @@ class BoardHub:
         tick_s: float = 0.1,
         max_backlog: int = 2000,
         lines_per_party: int = 3,
+        bus_maxsize: int = 10_000,
     ) -> None:
         self._bus = bus
         self._repo = repo
@@ -66,6 +68,7 @@ class BoardHub:
         self._tick_s = tick_s
         self._max_backlog = max_backlog
         self._lines = lines_per_party
+        self._bus_maxsize = bus_maxsize
         self.state = BoardState(interval_s=interval_s, lines_per_party=lines_per_party)
         self.clients: set[Client] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,7 +90,7 @@ class BoardHub:
             await asyncio.shield(self._started)
 
     async def _start(self) -> None:
-        sub = self._bus.subscribe(maxsize=10_000) if self._bus is not None else None
+        sub = self._bus.subscribe(maxsize=self._bus_maxsize) if self._bus is not None else None
         await self._reseed()
         if sub is not None:
             self._tasks.append(asyncio.create_task(self._consume(sub), name="board-consume"))
@@ -114,7 +117,7 @@ class BoardHub:
     # ------------------------------------------------------------------ loops
     async def _consume(self, sub: Any) -> None:
         loop = asyncio.get_running_loop()
-        dropped = sub.dropped
+        dropped = 0  # a fresh subscription: every drop counts
         try:
             async for event in sub:
                 if sub.dropped != dropped:  # we fell behind the bus: start over from the DB
@@ -201,7 +204,8 @@ class BoardHub:
     def _today(self) -> dict[str, Any]:
         list_calls = self._repo.list_calls
         start = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
-        calls = list_calls(since=start, limit=10_000)
+        # the newest 1000 of today's calls (the listing's cap): a seed, the live feed adds on
+        calls = list_calls(since=start, limit=MAX_LIST_LIMIT)
         done = [c for c in calls if c.status != "active" and c.duration_ms is not None]
         scored = [c for c in done if c.grade is not None]
         return {

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from storage.models import AlertInfo
 from storage.records import (
+    AlertChanged,
+    AlertRaised,
     CallClosed,
     CallOpened,
     CallScored,
@@ -116,7 +119,7 @@ class _Day:
     needs_improvement: int = 0
 
 
-def alert_raised(ev: Any) -> dict[str, Any]:
+def alert_raised(ev: AlertRaised) -> dict[str, Any]:
     """The feed entry for an AlertRaised record (an open alert)."""
     return {
         "id": int(ev.alert_id),
@@ -126,18 +129,18 @@ def alert_raised(ev: Any) -> dict[str, Any]:
         "severity": ev.severity,
         "state": "open",
         "message": ev.message,
-        "party": getattr(ev, "party", None),
+        "party": ev.party,
         "media_start_ms": ev.media_start_ms,
         "raised_at": _iso(ev.raised_at),
-        "agent_id": getattr(ev, "agent_id", None),
-        "queue": getattr(ev, "queue", None),
+        "agent_id": ev.agent_id,
+        "queue": ev.queue,
         "by": None,
     }
 
 
-def stored_alert(info: Any) -> dict[str, Any]:
-    """The feed entry for an alert read from the database (Contract B's AlertInfo)."""
-    by = getattr(info, "resolved_by", None) or getattr(info, "acknowledged_by", None)
+def stored_alert(info: AlertInfo) -> dict[str, Any]:
+    """The feed entry for an alert read from the database."""
+    by = info.resolved_by or info.acknowledged_by
     return {
         "id": int(info.id),
         "call_id": info.call_id,
@@ -149,8 +152,8 @@ def stored_alert(info: Any) -> dict[str, Any]:
         "party": info.party,
         "media_start_ms": info.media_start_ms,
         "raised_at": _iso(info.raised_at),
-        "agent_id": getattr(info, "agent_id", None),
-        "queue": getattr(info, "queue", None),
+        "agent_id": info.agent_id,
+        "queue": info.queue,
         "by": by,
     }
 
@@ -189,11 +192,10 @@ class BoardState:
     def apply(self, event: Any, now: float) -> None:
         """Fold one bus event in; events of unknown calls (opened before we started) and of
         unknown types are ignored, except that alerts always reach the feed."""
-        kind = type(event).__name__  # alert records: duck-typed (Contract B)
-        if kind == "AlertRaised":
+        if isinstance(event, AlertRaised):
             self.put_alert(alert_raised(event))
             return
-        if kind == "AlertChanged":
+        if isinstance(event, AlertChanged):
             self._alert_changed(event)
             return
         if isinstance(event, CallOpened):
@@ -307,7 +309,7 @@ class BoardState:
         if day > self._day.day:
             self._day = _Day(day)
 
-    def _alert_changed(self, ev: Any) -> None:
+    def _alert_changed(self, ev: AlertChanged) -> None:
         known = self.alerts.get(int(ev.alert_id))
         alert = (
             dict(known)

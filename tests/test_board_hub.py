@@ -1,0 +1,104 @@
+"""BoardHub: the real event bus and a real SQLite database feeding browsers' queues."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from monitor.board.hub import BoardHub, Client
+from monitor.runtime.bus import EventBus
+from storage.records import AlertRaised, CallClosed, CallOpened, CallScored, SegmentAdded
+from storage.repository import Repository
+
+NOW = datetime.now(UTC)
+
+
+def opened(call_id: str) -> CallOpened:
+    return CallOpened(
+        call_id=call_id, external_id=f"x-{call_id}", started_at=NOW, protocol="audiofork",
+        sample_rate=8000, channels=2, recording_path=f"{call_id}.wav",
+        parties=(("customer", 0), ("agent", 1)), agent_id="1031", queue="billing",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def sqlite_repo(tmp_path: Path) -> Iterator[Repository]:
+    repo = Repository.from_url(f"sqlite:///{tmp_path / 'cw.db'}")
+    repo.upgrade()
+    yield repo
+    repo.close()
+
+
+async def drain(client: Client, until: float = 1.0) -> list[dict | None]:
+    out: list[dict | None] = []
+    deadline = asyncio.get_running_loop().time() + until
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            out.append(await asyncio.wait_for(client.queue.get(), left))
+        except TimeoutError:
+            break
+    return out
+
+
+async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository) -> None:
+    # a call already live (and one finished today) before the board starts
+    sqlite_repo.apply([opened("old"), SegmentAdded("old", "agent", 0, 900, "hello", "en", 0.9)])
+    sqlite_repo.apply([opened("done"), CallScored("done", 90.0, "excellent", 90.0, 100.0),
+                       CallClosed("done", NOW, "completed", "normal", 60_000, 1)])  # fmt: skip
+    bus = EventBus()
+    hub = BoardHub(bus, sqlite_repo, interval_s=0.05, tick_s=0.02)
+    await hub.ensure_started()
+    try:
+        snap = hub.state.snapshot()
+        assert [c["call_id"] for c in snap["calls"]] == ["old"]
+        assert snap["calls"][0]["parties"]["agent"]["lines"][0]["text"] == "hello"
+        assert snap["kpis"]["avg_handle_ms"] == 60_000 and snap["kpis"]["compliance_rate"] == 100
+        client = hub.join()
+        bus.publish(opened("new"))
+        bus.publish(SegmentAdded("new", "customer", 0, 800, "我想查账单", "zh", 0.9))
+        bus.publish(AlertRaised(1, "new", "dead_air", "dead_air", "warning", NOW, 0, None, "gap"))
+        msgs = [m for m in await drain(client, 0.5) if m is not None]
+        cards = [m["call"] for m in msgs if m["type"] == "call" and m["call"]["call_id"] == "new"]
+        assert cards[-1]["parties"]["customer"]["lines"][0]["text"] == "我想查账单"
+        assert cards[-1]["alerts"][0]["kind"] == "dead_air"
+        assert any(m["type"] == "alert" for m in msgs)
+        seqs = [m["seq"] for m in msgs]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # gapless for a live client
+    finally:
+        await hub.close()
+
+
+async def test_slow_browser_gets_a_snapshot_instead_of_a_backlog(sqlite_repo: Repository) -> None:
+    bus = EventBus()
+    hub = BoardHub(bus, sqlite_repo, interval_s=0.0, tick_s=0.01, max_backlog=5)
+    await hub.ensure_started()
+    try:
+        client = hub.join()
+        for i in range(20):
+            bus.publish(opened(f"c{i}"))
+        await asyncio.sleep(0.2)
+        queued = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
+        assert None in queued and len(queued) <= 6 and client.resyncs >= 1
+    finally:
+        await hub.close()
+
+
+async def test_bus_overflow_reseeds_from_the_database(sqlite_repo: Repository) -> None:
+    bus = EventBus()
+    hub = BoardHub(bus, sqlite_repo, interval_s=0.0, tick_s=0.01, bus_maxsize=5)
+    await hub.ensure_started()
+    try:
+        client = hub.join()
+        sqlite_repo.apply([opened("db-only")])  # stored; its bus event is among those lost
+        for i in range(10):  # more than the subscription holds, before the hub runs again
+            bus.publish(
+                opened("db-only") if i == 0 else SegmentAdded("x", "agent", 0, 1, "", "en", 1)
+            )
+        await asyncio.sleep(0.2)
+        assert "db-only" in hub.state.calls and client.resyncs == 1
+    finally:
+        await hub.close()
