@@ -1,3 +1,8 @@
 """Shared pytest wiring: fixtures live in plugin modules owned by their package's tests."""
 
-pytest_plugins = ["tests.fixtures_db", "tests.fixtures_asr", "tests.fixtures_server"]
+pytest_plugins = [
+    "tests.fixtures_db",
+    "tests.fixtures_asr",
+    "tests.fixtures_server",
+    "tests.fixtures_api",
+]
