@@ -9,6 +9,8 @@ The tree is deliberately small:
     datetime, unknown close status) or one the database refuses (a segment for a call never
     opened, a `CallClosed` for an unknown call). Permanent: retrying the same batch fails the
     same way, so the writer must drop or split it.
+    * `AlertNotFound` / `InvalidAlertTransition` - an alert state change names an unknown
+      alert, or one whose state does not allow it (open -> acknowledged -> resolved).
   * `MigrationError` - `upgrade()` could not bring the schema to head (for example the database
     is at a revision this version of callwatch does not know).
   * `RecordingError` - a recording file cannot be written or repaired as a WAV (closed recorder,
@@ -40,3 +42,12 @@ class MigrationError(StorageError):
 
 class RecordingError(StorageError):
     """A recording cannot be written to or repaired as a PCM WAV file."""
+
+
+class AlertNotFound(BatchRejected):
+    """No alert has the given id."""
+
+
+class InvalidAlertTransition(BatchRejected):
+    """The alert's current state does not allow the requested change (e.g. resolved ->
+    acknowledged)."""

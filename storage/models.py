@@ -246,6 +246,64 @@ class CallResultRow(Base):
     data: Mapped[dict[str, Any]]
 
 
+class AlertRow(Base):
+    """One alert on a call (migration 0003). `id` is allocated by the alert service, not the
+    database, so the live feed can name the alert before it is committed; (call_id, rule) is
+    unique: an alert is raised at most once per call and rule."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=False)
+    call_id: Mapped[str] = mapped_column(String(64), ForeignKey("calls.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    raised_at: Mapped[datetime]
+    media_start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    media_end_ms: Mapped[int | None] = mapped_column(BigInteger)
+    party: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]]
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    queue: Mapped[str | None] = mapped_column(String(128))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    acknowledged_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("call_id", "rule"),
+        Index("ix_alerts_raised_at", "raised_at"),
+        Index("ix_alerts_state_raised_at", "state", "raised_at"),
+        Index("ix_alerts_kind_raised_at", "kind", "raised_at"),
+    )
+
+
+class WebhookOutboxRow(Base):
+    """One webhook delivery still to make (or made): written in the alert's transaction, so an
+    alert is never stored without its deliveries; the delivery task updates it."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("alerts.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))  # alert.raised, alert.acknowledged, ...
+    target: Mapped[str] = mapped_column(String(64))  # a [[webhooks.targets]] name
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("alert_id", "event", "target"),
+        Index("ix_webhook_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+
 class User(Base):
     """A person who may use the API: supervisor, qa or admin (see storage/access.py)."""
 
@@ -384,3 +442,40 @@ class CallDetail(CallSummary):
     parties: tuple[PartyInfo, ...]  # by channel
     segments: tuple[SegmentInfo, ...]  # by (start_ms, party)
     trace: tuple[TraceInfo, ...]  # by seq
+
+
+@dataclass(frozen=True, slots=True)
+class AlertInfo:
+    id: int
+    call_id: str
+    rule: str
+    kind: str
+    severity: str  # "info" | "warning" | "critical"
+    state: str  # "open" | "acknowledged" | "resolved"
+    raised_at: datetime  # UTC
+    media_start_ms: int | None
+    media_end_ms: int | None
+    party: str | None
+    message: str
+    evidence: dict[str, Any]
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    agent_id: str | None
+    queue: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxInfo:
+    id: int
+    alert_id: int
+    event: str
+    target: str
+    payload: dict[str, Any]
+    status: str  # "pending" | "delivered" | "failed"
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None

@@ -64,7 +64,6 @@ class CallClosed:
     party_samples: dict[str, int] = field(default_factory=dict)
 
 
-
 @dataclass(frozen=True, slots=True)
 class ReadingAdded:
     """A periodic per-party measurement (audio quality every ≤ 2 s of media)."""
@@ -114,7 +113,48 @@ class CallScored:
     compliance_score: float | None = None
 
 
+ALERT_SEVERITIES = ("info", "warning", "critical")
+ALERT_STATES = ("open", "acknowledged", "resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRaised:
+    """An alert on a call. `alert_id` is allocated by the alert service (one callwatch instance
+    per database, like crash recovery assumes), so the live feed knows it before the commit.
+    At most one alert per (call_id, rule): a second one is skipped on insert. One webhook
+    outbox row per name in `webhooks` is written in the same transaction as the alert."""
+
+    alert_id: int
+    call_id: str
+    rule: str  # the rule instance, unique per call: "duration_long", "compliance_miss:greeting"
+    kind: str  # what happened: "duration_long", "dead_air", "poor_audio", "media_stalled" ...
+    severity: str  # one of ALERT_SEVERITIES
+    raised_at: datetime
+    media_start_ms: int | None
+    media_end_ms: int | None
+    message: str
+    party: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)  # values, thresholds, span
+    agent_id: str | None = None
+    queue: str | None = None
+    webhooks: tuple[str, ...] = ()  # names of [[webhooks.targets]] to notify
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    """An alert acknowledged or resolved (open -> acknowledged -> resolved; open -> resolved).
+    Webhook outbox rows for `webhooks` are written in the same transaction."""
+
+    alert_id: int
+    call_id: str
+    state: str  # "acknowledged" | "resolved"
+    by: str  # who (a user name, or "system")
+    at: datetime
+    webhooks: tuple[str, ...] = ()
+
+
 Record = (
     CallOpened | SegmentAdded | TraceAdded | CallClosed
     | ReadingAdded | FindingAdded | ResultSaved | CallScored
+    | AlertRaised | AlertChanged
 )  # fmt: skip

@@ -26,14 +26,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
-from storage import analysis, db, kpis, search
+from storage import alerts, analysis, db, kpis, search
 from storage.errors import BatchRejected, StorageError, StorageUnavailable
 from storage.models import (
     CALL_STATUSES,
+    AlertInfo,
     Base,
     Call,
     CallDetail,
     CallSummary,
+    OutboxInfo,
     PartyInfo,
     Segment,
     SegmentInfo,
@@ -41,6 +43,9 @@ from storage.models import (
     TraceInfo,
 )
 from storage.records import (
+    ALERT_STATES,
+    AlertChanged,
+    AlertRaised,
     CallClosed,
     CallOpened,
     CallScored,
@@ -60,6 +65,7 @@ _CLOSED_STATUSES = ("completed", "interrupted")
 MAX_LIST_LIMIT = 1000
 
 __all__ = [
+    "AlertInfo",
     "CallDetail",
     "CallSummary",
     "MAX_LIST_LIMIT",
@@ -270,6 +276,110 @@ class Repository:
         with self._session() as session:
             return analysis.load(session, call_id)
 
+    # -- alerts and the webhook outbox --------------------------------------------------------
+
+    def list_alerts(
+        self,
+        *,
+        call_id: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AlertInfo]:
+        """Alerts matching every given filter, newest first (`since` inclusive, `until`
+        exclusive, both on `raised_at`)."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, got {offset}")
+        if state is not None and state not in ALERT_STATES:
+            raise ValueError(f"state must be one of {ALERT_STATES}, got {state!r}")
+        _check_aware(since=since, until=until)
+        with self._session() as session:
+            return alerts.list_alerts(
+                session,
+                call_id=call_id,
+                state=state,
+                kind=kind,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+
+    def get_alert(self, alert_id: int) -> AlertInfo | None:
+        with self._session() as session:
+            return alerts.get_alert(session, alert_id)
+
+    def set_alert_state(
+        self,
+        alert_id: int,
+        state: str,
+        *,
+        by: str,
+        at: datetime,
+        call_id: str = "",
+        webhooks: Sequence[str] = (),
+    ) -> AlertInfo:
+        """Move an alert open -> acknowledged -> resolved (or open -> resolved) and queue its
+        webhook deliveries in the same transaction; setting the state it already has is a
+        no-op. Raises `AlertNotFound` or `InvalidAlertTransition` (both `StorageError`)."""
+        rec = AlertChanged(alert_id, call_id, state, by, at, tuple(webhooks))
+        if found := alerts.problem(rec):
+            raise ValueError(f"AlertChanged{found}")
+        alert: AlertInfo = self._in_transaction(lambda conn: alerts.change_state(conn, rec))
+        return alert
+
+    def max_alert_id(self) -> int:
+        """The highest alert id stored (0 if none): the alert service counts on from it."""
+        with self._session() as session:
+            return alerts.max_alert_id(session)
+
+    def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxInfo]:
+        """Pending webhook deliveries whose next attempt is due at `now`, oldest due first."""
+        with self._session() as session:
+            return alerts.due_outbox(session, now, limit)
+
+    def next_outbox_attempt(self) -> datetime | None:
+        """When the earliest pending delivery is due (None if nothing is pending)."""
+        with self._session() as session:
+            return alerts.next_outbox_attempt(session)
+
+    def list_outbox(self, alert_id: int | None = None) -> list[OutboxInfo]:
+        with self._session() as session:
+            return alerts.list_outbox(session, alert_id)
+
+    def record_outbox_attempt(
+        self,
+        outbox_id: int,
+        *,
+        status: str,
+        at: datetime,
+        next_attempt_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Count one delivery attempt: delivered, failed for good, or pending again."""
+        self._in_transaction(
+            lambda conn: alerts.record_attempt(
+                conn, outbox_id, status=status, at=at, next_attempt_at=next_attempt_at,
+                error=error,
+            )
+        )  # fmt: skip
+
+    def _in_transaction(self, work: Any) -> Any:
+        try:
+            with db.write_transaction(self._engine) as conn:
+                return work(conn)
+        except OperationalError as exc:
+            raise StorageUnavailable(f"database write failed: {exc.orig}") from exc
+        except (IntegrityError, DataError) as exc:
+            raise BatchRejected(f"database refused the write: {exc.orig}") from exc
+        except DBAPIError as exc:
+            raise StorageError(f"database write failed: {exc.orig}") from exc
+
     @contextmanager
     def _session(self) -> Iterator[Session]:
         try:
@@ -279,6 +389,12 @@ class Repository:
             raise StorageUnavailable(f"database query failed: {exc.orig}") from exc
         except DBAPIError as exc:
             raise StorageError(f"database query failed: {exc.orig}") from exc
+
+
+def _check_aware(**values: datetime | None) -> None:
+    for name, value in values.items():
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
 
 
 def _summary_fields(call: Call) -> dict[str, Any]:
@@ -326,6 +442,10 @@ def _problem(rec: Record) -> str | None:
         documents.update(analysis.documents(rec))
         if found := analysis.problem(rec):
             return found
+    elif isinstance(rec, AlertRaised | AlertChanged):
+        documents.update(alerts.documents(rec))
+        if found := alerts.problem(rec):
+            return found
     else:
         return f" is not a storage record: {type(rec).__name__}"
     for name, value in times.items():
@@ -370,6 +490,8 @@ def _write(conn: Connection, records: Sequence[Record]) -> None:
             )
         elif kind in _ANALYSIS_RECORDS:
             analysis.write(conn, run, _insert_new)
+        elif kind is AlertRaised or kind is AlertChanged:
+            alerts.write(conn, run)
         else:
             for rec in run:
                 if isinstance(rec, CallClosed):

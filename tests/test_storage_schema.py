@@ -14,7 +14,7 @@ from storage import db
 from storage.errors import MigrationError, StorageUnavailable
 from storage.models import Base
 
-TABLES = {"calls", "parties", "segments", "trace_events"}
+TABLES = {"calls", "parties", "segments", "trace_events", "alerts", "webhook_outbox"}
 
 
 def test_upgrade_creates_the_schema_the_models_describe(db_url: str) -> None:

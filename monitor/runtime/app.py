@@ -17,7 +17,9 @@ from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.api.server import ApiServer
 from monitor.qa import load_compliance_scripts
+from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
@@ -69,12 +71,16 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
 class Callwatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Every storage record the live side emits, plus alert changes (see bus.py).
+        self.bus = EventBus()
         self.repo: Repository | None = None
         self.pool: AsrPool | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
         self.dnsmos: DnsmosService | None = None
+        #: Alerts: acknowledge / resolve (set once started).
+        self.alerts: AlertService | None = None
         self.api: ApiServer | None = None
 
     @property
@@ -100,8 +106,10 @@ class Callwatch:
             batch_size=s.storage.batch_size,
             group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
+            bus=self.bus,
         )
         self.storage.start()
+        self.alerts = AlertService(repo=self.repo, storage=self.storage, bus=self.bus)
         self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
         self.asr.start()
         scripts = None
@@ -127,8 +135,8 @@ class Callwatch:
         ctx = ApiContext.for_repo(
             self.settings,
             self.repo,
-            bus=getattr(self, "bus", None),
-            alerts=getattr(self, "alerts", None),
+            bus=self.bus,
+            alerts=self.alerts,
             live=self.gateway.calls,
         )
         self.api = ApiServer(create_app(ctx), self.settings.api.host, self.settings.api.port)

@@ -8,6 +8,12 @@ is unavailable is retried with backoff until it lands (logged once per outage); 
 database rejects for good (`BatchRejected`: a malformed record) is split and written record by
 record, so only the bad record is dropped, with an error log, and never stalls the other calls'
 writes.
+
+The writer is also the tap of the event bus (`monitor.runtime.bus`): every record it accepts
+is published, in acceptance order (the order the database will see), right after it enters the
+queue; so listeners (alerts, the live board) see each call's records without LiveCall or the
+gateway knowing about the bus. A record is published before it is committed: listeners that
+need the row itself read it after `drain()`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from monitor.runtime.bus import EventBus
 from storage.errors import BatchRejected
 from storage.records import Record
 from storage.repository import Repository
@@ -25,9 +32,16 @@ log = logging.getLogger("callwatch.storage")
 
 class StorageWriter:
     def __init__(
-        self, repo: Repository, *, batch_size: int, group_commit_s: float, queue_size: int
+        self,
+        repo: Repository,
+        *,
+        batch_size: int,
+        group_commit_s: float,
+        queue_size: int,
+        bus: EventBus | None = None,
     ) -> None:
         self._repo = repo
+        self._bus = bus
         self._batch_size = batch_size
         self._pause = group_commit_s
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
@@ -38,10 +52,12 @@ class StorageWriter:
 
     async def put(self, record: Record) -> None:
         await self._queue.put(record)
+        if self._bus is not None:
+            self._bus.publish(record)
 
     async def put_many(self, records: Sequence[Record]) -> None:
         for record in records:
-            await self._queue.put(record)
+            await self.put(record)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="storage-writer")
