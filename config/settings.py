@@ -149,6 +149,19 @@ class GradingSettings(_Section):
         return self
 
 
+class ApiSettings(_Section):
+    """The HTTP API (search, replay, alerts, KPIs, export) and the board it serves."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (tests); `Callwatch.api_url` tells which.
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Lifetime of a login token (also the cookie's Max-Age).
+    token_ttl_s: int = Field(default=12 * 3600, ge=60)
+    #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
+    cookie_secure: bool = False
+
+
 class Settings(_Section):
     """Everything callwatch can be told; see config/defaults.toml for the commented version."""
 
@@ -164,6 +177,7 @@ class Settings(_Section):
     quality: QualitySettings = QualitySettings()
     compliance: ComplianceSettings = ComplianceSettings()
     grading: GradingSettings = GradingSettings()
+    api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

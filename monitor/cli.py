@@ -1,4 +1,4 @@
-"""The `callwatch` command: serve, sim, calls, show, migrate.
+"""The `callwatch` command: serve, sim, calls, show, migrate, user.
 
 Each command loads the settings once (file, environment, then its own flags) and exits with a
 message that says what to do next when something is missing, never a bare traceback.
@@ -272,6 +272,59 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- user -------------------------------------------------------------------------------
+def cmd_user(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
+    from storage.access import AccessStore, UserExists
+
+    repo = _repo(_settings(args))
+    try:
+        access = AccessStore(repo.engine)
+        if args.user_command == "list":
+            for u in access.list_users():
+                state = " (disabled)" if u.disabled else ""
+                print(f"{u.username:24} {u.role:10} created {u.created_at:%Y-%m-%d %H:%M}{state}")
+            return 0
+        if args.user_command == "create":
+            try:
+                password = _read_password(args.password_stdin)
+                access.create_user(args.username, password, args.role, at=datetime.now(UTC))
+            except UserExists as exc:
+                print(f"callwatch: {exc}; pick another name", file=sys.stderr)
+                return 1
+            except ValueError as exc:
+                print(f"callwatch: {exc}", file=sys.stderr)
+                return 2
+            print(f"created {args.role} {args.username!r}; log in with POST /api/login")
+            return 0
+        user = access.set_user(
+            args.username,
+            role=args.role,
+            disabled={"disable": True, "enable": False}.get(args.user_command),
+        )
+        if user is None:
+            print(
+                f"callwatch: no user {args.username!r} (see `callwatch user list`)", file=sys.stderr
+            )
+            return 1
+        print(f"{user.username}: role {user.role}, {'disabled' if user.disabled else 'enabled'}")
+        return 0
+    finally:
+        repo.close()
+
+
+def _read_password(from_stdin: bool) -> str:
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password (at least 8 characters): ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
 # -- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callwatch", description=__doc__)
@@ -328,6 +381,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--readings", action="store_true", help="also print quality readings")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_show)
+
+    sp = sub.add_parser("user", help="API users: create the first admin, list, change roles")
+    users = sp.add_subparsers(dest="user_command", required=True)
+    up = users.add_parser("create", help="add a user (prompts for the password)")
+    common(up)
+    up.add_argument("username")
+    up.add_argument("--role", choices=["supervisor", "qa", "admin"], required=True)
+    up.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    up = users.add_parser("list", help="list users and their roles")
+    common(up)
+    for verb, helptext in (
+        ("set-role", "change a user's role"),
+        ("disable", "block a user"),
+        ("enable", "unblock a user"),
+    ):
+        up = users.add_parser(verb, help=helptext)
+        common(up)
+        up.add_argument("username")
+        if verb == "set-role":
+            up.add_argument("role", choices=["supervisor", "qa", "admin"])
+        else:
+            up.set_defaults(role=None)
+    sp.set_defaults(func=cmd_user)
 
     sp = sub.add_parser("migrate", help="create or upgrade the database schema")
     common(sp)

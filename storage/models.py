@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -301,6 +302,82 @@ class WebhookOutboxRow(Base):
         UniqueConstraint("alert_id", "event", "target"),
         Index("ix_webhook_outbox_status_next_attempt_at", "status", "next_attempt_at"),
     )
+
+
+class User(Base):
+    """A person who may use the API: supervisor, qa or admin (see storage/access.py)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    # "scrypt$n$r$p$salt$hash" (base64); never the password itself.
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    disabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class ApiToken(Base):
+    """A login token, stored as its SHA-256 only: a leaked table cannot be replayed."""
+
+    __tablename__ = "api_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigIntKey, ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_api_tokens_user_id", "user_id"),)
+
+
+class AuditEntry(Base):
+    """One access to call content (recording, transcript, export, review), allowed or denied.
+
+    Append-only: the API has no route that changes or deletes these rows, and migration
+    0004 adds triggers that make the database itself refuse UPDATE and DELETE. `call_id`
+    has no foreign key on purpose: the trail outlives calls, and records attempts on ids that
+    never existed.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    username: Mapped[str | None] = mapped_column(String(64))  # None: not authenticated
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    call_id: Mapped[str | None] = mapped_column(String(64))
+    # The media-time span accessed (a byte range of the recording converted to ms).
+    start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    end_ms: Mapped[int | None] = mapped_column(BigInteger)
+    result: Mapped[str] = mapped_column(String(16))  # "allowed" | "denied"
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status answered
+    detail: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_call_id_at", "call_id", "at"),
+        Index("ix_audit_log_username_at", "username", "at"),
+    )
+
+
+class QaReview(Base):
+    """A QA reviewer's manual score and comment on a call."""
+
+    __tablename__ = "qa_reviews"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(64), ForeignKey("calls.id", ondelete="CASCADE"))
+    username: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    score: Mapped[float | None] = mapped_column(Float)
+    comment: Mapped[str] = mapped_column(Text)
+    # Per-criterion scores or flags, e.g. {"greeting": 5, "empathy": 3}.
+    criteria: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_qa_reviews_call_id_created_at", "call_id", "created_at"),)
 
 
 # -- what the repository returns: frozen storage vocabulary, no ORM state --------------------

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
-from storage import alerts, analysis, db
+from storage import alerts, analysis, db, kpis, search
 from storage.errors import BatchRejected, StorageError, StorageUnavailable
 from storage.models import (
     CALL_STATUSES,
@@ -203,6 +203,18 @@ class Repository:
         stmt = stmt.order_by(Call.started_at.desc(), Call.id.desc()).limit(limit)
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
+
+    def search_calls(self, query: search.CallQuery) -> tuple[list[CallSummary], int]:
+        """One page of calls matching `query` and the total count (see storage/search.py)."""
+        with self._session() as session:
+            return search.search_calls(session, query)
+
+    def kpis(
+        self, *, group_by: str, since: datetime, until: datetime, key: str | None = None
+    ) -> list[kpis.GroupKpis]:
+        """Per-agent or per-queue KPIs over a period (see storage/kpis.py)."""
+        with self._session() as session:
+            return kpis.compute(session, group_by=group_by, since=since, until=until, key=key)
 
     def get_call(self, call_id: str) -> CallDetail | None:
         """One call with parties, transcript and trace, or None.
@@ -393,8 +405,12 @@ def _summary_fields(call: Call) -> dict[str, Any]:
     }
 
 
-def _summary(call: Call) -> CallSummary:
+def summary(call: Call) -> CallSummary:
+    """A calls row as the storage dataclass (also used by storage.search)."""
     return CallSummary(**_summary_fields(call))
+
+
+_summary = summary
 
 
 def _validate(records: Sequence[Record]) -> None:

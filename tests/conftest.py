@@ -1,5 +1,9 @@
 """Shared pytest wiring: fixtures live in plugin modules owned by their package's tests."""
 
 pytest_plugins = [
-    "tests.fixtures_db", "tests.fixtures_asr", "tests.fixtures_server", "tests.fixtures_browser",
+    "tests.fixtures_db",
+    "tests.fixtures_asr",
+    "tests.fixtures_server",
+    "tests.fixtures_api",
+    "tests.fixtures_browser",
 ]

@@ -63,7 +63,8 @@ def make_server(tmp: Path, **env: str) -> LiveServer:
     tmp.mkdir(parents=True, exist_ok=True)
     return LiveServer(
         data_dir=tmp / "data",
-        env=server_env(CALLWATCH_ASR__WORKERS="2", **env),
+        # API on a free port: parallel servers (and other work on the machine) never collide.
+        env=server_env(**{"CALLWATCH_ASR__WORKERS": "2", "CALLWATCH_API__PORT": "0", **env}),
         log_path=tmp / "server.log",
     )
 

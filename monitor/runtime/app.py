@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
+from monitor.api.server import ApiServer
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
@@ -80,6 +81,14 @@ class Callwatch:
         self.dnsmos: DnsmosService | None = None
         #: Alerts: acknowledge / resolve (set once started).
         self.alerts: AlertService | None = None
+        self.api: ApiServer | None = None
+
+    @property
+    def api_url(self) -> str:
+        """Where the HTTP API (and the board) listen, e.g. http://127.0.0.1:8080."""
+        if self.api is None:
+            raise RuntimeError("the API is not running (not started, or [api] enabled = false)")
+        return self.api.url
 
     async def start(self) -> None:
         s = self.settings
@@ -115,8 +124,27 @@ class Callwatch:
             self.dnsmos.start()
         self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
         await self.gateway.start()
+        if s.api.enabled:
+            await self._start_api()
+
+    async def _start_api(self) -> None:
+        from monitor.api.app import create_app
+        from monitor.api.context import ApiContext
+
+        assert self.repo is not None and self.gateway is not None
+        ctx = ApiContext.for_repo(
+            self.settings,
+            self.repo,
+            bus=self.bus,
+            alerts=self.alerts,
+            live=self.gateway.calls,
+        )
+        self.api = ApiServer(create_app(ctx), self.settings.api.host, self.settings.api.port)
+        await self.api.start()
 
     async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.asr is not None:

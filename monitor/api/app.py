@@ -1,0 +1,67 @@
+"""The FastAPI application: routers, error mapping and the OpenAPI document.
+
+`create_app(ctx)` builds one app around an `ApiContext`; `Callwatch` serves it in-process
+(monitor/api/server.py) and tests drive it with httpx. The OpenAPI document is at
+/api/openapi.json and interactive docs at /api/docs.
+
+Route handlers that touch the database are plain `def` functions: FastAPI runs them in its
+thread pool, so a slow query never blocks the event loop that also carries live call audio.
+Errors: storage that is unreachable answers 503 with what to check; NUL characters in the
+URL are refused with 400 before any handler (PostgreSQL cannot store or compare them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from monitor.api import audit, auth
+from monitor.api.context import ApiContext
+from storage.errors import StorageError, StorageUnavailable
+
+log = logging.getLogger("callwatch.api")
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="callwatch API",
+        version="1",
+        summary="Search, replay, alerts, KPIs and vCon export of monitored calls.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.include_router(auth.router)
+    app.include_router(audit.router)
+    _add_error_handling(app)
+    return app
+
+
+def _add_error_handling(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def refuse_nul(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        raw = unquote(request.url.path) + unquote(request.url.query)
+        if "\x00" in raw:
+            return JSONResponse({"detail": "NUL characters are not allowed in URLs"}, 400)
+        return await call_next(request)
+
+    @app.exception_handler(StorageUnavailable)
+    async def unavailable(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the call database is unreachable right now; try again shortly"},
+            503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(StorageError)
+    async def storage_error(_: Request, exc: StorageError) -> JSONResponse:
+        log.error("storage error: %s", exc)
+        return JSONResponse({"detail": f"storage error: {type(exc).__name__}"}, 500)

@@ -1,0 +1,40 @@
+"""What the API needs from the running callwatch, in one object handed to `create_app`.
+
+Built by `Callwatch` (monitor/runtime/app.py) from its own parts, or by tests from a
+repository alone. Everything is optional except settings and the repository: without an alert
+service the alert routes answer 503, without a live view the board shows stored calls only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from config.settings import Settings
+from storage.access import AccessStore
+from storage.repository import Repository
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    repo: Repository
+    access: AccessStore
+    #: The event bus (monitor/runtime/bus.py) for live feeds; None in read-only use.
+    bus: Any | None = None
+    #: The alert service (monitor/runtime/alert_service.py): acknowledge / resolve.
+    alerts: Any | None = None
+    #: The live calls view (the gateway's calls by id), for the board.
+    live: Any | None = None
+    #: Wall clock for tokens and audit rows; tests pass their own.
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @classmethod
+    def for_repo(cls, settings: Settings, repo: Repository, **kw: Any) -> ApiContext:
+        return cls(settings=settings, repo=repo, access=AccessStore(repo.engine), **kw)
