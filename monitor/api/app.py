@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from monitor.api import audit, auth
 from monitor.api.context import ApiContext
+from monitor.board.web import mount_board
 from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger("callwatch.api")
@@ -39,6 +40,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(audit.router)
     _add_error_handling(app)
+    mount_board(app, ctx)  # the live board and replay pages (monitor/board)
     return app
 
 

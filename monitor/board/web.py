@@ -1,10 +1,11 @@
-"""The board's routes on the API app: pages, static files, `/board/me`, and the websocket feed.
+"""The board's routes on the API app: the pages, their static files, and the websocket feed.
 
 Pages are plain HTML + ES modules from `static/` (no build step). Who may open what:
 the board (`/board`, `/board/ws`) — supervisor and admin; the replay page (`/replay`) — qa and
 admin. A visitor without a valid `cw_token` cookie is sent to `/login`; a signed-in user whose
 role may not open a page gets 403 with a page that says so. The JSON the pages load comes from
-the API (`/api/...`), which checks roles again on every call.
+the API (`/api/...`, including `/api/me` and `/api/logout`), which checks roles again on
+every call.
 
 The websocket authenticates with the same cookie (browsers send cookies on the handshake);
 a refusal closes with 4401 (not signed in) or 4403 (wrong role) so the page can react.
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from monitor.api.auth import COOKIE
@@ -79,22 +80,6 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
     @app.get("/replay", include_in_schema=False)
     async def replay_page(request: Request) -> Response:
         return await page(request, "replay.html", REPLAY_ROLES)
-
-    @app.get("/board/me", include_in_schema=False)
-    async def whoami(request: Request) -> Response:
-        user = await asyncio.to_thread(_user, ctx, request.cookies.get(COOKIE))
-        if user is None:
-            return JSONResponse({"detail": "log in first"}, status_code=401)
-        return JSONResponse({"username": user.username, "role": user.role})
-
-    @app.post("/board/logout", include_in_schema=False)
-    async def logout(request: Request) -> Response:
-        token = request.cookies.get(COOKIE)
-        if token and len(token) <= 512:
-            await asyncio.to_thread(ctx.access.revoke_token, token, at=ctx.clock())
-        response = JSONResponse({"ok": True})
-        response.delete_cookie(COOKIE, path="/")
-        return response
 
     @app.websocket("/board/ws")
     async def board_ws(ws: WebSocket) -> None:

@@ -28,7 +28,7 @@ export async function api(path, { method = "GET", body, redirect = true } = {}) 
 
 // Who is signed in ({username, role}); sends the browser to the login page when nobody is.
 export async function me() {
-  return api("/board/me");
+  return api("/api/me");
 }
 
 export function toLogin() {
@@ -42,7 +42,7 @@ export async function login(username, password) {
 
 export async function logout() {
   try {
-    await fetch("/board/logout", { method: "POST", credentials: "same-origin" });
+    await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
   } finally {
     location.href = "/login";
   }
