@@ -99,8 +99,10 @@ def settings(url: str, **kw: Any) -> WebhookSettings:
 
 
 def alert(alert_id: int, at: datetime) -> AlertRaised:
-    return AlertRaised(alert_id, "c1", f"rule{alert_id}", "dead_air", "warning", at, 0, 1000,
-                       f"alert {alert_id}", evidence={"n": alert_id}, webhooks=("ops",))  # fmt: skip
+    return AlertRaised(
+        alert_id, "c1", f"rule{alert_id}", "dead_air", "warning", at, 0, 1000,
+        f"alert {alert_id}", evidence={"n": alert_id}, webhooks=("ops",),
+    )  # fmt: skip
 
 
 async def drain_outbox(repo: Repository, deliverer: WebhookDeliverer, clock: Clock,
