@@ -24,6 +24,7 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
+from monitor.runtime.webhooks import WebhookDeliverer
 from storage.recordings import repair_wav
 from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
@@ -81,6 +82,7 @@ class Callwatch:
         self.dnsmos: DnsmosService | None = None
         #: Alerts: acknowledge / resolve (set once started).
         self.alerts: AlertService | None = None
+        self.webhooks: WebhookDeliverer | None = None
         self.api: ApiServer | None = None
 
     @property
@@ -109,7 +111,20 @@ class Callwatch:
             bus=self.bus,
         )
         self.storage.start()
-        self.alerts = AlertService(repo=self.repo, storage=self.storage, bus=self.bus)
+        if s.webhooks.targets:
+            self.webhooks = WebhookDeliverer(self.repo, s.webhooks)
+            self.webhooks.start()
+        self.alerts = AlertService(
+            repo=self.repo,
+            storage=self.storage,
+            bus=self.bus,
+            settings=s.alerts,
+            webhooks=s.webhooks,
+            live_calls=lambda: self.gateway.calls if self.gateway is not None else {},
+            on_outbox=self.webhooks.notify if self.webhooks is not None else None,
+        )
+        if s.alerts.enabled:
+            await self.alerts.start()
         self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
         self.asr.start()
         scripts = None
@@ -151,8 +166,12 @@ class Callwatch:
             await self.asr.close()
         if self.dnsmos is not None:
             await self.dnsmos.close()
+        if self.alerts is not None:
+            await self.alerts.close()  # after the gateway: the last calls' alerts are raised
         if self.storage is not None:
             await self.storage.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
         if self.repo is not None:
