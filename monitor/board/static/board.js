@@ -19,7 +19,9 @@ function meter(label, value, unit = "") {
 }
 
 function partyBlock(name, p) {
-  const lines = p.lines.map((l) => `<li>${esc(l.text)}</li>`).join("");
+  const lines = p.lines
+    .map((l) => `<li data-start-ms="${l.start_ms}" data-end-ms="${l.end_ms}">${esc(l.text)}</li>`)
+    .join("");
   const ratio = p.talk_ratio == null ? null : Math.round(p.talk_ratio * 100);
   return `<div class="party" data-party="${esc(name)}">
     <div class="party-name">${esc(t(name))}</div>

@@ -11,19 +11,13 @@ let lines = []; // transcript <li>s in start order, for the playback highlight
 
 const list = (v) => (Array.isArray(v) ? v : []);
 
-async function optional(path) {
-  try {
-    return await api(path);
-  } catch (e) {
-    if (e instanceof HttpError && (e.status === 404 || e.status === 405)) return null;
-    throw e;
-  }
-}
-
 // ------------------------------------------------------------------ search
 async function search(form) {
   const q = new URLSearchParams();
-  for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+  for (const [k, v] of new FormData(form)) {
+    if (!v) continue;
+    q.set(k, k === "since" || k === "until" ? `${v}T00:00:00` : v); // dates: UTC midnight
+  }
   q.set("limit", "100");
   const rows = await api(`/api/calls?${q}`);
   const items = Array.isArray(rows) ? rows : list(rows && rows.items);
@@ -44,11 +38,13 @@ function seek(ms) {
   highlight(ms);
 }
 
+const segmentsOf = (detail) => list(detail.transcript ?? detail.segments);
+
 function lanes(detail, findings) {
   const parties = list(detail.parties).map((p) => p.party);
   if (!parties.length) parties.push("customer", "agent");
   $("lanes").innerHTML = parties.map((party) => {
-    const regions = list(detail.segments).filter((s) => s.party === party)
+    const regions = segmentsOf(detail).filter((s) => s.party === party)
       .map((s) => `<span class="r speech" style="${span(s.start_ms, s.end_ms)}"></span>`);
     for (const f of findings) {
       if (f.start_ms == null || f.end_ms == null) continue;
@@ -82,7 +78,7 @@ function markers(findings, alerts) {
 }
 
 function transcript(detail) {
-  const segs = [...list(detail.segments)].sort((a, b) => a.start_ms - b.start_ms);
+  const segs = [...segmentsOf(detail)].sort((a, b) => a.start_ms - b.start_ms);
   $("transcript").innerHTML = segs.map((s) => `<li class="line" data-party="${esc(s.party)}"
     data-start-ms="${s.start_ms}" data-end-ms="${s.end_ms}"><span class="ts">${fmtDuration(s.start_ms)}</span>
     <b>${esc(t(s.party))}</b> ${esc(s.text)}</li>`).join("");
@@ -97,12 +93,14 @@ function highlight(ms) {
   $("playhead").style.left = `calc(78px + (100% - 78px) * ${frac})`; // lanes start after labels
 }
 
-function scorecard(detail, results) {
+function scorecard(detail) {
   const row = (k, v) => `<tr><th>${esc(k)}</th><td>${esc(v ?? "–")}</td></tr>`;
   const r = (v) => (v == null ? null : Math.round(v));
-  const comp = (results.compliance && results.compliance[""]) || {};
-  const stages = list(comp.stages).map((s) => `<li class="check ${s.passed || s.matched ? "ok" : "missed"}">${
-    esc(t(s.stage ?? s.id ?? ""))}</li>`).join("");
+  const comp = detail.compliance || {};
+  const mark = { passed: "ok", suspended: "ok", missed: "missed", outside_window: "missed" };
+  const stages = list(comp.stages).map((s) => `<li class="check ${mark[s.status] ?? ""}" data-stage="${
+    esc(s.stage)}" title="${esc(s.status)}">${esc(t(s.stage) === s.stage ? s.title || s.stage : t(s.stage))} ${
+    s.status === "passed" ? "✓" : s.status === "suspended" ? "–" : "✗"}</li>`).join("");
   $("scorecard").innerHTML = `<div class="grade big g-${esc(detail.grade ?? "none")}">${esc(gradeText(detail.grade) || "–")}</div>
     <table>${row(t("score"), r(detail.score))}${row(t("quality"), r(detail.quality_score))}${
       row(t("compliance"), r(detail.compliance_score))}</table><ul class="checklist">${stages}</ul>`;
@@ -116,7 +114,7 @@ function trace(detail) {
 
 function reviews(items) {
   $("reviews").innerHTML = items.map((r) => `<li class="review"><b>${esc(r.score ?? "–")}</b> ${
-    esc(r.comment ?? "")} <span class="muted">${esc(r.reviewer ?? r.username ?? r.by ?? "")} ${
+    esc(r.comment ?? "")} <span class="muted">${esc(r.username ?? "")} ${
       esc(r.created_at ? new Date(r.created_at).toLocaleString() : "")}</span></li>`).join("");
   const last = items[items.length - 1];
   if (last) {
@@ -125,9 +123,8 @@ function reviews(items) {
   }
 }
 
-async function loadReviews(id, detail) {
-  const r = detail.reviews ?? (await optional(`/api/calls/${encodeURIComponent(id)}/reviews`));
-  reviews(Array.isArray(r) ? r : list(r && r.items));
+async function loadReviews(id) {
+  reviews(list(await api(`/api/calls/${encodeURIComponent(id)}/reviews`)));
 }
 
 async function showCall(id) {
@@ -145,15 +142,9 @@ async function showCall(id) {
     }
     throw e;
   }
-  const analysis = detail.analysis ?? {};
-  const findings = list(detail.findings ?? analysis.findings);
-  const results = detail.results ?? analysis.results ?? {};
-  let alerts = detail.alerts;
-  if (alerts === undefined) {
-    const a = await optional(`/api/alerts?call_id=${enc}`);
-    alerts = Array.isArray(a) ? a : list(a && a.items);
-  }
-  durationMs = detail.duration_ms || Math.max(1, ...list(detail.segments).map((s) => s.end_ms));
+  const findings = list(detail.findings);
+  const alerts = list(detail.alerts);
+  durationMs = detail.duration_ms || Math.max(1, ...segmentsOf(detail).map((s) => s.end_ms));
   $("call-head").innerHTML = `<span class="agent"><i>${esc(t("agent"))}</i> ${esc(detail.agent_id ?? "–")}</span>
     <span class="queue"><i>${esc(t("queue"))}</i> ${esc(detail.queue ?? "–")}</span>
     <span class="caller"><i>${esc(t("caller"))}</i> ${esc(detail.caller ?? "–")}</span>
@@ -161,13 +152,13 @@ async function showCall(id) {
     <span><i>${esc(t("duration"))}</i> ${fmtDuration(detail.duration_ms)}</span>
     <span class="grade g-${esc(detail.grade ?? "none")}">${esc(gradeText(detail.grade))}</span>`;
   const audio = $("audio");
-  audio.src = `/api/calls/${enc}/recording`;
+  audio.src = detail.recording_url || `/api/calls/${enc}/recording`;
   lanes(detail, findings);
-  markers(findings, list(alerts));
+  markers(findings, alerts);
   transcript(detail);
-  scorecard(detail, results);
+  scorecard(detail);
   trace(detail);
-  await loadReviews(id, detail);
+  await loadReviews(id);
 
   audio.addEventListener("timeupdate", () => highlight(audio.currentTime * 1000));
   $("transcript").addEventListener("click", (ev) => {
@@ -196,7 +187,7 @@ async function showCall(id) {
       body: { score: score === "" ? null : Number(score), comment: $("review-comment").value },
     });
     $("review-status").textContent = t("saved");
-    await loadReviews(id, {});
+    await loadReviews(id);
   });
 }
 

@@ -1,0 +1,111 @@
+"""The live board in Debian's Chromium, fed by a real server with two simulated calls.
+
+One server for the module; the two calls (English with a planned 4 s gap, and Mandarin) are
+streamed in real time. Checked in the browser: both calls appear with each party's transcript
+within 3 s of the utterance ending, the dead-air alert appears and a supervisor acknowledges
+it (stored), and each call leaves the board showing its grade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fixtures_browser import screenshot
+from tests.web_support import Streaming, WebServer, call, login, start_web_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+#: Records, in the page, when each transcript line first appears on a card (DOM, wall clock).
+RECORDER = """() => {
+  window.cwSeen = {};
+  setInterval(() => {
+    for (const li of document.querySelectorAll('.call .party .lines li')) {
+      const card = li.closest('.call');
+      const party = li.closest('.party').dataset.party;
+      const key = `${card.dataset.callId}|${party}|${li.dataset.startMs}`;
+      if (!(key in window.cwSeen)) window.cwSeen[key] = {
+        seen: Date.now() / 1000, end_ms: Number(li.dataset.endMs), text: li.textContent,
+        call_id: card.dataset.callId, party, agent: card.querySelector('.agent').textContent };
+    }
+  }, 25);
+}"""
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    w = start_web_server(tmp_path_factory.mktemp("web-board"))
+    yield w
+    w.server.stop()
+
+
+def test_board_shows_live_calls_alert_and_grades(web: WebServer, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
+        login(page, web.base, "sup")
+        assert page.url.endswith("/board")
+        page.wait_for_selector("#conn.up")
+        page.evaluate(RECORDER)
+        calls = [call("dead_air_en_16k.toml"), call("short_zh_16k.toml")]
+        streaming = Streaming(calls, pace=1.0)
+        streaming.start(web.gateway)
+
+        # both calls on the board, each party's transcript on each card
+        page.wait_for_function(
+            """() => { const cards = document.querySelectorAll('.call');
+                 return cards.length === 2 && [...cards].every(c =>
+                   [...c.querySelectorAll('.party')].filter(p => p.querySelector('li')).length
+                   === 2); }""",
+            timeout=60_000,
+        )
+        agents = sorted(page.locator(".call .agent").all_text_contents())
+        assert [a.split()[-1] for a in agents] == ["2001", "3007"]
+
+        # the dead-air alert appears in the feed and on its call's card
+        alert = page.locator("#alert-feed li.alert.open", has_text="dead_air")
+        alert.wait_for(timeout=60_000)
+        card = page.locator(".call", has_text="2001")
+        assert card.locator(".badge", has_text="dead").count() == 1
+        assert page.locator("#kpi-alerts").inner_text() != "0"
+        screenshot(page, "board")
+        alert_id = int(alert.get_attribute("data-alert-id") or "0")
+        alert.locator("button.ack").click()
+        page.locator(f'#alert-feed li.acknowledged[data-alert-id="{alert_id}"]').wait_for(
+            timeout=10_000
+        )
+        stored = web.server.repo.get_alert(alert_id)
+        assert stored is not None and stored.state == "acknowledged"
+        assert stored.acknowledged_by == "sup" and stored.kind == "dead_air"
+
+        # the calls end: each shows its grade, then leaves the board
+        ids = streaming.join()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.call.ended .grade').length === 2", timeout=90_000
+        )
+        graded = page.locator(".call.ended .grade").all_text_contents()
+        assert all(g.strip() for g in graded)
+        screenshot(page, "board-ended")
+        page.wait_for_function("() => document.querySelectorAll('.call').length === 0",
+                               timeout=20_000)  # fmt: skip
+        stored_calls = [web.server.wait_call(ext) for ext in ids]
+        assert all(c.grade for c in stored_calls)
+
+        # latency: every line appeared within 3 s of its utterance's end (media time, paced
+        # in real time from the start of streaming); and it is the stored transcript
+        seen: dict[str, dict[str, Any]] = page.evaluate("window.cwSeen")
+        assert seen, "no transcript line was ever seen"
+        by_call = {c.call_id: c for c in stored_calls}
+        parties = {(v["call_id"], v["party"]) for v in seen.values()}
+        assert len(parties) == 4, parties
+        delays = []
+        for v in seen.values():
+            delay = v["seen"] - (streaming.started_at + v["end_ms"] / 1000)
+            delays.append(delay)
+            texts = {s.text for s in by_call[v["call_id"]].segments if s.party == v["party"]}
+            assert v["text"] in texts
+        print(f"board transcript latency: max {max(delays):.2f} s over {len(delays)} lines")
+        assert max(delays) <= 3.0, sorted(delays)
+    finally:
+        page.close()
