@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from monitor.api import audit, auth
+from monitor.api import audit, auth, calls, insights
 from monitor.api.context import ApiContext
 from monitor.board.web import mount_board
 from storage.errors import StorageError, StorageUnavailable
@@ -39,6 +39,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(auth.router)
     app.include_router(audit.router)
+    app.include_router(calls.router)
+    app.include_router(insights.router)
     _add_error_handling(app)
     mount_board(app, ctx)  # the live board and replay pages (monitor/board)
     return app

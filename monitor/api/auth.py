@@ -75,29 +75,41 @@ def require_role(*roles: str, audit: str | None = None) -> Callable[..., Princip
     def dependency(
         request: Request, ctx: Ctx, user: Annotated[Principal | None, Depends(optional_user)]
     ) -> Principal:
-        if user is not None and user.role in roles:
-            return user
-        status, reason = (401, "not authenticated") if user is None else (403, "role not allowed")
-        if audit is not None:
-            ctx.access.audit(
-                at=ctx.clock(),
-                action=audit,
-                result="denied",
-                status=status,
-                username=user.username if user else None,
-                role=user.role if user else None,
-                call_id=request.path_params.get("call_id"),
-                detail={"reason": reason, "path": request.url.path},
-            )
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        detail = (
-            "log in first: POST /api/login, then send the token as 'Authorization: Bearer ...'"
-            if status == 401
-            else f"this needs one of the roles {', '.join(roles)}; you are {user.role}"  # type: ignore[union-attr]
-        )
-        raise HTTPException(status, detail, headers=headers)
+        return authorize(request, ctx, user, roles, audit)
 
     return dependency
+
+
+def authorize(
+    request: Request,
+    ctx: ApiContext,
+    user: Principal | None,
+    roles: tuple[str, ...],
+    audit: str | None,
+) -> Principal:
+    """`user` if their role is one of `roles`; else audit the refusal (when `audit` names an
+    action) and raise 401/403. For routes whose rule depends on a parameter."""
+    if user is not None and user.role in roles:
+        return user
+    status, reason = (401, "not authenticated") if user is None else (403, "role not allowed")
+    if audit is not None:
+        ctx.access.audit(
+            at=ctx.clock(),
+            action=audit,
+            result="denied",
+            status=status,
+            username=user.username if user else None,
+            role=user.role if user else None,
+            call_id=request.path_params.get("call_id"),
+            detail={"reason": reason, "path": request.url.path},
+        )
+    if user is None:
+        raise HTTPException(
+            401,
+            "log in first: POST /api/login, then send the token as 'Authorization: Bearer ...'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    raise HTTPException(403, f"this needs one of the roles {', '.join(roles)}; you are {user.role}")
 
 
 ANY_ROLE = ROLES

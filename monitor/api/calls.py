@@ -1,0 +1,284 @@
+"""Call routes: search, detail (the transcript view), the recording with range requests, the
+vCon export and QA reviews. Every access to call content writes an audit row.
+
+Roles (see README "HTTP API"): every role may search, open a call and play its recording;
+downloading the recording (`?download=true`), exporting a vCon and QA reviews are for
+`qa` and `admin`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field, StringConstraints
+
+from monitor.api import media, vcon
+from monitor.api.audit import record
+from monitor.api.auth import ANY_ROLE, Ctx, Principal, authorize, optional_user, require_role
+from monitor.api.context import ApiContext
+from monitor.api.params import aware
+from storage.models import CallDetail
+from storage.search import CallQuery
+
+router = APIRouter(prefix="/api", tags=["calls"])
+QA_ROLES = ("qa", "admin")
+CallId = Annotated[str, Path(min_length=1, max_length=128)]
+Filter = Annotated[str | None, Query(min_length=1, max_length=128)]
+Ms = Annotated[int | None, Query(ge=0, le=10**11)]
+_DENIED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "not authenticated"},
+    403: {"description": "role not allowed"},
+    404: {"description": "no such call"},
+}
+
+
+class CallItem(BaseModel):
+    call_id: str
+    external_id: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_ms: int | None
+    agent_id: str | None
+    queue: str | None
+    caller: str | None
+    callee: str | None
+    score: float | None
+    grade: str | None
+    quality_score: float | None
+    compliance_score: float | None
+    end_reason: str | None
+    protocol: str
+
+
+class CallPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[CallItem]
+
+
+@router.get("/calls", responses={401: {"description": "not authenticated"}})
+def search_calls(
+    _: Annotated[Principal, Depends(require_role(*ANY_ROLE))],
+    ctx: Ctx,
+    q: Annotated[
+        str | None, Query(max_length=200, description="transcript words or characters")
+    ] = None,
+    agent: Filter = None,
+    queue: Filter = None,
+    caller: Filter = None,
+    grade: Literal["excellent", "good", "pass", "needs_improvement"] | None = None,
+    alert_kind: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="calls with an alert of this kind"),
+    ] = None,
+    status: Literal["active", "completed", "interrupted"] | None = None,
+    since: Annotated[
+        datetime | None, Query(description="started at or after (UTC if no zone)")
+    ] = None,
+    until: Annotated[datetime | None, Query(description="started before")] = None,
+    min_duration_ms: Ms = None,
+    max_duration_ms: Ms = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> CallPage:
+    """Calls matching every filter, newest first. `q` matches transcript text: each
+    whitespace- or punctuation-separated term must occur in the call (Mandarin by characters,
+    Traditional characters find Simplified, case-insensitive)."""
+    query = CallQuery(
+        text=q, agent=agent, queue=queue, caller=caller, grade=grade, alert_kind=alert_kind,
+        status=status, since=aware(since, "since"), until=aware(until, "until"),
+        min_duration_ms=min_duration_ms, max_duration_ms=max_duration_ms,
+        limit=limit, offset=offset,
+    )  # fmt: skip
+    calls, total = ctx.repo.search_calls(query)
+    items = [CallItem(**{k: v for k, v in asdict(c).items() if k in CallItem.model_fields})
+             for c in calls]  # fmt: skip
+    return CallPage(total=total, limit=limit, offset=offset, items=items)
+
+
+def _find(ctx: ApiContext, user: Principal, call_id: str, action: str) -> CallDetail:
+    call = ctx.repo.get_call(call_id)
+    if call is None:
+        record(ctx, user, action, call_id=call_id, status=404, reason="no such call")
+        raise HTTPException(404, f"no call {call_id!r}: search with GET /api/calls")
+    return call
+
+
+def _duration_ms(call: CallDetail) -> int | None:
+    if call.duration_ms is not None:
+        return call.duration_ms
+    if call.recording_frames and call.sample_rate:
+        return call.recording_frames * 1000 // call.sample_rate
+    return None
+
+
+@router.get("/calls/{call_id}", responses=_DENIED)
+def call_detail(
+    call_id: CallId,
+    user: Annotated[Principal, Depends(require_role(*ANY_ROLE, audit="transcript.view"))],
+    ctx: Ctx,
+    readings: Annotated[bool, Query(description="include the periodic quality readings")] = False,
+) -> dict[str, Any]:
+    """One call: parties, transcript, quality, compliance, findings, alerts and trace
+    (`call_id` may also be the switch's call id or a unique prefix). Audited."""
+    call = _find(ctx, user, call_id, "transcript.view")
+    analysis = ctx.repo.get_analysis(call.call_id)
+    alerts = ctx.repo.list_alerts(call_id=call.call_id, limit=1000)
+    record(ctx, user, "transcript.view", call_id=call.call_id, start_ms=0,
+           end_ms=_duration_ms(call), segments=len(call.segments))  # fmt: skip
+    body = asdict(call)
+    body["transcript"] = body.pop("segments")
+    body["recording_url"] = f"/api/calls/{call.call_id}/recording"
+    body["quality"] = {
+        "call": analysis.result("quality"),
+        "by_party": analysis.results.get("quality_party", {}),
+        "conversation": analysis.result("conversation"),
+    }
+    body["compliance"] = analysis.result("compliance")
+    body["findings"] = [asdict(f) for f in analysis.findings]
+    if readings:
+        body["readings"] = [asdict(r) for r in analysis.readings]
+    body["alerts"] = [asdict(a) for a in alerts]
+    result: dict[str, Any] = jsonable_encoder(body)
+    return result
+
+
+@router.get(
+    "/calls/{call_id}/recording",
+    response_class=Response,
+    responses={
+        **_DENIED,
+        200: {"content": {"audio/wav": {}}, "description": "the whole recording"},
+        206: {"content": {"audio/wav": {}}, "description": "the requested byte range"},
+        416: {"description": "range starts past the end"},
+    },
+)
+def recording(
+    call_id: CallId,
+    request: Request,
+    ctx: Ctx,
+    user: Annotated[Principal | None, Depends(optional_user)],
+    download: Annotated[bool, Query(description="as an attachment (qa, admin)")] = False,
+) -> Response:
+    """The call's WAV recording (one channel per party). Supports `Range: bytes=...` for
+    seeking (206); each request is audited with the media-time span it covers."""
+    action = "recording.download" if download else "recording.play"
+    who = authorize(request, ctx, user, QA_ROLES if download else ANY_ROLE, action)
+    call = _find(ctx, who, call_id, action)
+    path = ctx.settings.recordings_dir / call.recording_path
+    if not path.is_file():
+        record(ctx, who, action, call_id=call.call_id, status=404, reason="recording missing")
+        raise HTTPException(404, f"the recording of call {call.call_id} is missing on disk")
+    size = path.stat().st_size
+    try:
+        rng = media.parse_range(request.headers.get("range"), size)
+    except media.RangeNotSatisfiable as exc:
+        record(ctx, who, action, call_id=call.call_id, status=416, reason=str(exc))
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    start, length = (0, size) if rng is None else (rng.start, rng.length)
+    start_ms, end_ms = media.media_span_ms(rng, size, call.sample_rate, call.channels)
+    status = 200 if rng is None else 206
+    record(ctx, who, action, call_id=call.call_id, status=status, start_ms=start_ms,
+           end_ms=end_ms, bytes=f"{start}-{start + length - 1}/{size}")  # fmt: skip
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(length),
+        "Content-Disposition": f"{'attachment' if download else 'inline'}; "
+        f'filename="{call.call_id}.wav"',
+        "Cache-Control": "private, no-store",
+    }
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{size}"
+    return StreamingResponse(
+        media.read_file(path, start, length), status_code=status, media_type="audio/wav",
+        headers=headers,
+    )  # fmt: skip
+
+
+@router.get("/calls/{call_id}/vcon", responses=_DENIED)
+def export_vcon(
+    call_id: CallId,
+    user: Annotated[Principal, Depends(require_role(*QA_ROLES, audit="export.vcon"))],
+    ctx: Ctx,
+) -> dict[str, Any]:
+    """The call as a vCon JSON document (IETF vCon core draft): parties, the recording as
+    dialog, transcript and quality/compliance report as analysis. Audited."""
+    call = _find(ctx, user, call_id, "export.vcon")
+    doc = vcon.build(
+        call,
+        ctx.repo.get_analysis(call.call_id),
+        ctx.repo.list_alerts(call_id=call.call_id, limit=1000),
+        recording=ctx.settings.recordings_dir / call.recording_path,
+        recording_url=f"/api/calls/{call.call_id}/recording",
+    )
+    record(ctx, user, "export.vcon", call_id=call.call_id, start_ms=0,
+           end_ms=_duration_ms(call), uuid=doc["uuid"])  # fmt: skip
+    result: dict[str, Any] = jsonable_encoder(doc)
+    return result
+
+
+# -- QA reviews -----------------------------------------------------------------------------
+
+CriterionValue = (
+    Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
+    | bool
+    | Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+)
+
+
+class ReviewIn(BaseModel):
+    score: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    comment: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] = ""
+    criteria: Annotated[
+        dict[Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                              pattern=r"^[^\x00]+$")], CriterionValue],
+        Field(max_length=50),
+    ] = {}  # fmt: skip
+    model_config = {"extra": "forbid"}
+
+
+class ReviewOut(BaseModel):
+    id: int
+    call_id: str
+    username: str
+    created_at: datetime
+    score: float | None
+    comment: str
+    criteria: dict[str, Any]
+
+
+@router.get("/calls/{call_id}/reviews", responses=_DENIED)
+def list_reviews(
+    call_id: CallId,
+    user: Annotated[Principal, Depends(require_role(*QA_ROLES, audit="review.view"))],
+    ctx: Ctx,
+) -> list[ReviewOut]:
+    """QA reviews of the call, oldest first (qa, admin). Audited."""
+    call = _find(ctx, user, call_id, "review.view")
+    reviews = ctx.access.list_reviews(call.call_id)
+    record(ctx, user, "review.view", call_id=call.call_id, reviews=len(reviews))
+    return [ReviewOut(id=r.review_id, **{k: v for k, v in asdict(r).items() if k != "review_id"})
+            for r in reviews]  # fmt: skip
+
+
+@router.post("/calls/{call_id}/reviews", status_code=201, responses=_DENIED)
+def add_review(
+    call_id: CallId,
+    body: ReviewIn,
+    user: Annotated[Principal, Depends(require_role(*QA_ROLES, audit="review.create"))],
+    ctx: Ctx,
+) -> ReviewOut:
+    """Add a manual QA score (0-100), comment and per-criterion marks (qa, admin). Audited."""
+    call = _find(ctx, user, call_id, "review.create")
+    r = ctx.access.add_review(call.call_id, username=user.username, at=ctx.clock(),
+                              score=body.score, comment=body.comment,
+                              criteria=dict(body.criteria))  # fmt: skip
+    record(ctx, user, "review.create", call_id=call.call_id, review_id=r.review_id)
+    return ReviewOut(id=r.review_id, **{k: v for k, v in asdict(r).items() if k != "review_id"})

@@ -1,0 +1,89 @@
+"""Recordings over HTTP: byte-range requests (RFC 9110 §14) for seeking, and the media-time
+span each request covers, for the audit row.
+
+`parse_range` is pure: one `bytes=` range (`a-b`, `a-`, `-n`) is honoured; a header that is
+not a single valid byte range is ignored (the whole file is sent, as RFC 9110 allows), and a
+range starting past the end is unsatisfiable (416 with `Content-Range: bytes */size`).
+Browsers' <audio> elements send exactly these single ranges while seeking.
+
+A call still running has a growing recording: each response covers the file as it is at the
+time of the request (the header's sizes are rewritten at every flush, see storage/recordings).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.recordings import HEADER_BYTES
+
+CHUNK = 64 * 1024
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+class RangeNotSatisfiable(ValueError):
+    """The requested range starts past the end of the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single byte range asked for, clipped to the file; None means the whole file."""
+    if not header:
+        return None
+    m = _RANGE.match(header)
+    if m is None:  # several ranges, other units, garbage: ignore the header
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable(f"bytes=-{n} of a {size}-byte file")
+        return ByteRange(max(0, size - n), size - 1)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid range: ignored
+    if start >= size:
+        raise RangeNotSatisfiable(f"bytes={start}- of a {size}-byte file")
+    end = int(last) if last else size - 1
+    return ByteRange(start, min(end, size - 1))
+
+
+def media_span_ms(
+    rng: ByteRange | None, size: int, sample_rate: int, channels: int
+) -> tuple[int, int]:
+    """The media time (ms) that the bytes cover, for the audit row: PCM16 frames after the
+    44-byte header of callwatch's recordings."""
+    start, end = (0, size - 1) if rng is None else (rng.start, rng.end)
+    frame = 2 * max(channels, 1)
+
+    def ms(byte: int) -> int:
+        return max(0, byte - HEADER_BYTES) // frame * 1000 // max(sample_rate, 1)
+
+    return ms(start), ms(end + 1)
+
+
+def read_file(path: Path, start: int, length: int) -> Iterator[bytes]:
+    """The bytes [start, start+length) in chunks (a sync iterator: Starlette runs it in its
+    thread pool, so disk reads stay off the event loop)."""
+    with path.open("rb") as f:
+        f.seek(start)
+        left = length
+        while left > 0:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:  # the file shrank under us (should not happen): stop short
+                return
+            left -= len(chunk)
+            yield chunk
