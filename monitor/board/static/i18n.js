@@ -21,7 +21,8 @@ const TEXTS = {
     transcript: "Transcript", markers: "Markers", trace: "Trace", scorecard: "Scorecard",
     qa_review: "QA review", manual_score: "Manual score", comment: "Comment", save: "Save",
     saved: "Saved.", reviews: "Reviews", speech: "speech", silence: "silence",
-    overtalk: "overtalk", quality: "quality", compliance: "compliance", alert: "alert",
+    overtalk: "overtalk", quality: "Quality", compliance: "Compliance", alert: "Alert",
+    compliance_hit: "compliance hit", compliance_miss: "compliance miss",
     board: "Board", replay: "Replay", language: "中文", not_found: "Call not found.",
   },
   zh: {
@@ -45,6 +46,7 @@ const TEXTS = {
     qa_review: "质检评审", manual_score: "人工评分", comment: "评语", save: "保存",
     saved: "已保存。", reviews: "评审记录", speech: "语音", silence: "静音",
     overtalk: "抢话", quality: "质量", compliance: "合规", alert: "告警",
+    compliance_hit: "合规命中", compliance_miss: "合规缺失",
     board: "看板", replay: "回放", language: "English", not_found: "找不到该通话。",
   },
 };
