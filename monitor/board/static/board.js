@@ -7,6 +7,7 @@ import { gradeText, t, translatePage } from "./i18n.js";
 const cards = new Map(); // call_id -> card json
 const alerts = new Map(); // alert id -> alert json (feed order kept by `feedOrder`)
 let feedOrder = [];
+const FEED_MAX = 100; // alerts kept in the feed (the oldest go first)
 let lastSeq = 0;
 let user = null;
 let ws = null;
@@ -123,6 +124,7 @@ function putAlert(a) {
   alerts.set(a.id, a);
   feedOrder = feedOrder.filter((i) => i !== a.id);
   feedOrder.push(a.id);
+  for (const old of feedOrder.splice(0, Math.max(0, feedOrder.length - FEED_MAX))) alerts.delete(old);
   drawFeed();
 }
 
