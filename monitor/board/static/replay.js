@@ -159,6 +159,7 @@ async function showCall(id) {
   scorecard(detail);
   trace(detail);
   await loadReviews(id);
+  highlight(0);
 
   audio.addEventListener("timeupdate", () => highlight(audio.currentTime * 1000));
   $("transcript").addEventListener("click", (ev) => {
