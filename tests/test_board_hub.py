@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,11 +35,12 @@ def sqlite_repo(tmp_path: Path) -> Iterator[Repository]:
 
 
 async def drain(client: Client, until: float = 1.0) -> list[dict | None]:
-    out: list[dict | None] = []
+    out: list[dict | None] = []  # decoded messages; None = snapshot requested
     deadline = asyncio.get_running_loop().time() + until
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
-            out.append(await asyncio.wait_for(client.queue.get(), left))
+            text = await asyncio.wait_for(client.queue.get(), left)
+            out.append(None if text is None else json.loads(text))
         except TimeoutError:
             break
     return out
@@ -58,7 +60,11 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
         assert snap["calls"][0]["parties"]["agent"]["lines"][0]["text"] == "hello"
         assert snap["kpis"]["avg_handle_ms"] == 60_000 and snap["kpis"]["compliance_rate"] == 100
         client = hub.join()
+        t0 = asyncio.get_running_loop().time()
         bus.publish(opened("new"))
+        text = await asyncio.wait_for(client.queue.get(), 1.0)
+        assert text is not None and json.loads(text)["call"]["call_id"] == "new"
+        assert asyncio.get_running_loop().time() - t0 < 1.0  # within 1 s of the event
         bus.publish(SegmentAdded("new", "customer", 0, 800, "我想查账单", "zh", 0.9))
         bus.publish(AlertRaised(1, "new", "dead_air", "dead_air", "warning", NOW, 0, None, "gap"))
         msgs = [m for m in await drain(client, 0.5) if m is not None]

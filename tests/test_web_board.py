@@ -81,6 +81,12 @@ def test_board_shows_live_calls_alert_and_grades(web: WebServer, browser: Any) -
         page.locator(f'#alert-feed li.acknowledged[data-alert-id="{alert_id}"]').wait_for(
             timeout=10_000
         )
+        # a lost connection: the page reconnects and redraws from a fresh snapshot
+        page.evaluate("window.cwBoard.reconnect()")
+        page.wait_for_selector("#conn.down", timeout=5_000)
+        page.wait_for_selector("#conn.up", timeout=10_000)
+        assert page.locator(".call").count() == 2
+        assert page.locator(f'#alert-feed li.acknowledged[data-alert-id="{alert_id}"]').count() == 1
         stored = web.server.repo.get_alert(alert_id)
         assert stored is not None and stored.state == "acknowledged"
         assert stored.acknowledged_by == "sup" and stored.kind == "dead_air"
@@ -113,6 +119,9 @@ def test_board_shows_live_calls_alert_and_grades(web: WebServer, browser: Any) -
             assert v["text"] == seg.text
             rows.append((round(delay, 2), (seg.latency_ms or 0) / 1000, seg.text[:30]))
         print(f"board transcript latency: max {max(r[0] for r in rows):.2f} s, {sorted(rows)}")
+        # the board's own share (bus -> coalescing -> websocket -> DOM) is within 1 s ...
+        assert max(r[0] - r[1] for r in rows) <= 1.0, sorted(rows)
+        # ... and the whole path, ASR included, within the 3 s the issue asks for
         assert max(r[0] for r in rows) <= 3.0, sorted(rows)
     finally:
         page.close()

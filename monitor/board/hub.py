@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import UTC, datetime, time
 from typing import Any
@@ -27,14 +28,15 @@ Message = dict[str, Any]
 
 
 class Client:
-    """One browser's outgoing queue. `None` in the queue means: send a fresh snapshot."""
+    """One browser's outgoing queue of JSON texts (encoded once for every browser). `None`
+    in the queue means: send a fresh snapshot."""
 
     def __init__(self, max_backlog: int) -> None:
-        self.queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._max = max_backlog
         self.resyncs = 0
 
-    def offer(self, msgs: list[Message]) -> None:
+    def offer(self, msgs: list[str]) -> None:
         if self.queue.qsize() + len(msgs) > self._max:
             self.resync()
             return
@@ -142,9 +144,10 @@ class BoardHub:
         while True:
             await asyncio.sleep(self._tick_s)
             msgs = self.state.flush(loop.time())
-            if msgs:
+            if msgs and self.clients:
+                texts = [json.dumps(m) for m in msgs]
                 for client in self.clients:
-                    client.offer(msgs)
+                    client.offer(texts)
 
     async def _reseed(self) -> None:
         """Rebuild the state from the database: active calls with their last lines, today's

@@ -97,8 +97,7 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
                 msg = await client.queue.get()
                 if reader.done():
                     break
-                payload = hub.state.snapshot() if msg is None else msg
-                await ws.send_text(json.dumps(payload))
+                await ws.send_text(json.dumps(hub.state.snapshot()) if msg is None else msg)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the browser went away (RuntimeError: sent after close)
         finally:
