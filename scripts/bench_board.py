@@ -46,8 +46,15 @@ def events_for_second(call_id: str, sec: int, rng: random.Random) -> list[object
             out.append(SegmentAdded(call_id, party, sec * 1000 - 1500, sec * 1000, text, "en", 0.9))
             out.append(TraceAdded(call_id, sec * 4, "utterance", now, sec * 1000, party))
     if rng.random() < 0.05:
-        out.append(FindingAdded(call_id, sec, "compliance", "phrase_matched",
-                                data={"stage": rng.choice(["greeting", "verification"])}))
+        out.append(
+            FindingAdded(
+                call_id,
+                sec,
+                "compliance",
+                "phrase_matched",
+                data={"stage": rng.choice(["greeting", "verification"])},
+            )
+        )
     return out
 
 
@@ -76,8 +83,11 @@ def main() -> None:
             batch = events_for_second(f"c{i}", sec + 1, rng)
             if rng.random() < 1 / 60:
                 alerts += 1
-                batch.append(AlertRaised(alerts, f"c{i}", f"r{alerts}", "dead_air", "warning",
-                                         datetime.now(UTC), sec * 1000, None, "dead air"))  # fmt: skip
+                at = datetime.now(UTC)
+                batch.append(
+                    AlertRaised(alerts, f"c{i}", f"r{alerts}", "dead_air", "warning", at,
+                                sec * 1000, None, "dead air")
+                )  # fmt: skip
             for ev in batch:
                 state.apply(ev, now)
             events += len(batch)
