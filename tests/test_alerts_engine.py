@@ -227,6 +227,19 @@ def test_media_stalled_on_wall_time() -> None:
         5.0,
     )
     assert eng.tick(MediaTick("c1", 10_000, 110.0)) == []
+    # A call that hung up and waits for its last transcripts is not stalled.
+    eng.feed(opened("c2"))
+    assert eng.tick(MediaTick("c2", 10_000, 100.0)) == []
+    eng.feed(TraceAdded("c2", 9, "disconnected", T0, 10_000))
+    assert eng.tick(MediaTick("c2", 10_000, 200.0)) == []
+
+
+def test_hold_ends_dead_air() -> None:
+    eng = engine(dead_air_s=10, learned=False)
+    eng.feed(opened())
+    eng.feed(TraceAdded("c1", 5, "dead_air_started", T0, 20_000))
+    eng.feed(TraceAdded("c1", 6, "hold_started", T0, 24_000))
+    assert eng.tick(MediaTick("c1", 60_000, 60)) == []
 
 
 def test_unknown_calls_and_closed_calls_are_ignored_and_seeded_rules_do_not_refire() -> None:

@@ -22,7 +22,8 @@ Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
 * `asr_lag:latency` / `asr_lag:shed` - a transcript later than `asr_latency_s`, or `asr_shed`
   utterances dropped unrecognised in one call.
 * `media_stalled` - a connected call's media position did not move for `media_stall_s` of
-  wall time.
+  wall time (ticks stop counting at the call's `disconnected` trace: a call waiting for its
+  last transcripts is not stalled).
 
 Each rule fires at most once per call (the rule name is the de-duplication key; the shell
 seeds the keys of stored alerts so a restart does not raise them again).
@@ -87,6 +88,7 @@ class _Call:
     dead_air_from: int | None = None
     poor_from: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
     shed: int = 0
+    connected: bool = True  # until the `disconnected` trace: the call is only finishing then
 
 
 class AlertEngine:
@@ -149,7 +151,7 @@ class AlertEngine:
     def tick(self, tick: MediaTick) -> list[Alert]:
         """A running call's media position now; the alerts that are due."""
         call = self._calls.get(tick.call_id)
-        if call is None:
+        if call is None or not call.connected:
             return []
         out: list[Alert | None] = []
         if tick.media_ms > call.media_ms or call.advanced_wall_s is None:
@@ -255,6 +257,9 @@ class AlertEngine:
             call.media_ms = max(call.media_ms, rec.media_ms)
         if rec.kind == "dead_air_started" and rec.media_ms is not None:
             call.dead_air_from = rec.media_ms
+        elif rec.kind in ("hold_started", "disconnected"):
+            call.dead_air_from = None  # music on hold is not dead air; a hang-up ends it
+            call.connected = rec.kind != "disconnected"
         elif rec.kind == "asr_shed":
             call.shed += 1
             if call.rules.asr_shed and call.shed >= call.rules.asr_shed:

@@ -258,6 +258,7 @@ class AlertService:
         if live is not None:
             # The live call numbers its own trace; going through it keeps seq gapless.
             await live.trace(kind, party=party, **data)
+            self._last_seq[call_id] = live.next_trace_seq - 1
             return
         if call_id in self._last_seq:
             seq = self._last_seq[call_id] + 1
