@@ -88,7 +88,9 @@ def test_live_call_alerts_trace_webhook_and_show(
     assert {"duration_long:limit", "media_stalled"} <= set(alerts)
     long = alerts["duration_long:limit"]
     assert long.media_start_ms == 3000
-    assert long.media_end_ms is not None and 3000 < long.media_end_ms <= 4000
+    # Raised on the tick after the limit (0.25 s); the 1 s bound itself is asserted on a test
+    # clock in test_alert_service.py - here a loaded CI machine may deliver audio in bursts.
+    assert long.media_end_ms is not None and 3000 < long.media_end_ms <= 5000
     stalled = alerts["media_stalled"]
     assert stalled.severity == "critical" and stalled.evidence["stalled_s"] >= 1.5
     trace = call.trace

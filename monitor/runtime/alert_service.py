@@ -161,8 +161,13 @@ class AlertService:
 
     async def _consume(self) -> None:
         assert self._sub is not None
+        dropped = 0
         while True:
             event = await self._sub.get()
+            if self._sub.dropped > dropped:
+                # Only if the rules stall for 100k records: say so, rules may have missed some.
+                log.warning("alert engine fell behind, %d events skipped", self._sub.dropped)
+                dropped = self._sub.dropped
             self._busy = True
             try:
                 await self._handle(event)
