@@ -227,6 +227,30 @@ def test_media_stalled_on_wall_time() -> None:
         5.0,
     )
     assert eng.tick(MediaTick("c1", 10_000, 110.0)) == []
+    # A call that hung up and waits for its last transcripts is not stalled.
+    eng.feed(opened("c2"))
+    assert eng.tick(MediaTick("c2", 10_000, 100.0)) == []
+    eng.feed(TraceAdded("c2", 9, "disconnected", T0, 10_000))
+    assert eng.tick(MediaTick("c2", 10_000, 200.0)) == []
+
+
+def test_media_falling_behind_wall_time_is_a_stall_too() -> None:
+    eng = engine(media_stall_s=5, learned=False)
+    eng.feed(opened())
+    alerts = []
+    for i in range(700):  # audio arrives at 90 % of real time, never stopping
+        alerts += [(i, a) for a in eng.tick(MediaTick("c1", i * 90, i / 10))]
+    [(i, stall)] = alerts
+    assert i == 500 and stall.evidence["lag_s"] == pytest.approx(5.0)
+    assert stall.message.startswith("audio 5.0 s behind")
+
+
+def test_hold_ends_dead_air() -> None:
+    eng = engine(dead_air_s=10, learned=False)
+    eng.feed(opened())
+    eng.feed(TraceAdded("c1", 5, "dead_air_started", T0, 20_000))
+    eng.feed(TraceAdded("c1", 6, "hold_started", T0, 24_000))
+    assert eng.tick(MediaTick("c1", 60_000, 60)) == []
 
 
 def test_unknown_calls_and_closed_calls_are_ignored_and_seeded_rules_do_not_refire() -> None:

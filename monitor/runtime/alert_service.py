@@ -161,8 +161,13 @@ class AlertService:
 
     async def _consume(self) -> None:
         assert self._sub is not None
+        dropped = 0
         while True:
             event = await self._sub.get()
+            if self._sub.dropped > dropped:
+                # Only if the rules stall for 100k records: say so, rules may have missed some.
+                log.warning("alert engine fell behind, %d events skipped", self._sub.dropped)
+                dropped = self._sub.dropped
             self._busy = True
             try:
                 await self._handle(event)
@@ -258,6 +263,7 @@ class AlertService:
         if live is not None:
             # The live call numbers its own trace; going through it keeps seq gapless.
             await live.trace(kind, party=party, **data)
+            self._last_seq[call_id] = live.next_trace_seq - 1
             return
         if call_id in self._last_seq:
             seq = self._last_seq[call_id] + 1

@@ -2,8 +2,10 @@
 
 Start order: migrate the database, recover calls a crash left open (mark them interrupted,
 repair their recordings), start the ASR workers (the model is loaded once per worker and
-shared by all calls), then open the gateway. Stop order is the reverse, so every call still
-open is finalised and every queued record written before the process exits.
+shared by all calls), start the storage writer (the tap of the event bus `self.bus`), the
+webhook delivery task and the alert service, then open the gateway. Stop order is the
+reverse, so every call still open is finalised, its last alerts raised, and every queued
+record written before the process exits.
 """
 
 from __future__ import annotations
