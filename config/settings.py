@@ -149,6 +149,104 @@ class GradingSettings(_Section):
         return self
 
 
+class AlertRuleSettings(_Section):
+    """Alert thresholds; every key can be overridden per queue under [alerts.queues.NAME].
+    A limit of 0 switches its rule off."""
+
+    #: Fixed limits: a completed call shorter than this (too short), a running call longer.
+    min_duration_s: float = Field(default=0.0, ge=0)
+    max_duration_s: float = Field(default=3600.0, ge=0)
+    #: Learned limits from the queue's (and agent's) stored calls: median and MAD of log
+    #: duration; bound = exp(median +/- k * 1.4826 * MAD).
+    learned: bool = True
+    learned_k: float = Field(default=3.0, gt=0)
+    #: Fewest stored calls a queue (or agent in a queue) needs before its baseline is used.
+    learned_min_samples: int = Field(default=30, ge=5)
+    #: Silence between the parties (conversation tracker's dead air) this long alerts.
+    dead_air_s: float = Field(default=15.0, ge=0)
+    #: Poor audio for this long in a row (readings below the limits below) alerts.
+    poor_audio_s: float = Field(default=20.0, ge=0)
+    poor_snr_db: float = 10.0
+    poor_clip_ratio: float = Field(default=0.01, ge=0, le=1)
+    poor_dropout_ratio: float = Field(default=0.05, ge=0, le=1)
+    #: Compliance misses and forbidden phrases alert from this finding severity up.
+    compliance_min_severity: Literal["info", "minor", "major", "critical"] = "major"
+    #: End-of-call quality findings alert from this severity up ("off" = never).
+    quality_min_severity: Literal["minor", "major", "critical", "off"] = "critical"
+    #: ASR falling behind: a transcript this late, or this many utterances shed in one call.
+    asr_latency_s: float = Field(default=15.0, ge=0)
+    asr_shed: int = Field(default=3, ge=0)
+    #: Media stalled: no audio for this long (wall time) while the call is connected.
+    media_stall_s: float = Field(default=5.0, ge=0)
+
+
+class AlertSettings(AlertRuleSettings):
+    """[alerts]: the alert engine. Per-queue overrides of any rule key:
+    `[alerts.queues.billing]` `max_duration_s = 900`."""
+
+    enabled: bool = True
+    #: Running calls are checked this often (wall time) for duration, dead air and stalls.
+    tick_s: float = Field(default=0.25, gt=0, le=5.0)
+    #: Learned baselines: stored calls of the last `history_days`, at most `history_limit`
+    #: (newest first), recomputed every `refresh_s` off the event loop.
+    history_days: float = Field(default=30.0, gt=0)
+    history_limit: int = Field(default=50_000, ge=100)
+    refresh_s: float = Field(default=3600.0, ge=10)
+    queues: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_queues(self) -> AlertSettings:
+        for name in self.queues:
+            try:
+                self.for_queue(name)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"alerts.queues.{name}: {problems}") from None
+        return self
+
+    def for_queue(self, queue: str | None) -> AlertRuleSettings:
+        """The rules of `queue`: the defaults with that queue's overrides."""
+        base = {k: getattr(self, k) for k in AlertRuleSettings.model_fields}
+        return AlertRuleSettings.model_validate(base | self.queues.get(queue or "", {}))
+
+
+class WebhookTarget(_Section):
+    """One receiver of signed alert webhooks ([[webhooks.targets]])."""
+
+    name: str = Field(min_length=1, max_length=64)
+    url: str = Field(pattern=r"^https?://")
+    #: HMAC-SHA256 key; receivers verify the X-Callwatch-Signature header with it.
+    secret: str = Field(min_length=16)
+    #: Alerts below this severity are not sent to this target.
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    #: Also send acknowledge / resolve changes.
+    changes: bool = True
+
+
+class WebhookSettings(_Section):
+    """[webhooks]: delivery of alerts to HTTP receivers from the persisted outbox."""
+
+    targets: tuple[WebhookTarget, ...] = ()
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: Retries: first after `backoff_initial_s`, doubling up to `backoff_max_s`, each with up
+    #: to +/- `jitter` of itself added at random; a delivery older than `give_up_after_s` fails.
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    give_up_after_s: float = Field(default=86_400.0, gt=0)
+    #: Deliveries sent at once.
+    concurrency: int = Field(default=4, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> WebhookSettings:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"webhook target names must be unique, got {names}")
+        return self
+
+
 class ApiSettings(_Section):
     """The HTTP API (search, replay, alerts, KPIs, export) and the board it serves."""
 
@@ -178,6 +276,8 @@ class Settings(_Section):
     compliance: ComplianceSettings = ComplianceSettings()
     grading: GradingSettings = GradingSettings()
     api: ApiSettings = ApiSettings()
+    alerts: AlertSettings = AlertSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

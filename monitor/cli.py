@@ -162,12 +162,15 @@ def _plain(obj: Any) -> Any:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    call = _repo(settings).get_call(args.call_id)
+    repo = _repo(settings)
+    call = repo.get_call(args.call_id)
     if call is None:
         print(f"no call {args.call_id!r}: list calls with `callwatch calls`", file=sys.stderr)
         return 1
+    alerts = repo.list_alerts(call_id=call.call_id, limit=1000)
     if args.json:
-        print(json.dumps(_plain(call), ensure_ascii=False, default=str, indent=1))
+        doc = _plain(call) | {"alerts": [_plain(a) for a in alerts]}
+        print(json.dumps(doc, ensure_ascii=False, default=str, indent=1))
         return 0
     print(f"call        {call.call_id}  (switch id {call.external_id})")
     print(f"status      {call.status}" + (f" ({call.end_reason})" if call.end_reason else ""))
@@ -183,7 +186,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  (none)")
     for seg in call.segments:
         print(f"  [{_fmt_ms(seg.start_ms)}-{_fmt_ms(seg.end_ms)}] {seg.party:8} {seg.text}")
-    _show_analysis(_repo(settings).get_analysis(call.call_id), call, args.readings)
+    _show_analysis(repo.get_analysis(call.call_id), call, args.readings)
+    print("\nalerts")
+    if not alerts:
+        print("  (none)")
+    for al in sorted(alerts, key=lambda a: (a.raised_at, a.id)):
+        span = f"{_fmt_ms(al.media_start_ms)}-{_fmt_ms(al.media_end_ms)}"
+        who = f" by {al.resolved_by or al.acknowledged_by}" if al.state != "open" else ""
+        print(f"  #{al.id:<5} {span:>15} {al.severity:8} {al.state}{who:12} {al.message}")
     if args.trace:
         print("\ntrace")
         for t in call.trace:

@@ -6,6 +6,7 @@ Modules, each importable on its own (importing this package loads no database dr
 * `storage.repository` - `Repository`: batched writes (`apply`) and read queries, returning
   `CallSummary` / `CallDetail` dataclasses.
 * `storage.models` - the schema (SQLAlchemy 2.0 models) and those frozen result dataclasses.
+* `storage.alerts` - alerts and the webhook outbox (written in the alert's transaction).
 * `storage.db` - engines (SQLite pragmas, PostgreSQL), write transactions, `upgrade()`.
 * `storage.migrations` - Alembic revisions, run programmatically by `storage.db.upgrade`.
 * `storage.recordings` - `WavRecorder` (crash-safe growing WAV) and `repair_wav`.

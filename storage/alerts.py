@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.errors import AlertNotFound, BatchRejected, InvalidAlertTransition
-from storage.models import AlertInfo, AlertRow, OutboxInfo, WebhookOutboxRow
+from storage.models import AlertInfo, AlertRow, Call, OutboxInfo, WebhookOutboxRow
 from storage.records import ALERT_SEVERITIES, ALERT_STATES, AlertChanged, AlertRaised
 
 _ALERTS: Table = AlertRow.__table__  # type: ignore[assignment]
@@ -213,6 +213,24 @@ def get_alert(session: Session, alert_id: int) -> AlertInfo | None:
 
 def max_alert_id(session: Session) -> int:
     return int(session.scalar(select(func.max(AlertRow.id))) or 0)
+
+
+def duration_history(
+    session: Session, since: datetime, limit: int
+) -> list[tuple[str | None, str | None, int]]:
+    """(queue, agent_id, duration_ms) of completed calls started since `since`, newest first."""
+    stmt = (
+        select(Call.queue, Call.agent_id, Call.duration_ms)
+        .where(
+            Call.status == "completed",
+            Call.started_at >= since,
+            Call.queue.is_not(None),
+            Call.duration_ms.is_not(None),
+        )
+        .order_by(Call.started_at.desc())
+        .limit(limit)
+    )
+    return [(q, a, int(d or 0)) for q, a, d in session.execute(stmt)]
 
 
 def _outbox_info(row: WebhookOutboxRow) -> OutboxInfo:

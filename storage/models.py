@@ -19,6 +19,7 @@ Portability rules, so one schema serves SQLite (default) and PostgreSQL (product
 * Constraint and index names come from one naming convention, so migrations can refer to them
   by name on both backends.
 
+Alerts (`alerts`) and their webhook deliveries (`webhook_outbox`) came with migration 0003.
 Designed to grow: quality metrics, compliance results, alerts and audit rows will reference
 `calls.id` (and `segments.id` for compliance hits on a segment); calls already carry the
 nullable `score`/`grade` columns that QA scoring will fill.

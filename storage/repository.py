@@ -338,6 +338,15 @@ class Repository:
         with self._session() as session:
             return alerts.max_alert_id(session)
 
+    def duration_history(
+        self, since: datetime, limit: int = 50_000
+    ) -> list[tuple[str | None, str | None, int]]:
+        """(queue, agent_id, duration_ms) of completed calls with a queue started since
+        `since`, newest first: the history the learned duration baselines come from."""
+        _check_aware(since=since)
+        with self._session() as session:
+            return alerts.duration_history(session, since, limit)
+
     def due_outbox(self, now: datetime, limit: int = 100) -> list[OutboxInfo]:
         """Pending webhook deliveries whose next attempt is due at `now`, oldest due first."""
         with self._session() as session:

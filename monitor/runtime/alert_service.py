@@ -1,23 +1,51 @@
-"""The alert service: runs the alert engine on the event bus, persists alerts through the
-storage writer, traces them on their call, and acknowledges / resolves them.
+"""The alert service: the asyncio shell of the alert engine (`monitor.alerts`).
 
-(Contract B skeleton: acknowledge / resolve are final; the engine is wired in next.)
+It listens on the event bus (every storage record a live call emits), feeds the records and,
+every `[alerts] tick_s`, each running call's media position to the sans-I/O engine, and turns
+the engine's alerts into `AlertRaised` records written through the storage writer (which also
+publishes them to the bus, i.e. to the live board). Each alert's webhook outbox rows ride in
+the same record, so they are committed in the same transaction. Each alert also appends an
+`alert` entry to its call's trace; an acknowledge / resolve appends `alert_changed`.
+
+Ids: the service numbers alerts itself (one past the highest stored at start), so the bus and
+the board know an alert's id before it is committed. This relies on one callwatch instance
+per database, which crash recovery assumes too.
+
+Restarts: at start the open and acknowledged alerts are loaded (`open_alerts`) and their
+(call, rule) keys seed the engine's de-duplication; the database's unique (call_id, rule)
+is the backstop. Learned baselines are computed from stored history at start and every
+`refresh_s`, in a worker thread.
+
+Clocks are injected (`clock` for wall-clock UTC, `monotonic` for tick spacing) so tests can
+drive the service deterministically with `settle()` and `tick()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from monitor.runtime.bus import EventBus
+from config.settings import AlertSettings, WebhookSettings
+from monitor.alerts import Alert, AlertEngine, Baselines, MediaTick
+from monitor.runtime.bus import EventBus, Subscription
+from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from storage.models import AlertInfo
-from storage.records import AlertChanged
+from storage.records import AlertChanged, AlertRaised, CallClosed, TraceAdded
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.alerts")
+
+_SEVERITY_LEVEL = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class AlertService:
@@ -27,14 +55,240 @@ class AlertService:
         repo: Repository,
         storage: StorageWriter,
         bus: EventBus,
-        webhooks: Sequence[str] = (),
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        settings: AlertSettings | None = None,
+        webhooks: WebhookSettings | None = None,
+        live_calls: Callable[[], Mapping[str, Any]] = dict,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        auto_tick: bool = True,
+        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self._repo = repo
         self._storage = storage
         self._bus = bus
-        self._webhooks = tuple(webhooks)
+        self.settings = settings or AlertSettings()
+        self._webhooks = webhooks or WebhookSettings()
+        self._live_calls = live_calls
         self._clock = clock
+        self._monotonic = monotonic
+        self._auto_tick = auto_tick
+        self._on_outbox = on_outbox
+        self.engine = AlertEngine(self.settings)
+        self._next_id = 1
+        self._sub: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = False
+        self._last_seq: dict[str, int] = {}  # highest trace seq seen per call on the bus
+        self.raised = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> list[AlertInfo]:
+        """Load state, subscribe, start the tasks. Returns the alerts still open."""
+        self._next_id = await asyncio.to_thread(self._repo.max_alert_id) + 1
+        pending = await self.open_alerts()
+        self.engine = AlertEngine(self.settings, fired=[(a.call_id, a.rule) for a in pending])
+        if self.settings.learned:
+            await self.refresh_baselines()
+        self._sub = self._bus.subscribe(maxsize=100_000)
+        self._tasks.append(asyncio.create_task(self._consume(), name="alerts-consume"))
+        if self._auto_tick:
+            self._tasks.append(asyncio.create_task(self._ticker(), name="alerts-tick"))
+        if self.settings.learned:
+            self._tasks.append(asyncio.create_task(self._refresher(), name="alerts-baselines"))
+        log.info(
+            "alerts started",
+            extra=fields(open=len(pending), baselines=len(self.engine.baselines)),
+        )
+        return pending
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self.settle()
+            self._sub.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def open_alerts(self) -> list[AlertInfo]:
+        """Alerts not resolved yet (open or acknowledged), newest first."""
+        out: list[AlertInfo] = []
+        for state in ("open", "acknowledged"):
+            offset = 0
+            while True:
+                page = await asyncio.to_thread(
+                    self._repo.list_alerts, state=state, limit=1000, offset=offset
+                )
+                out.extend(page)
+                if len(page) < 1000:
+                    break
+                offset += 1000
+        return sorted(out, key=lambda a: (a.raised_at, a.id), reverse=True)
+
+    async def refresh_baselines(self) -> Baselines:
+        """Recompute the learned duration baselines from stored calls (in a thread)."""
+        since = self._clock() - timedelta(days=self.settings.history_days)
+        history = await asyncio.to_thread(
+            self._repo.duration_history, since, self.settings.history_limit
+        )
+        baselines = await asyncio.to_thread(
+            Baselines.from_history, history, self.settings.learned_min_samples
+        )
+        self.engine.baselines = baselines
+        return baselines
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Wait until every event published so far has been handled."""
+        # A yielding poll, not an Event: the consumer task runs on this loop and clears the
+        # queue within a few iterations; this is for tests and shutdown only.
+        while self._sub is not None and (len(self._sub) or self._busy):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+    async def tick(self, positions: Mapping[str, int] | None = None) -> list[AlertInfo]:
+        """Check running calls at their media positions (default: the live calls' own)."""
+        if positions is None:
+            positions = {cid: call.session.duration_ms for cid, call in self._live_calls().items()}
+        wall = self._monotonic()
+        alerts: list[Alert] = []
+        for call_id, media_ms in positions.items():
+            alerts.extend(self.engine.tick(MediaTick(call_id, media_ms, wall)))
+        return await self._raise(alerts)
+
+    async def _consume(self) -> None:
+        assert self._sub is not None
+        dropped = 0
+        while True:
+            event = await self._sub.get()
+            if self._sub.dropped > dropped:
+                # Only if the rules stall for 100k records: say so, rules may have missed some.
+                log.warning("alert engine fell behind, %d events skipped", self._sub.dropped)
+                dropped = self._sub.dropped
+            self._busy = True
+            try:
+                await self._handle(event)
+            except Exception:  # one bad event must not stop alerting for every call
+                log.exception("alert rule failed on %s", type(event).__name__)
+            finally:
+                self._busy = False
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, AlertRaised | AlertChanged):
+            return
+        if isinstance(event, TraceAdded):
+            self._last_seq[event.call_id] = max(self._last_seq.get(event.call_id, -1), event.seq)
+        await self._raise(self.engine.feed(event))
+        if isinstance(event, CallClosed):
+            self._last_seq.pop(event.call_id, None)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("alert tick failed")
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_s)
+            try:
+                await self.refresh_baselines()
+            except Exception as exc:  # database away: keep the old baselines
+                log.warning("baseline refresh failed: %s", exc)
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def _targets(self, severity: str, *, change: bool = False) -> tuple[str, ...]:
+        level = _SEVERITY_LEVEL.get(severity, 0)
+        return tuple(
+            t.name
+            for t in self._webhooks.targets
+            if level >= _SEVERITY_LEVEL[t.min_severity] and (t.changes or not change)
+        )
+
+    async def _raise(self, alerts: list[Alert]) -> list[AlertInfo]:
+        out = []
+        for alert in alerts:
+            alert_id, self._next_id = self._next_id, self._next_id + 1
+            rec = AlertRaised(
+                alert_id=alert_id,
+                call_id=alert.call_id,
+                rule=alert.rule,
+                kind=alert.kind,
+                severity=alert.severity,
+                raised_at=self._clock(),
+                media_start_ms=alert.media_start_ms,
+                media_end_ms=alert.media_end_ms,
+                message=alert.message,
+                party=alert.party,
+                evidence=alert.evidence,
+                agent_id=alert.agent_id,
+                queue=alert.queue,
+                webhooks=self._targets(alert.severity),
+            )
+            await self._storage.put(rec)
+            await self._trace(
+                alert.call_id,
+                "alert",
+                media_ms=alert.media_end_ms,
+                party=alert.party,
+                alert_id=alert_id,
+                rule=alert.rule,
+                alert_kind=alert.kind,
+                severity=alert.severity,
+                message=alert.message,
+                media_start_ms=alert.media_start_ms,
+                media_end_ms=alert.media_end_ms,
+            )
+            self.raised += 1
+            log.info(
+                "alert raised: %s",
+                alert.message,
+                extra=fields(call_id=alert.call_id, alert_id=alert_id, rule=alert.rule),
+            )
+            out.append(_info(rec))
+        if alerts and self._webhooks.targets:
+            self._notify_outbox()
+        return out
+
+    async def _trace(
+        self, call_id: str, kind: str, *, media_ms: int | None, party: str | None, **data: Any
+    ) -> None:
+        live = self._live_calls().get(call_id)
+        if live is not None:
+            # The live call numbers its own trace; going through it keeps seq gapless.
+            await live.trace(kind, party=party, **data)
+            self._last_seq[call_id] = live.next_trace_seq - 1
+            return
+        if call_id in self._last_seq:
+            seq = self._last_seq[call_id] + 1
+        else:
+            await self._storage.drain()
+            seq = await asyncio.to_thread(self._repo.next_trace_seq, call_id)
+        self._last_seq[call_id] = seq
+        await self._storage.put(
+            TraceAdded(call_id, seq, kind, self._clock(), media_ms, party, data)
+        )
+
+    def _notify_outbox(self) -> None:
+        if self._on_outbox is None:
+            return
+        notify = self._on_outbox
+
+        async def after_commit() -> None:
+            await self._storage.drain()
+            notify()
+
+        task = asyncio.get_running_loop().create_task(after_commit())
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    # -- supervisors -------------------------------------------------------------------------
 
     async def acknowledge(self, alert_id: int, user: str) -> AlertInfo:
         """open -> acknowledged. Raises `storage.errors.AlertNotFound` or
@@ -50,6 +304,7 @@ class AlertService:
         await self._storage.drain()
         at = self._clock()
         before = await asyncio.to_thread(self._repo.get_alert, alert_id)
+        targets = self._targets(before.severity, change=True) if before else ()
         alert = await asyncio.to_thread(
             self._repo.set_alert_state,
             alert_id,
@@ -57,8 +312,42 @@ class AlertService:
             by=user,
             at=at,
             call_id=before.call_id if before else "",
-            webhooks=self._webhooks,
+            webhooks=targets,
         )
-        if before is None or before.state != alert.state:
-            self._bus.publish(AlertChanged(alert_id, alert.call_id, state, user, at))
+        if before is not None and before.state != alert.state:
+            self._bus.publish(AlertChanged(alert_id, alert.call_id, state, user, at, targets))
+            await self._trace(
+                alert.call_id,
+                "alert_changed",
+                media_ms=None,
+                party=None,
+                alert_id=alert_id,
+                state=state,
+                by=user,
+            )
+            if targets:
+                self._notify_outbox()
         return alert
+
+
+def _info(rec: AlertRaised) -> AlertInfo:
+    return AlertInfo(
+        id=rec.alert_id,
+        call_id=rec.call_id,
+        rule=rec.rule,
+        kind=rec.kind,
+        severity=rec.severity,
+        state="open",
+        raised_at=rec.raised_at,
+        media_start_ms=rec.media_start_ms,
+        media_end_ms=rec.media_end_ms,
+        party=rec.party,
+        message=rec.message,
+        evidence=rec.evidence,
+        acknowledged_by=None,
+        acknowledged_at=None,
+        resolved_by=None,
+        resolved_at=None,
+        agent_id=rec.agent_id,
+        queue=rec.queue,
+    )

@@ -2,8 +2,10 @@
 
 Start order: migrate the database, recover calls a crash left open (mark them interrupted,
 repair their recordings), start the ASR workers (the model is loaded once per worker and
-shared by all calls), then open the gateway. Stop order is the reverse, so every call still
-open is finalised and every queued record written before the process exits.
+shared by all calls), start the storage writer (the tap of the event bus `self.bus`), the
+webhook delivery task and the alert service, then open the gateway. Stop order is the
+reverse, so every call still open is finalised, its last alerts raised, and every queued
+record written before the process exits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
+from monitor.runtime.webhooks import WebhookDeliverer
 from storage.recordings import repair_wav
 from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
@@ -81,6 +84,7 @@ class Callwatch:
         self.dnsmos: DnsmosService | None = None
         #: Alerts: acknowledge / resolve (set once started).
         self.alerts: AlertService | None = None
+        self.webhooks: WebhookDeliverer | None = None
         self.api: ApiServer | None = None
 
     @property
@@ -109,7 +113,20 @@ class Callwatch:
             bus=self.bus,
         )
         self.storage.start()
-        self.alerts = AlertService(repo=self.repo, storage=self.storage, bus=self.bus)
+        if s.webhooks.targets:
+            self.webhooks = WebhookDeliverer(self.repo, s.webhooks)
+            self.webhooks.start()
+        self.alerts = AlertService(
+            repo=self.repo,
+            storage=self.storage,
+            bus=self.bus,
+            settings=s.alerts,
+            webhooks=s.webhooks,
+            live_calls=lambda: self.gateway.calls if self.gateway is not None else {},
+            on_outbox=self.webhooks.notify if self.webhooks is not None else None,
+        )
+        if s.alerts.enabled:
+            await self.alerts.start()
         self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
         self.asr.start()
         scripts = None
@@ -151,8 +168,12 @@ class Callwatch:
             await self.asr.close()
         if self.dnsmos is not None:
             await self.dnsmos.close()
+        if self.alerts is not None:
+            await self.alerts.close()  # after the gateway: the last calls' alerts are raised
         if self.storage is not None:
             await self.storage.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
         if self.repo is not None:

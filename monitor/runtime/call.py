@@ -30,7 +30,7 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from storage.recordings import WavRecorder
-from storage.records import CallClosed, CallOpened, SegmentAdded, TraceAdded
+from storage.records import CallClosed, CallOpened, FindingAdded, SegmentAdded, TraceAdded
 
 log = logging.getLogger("callwatch.call")
 
@@ -40,6 +40,8 @@ FINAL_ASR_WAIT_S = 120.0
 SHUTDOWN_ASR_WAIT_S = 8.0
 #: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
 HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
+#: Finding fields the trace entry has as its own (kind, party, media time, source).
+_TRACE_OWN = frozenset({"kind", "party", "source", "media_ms"})
 HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
 
 
@@ -159,6 +161,12 @@ class LiveCall:
         else:
             await self.trace("app_message", payload=payload)
 
+    @property
+    def next_trace_seq(self) -> int:
+        """The seq the call's next trace entry gets (others appending to this call's trace,
+        like the alert service, go through `trace` and read this to stay in step)."""
+        return self._seq
+
     async def trace(self, kind: str, **data: Any) -> None:
         await self._storage.put(self._trace(kind, media_ms=self.session.duration_ms, **data))
 
@@ -193,17 +201,16 @@ class LiveCall:
             elif (found := findings.finding(self.call_id, self._finding_seq, event)) is not None:
                 self._finding_seq += 1
                 out.append(found)
-                out.append(
-                    self._trace(
-                        found.kind,
-                        media_ms=found.start_ms,
-                        party=found.party,
-                        **{k: v for k, v in found.data.items() if k != "party"},
-                    )
-                )
+                out.append(self._finding_trace(found))
             elif findings.is_dead_air_start(event):
                 out.append(self._trace("dead_air_started", media_ms=event.start_ms))
         return out
+
+    def _finding_trace(self, found: FindingAdded) -> TraceAdded:
+        data = {k: v for k, v in found.data.items() if k not in _TRACE_OWN}
+        return self._trace(
+            found.kind, media_ms=found.start_ms, party=found.party, source=found.source, **data
+        )
 
     def _submit(self, utterance: UtteranceEnded) -> None:
         job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
@@ -309,12 +316,18 @@ class LiveCall:
                 extra=fields(**self._log_fields, pending=len(self._pending)),
             )
         verdict_records: list[Any] = []
+        scores: dict[str, Any] = {}
         if self.analyzer is not None:
             verdict_records = self._analysis_records(self.analyzer.flush())
             verdict = self.analyzer.finish()
             self._analysis_done = True
             self.grade = verdict.grade
-            verdict_records += findings.verdict_records(self.call_id, verdict, self._finding_seq)
+            scores = {"grade": verdict.grade, "score": verdict.score}
+            for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
+                verdict_records.append(rec)
+                if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
+                    self._finding_seq = rec.seq + 1
+                    verdict_records.append(self._finding_trace(rec))
             verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
         ended_at = datetime.now(UTC)
         await self._storage.put_many(
@@ -326,6 +339,7 @@ class LiveCall:
                     status=status,
                     segments=self.segments,
                     asr_shed=self.shed,
+                    **scores,
                 ),
                 CallClosed(
                     call_id=self.call_id,

@@ -1,0 +1,356 @@
+"""The alert rules (sans-I/O): storage records and media-time ticks in, `Alert`s out.
+
+The engine sees what the live side stores (`storage.records`, from the event bus) and, for
+running calls, a `MediaTick` every fraction of a second (the call's media position and the
+shell's wall clock). No clock, no I/O, no database: the shell owns those, so tests drive it
+with a clock they control.
+
+Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
+
+* `duration_long:limit` / `duration_long:learned` - a running call passes the fixed limit or
+  its queue's / agent's learned upper bound (checked on every tick, so within one tick of
+  media time; also at the end, should ticks have missed it).
+* `duration_short:limit` / `duration_short:learned` - a completed call ended below the fixed
+  minimum or the learned lower bound.
+* `dead_air` - silence between the parties for `dead_air_s`: while it lasts (from the
+  conversation tracker's `dead_air_started` trace and ticks), or from the finished finding.
+* `poor_audio:<party>` - consecutive readings of one party below the SNR / above the clipping
+  or dropout limits for `poor_audio_s` of media; `quality:<kind>:<party>` - end-of-call
+  quality findings of high severity.
+* `compliance_miss:<stage>`, `compliance_order:<stage>`, `forbidden_phrase:<rule>` - from
+  compliance findings at or above `compliance_min_severity`.
+* `asr_lag:latency` / `asr_lag:shed` - a transcript later than `asr_latency_s`, or `asr_shed`
+  utterances dropped unrecognised in one call.
+* `media_stalled` - a connected call's media position did not move for `media_stall_s` of
+  wall time (ticks stop counting at the call's `disconnected` trace: a call waiting for its
+  last transcripts is not stalled).
+
+Each rule fires at most once per call (the rule name is the de-duplication key; the shell
+seeds the keys of stored alerts so a restart does not raise them again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.settings import AlertRuleSettings, AlertSettings
+from monitor.alerts.baselines import Baselines
+from storage.records import (
+    CallClosed,
+    CallOpened,
+    FindingAdded,
+    ReadingAdded,
+    SegmentAdded,
+    TraceAdded,
+)
+
+_LEVELS = {"info": 0, "minor": 1, "major": 2, "critical": 3, "off": 99}
+#: finding severity -> alert severity
+_RESERVED = frozenset({"party", "severity", "finding", "finding_severity"})
+_ALERT_SEVERITY = {"info": "info", "minor": "info", "major": "warning", "critical": "critical"}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTick:
+    """A running call's media position (ms) at wall time `wall_s` (seconds, any epoch)."""
+
+    call_id: str
+    media_ms: int
+    wall_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    call_id: str
+    rule: str  # de-duplication key within the call
+    kind: str
+    severity: str  # "info" | "warning" | "critical"
+    message: str
+    media_start_ms: int | None
+    media_end_ms: int | None
+    party: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    agent_id: str | None = None
+    queue: str | None = None
+
+
+@dataclass
+class _Call:
+    call_id: str
+    queue: str | None
+    agent: str | None
+    rules: AlertRuleSettings
+    fired: set[str]
+    media_ms: int = 0
+    advanced_wall_s: float | None = None
+    dead_air_from: int | None = None
+    poor_from: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    shed: int = 0
+    connected: bool = True  # until the `disconnected` trace: the call is only finishing then
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        baselines: Baselines | None = None,
+        fired: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self._settings = settings
+        self.baselines = baselines or Baselines({})
+        self._calls: dict[str, _Call] = {}
+        # (call_id, rule) of alerts already raised, e.g. stored before a restart.
+        self._seeded: dict[str, set[str]] = {}
+        for call_id, rule in fired:
+            self._seeded.setdefault(call_id, set()).add(rule)
+
+    @property
+    def calls(self) -> list[str]:
+        return list(self._calls)
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def feed(self, record: object) -> list[Alert]:
+        """One storage record from the bus; the alerts it raises."""
+        if isinstance(record, CallOpened):
+            self._calls[record.call_id] = _Call(
+                record.call_id,
+                record.queue,
+                record.agent_id,
+                self._settings.for_queue(record.queue),
+                self._seeded.pop(record.call_id, set()),
+            )
+            return []
+        call = self._calls.get(getattr(record, "call_id", ""))
+        if call is None:
+            return []
+        out: list[Alert | None] = []
+        if isinstance(record, TraceAdded):
+            out.extend(self._on_trace(call, record))
+        elif isinstance(record, ReadingAdded):
+            out.append(self._on_reading(call, record))
+        elif isinstance(record, FindingAdded):
+            out.append(self._on_finding(call, record))
+        elif isinstance(record, SegmentAdded):
+            limit = call.rules.asr_latency_s * 1000
+            if limit and record.latency_ms is not None and record.latency_ms > limit:
+                out.append(
+                    self._fire(call, "asr_lag:latency", "asr_lag", "warning",
+                               f"transcript {record.latency_ms / 1000:.1f} s late "
+                               f"(limit {limit / 1000:g} s)",
+                               record.start_ms, record.end_ms, party=record.party,
+                               latency_ms=record.latency_ms, threshold_ms=limit)
+                )  # fmt: skip
+        elif isinstance(record, CallClosed):
+            out.extend(self._on_closed(call, record))
+            del self._calls[call.call_id]
+        return [a for a in out if a is not None]
+
+    def tick(self, tick: MediaTick) -> list[Alert]:
+        """A running call's media position now; the alerts that are due."""
+        call = self._calls.get(tick.call_id)
+        if call is None or not call.connected:
+            return []
+        out: list[Alert | None] = []
+        if tick.media_ms > call.media_ms or call.advanced_wall_s is None:
+            call.media_ms = max(call.media_ms, tick.media_ms)
+            call.advanced_wall_s = tick.wall_s
+        stall_s = call.rules.media_stall_s
+        stalled_s = tick.wall_s - call.advanced_wall_s
+        if stall_s and stalled_s >= stall_s:
+            out.append(
+                self._fire(call, "media_stalled", "media_stalled", "critical",
+                           f"no audio for {stalled_s:.1f} s while connected",
+                           call.media_ms, call.media_ms, stalled_s=round(stalled_s, 3),
+                           threshold_s=stall_s)
+            )  # fmt: skip
+        out.extend(self._duration_long(call, call.media_ms))
+        limit = call.rules.dead_air_s * 1000
+        if limit and call.dead_air_from is not None and call.media_ms - call.dead_air_from >= limit:
+            out.append(self._dead_air(call, call.dead_air_from, call.media_ms, ongoing=True))
+        return [a for a in out if a is not None]
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def _fire(
+        self,
+        call: _Call,
+        rule: str,
+        kind: str,
+        severity: str,
+        message: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        /,
+        *,
+        party: str | None = None,
+        **evidence: Any,  # positional-only above: evidence may be named "rule", "kind" ...
+    ) -> Alert | None:
+        if rule in call.fired:
+            return None
+        call.fired.add(rule)
+        return Alert(
+            call.call_id, rule, kind, severity, message, start_ms, end_ms, party,
+            evidence, call.agent, call.queue,
+        )  # fmt: skip
+
+    def _duration_long(self, call: _Call, media_ms: int) -> list[Alert | None]:
+        out: list[Alert | None] = []
+        limit = round(call.rules.max_duration_s * 1000)
+        if limit and media_ms > limit:
+            out.append(
+                self._fire(call, "duration_long:limit", "duration_long", "warning",
+                           f"call longer than {limit / 1000:g} s", limit, media_ms,
+                           duration_ms=media_ms, threshold_ms=limit)
+            )  # fmt: skip
+        base = self.baselines.for_call(call.queue, call.agent) if call.rules.learned else None
+        if base is not None:
+            k = call.rules.learned_k
+            bound = base.upper_ms(k)
+            if media_ms > bound:
+                out.append(
+                    self._fire(call, "duration_long:learned", "duration_long", "warning",
+                               f"call longer than usual for {base.key} "
+                               f"({media_ms / 1000:.0f} s > {bound / 1000:.0f} s)",
+                               bound, media_ms, duration_ms=media_ms, threshold_ms=bound,
+                               **base.evidence(k))
+                )  # fmt: skip
+        return out
+
+    def _on_closed(self, call: _Call, rec: CallClosed) -> list[Alert | None]:
+        out = self._duration_long(call, rec.duration_ms)
+        if rec.status != "completed":
+            return out  # an interrupted call's length says nothing about the conversation
+        limit = round(call.rules.min_duration_s * 1000)
+        if limit and rec.duration_ms < limit:
+            out.append(
+                self._fire(call, "duration_short:limit", "duration_short", "warning",
+                           f"call shorter than {limit / 1000:g} s", 0, rec.duration_ms,
+                           duration_ms=rec.duration_ms, threshold_ms=limit)
+            )  # fmt: skip
+        base = self.baselines.for_call(call.queue, call.agent) if call.rules.learned else None
+        if base is not None:
+            k = call.rules.learned_k
+            bound = base.lower_ms(k)
+            if rec.duration_ms < bound:
+                out.append(
+                    self._fire(call, "duration_short:learned", "duration_short", "warning",
+                               f"call shorter than usual for {base.key} "
+                               f"({rec.duration_ms / 1000:.1f} s < {bound / 1000:.1f} s)",
+                               0, rec.duration_ms, duration_ms=rec.duration_ms,
+                               threshold_ms=bound, **base.evidence(k))
+                )  # fmt: skip
+        return out
+
+    def _dead_air(self, call: _Call, start: int, end: int, *, ongoing: bool) -> Alert | None:
+        limit = round(call.rules.dead_air_s * 1000)
+        return self._fire(
+            call, "dead_air", "dead_air", "warning",
+            f"dead air for {(end - start) / 1000:.1f} s" + (" (ongoing)" if ongoing else ""),
+            start, end, duration_ms=end - start, threshold_ms=limit, ongoing=ongoing,
+        )  # fmt: skip
+
+    def _on_trace(self, call: _Call, rec: TraceAdded) -> list[Alert | None]:
+        if rec.media_ms is not None:
+            call.media_ms = max(call.media_ms, rec.media_ms)
+        if rec.kind == "dead_air_started" and rec.media_ms is not None:
+            call.dead_air_from = rec.media_ms
+        elif rec.kind in ("hold_started", "disconnected"):
+            call.dead_air_from = None  # music on hold is not dead air; a hang-up ends it
+            call.connected = rec.kind != "disconnected"
+        elif rec.kind == "asr_shed":
+            call.shed += 1
+            if call.rules.asr_shed and call.shed >= call.rules.asr_shed:
+                return [
+                    self._fire(call, "asr_lag:shed", "asr_lag", "warning",
+                               f"{call.shed} utterances dropped without a transcript "
+                               "(ASR overloaded)", rec.media_ms, rec.media_ms,
+                               shed=call.shed, threshold=call.rules.asr_shed)
+                ]  # fmt: skip
+        return []
+
+    def _on_reading(self, call: _Call, rec: ReadingAdded) -> Alert | None:
+        r, v = call.rules, rec.values
+        reasons = []
+        snr = v.get("snr_db")
+        if isinstance(snr, int | float) and snr < r.poor_snr_db:
+            reasons.append("snr")
+        if float(v.get("clip_ratio") or 0.0) > r.poor_clip_ratio:
+            reasons.append("clipping")
+        span = max(rec.end_ms - rec.start_ms, 1)
+        if float(v.get("dropout_ms") or 0) / span > r.poor_dropout_ratio:
+            reasons.append("dropouts")
+        if not reasons:
+            call.poor_from.pop(rec.party, None)
+            return None
+        start, seen = call.poor_from.get(rec.party, (rec.start_ms, []))
+        seen = sorted(set(seen) | set(reasons))
+        call.poor_from[rec.party] = (start, seen)
+        limit = round(r.poor_audio_s * 1000)
+        if not limit or rec.end_ms - start < limit:
+            return None
+        return self._fire(
+            call, f"poor_audio:{rec.party}", "poor_audio", "warning",
+            f"poor audio from the {rec.party} for {(rec.end_ms - start) / 1000:.0f} s "
+            f"({', '.join(seen)})", start, rec.end_ms, party=rec.party,
+            reasons=seen, snr_db=snr, clip_ratio=v.get("clip_ratio"),
+            dropout_ms=v.get("dropout_ms"), threshold_ms=limit, snr_limit_db=r.poor_snr_db,
+            clip_limit=r.poor_clip_ratio, dropout_limit=r.poor_dropout_ratio,
+        )  # fmt: skip
+
+    def _on_finding(self, call: _Call, rec: FindingAdded) -> Alert | None:
+        r, d = call.rules, rec.data
+        level = _LEVELS.get(rec.severity or "info", 0)
+        if rec.kind == "dead_air":
+            call.dead_air_from = None
+            limit = r.dead_air_s * 1000
+            if limit and rec.start_ms is not None and rec.end_ms is not None:
+                if rec.end_ms - rec.start_ms >= limit:
+                    return self._dead_air(call, rec.start_ms, rec.end_ms, ongoing=False)
+            return None
+        severity = _ALERT_SEVERITY.get(rec.severity or "info", "warning")
+        if rec.source == "quality":
+            if level < _LEVELS[r.quality_min_severity]:
+                return None
+            party = rec.party or ""
+            return self._fire(
+                call, f"quality:{rec.kind}:{party}", "poor_audio", severity,
+                f"audio quality: {rec.kind.replace('_', ' ')}" + (f" ({party})" if party else ""),
+                rec.start_ms, rec.end_ms, party=rec.party, finding=rec.kind, **_brief(d),
+            )  # fmt: skip
+        if rec.source != "compliance" or level < _LEVELS[r.compliance_min_severity]:
+            return None
+        if rec.kind == "phrase_missed":
+            stage = str(d.get("stage", "?"))
+            rule, kind, message = (
+                f"compliance_miss:{stage}", "compliance_miss",
+                f"required phrase missed: {stage} ({d.get('window', '')})",
+            )  # fmt: skip
+        elif rec.kind == "order_violated":
+            stage = str(d.get("stage", "?"))
+            rule, kind, message = (
+                f"compliance_order:{stage}", "compliance_order",
+                f"{stage} said before {d.get('expected_after', '?')}",
+            )  # fmt: skip
+        elif rec.kind == "forbidden_phrase":
+            name = str(d.get("rule", "?"))
+            rule, kind, message = (
+                f"forbidden_phrase:{name}", "forbidden_phrase",
+                f"forbidden phrase: {d.get('phrase', name)}",
+            )  # fmt: skip
+        else:
+            return None
+        return self._fire(
+            call, rule, kind, severity, message, rec.start_ms, rec.end_ms, party=rec.party,
+            finding=rec.kind, finding_severity=rec.severity, **_brief(d),
+        )  # fmt: skip
+
+
+def _brief(data: dict[str, Any]) -> dict[str, Any]:
+    """The scalar fields of a finding's document (evidence stays small)."""
+    return {
+        k: v for k, v in data.items()
+        if isinstance(v, str | int | float | bool) and k not in _RESERVED
+    }  # fmt: skip
