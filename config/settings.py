@@ -149,19 +149,6 @@ class GradingSettings(_Section):
         return self
 
 
-class ApiSettings(_Section):
-    """The HTTP API (search, replay, alerts, KPIs, export) and the board it serves."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    #: 0 picks a free port (tests); `Callwatch.api_url` tells which.
-    port: int = Field(default=8080, ge=0, le=65535)
-    #: Lifetime of a login token (also the cookie's Max-Age).
-    token_ttl_s: int = Field(default=12 * 3600, ge=60)
-    #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
-    cookie_secure: bool = False
-
-
 class AlertRuleSettings(_Section):
     """Alert thresholds; every key can be overridden per queue under [alerts.queues.NAME].
     A limit of 0 switches its rule off."""
@@ -258,6 +245,19 @@ class WebhookSettings(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"webhook target names must be unique, got {names}")
         return self
+
+
+class ApiSettings(_Section):
+    """The HTTP API (search, replay, alerts, KPIs, export) and the board it serves."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (tests); `Callwatch.api_url` tells which.
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Lifetime of a login token (also the cookie's Max-Age).
+    token_ttl_s: int = Field(default=12 * 3600, ge=60)
+    #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
+    cookie_secure: bool = False
 
 
 class Settings(_Section):

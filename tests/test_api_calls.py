@@ -313,4 +313,4 @@ def test_kpis_match_hand_computed_values(seeded: ApiHarness) -> None:
         params={"by": "agent", "since": "2026-11-21T00:00:00Z", "until": "2026-11-20T00:00:00Z"},
         headers=seeded.headers("qa"),
     )
-    assert bad.status_code == 422
+    assert bad.status_code == 400

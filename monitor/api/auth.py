@@ -220,7 +220,7 @@ def create_user(body: UserIn, _: Admin, ctx: Ctx) -> UserOut:
     except UserExists as exc:
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
     return user_out(user)
 
 

@@ -160,7 +160,7 @@ def kpis(
     end = aware(until, "until") or ctx.clock()
     start = aware(since, "since") or end - timedelta(days=7)
     if start >= end:
-        raise HTTPException(422, "since must be before until")
+        raise HTTPException(400, "since must be before until")
     groups = ctx.repo.kpis(group_by=by, since=start, until=end, key=key)
     return KpiReport(by=by, since=start, until=end,
                      groups=[KpiGroup(**asdict(g)) for g in groups])  # fmt: skip

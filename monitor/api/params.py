@@ -18,5 +18,5 @@ def aware(value: datetime | None, name: str) -> datetime | None:
     try:
         value = value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise HTTPException(422, f"{name}: time out of range") from None
+        raise HTTPException(400, f"{name}: time out of range") from None
     return min(max(value, _EARLIEST), _LATEST)
