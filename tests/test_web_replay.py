@@ -146,3 +146,18 @@ def test_a_user_without_the_qa_role_cannot_open_the_replay_page(
         assert reviews.status == 403
     finally:
         page.close()
+
+
+def test_wrong_password_stays_on_the_login_page(replay: Replay, browser: Any) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(f"{replay.web.base}/replay")  # not signed in: sent to the login page
+        page.wait_for_url("**/login?next=/replay")
+        page.fill("#username", "qa")
+        page.fill("#password", "not the password")
+        page.click("#login-submit")
+        page.locator("#login-error").wait_for()
+        assert page.url.endswith("/login?next=/replay")
+        assert page.context.cookies() == []  # no session was set
+    finally:
+        page.close()
