@@ -234,6 +234,17 @@ def test_media_stalled_on_wall_time() -> None:
     assert eng.tick(MediaTick("c2", 10_000, 200.0)) == []
 
 
+def test_media_falling_behind_wall_time_is_a_stall_too() -> None:
+    eng = engine(media_stall_s=5, learned=False)
+    eng.feed(opened())
+    alerts = []
+    for i in range(700):  # audio arrives at 90 % of real time, never stopping
+        alerts += [(i, a) for a in eng.tick(MediaTick("c1", i * 90, i / 10))]
+    [(i, stall)] = alerts
+    assert i == 500 and stall.evidence["lag_s"] == pytest.approx(5.0)
+    assert stall.message.startswith("audio 5.0 s behind")
+
+
 def test_hold_ends_dead_air() -> None:
     eng = engine(dead_air_s=10, learned=False)
     eng.feed(opened())

@@ -22,8 +22,9 @@ Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
 * `asr_lag:latency` / `asr_lag:shed` - a transcript later than `asr_latency_s`, or `asr_shed`
   utterances dropped unrecognised in one call.
 * `media_stalled` - a connected call's media position did not move for `media_stall_s` of
-  wall time (ticks stop counting at the call's `disconnected` trace: a call waiting for its
-  last transcripts is not stalled).
+  wall time, or fell that far behind the wall clock since its first tick (a switch sending
+  audio slower than real time, or a gateway too loaded to keep up). Ticks stop counting at
+  the call's `disconnected` trace: a call waiting for its last transcripts is not stalled.
 
 Each rule fires at most once per call (the rule name is the de-duplication key; the shell
 seeds the keys of stored alerts so a restart does not raise them again).
@@ -84,7 +85,9 @@ class _Call:
     rules: AlertRuleSettings
     fired: set[str]
     media_ms: int = 0
-    advanced_wall_s: float | None = None
+    tick_ms: int = -1  # media position at the last tick
+    advanced_wall_s: float = 0.0  # wall time the position last moved
+    first_tick: tuple[float, int] | None = None  # (wall_s, media_ms)
     dead_air_from: int | None = None
     poor_from: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
     shed: int = 0
@@ -154,17 +157,25 @@ class AlertEngine:
         if call is None or not call.connected:
             return []
         out: list[Alert | None] = []
-        if tick.media_ms > call.media_ms or call.advanced_wall_s is None:
-            call.media_ms = max(call.media_ms, tick.media_ms)
+        if call.first_tick is None:
+            call.first_tick = (tick.wall_s, tick.media_ms)
+        if tick.media_ms > call.tick_ms:
+            call.tick_ms = tick.media_ms
             call.advanced_wall_s = tick.wall_s
+        call.media_ms = max(call.media_ms, tick.media_ms)
         stall_s = call.rules.media_stall_s
         stalled_s = tick.wall_s - call.advanced_wall_s
-        if stall_s and stalled_s >= stall_s:
+        wall0, media0 = call.first_tick
+        lag_s = (tick.wall_s - wall0) - (tick.media_ms - media0) / 1000
+        if stall_s and max(stalled_s, lag_s) >= stall_s:
+            message = (
+                f"no audio for {stalled_s:.1f} s while connected" if stalled_s >= stall_s
+                else f"audio {lag_s:.1f} s behind the wall clock"
+            )
             out.append(
-                self._fire(call, "media_stalled", "media_stalled", "critical",
-                           f"no audio for {stalled_s:.1f} s while connected",
-                           call.media_ms, call.media_ms, stalled_s=round(stalled_s, 3),
-                           threshold_s=stall_s)
+                self._fire(call, "media_stalled", "media_stalled", "critical", message,
+                           tick.media_ms, tick.media_ms, stalled_s=round(stalled_s, 3),
+                           lag_s=round(lag_s, 3), threshold_s=stall_s)
             )  # fmt: skip
         out.extend(self._duration_long(call, call.media_ms))
         limit = call.rules.dead_air_s * 1000
