@@ -16,6 +16,7 @@ triggers refuse UPDATE/DELETE in the database itself).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -181,7 +182,7 @@ class AccessStore:
             found = row.first()
         if found is None:
             # Same work as a real check, so response time does not tell which names exist.
-            verify_password(password, _DUMMY_HASH)
+            verify_password(password, _dummy_hash())
             return None
         if not verify_password(password, found["password_hash"]) or found["disabled"]:
             return None
@@ -363,4 +364,6 @@ def _user(row: Any) -> UserInfo:
     )
 
 
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(12))
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(12))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, StringConstraints
 
 from monitor.api.context import ApiContext
@@ -46,16 +47,19 @@ def context(request: Request) -> ApiContext:
 Ctx = Annotated[ApiContext, Depends(context)]
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.cookies.get(COOKIE) or None
+# Declared so the OpenAPI document (and /api/docs' "Authorize") shows both ways in; they
+# never reject on their own (auto_error=False): `authorize` decides, and audits refusals.
+_BEARER = HTTPBearer(auto_error=False, description="token from POST /api/login")
+_COOKIE = APIKeyCookie(name=COOKIE, auto_error=False, description="set by POST /api/login")
 
 
-def optional_user(request: Request, ctx: Ctx) -> Principal | None:
-    token = bearer_token(request)
+def optional_user(
+    ctx: Ctx,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    cookie: Annotated[str | None, Depends(_COOKIE)],
+) -> Principal | None:
+    """The caller, from the Bearer header or else the cookie; None without a live token."""
+    token = bearer.credentials if bearer is not None else cookie
     if not token or len(token) > 512:
         return None
     user = ctx.access.user_for_token(token, at=ctx.clock())
