@@ -51,6 +51,9 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
     sqlite_repo.apply([opened("old"), SegmentAdded("old", "agent", 0, 900, "hello", "en", 0.9)])
     sqlite_repo.apply([opened("done"), CallScored("done", 90.0, "excellent", 90.0, 100.0),
                        CallClosed("done", NOW, "completed", "normal", 60_000, 1)])  # fmt: skip
+    sqlite_repo.apply(
+        [AlertRaised(5, "old", "dead_air", "dead_air", "warning", NOW, 0, None, "gap")]
+    )
     bus = EventBus()
     hub = BoardHub(bus, sqlite_repo, interval_s=0.05, tick_s=0.02)
     await hub.ensure_started()
@@ -59,6 +62,10 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
         assert [c["call_id"] for c in snap["calls"]] == ["old"]
         assert snap["calls"][0]["parties"]["agent"]["lines"][0]["text"] == "hello"
         assert snap["kpis"]["avg_handle_ms"] == 60_000 and snap["kpis"]["compliance_rate"] == 100
+        assert [(a["id"], a["state"]) for a in snap["alerts"]] == [(5, "open")]
+        assert (
+            snap["calls"][0]["alerts"][0]["kind"] == "dead_air" and snap["kpis"]["open_alerts"] == 1
+        )
         client = hub.join()
         t0 = asyncio.get_running_loop().time()
         bus.publish(opened("new"))

@@ -16,11 +16,14 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.board.state import BoardState, stored_alert
 from storage.records import CallOpened, SegmentAdded
-from storage.repository import MAX_LIST_LIMIT
+from storage.repository import MAX_LIST_LIMIT, Repository
+
+if TYPE_CHECKING:
+    from monitor.runtime.bus import EventBus, Subscription
 
 log = logging.getLogger("callwatch.board")
 
@@ -53,9 +56,8 @@ class Client:
 class BoardHub:
     def __init__(
         self,
-        bus: Any,
-        repo: Any,
-        alerts_repo: Any = None,
+        bus: EventBus | None,
+        repo: Repository,
         *,
         interval_s: float = 0.3,
         tick_s: float = 0.1,
@@ -65,7 +67,6 @@ class BoardHub:
     ) -> None:
         self._bus = bus
         self._repo = repo
-        self._alerts_repo = alerts_repo if alerts_repo is not None else repo
         self._interval_s = interval_s
         self._tick_s = tick_s
         self._max_backlog = max_backlog
@@ -117,7 +118,7 @@ class BoardHub:
         self.clients.discard(client)
 
     # ------------------------------------------------------------------ loops
-    async def _consume(self, sub: Any) -> None:
+    async def _consume(self, sub: Subscription) -> None:
         loop = asyncio.get_running_loop()
         dropped = 0  # a fresh subscription: every drop counts
         try:
@@ -197,10 +198,8 @@ class BoardHub:
                         s.confidence,
                     )
                 )
-        list_alerts = getattr(self._alerts_repo, "list_alerts", None)
-        if list_alerts is not None:
-            for state in ("open", "acknowledged"):
-                alerts.extend(reversed(list_alerts(state=state, limit=50)))
+        for state in ("open", "acknowledged"):
+            alerts.extend(self._repo.list_alerts(state=state, limit=50))
         alerts.sort(key=lambda a: a.id)
         return out, alerts
 
