@@ -258,6 +258,11 @@ class ApiSettings(_Section):
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
     #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
     cookie_secure: bool = False
+    #: This many wrong passwords for one user from one address within `login_window_s` ...
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_s: float = Field(default=300.0, gt=0)
+    #: ... refuse that user's logins from there for this long (HTTP 429).
+    login_lockout_s: float = Field(default=300.0, gt=0)
 
 
 class Settings(_Section):

@@ -135,3 +135,20 @@ def test_cli_creates_the_first_admin(
         assert store.authenticate("root", "s3cret-admin-pw") is not None
     finally:
         repo.close()
+
+
+def test_repeated_wrong_passwords_lock_the_login_for_a_while(api: ApiHarness) -> None:
+    def attempt(password: str) -> int:
+        body = {"username": "qa1", "password": password}
+        return api.client.post("/api/login", json=body).status_code
+
+    assert [attempt("wrong guess") for _ in range(5)] == [401] * 5
+    r = api.client.post("/api/login", json={"username": "qa1", "password": PASSWORD})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) == 300
+    # other users are not affected; the lock ends after login_lockout_s
+    assert api.client.post("/api/login", json={"username": "admin1", "password": PASSWORD}
+                           ).status_code == 200  # fmt: skip
+    api.clock.advance(301)
+    assert attempt(PASSWORD) == 200
+    rows = [(a.status, a.result) for a in api.ctx.access.list_audit(action="login")]
+    assert rows == [(401, "denied")] * 5 + [(429, "denied")]

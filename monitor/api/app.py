@@ -21,7 +21,11 @@ from fastapi.responses import JSONResponse
 
 from monitor.api import audit, auth, calls, insights
 from monitor.api.context import ApiContext
+<<<<<<< HEAD
 from monitor.board.web import mount_board
+=======
+from monitor.api.throttle import LoginThrottle
+>>>>>>> issue6-api
 from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger("callwatch.api")
@@ -37,6 +41,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    api = ctx.settings.api
+    app.state.login_throttle = LoginThrottle(
+        max_failures=api.login_max_failures,
+        window_s=api.login_window_s,
+        lockout_s=api.login_lockout_s,
+    )
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(calls.router)

@@ -22,6 +22,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, StringConstraints
 
 from monitor.api.context import ApiContext
+from monitor.api.throttle import LoginThrottle
 from storage.access import ROLES, UserExists, UserInfo
 
 COOKIE = "cw_token"
@@ -172,17 +173,33 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/login", responses=_UNAUTHORIZED)
-def login(body: LoginIn, response: Response, ctx: Ctx) -> LoginOut:
-    """Exchange a username and password for a token (also set as the `cw_token` cookie)."""
+@router.post("/login", responses={**_UNAUTHORIZED, 429: {"description": "too many failures"}})
+def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
+    """Exchange a username and password for a token (also set as the `cw_token` cookie).
+    Repeated wrong passwords lock that username out from that address for a while (429)."""
     now = ctx.clock()
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else "?"
+    wait_s = throttle.retry_after_s(body.username, address, now)
+    if wait_s:
+        ctx.access.audit(
+            at=now, action="login", result="denied", status=429, username=body.username,
+            detail={"reason": "too many failed logins", "address": address},
+        )  # fmt: skip
+        raise HTTPException(
+            429, f"too many failed logins: try again in {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )  # fmt: skip
     user = ctx.access.authenticate(body.username, body.password)
     if user is None:
+        throttle.failed(body.username, address, now)
         ctx.access.audit(
             at=now, action="login", result="denied", status=401, username=body.username,
-            detail={"reason": "wrong username or password, or user disabled"},
+            detail={"reason": "wrong username or password, or user disabled",
+                    "address": address},
         )  # fmt: skip
         raise HTTPException(401, "wrong username or password")
+    throttle.succeeded(body.username, address)
     ttl = ctx.settings.api.token_ttl_s
     token = ctx.access.issue_token(user.user_id, at=now, ttl_s=ttl)
     response.set_cookie(

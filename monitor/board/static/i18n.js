@@ -4,7 +4,8 @@ const TEXTS = {
   en: {
     title_board: "Live call board", title_replay: "Call replay", title_login: "Sign in",
     username: "User name", password: "Password", sign_in: "Sign in", sign_out: "Sign out",
-    login_failed: "Wrong user name or password.", forbidden: "Your role may not open this page.",
+    login_failed: "Wrong user name or password.",
+    login_throttled: "Too many failed sign-ins; wait a few minutes and try again.", forbidden: "Your role may not open this page.",
     active_calls: "Active calls", avg_handle: "Avg handle time today", open_alerts: "Open alerts",
     compliance_rate: "Compliance rate", needs_improvement: "Needs improvement",
     queue: "Queue", agent: "Agent", caller: "Caller", all: "All", alerts: "Alerts",
@@ -28,7 +29,8 @@ const TEXTS = {
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
     username: "用户名", password: "密码", sign_in: "登录", sign_out: "退出",
-    login_failed: "用户名或密码错误。", forbidden: "您的角色无权打开此页面。",
+    login_failed: "用户名或密码错误。",
+    login_throttled: "登录失败次数过多，请几分钟后再试。", forbidden: "您的角色无权打开此页面。",
     active_calls: "进行中通话", avg_handle: "今日平均处理时长", open_alerts: "未处理告警",
     compliance_rate: "合规率", needs_improvement: "待改进",
     queue: "队列", agent: "坐席", caller: "主叫", all: "全部", alerts: "告警",

@@ -20,8 +20,8 @@ form.addEventListener("submit", async (ev) => {
     const next = new URLSearchParams(location.search).get("next");
     const home = r.role === "qa" ? "/replay" : "/board";
     location.href = next && next.startsWith("/") && !next.startsWith("//") ? next : home;
-  } catch {
-    error.textContent = t("login_failed");
+  } catch (e) {
+    error.textContent = t(e.status === 429 ? "login_throttled" : "login_failed");
     error.hidden = false;
   }
 });
