@@ -21,11 +21,8 @@ from fastapi.responses import JSONResponse
 
 from monitor.api import audit, auth, calls, insights
 from monitor.api.context import ApiContext
-<<<<<<< HEAD
-from monitor.board.web import mount_board
-=======
 from monitor.api.throttle import LoginThrottle
->>>>>>> issue6-api
+from monitor.board.web import mount_board
 from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger("callwatch.api")
