@@ -89,6 +89,8 @@ def server_env(**overrides: str) -> dict[str, str]:
     env.update({
         "CALLWATCH_ASR__CACHE_DIR": str(MODEL_CACHE),
         "CALLWATCH_LOG_FORMAT": "text",
+        # The HTTP API on a free port, so harness servers never collide on [api] port 8080.
+        "CALLWATCH_API__PORT": "0",
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
     })
