@@ -17,6 +17,7 @@ from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
@@ -73,6 +74,7 @@ class Callwatch:
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
+        self.audiosocket: AudioSocketServer | None = None
         self.dnsmos: DnsmosService | None = None
 
     async def start(self) -> None:
@@ -106,9 +108,16 @@ class Callwatch:
             self.dnsmos = DnsmosService(scorer, max_batch=dn.batch_size)
             self.dnsmos.start()
         self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
+        if s.gateway.audiosocket_port >= 0:
+            self.audiosocket = AudioSocketServer(s, self.gateway)
+            await self.audiosocket.start()
         await self.gateway.start()
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stopping = True
+        if self.audiosocket is not None:
+            await self.audiosocket.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.asr is not None:

@@ -30,7 +30,7 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from storage.recordings import WavRecorder
-from storage.records import CallClosed, CallOpened, SegmentAdded, TraceAdded
+from storage.records import CallClosed, CallOpened, ResultSaved, SegmentAdded, TraceAdded
 
 log = logging.getLogger("callwatch.call")
 
@@ -159,8 +159,13 @@ class LiveCall:
         else:
             await self.trace("app_message", payload=payload)
 
-    async def trace(self, kind: str, **data: Any) -> None:
-        await self._storage.put(self._trace(kind, media_ms=self.session.duration_ms, **data))
+    async def trace(self, kind: str, *, party: str | None = None, **data: Any) -> None:
+        rec = self._trace(kind, media_ms=self.session.duration_ms, party=party, **data)
+        await self._storage.put(rec)
+
+    async def save_result(self, kind: str, data: dict[str, Any]) -> None:
+        """A call-wide result row (e.g. kind="media": the switch's media counts)."""
+        await self._storage.put(ResultSaved(call_id=self.call_id, kind=kind, data=data))
 
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:
