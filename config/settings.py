@@ -54,9 +54,9 @@ class GatewaySettings(_Section):
     metadata_timeout_s: float = Field(default=10.0, gt=0)
     #: Seconds without any message before the call is finalised as interrupted.
     idle_timeout_s: float = Field(default=30.0, gt=0)
-    #: Seconds without audio (switches that stream continuously: Twilio, AudioHook while not
-    #: paused, AudioSocket) or without a pong (audio fork, which sends nothing while paused)
-    #: before the call is finalised as interrupted ("stalled").
+    #: Seconds without audio while not paused (every switch streams continuously; a FreeSWITCH
+    #: pause must be marked with a `{"event":"paused"}` text frame) before the call is
+    #: finalised as interrupted ("stalled"). Paused calls fall back to `idle_timeout_s`.
     stall_timeout_s: float = Field(default=5.0, gt=0)
     #: Audio faster than this many times real time (after `audio_burst_s` of head start) closes
     #: the call with 1008; 0 disables the check.

@@ -183,6 +183,7 @@ class AudioSocketServer:
     async def _leave(self, joined: _JoinedCall, party: Party, how: str) -> None:
         async with joined.lock:
             joined.ended[party] = how
+            await joined.feed.leg_left(party)
             if joined.feed.call is not None:
                 await joined.feed.call.trace("leg_ended", party=party.value, reason=how)
             if set(joined.ended) != joined.legs or self._calls.get(joined.key) is not joined:

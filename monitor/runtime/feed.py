@@ -41,6 +41,7 @@ from monitor.wire.timeline import CallTimeline
 
 log = logging.getLogger("callwatch.gateway")
 MAX_PAUSE_FILL_S = 3600
+MAX_EARLY = 8  # app events kept from before the call started
 
 CallFactory = Callable[[CallStarted], LiveCall]
 
@@ -63,6 +64,7 @@ class CallFeed:
         self.filled_frames = 0  # silence for discarded/lost media and marked pauses
         self.codec = ""
         self._finished = False
+        self._early: list[CallEvent] = []
 
     @property
     def started(self) -> bool:
@@ -78,6 +80,12 @@ class CallFeed:
             return [event]
         if isinstance(event, CallStarted):
             await self._start(event)
+            for early in self._early:
+                await self.handle(early, now)
+            self._early.clear()
+            return []
+        if self.call is None and isinstance(event, AppEvent) and len(self._early) < MAX_EARLY:
+            self._early.append(event)  # e.g. Twilio `connected`: traced once the call opens
             return []
         call = self._require_call(type(event).__name__)
         if isinstance(event, FramesReceived):
@@ -119,6 +127,12 @@ class CallFeed:
                 await self.call.on_audio(frames)
             await self.call.trace("leg_joined", party=party.value)
 
+    async def leg_left(self, party: Party) -> None:
+        if self.call is not None and self.timeline is not None:
+            frames = self.timeline.left(party)
+            if frames:
+                await self.call.on_audio(frames)
+
     async def _start(self, event: CallStarted) -> None:
         if self.call is not None:
             raise ProtocolError(ProtocolError.POLICY_VIOLATION, "call started twice")
@@ -138,7 +152,9 @@ class CallFeed:
 
     def _require_call(self, what: str) -> LiveCall:
         if self.call is None:
-            raise ProtocolError(ProtocolError.POLICY_VIOLATION, f"{what} before the call started")
+            raise ProtocolError(
+                ProtocolError.POLICY_VIOLATION, f"{what} before the call started (send it first)"
+            )
         return self.call
 
     def _count_audio(self, frames: int, now: float) -> None:

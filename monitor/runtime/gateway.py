@@ -127,8 +127,10 @@ class Gateway:
             subprotocols=[Subprotocol(p) for p in self._cfg.subprotocols],
             select_subprotocol=self._select_subprotocol,
             process_request=self._admit,
-            ping_interval=max(stall / 2, 0.5),  # a peer that stops answering pings is stalled
-            ping_timeout=stall,
+            # Pongs queue behind unread audio when the server is busy, so a dead peer is found
+            # by pings within the idle timeout; a silent one by the audio stall timer.
+            ping_interval=max(stall, 1.0),
+            ping_timeout=self._cfg.idle_timeout_s,
             close_timeout=5,
         )
         for protocol, configured in self._auth_configured().items():
@@ -320,15 +322,15 @@ class Gateway:
     def _timeout(self, feed: CallFeed, protocol: str) -> float:
         if not feed.started:
             return self._cfg.metadata_timeout_s
-        if protocol == "audiofork" or feed.paused:
-            # FreeSWITCH sends nothing while paused: liveness comes from pings instead.
+        if feed.paused:
+            # Nothing is sent while paused (FreeSWITCH pause marker, AudioHook `paused`).
             return self._cfg.idle_timeout_s
         left = feed.last_audio_at + self._cfg.stall_timeout_s - time.monotonic()
         return max(0.0, min(left, self._cfg.idle_timeout_s))
 
     def _timed_out(self, feed: CallFeed, protocol: str) -> tuple[str, str]:
-        if protocol == "audiofork" or feed.paused:
-            return "idle_timeout", f"no data for {self._cfg.idle_timeout_s:g} s"
+        if feed.paused:
+            return "idle_timeout", f"no data for {self._cfg.idle_timeout_s:g} s while paused"
         return "stalled", f"no audio for {self._cfg.stall_timeout_s:g} s"
 
 
@@ -347,7 +349,7 @@ def _closed_reason(exc: ConnectionClosed) -> tuple[str, str]:
     if exc.sent is not None and exc.sent.code == 1009:
         return "message_too_big", "message larger than gateway.max_message_bytes"
     if exc.sent is not None and exc.sent.code == 1011:
-        return "stalled", "the switch stopped answering pings"
+        return "stalled", "the switch stopped answering websocket pings"
     if exc.rcvd is None:
         return "transport", "connection dropped without a close frame"
     return "closed_by_switch", f"switch closed with code {exc.rcvd.code} {exc.rcvd.reason!r}"

@@ -239,6 +239,9 @@ class AudioHookEncoder:
     def ping(self) -> str:
         return self._msg("ping", {"rtt": "PT0.045S"})
 
+    def dtmf(self, digit: str) -> str:
+        return self._msg("dtmf", {"digit": digit})
+
     def paused(self) -> str:
         return self._msg("paused", {})
 

@@ -13,7 +13,9 @@ recording timeline always equals call time:
 
 `CallTimeline` holds one `PartyTimeline` per party (in channel order) and emits interleaved
 frames as far as every party has audio. A party more than `max_lag` behind the lead (a track
-that stopped, a leg not yet connected) is filled with silence so the others are not held back.
+that stopped, a leg not yet connected) is filled with silence so the others are not held back,
+except a party marked `waiting` (a connected AudioSocket leg: no timestamps, so silence would
+shift its later audio) - it is waited for up to `HARD_LAG_FACTOR` x `max_lag`.
 Counts per party go into the call record (`counts()`).
 """
 
@@ -134,6 +136,9 @@ class PartyTimeline:
         self._received_end = max(self._received_end, self.next_pos)
 
 
+HARD_LAG_FACTOR = 60
+
+
 class CallTimeline:
     """All parties of a call, interleaved in channel order once every party has the audio."""
 
@@ -145,6 +150,7 @@ class CallTimeline:
         self.lines = {p: PartyTimeline(window=window, tolerance=tolerance) for p in self.parties}
         self._ready = {p: bytearray() for p in self.parties}
         self.position = 0  # frames emitted
+        self.waiting: set[Party] = set()
 
     def push(self, party: Party, position: int | None, pcm: bytes) -> bytes:
         if party not in self.lines:
@@ -153,9 +159,16 @@ class CallTimeline:
         return self._emit(final=False)
 
     def align(self, party: Party) -> bytes:
-        """Bring a party (a leg that just joined) level with the lead: silence until now."""
+        """Bring a party (a leg that just joined) level with the lead: silence until now;
+        from then on the call waits for its audio (see `waiting`)."""
         lead = max(self.position + len(b) // 2 for b in self._ready.values())
         self._ready[party] += self.lines[party].fill_to(lead)
+        self.waiting.add(party)
+        return self._emit(final=False)
+
+    def left(self, party: Party) -> bytes:
+        """A leg ended: stop waiting for it (silence stands in while others go on)."""
+        self.waiting.discard(party)
         return self._emit(final=False)
 
     def finish(self) -> bytes:
@@ -170,7 +183,8 @@ class CallTimeline:
         lead = max(len(b) // 2 for b in self._ready.values())
         for p in self.parties:
             have = len(self._ready[p]) // 2
-            behind = lead - have if final else lead - have - self.max_lag
+            allowed = self.max_lag * (HARD_LAG_FACTOR if p in self.waiting else 1)
+            behind = lead - have if final else lead - have - allowed
             if behind > 0:
                 self._ready[p] += self.lines[p].fill_to(self.position + have + behind)
         n = min(len(b) // 2 for b in self._ready.values())
