@@ -107,20 +107,21 @@ class AudioHookDecoder:
                 ProtocolError.POLICY_VIOLATION, f"AudioHook {kind!r} before open: send open first"
             )
         out: list[CallEvent] = []
-        if "position" in msg:
-            out += self._catch_up(f.iso_seconds(msg["position"], f"{kind}.position"))
-        if kind == "ping":
-            return [*out, self._reply("pong")]
-        if kind == "paused":
-            self.paused = True
-            return [*out, Paused("audiohook")]
-        if kind in ("resumed", "discarded"):
+        if kind in ("resumed", "discarded"):  # the discarded span first: position includes it
             self.paused = kind == "discarded" and self.paused
             lost = round(f.iso_seconds(params.get("discarded", "PT0S"), f"{kind}.discarded") * RATE)
             if lost:
                 out.append(self._silence(lost))
             trace = Resumed(lost) if kind == "resumed" else AppEvent("discarded", {"samples": lost})
+        if "position" in msg and not self.paused:  # while paused, `resumed` re-aligns
+            out += self._catch_up(f.iso_seconds(msg["position"], f"{kind}.position"))
+        if kind in ("resumed", "discarded"):
             return [*out, trace]
+        if kind == "ping":
+            return [*out, self._reply("pong")]
+        if kind == "paused":
+            self.paused = True
+            return [*out, Paused("audiohook")]
         if kind == "update":
             data = {k: str(v)[:64] for k, v in params.items() if k == "language"}
             return [*out, AppEvent("update", data), self._reply("updated")]

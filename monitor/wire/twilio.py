@@ -39,6 +39,9 @@ RATE = 8000
 TRACK_PARTY = {"inbound": Party.CUSTOMER, "outbound": Party.AGENT}
 _DTMF_TRACK = {"inbound_track": Party.CUSTOMER, "outbound_track": Party.AGENT}
 _MAX_CUSTOM = 64  # <Parameter> entries kept
+_LAYOUT_KEYS = frozenset(
+    {"customerChannel", "customer_channel", "agentChannel", "agent_channel", "mixType"}
+)
 
 
 class TwilioDecoder:
@@ -115,6 +118,7 @@ class TwilioDecoder:
         raw: dict[str, Any] = {
             str(k)[:64]: v if isinstance(v, str | int | float | bool) else str(v)[:256]
             for k, v in custom.items()
+            if k not in _LAYOUT_KEYS  # the layout comes from `tracks`, never from parameters
         }
         raw.update(_strings(body, ("callSid", "accountSid", "streamSid")))
         raw.update({"sampleRate": RATE, "channels": len(self.parties)})
