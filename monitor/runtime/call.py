@@ -159,8 +159,13 @@ class LiveCall:
         else:
             await self.trace("app_message", payload=payload)
 
-    async def trace(self, kind: str, *, party: str | None = None, **data: Any) -> None:
-        rec = self._trace(kind, media_ms=self.session.duration_ms, party=party, **data)
+    async def trace(
+        self, kind: str, *, party: str | None = None, media_ms: int | None = None, **data: Any
+    ) -> None:
+        """A trace event at the call's current media time (or `media_ms` when the switch's
+        own clock for that party is ahead of the mixed timeline, e.g. a DTMF on one leg)."""
+        at = self.session.duration_ms if media_ms is None else media_ms
+        rec = self._trace(kind, media_ms=at, party=party, **data)
         await self._storage.put(rec)
 
     async def save_result(self, kind: str, data: dict[str, Any]) -> None:

@@ -41,6 +41,11 @@ from monitor.wire.timeline import CallTimeline
 
 log = logging.getLogger("callwatch.gateway")
 MAX_PAUSE_FILL_S = 3600
+#: App/switch text events traced under their own name (the rest: `app_message`, hold markers).
+SWITCH_EVENTS = frozenset(
+    {"ivr_prompt", "ivr_menu", "queue", "transfer", "agent_connected", "conference"}
+)
+_RESERVED = frozenset({"event", "kind", "party", "media_ms"})  # trace()'s own parameters
 MAX_EARLY = 8  # app events kept from before the call started
 
 CallFactory = Callable[[CallStarted], LiveCall]
@@ -102,10 +107,21 @@ class CallFeed:
                 await call.on_audio(frames)
         elif isinstance(event, Dtmf):
             party = event.party.value if event.party else None
-            await call.trace("dtmf", party=party, digit=event.digit, duration_ms=event.duration_ms)
+            await call.trace(
+                "dtmf",
+                party=party,
+                media_ms=self._party_ms(event.party),
+                digit=event.digit,
+                duration_ms=event.duration_ms,
+            )
         elif isinstance(event, AppEvent):
-            if event.name == "app_message" and "payload" in event.data:
-                await call.on_app_message(event.data["payload"])
+            payload = event.data.get("payload")
+            name = payload.get("event") if isinstance(payload, dict) else None
+            if event.name == "app_message" and name in SWITCH_EVENTS:
+                assert isinstance(payload, dict)
+                await call.trace(name, **{k: v for k, v in payload.items() if k not in _RESERVED})
+            elif event.name == "app_message" and "payload" in event.data:
+                await call.on_app_message(payload)
             else:
                 await call.trace(event.name, **event.data)
         elif isinstance(event, Paused):
@@ -126,6 +142,15 @@ class CallFeed:
             if frames:
                 await self.call.on_audio(frames)
             await self.call.trace("leg_joined", party=party.value)
+
+    def _party_ms(self, party: Party | None) -> int | None:
+        """Where that party's own stream is (legs and tracks run ahead of the mix)."""
+        if party is None or self.timeline is None or self.call is None:
+            return None
+        line = self.timeline.lines.get(party)
+        if line is None or line.received_end == 0:
+            return None
+        return line.received_end * 1000 // self.call.metadata.sample_rate
 
     async def leg_left(self, party: Party) -> None:
         if self.call is not None and self.timeline is not None:

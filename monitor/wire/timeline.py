@@ -88,6 +88,11 @@ class PartyTimeline:
         self._pending[pos] = pcm
         return self._drain(force_to=None)
 
+    @property
+    def received_end(self) -> int:
+        """End of the furthest media received (the party's own clock)."""
+        return self._received_end
+
     def fill_to(self, position: int) -> bytes:
         """Emit everything up to `position`, silence where nothing arrived."""
         return self._drain(force_to=position)
