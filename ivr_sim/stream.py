@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -73,13 +74,14 @@ async def stream_call(
     subprotocol: str = AudioForkEncoder.subprotocol,
     headers: Mapping[str, str] | None = None,
     protocol: str = "audiofork",
+    ssl: SSLContext | None = None,
 ) -> StreamReport:
     """Connect, send metadata, stream the audio, then close like a switch hanging up.
     `url`: the gateway's ws(s):// URL (the protocol's path is added when it has none), or
     tcp://host:port for AudioSocket."""
     meta = dict(metadata) if metadata is not None else call_metadata(call)
     if protocol != "audiofork":
-        return await _stream_other(url, call, meta, pace, protocol, headers)
+        return await _stream_other(url, call, meta, pace, protocol, headers, ssl)
     frame_bytes = 4  # stereo L16
     chunk = max(frame_bytes, call.sample_rate * chunk_ms // 1000 * frame_bytes)
     pcm = call.pcm()
@@ -92,6 +94,7 @@ async def stream_call(
         compression=None,
         additional_headers=dict(headers or {}),
         max_size=None,
+        ssl=ssl,
     ) as ws:
         await ws.send(AudioForkEncoder.metadata(meta))
         done = 0
@@ -137,6 +140,7 @@ async def _stream_other(
     pace: float,
     protocol: str,
     headers: Mapping[str, str] | None,
+    ssl: SSLContext | None,
 ) -> StreamReport:
     t0 = time.monotonic()
     external = str(meta["callid"])
@@ -152,7 +156,11 @@ async def _stream_other(
         if "/" not in rest:
             url = f"{scheme}://{rest}{path}"
         async with connect(
-            url, compression=None, additional_headers=dict(headers or {}), max_size=None
+            url,
+            compression=None,
+            additional_headers=dict(headers or {}),
+            max_size=None,
+            ssl=ssl,
         ) as ws:
             await sender(ws, call, meta, pace)
             await ws.wait_closed()
