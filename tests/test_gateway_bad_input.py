@@ -155,7 +155,7 @@ async def _send_junk(url: str, messages: list[str | bytes]) -> None:
         async with connect(url, max_size=None) as ws:
             for m in messages:
                 await ws.send(m)
-            await asyncio.wait_for(ws.recv(), 3)
+            await asyncio.wait_for(ws.recv(), 1)
     except (ConnectionClosed, TimeoutError):
         pass
 
@@ -171,7 +171,7 @@ async def _send_tcp_junk(host: str, port: int, data: bytes) -> None:
 
 
 def test_random_input_on_every_protocol_never_touches_a_good_call(server: LiveServer) -> None:
-    """Property test at the server: 40 random message sequences per websocket protocol and
+    """Property test at the server: 20 random message sequences per websocket protocol and
     random AudioSocket byte streams, while a good call streams; the server keeps serving and
     the good call is stored whole."""
     good = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
@@ -181,7 +181,7 @@ def test_random_input_on_every_protocol_never_touches_a_good_call(server: LiveSe
 
     async def go() -> str:
         async def noise() -> None:
-            for _ in range(40):
+            for _ in range(20):
                 for protocol, path in (("audiofork", "/"), ("twilio", "/twilio"),
                                        ("audiohook", "/audiohook")):
                     await _send_junk(server.url + path, _junk(rng, protocol))

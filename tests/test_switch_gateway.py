@@ -252,3 +252,37 @@ def test_limits_hold_and_leave_the_other_call_alone(tls_server: LiveServer) -> N
     assert (ok.status, ok.end_reason, ok.duration_ms) == ("completed", "normal", 4000)
     assert np.frombuffer(good.pcm(), "<i2").size == ok.duration_ms * 16  # every sample kept
     assert asyncio.run(crowd()) == [503]
+
+
+def test_marked_fork_pause_is_filled_with_silence_and_not_a_stall(tls_server: LiveServer) -> None:
+    """FreeSWITCH sends nothing while paused: with the app's pause marker the call neither
+    stalls (2 s stall timeout, 2.5 s pause) nor loses call time (the gap becomes silence)."""
+    srv = tls_server
+    pcm = short_call(1.0).pcm()
+    ext = f"pause-{uuid.uuid4()}"
+
+    async def go() -> None:
+        async with connect(srv.url, ssl=client_tls(srv), subprotocols=["audio.drachtio.org"],
+                           additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+            await ws.send(json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
+            await ws.send(pcm)
+            await ws.send('{"event":"paused"}')
+            await asyncio.sleep(2.5)
+            await ws.send('{"event":"resumed"}')
+            await ws.send(pcm)
+            await ws.send(b"")
+
+    asyncio.run(go())
+    stored = srv.wait_call(ext)
+    assert (stored.status, stored.end_reason) == ("completed", "normal")
+    assert 4400 <= stored.duration_ms <= 4800, stored.duration_ms
+    resumed = next(t for t in stored.trace if t.kind == "resumed")
+    filled = resumed.data["filled_samples"]
+    assert 2.4 * 8000 <= filled <= 2.8 * 8000
+    import wave
+
+    with wave.open(str(srv.data_dir / "recordings" / stored.recording_path), "rb") as w:
+        audio = w.readframes(w.getnframes())
+    assert audio == pcm + bytes(4 * filled) + pcm
+    media = srv.repo.get_analysis(stored.call_id).result("media")
+    assert media is not None and media["filled_frames"] == filled

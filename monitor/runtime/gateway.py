@@ -282,10 +282,9 @@ class Gateway:
                 for event in _decode(decoder, message):
                     for reply in await feed.handle(event, now):
                         await ws.send(reply.text if reply.text is not None else reply.data or b"")
-            if feed.stopped is not None:
-                status, reason, detail = "completed", feed.stopped.reason, feed.stopped.detail
-                if reason not in ("normal",):
-                    status = "interrupted" if reason in ("error", "switch_error") else status
+            if feed.stopped is not None:  # the switch said the call is over
+                reason, detail = feed.stopped.reason, feed.stopped.detail
+                status = "interrupted" if reason in ("error", "switch_error") else "completed"
                 await ws.close(1000, "call ended")
         except ProtocolError as exc:
             reason, detail = "protocol_error", exc.reason
