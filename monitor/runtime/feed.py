@@ -70,6 +70,7 @@ class CallFeed:
         self.codec = ""
         self._finished = False
         self._early: list[CallEvent] = []
+        self.extra_counts: dict[str, int] = {}  # protocol-specific (Twilio sequence gaps)
 
     @property
     def started(self) -> bool:
@@ -217,6 +218,7 @@ class CallFeed:
             "received_frames": self.received_frames,
             "filled_frames": self.filled_frames,
             "parties": self.timeline.counts() if self.timeline else {},
+            **self.extra_counts,
         }
 
     async def finish(

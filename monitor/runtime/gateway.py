@@ -17,6 +17,7 @@ Handshake: 401 authentication failed, 404 unknown path, 503 too many calls (Retr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -296,6 +297,11 @@ class Gateway:
             )  # fmt: skip
             if feed.call is not None:
                 await feed.call.trace("protocol_error", code=exc.close_code, reason=exc.reason)
+            if isinstance(decoder, AudioHookDecoder) and decoder.opened:
+                # AudioHook clients expect the server's `disconnect` before the socket closes.
+                with contextlib.suppress(ConnectionClosed):
+                    reply = decoder.disconnect("error", exc.reason)
+                    await ws.send(reply.text or "")
             await ws.close(exc.close_code, exc.reason)
         except ConnectionClosedOK:
             if self.stopping:
@@ -310,6 +316,8 @@ class Gateway:
                 extra=fields(peer=peer, call_id=feed.call.call_id if feed.call else None),
             )
         finally:
+            if isinstance(decoder, TwilioDecoder):
+                feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
             wait = SHUTDOWN_ASR_WAIT_S if self.stopping else FINAL_ASR_WAIT_S
             # Shielded: a cancelled handler (server shutdown) must still close the record.
             await asyncio.shield(

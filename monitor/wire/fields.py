@@ -66,7 +66,7 @@ def b64(text: str, where: str) -> bytes:
 def iso_seconds(text: Any, where: str) -> float:
     """ISO-8601 duration as AudioHook writes it ("PT12.34S") in seconds."""
     m = _ISO_SECONDS.match(text) if isinstance(text, str) else None
-    if m is None or len(text) > 40:
+    if m is None or len(text) > 40 or not any(m.groups()):
         raise bad(f"{where} must be an ISO-8601 duration like PT1.5S, got {str(text)[:20]!r}")
     h, mi, s = (float(g) if g else 0.0 for g in m.groups())
     return h * 3600 + mi * 60 + s
