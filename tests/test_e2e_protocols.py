@@ -112,3 +112,93 @@ def test_ivr_sim_cli_streams_over_each_protocol(server: LiveServer, tmp_path: Pa
         assert out.returncode == 0, out.stderr
         ext = out.stdout.rsplit("switch call id ", 1)[1].split()[0]
         assert server.wait_call(ext).protocol == protocol
+
+
+# -- conformance: each protocol's documented example, verbatim, against the real server --------
+def _recording(server: LiveServer, rel: str) -> np.ndarray:  # type: ignore[type-arg]
+    rec, _ = sf.read(server.data_dir / "recordings" / rel, dtype="int16", always_2d=True)
+    return rec
+
+
+def test_documented_examples_make_the_documented_calls(server: LiveServer) -> None:
+    import json
+    import uuid
+
+    from websockets.asyncio.client import connect
+
+    from audio_quality.g711 import ulaw_decode
+    from tests.test_wire_audiohook import CLOSE, OPEN, PING
+    from tests.test_wire_audiosocket import AUDIO, EXAMPLE
+    from tests.test_wire_twilio import EXAMPLE as TWILIO
+
+    call_sid = f"CA{uuid.uuid4().hex}"
+    conversation = str(uuid.uuid4())
+    leg = uuid.uuid4().hex[:-1] + "3"  # odd last digit: the agent leg
+    fork_id = f"7f3c-{uuid.uuid4()}@10.1.2.3"
+
+    async def go() -> list[dict]:  # type: ignore[type-arg]
+        replies = []
+        async with connect(server.url + "/twilio") as ws:
+            for m in TWILIO:
+                await ws.send(m.replace("CA33", call_sid))
+            await ws.wait_closed()
+        async with connect(server.url + "/audiohook") as ws:
+            await ws.send(OPEN.replace("090eaa2f", conversation))
+            replies.append(json.loads(await ws.recv()))
+            await ws.send(bytes([0x10, 0xE0]) * 800)  # 100 ms, customer then agent bytes
+            await ws.send(PING)
+            replies.append(json.loads(await ws.recv()))
+            await ws.send(CLOSE)
+            replies.append(json.loads(await ws.recv()))
+            await ws.wait_closed()
+        assert server.audiosocket is not None
+        reader, writer = await asyncio.open_connection(*server.audiosocket)
+        writer.write(EXAMPLE.replace(bytes.fromhex("40325ec25efd4bd3805f53576e581d13"),
+                                     bytes.fromhex(leg)))  # fmt: skip
+        await reader.read()
+        writer.close()
+        async with connect(server.url, subprotocols=["audio.drachtio.org"]) as ws:
+            assert ws.subprotocol == "audio.drachtio.org"
+            await ws.send(json.dumps({"callid": fork_id, "from": "13800138000", "to": "95588",
+                                      "agent": "1024", "queue": "cards"}))  # fmt: skip
+            await ws.send(b"\x01\x00\x02\x00" * 160)
+            await ws.send('{"event":"dtmf","digit":"1"}')
+            await ws.send(b"")
+        return replies
+
+    opened, pong, closed = asyncio.run(go())
+    assert (opened["type"], pong["type"], closed["type"]) == ("opened", "pong", "closed")
+    assert opened["parameters"]["media"][0]["channels"] == ["external", "internal"]
+    assert (pong["clientseq"], closed["clientseq"]) == (2, 3)
+
+    twilio = server.wait_call(call_sid)
+    assert (twilio.status, twilio.agent_id, twilio.protocol) == ("completed", "1024", "twilio")
+    rec = _recording(server, twilio.recording_path)
+    # timestamp "5" = 5 ms into the stream: 40 samples of silence, then the 20 ms chunk.
+    assert rec.shape == (200, 2) and not rec[:40].any()
+    assert (rec[40:, 0] == ulaw_decode(np.array([0x7E], np.uint8))[0]).all()
+    assert (rec[40:, 1] == ulaw_decode(np.array([0xFF], np.uint8))[0]).all()
+    kinds = [t.kind for t in twilio.trace]
+    assert {"switch_connected", "media_format", "stop", "media"} <= set(kinds)
+
+    hook = server.wait_call(conversation)
+    assert (hook.status, hook.caller, hook.callee) == ("completed", "+8613800138000",
+                                                      "+864008001234")  # fmt: skip
+    rec = _recording(server, hook.recording_path)
+    assert rec.shape == (800, 2)
+    assert (rec[:, 0] == ulaw_decode(np.array([0x10], np.uint8))[0]).all()
+    assert (rec[:, 1] == ulaw_decode(np.array([0xE0], np.uint8))[0]).all()
+
+    key = str(uuid.UUID(leg[:-1] + "2"))
+    sock = server.wait_call(key)
+    assert (sock.status, sock.end_reason, sock.protocol) == ("completed", "normal", "audiosocket")
+    rec = _recording(server, sock.recording_path)
+    assert np.array_equal(rec[:, 1], np.frombuffer(AUDIO, "<i2")) and not rec[:, 0].any()
+    assert [(t.party, t.data["digit"]) for t in sock.trace if t.kind == "dtmf"] == [("agent", "5")]
+
+    fork = server.wait_call(fork_id)
+    assert (fork.status, fork.queue, fork.caller) == ("completed", "cards", "13800138000")
+    rec = _recording(server, fork.recording_path)
+    assert rec.shape == (160, 2) and (rec[:, 0] == 1).all() and (rec[:, 1] == 2).all()
+    assert [t.data["digit"] for t in fork.trace if t.kind == "dtmf"] == ["1"]
+    assert "graceful_shutdown" in [t.kind for t in fork.trace]

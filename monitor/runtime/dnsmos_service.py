@@ -49,7 +49,8 @@ class DnsmosService:
         while True:
             await self._has_work.wait()
             batch = [
-                self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))
+                self._waiting.popleft()
+                for _ in range(min(self._max_batch, len(self._waiting)))
             ]
             if not self._waiting:
                 self._has_work.clear()

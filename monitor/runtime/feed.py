@@ -102,6 +102,10 @@ class CallFeed:
             await call.on_audio(event.pcm)
         elif isinstance(event, PartyAudio):
             assert self.timeline is not None
+            if event.party not in self.timeline.lines:
+                raise ProtocolError(
+                    ProtocolError.POLICY_VIOLATION, f"audio for {event.party.value}: not a party"
+                )
             self._count_audio(len(event.pcm) // 2 // call.metadata.channels, now)
             frames = self.timeline.push(event.party, event.position, event.pcm)
             if frames:

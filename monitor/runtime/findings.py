@@ -70,15 +70,9 @@ def finding(call_id: str, seq: int, event: Any) -> FindingAdded | None:
     start, end = _span(event)
     party = getattr(event, "party", None) or getattr(event, "interrupter", None)
     return FindingAdded(
-        call_id=call_id,
-        seq=seq,
-        source=kind[0],
-        kind=kind[1],
-        severity=getattr(event, "severity", None),
-        party=party,
-        start_ms=start,
-        end_ms=end,
-        data=jsonable(event),
+        call_id=call_id, seq=seq, source=kind[0], kind=kind[1],
+        severity=getattr(event, "severity", None), party=party,
+        start_ms=start, end_ms=end, data=jsonable(event),
     )
 
 
@@ -116,14 +110,9 @@ def verdict_records(call_id: str, verdict: CallVerdict, next_seq: int) -> list[A
     for f in getattr(verdict.assessment, "findings", ()):
         out.append(
             FindingAdded(
-                call_id=call_id,
-                seq=next_seq,
-                source="quality",
-                kind=f.kind,
-                severity=f.severity,
-                party=getattr(f, "party", None),
-                start_ms=getattr(f, "start_ms", None),
-                end_ms=getattr(f, "end_ms", None),
+                call_id=call_id, seq=next_seq, source="quality", kind=f.kind,
+                severity=f.severity, party=getattr(f, "party", None),
+                start_ms=getattr(f, "start_ms", None), end_ms=getattr(f, "end_ms", None),
                 data=jsonable(f),
             )
         )
