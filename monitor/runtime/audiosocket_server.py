@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from config.settings import Settings
 from monitor.core.events import Party
@@ -38,7 +38,7 @@ from monitor.wire.audiosocket import (
     LegIdentified,
     leg_of,
 )
-from monitor.wire.events import CallStarted, Stopped
+from monitor.wire.events import CallStarted, Dtmf, PartyAudio, Stopped
 
 log = logging.getLogger("callwatch.audiosocket")
 READ_BYTES = 65536
@@ -125,6 +125,9 @@ class AudioSocketServer:
                         assert joined is not None
                         await joined.feed.handle(event, now)
                     elif joined is not None:
+                        # Parsed in the same read as the UUID: before the leg's party was known.
+                        if isinstance(event, PartyAudio | Dtmf) and event.party is not party:
+                            event = replace(event, party=party)
                         await joined.feed.handle(event, now)
         except ProtocolError as exc:
             ended = "protocol_error"
