@@ -202,3 +202,36 @@ def test_documented_examples_make_the_documented_calls(server: LiveServer) -> No
     assert rec.shape == (160, 2) and (rec[:, 0] == 1).all() and (rec[:, 1] == 2).all()
     assert [t.data["digit"] for t in fork.trace if t.kind == "dtmf"] == ["1"]
     assert "graceful_shutdown" in [t.kind for t in fork.trace]
+
+
+def test_a_stalled_audiosocket_leg_ends_its_call_interrupted(server: LiveServer) -> None:
+    """One leg sends its UUID and 1 s of audio, then nothing with the socket open: within the
+    stall timeout (5 s) plus a little the call is finalised as interrupted, audio kept."""
+    import time
+    import uuid
+
+    from monitor.wire.audiosocket import AudioSocketEncoder
+
+    leg = uuid.UUID(uuid.uuid4().hex[:-1] + "0")
+    pcm = (np.arange(8000, dtype="<i2") % 200).tobytes()
+
+    async def go() -> float:
+        assert server.audiosocket is not None
+        reader, writer = await asyncio.open_connection(*server.audiosocket)
+        writer.write(AudioSocketEncoder.uuid(leg))
+        for i in range(0, len(pcm), 320):
+            writer.write(AudioSocketEncoder.audio(pcm[i : i + 320]))
+        await writer.drain()
+        t0 = time.monotonic()
+        await asyncio.wait_for(reader.read(), 20)  # the server hangs up on us
+        writer.close()
+        return time.monotonic() - t0
+
+    waited = asyncio.run(go())
+    assert waited < 8.0
+    stored = server.wait_call(str(leg))
+    assert (stored.status, stored.end_reason) == ("interrupted", "stalled")
+    assert stored.duration_ms == 1000
+    assert np.array_equal(_recording(server, stored.recording_path)[:, 0],
+                          np.frombuffer(pcm, "<i2"))  # fmt: skip
+    assert "stall" in [t.kind for t in stored.trace]
