@@ -73,7 +73,8 @@ class GatewaySettings(_Section):
     tls_key_file: Path | None = None
     #: Asterisk AudioSocket (raw TCP) port; 0 = any free port, -1 = off.
     audiosocket_port: int = Field(default=8766, ge=-1, le=65535)
-    #: Sample rate AudioSocket legs stream at (kind 0x10 = 8000; 16000 for the slin16 kind).
+    #: Call rate of AudioSocket calls: kind 0x10 (8000) and 0x12 (16000) go in as they are,
+    #: the other higher-rate kinds are resampled to it.
     audiosocket_sample_rate: Literal[8000, 16000] = 8000
     #: AudioSocket kind byte -> rate overrides (e.g. {"17" = 16000} for the interim 0x11).
     audiosocket_kind_rates: dict[int, int] = Field(default_factory=dict)

@@ -53,15 +53,29 @@ def test_end_signals_and_errors() -> None:
         Stopped("switch_error", "AudioSocket memory_error")]
 
 
-def test_higher_rate_kinds_follow_the_configured_rates() -> None:
+def test_higher_rate_kinds_are_resampled_to_the_call_rate() -> None:
+    import numpy as np
+
     leg = uuid.uuid4()
     dec = AudioSocketDecoder(sample_rate=16000)
     dec.receive_bytes(AudioSocketEncoder.uuid(leg))
-    assert dec.receive_bytes(AudioSocketEncoder.audio(AUDIO, 0x12)) == [
+    assert dec.receive_bytes(AudioSocketEncoder.audio(AUDIO, 0x12)) == [  # 16 kHz: as is
         PartyAudio(Party.CUSTOMER, None, AUDIO)]
-    with pytest.raises(ProtocolError) as err:  # 0x11 is 12 kHz in the current docs
-        dec.receive_bytes(AudioSocketEncoder.audio(AUDIO, 0x11))
-    assert err.value.close_code == 1003
+    # One second of a 440 Hz tone at 48 kHz (kind 0x16) in 20 ms messages -> 16 kHz.
+    t = np.arange(48000) / 48000
+    tone = (np.sin(2 * np.pi * 440 * t) * 12000).astype("<i2")
+    out = b""
+    for i in range(0, tone.size, 960):
+        for ev in dec.receive_bytes(AudioSocketEncoder.audio(tone[i : i + 960].tobytes(), 0x16)):
+            assert isinstance(ev, PartyAudio)
+            out += ev.pcm
+    *tail, stop = dec.receive_bytes(AudioSocketEncoder.hangup())
+    out += b"".join(ev.pcm for ev in tail if isinstance(ev, PartyAudio))
+    assert stop == Stopped("normal", "calling party hung up")
+    got = np.frombuffer(out, "<i2").astype(float)
+    assert got.size == 16000
+    ref = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000) * 12000
+    assert np.sqrt(np.mean((got[200:-200] - ref[200:-200]) ** 2)) < 200  # ~35 dB SNR at least
     interim = AudioSocketDecoder(sample_rate=16000, kind_rates={0x10: 8000, 0x11: 16000})
     interim.receive_bytes(AudioSocketEncoder.uuid(leg))  # Asterisk PR #1492 numbering
     assert interim.receive_bytes(AudioSocketEncoder.audio(AUDIO, 0x11))[0] == PartyAudio(

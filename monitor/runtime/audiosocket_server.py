@@ -115,6 +115,9 @@ class AudioSocketServer:
                     break
                 if not data:
                     ended = "closed_by_switch"
+                    for event in decoder.flush():  # a resampler's delayed tail
+                        if joined is not None and isinstance(event, PartyAudio):
+                            await joined.feed.handle(event, time.monotonic())
                     break
                 now = time.monotonic()
                 for event in decoder.receive_bytes(data):

@@ -13,7 +13,9 @@ that digit's parity says the party (even = customer, odd = agent).
 
 Higher-rate kinds: the current Asterisk docs list 0x11 = 12 kHz, 0x12 = 16 kHz, ...; an interim
 revision (PR #1492) used 0x11 for 16 kHz. `kind_rates` is a parameter so a deployment can
-follow its Asterisk version; audio at a rate other than the call's is refused (1003).
+follow its Asterisk version. Audio at a rate other than the call's is resampled to it with a
+streaming soxr resampler per rate (its delay is flushed when the leg ends), so a leg at 48 kHz
+joins an 8 or 16 kHz call.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from __future__ import annotations
 import struct
 import uuid as uuidlib
 from dataclasses import dataclass
+
+import numpy as np
+import soxr
 
 from monitor.core.events import Party
 from monitor.errors import ProtocolError
@@ -68,6 +73,7 @@ class AudioSocketDecoder:
         self.uuid: uuidlib.UUID | None = None
         self.ended = False
         self._buf = bytearray()
+        self._resamplers: dict[int, soxr.ResampleStream] = {}
 
     def receive_bytes(self, data: bytes) -> list[CallEvent | LegIdentified]:
         self._buf += data
@@ -94,29 +100,44 @@ class AudioSocketDecoder:
                 ProtocolError.POLICY_VIOLATION, f"AudioSocket kind 0x{kind:02x} before the UUID"
             )
         if kind in self.kind_rates:
-            rate = self.kind_rates[kind]
-            if rate != self.sample_rate:
-                raise ProtocolError(
-                    ProtocolError.UNSUPPORTED_DATA,
-                    f"AudioSocket audio at {rate} Hz; this gateway takes {self.sample_rate} Hz",
-                )
             if len(payload) % 2:
                 raise ProtocolError(ProtocolError.INVALID_PAYLOAD, "AudioSocket audio odd length")
-            return [PartyAudio(self.party, None, payload)] if payload else []
+            pcm = self._to_call_rate(self.kind_rates[kind], payload)
+            return [PartyAudio(self.party, None, pcm)] if pcm else []
         if kind == KIND_DTMF:
             digit = payload[:1].decode("ascii", errors="replace")
             return [Dtmf(digit, self.party)]
         if kind == KIND_HANGUP:
-            self.ended = True
-            return [Stopped("normal", "AudioSocket hangup")]
+            return [*self.flush(), Stopped("normal", "AudioSocket hangup")]
         if kind == KIND_ERROR:
-            self.ended = True
             code = payload[0] if payload else 0
             if code & 0x01:
-                return [Stopped("normal", "calling party hung up")]
+                return [*self.flush(), Stopped("normal", "calling party hung up")]
             name = ERROR_NAMES.get(code, f"error 0x{code:02x}")
-            return [Stopped("switch_error", f"AudioSocket {name}")]
+            return [*self.flush(), Stopped("switch_error", f"AudioSocket {name}")]
         raise ProtocolError(ProtocolError.INVALID_PAYLOAD, f"unknown AudioSocket kind 0x{kind:02x}")
+
+    def _to_call_rate(self, rate: int, payload: bytes) -> bytes:
+        if rate == self.sample_rate:
+            return payload
+        stream = self._resamplers.get(rate)
+        if stream is None:
+            stream = self._resamplers[rate] = soxr.ResampleStream(
+                rate, self.sample_rate, 1, dtype="int16", quality="HQ"
+            )
+        out = stream.resample_chunk(np.frombuffer(payload, dtype="<i2").astype(np.int16))
+        return np.asarray(out, dtype="<i2").tobytes()
+
+    def flush(self) -> list[CallEvent | LegIdentified]:
+        """The leg ended: the resamplers' delayed tail, then nothing more is parsed."""
+        self.ended = True
+        out: list[CallEvent | LegIdentified] = []
+        for stream in self._resamplers.values():
+            tail = stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+            if len(tail):
+                out.append(PartyAudio(self.party, None, np.asarray(tail, "<i2").tobytes()))
+        self._resamplers.clear()
+        return out
 
 
 class AudioSocketEncoder:
