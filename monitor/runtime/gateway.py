@@ -239,7 +239,10 @@ class Gateway:
         meta: CallMetadata = started.metadata
         call = LiveCall(
             settings=s,
-            analyzer=CallAnalyzer(meta, s.quality, s.grading, self._scripts, language),
+            # The wire codec sets the full scale for level/clipping metrics (μ-law: 32124).
+            analyzer=CallAnalyzer(
+                meta, s.quality, s.grading, self._scripts, language, codec=started.codec
+            ),
             dnsmos=self._dnsmos,
             metadata=meta,
             raw_metadata=started.raw,
