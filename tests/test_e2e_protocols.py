@@ -76,7 +76,11 @@ def test_the_same_ivr_call_over_every_protocol(server: LiveServer) -> None:
         assert [t.data["digit"] for t in dtmf] == ["1"], protocol
         pressed = next(e.at_s for e in call.events if e.kind == "dtmf")
         assert dtmf[0].media_ms is not None and abs(dtmf[0].media_ms / 1000 - pressed) < 0.3
-        media = server.repo.get_analysis(got.call_id).result("media")
+        analysis = server.repo.get_analysis(got.call_id)
+        summary = analysis.result("quality_party", "agent")
+        assert summary is not None and summary["codec"] == (
+            "PCMU" if protocol in ("twilio", "audiohook") else "L16")
+        media = analysis.result("media")
         assert media is not None and media["protocol"] == protocol
         assert media["received_frames"] >= rec.shape[0] * 0.99
         if protocol == "audiofork":  # the only protocol that carries IVR app events
