@@ -152,6 +152,11 @@ def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
         async with connect(srv.url + "/audiofork", ssl=tls, subprotocols=["audio.jambonz.org"],
                            additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
             assert ws.subprotocol == "audio.jambonz.org"
+            # The client offered permessage-deflate (websockets' default): not negotiated.
+            assert ws.request is not None and "permessage-deflate" in str(
+                ws.request.headers.get("Sec-WebSocket-Extensions"))
+            assert ws.response is not None
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
             await ws.send(json.dumps({"callSid": ext, "sampleRate": 8000, "mixType": "stereo"}))
             for i in range(0, len(call.pcm()), 640):
                 await ws.send(call.pcm()[i : i + 640])
