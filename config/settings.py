@@ -12,13 +12,21 @@ Sources, later ones win:
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from audio_quality.settings import QualitySettings
 
@@ -46,8 +54,59 @@ class GatewaySettings(_Section):
     metadata_timeout_s: float = Field(default=10.0, gt=0)
     #: Seconds without any message before the call is finalised as interrupted.
     idle_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds without audio while not paused (every switch streams continuously; a FreeSWITCH
+    #: pause must be marked with a `{"event":"paused"}` text frame) before the call is
+    #: finalised as interrupted ("stalled"). Paused calls fall back to `idle_timeout_s`.
+    stall_timeout_s: float = Field(default=5.0, gt=0)
+    #: Audio faster than this many times real time (after `audio_burst_s` of head start) closes
+    #: the call with 1008; 0 disables the check.
+    max_audio_rate: float = Field(default=10.0, ge=0)
+    audio_burst_s: float = Field(default=20.0, ge=0)
+    #: Per-party reorder window: held audio spanning more than this fills the hole with silence.
+    reorder_window_ms: int = Field(default=200, ge=20, le=5000)
+    #: A party this far behind the others (track stopped, leg not connected) gets silence.
+    max_party_lag_ms: int = Field(default=1000, ge=100, le=30000)
     #: Subprotocols echoed when a switch offers them (PROTOCOLS.md §1, §3).
     subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
+    #: TLS for the websocket port (wss://) when both are set: PEM certificate chain and key.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Asterisk AudioSocket (raw TCP) port; 0 = any free port, -1 = off.
+    audiosocket_port: int = Field(default=8766, ge=-1, le=65535)
+    #: Call rate of AudioSocket calls: kind 0x10 (8000) and 0x12 (16000) go in as they are,
+    #: the other higher-rate kinds are resampled to it.
+    audiosocket_sample_rate: Literal[8000, 16000] = 8000
+    #: AudioSocket kind byte -> rate overrides (e.g. {"17" = 16000} for the interim 0x11).
+    audiosocket_kind_rates: dict[int, int] = Field(default_factory=dict)
+    #: Explicit leg pairing: leg UUID -> "call-key:customer" / "call-key:agent".
+    audiosocket_legs: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("gateway.tls_cert_file and gateway.tls_key_file go together")
+        return self
+
+
+class SwitchAuthSettings(_Section):
+    """Credentials switches must present (per protocol). A protocol with nothing configured
+    accepts unauthenticated connections (logged at start) unless `require` is true."""
+
+    #: Refuse every connection of a protocol that has no credentials configured.
+    require: bool = False
+    #: Audio fork / jambonz: `Authorization: Bearer <token>` ...
+    audiofork_tokens: tuple[SecretStr, ...] = ()
+    #: ... or `Authorization: Basic` with one of these "user:password" pairs.
+    audiofork_basic: tuple[SecretStr, ...] = ()
+    #: Twilio account auth token: `X-Twilio-Signature` is checked when set.
+    twilio_auth_token: SecretStr | None = None
+    #: The public base URL Twilio dials (e.g. "wss://qa.example.com"); the signature covers it.
+    #: Empty: wss://<Host header><path>.
+    twilio_public_url: str = ""
+    #: AudioHook API key -> base64 client secret ("" = that key may send unsigned requests).
+    audiohook_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Networks AudioSocket peers may connect from.
+    audiosocket_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
 
 class RecordingSettings(_Section):
@@ -273,6 +332,7 @@ class Settings(_Section):
     #: `json` for log shippers, `text` for people.
     log_format: Literal["json", "text"] = "text"
     gateway: GatewaySettings = GatewaySettings()
+    switch_auth: SwitchAuthSettings = SwitchAuthSettings()
     recording: RecordingSettings = RecordingSettings()
     vad: VadSettings = VadSettings()
     asr: AsrSettings = AsrSettings()
@@ -322,6 +382,11 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         if value.startswith(("[", "(")) and path[-1] == "subprotocols":
             node[path[-1]] = [p.strip() for p in value.strip("[]()").split(",") if p.strip()]
+        elif value.startswith(("[", "{")):
+            try:  # lists and tables (switch_auth keys, leg maps) as JSON
+                node[path[-1]] = json.loads(value)
+            except json.JSONDecodeError:
+                node[path[-1]] = value
         else:
             node[path[-1]] = value
     return tree

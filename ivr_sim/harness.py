@@ -18,7 +18,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CACHE = REPO_ROOT / ".cache" / "models"
-LISTEN_RE = re.compile(r"listening on (ws://\S+)")
+LISTEN_RE = re.compile(r"gateway listening on (wss?://\S+)")
+AUDIOSOCKET_RE = re.compile(r"audiosocket listening on tcp://(\S+):(\d+)")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ServerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    audiosocket: tuple[str, int] | None = None  # (host, port) when the AudioSocket port is on
 
     @property
     def db_path(self) -> Path:
@@ -40,9 +42,20 @@ class ServerProcess:
         offset = self.log_path.stat().st_size
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--port", "0"],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor.cli",
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    "0",
+                ],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
@@ -50,6 +63,8 @@ class ServerProcess:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
             if m := LISTEN_RE.search(text):
                 self.url = m.group(1)
+                if a := AUDIOSOCKET_RE.search(text):
+                    self.audiosocket = (a.group(1), int(a.group(2)))
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{text[-3000:]}")
@@ -91,6 +106,7 @@ def server_env(**overrides: str) -> dict[str, str]:
         "CALLWATCH_LOG_FORMAT": "text",
         # The HTTP API on a free port, so harness servers never collide on [api] port 8080.
         "CALLWATCH_API__PORT": "0",
+        "CALLWATCH_GATEWAY__AUDIOSOCKET_PORT": "0",
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
     })

@@ -12,6 +12,13 @@ A script is a TOML file:
     audio = "en/ljspeech_LJ001-0001.flac"   # relative to the data root (tests/data/speech)
     pause = 0.8                    # seconds after the previous turn ends (negative = overlap)
 
+IVR legs use three more kinds of turn: `ivr = "prompt"` marks an agent-side clip as an IVR
+prompt; `dtmf = "1"` (no audio) is the customer pressing a key (switches carry DTMF out of
+band, so it is an event, not audio); `ivr = "hold"` with `seconds = 6` plays the clip (music on
+hold) as a queue wait, trimmed to that length, with `queue` naming the queue. These become
+`events` of the rendered call, which the simulator sends the way each protocol can (see
+`ivr_sim.protocols`).
+
 Rendering loads each clip (any rate, mono), resamples it to the call rate and places it on its
 party's channel. Reference transcripts come from the data root's MANIFEST.tsv, so a rendered
 call knows what each party said and when (used by tests and the benchmark).
@@ -46,6 +53,19 @@ class Turn:
     party: str
     audio: str
     pause_s: float = 0.5
+    dtmf: str | None = None
+    ivr: str | None = None  # "prompt" | "hold"
+    seconds: float | None = None  # trim the clip (hold music)
+    queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """Something the switch reports besides audio, at a media time of the rendered call."""
+
+    at_s: float
+    kind: str  # "dtmf", "ivr_prompt", "queue", "hold", "unhold"
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +91,7 @@ class RenderedCall:
     script: CallScript
     audio: npt.NDArray[np.int16]  # shape (frames, 2): channel 0 customer, 1 agent
     turns: tuple[PlacedTurn, ...]
+    events: tuple[SimEvent, ...] = ()
 
     @property
     def sample_rate(self) -> int:
@@ -106,9 +127,24 @@ def script_from_dict(raw: dict[str, Any], source: str = "<script>") -> CallScrip
         party = t.get("party")
         if party not in PARTY_CHANNEL:
             raise ScriptError(f"{source}: turn {i}: party must be customer or agent, got {party!r}")
-        if not isinstance(t.get("audio"), str):
+        dtmf = t.get("dtmf")
+        if dtmf is not None and not (isinstance(dtmf, str) and len(dtmf) == 1):
+            raise ScriptError(f'{source}: turn {i}: dtmf must be one key, e.g. "1"')
+        if dtmf is None and not isinstance(t.get("audio"), str):
             raise ScriptError(f"{source}: turn {i}: audio must be a file path")
-        turns.append(Turn(party=party, audio=t["audio"], pause_s=float(t.get("pause", 0.5))))
+        if t.get("ivr") not in (None, "prompt", "hold"):
+            raise ScriptError(f"{source}: turn {i}: ivr must be prompt or hold")
+        turns.append(
+            Turn(
+                party=party,
+                audio=str(t.get("audio", "")),
+                pause_s=float(t.get("pause", 0.5)),
+                dtmf=dtmf,
+                ivr=t.get("ivr"),
+                seconds=float(t["seconds"]) if "seconds" in t else None,
+                queue=t.get("queue"),
+            )
+        )
     if not turns:
         raise ScriptError(f"{source}: a call script needs at least one [[turn]]")
     return CallScript(
@@ -143,14 +179,28 @@ def render(script: CallScript, data_root: Path = DEFAULT_DATA_ROOT) -> RenderedC
     rate = script.sample_rate
     refs = manifest(data_root)
     clips, placed, cursor = [], [], 0.0
+    events: list[SimEvent] = []
     for turn in script.turns:
+        start = max(0.0, cursor + turn.pause_s)
+        start_frame = int(round(start * rate))
+        if turn.dtmf is not None:
+            events.append(SimEvent(start_frame / rate, "dtmf", {"digit": turn.dtmf}))
+            cursor = max(cursor, start + 0.2)  # a key press lasts about 200 ms
+            continue
         path = data_root / turn.audio
         if not path.exists():
             raise ScriptError(f"{script.name}: audio file {path} not found")
         clip = load_clip(path, rate)
-        start = max(0.0, cursor + turn.pause_s)
-        start_frame = int(round(start * rate))
+        if turn.seconds is not None:
+            clip = clip[: int(turn.seconds * rate)]
         end = (start_frame + clip.size) / rate
+        if turn.ivr == "prompt":
+            events.append(SimEvent(start_frame / rate, "ivr_prompt", {"prompt": path.stem}))
+        elif turn.ivr == "hold":
+            queue = {"queue": turn.queue or "default"}
+            events.append(SimEvent(start_frame / rate, "queue", queue))
+            events.append(SimEvent(start_frame / rate, "hold", queue))
+            events.append(SimEvent(end, "unhold", queue))
         clips.append((PARTY_CHANNEL[turn.party], start_frame, clip))
         row = refs.get(turn.audio, {})
         placed.append(
@@ -169,7 +219,8 @@ def render(script: CallScript, data_root: Path = DEFAULT_DATA_ROOT) -> RenderedC
     for channel, start_frame, clip in clips:
         audio[start_frame : start_frame + clip.size, channel] += clip
     out = np.clip(audio, -32768, 32767).astype(np.int16)
-    return RenderedCall(script=script, audio=out, turns=tuple(placed))
+    ordered = tuple(sorted(events, key=lambda e: e.at_s))
+    return RenderedCall(script=script, audio=out, turns=tuple(placed), events=ordered)
 
 
 def from_files(customer: Path | None, agent: Path | None, sample_rate: int = 8000) -> RenderedCall:

@@ -1,4 +1,5 @@
-"""Stream a rendered call to a gateway exactly as a FreeSWITCH/jambonz audio fork would.
+"""Stream a rendered call to a gateway as a switch would: audio fork (default), Twilio,
+AudioHook or AudioSocket (`protocol=`; the last three live in `ivr_sim.protocols`).
 
 Uses the gateway's own encoder (`monitor.wire.audiofork.AudioForkEncoder`), so the simulator
 cannot drift from what the gateway accepts. Pacing: `pace=1.0` is real time (20 ms of audio
@@ -14,13 +15,17 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from ivr_sim.script import RenderedCall
+from ivr_sim.protocols import WS_SENDERS, leg_uuids, send_audiosocket
+from ivr_sim.script import RenderedCall, SimEvent
 from monitor.wire.audiofork import AudioForkEncoder
+
+PROTOCOLS = ("audiofork", "twilio", "audiohook", "audiosocket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +73,15 @@ async def stream_call(
     graceful: bool = True,
     subprotocol: str = AudioForkEncoder.subprotocol,
     headers: Mapping[str, str] | None = None,
+    protocol: str = "audiofork",
+    ssl: SSLContext | None = None,
 ) -> StreamReport:
-    """Connect, send metadata, stream the audio, then close like a switch hanging up."""
+    """Connect, send metadata, stream the audio, then close like a switch hanging up.
+    `url`: the gateway's ws(s):// URL (the protocol's path is added when it has none), or
+    tcp://host:port for AudioSocket."""
     meta = dict(metadata) if metadata is not None else call_metadata(call)
+    if protocol != "audiofork":
+        return await _stream_other(url, call, meta, pace, protocol, headers, ssl)
     frame_bytes = 4  # stereo L16
     chunk = max(frame_bytes, call.sample_rate * chunk_ms // 1000 * frame_bytes)
     pcm = call.pcm()
@@ -83,9 +94,16 @@ async def stream_call(
         compression=None,
         additional_headers=dict(headers or {}),
         max_size=None,
+        ssl=ssl,
     ) as ws:
         await ws.send(AudioForkEncoder.metadata(meta))
+        done = 0
         for piece in _chunks(pcm, chunk_sizes, chunk):
+            for ev in call.events[done:]:
+                if ev.at_s * bytes_per_s > sent + len(piece):
+                    break
+                done += 1
+                await ws.send(fork_text(ev))
             await ws.send(piece)
             sent += len(piece)
             messages += 1
@@ -104,6 +122,56 @@ async def stream_call(
         bytes_sent=sent,
         messages=messages,
         audio_s=len(pcm) / bytes_per_s,
+        wall_s=time.monotonic() - t0,
+        close_code=code,
+        subprotocol=negotiated,
+    )
+
+
+def fork_text(event: SimEvent) -> str:
+    """An IVR event as the dialplan/app would push it with `uuid_audio_fork ... send_text`."""
+    return AudioForkEncoder.metadata({"event": event.kind, **event.data})
+
+
+async def _stream_other(
+    url: str,
+    call: RenderedCall,
+    meta: dict[str, Any],
+    pace: float,
+    protocol: str,
+    headers: Mapping[str, str] | None,
+    ssl: SSLContext | None,
+) -> StreamReport:
+    t0 = time.monotonic()
+    external = str(meta["callid"])
+    if protocol == "audiosocket":
+        hostport = url.split("://", 1)[-1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        await send_audiosocket(host, int(port), call, meta, pace)
+        code, negotiated = None, None
+        external = str(leg_uuids(external)[0])
+    elif protocol in WS_SENDERS:
+        path, sender = WS_SENDERS[protocol]
+        scheme, _, rest = url.partition("://")
+        if "/" not in rest:
+            url = f"{scheme}://{rest}{path}"
+        async with connect(
+            url,
+            compression=None,
+            additional_headers=dict(headers or {}),
+            max_size=None,
+            ssl=ssl,
+        ) as ws:
+            await sender(ws, call, meta, pace)
+            await ws.wait_closed()
+            code, negotiated = ws.close_code, ws.subprotocol
+    else:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    return StreamReport(
+        external_id=external,
+        bytes_sent=call.audio.size * 2,
+        messages=0,
+        audio_s=call.duration_s,
         wall_s=time.monotonic() - t0,
         close_code=code,
         subprotocol=negotiated,

@@ -90,7 +90,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
                     f"({calls[i].duration_s:.1f} s of audio)",
                     flush=True,
                 )
-                return await stream_call(args.url, calls[i], pace=args.pace)
+                url = args.url or (
+                    "tcp://127.0.0.1:8766"
+                    if args.protocol == "audiosocket"
+                    else "ws://127.0.0.1:8765"
+                )
+                return await stream_call(url, calls[i], pace=args.pace, protocol=args.protocol)
 
         return await asyncio.gather(*(one(i) for i in range(len(calls))), return_exceptions=True)
 
@@ -353,7 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("sim", help="stream simulated two-party calls to a gateway")
-    sp.add_argument("--url", default="ws://127.0.0.1:8765")
+    sp.add_argument(
+        "--url",
+        help="gateway URL: ws(s)://host:port (the protocol's path is added), "
+        "tcp://host:port for audiosocket (default: the local default ports)",
+    )
+    sp.add_argument(
+        "--protocol",
+        default="audiofork",
+        choices=["audiofork", "twilio", "audiohook", "audiosocket"],
+        help="stream as this switch would (default: FreeSWITCH/jambonz audio fork)",
+    )
     sp.add_argument("--demo", action="store_true", help="use the built-in call scripts")
     sp.add_argument("--script", action="append", help="call script TOML (repeatable)")
     sp.add_argument("--customer", type=Path, help="customer recording (a stereo file: both)")

@@ -14,7 +14,8 @@ from ivr_sim.script import builtin_scripts, load_script, render
 from monitor.core.events import Party
 from monitor.core.segmenter import UtteranceSegmenter
 from monitor.core.session import CallSession
-from monitor.wire.audiofork import AudioForkDecoder, AudioForkEncoder, AudioReceived
+from monitor.wire.audiofork import AudioForkDecoder, AudioForkEncoder
+from monitor.wire.events import FramesReceived
 
 
 @functools.cache
@@ -35,7 +36,7 @@ def run_wire(pcm: bytes, sizes: list[int]) -> tuple[bytes, list[tuple[str, int, 
         piece = pcm[pos : pos + size]
         pos += size
         for ev in dec.receive_bytes(piece) if piece else []:
-            assert isinstance(ev, AudioReceived)
+            assert isinstance(ev, FramesReceived)
             recorded += ev.pcm
             utts += session.feed(ev.pcm)
         if pos >= len(pcm):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
 import wave
 
@@ -124,3 +125,75 @@ def test_bad_calls_do_not_affect_a_good_call_running_alongside(server: LiveServe
     assert (call.status, call.end_reason) == ("completed", "normal")
     assert _recording(server, call) == good.pcm()
     assert {s.party for s in call.segments} == {"customer", "agent"}
+
+
+def _junk(rng: random.Random, protocol: str) -> list[str | bytes]:
+    """Random messages shaped like the protocol's (right event names, wrong everything else)."""
+    names = {"twilio": ["connected", "start", "media", "dtmf", "stop", "zzz"],
+             "audiohook": ["open", "ping", "paused", "resumed", "close", "zzz"],
+             "audiofork": ["dtmf", "paused", "resumed", "hold"]}[protocol]  # fmt: skip
+    key = "event" if protocol != "audiohook" else "type"
+    out: list[str | bytes] = []
+    for _ in range(rng.randint(1, 6)):
+        roll = rng.random()
+        if roll < 0.3:
+            out.append(rng.randbytes(rng.randint(0, 900)))
+        elif roll < 0.5:
+            out.append("".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(0, 40))))
+        else:
+            doc = {key: rng.choice(names), "seq": rng.randint(-1, 3), "sequenceNumber": "1",
+                   "media": rng.choice([{}, {"track": "inbound", "payload": "!!"}, [1], None]),
+                   "start": rng.choice([{}, {"mediaFormat": {"encoding": "audio/x-mulaw",
+                                                              "sampleRate": 8000}}, 7]),
+                   "parameters": rng.choice([{}, {"media": [{"format": "PCMU"}]}, "x"])}
+            out.append(json.dumps(doc))
+    return out
+
+
+async def _send_junk(url: str, messages: list[str | bytes]) -> None:
+    try:
+        async with connect(url, max_size=None) as ws:
+            for m in messages:
+                await ws.send(m)
+            await asyncio.wait_for(ws.recv(), 1)
+    except (ConnectionClosed, TimeoutError):
+        pass
+
+
+async def _send_tcp_junk(host: str, port: int, data: bytes) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(data)
+    try:
+        await asyncio.wait_for(reader.read(), 8)
+    except TimeoutError:
+        pass
+    writer.close()
+
+
+def test_random_input_on_every_protocol_never_touches_a_good_call(server: LiveServer) -> None:
+    """Property test at the server: 20 random message sequences per websocket protocol and
+    random AudioSocket byte streams, while a good call streams; the server keeps serving and
+    the good call is stored whole."""
+    good = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
+    rng = random.Random(20261121)
+    assert server.audiosocket is not None
+    host, port = server.audiosocket
+
+    async def go() -> str:
+        async def noise() -> None:
+            for _ in range(20):
+                for protocol, path in (("audiofork", "/"), ("twilio", "/twilio"),
+                                       ("audiohook", "/audiohook")):
+                    await _send_junk(server.url + path, _junk(rng, protocol))
+            for _ in range(10):
+                head = bytes([1, 0, 16]) + rng.randbytes(16) if rng.random() < 0.5 else b""
+                await _send_tcp_junk(host, port, head + rng.randbytes(rng.randint(0, 400)))
+
+        report, _ = await asyncio.gather(stream_call(server.url, good, pace=2.0), noise())
+        return report.external_id
+
+    ext = asyncio.run(go())
+    call = server.wait_call(ext)
+    assert (call.status, call.end_reason) == ("completed", "normal")
+    assert _recording(server, call) == good.pcm()
+    assert "Traceback" not in server.log()

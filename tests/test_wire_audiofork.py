@@ -11,14 +11,8 @@ from hypothesis import strategies as st
 
 from monitor.core.events import Party
 from monitor.errors import ProtocolError
-from monitor.wire.audiofork import (
-    AudioForkDecoder,
-    AudioForkEncoder,
-    AudioReceived,
-    FlushRequested,
-    MetadataReceived,
-    TextReceived,
-)
+from monitor.wire.audiofork import AudioForkDecoder, AudioForkEncoder
+from monitor.wire.events import AppEvent, CallStarted, Dtmf, FramesReceived, Paused, Resumed
 
 META = {"callid": "7f3c@10.1.2.3", "from": "13800138000", "to": "95588", "agent": "1024",
         "queue": "cards", "sampleRate": 8000, "mixType": "stereo"}
@@ -27,17 +21,33 @@ META = {"callid": "7f3c@10.1.2.3", "from": "13800138000", "to": "95588", "agent"
 def test_metadata_then_audio_then_text_then_flush() -> None:
     dec = AudioForkDecoder()
     (ev,) = dec.receive_text(AudioForkEncoder.metadata(META))
-    assert isinstance(ev, MetadataReceived)
+    assert isinstance(ev, CallStarted)
     m = ev.metadata
     assert (m.external_id, m.agent_id, m.queue, m.caller, m.callee) == (
         "7f3c@10.1.2.3", "1024", "cards", "13800138000", "95588")
     assert m.sample_rate == 8000 and m.channels == 2
     assert m.channel_of == {Party.CUSTOMER: 0, Party.AGENT: 1}
     (audio,) = dec.receive_bytes(b"\x01\x00\x02\x00" * 160)
-    assert isinstance(audio, AudioReceived) and audio.frames == 160
-    (text,) = dec.receive_text('{"event":"dtmf","digit":"1"}')
-    assert isinstance(text, TextReceived) and text.payload == {"event": "dtmf", "digit": "1"}
-    assert isinstance(dec.receive_bytes(b"")[0], FlushRequested)
+    assert isinstance(audio, FramesReceived) and len(audio.pcm) == 640
+    assert dec.receive_text('{"event":"dtmf","digit":"1"}') == [Dtmf("1")]
+    assert dec.receive_text('{"agent":"1024"}') == [
+        AppEvent("app_message", {"payload": {"agent": "1024"}})
+    ]
+    assert dec.receive_bytes(b"") == [AppEvent("graceful_shutdown")]
+
+
+def test_jambonz_dtmf_and_pause_markers() -> None:
+    dec = AudioForkDecoder()
+    dec.receive_text('{"sampleRate":8000,"mixType":"stereo","callSid":"b7d0"}')
+    # jambonz passDtmf: duration in 8 kHz RTP timestamp units (1600 = 200 ms)
+    assert dec.receive_text('{"event":"dtmf","dtmf":"5","duration":"1600"}') == [
+        Dtmf("5", None, 200)
+    ]
+    assert dec.receive_text('{"event":"paused"}') == [Paused("app_marker")]
+    assert dec.receive_text('{"event":"resume"}') == [Resumed()]  # while paused: a resume
+    assert dec.receive_text('{"event":"resume"}')[0] == AppEvent(  # else: a hold marker
+        "app_message", {"payload": {"event": "resume"}}
+    )
 
 
 def test_torn_frames_are_carried_to_the_next_message() -> None:
@@ -47,7 +57,7 @@ def test_torn_frames_are_carried_to_the_next_message() -> None:
     got = b""
     for size in (1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
         for ev in dec.receive_bytes(pcm[: size]):
-            assert isinstance(ev, AudioReceived) and len(ev.pcm) % 4 == 0
+            assert isinstance(ev, FramesReceived) and len(ev.pcm) % 4 == 0
             got += ev.pcm
         pcm = pcm[size:]
     for ev in dec.receive_bytes(pcm):
@@ -85,13 +95,13 @@ def test_bad_metadata_gets_a_clear_code_and_reason(meta: str, code: int, words: 
 def test_metadata_aliases_and_defaults() -> None:
     dec = AudioForkDecoder(default_sample_rate=8000, default_channels=2)
     (ev,) = dec.receive_text('{"callSid":"CA1","sampleRate":"16k","customerChannel":1,"x":1}')
-    assert isinstance(ev, MetadataReceived)
+    assert isinstance(ev, CallStarted)
     m = ev.metadata
     assert m.external_id == "CA1" and m.sample_rate == 16000
     assert m.channel_of == {Party.CUSTOMER: 1, Party.AGENT: 0}
     assert m.extra == {"x": 1}
     (ev,) = AudioForkDecoder().receive_text('{"mixType":"mono"}')
-    assert isinstance(ev, MetadataReceived)
+    assert isinstance(ev, CallStarted)
     assert ev.metadata.channels == 1 and ev.metadata.channel_of == {Party.CUSTOMER: 0}
 
 
@@ -108,7 +118,8 @@ def test_random_input_parses_or_raises_protocol_error(first: str | bytes, rest: 
             assert 1000 <= exc.close_code < 4000 and len(exc.reason.encode()) <= 123
             return
         for ev in events:
-            if isinstance(ev, AudioReceived):
+            assert isinstance(ev, CallStarted | FramesReceived | AppEvent | Dtmf | Paused | Resumed)
+            if isinstance(ev, FramesReceived):
                 assert len(ev.pcm) % (2 * dec_channels(dec)) == 0
 
 

@@ -21,6 +21,7 @@ from monitor.api.server import ApiServer
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
@@ -81,6 +82,7 @@ class Callwatch:
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
+        self.audiosocket: AudioSocketServer | None = None
         self.dnsmos: DnsmosService | None = None
         #: Alerts: acknowledge / resolve (set once started).
         self.alerts: AlertService | None = None
@@ -140,6 +142,9 @@ class Callwatch:
             self.dnsmos = DnsmosService(scorer, max_batch=dn.batch_size)
             self.dnsmos.start()
         self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
+        if s.gateway.audiosocket_port >= 0:
+            self.audiosocket = AudioSocketServer(s, self.gateway)
+            await self.audiosocket.start()
         await self.gateway.start()
         if s.api.enabled:
             await self._start_api()
@@ -162,6 +167,10 @@ class Callwatch:
     async def stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
+        if self.gateway is not None:
+            self.gateway.stopping = True
+        if self.audiosocket is not None:
+            await self.audiosocket.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.asr is not None:

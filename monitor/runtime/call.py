@@ -30,7 +30,14 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from storage.recordings import WavRecorder
-from storage.records import CallClosed, CallOpened, FindingAdded, SegmentAdded, TraceAdded
+from storage.records import (
+    CallClosed,
+    CallOpened,
+    FindingAdded,
+    ResultSaved,
+    SegmentAdded,
+    TraceAdded,
+)
 
 log = logging.getLogger("callwatch.call")
 
@@ -167,8 +174,18 @@ class LiveCall:
         like the alert service, go through `trace` and read this to stay in step)."""
         return self._seq
 
-    async def trace(self, kind: str, **data: Any) -> None:
-        await self._storage.put(self._trace(kind, media_ms=self.session.duration_ms, **data))
+    async def trace(
+        self, kind: str, *, party: str | None = None, media_ms: int | None = None, **data: Any
+    ) -> None:
+        """A trace event at the call's current media time (or `media_ms` when the switch's
+        own clock for that party is ahead of the mixed timeline, e.g. a DTMF on one leg)."""
+        at = self.session.duration_ms if media_ms is None else media_ms
+        rec = self._trace(kind, media_ms=at, party=party, **data)
+        await self._storage.put(rec)
+
+    async def save_result(self, kind: str, data: dict[str, Any]) -> None:
+        """A call-wide result row (e.g. kind="media": the switch's media counts)."""
+        await self._storage.put(ResultSaved(call_id=self.call_id, kind=kind, data=data))
 
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:

@@ -1,22 +1,30 @@
-"""The websocket gateway switches stream into: one connection = one call.
+"""The websocket gateway switches stream into: one connection = one call, any protocol.
 
-A thin asyncio shell over the sans-I/O wire codec (`monitor.wire.audiofork`) and call core.
-Everything that can go wrong with a connection ends in exactly one place, `_serve_call`'s
-`finally`, which finalises the call with its status and reason; a failure of one call never
-reaches another (each connection is its own task, and nothing is shared but the queues).
+Routing by URL path on one port: `/audiofork` (and `/`, for existing deployments) = FreeSWITCH
+`mod_audio_fork` / `mod_audio_stream` / jambonz `listen`; `/twilio` = Twilio Media Streams;
+`/audiohook` = Genesys AudioHook. Asterisk AudioSocket is raw TCP on its own port
+(`monitor.runtime.audiosocket_server`). Each protocol's sans-I/O codec (`monitor.wire.*`) turns
+messages into the same call events, applied by a `CallFeed`; this module is the thin shell:
+handshake (admission, per-protocol authentication before any audio, subprotocol echo, no
+permessage-deflate, TLS when configured), one generic receive loop, and exactly one place where
+a call ends (`_serve_call`'s `finally`). A failure of one call never reaches another.
 
-Close codes (RFC 6455): 1003 unsupported audio layout, 1007 malformed metadata, 1008 protocol
-order (audio before metadata, no metadata in time), 1009 message too big (websockets enforces
-`max_message_bytes`), 1001 server going away or idle peer. Too many calls: HTTP 503.
+Close codes (RFC 6455): 1003 unsupported audio, 1007 malformed message, 1008 protocol order or
+policy (audio too fast), 1009 message too big, 1001 going away / idle or stalled peer.
+Handshake: 401 authentication failed, 404 unknown path, 503 too many calls (Retry-After).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -32,19 +40,37 @@ from monitor.qa import ScriptBook
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.call import FINAL_ASR_WAIT_S, SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.dnsmos_service import DnsmosService
+from monitor.runtime.feed import CallFeed
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
-from monitor.wire.audiofork import (
-    PROTOCOL_NAME,
-    AudioForkDecoder,
-    AudioReceived,
-    FlushRequested,
-    MetadataReceived,
-    TextReceived,
-    WireEvent,
-)
+from monitor.wire import auth
+from monitor.wire.audiofork import AudioForkDecoder
+from monitor.wire.audiohook import AudioHookDecoder
+from monitor.wire.events import CallEvent, CallStarted
+from monitor.wire.twilio import TwilioDecoder
 
 log = logging.getLogger("callwatch.gateway")
+ROUTES = {
+    "/": "audiofork",
+    "/audiofork": "audiofork",
+    "/twilio": "twilio",
+    "/audiohook": "audiohook",
+}
+AUTH_FAILURE_DELAY_S = 0.5  # AudioHook reference: failures answered no sooner (timing probes)
+Decoder = AudioForkDecoder | TwilioDecoder | AudioHookDecoder
+
+
+def route(path: str) -> str | None:
+    base = path.split("?", 1)[0].rstrip("/") or "/"
+    return ROUTES.get(base)
+
+
+def new_decoder(protocol: str) -> Decoder:
+    if protocol == "twilio":
+        return TwilioDecoder()
+    if protocol == "audiohook":
+        return AudioHookDecoder()
+    return AudioForkDecoder(default_sample_rate=8000, default_channels=2)
 
 
 class Gateway:
@@ -61,12 +87,14 @@ class Gateway:
         self._scripts = scripts
         self._dnsmos = dnsmos
         self._cfg = settings.gateway
+        self._auth = settings.switch_auth
         self._storage = storage
         self._asr = asr
         self._server: Server | None = None
         self._connections = 0
-        self._stopping = False
+        self.stopping = False
         self.calls: dict[str, LiveCall] = {}
+        self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
 
     @property
     def port(self) -> int:
@@ -77,27 +105,53 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._cfg.host}:{self.port}"
+        scheme = "wss" if self._cfg.tls_cert_file else "ws"
+        return f"{scheme}://{self._cfg.host}:{self.port}"
+
+    def at_capacity(self) -> bool:
+        return self._connections + self.extra_calls >= self._cfg.max_calls
 
     async def start(self) -> None:
+        ctx = None
+        if self._cfg.tls_cert_file and self._cfg.tls_key_file:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(self._cfg.tls_cert_file, self._cfg.tls_key_file)
+        stall = self._cfg.stall_timeout_s
         self._server = await serve(
             self._handle,
             self._cfg.host,
             self._cfg.port,
+            ssl=ctx,
             max_size=self._cfg.max_message_bytes,
-            compression=None,  # audio does not compress; deflate only costs CPU
+            compression=None,  # no permessage-deflate: audio does not compress, it costs CPU
             subprotocols=[Subprotocol(p) for p in self._cfg.subprotocols],
             select_subprotocol=self._select_subprotocol,
             process_request=self._admit,
-            ping_interval=10,
+            # Pongs queue behind unread audio when the server is busy, so a dead peer is found
+            # by pings within the idle timeout; a silent one by the audio stall timer.
+            ping_interval=max(stall, 1.0),
             ping_timeout=self._cfg.idle_timeout_s,
             close_timeout=5,
         )
+        for protocol, configured in self._auth_configured().items():
+            if not configured:
+                level = logging.ERROR if self._auth.require else logging.WARNING
+                what = "refuses every connection" if self._auth.require else "is unauthenticated"
+                log.log(level, "%s %s: set its credentials under [switch_auth]", protocol, what)
         log.info("gateway listening on %s", self.url)
+
+    def _auth_configured(self) -> dict[str, bool]:
+        a = self._auth
+        return {
+            "audiofork": bool(a.audiofork_tokens or a.audiofork_basic),
+            "twilio": a.twilio_auth_token is not None,
+            "audiohook": bool(a.audiohook_api_keys),
+        }
 
     async def stop(self) -> None:
         """Stop accepting; open calls are closed with 1001 and finalised as interrupted."""
-        self._stopping = True
+        self.stopping = True
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
@@ -112,13 +166,19 @@ class Gateway:
                 return name
         return offered[0] if offered else None
 
-    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self._stopping:
+    async def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        peer = _peer(connection)
+        if self.stopping:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        if self._connections >= self._cfg.max_calls:
+        protocol = route(request.path)
+        if protocol is None:
+            return connection.respond(
+                HTTPStatus.NOT_FOUND, "unknown path: use /audiofork, /twilio or /audiohook\n"
+            )
+        if self.at_capacity():
             log.warning(
                 "call refused: too many concurrent calls",
-                extra=fields(limit=self._cfg.max_calls, peer=_peer(connection)),
+                extra=fields(limit=self._cfg.max_calls, peer=peer, protocol=protocol),
             )
             resp = connection.respond(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -127,72 +187,127 @@ class Gateway:
             resp.headers = Headers(resp.headers)
             resp.headers["Retry-After"] = "5"
             return resp
+        problem = self._authenticate(protocol, request)
+        if problem is not None:
+            # The reason names what failed, never the secret or what the peer sent as one.
+            log.warning(
+                "switch authentication failed: %s",
+                problem,
+                extra=fields(peer=peer, protocol=protocol, path=request.path.split("?")[0]),
+            )
+            if protocol == "audiohook":
+                await asyncio.sleep(AUTH_FAILURE_DELAY_S)
+            return connection.respond(HTTPStatus.UNAUTHORIZED, f"{problem}\n")
         return None
+
+    def _authenticate(self, protocol: str, request: Request) -> str | None:
+        a, h = self._auth, request.headers
+        if not self._auth_configured()[protocol]:
+            return f"no {protocol} credentials configured" if a.require else None
+        if protocol == "audiofork":
+            return auth.check_authorization(
+                h.get("Authorization"),
+                tokens=[t.get_secret_value() for t in a.audiofork_tokens],
+                basic=[b.get_secret_value() for b in a.audiofork_basic],
+            )
+        if protocol == "twilio":
+            assert a.twilio_auth_token is not None
+            base = a.twilio_public_url.rstrip("/") or f"wss://{h.get('Host', '')}"
+            return auth.check_twilio(
+                h.get("X-Twilio-Signature"),
+                auth_token=a.twilio_auth_token.get_secret_value(),
+                url=base + request.path,
+            )
+        return auth.check_audiohook(
+            {k: v for k, v in h.raw_items()},
+            target=request.path,
+            authority=h.get("Host", ""),
+            keys={k: v.get_secret_value() for k, v in a.audiohook_api_keys.items()},
+            now=int(time.time()),
+        )
 
     async def _handle(self, ws: ServerConnection) -> None:
         self._connections += 1
         try:
-            await self._serve_call(ws)
+            await self._serve_call(ws, route(ws.request.path if ws.request else "/") or "")
         finally:
             self._connections -= 1
 
-    async def _serve_call(self, ws: ServerConnection) -> None:
+    def new_call(self, started: CallStarted, protocol: str, peer: str) -> LiveCall:
+        s = self._settings
+        language = None if s.asr.language == "auto" else s.asr.language
+        meta: CallMetadata = started.metadata
+        call = LiveCall(
+            settings=s,
+            # The wire codec sets the full scale for level/clipping metrics (μ-law: 32124).
+            analyzer=CallAnalyzer(
+                meta, s.quality, s.grading, self._scripts, language, codec=started.codec
+            ),
+            dnsmos=self._dnsmos,
+            metadata=meta,
+            raw_metadata=started.raw,
+            protocol=protocol,
+            peer=peer,
+            connected_at=datetime.now(UTC),
+            storage=self._storage,
+            asr=self._asr,
+        )
+        self.calls[call.call_id] = call
+        return call
+
+    async def _serve_call(self, ws: ServerConnection, protocol: str) -> None:
         peer = _peer(ws)
-        connected_at = datetime.now(UTC)
-        decoder = AudioForkDecoder(default_sample_rate=8000, default_channels=2)
-        call: LiveCall | None = None
+        decoder = new_decoder(protocol)
+        feed = CallFeed(
+            self._cfg,
+            lambda started: self.new_call(started, protocol, peer),
+            protocol=protocol,
+            now=time.monotonic(),
+        )
         status, reason, detail = "interrupted", "transport", None
         try:
-            try:
-                async with asyncio.timeout(self._cfg.metadata_timeout_s):
-                    first = await ws.recv()
-            except TimeoutError:
-                raise ProtocolError(
-                    ProtocolError.POLICY_VIOLATION,
-                    f"no metadata within {self._cfg.metadata_timeout_s:g} s",
-                ) from None
-            events = _decode(decoder, first)
-            meta_event = events[0]
-            if not isinstance(meta_event, MetadataReceived):  # the decoder's contract
-                raise ProtocolError(ProtocolError.POLICY_VIOLATION, "expected metadata first")
-            call = LiveCall(
-                settings=self._settings,
-                analyzer=self._analyzer(meta_event.metadata),
-                dnsmos=self._dnsmos,
-                metadata=meta_event.metadata,
-                raw_metadata=meta_event.raw,
-                protocol=PROTOCOL_NAME,
-                peer=peer,
-                connected_at=connected_at,
-                storage=self._storage,
-                asr=self._asr,
-            )
-            self.calls[call.call_id] = call
-            await call.open()
-            while True:
+            while feed.stopped is None:
                 try:
-                    async with asyncio.timeout(self._cfg.idle_timeout_s):
+                    async with asyncio.timeout(self._timeout(feed, protocol)):
                         message = await ws.recv()
                 except TimeoutError:
-                    reason, detail = "idle_timeout", f"no data for {self._cfg.idle_timeout_s:g} s"
-                    await ws.close(1001, "idle timeout")
+                    if not feed.started:
+                        raise ProtocolError(
+                            ProtocolError.POLICY_VIOLATION,
+                            f"no metadata within {self._cfg.metadata_timeout_s:g} s",
+                        ) from None
+                    reason, detail = self._timed_out(feed, protocol)
+                    if feed.call is not None:
+                        await feed.call.trace("stall", reason=reason, detail=detail)
+                    log.warning("call %s: %s", reason, detail, extra=fields(peer=peer))
+                    await ws.close(1001, reason.replace("_", " "))
                     break
+                now = time.monotonic()
                 for event in _decode(decoder, message):
-                    await self._dispatch(call, event)
+                    for reply in await feed.handle(event, now):
+                        await ws.send(reply.text if reply.text is not None else reply.data or b"")
+            if feed.stopped is not None:  # the switch said the call is over
+                reason, detail = feed.stopped.reason, feed.stopped.detail
+                status = "interrupted" if reason in ("error", "switch_error") else "completed"
+                await ws.close(1000, "call ended")
         except ProtocolError as exc:
             reason, detail = "protocol_error", exc.reason
             log.warning(
                 "protocol error: %s",
                 exc.reason,
-                extra=fields(
-                    peer=peer, call_id=call.call_id if call else None, code=exc.close_code
-                ),
-            )
-            if call is not None:
-                await call.trace("protocol_error", code=exc.close_code, reason=exc.reason)
+                extra=fields(peer=peer, protocol=protocol, code=exc.close_code,
+                             call_id=feed.call.call_id if feed.call else None),
+            )  # fmt: skip
+            if feed.call is not None:
+                await feed.call.trace("protocol_error", code=exc.close_code, reason=exc.reason)
+            if isinstance(decoder, AudioHookDecoder) and decoder.opened:
+                # AudioHook clients expect the server's `disconnect` before the socket closes.
+                with contextlib.suppress(ConnectionClosed):
+                    reply = decoder.disconnect("error", exc.reason)
+                    await ws.send(reply.text or "")
             await ws.close(exc.close_code, exc.reason)
         except ConnectionClosedOK:
-            if self._stopping:
+            if self.stopping:
                 reason = "shutdown"
             else:
                 status, reason = "completed", "normal"
@@ -201,40 +316,41 @@ class Gateway:
             log.warning(
                 "connection lost: %s",
                 detail,
-                extra=fields(peer=peer, call_id=call.call_id if call else None),
+                extra=fields(peer=peer, call_id=feed.call.call_id if feed.call else None),
             )
         finally:
-            if call is not None:
-                # Shielded: a cancelled handler (server shutdown) must still close the record.
-                wait = SHUTDOWN_ASR_WAIT_S if self._stopping else FINAL_ASR_WAIT_S
-                await asyncio.shield(
-                    call.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
-                )
-                self.calls.pop(call.call_id, None)
+            if isinstance(decoder, TwilioDecoder):
+                feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
+            wait = SHUTDOWN_ASR_WAIT_S if self.stopping else FINAL_ASR_WAIT_S
+            # Shielded: a cancelled handler (server shutdown) must still close the record.
+            await asyncio.shield(
+                feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
+            )
+            if feed.call is not None:
+                self.calls.pop(feed.call.call_id, None)
 
-    def _analyzer(self, meta: CallMetadata) -> CallAnalyzer:
-        s = self._settings
-        language = None if s.asr.language == "auto" else s.asr.language
-        return CallAnalyzer(meta, s.quality, s.grading, self._scripts, language)
+    def _timeout(self, feed: CallFeed, protocol: str) -> float:
+        if not feed.started:
+            return self._cfg.metadata_timeout_s
+        if feed.paused:
+            # Nothing is sent while paused (FreeSWITCH pause marker, AudioHook `paused`).
+            return self._cfg.idle_timeout_s
+        left = feed.last_audio_at + self._cfg.stall_timeout_s - time.monotonic()
+        return max(0.0, min(left, self._cfg.idle_timeout_s))
 
-    async def _dispatch(self, call: LiveCall, event: WireEvent) -> None:
-        if isinstance(event, AudioReceived):
-            await call.on_audio(event.pcm)
-        elif isinstance(event, TextReceived):
-            await call.on_app_message(event.payload)
-        elif isinstance(event, FlushRequested):
-            await call.trace("graceful_shutdown")
-        elif isinstance(event, MetadataReceived):  # pragma: no cover - decoder never repeats
-            raise ProtocolError(ProtocolError.POLICY_VIOLATION, "metadata sent twice")
+    def _timed_out(self, feed: CallFeed, protocol: str) -> tuple[str, str]:
+        if feed.paused:
+            return "idle_timeout", f"no data for {self._cfg.idle_timeout_s:g} s while paused"
+        return "stalled", f"no audio for {self._cfg.stall_timeout_s:g} s"
 
 
-def _decode(decoder: AudioForkDecoder, message: str | bytes) -> list[WireEvent]:
+def _decode(decoder: Decoder, message: str | bytes) -> list[CallEvent]:
     if isinstance(message, str):
         return decoder.receive_text(message)
     return decoder.receive_bytes(message)
 
 
-def _peer(ws: ServerConnection) -> str:
+def _peer(ws: Any) -> str:
     addr = ws.remote_address
     return f"{addr[0]}:{addr[1]}" if addr else "unknown"
 
@@ -242,6 +358,8 @@ def _peer(ws: ServerConnection) -> str:
 def _closed_reason(exc: ConnectionClosed) -> tuple[str, str]:
     if exc.sent is not None and exc.sent.code == 1009:
         return "message_too_big", "message larger than gateway.max_message_bytes"
+    if exc.sent is not None and exc.sent.code == 1011:
+        return "stalled", "the switch stopped answering websocket pings"
     if exc.rcvd is None:
         return "transport", "connection dropped without a close frame"
     return "closed_by_switch", f"switch closed with code {exc.rcvd.code} {exc.rcvd.reason!r}"

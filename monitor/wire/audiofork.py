@@ -6,6 +6,13 @@ has buffered), so a frame may end in the middle of a sample or of a stereo pair.
 frames are application messages (DTMF, `send_text`). A zero-length BINARY frame is the
 `graceful-shutdown` signal.
 
+Mid-stream TEXT frames become call events: `{"event":"dtmf","digit":"1"}` (drachtio
+`send_text`) and `{"event":"dtmf","dtmf":"2","duration":"1600"}` (jambonz `passDtmf`, duration in
+8 kHz RTP units) -> `Dtmf`; `{"event":"paused"}` / `{"event":"resumed"}` pause markers (FreeSWITCH
+sends no audio while paused, so the app marks the pause; the gateway fills the wall-clock gap
+with silence) -> `Paused`/`Resumed`; anything else -> `AppEvent("app_message")`. The zero-length
+BINARY frame -> `AppEvent("graceful_shutdown")` (the switch closes the socket right after).
+
 `AudioForkDecoder` is used by the gateway; `AudioForkEncoder` by `ivr_sim`, so the simulator can
 never drift from what the gateway accepts.
 """
@@ -15,43 +22,24 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from monitor.core.metadata import CallMetadata, parse_metadata
+from monitor.core.metadata import parse_metadata
 from monitor.errors import ProtocolError
+from monitor.wire.events import (
+    AppEvent,
+    CallEvent,
+    CallStarted,
+    Dtmf,
+    FramesReceived,
+    Paused,
+    Resumed,
+)
 
 SUBPROTOCOLS = ("audio.drachtio.org", "audio.jambonz.org")
 PROTOCOL_NAME = "audiofork"
-
-
-@dataclass(frozen=True, slots=True)
-class MetadataReceived:
-    metadata: CallMetadata
-    raw: str
-
-
-@dataclass(frozen=True, slots=True)
-class AudioReceived:
-    """Whole interleaved frames only; a torn sample is carried to the next message."""
-
-    pcm: bytes
-    frames: int
-
-
-@dataclass(frozen=True, slots=True)
-class TextReceived:
-    """A mid-stream text frame: parsed JSON when it is JSON, else the string."""
-
-    payload: Any
-
-
-@dataclass(frozen=True, slots=True)
-class FlushRequested:
-    """Zero-length binary frame: the switch is about to close gracefully."""
-
-
-WireEvent = MetadataReceived | AudioReceived | TextReceived | FlushRequested
+PAUSE_EVENTS = frozenset({"paused", "pause", "audio_paused"})
+RESUME_EVENTS = frozenset({"resumed", "audio_resumed"})
 
 
 class _State(enum.Enum):
@@ -71,6 +59,7 @@ class AudioForkDecoder:
         self._frame_bytes = 0
         self._carry = b""
         self.bytes_received = 0
+        self.paused = False
 
     @property
     def metadata_received(self) -> bool:
@@ -81,33 +70,51 @@ class AudioForkDecoder:
         """Bytes of a torn frame waiting for the rest of it."""
         return len(self._carry)
 
-    def receive_text(self, text: str) -> list[WireEvent]:
+    def receive_text(self, text: str) -> list[CallEvent]:
         if self._state is _State.AWAITING_METADATA:
             meta = parse_metadata(text, **self._defaults)
             self._state = _State.STREAMING
             self._frame_bytes = meta.frame_bytes
-            return [MetadataReceived(meta, text)]
+            return [CallStarted(meta, text, "L16")]
         try:
             payload: Any = json.loads(text)
-        except json.JSONDecodeError:
-            payload = text
-        return [TextReceived(payload)]
+        except (json.JSONDecodeError, RecursionError):
+            payload = text[:1024]
+        return [self._app_event(payload)]
 
-    def receive_bytes(self, data: bytes) -> list[WireEvent]:
+    def _app_event(self, payload: Any) -> CallEvent:
+        if not isinstance(payload, dict):
+            return AppEvent("app_message", {"payload": payload})
+        event = payload.get("event") or payload.get("type")
+        if event == "dtmf":
+            digit = payload.get("digit", payload.get("dtmf"))
+            duration = payload.get("duration")
+            text = str(duration)
+            ms = int(text) // 8 if text.isascii() and text.isdigit() else None
+            return Dtmf(str(digit)[:4], None, ms)
+        if event in PAUSE_EVENTS:
+            self.paused = True
+            return Paused("app_marker")
+        if event in RESUME_EVENTS or (event == "resume" and self.paused):
+            self.paused = False
+            return Resumed()
+        return AppEvent("app_message", {"payload": payload})
+
+    def receive_bytes(self, data: bytes) -> list[CallEvent]:
         if self._state is _State.AWAITING_METADATA:
             raise ProtocolError(
                 ProtocolError.POLICY_VIOLATION,
                 "audio before metadata: send the JSON metadata text frame first",
             )
         if not data:
-            return [FlushRequested()]
+            return [AppEvent("graceful_shutdown")]
         self.bytes_received += len(data)
         buf = self._carry + data if self._carry else data
         whole = len(buf) - len(buf) % self._frame_bytes
         self._carry = buf[whole:]
         if not whole:
             return []
-        return [AudioReceived(buf[:whole], whole // self._frame_bytes)]
+        return [FramesReceived(buf[:whole])]
 
 
 class AudioForkEncoder:
