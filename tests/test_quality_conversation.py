@@ -102,6 +102,25 @@ def test_hold_and_ivr_are_excluded() -> None:
     assert s.overtalk_count == 0
 
 
+def test_ivr_prompt_markers_start_and_end_like_hold() -> None:
+    # As the runtime feeds them from the switch's text frames: a start, later an end.
+    conv = ConversationTracker(SETTINGS)
+    conv.add_activity(spans("agent", [(0, 2000)], 3000))
+    conv.add_activity(spans("customer", [], 3000))
+    conv.ivr_prompt_started(3000)
+    conv.add_activity([ActivitySpan("agent", 3000, 12_000, False)])
+    conv.add_activity([ActivitySpan("customer", 3000, 10_000, True)])  # the prompt plays
+    conv.ivr_prompt_ended(10_000)
+    events = conv.add_activity([ActivitySpan("customer", 10_000, 12_000, False)])
+    events += conv.add_activity([ActivitySpan("agent", 12_000, 13_000, True)])
+    events += conv.add_activity([ActivitySpan("customer", 12_000, 13_000, False)])
+    events += conv.flush()
+    s = conv.finish()
+    # 2 s → 3 s and 10 s → 12 s are silence but no stretch reaches 5 s outside the prompt.
+    assert [e for e in events if isinstance(e, (DeadAirDetected, DeadAirStarted))] == []
+    assert s.ivr_ms == 7000 and s.customer_talk_ms == 0
+
+
 def test_response_gaps_and_first_response() -> None:
     _, s = run([(3000, 5000), (6500, 8000), (12_000, 13_000)], [(500, 2500), (8500, 11_000)],
                14_000)  # fmt: skip
