@@ -162,9 +162,9 @@ def test_misuse_raises() -> None:
 #: (rate, codec, noise, SNR dB, talk-time error bounds). Talk time is held to ±2 % from clean
 #: lines down to 20 dB SNR and to ±3 % at 10 dB: the metric VAD bridges pauses and extends
 #: turn ends by as much of the speech's faint range as the noise hides (without that, 20 dB
-#: read 5–10 % low and 10 dB 11–16 % low). Clinking dishes, and the music on hold running into the agent's next
-#: turn, are sometimes loud and tonal enough to count as talk: a known over-count of up to
-#: 4–5 % on the agent leg.
+#: read 5–10 % low and 10 dB 11–16 % low). Clinking dishes, and the music on hold running
+#: into the agent's next turn, are sometimes loud and tonal enough to count as talk: a known
+#: over-count of up to 4–5 % on the agent leg.
 CONDITIONS = [
     (16000, "L16", None, 0.0, (-0.02, 0.02)),
     (8000, "PCMU", None, 0.0, (-0.02, 0.02)),
