@@ -4,8 +4,8 @@ Owns one party's speech/silence decision. Not the ASR segmenter: its settings
 (`MetricVadSettings`) favour tight boundaries over generous context.
 
 Per 10 ms frame (aligned to absolute media time), from the 30 ms window ending with it
-(`analyse_frames`): the power in the 200–3800 Hz speech band and the periodicity in the pitch
-range. Then:
+(`frame_features.analyse_frames`): the power in the 200–3800 Hz speech band and the
+periodicity in the pitch range. Then:
 1. the band power is smoothed by a one-pole filter (`smoothing_ms`);
 2. the noise floor is the median smoothed power of the last `noise_window_ms` worth of
    frames *decided as silence*, re-estimated every 100 ms. Speech frames never enter it, so
@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
+from audio_quality.frame_features import HISTORY_SAMPLES, Ring, analyse_frames
 from audio_quality.settings import MetricVadSettings
 
 FRAME_MS = 10
@@ -82,88 +83,6 @@ class _State(enum.Enum):
     SPEECH = "speech"
 
 
-class _Ring:
-    """The last `size` values pushed (float64), for quantiles."""
-
-    __slots__ = ("buf", "count", "head")
-
-    def __init__(self, size: int) -> None:
-        self.buf = np.zeros(size, dtype=np.float64)
-        self.count = 0
-        self.head = 0
-
-    def push(self, values: npt.NDArray[np.float64]) -> None:
-        n = values.size
-        size = self.buf.size
-        if n >= size:
-            self.buf[:] = values[-size:]
-            self.head, self.count = 0, size
-            return
-        idx = (self.head + np.arange(n)) % size
-        self.buf[idx] = values
-        self.head = (self.head + n) % size
-        self.count = min(size, self.count + n)
-
-    def quantile(self, q: float) -> float:
-        """The ⌊q·m⌋-th smallest of the m values held (+inf when empty)."""
-        if self.count == 0:
-            return math.inf
-        vals = self.buf if self.count == self.buf.size else self.buf[: self.count]
-        k = int(q * vals.size)
-        return float(np.partition(vals, k)[k])
-
-
-def analyse_frames(
-    frames: npt.NDArray[np.int16], history: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Speech-band power and periodicity of each 10 ms frame (what the metric VAD decides on).
-
-    Shape: `frames` (n, 80) or (n, 160) int16 at 8 or 16 kHz; 16 kHz frames are first averaged
-    in pairs (a crude 2:1 decimation: the features below need no more than 4 kHz). `history`
-    holds the 160 samples at 8 kHz before the first frame. Over a 30 ms window ending with
-    each frame (mean removed) and its 384-point spectrum X:
-    - band power = 2·Σ|X_k|² / (384·240) over 200–3800 Hz, in int16 units², i.e. the mean
-      square of the window's speech band (rumble, thumps and hum below 200 Hz left out: speech
-      has almost nothing there, many background noises have most of their power there);
-    - periodicity = max over τ in 2.5–12.5 ms (80–400 Hz pitch) of the unbiased normalised
-      autocorrelation r(τ)/r(0)·W/(W−τ), with r the inverse FFT of |X|² (voiced speech ≳ 0.6),
-      set to 0 where less than half the band energy lies at 60–1000 Hz (voiced speech keeps
-      its pitch and first formant there; ringing cutlery and glass are periodic but high).
-    Reference: autocorrelation pitch detection (Rabiner 1977; Boersma 1993), unrefined.
-    Returns band power, periodicity, and the new history.
-    """
-    x = frames.astype(np.float64)
-    if x.shape[1] == 2 * _SUB_FRAME:
-        x = 0.5 * (x[:, 0::2] + x[:, 1::2])
-    flat = np.concatenate([history, x.ravel()])
-    n = frames.shape[0]
-    idx = np.arange(n)[:, None] * _SUB_FRAME + np.arange(_VOICE_WIN)[None, :]
-    win = flat[idx]
-    win = win - win.mean(axis=1, keepdims=True)
-    spec = np.fft.rfft(win, _VOICE_FFT, axis=1)
-    mag2 = spec.real**2 + spec.imag**2
-    in_band = mag2[:, _BAND_LO:_BAND_HI].sum(axis=1)
-    band = 2.0 * in_band / (_VOICE_FFT * _VOICE_WIN)
-    low_share = mag2[:, _LOW_LO:_LOW_HI].sum(axis=1) / (in_band + 1e-9)
-    r = np.fft.irfft(mag2, _VOICE_FFT, axis=1)[:, : _LAG_MAX + 1]
-    r0 = r[:, :1] + 1e-9
-    corr = (r[:, _LAG_MIN:] / r0 * _UNBIAS).max(axis=1)
-    # Voiced speech carries most of its band energy below 1 kHz (pitch and first formant);
-    # the ringing of cutlery and glass is periodic too, but kHz high.
-    periodic = np.where(low_share >= _MIN_LOW_SHARE, corr, 0.0)
-    return band, periodic, flat[-(_VOICE_WIN - _SUB_FRAME) :]
-
-
-_SUB_FRAME = 80  # a 10 ms frame at 8 kHz
-_VOICE_WIN = 240  # 30 ms at 8 kHz
-_VOICE_FFT = 384  # ≥ window + largest lag, so the circular autocorrelation is exact
-_LAG_MIN, _LAG_MAX = 20, 100  # 2.5–12.5 ms at 8 kHz
-_BAND_LO, _BAND_HI = 10, 183  # FFT bins of 200–3800 Hz at 8 kHz (20.8 Hz apart)
-_LOW_LO, _LOW_HI = 3, 48  # 60–1000 Hz
-_MIN_LOW_SHARE = 0.5
-_UNBIAS = _VOICE_WIN / (_VOICE_WIN - np.arange(_LAG_MIN, _LAG_MAX + 1, dtype=np.float64))
-
-
 class MetricVad:
     """One party's frame decisions. Frame k covers media time [10k, 10k+10) ms."""
 
@@ -182,10 +101,10 @@ class MetricVad:
             math.exp(-FRAME_MS / settings.smoothing_ms) if settings.smoothing_ms > 0 else 0.0
         )
         self._zi = np.zeros(1, dtype=np.float64)
-        self._vhist = np.zeros(_VOICE_WIN - _SUB_FRAME, dtype=np.float64)
+        self._vhist = np.zeros(HISTORY_SAMPLES, dtype=np.float64)
         window = settings.noise_window_ms // FRAME_MS
-        self._all = _Ring(window)  # every recent frame (bootstrap only)
-        self._noise = _Ring(window)  # recent frames decided as silence
+        self._all = Ring(window)  # every recent frame (bootstrap only)
+        self._noise = Ring(window)  # recent frames decided as silence
         self._floor = math.inf
         self._quantile = settings.floor_quantile
         self._threshold_db = settings.threshold_db
@@ -214,7 +133,7 @@ class MetricVad:
         # Noise compensation: the party's speech level (median smoothed dB of its audible
         # speech frames, last `noise_window_ms` of speech) against the floor tells how much
         # of its faint range is under the noise; pauses are bridged and ends extended by that.
-        self._speech_db = _Ring(window)
+        self._speech_db = Ring(window)
         self._faint_db = settings.faint_range_db
         self._bridge_per_db = settings.bridge_ms_per_db / FRAME_MS
         self._tail_per_db = settings.tail_ms_per_db / FRAME_MS
