@@ -4,8 +4,8 @@ Owns one party's speech/silence decision. Not the ASR segmenter: its settings
 (`MetricVadSettings`) favour tight boundaries over generous context.
 
 Per 10 ms frame (aligned to absolute media time), from the 30 ms window ending with it
-(`analyse_frames`): the power in the 200–3800 Hz speech band and the periodicity in the pitch
-range. Then:
+(`frame_features.analyse_frames`): the power in the 200–3800 Hz speech band and the
+periodicity in the pitch range. Then:
 1. the band power is smoothed by a one-pole filter (`smoothing_ms`);
 2. the noise floor is the median smoothed power of the last `noise_window_ms` worth of
    frames *decided as silence*, re-estimated every 100 ms. Speech frames never enter it, so
@@ -24,16 +24,26 @@ range. Then:
    is given up as noise after `max_unvoiced_ms` (keeping its last 0.5 s under judgement) and
    dropped by a 100 ms pause before it is confirmed; it ends after `min_silence_ms` of quiet
    or `max_unvoiced_ms` without voicing, at most 200 ms after its last voiced frame, and
-   gets `pad_ms` on both sides.
+   gets `pad_ms` on both sides;
+5. noise compensation: a turn's faint syllables and fade-out (down to `faint_range_db` under
+   its median level) are talk, but under noise the VAD cannot hear them. From the party's
+   speech level (median smoothed power of its audible speech frames, last
+   `noise_window_ms` of speech) and the floor, the part of that range the noise hides is
+   known; each of its dB bridges pauses `bridge_ms_per_db` longer and extends each
+   stretch's end by `tail_ms_per_db`. A pause bridged only thanks to this counts as talk
+   once the sound after it is confirmed as speech (like a new stretch), so background
+   talkers do not keep a turn going. Nothing changes on clean lines; it is re-estimated
+   with the floor, from decided frames only.
 
 Step 4 needs look-ahead, so decisions become *final* a bounded time after the audio (at most
-`max_unvoiced_ms` + `min_silence_ms` + `pad_ms`). Work is vectorised per block of frames; the
-Python loops are per 100 ms floor step and per run (a few per second). Memory: two windows of
-400 floats and the undecided frames.
+`max_unvoiced_ms` + `min_silence_ms` + the bridging of step 5 + `pad_ms`). Work is vectorised
+per block of frames; the Python loops are per 100 ms floor step and per run (a few per
+second). Memory: three windows of 400 floats and the undecided frames.
 
 Weak spots of any energy-and-voicing VAD: background talkers (babble), TV and music are
 speech to it; at 0–5 dB SNR quiet syllables fall under the threshold (talk time
-under-counted); voiced noise that starts mid-call and never stops keeps the floor where it was.
+under-counted, less so with step 5); babble fills bridged pauses, so there step 5 can
+over-count; voiced noise that starts mid-call and never stops keeps the floor where it was.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
+from audio_quality.frame_features import HISTORY_SAMPLES, Ring, analyse_frames
 from audio_quality.settings import MetricVadSettings
 
 FRAME_MS = 10
@@ -58,6 +69,8 @@ _CANDIDATE_GAP_FRAMES = 10
 _RESTART_FRAMES = 50
 #: Silence frames seen before the floor comes from silence only (1 s).
 _BOOTSTRAP_FRAMES = 100
+#: Audible speech frames seen before noise compensation starts (0.5 s).
+_MIN_SPEECH_FOR_LEVEL = 50
 
 
 #: A run of final frames: (start_frame, end_frame, speech), end exclusive.
@@ -70,88 +83,6 @@ class _State(enum.Enum):
     SPEECH = "speech"
 
 
-class _Ring:
-    """The last `size` values pushed (float64), for quantiles."""
-
-    __slots__ = ("buf", "count", "head")
-
-    def __init__(self, size: int) -> None:
-        self.buf = np.zeros(size, dtype=np.float64)
-        self.count = 0
-        self.head = 0
-
-    def push(self, values: npt.NDArray[np.float64]) -> None:
-        n = values.size
-        size = self.buf.size
-        if n >= size:
-            self.buf[:] = values[-size:]
-            self.head, self.count = 0, size
-            return
-        idx = (self.head + np.arange(n)) % size
-        self.buf[idx] = values
-        self.head = (self.head + n) % size
-        self.count = min(size, self.count + n)
-
-    def quantile(self, q: float) -> float:
-        """The ⌊q·m⌋-th smallest of the m values held (+inf when empty)."""
-        if self.count == 0:
-            return math.inf
-        vals = self.buf if self.count == self.buf.size else self.buf[: self.count]
-        k = int(q * vals.size)
-        return float(np.partition(vals, k)[k])
-
-
-def analyse_frames(
-    frames: npt.NDArray[np.int16], history: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Speech-band power and periodicity of each 10 ms frame (what the metric VAD decides on).
-
-    Shape: `frames` (n, 80) or (n, 160) int16 at 8 or 16 kHz; 16 kHz frames are first averaged
-    in pairs (a crude 2:1 decimation: the features below need no more than 4 kHz). `history`
-    holds the 160 samples at 8 kHz before the first frame. Over a 30 ms window ending with
-    each frame (mean removed) and its 384-point spectrum X:
-    - band power = 2·Σ|X_k|² / (384·240) over 200–3800 Hz, in int16 units², i.e. the mean
-      square of the window's speech band (rumble, thumps and hum below 200 Hz left out: speech
-      has almost nothing there, many background noises have most of their power there);
-    - periodicity = max over τ in 2.5–12.5 ms (80–400 Hz pitch) of the unbiased normalised
-      autocorrelation r(τ)/r(0)·W/(W−τ), with r the inverse FFT of |X|² (voiced speech ≳ 0.6),
-      set to 0 where less than half the band energy lies at 60–1000 Hz (voiced speech keeps
-      its pitch and first formant there; ringing cutlery and glass are periodic but high).
-    Reference: autocorrelation pitch detection (Rabiner 1977; Boersma 1993), unrefined.
-    Returns band power, periodicity, and the new history.
-    """
-    x = frames.astype(np.float64)
-    if x.shape[1] == 2 * _SUB_FRAME:
-        x = 0.5 * (x[:, 0::2] + x[:, 1::2])
-    flat = np.concatenate([history, x.ravel()])
-    n = frames.shape[0]
-    idx = np.arange(n)[:, None] * _SUB_FRAME + np.arange(_VOICE_WIN)[None, :]
-    win = flat[idx]
-    win = win - win.mean(axis=1, keepdims=True)
-    spec = np.fft.rfft(win, _VOICE_FFT, axis=1)
-    mag2 = spec.real**2 + spec.imag**2
-    in_band = mag2[:, _BAND_LO:_BAND_HI].sum(axis=1)
-    band = 2.0 * in_band / (_VOICE_FFT * _VOICE_WIN)
-    low_share = mag2[:, _LOW_LO:_LOW_HI].sum(axis=1) / (in_band + 1e-9)
-    r = np.fft.irfft(mag2, _VOICE_FFT, axis=1)[:, : _LAG_MAX + 1]
-    r0 = r[:, :1] + 1e-9
-    corr = (r[:, _LAG_MIN:] / r0 * _UNBIAS).max(axis=1)
-    # Voiced speech carries most of its band energy below 1 kHz (pitch and first formant);
-    # the ringing of cutlery and glass is periodic too, but kHz high.
-    periodic = np.where(low_share >= _MIN_LOW_SHARE, corr, 0.0)
-    return band, periodic, flat[-(_VOICE_WIN - _SUB_FRAME) :]
-
-
-_SUB_FRAME = 80  # a 10 ms frame at 8 kHz
-_VOICE_WIN = 240  # 30 ms at 8 kHz
-_VOICE_FFT = 384  # ≥ window + largest lag, so the circular autocorrelation is exact
-_LAG_MIN, _LAG_MAX = 20, 100  # 2.5–12.5 ms at 8 kHz
-_BAND_LO, _BAND_HI = 10, 183  # FFT bins of 200–3800 Hz at 8 kHz (20.8 Hz apart)
-_LOW_LO, _LOW_HI = 3, 48  # 60–1000 Hz
-_MIN_LOW_SHARE = 0.5
-_UNBIAS = _VOICE_WIN / (_VOICE_WIN - np.arange(_LAG_MIN, _LAG_MAX + 1, dtype=np.float64))
-
-
 class MetricVad:
     """One party's frame decisions. Frame k covers media time [10k, 10k+10) ms."""
 
@@ -160,7 +91,8 @@ class MetricVad:
         "_threshold_db", "_continue_db", "_min_level_db", "_gap", "_min_speech", "_pad",
         "_voiced_level", "_voiced_ratio", "_max_candidate", "_min_voiced", "_cand_gap",
         "_state", "_pos", "_fin", "_seg_start", "_last_end", "_last_voiced", "_cand_frames",
-        "_cand_voiced", "_undecided", "_und_code", "_restart",
+        "_cand_voiced", "_undecided", "_und_code", "_restart", "_speech_db", "_faint_db",
+        "_bridge_per_db", "_tail_per_db", "_bridge", "_tail", "_resume",
     )  # fmt: skip
 
     def __init__(self, settings: MetricVadSettings, full_scale: float) -> None:
@@ -169,10 +101,10 @@ class MetricVad:
             math.exp(-FRAME_MS / settings.smoothing_ms) if settings.smoothing_ms > 0 else 0.0
         )
         self._zi = np.zeros(1, dtype=np.float64)
-        self._vhist = np.zeros(_VOICE_WIN - _SUB_FRAME, dtype=np.float64)
+        self._vhist = np.zeros(HISTORY_SAMPLES, dtype=np.float64)
         window = settings.noise_window_ms // FRAME_MS
-        self._all = _Ring(window)  # every recent frame (bootstrap only)
-        self._noise = _Ring(window)  # recent frames decided as silence
+        self._all = Ring(window)  # every recent frame (bootstrap only)
+        self._noise = Ring(window)  # recent frames decided as silence
         self._floor = math.inf
         self._quantile = settings.floor_quantile
         self._threshold_db = settings.threshold_db
@@ -198,6 +130,17 @@ class MetricVad:
         self._undecided = np.empty(0, dtype=np.float64)
         self._und_code = np.empty(0, dtype=np.int8)
         self._restart = min(_RESTART_FRAMES, self._max_candidate - 1)
+        # Noise compensation: the party's speech level (median smoothed dB of its audible
+        # speech frames, last `noise_window_ms` of speech) against the floor tells how much
+        # of its faint range is under the noise; pauses are bridged and ends extended by that.
+        self._speech_db = Ring(window)
+        self._faint_db = settings.faint_range_db
+        self._bridge_per_db = settings.bridge_ms_per_db / FRAME_MS
+        self._tail_per_db = settings.tail_ms_per_db / FRAME_MS
+        self._bridge = self._tail = 0  # extra frames in force
+        # While speech after a compensation-bridged pause is judged: where the stretch
+        # before the pause ends if it is not confirmed.
+        self._resume: int | None = None
 
     @property
     def frames_seen(self) -> int:
@@ -234,6 +177,7 @@ class MetricVad:
             # from frames decided before them, whatever the chunking.
             if self._pos % FLOOR_STEP == 0:
                 self._floor = self._estimate_floor()
+                self._compensate()
             j = min(n, i + FLOOR_STEP - self._pos % FLOOR_STEP)
             floor[i:j] = self._floor
             raw[i:j] = self._segment(smooth_db[i:j], voiced[i:j], out)
@@ -244,7 +188,8 @@ class MetricVad:
         """End of audio: decide everything still pending."""
         out: list[Run] = []
         if self._state is _State.SPEECH:
-            self._final(min(self._speech_end() + self._pad, self._pos), True, out)
+            self._final(min(self._speech_end() + self._pad + self._tail, self._pos), True, out)
+        self._close_resume(out)
         self._final(self._pos, False, out)
         self._state = _State.SILENCE
         return out
@@ -255,6 +200,16 @@ class MetricVad:
             # because the loudest noise frames tend to be absorbed into speech stretches.
             return self._noise.quantile(0.5)
         return self._all.quantile(self._quantile)
+
+    def _compensate(self) -> None:
+        """Extra bridging and tail (frames) for the part of the speech's faint range that
+        the noise hides: none on clean speech, more the noisier the party's line."""
+        if self._speech_db.count < _MIN_SPEECH_FOR_LEVEL or math.isinf(self._floor):
+            self._bridge = self._tail = 0
+            return
+        hidden = max(0.0, self._faint_db - (self._speech_db.quantile(0.5) - self._floor))
+        self._bridge = round(hidden * self._bridge_per_db)
+        self._tail = min(self._bridge, round(hidden * self._tail_per_db))
 
     def _segment(
         self, db: npt.NDArray[np.float64], voiced: npt.NDArray[np.bool_], out: list[Run]
@@ -281,9 +236,11 @@ class MetricVad:
             return
         k = end - self._fin
         decided, self._undecided = self._undecided[:k], self._undecided[k:]
-        self._und_code = self._und_code[k:]
+        codes, self._und_code = self._und_code[:k], self._und_code[k:]
         if not speech:
             self._noise.push(decided)
+        else:
+            self._speech_db.push(decided[codes >= 2])
         if out and out[-1][1] == self._fin and out[-1][2] == speech:
             out[-1] = (out[-1][0], end, speech)
         else:
@@ -295,6 +252,17 @@ class MetricVad:
         `_UNVOICED_TAIL_FRAMES` after its last voiced one (a final "s" or "t" is speech;
         the clatter that follows a sentence is not)."""
         return min(self._last_end, self._last_voiced + _UNVOICED_TAIL_FRAMES)
+
+    def _speech_end_padded(self) -> int:
+        """A closing stretch's end with its pad and the noise-compensation tail, short of
+        the lead-in the next stretch may claim."""
+        return min(self._speech_end() + self._pad + self._tail, self._pos - self._pad)
+
+    def _close_resume(self, out: list[Run]) -> None:
+        """The sound after a bridged pause was not speech: the stretch before it ends."""
+        if self._resume is not None:
+            self._final(self._resume, True, out)
+            self._resume = None
 
     def _give_up(self, out: list[Run]) -> None:
         """Loud for `max_unvoiced_ms` but not voiced enough: noise (clatter, thumps). Decide
@@ -334,14 +302,15 @@ class MetricVad:
         if level == 0:  # a pause: bridged unless it reaches min_silence
             # An unconfirmed candidate gets a shorter pause: a clink or knock just before
             # speech must not be bridged into it (that would move the onset early).
-            gap = self._gap if self._state is _State.SPEECH else self._cand_gap
+            gap = self._gap + self._bridge if self._state is _State.SPEECH else self._cand_gap
             k = self._last_end + gap - start
             if k > n:
                 self._pos += n
                 return n
             self._pos += k
             if self._state is _State.SPEECH:
-                self._final(self._speech_end() + self._pad, True, out)
+                self._final(self._speech_end_padded(), True, out)
+            self._close_resume(out)
             self._state = _State.SILENCE
             self._final(self._pos - self._pad, False, out)
             return k
@@ -366,12 +335,24 @@ class MetricVad:
                 self._last_voiced = self._pos
             if confirm[k - 1]:
                 self._state = _State.SPEECH
-                self._final(max(0, self._seg_start - self._pad), False, out)
+                if self._resume is None:
+                    self._final(max(0, self._seg_start - self._pad), False, out)
+                self._resume = None  # confirmed after a bridged pause: the pause is talk
                 self._final(self._last_voiced, True, out)
             elif hit[k - 1]:
+                self._close_resume(out)
                 self._give_up(out)
             return k
         # SPEECH, audible frame.
+        if start - self._last_end >= self._gap:
+            # After a pause only the noise compensation bridged, the sound must prove to be
+            # speech (as a candidate) before the pause counts as talk: background talkers
+            # and clatter would otherwise keep a turn going.
+            self._resume = self._speech_end_padded()
+            self._state, self._seg_start = _State.CANDIDATE, start
+            self._cand_frames = self._cand_voiced = 0
+            self._last_end = self._last_voiced = start
+            return 0
         if voiced:
             self._pos += n
             self._last_end = self._last_voiced = self._pos
@@ -386,7 +367,7 @@ class MetricVad:
             self._last_end = self._pos
             return n
         self._pos += k
-        self._final(self._speech_end() + self._pad, True, out)
+        self._final(self._speech_end_padded(), True, out)
         self._state = _State.SILENCE
         self._final(self._pos - self._pad, False, out)
         return k

@@ -129,7 +129,7 @@ class ConversationTracker:
         self._t = 0
         self._finished = False
         self._holds: list[list[float]] = []  # [start, end]; end = inf while open
-        self._ivr: list[tuple[int, int]] = []
+        self._ivr: list[list[float]] = []  # [start, end]; end = inf while open
         self._speaking = {agent: False, customer: False}
         self._speech_start = {agent: 0, customer: 0}
         self._kind: str | None = None  # run in progress: silence / both / single / held
@@ -161,7 +161,17 @@ class ConversationTracker:
         """An IVR prompt played into the call over [start_ms, end_ms)."""
         if end_ms < start_ms:
             raise ValueError(f"end_ms ({end_ms}) must not precede start_ms ({start_ms})")
-        self._ivr.append((max(start_ms, self._t), end_ms))
+        self._ivr.append([float(max(start_ms, self._t)), float(end_ms)])
+
+    def ivr_prompt_started(self, media_ms: int) -> None:
+        """An IVR prompt starts playing now; it lasts until `ivr_prompt_ended`."""
+        self._ivr.append([float(max(media_ms, self._t)), math.inf])
+
+    def ivr_prompt_ended(self, media_ms: int) -> None:
+        for v in reversed(self._ivr):
+            if math.isinf(v[1]):
+                v[1] = float(max(media_ms, v[0]))
+                return
 
     def add_transcript(
         self, party: str, start_ms: int, end_ms: int, text: str, language: str | None

@@ -21,7 +21,11 @@ All per-block sums are additive (noise power sum and frame count, speech energy,
 counts), so the rolling reading is the sum over the last K blocks and the call summary the
 sum over all blocks: constant memory. Known weak spots: noise that the VAD calls speech
 (babble, music, loud clatter) is missed from N and added to the speech energy, so the SNR
-reads high; speech-free windows have no level; very short calls give unstable figures.
+reads high; sparse impulsive noise (knocks carrying most of the noise power in a few
+frames) is sampled only where it falls into pauses, so the estimate varies by several dB
+from call to call and reads high on average (validation: p95 9.8 dB at 16 kHz, 4.6 dB at
+8 kHz μ-law, against ≤ 3 dB for stationary noise and babble); speech-free windows have no
+level; very short calls give unstable figures.
 """
 
 from __future__ import annotations

@@ -195,7 +195,10 @@ def render(script: CallScript, data_root: Path = DEFAULT_DATA_ROOT) -> RenderedC
             clip = clip[: int(turn.seconds * rate)]
         end = (start_frame + clip.size) / rate
         if turn.ivr == "prompt":
-            events.append(SimEvent(start_frame / rate, "ivr_prompt", {"prompt": path.stem}))
+            # The span rides with the marker (media ms), so the gateway can exclude the
+            # prompt from talk time and dead air without waiting for an end marker.
+            span = {"start_ms": start_frame * 1000 // rate, "duration_ms": clip.size * 1000 // rate}
+            events.append(SimEvent(start_frame / rate, "ivr_prompt", {"prompt": path.stem, **span}))
         elif turn.ivr == "hold":
             queue = {"queue": turn.queue or "default"}
             events.append(SimEvent(start_frame / rate, "queue", queue))

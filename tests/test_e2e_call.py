@@ -197,7 +197,7 @@ def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveSe
     assert f"grade       {stored.grade}" in shown and "compliance  script en" in shown
 
 
-def test_dead_air_is_found_live_but_not_during_a_marked_hold(server: LiveServer) -> None:
+def test_no_dead_air_during_a_marked_hold_or_ivr_prompt(server: LiveServer) -> None:
     import json as _json
 
     from websockets.asyncio.client import connect
@@ -214,28 +214,38 @@ def test_dead_air_is_found_live_but_not_during_a_marked_hold(server: LiveServer)
     pcm = call.pcm()
     gap = (int(call.turns[0].end_s * 8000) * 4 + 800 * 4, int(call.turns[1].start_s * 8000) * 4)
 
-    async def stream(ext: str, hold: bool) -> None:
+    span = _json.dumps({"event": "ivr_prompt", "start_ms": gap[0] // 32, "end_ms": gap[1] // 32})
+    markers = {"hold": ('{"event":"hold"}', '{"event":"unhold"}'),
+               "ivr": ('{"event":"ivr_prompt_start"}', '{"event":"ivr_prompt_end"}'),
+               "ivr_span": (span, None)}
+
+    async def stream(ext: str, mode: str) -> None:
         async with connect(server.url, subprotocols=["audio.drachtio.org"]) as ws:
             await ws.send(_json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
             for i in range(0, len(pcm), 640):
-                if hold and i == gap[0] // 640 * 640:
-                    await ws.send('{"event":"hold"}')
-                if hold and i == gap[1] // 640 * 640:
-                    await ws.send('{"event":"unhold"}')
+                if mode in markers and i == gap[0] // 640 * 640:
+                    await ws.send(markers[mode][0])
+                if mode in markers and i == gap[1] // 640 * 640 and markers[mode][1]:
+                    await ws.send(markers[mode][1])
                 await ws.send(pcm[i : i + 640])
             await ws.send(b"")
 
     found = {}
-    for hold in (False, True):
-        ext = f"hold-{hold}-{uuid.uuid4()}"
-        asyncio.run(stream(ext, hold))
+    for mode in ("none", "hold", "ivr", "ivr_span"):
+        ext = f"hold-{mode}-{uuid.uuid4()}"
+        asyncio.run(stream(ext, mode))
         stored = server.wait_call(ext)
         analysis = server.repo.get_analysis(stored.call_id)
-        found[hold] = [f for f in analysis.findings if f.kind == "dead_air"]
-        if hold:
-            assert [t.kind for t in stored.trace].count("hold_started") == 1
-    (dead_air,) = found[False]
+        found[mode] = [f for f in analysis.findings if f.kind == "dead_air"]
+        if mode == "ivr_span":
+            assert [t.kind for t in stored.trace].count("ivr_prompt") == 1
+        elif mode != "none":
+            kinds = [t.kind for t in stored.trace]
+            name = "hold" if mode == "hold" else "ivr_prompt"
+            assert kinds.count(f"{name}_started") == kinds.count(f"{name}_ended") == 1
+    (dead_air,) = found["none"]
     assert dead_air.start_ms is not None and dead_air.end_ms is not None
     assert abs(dead_air.start_ms / 1000 - call.turns[0].end_s) < 0.5
     assert abs(dead_air.end_ms / 1000 - call.turns[1].start_s) < 0.5
-    assert found[True] == []
+    # The same silence marked as a hold or an IVR prompt by the switch: no dead air.
+    assert found["hold"] == found["ivr"] == found["ivr_span"] == []

@@ -102,6 +102,25 @@ def test_hold_and_ivr_are_excluded() -> None:
     assert s.overtalk_count == 0
 
 
+def test_ivr_prompt_markers_start_and_end_like_hold() -> None:
+    # As the runtime feeds them from the switch's text frames: a start, later an end.
+    conv = ConversationTracker(SETTINGS)
+    conv.add_activity(spans("agent", [(0, 2000)], 3000))
+    conv.add_activity(spans("customer", [], 3000))
+    conv.ivr_prompt_started(3000)
+    conv.add_activity([ActivitySpan("agent", 3000, 12_000, False)])
+    conv.add_activity([ActivitySpan("customer", 3000, 10_000, True)])  # the prompt plays
+    conv.ivr_prompt_ended(10_000)
+    events = conv.add_activity([ActivitySpan("customer", 10_000, 12_000, False)])
+    events += conv.add_activity([ActivitySpan("agent", 12_000, 13_000, True)])
+    events += conv.add_activity([ActivitySpan("customer", 12_000, 13_000, False)])
+    events += conv.flush()
+    s = conv.finish()
+    # 2 s → 3 s and 10 s → 12 s are silence but no stretch reaches 5 s outside the prompt.
+    assert [e for e in events if isinstance(e, (DeadAirDetected, DeadAirStarted))] == []
+    assert s.ivr_ms == 7000 and s.customer_talk_ms == 0
+
+
 def test_response_gaps_and_first_response() -> None:
     _, s = run([(3000, 5000), (6500, 8000), (12_000, 13_000)], [(500, 2500), (8500, 11_000)],
                14_000)  # fmt: skip
@@ -140,18 +159,20 @@ def test_misuse_raises() -> None:
 
 # ---- validation on constructed calls ------------------------------------------------------
 
-#: (rate, codec, noise, SNR dB, talk-time error bounds). Talk time is held to ±2 % where the
-#: speech tails are audible. At 20 dB SNR the quietest ~15 dB of each turn's fade-out is under
-#: the noise and the VAD cannot hear it (the truth, taken from the clean track, can): a known
-#: under-count of 5–10 %. Clinking dishes are sometimes loud and tonal enough to count as
-#: talk: a known over-count of up to 3–4 %.
+#: (rate, codec, noise, SNR dB, talk-time error bounds). Talk time is held to ±2 % from clean
+#: lines down to 20 dB SNR and to ±3 % at 10 dB: the metric VAD bridges pauses and extends
+#: turn ends by as much of the speech's faint range as the noise hides (without that, 20 dB
+#: read 5–10 % low and 10 dB 11–16 % low). Clinking dishes, and the music on hold running
+#: into the agent's next turn, are sometimes loud and tonal enough to count as talk: a known
+#: over-count of up to 4–5 % on the agent leg.
 CONDITIONS = [
     (16000, "L16", None, 0.0, (-0.02, 0.02)),
     (8000, "PCMU", None, 0.0, (-0.02, 0.02)),
     (16000, "L16", "bike", 30.0, (-0.02, 0.02)),
-    (8000, "PCMU", "bike", 20.0, (-0.12, 0.02)),
-    (8000, "PCMU", "babble", 20.0, (-0.12, 0.02)),
-    (16000, "L16", "dishes", 30.0, (-0.02, 0.04)),
+    (8000, "PCMU", "bike", 20.0, (-0.02, 0.02)),
+    (16000, "L16", "bike", 10.0, (-0.03, 0.03)),
+    (8000, "PCMU", "babble", 20.0, (-0.02, 0.02)),
+    (16000, "L16", "dishes", 30.0, (-0.02, 0.05)),
 ]
 IDS = [f"{r // 1000}k-{c}-{n or 'clean'}-{int(s)}dB" for r, c, n, s, _ in CONDITIONS]
 

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from audio_quality.activity import analyse_frames
+from audio_quality.frame_features import analyse_frames
 from audio_quality.g711 import alaw_decode, alaw_encode, round_trip, ulaw_decode, ulaw_encode
 from audio_quality.impair import hard_clip_to_ratio, noise_gain_for_snr
 from audio_quality.levels import (

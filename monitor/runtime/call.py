@@ -50,6 +50,10 @@ HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
 #: Finding fields the trace entry has as its own (kind, party, media time, source).
 _TRACE_OWN = frozenset({"kind", "party", "source", "media_ms"})
 HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
+#: IVR prompts: a start/end pair, or one `{"event":"ivr_prompt","start_ms":..,"end_ms":..}`
+#: (media ms of this call; or `duration_ms` from now). Prompts are not talk or dead air.
+IVR_STARTED = frozenset({"ivr_prompt_start", "ivr_prompt_started", "prompt_start"})
+IVR_ENDED = frozenset({"ivr_prompt_end", "ivr_prompt_ended", "prompt_end"})
 
 
 def new_call_id(now: datetime) -> str:
@@ -156,8 +160,9 @@ class LiveCall:
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
 
     async def on_app_message(self, payload: Any) -> None:
-        """A mid-stream text frame (DTMF, app events) goes into the trace; hold markers also
-        tell the conversation tracker, so music on hold is not counted as dead air."""
+        """A mid-stream text frame (DTMF, app events) goes into the trace; hold markers and
+        IVR prompts also tell the conversation tracker, so music on hold and prompts are not
+        counted as dead air (or talk)."""
         event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
         if self.analyzer is not None and event in HOLD_STARTED:
             self.analyzer.conversation.hold_started(self.session.duration_ms)
@@ -165,8 +170,34 @@ class LiveCall:
         elif self.analyzer is not None and event in HOLD_ENDED:
             self.analyzer.conversation.hold_ended(self.session.duration_ms)
             await self.trace("hold_ended", event=event)
+        elif self.analyzer is not None and event in IVR_STARTED | IVR_ENDED | {"ivr_prompt"}:
+            await self._on_ivr_prompt(event, payload)
         else:
             await self.trace("app_message", payload=payload)
+
+    async def _on_ivr_prompt(self, event: str, payload: dict[str, Any]) -> None:
+        assert self.analyzer is not None
+        conv, now = self.analyzer.conversation, self.session.duration_ms
+        if event in IVR_STARTED:
+            conv.ivr_prompt_started(now)
+            await self.trace("ivr_prompt_started", event=event)
+        elif event in IVR_ENDED:
+            conv.ivr_prompt_ended(now)
+            await self.trace("ivr_prompt_ended", event=event)
+        else:
+            try:
+                start = int(payload.get("start_ms", now))
+                end = (
+                    int(payload["end_ms"])
+                    if "end_ms" in payload
+                    else start + int(payload["duration_ms"])
+                )
+                conv.ivr_prompt(start, end)
+            except (KeyError, TypeError, ValueError) as exc:
+                # Kept in the trace as it came: nothing is lost, the span is just not applied.
+                await self.trace("app_message", payload=payload, problem=f"ivr_prompt: {exc}")
+                return
+            await self.trace("ivr_prompt", event=event, start_ms=start, end_ms=end)
 
     @property
     def next_trace_seq(self) -> int:
