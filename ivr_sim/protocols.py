@@ -129,7 +129,10 @@ async def send_audiosocket(
         for (_, writer), leg in zip(legs, leg_uuids(str(meta["callid"])), strict=True):
             writer.write(AudioSocketEncoder.uuid(leg))
             await writer.drain()
-        await asyncio.sleep(0.2)  # both legs up before audio, as Asterisk bridges them
+        # Both legs up before audio, as Asterisk bridges them. The server aligns a leg that
+        # joins late at the call's current media time; a busy server needs a moment to
+        # read the second UUID before the first leg's flat-out audio (pace 0) arrives.
+        await asyncio.sleep(1.0)
         step = rate * STEP_MS // 1000
         pacer, done = Pacer(pace, rate), 0
         for start in range(0, audio.shape[0], step):
