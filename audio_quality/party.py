@@ -332,6 +332,7 @@ class PartyQualityTracker:
             dropouts=len(drops),
             dropout_ms=sum(d[1] for d in drops) * FRAME_MS,
             missing_ms=missing,
+            dnsmos_ovrl=self._dns_scores[-1][2] if self._dns_scores else None,
         )
         self._seq += 1
         self._block_start = end

@@ -45,6 +45,10 @@ class QualityReading:
     dropouts: int
     dropout_ms: int
     missing_ms: int
+    #: The party's latest DNSMOS P.835 OVRL (1..5) scored so far, for live clarity meters.
+    #: Scores come back from the shared scorer asynchronously (a 9 s window, then a batch),
+    #: so this lags the reading by up to ~10 s and is None until the first window is scored.
+    dnsmos_ovrl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

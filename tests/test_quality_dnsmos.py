@@ -127,3 +127,21 @@ def test_scorer_rejects_bad_input_and_missing_model(tmp_path: Path, scorer: Dnsm
     with pytest.raises(DnsmosModelError, match="cannot load"):
         DnsmosScorer(model_path=tmp_path / "bad.onnx")
     assert default_model_path().name == "sig_bak_ovr.onnx"
+
+
+def test_readings_carry_the_latest_clarity_for_live_meters(scorer: DnsmosScorer) -> None:
+    """Live boards show clarity from the readings: None until a window is scored, then the
+    latest OVRL, so a meter follows the call instead of waiting for the end-of-call summary."""
+    rate = 16000
+    speech = speech_track(path_files("16k"), rate, 2, 19.0, (0.3, 0.6))
+    audio = mix_at_snr(speech, "bike", 20, rate, "L16").audio
+    tr = PartyQualityTracker("agent", rate, "L16", QualitySettings())
+    half = audio.size * 2 // 3  # one 9 s window is complete by then
+    before = tr.feed(audio[:half])
+    assert before and all(r.dnsmos_ovrl is None for r in before)
+    scores = scorer.score_batch(tr.take_dnsmos_windows())
+    assert scores
+    for sc in scores:
+        tr.add_dnsmos(sc)
+    after = tr.feed(audio[half:]) + tr.flush()
+    assert after and all(r.dnsmos_ovrl == scores[-1].ovrl_mos for r in after)
