@@ -77,13 +77,14 @@ from monitor.qa import (
     StageChecked,
     load_compliance_scripts,
 )
-from monitor.qa.evalset import CallPlan, Tally, build_plans, load_lines
+from monitor.qa.evalset import CallPlan, Tally, build_plans, heldout_lines, load_lines
 from monitor.qa.noise import inject_errors
 from storage.repository import Repository
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TTS_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "tts"
 SPEECH_DIR = REPO_ROOT / "tests" / "data" / "speech"
+HELDOUT = REPO_ROOT / "tests" / "data" / "tts" / "heldout.tsv"
 CHUNK_MS = 20
 CER_LEVELS = (0.05, 0.10, 0.15, 0.20)
 POLL_S = 0.25
@@ -281,7 +282,8 @@ def score_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPl
 
 
 # -- text level ----------------------------------------------------------------------------
-def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
+def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan],
+               label: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     variants: list[tuple[str, float | None]] = [("exact", None), ("asr_text", None)]
     variants += [(f"cer{int(c * 100)}", c) for c in CER_LEVELS]
@@ -298,7 +300,7 @@ def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
                 segments.append(Segment(party, start, end, text, plan.language))
             duration = max(s.end_ms for s in segments) + 600
             tally.score(plan, check(book, plan, segments, duration, timings), name)
-        print(f"\n== text level: {name} ==")
+        print(f"\n== text level{label}: {name} ==")
         print(tally.table())
         if args.errors:
             print("\n".join(tally.errors))
@@ -743,6 +745,11 @@ def main(argv: list[str] | None = None) -> int:
         figures["live"] = bench_live(args, book, plans)
     elif args.text:
         figures["text"] = bench_text(args, book, plans)
+        # The same calls from agent lines the scripts were never tuned on (wordings,
+        # companies and names written apart, text only): the honest figure for new phrasing.
+        context = load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv")
+        held = build_plans(heldout_lines(HELDOUT, context), args.calls, args.seed)
+        figures["text_heldout"] = bench_text(args, book, held, " (held-out lines)")
     elif args.load_transcripts:
         figures.update(rescore(args, book, plans))
     else:
