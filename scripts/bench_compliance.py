@@ -77,13 +77,14 @@ from monitor.qa import (
     StageChecked,
     load_compliance_scripts,
 )
-from monitor.qa.evalset import CallPlan, Tally, build_plans, load_lines
+from monitor.qa.evalset import CallPlan, Tally, build_plans, heldout_lines, load_lines
 from monitor.qa.noise import inject_errors
 from storage.repository import Repository
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TTS_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "tts"
 SPEECH_DIR = REPO_ROOT / "tests" / "data" / "speech"
+HELDOUT = REPO_ROOT / "tests" / "data" / "tts" / "heldout.tsv"
 CHUNK_MS = 20
 CER_LEVELS = (0.05, 0.10, 0.15, 0.20)
 POLL_S = 0.25
@@ -281,7 +282,8 @@ def score_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPl
 
 
 # -- text level ----------------------------------------------------------------------------
-def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
+def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan],
+               label: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     variants: list[tuple[str, float | None]] = [("exact", None), ("asr_text", None)]
     variants += [(f"cer{int(c * 100)}", c) for c in CER_LEVELS]
@@ -298,7 +300,7 @@ def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
                 segments.append(Segment(party, start, end, text, plan.language))
             duration = max(s.end_ms for s in segments) + 600
             tally.score(plan, check(book, plan, segments, duration, timings), name)
-        print(f"\n== text level: {name} ==")
+        print(f"\n== text level{label}: {name} ==")
         print(tally.table())
         if args.errors:
             print("\n".join(tally.errors))
@@ -329,6 +331,44 @@ class LiveOutcome:
     shed: int = 0
     late: int = 0  # utterances transcribed after the call was finalised
     error: str | None = None
+    wall_s: float = 0.0  # from the first frame streamed to the result read back
+
+
+def outcome_to_json(out: LiveOutcome) -> dict[str, Any]:
+    """One scored call as a line of the `--outcomes` file (enough to score it again)."""
+    return {"plan": out.plan.name, "external_id": out.external_id, "call_id": out.call_id,
+            "status": out.status, "document": out.document,
+            "segments": [list(astuple(s)) for s in out.segments],
+            "duration_ms": out.duration_ms, "audio_s": out.audio_s,
+            "utterances": out.utterances, "shed": out.shed, "late": out.late,
+            "error": out.error, "wall_s": out.wall_s}
+
+
+def load_outcomes(path: Path, plans: list[CallPlan]) -> dict[str, LiveOutcome]:
+    """The `--outcomes` file by plan name (the last line of a plan wins); plans it names that
+    are not among `plans` (another --calls/--seed) are an error."""
+    by_name = {p.name: p for p in plans}
+    found: dict[str, LiveOutcome] = {}
+    if not path.exists():
+        return found
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            progress(f"[live] {path}:{n}: unreadable line skipped (an interrupted write)")
+            continue
+        plan = by_name.get(row["plan"])
+        if plan is None:
+            raise SystemExit(f"{path}:{n}: call {row['plan']} is not in this evaluation set "
+                             f"(pass the --calls/--seed the file was made with)")
+        found[plan.name] = LiveOutcome(
+            plan, row["external_id"], row["call_id"], row["status"], row["document"],
+            [Segment(*s) for s in row["segments"]], row["duration_ms"], row["audio_s"],
+            row["utterances"], row["shed"], row["late"], row["error"],
+            float(row.get("wall_s") or 0.0))
+    return found
 
 
 def _rows(cls: type[Any], items: list[dict[str, Any]] | None) -> tuple[Any, ...]:
@@ -467,8 +507,16 @@ class LiveRun:
         return proc is not None and proc.poll() is not None
 
     async def one(self, plan: CallPlan, tag: str) -> LiveOutcome:
-        args = self.args
         out = LiveOutcome(plan, f"{plan.name}-{tag}")
+        started = time.monotonic()
+        try:
+            await self._stream_and_collect(out)
+        finally:
+            out.wall_s = round(time.monotonic() - started, 1)
+        return out
+
+    async def _stream_and_collect(self, out: LiveOutcome) -> None:
+        args, plan = self.args, out.plan
         call = await asyncio.to_thread(render_plan, plan, args.tts_dir, SPEECH_DIR, args.rate)
         out.audio_s = call.duration_s
         try:
@@ -476,7 +524,7 @@ class LiveRun:
                               metadata=call_metadata(call, {"callid": out.external_id}))
         except (OSError, ConnectionClosed, InvalidHandshake) as exc:
             out.error = f"stream failed: {exc!r}"
-            return out
+            return
         deadline = time.monotonic() + args.call_timeout
         while not await asyncio.to_thread(_collect, self.repo, out):
             if self._server_gone():
@@ -484,9 +532,8 @@ class LiveRun:
                                    if self.server else "the server exited")
             if time.monotonic() > deadline:
                 out.error = f"not finalised within {args.call_timeout:.0f} s"
-                return out
+                return
             await asyncio.sleep(POLL_S)
-        return out
 
     async def stream_all(self, plans: list[CallPlan]) -> list[LiveOutcome]:
         slots = asyncio.Semaphore(self.args.concurrency)
@@ -498,6 +545,11 @@ class LiveRun:
             async with slots:  # a slot is held until the call is finalised: bounded ASR queue
                 out = await self.one(plan, tag)
             done += 1
+            if self.args.outcomes is not None:
+                # One line per call as soon as it is scored: an interrupted run keeps its
+                # calls, and the next run with the same file streams only the rest.
+                with self.args.outcomes.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(outcome_to_json(out), ensure_ascii=False) + "\n")
             if out.error:
                 progress(f"[live] {out.external_id}: {out.error}")
             progress(f"[live] {done}/{len(plans)} calls")
@@ -509,7 +561,18 @@ class LiveRun:
 def bench_live(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
     """Stream the labelled calls through a real gateway and ASR, a few at a time, and score
     the compliance result each call's server stored, exactly as the offline checker's."""
+    earlier: dict[str, LiveOutcome] = {}
+    if args.outcomes is not None:
+        earlier = {k: o for k, o in load_outcomes(args.outcomes, plans).items() if not o.error}
+        if earlier:
+            progress(f"[live] {len(earlier)} calls already in {args.outcomes}: streaming the "
+                     f"other {len(plans) - len(earlier)}")
+    todo = [p for p in plans if p.name not in earlier]
+    if not todo:
+        return score_live(args, book, list(earlier.values()), 0.0, "(earlier runs)", {},
+                          earlier=len(earlier))
     live = LiveRun(args)
+    plans = todo
     audio = sum(p.timeline()[-1][2] for p in plans) / 1000
     progress(f"[live] streaming {len(plans)} calls (~{audio:.0f} s of audio) at {args.rate} Hz, "
              f"{args.concurrency} at a time, pace {args.pace or 'flat out'}")
@@ -524,11 +587,15 @@ def bench_live(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
     wall_s = time.monotonic() - t0
     host = {"cores": os.cpu_count(), "load_start": round(load, 2),
             "load_end": round(os.getloadavg()[0], 2), **live.cpu}
-    return score_live(args, book, outcomes, wall_s, live.url, host)
+    return score_live(args, book, list(earlier.values()) + outcomes, wall_s, live.url, host,
+                      earlier=len(earlier))
 
 
 def score_live(args: argparse.Namespace, book: ScriptBook, outcomes: list[LiveOutcome],
-               wall_s: float, url: str, host: dict[str, Any]) -> dict[str, Any]:
+               wall_s: float, url: str, host: dict[str, Any], earlier: int = 0
+               ) -> dict[str, Any]:
+    """Score the calls; the first `earlier` of `outcomes` came from earlier runs (the
+    `--outcomes` file) and count in the tables but not in this run's wall time."""
     tally, rescored = Tally(), Tally()
     timings: list[float] = []
     failed = [o for o in outcomes if o.error]
@@ -570,8 +637,12 @@ def score_live(args: argparse.Namespace, book: ScriptBook, outcomes: list[LiveOu
     shed = sum(o.shed for o in done)
     late = sum(o.late for o in done)
     langs = {lang: sum(o.plan.language == lang for o in done) for lang in ("en", "zh")}
-    print(f"\nwall {wall_s:.0f} s for {len(outcomes)} calls ({speech:.0f} s of audio, "
-          f"{speech / wall_s:.1f}x real time), {args.concurrency} at a time, pace "
+    fresh = [o for o in outcomes[earlier:] if not o.error]
+    print(f"\nthis run: wall {wall_s:.0f} s for {len(fresh)} calls "
+          f"({sum(o.audio_s for o in fresh):.0f} s of audio, "
+          f"{sum(o.audio_s for o in fresh) / max(wall_s, 1e-9):.1f}x real time); "
+          f"all runs: {len(outcomes)} calls ({speech:.0f} s of audio), "
+          f"{args.concurrency} at a time, pace "
           f"{args.pace or 'flat out'}; {langs['en']} en + {langs['zh']} zh scored; statuses "
           + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
     if "server_main_s" in host:
@@ -627,6 +698,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="live: 1 = real time, 0 = flat out (default)")
     parser.add_argument("--call-timeout", type=float, default=300.0,
                         help="live: seconds to wait for a call to be finalised (default 300)")
+    parser.add_argument("--outcomes", type=Path, metavar="JSONL",
+                        help="live: append each scored call here as it finishes; calls already "
+                             "in the file are not streamed again (resume an interrupted run)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="live: score the calls in --outcomes (e.g. while a run goes on, "
+                             "or with changed scripts), stream nothing")
     parser.add_argument("--keep", action="store_true",
                         help="live: keep the started server's data folder and log")
     parser.add_argument("--scripts", type=Path, default=None, help="compliance scripts folder")
@@ -649,6 +726,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--live-url needs --data-dir (the server's, to read its database)")
     if live and args.live_url is None and args.language == "call":
         parser.error("--language call is offline only: a server cannot know each call's")
+    if args.score_only and args.outcomes is None:
+        parser.error("--score-only needs --outcomes")
     if args.concurrency < 1 or args.pace < 0:
         parser.error("--concurrency must be >= 1 and --pace >= 0")
     manifest = args.tts_dir / "MANIFEST.tsv"
@@ -658,10 +737,19 @@ def main(argv: list[str] | None = None) -> int:
     plans = build_plans(load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv"), args.calls,
                         args.seed)
     figures: dict[str, Any] = {"calls": args.calls, "seed": args.seed}
-    if live:
+    if args.score_only:
+        done = [o for o in load_outcomes(args.outcomes, plans).values() if not o.error]
+        figures["live"] = score_live(args, book, done, 0.0, str(args.outcomes), {},
+                                     earlier=len(done))
+    elif live:
         figures["live"] = bench_live(args, book, plans)
     elif args.text:
         figures["text"] = bench_text(args, book, plans)
+        # The same calls from agent lines the scripts were never tuned on (wordings,
+        # companies and names written apart, text only): the honest figure for new phrasing.
+        context = load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv")
+        held = build_plans(heldout_lines(HELDOUT, context), args.calls, args.seed)
+        figures["text_heldout"] = bench_text(args, book, held, " (held-out lines)")
     elif args.load_transcripts:
         figures.update(rescore(args, book, plans))
     else:

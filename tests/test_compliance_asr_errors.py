@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from monitor.qa import ComplianceChecker, load_compliance_scripts
-from monitor.qa.evalset import CallPlan, Tally, build_plans, load_lines
+from monitor.qa.evalset import CallPlan, Tally, build_plans, heldout_lines, load_lines
 from monitor.qa.noise import inject_errors
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -25,16 +25,21 @@ CALLS = 200
 
 
 @functools.cache
-def plans() -> tuple[CallPlan, ...]:
+def plans(heldout: bool = False) -> tuple[CallPlan, ...]:
+    """The evaluation calls; `heldout`: the same kind of calls from agent lines the scripts
+    were never tuned on (tests/data/tts/heldout.tsv)."""
     lines = load_lines(DATA / "tts" / "lines.tsv", DATA / "speech" / "MANIFEST.tsv")
+    if heldout:
+        lines = heldout_lines(DATA / "tts" / "heldout.tsv", lines)
     return tuple(build_plans(lines, CALLS, seed=7))
 
 
-def run(variant: str, cer: float = 0.0) -> Tally:
+@functools.cache
+def run(variant: str, cer: float = 0.0, heldout: bool = False) -> Tally:
     book = load_compliance_scripts()
     rng = random.Random(1)
     tally = Tally()
-    for plan in plans():
+    for plan in plans(heldout):
         checker = ComplianceChecker(book.select(plan.metadata, plan.language))
         timeline = plan.timeline()
         for party, start, end, text, asr_text in timeline:
@@ -85,11 +90,33 @@ def test_targets_at_5_percent_cer() -> None:
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
-@pytest.mark.parametrize("cer", [0.15])
+@pytest.mark.parametrize("cer", [0.10, 0.15])
+def test_mandarin_targets_up_to_15_percent_cer(cer: float) -> None:
+    """Homophones cost nothing and near-homophones and particles half an edit
+    (`monitor.qa.align`): Mandarin keeps its targets to 15 % CER. (English falls to 0.92
+    recall on greetings at 10 %: see the README.)"""
+    tally = run("noisy", cer)
+    zh = Tally({k: v for k, v in tally.counts.items() if k[0] == "zh"})
+    assert not below(zh, recall=True), zh.table()
+
+
+@pytest.mark.parametrize("cer", [0.15, 0.20])
 def test_precision_holds_at_higher_cer(cer: float) -> None:
     """Damaged transcripts lose hits (recall, see the bench) but must not invent them.
     Order violations are left out: ten per language, one stray is already 10 %."""
     tally = run("noisy", cer)
     assert not below(tally, recall=False, skip=("order",)), tally.table()
     # Recall degrades gracefully rather than collapsing.
-    assert not below(tally, recall=True, skip=("order",), floor=0.65), tally.table()
+    assert not below(tally, recall=True, skip=("order",), floor=0.75), tally.table()
+
+
+def test_heldout_lines_meet_the_targets_on_exact_transcripts() -> None:
+    """Wordings, companies and agent names the scripts were not tuned on, near misses
+    included: the scripts generalise, and nothing that must not count does."""
+    tally = run("exact", heldout=True)
+    assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
+
+
+def test_heldout_lines_keep_precision_under_asr_errors() -> None:
+    tally = run("noisy", 0.15, heldout=True)
+    assert not below(tally, recall=False, skip=("order",)), tally.table()

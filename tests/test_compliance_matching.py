@@ -120,3 +120,28 @@ def test_any_text_is_checked_without_error(texts: list[str]) -> None:
             checker.advance(i * 1000 + 900)
         result = checker.finish(len(texts) * 1000)
         assert 0 <= result.score <= 100
+
+
+def test_weighted_alignment_forgives_sound_alike_damage_only() -> None:
+    """The fallback for heavy ASR damage (`monitor.qa.align`): homophones are free,
+    near-homophones and inserted particles cost half an edit, anything else a full one."""
+    # A near-homophone (您 nin / 你 ni) and an inserted particle.
+    assert find("麻烦您稍等片刻", "麻烦你稍等呀片刻，我这边查一下", tolerance=0.15) is not None
+    # The same number of unrelated characters is no hit.
+    assert find("麻烦您稍等片刻", "麻烦王大明片刻", tolerance=0.15) is None
+    # English: merged and split words and inserted light words cost nothing.
+    assert find("thank you for calling", "so thankyou for the call ing acme") is not None
+    # ... but letters are no words: "let me" is not "please", "holding" not "calling".
+    assert find("let me confirm", "could you please confirm the email") is None
+    assert find("thank you for holding", "thank you for calling acme bank") is None
+
+
+def test_budget_of_a_phrase_is_capped_below_other_rules_phrases() -> None:
+    from monitor.qa.align import confusable_cap, sequence
+
+    near = CompiledPhrase.build("跟您核对一下", 0.2, 75)
+    other = CompiledPhrase.build("帮您核对一下", 0.2, 75)
+    assert near.budget > 1.0
+    assert confusable_cap(near.seq, near.budget, [other.seq]) == 0.5  # one full edit apart
+    far = sequence("再见", normalize("再见").keys)
+    assert confusable_cap(near.seq, near.budget, [far]) == near.budget

@@ -154,3 +154,23 @@ def test_rule_tolerance_overrides_the_script_default() -> None:
     strict = script.stage("greeting").elements[0].phrases[0]
     loose = script.stage("loose").elements[0].phrases[0]
     assert loose.threshold < 80 <= strict.threshold
+
+
+def test_demo_calls_follow_the_shipped_scripts() -> None:
+    """The calls `scripts/run` plays (ivr_sim/scripts) grade as compliant on their exact
+    lines: greeting, verification and closing heard, nothing forbidden."""
+    from ivr_sim.script import builtin_scripts, load_script, render
+    from monitor.qa import ComplianceChecker, load_compliance_scripts
+
+    book = load_compliance_scripts()
+    for path in builtin_scripts():
+        call = render(load_script(path))
+        language = "zh" if call.script.name.startswith("zh") else "en"
+        checker = ComplianceChecker(book.select(call.script.metadata, language))
+        for turn in sorted(call.turns, key=lambda t: t.end_s):
+            checker.on_segment(turn.party, int(turn.start_s * 1000), int(turn.end_s * 1000),
+                               turn.transcript or "", language)
+            checker.advance(int(turn.end_s * 1000))
+        result = checker.finish(int(call.duration_s * 1000))
+        assert result.script.startswith(language) and result.passed, (path.name, result)
+        assert result.score == 100 and not result.forbidden, (path.name, result)

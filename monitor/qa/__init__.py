@@ -7,7 +7,8 @@
 
 * `TranscriptWatermark`: the media time to pass to `advance`, from what the runtime knows.
 
-Modules: `textmatch` (normalisation, pinyin keys, fuzzy alignment), `transcript` (turns and
+Modules: `textmatch` (normalisation, pinyin keys, fuzzy alignment), `align` (the
+sound-aware weighted alignment for heavily damaged transcripts), `transcript` (turns and
 media-time spans), `rules` (the script model), `scripts` (TOML format and validation),
 `book` (selection), `checker` (the live state machine), `scoring` (checklist and score),
 `events` (what comes out), `watermark` (when a window may be judged). For evaluation only,

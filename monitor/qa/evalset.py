@@ -83,7 +83,11 @@ def load_lines(tts_manifest: Path, speech_manifest: Path | None = None) -> list[
     lines = []
     with tts_manifest.open(encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            stages, forbidden = _labels(row["file"], row["language"], row["category"])
+            if "stages" in row:  # a file that labels each line itself (the held-out set)
+                stages = tuple(x for x in row["stages"].split(",") if x)
+                forbidden = tuple(x for x in (row.get("forbidden") or "").split(",") if x)
+            else:
+                stages, forbidden = _labels(row["file"], row["language"], row["category"])
             lines.append(Line(row["file"], "tts", row["language"], row["role"], row["category"],
                               row["text"], row.get("asr_text") or row["text"],
                               float(row.get("seconds") or 3.0), stages, forbidden))
@@ -96,6 +100,18 @@ def load_lines(tts_manifest: Path, speech_manifest: Path | None = None) -> list[
                 lines.append(Line(name, "speech", row["language"], "customer", "filler",
                                   row["transcript"], row["transcript"], float(row["seconds"])))
     return lines
+
+
+#: Categories that carry no label the scripts were tuned on: the held-out calls reuse them.
+CONTEXT_CATEGORIES = frozenset({"neutral", "customer", "pii", "filler"})
+
+
+def heldout_lines(heldout_tsv: Path, lines: Iterable[Line]) -> list[Line]:
+    """The held-out agent lines (`tests/data/tts/heldout.tsv`: wordings, companies and agent
+    names written apart from the ones the scripts were tuned on, text only) with the
+    unlabelled context lines (neutral agent talk, customers, read speech) of `lines`."""
+    held = load_lines(heldout_tsv)
+    return held + [x for x in lines if x.category in CONTEXT_CATEGORIES]
 
 
 @dataclass(frozen=True, slots=True)

