@@ -101,14 +101,16 @@ class ServerProcess:
 def server_env(**overrides: str) -> dict[str, str]:
     """The environment for a local server: shared model cache, offline, 2 ASR workers."""
     env = dict(os.environ)
-    env.update({
-        "CALLWATCH_ASR__CACHE_DIR": str(MODEL_CACHE),
-        "CALLWATCH_LOG_FORMAT": "text",
-        # The HTTP API on a free port, so harness servers never collide on [api] port 8080.
-        "CALLWATCH_API__PORT": "0",
-        "CALLWATCH_GATEWAY__AUDIOSOCKET_PORT": "0",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "CALLWATCH_ASR__CACHE_DIR": str(MODEL_CACHE),
+            "CALLWATCH_LOG_FORMAT": "text",
+            # The HTTP API on a free port, so harness servers never collide on [api] port 8080.
+            "CALLWATCH_API__PORT": "0",
+            "CALLWATCH_GATEWAY__AUDIOSOCKET_PORT": "0",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(overrides)
     return env

@@ -162,7 +162,8 @@ def load_corpus(limit: int | None) -> list[Clip]:
     """en/ and zh/ clips with a transcript; `limit` picks that many, half per language."""
     with (CORPUS / "MANIFEST.tsv").open(encoding="utf-8", newline="") as fh:
         rows = [
-            r for r in csv.DictReader(fh, delimiter="\t")
+            r
+            for r in csv.DictReader(fh, delimiter="\t")
             if r["file"].startswith(("en/", "zh/")) and r["transcript"].strip()
         ]
     if limit is not None:
@@ -173,25 +174,41 @@ def load_corpus(limit: int | None) -> list[Clip]:
             picked += same[::step][: limit // 2]
         rows = picked
     return [
-        Clip(r["file"], r["language"], r["transcript"],
-             load_clip(CORPUS / r["file"], SAMPLE_RATE).astype(np.float32) / 32768.0)
+        Clip(
+            r["file"],
+            r["language"],
+            r["transcript"],
+            load_clip(CORPUS / r["file"], SAMPLE_RATE).astype(np.float32) / 32768.0,
+        )
         for r in rows
     ]
 
 
-def summarise(mode: str, workers: int, clips: list[Clip], results: list[AsrResult],
-              wall_s: float, cpu_s: float) -> EngineRun:
+def summarise(
+    mode: str,
+    workers: int,
+    clips: list[Clip],
+    results: list[AsrResult],
+    wall_s: float,
+    cpu_s: float,
+) -> EngineRun:
     audio_s = sum(c.seconds for c in clips)
     by_lang: dict[str, tuple[list[str], list[str]]] = {"en": ([], []), "zh": ([], [])}
     for clip, result in zip(clips, results, strict=True):
         by_lang[clip.language][0].append(clip.reference)
         by_lang[clip.language][1].append(result.text)
     return EngineRun(
-        mode=mode, workers=workers, clips=len(clips), audio_s=audio_s, wall_s=wall_s,
-        xrt=audio_s / wall_s, xrt_per_worker=audio_s / wall_s / workers,
+        mode=mode,
+        workers=workers,
+        clips=len(clips),
+        audio_s=audio_s,
+        wall_s=wall_s,
+        xrt=audio_s / wall_s,
+        xrt_per_worker=audio_s / wall_s / workers,
         utterances_per_s=len(clips) / wall_s,
         busy=sum(r.compute_s for r in results) / (wall_s * workers),
-        cpu_s=cpu_s, xrt_cpu=audio_s / cpu_s if cpu_s > 0 else float("nan"),
+        cpu_s=cpu_s,
+        xrt_cpu=audio_s / cpu_s if cpu_s > 0 else float("nan"),
         en_wer=corpus_wer(*by_lang["en"]) if by_lang["en"][0] else float("nan"),
         zh_cer=corpus_cer(*by_lang["zh"]) if by_lang["zh"][0] else float("nan"),
     )
@@ -238,8 +255,9 @@ def bench_single(config: EngineConfig, clips: list[Clip]) -> EngineRun:
     for clip in clips:
         results.append(engine.transcribe_batch([AsrRequest(clip.audio)])[0])
         tick()
-    return summarise("single", 1, clips, results, time.perf_counter() - started,
-                     time.process_time() - cpu0)
+    return summarise(
+        "single", 1, clips, results, time.perf_counter() - started, time.process_time() - cpu0
+    )
 
 
 # -- 2. pipeline: server and database -------------------------------------------------------
@@ -277,7 +295,8 @@ class DbWatch:
     def poll(self) -> None:
         rows = self._conn.execute(
             "SELECT id, call_id, party, start_ms, end_ms, latency_ms FROM segments "
-            "WHERE id > ? ORDER BY id", (self._last_id,),
+            "WHERE id > ? ORDER BY id",
+            (self._last_id,),
         ).fetchall()
         now = time.monotonic()
         for seg_id, call_id, party, start_ms, end_ms, asr_ms in rows:
@@ -289,7 +308,8 @@ class DbWatch:
         marks = ",".join("?" * len(external_ids))
         rows = self._conn.execute(
             f"SELECT external_id, id, status, duration_ms FROM calls "
-            f"WHERE external_id IN ({marks})", external_ids,
+            f"WHERE external_id IN ({marks})",
+            external_ids,
         ).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
@@ -299,7 +319,8 @@ class DbWatch:
         rows = self._conn.execute(
             f"SELECT call_id, kind, party, media_ms, json_extract(data, '$.end_ms'), "
             f"coalesce(json_extract(data, '$.capped'), 0) FROM trace_events "
-            f"WHERE kind IN ('utterance', 'asr_shed') AND call_id IN ({marks})", call_ids,
+            f"WHERE kind IN ('utterance', 'asr_shed') AND call_id IN ({marks})",
+            call_ids,
         ).fetchall()
         return [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
 
@@ -375,8 +396,14 @@ async def _stream(url: str, track: CallTrack, delay_s: float) -> None:
     await asyncio.sleep(delay_s)
     meta = call_metadata(track.call, {"callid": track.external_id})
     try:
-        await stream_call(url, track.call, pace=1.0, chunk_ms=CHUNK_MS, metadata=meta,
-                          chunk_sizes=track.chunk_sizes())
+        await stream_call(
+            url,
+            track.call,
+            pace=1.0,
+            chunk_ms=CHUNK_MS,
+            metadata=meta,
+            chunk_sizes=track.chunk_sizes(),
+        )
     except Exception as exc:  # reported per level, never fatal to the benchmark
         track.error = f"{type(exc).__name__}: {exc}"
 
@@ -401,8 +428,11 @@ async def _wait_finalised(watch: DbWatch, ids: list[str], limit_s: float) -> flo
 async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
     tag = uuid.uuid4().hex[:6]
     tracks = [
-        CallTrack(f"bench-{tag}-n{n}-{i}", plan.calls[i % len(plan.calls)].script.name,
-                  plan.calls[i % len(plan.calls)])
+        CallTrack(
+            f"bench-{tag}-n{n}-{i}",
+            plan.calls[i % len(plan.calls)].script.name,
+            plan.calls[i % len(plan.calls)],
+        )
         for i in range(n)
     ]
     cpu = CpuMeter(plan.server_pid)
@@ -421,8 +451,12 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
     return replace(measure_level(plan, watch, tracks, drain), cpu=usage)
 
 
-def _latencies(plan: Plan, watch: DbWatch, by_call: dict[str, CallTrack],
-               capped: set[tuple[str, str, int, int]]) -> tuple[list[float], list[float]]:
+def _latencies(
+    plan: Plan,
+    watch: DbWatch,
+    by_call: dict[str, CallTrack],
+    capped: set[tuple[str, str, int, int]],
+) -> tuple[list[float], list[float]]:
     """(end of speech -> first seen, the server's ASR part) for each segment of these calls."""
     total, asr = [], []
     for seg in watch.segments:
@@ -436,16 +470,21 @@ def _latencies(plan: Plan, watch: DbWatch, by_call: dict[str, CallTrack],
     return total, asr
 
 
-def measure_level(plan: Plan, watch: DbWatch, tracks: list[CallTrack],
-                  drain: float | None) -> LevelResult:
+def measure_level(
+    plan: Plan, watch: DbWatch, tracks: list[CallTrack], drain: float | None
+) -> LevelResult:
     calls = watch.calls([t.external_id for t in tracks])
     by_call = {calls[t.external_id][0]: t for t in tracks if t.external_id in calls}
     utts = watch.utterances(list(by_call)) if by_call else []
     capped = {(c, p, s, e) for c, kind, p, s, e, cap in utts if kind == "utterance" and cap}
     total, asr = _latencies(plan, watch, by_call, capped)
     per_call = [
-        (track.script, sum(e - s for c, _, _, s, e, _ in utts if c == call_id),
-         calls[track.external_id][2] or 0, sum(1 for u in utts if u[0] == call_id))
+        (
+            track.script,
+            sum(e - s for c, _, _, s, e, _ in utts if c == call_id),
+            calls[track.external_id][2] or 0,
+            sum(1 for u in utts if u[0] == call_id),
+        )
         for call_id, track in by_call.items()
     ]
     shed = sum(1 for u in utts if u[1] == "asr_shed")
@@ -454,19 +493,35 @@ def measure_level(plan: Plan, watch: DbWatch, tracks: list[CallTrack],
     if not total or not p95 <= plan.slo_s:
         problems.append(f"latency p95 {p95:.2f} s > {plan.slo_s:g} s")
     return LevelResult(
-        n=len(tracks), calls_ok=sum(1 for t in tracks if t.error is None
-                                    and calls.get(t.external_id, ("", ""))[1] == "completed"),
-        utterances=len(utts), segments=len(total), p50_s=percentile(total, 50), p95_s=p95,
-        max_s=max(total, default=float("nan")), asr_p50_s=percentile(asr, 50),
+        n=len(tracks),
+        calls_ok=sum(
+            1
+            for t in tracks
+            if t.error is None and calls.get(t.external_id, ("", ""))[1] == "completed"
+        ),
+        utterances=len(utts),
+        segments=len(total),
+        p50_s=percentile(total, 50),
+        p95_s=p95,
+        max_s=max(total, default=float("nan")),
+        asr_p50_s=percentile(asr, 50),
         asr_p95_s=percentile(asr, 95),
         rest_p50_s=percentile([t - a for t, a in zip(total, asr, strict=True)], 50),
-        shed=shed, drain_s=drain, client_lag_s=max(t.lag_s() for t in tracks),
-        passed=not problems, problems=problems, per_call=per_call,
+        shed=shed,
+        drain_s=drain,
+        client_lag_s=max(t.lag_s() for t in tracks),
+        passed=not problems,
+        problems=problems,
+        per_call=per_call,
     )
 
 
-def _problems(tracks: list[CallTrack], calls: dict[str, tuple[str, str, int | None]],
-              drain: float | None, shed: int) -> list[str]:
+def _problems(
+    tracks: list[CallTrack],
+    calls: dict[str, tuple[str, str, int | None]],
+    drain: float | None,
+    shed: int,
+) -> list[str]:
     out = [f"{t.external_id}: {t.error}" for t in tracks if t.error]
     for t in tracks:
         status = calls.get(t.external_id, ("", "missing"))[1]
@@ -480,8 +535,9 @@ def _problems(tracks: list[CallTrack], calls: dict[str, tuple[str, str, int | No
 
 
 # -- 2. pipeline: the search ------------------------------------------------------------------
-async def search_levels(run: Callable[[int], Awaitable[LevelResult]], explicit: list[int] | None,
-                        max_level: int) -> list[LevelResult]:
+async def search_levels(
+    run: Callable[[int], Awaitable[LevelResult]], explicit: list[int] | None, max_level: int
+) -> list[LevelResult]:
     """Explicit levels in order; else 1, 2, 4, ... until a failure, then bisect."""
     results: list[LevelResult] = []
     if explicit:
@@ -505,12 +561,16 @@ async def search_levels(run: Callable[[int], Awaitable[LevelResult]], explicit: 
     return results
 
 
-async def bench_pipeline(server: Server, settings: Settings, args: argparse.Namespace
-                         ) -> list[LevelResult]:
+async def bench_pipeline(
+    server: Server, settings: Settings, args: argparse.Namespace
+) -> list[LevelResult]:
     plan = Plan(
-        url=server.url, server_pid=server.pid,
+        url=server.url,
+        server_pid=server.pid,
         calls=[render(load_script(p)) for p in builtin_scripts()],
-        stagger_s=args.stagger, pad_ms=settings.vad.pad_ms, slo_s=args.slo,
+        stagger_s=args.stagger,
+        pad_ms=settings.vad.pad_ms,
+        slo_s=args.slo,
     )
     watch = DbWatch(server.db_path)
 
@@ -520,8 +580,10 @@ async def bench_pipeline(server: Server, settings: Settings, args: argparse.Name
         progress(f"[pipeline] N={n}: streaming {n} call(s) at real time")
         result = await run_level(plan, watch, n)
         verdict = "pass" if result.passed else "FAIL: " + "; ".join(result.problems[:3])
-        progress(f"[pipeline] N={n}: latency p50 {result.p50_s:.2f} s, p95 "
-                 f"{result.p95_s:.2f} s, shed {result.shed}, cpu {result.cpu}: {verdict}")
+        progress(
+            f"[pipeline] N={n}: latency p50 {result.p50_s:.2f} s, p95 "
+            f"{result.p95_s:.2f} s, shed {result.shed}, cpu {result.cpu}: {verdict}"
+        )
         return result
 
     try:
@@ -558,8 +620,12 @@ def compare(pool: EngineRun | None, levels: list[LevelResult]) -> dict[str, Any]
     }
     lone = next((lv for lv in levels if lv.n == 1), None)
     if lone is not None and not lone.passed:
-        out["one_call"] = {"p50_s": lone.p50_s, "p95_s": lone.p95_s,
-                           "asr_p50_s": lone.asr_p50_s, "rest_p50_s": lone.rest_p50_s}
+        out["one_call"] = {
+            "p50_s": lone.p50_s,
+            "p95_s": lone.p95_s,
+            "asr_p50_s": lone.asr_p50_s,
+            "rest_p50_s": lone.rest_p50_s,
+        }
     if pool is not None and speech > 0:
         engine_calls = pool.xrt / speech
         out["engine_limited_calls"] = engine_calls
@@ -571,11 +637,19 @@ def compare(pool: EngineRun | None, levels: list[LevelResult]) -> dict[str, Any]
 def settings_figures(settings: Settings, config: EngineConfig) -> dict[str, Any]:
     a = settings.asr
     return {
-        "model": a.model, "model_path": config.model, "device": config.device,
-        "compute_type": config.compute_type, "workers": a.workers or os.cpu_count() or 1,
-        "workers_setting": a.workers, "cpu_threads": a.cpu_threads, "beam_size": a.beam_size,
-        "language": a.language, "batch_size": a.batch_size, "queue_size": a.queue_size,
-        "vad_pad_ms": settings.vad.pad_ms, "vad_end_silence_ms": settings.vad.end_silence_ms,
+        "model": a.model,
+        "model_path": config.model,
+        "device": config.device,
+        "compute_type": config.compute_type,
+        "workers": a.workers or os.cpu_count() or 1,
+        "workers_setting": a.workers,
+        "cpu_threads": a.cpu_threads,
+        "beam_size": a.beam_size,
+        "language": a.language,
+        "batch_size": a.batch_size,
+        "queue_size": a.queue_size,
+        "vad_pad_ms": settings.vad.pad_ms,
+        "vad_end_silence_ms": settings.vad.end_silence_ms,
         "storage_group_commit_s": settings.storage.group_commit_s,
     }
 
@@ -599,8 +673,10 @@ def _engine_lines(engine: dict[str, Any]) -> list[str]:
 
 
 def _level_lines(levels: list[dict[str, Any]]) -> list[str]:
-    lines = ["     N calls utts segs   p50   p95   max | asr50 asr95 rest50 | shed drain   lag"
-             " | cpu% main  asr client | result"]
+    lines = [
+        "     N calls utts segs   p50   p95   max | asr50 asr95 rest50 | shed drain   lag"
+        " | cpu% main  asr client | result"
+    ]
     for lv in sorted(levels, key=lambda x: x["n"]):
         drain = f"{lv['drain_s']:5.1f}" if lv["drain_s"] is not None else "  >10"
         cpu = lv["cpu"]
@@ -610,7 +686,8 @@ def _level_lines(levels: list[dict[str, Any]]) -> list[str]:
             f"{lv['asr_p50_s']:5.2f} {lv['asr_p95_s']:5.2f} {lv['rest_p50_s']:6.2f} | "
             f"{lv['shed']:4d} {drain} {lv['client_lag_s']:5.2f} | "
             f"{cpu.get('server_main', 0):9.0f} {cpu.get('asr_workers', 0):4.0f} "
-            f"{cpu.get('client', 0):6.0f} | {'pass' if lv['passed'] else 'FAIL'}")
+            f"{cpu.get('client', 0):6.0f} | {'pass' if lv['passed'] else 'FAIL'}"
+        )
     return lines
 
 
@@ -626,8 +703,10 @@ def render_report(fig: dict[str, Any]) -> str:
         f"{s['vad_end_silence_ms']} ms; storage group commit {s['storage_group_commit_s']} s",
     ]
     if float(host["load_start"].split()[0]) > (host["cores"] or 1):
-        lines.append(f"WARNING   load average above {host['cores']} at start: other processes "
-                     f"shared the CPU, wall-time figures are low (CPU-s figures less so)")
+        lines.append(
+            f"WARNING   load average above {host['cores']} at start: other processes "
+            f"shared the CPU, wall-time figures are low (CPU-s figures less so)"
+        )
     if fig.get("engine"):
         lines += ["engine    ASR alone on the corpus clips, all submitted at once"]
         lines += _engine_lines(fig["engine"])
@@ -646,33 +725,44 @@ def render_report(fig: dict[str, Any]) -> str:
 
 
 def _compare_lines(c: dict[str, Any]) -> list[str]:
-    lines = [f"capacity  pipeline sustains {c['pipeline_capacity_calls']} concurrent calls; "
-             f"a call sends {c['speech_s_per_call_s']:.2f} s of utterance audio "
-             f"({c['utterances_per_call_s']:.3f} utterances) to ASR per second"]
+    lines = [
+        f"capacity  pipeline sustains {c['pipeline_capacity_calls']} concurrent calls; "
+        f"a call sends {c['speech_s_per_call_s']:.2f} s of utterance audio "
+        f"({c['utterances_per_call_s']:.3f} utterances) to ASR per second"
+    ]
     if "engine_limited_calls" in c:
         lines.append(
             f"          engine alone allows {c['engine_limited_calls']:.1f} calls by audio "
             f"({c['engine_limited_calls_by_utterance_count']:.1f} by utterance count); "
-            f"pipeline / engine = {c['pipeline_vs_engine']:.0%} (goal >= 80 %)")
+            f"pipeline / engine = {c['pipeline_vs_engine']:.0%} (goal >= 80 %)"
+        )
     if "one_call" in c:
         one = c["one_call"]
         lines.append(
             f"          even one call misses the bound: latency p50 {one['p50_s']:.2f} s = ASR "
             f"{one['asr_p50_s']:.2f} s + rest {one['rest_p50_s']:.2f} s (VAD end silence, "
-            f"storage batching, {POLL_S:g} s polling); --slo S judges against another bound")
+            f"storage batching, {POLL_S:g} s polling); --slo S judges against another bound"
+        )
     return lines
 
 
 # -- main -----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help=f"engine on {QUICK_CLIPS} clips, pipeline levels 1 and 2")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"engine on {QUICK_CLIPS} clips, pipeline levels 1 and 2",
+    )
     p.add_argument("--levels", help="comma-separated pipeline levels (no search), e.g. 1,2,3")
     p.add_argument("--max-level", type=int, default=64, help="stop doubling here (default 64)")
     p.add_argument("--stagger", type=float, default=0.3, help="seconds between call starts")
-    p.add_argument("--slo", type=float, default=LATENCY_SLO_S,
-                   help=f"latency p95 a level must meet, seconds (default {LATENCY_SLO_S:g})")
+    p.add_argument(
+        "--slo",
+        type=float,
+        default=LATENCY_SLO_S,
+        help=f"latency p95 a level must meet, seconds (default {LATENCY_SLO_S:g})",
+    )
     p.add_argument("--skip-engine", action="store_true", help="pipeline part only")
     p.add_argument("--skip-pipeline", action="store_true", help="engine part only")
     p.add_argument("--keep", action="store_true", help="keep the server's data directory")
@@ -706,12 +796,16 @@ def run_engine(settings: Settings, config: EngineConfig, quick: bool) -> dict[st
     progress(f"[engine] pool: {pool.xrt:.2f}x real time")
     single = bench_single(config, clips)
     progress(f"[engine] single: {single.xrt:.2f}x real time")
-    return {"pool": asdict(pool), "single": asdict(single),
-            "second_worker_gain": pool.xrt / single.xrt}
+    return {
+        "pool": asdict(pool),
+        "single": asdict(single),
+        "second_worker_gain": pool.xrt / single.xrt,
+    }
 
 
-def run_pipeline(args: argparse.Namespace, settings: Settings,
-                 env: dict[str, str]) -> list[LevelResult]:
+def run_pipeline(
+    args: argparse.Namespace, settings: Settings, env: dict[str, str]
+) -> list[LevelResult]:
     workdir = Path(tempfile.mkdtemp(prefix="callwatch-bench-"))
     server = Server(workdir, env)
     progress(f"[pipeline] starting callwatch serve (data in {workdir})")
@@ -735,22 +829,30 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(env=env)
     config = EngineConfig.from_settings(settings.asr, settings.model_cache_dir)
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    parts = ["engine only" if args.skip_pipeline else "", "pipeline only" if args.skip_engine
-             else "", f"levels {args.levels}" if args.levels else ""]
+    parts = [
+        "engine only" if args.skip_pipeline else "",
+        "pipeline only" if args.skip_engine else "",
+        f"levels {args.levels}" if args.levels else "",
+    ]
     mode = ", ".join(["quick" if args.quick else "full", *filter(None, parts)])
-    fig: dict[str, Any] = {"mode": mode,
-                           "settings": settings_figures(settings, config)}
+    fig: dict[str, Any] = {"mode": mode, "settings": settings_figures(settings, config)}
     pool = None
     if not args.skip_engine:
         fig["engine"] = run_engine(settings, config, args.quick)
         pool = EngineRun(**fig["engine"]["pool"])
     if not args.skip_pipeline:
         levels = run_pipeline(args, settings, env)
-        fig["pipeline"] = {"stagger_s": args.stagger, "slo_s": args.slo,
-                           "levels": [asdict(lv) for lv in levels]}
+        fig["pipeline"] = {
+            "stagger_s": args.stagger,
+            "slo_s": args.slo,
+            "levels": [asdict(lv) for lv in levels],
+        }
         fig["comparison"] = compare(pool, levels)
-    fig["host"] = {"cores": os.cpu_count(), "load_start": load_start,
-                   "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    fig["host"] = {
+        "cores": os.cpu_count(),
+        "load_start": load_start,
+        "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
     fig["elapsed_s"] = time.monotonic() - STARTED
     print(render_report(fig), flush=True)
     if args.json:

@@ -108,8 +108,12 @@ def render_plan(plan: CallPlan, tts_dir: Path, speech_dir: Path, rate: int) -> R
 
 def segment(call: RenderedCall, settings: Settings) -> tuple[list[UtteranceEnded], int]:
     """The gateway's segmenter over the call's PCM in 20 ms chunks: (utterances, duration)."""
-    meta = CallMetadata(external_id=call.script.name, sample_rate=call.sample_rate, channels=2,
-                        channel_of={Party.CUSTOMER: 0, Party.AGENT: 1})
+    meta = CallMetadata(
+        external_id=call.script.name,
+        sample_rate=call.sample_rate,
+        channels=2,
+        channel_of={Party.CUSTOMER: 0, Party.AGENT: 1},
+    )
     session = CallSession(meta, settings.vad)
     pcm = call.pcm()
     step = call.sample_rate * CHUNK_MS // 1000 * 4
@@ -129,8 +133,13 @@ class Segment:
     language: str
 
 
-def check(book: ScriptBook, plan: CallPlan, segments: list[Segment], duration_ms: int,
-          timings: list[float]) -> ComplianceResult:
+def check(
+    book: ScriptBook,
+    plan: CallPlan,
+    segments: list[Segment],
+    duration_ms: int,
+    timings: list[float],
+) -> ComplianceResult:
     """Feed segments in the order they would arrive (by end time), advancing the watermark."""
     checker = ComplianceChecker(book.select(plan.metadata, plan.language))
     for seg in sorted(segments, key=lambda s: (s.end_ms, s.start_ms)):
@@ -142,8 +151,9 @@ def check(book: ScriptBook, plan: CallPlan, segments: list[Segment], duration_ms
 
 
 # -- offline ASR ---------------------------------------------------------------------------
-def _cache_key(plan: CallPlan, u: UtteranceEnded, rate: int, language: str | None
-               ) -> tuple[str, str, int, str | None] | None:
+def _cache_key(
+    plan: CallPlan, u: UtteranceEnded, rate: int, language: str | None
+) -> tuple[str, str, int, str | None] | None:
     """Utterances that are one whole clip, cut by the VAD around it alone, transcribe the
     same in every call they occur in (the audio differs only in the silence padding): they
     share one key. Anything else (a clip split in two, overlapping speech, a capped cut)
@@ -165,8 +175,9 @@ def _cache_key(plan: CallPlan, u: UtteranceEnded, rate: int, language: str | Non
     return (turn.party, f"{turn.line.corpus}:{turn.line.file}", rate, language)
 
 
-async def transcribe_all(settings: Settings, utterances: list[tuple[int, UtteranceEnded]],
-                         languages: list[str | None]) -> list[AsrResult]:
+async def transcribe_all(
+    settings: Settings, utterances: list[tuple[int, UtteranceEnded]], languages: list[str | None]
+) -> list[AsrResult]:
     async with AsrPool(settings.asr, settings.model_cache_dir) as pool:
         batch = max(1, settings.asr.batch_size)
         done = 0
@@ -189,8 +200,9 @@ async def transcribe_all(settings: Settings, utterances: list[tuple[int, Utteran
     return [r for chunk in nested for r in chunk]
 
 
-def bench_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
-                  ) -> dict[str, Any]:
+def bench_offline(
+    args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
+) -> dict[str, Any]:
     settings = load_settings()
     progress(f"rendering and segmenting {len(plans)} calls at {args.rate} Hz")
     utterances: list[tuple[int, UtteranceEnded]] = []
@@ -204,12 +216,20 @@ def bench_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPl
         durations.append(duration)
         audio_s += sum((u.end_sample - u.start_sample) / 16000 for u in found)
     prep_s = time.perf_counter() - t0
-    progress(f"{len(utterances)} utterances, {audio_s:.0f} s of speech ({prep_s:.1f} s); "
-             f"transcribing with {settings.asr.model} (language {args.language})")
-    languages = [plans[i].language if args.language == "call" else
-                 (None if args.language == "auto" else args.language) for i, _ in utterances]
-    keys = [None if args.no_cache else _cache_key(plans[i], u, args.rate, lang)
-            for (i, u), lang in zip(utterances, languages, strict=True)]
+    progress(
+        f"{len(utterances)} utterances, {audio_s:.0f} s of speech ({prep_s:.1f} s); "
+        f"transcribing with {settings.asr.model} (language {args.language})"
+    )
+    languages = [
+        plans[i].language
+        if args.language == "call"
+        else (None if args.language == "auto" else args.language)
+        for i, _ in utterances
+    ]
+    keys = [
+        None if args.no_cache else _cache_key(plans[i], u, args.rate, lang)
+        for (i, u), lang in zip(utterances, languages, strict=True)
+    ]
     first: dict[object, int] = {}
     todo = []
     for n, key in enumerate(keys):
@@ -217,33 +237,55 @@ def bench_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPl
             if key is not None:
                 first[key] = n
             todo.append(n)
-    progress(f"{len(todo)} distinct utterances to transcribe ({len(utterances) - len(todo)} "
-             f"are the same clip cut the same way in another call; --no-cache for all)")
+    progress(
+        f"{len(todo)} distinct utterances to transcribe ({len(utterances) - len(todo)} "
+        f"are the same clip cut the same way in another call; --no-cache for all)"
+    )
     t0 = time.perf_counter()
-    fresh = asyncio.run(transcribe_all(settings, [utterances[n] for n in todo],
-                                       [languages[n] for n in todo]))
+    fresh = asyncio.run(
+        transcribe_all(settings, [utterances[n] for n in todo], [languages[n] for n in todo])
+    )
     asr_s = time.perf_counter() - t0
     by_index = dict(zip(todo, fresh, strict=True))
-    results = [by_index[n] if n in by_index else by_index[first[key]]
-               for n, key in enumerate(keys)]
-    audio_s = sum((utterances[n][1].end_sample - utterances[n][1].start_sample) / 16000
-                  for n in todo)
+    results = [by_index[n] if n in by_index else by_index[first[key]] for n, key in enumerate(keys)]
+    audio_s = sum(
+        (utterances[n][1].end_sample - utterances[n][1].start_sample) / 16000 for n in todo
+    )
     per_call: list[list[Segment]] = [[] for _ in plans]
     for (i, u), r in zip(utterances, results, strict=True):
         if r.text:
             per_call[i].append(Segment(u.party.value, u.start_ms, u.end_ms, r.text, r.language))
     if args.save_transcripts:
-        args.save_transcripts.write_text(json.dumps({
-            "calls": args.calls, "seed": args.seed, "rate": args.rate,
-            "language": args.language, "durations": durations,
-            "segments": [[list(astuple(s)) for s in segs] for segs in per_call],
-        }, ensure_ascii=False))
+        args.save_transcripts.write_text(
+            json.dumps(
+                {
+                    "calls": args.calls,
+                    "seed": args.seed,
+                    "rate": args.rate,
+                    "language": args.language,
+                    "durations": durations,
+                    "segments": [[list(astuple(s)) for s in segs] for segs in per_call],
+                },
+                ensure_ascii=False,
+            )
+        )
         progress(f"transcripts written to {args.save_transcripts}")
-    return score_offline(args, book, plans, per_call, durations, {
-        "calls": len(plans), "utterances": len(utterances), "transcribed": len(todo),
-        "speech_s": round(audio_s, 1), "asr_wall_s": round(asr_s, 1),
-        "asr_xrt": round(audio_s / asr_s, 2), "render_segment_s": round(prep_s, 1),
-    })
+    return score_offline(
+        args,
+        book,
+        plans,
+        per_call,
+        durations,
+        {
+            "calls": len(plans),
+            "utterances": len(utterances),
+            "transcribed": len(todo),
+            "speech_s": round(audio_s, 1),
+            "asr_wall_s": round(asr_s, 1),
+            "asr_xrt": round(audio_s / asr_s, 2),
+            "render_segment_s": round(prep_s, 1),
+        },
+    )
 
 
 def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -> dict[str, Any]:
@@ -251,39 +293,53 @@ def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -
     scripts can be tuned without transcribing again."""
     saved = json.loads(args.load_transcripts.read_text())
     if (saved["calls"], saved["seed"]) != (args.calls, args.seed):
-        raise SystemExit(f"{args.load_transcripts} holds --calls {saved['calls']} --seed "
-                         f"{saved['seed']}; pass the same")
+        raise SystemExit(
+            f"{args.load_transcripts} holds --calls {saved['calls']} --seed "
+            f"{saved['seed']}; pass the same"
+        )
     per_call = [[Segment(*s) for s in segs] for segs in saved["segments"]]
     args.rate, args.language = saved["rate"], saved["language"]
     return score_offline(args, book, plans, per_call, saved["durations"], {"calls": len(plans)})
 
 
-def score_offline(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan],
-                  per_call: list[list[Segment]], durations: list[int], figures: dict[str, Any]
-                  ) -> dict[str, Any]:
+def score_offline(
+    args: argparse.Namespace,
+    book: ScriptBook,
+    plans: list[CallPlan],
+    per_call: list[list[Segment]],
+    durations: list[int],
+    figures: dict[str, Any],
+) -> dict[str, Any]:
     settings = load_settings()
     tally, timings = Tally(), list[float]()
     for plan, segments, duration in zip(plans, per_call, durations, strict=True):
         tally.score(plan, check(book, plan, segments, duration, timings))
-    print(f"\n== offline: segmenter + ASR ({settings.asr.model}, language {args.language}) + "
-          f"checker, {len(plans)} calls at {args.rate} Hz ==")
+    print(
+        f"\n== offline: segmenter + ASR ({settings.asr.model}, language {args.language}) + "
+        f"checker, {len(plans)} calls at {args.rate} Hz =="
+    )
     print(tally.table())
     if args.errors:
         print("\n".join(tally.errors))
     figures["checker_ms_p50"] = round(1000 * statistics.median(timings), 3)
     figures["checker_ms_max"] = round(1000 * max(timings), 3)
     if "asr_wall_s" in figures:
-        print(f"\n{figures['transcribed']} of {figures['utterances']} utterances transcribed "
-              f"(the rest repeat); ASR {figures['speech_s']:.0f} s of speech in "
-              f"{figures['asr_wall_s']:.0f} s ({figures['asr_xrt']:.1f}x real time)")
-    print(f"checker per segment: p50 {figures['checker_ms_p50']} ms, "
-          f"max {figures['checker_ms_max']} ms")
+        print(
+            f"\n{figures['transcribed']} of {figures['utterances']} utterances transcribed "
+            f"(the rest repeat); ASR {figures['speech_s']:.0f} s of speech in "
+            f"{figures['asr_wall_s']:.0f} s ({figures['asr_xrt']:.1f}x real time)"
+        )
+    print(
+        f"checker per segment: p50 {figures['checker_ms_p50']} ms, "
+        f"max {figures['checker_ms_max']} ms"
+    )
     return {"offline": _figures(tally), "timing": figures}
 
 
 # -- text level ----------------------------------------------------------------------------
-def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan],
-               label: str = "") -> dict[str, Any]:
+def bench_text(
+    args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan], label: str = ""
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     variants: list[tuple[str, float | None]] = [("exact", None), ("asr_text", None)]
     variants += [(f"cer{int(c * 100)}", c) for c in CER_LEVELS]
@@ -309,9 +365,14 @@ def bench_text(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
 
 
 def _figures(tally: Tally) -> dict[str, Any]:
-    return {f"{lang}/{key}": {"precision": round(tally.precision(lang, key), 3),
-                              "recall": round(tally.recall(lang, key), 3), "counts": counts}
-            for (lang, key), counts in sorted(tally.counts.items())}
+    return {
+        f"{lang}/{key}": {
+            "precision": round(tally.precision(lang, key), 3),
+            "recall": round(tally.recall(lang, key), 3),
+            "counts": counts,
+        }
+        for (lang, key), counts in sorted(tally.counts.items())
+    }
 
 
 # -- live: through a real server ---------------------------------------------------------
@@ -336,12 +397,21 @@ class LiveOutcome:
 
 def outcome_to_json(out: LiveOutcome) -> dict[str, Any]:
     """One scored call as a line of the `--outcomes` file (enough to score it again)."""
-    return {"plan": out.plan.name, "external_id": out.external_id, "call_id": out.call_id,
-            "status": out.status, "document": out.document,
-            "segments": [list(astuple(s)) for s in out.segments],
-            "duration_ms": out.duration_ms, "audio_s": out.audio_s,
-            "utterances": out.utterances, "shed": out.shed, "late": out.late,
-            "error": out.error, "wall_s": out.wall_s}
+    return {
+        "plan": out.plan.name,
+        "external_id": out.external_id,
+        "call_id": out.call_id,
+        "status": out.status,
+        "document": out.document,
+        "segments": [list(astuple(s)) for s in out.segments],
+        "duration_ms": out.duration_ms,
+        "audio_s": out.audio_s,
+        "utterances": out.utterances,
+        "shed": out.shed,
+        "late": out.late,
+        "error": out.error,
+        "wall_s": out.wall_s,
+    }
 
 
 def load_outcomes(path: Path, plans: list[CallPlan]) -> dict[str, LiveOutcome]:
@@ -361,13 +431,25 @@ def load_outcomes(path: Path, plans: list[CallPlan]) -> dict[str, LiveOutcome]:
             continue
         plan = by_name.get(row["plan"])
         if plan is None:
-            raise SystemExit(f"{path}:{n}: call {row['plan']} is not in this evaluation set "
-                             f"(pass the --calls/--seed the file was made with)")
+            raise SystemExit(
+                f"{path}:{n}: call {row['plan']} is not in this evaluation set "
+                f"(pass the --calls/--seed the file was made with)"
+            )
         found[plan.name] = LiveOutcome(
-            plan, row["external_id"], row["call_id"], row["status"], row["document"],
-            [Segment(*s) for s in row["segments"]], row["duration_ms"], row["audio_s"],
-            row["utterances"], row["shed"], row["late"], row["error"],
-            float(row.get("wall_s") or 0.0))
+            plan,
+            row["external_id"],
+            row["call_id"],
+            row["status"],
+            row["document"],
+            [Segment(*s) for s in row["segments"]],
+            row["duration_ms"],
+            row["audio_s"],
+            row["utterances"],
+            row["shed"],
+            row["late"],
+            row["error"],
+            float(row.get("wall_s") or 0.0),
+        )
     return found
 
 
@@ -382,8 +464,10 @@ def result_from_document(doc: dict[str, Any] | None) -> ComplianceResult:
     document (no script for the call) scores as a call where nothing was heard."""
     doc = doc or {}
     return ComplianceResult(
-        script=str(doc.get("script", "")), score=float(doc.get("score") or 0.0),
-        passed=bool(doc.get("passed")), critical=bool(doc.get("critical")),
+        script=str(doc.get("script", "")),
+        score=float(doc.get("score") or 0.0),
+        passed=bool(doc.get("passed")),
+        critical=bool(doc.get("critical")),
         stages=_rows(StageChecked, doc.get("stages")),
         forbidden=_rows(ForbiddenPhraseSaid, doc.get("forbidden")),
         order_violations=_rows(OrderViolated, doc.get("order_violations")),
@@ -393,12 +477,15 @@ def result_from_document(doc: dict[str, Any] | None) -> ComplianceResult:
     )
 
 
-def _verdict(result: ComplianceResult) -> tuple[frozenset[str], frozenset[str],
-                                                 frozenset[tuple[str, str]]]:
+def _verdict(
+    result: ComplianceResult,
+) -> tuple[frozenset[str], frozenset[str], frozenset[tuple[str, str]]]:
     """What the tally looks at: stages heard, forbidden rules said, order violations."""
-    return (frozenset(r.stage for r in result.stages if r.heard),
-            frozenset(f.rule for f in result.forbidden),
-            frozenset((o.stage, o.expected_after) for o in result.order_violations))
+    return (
+        frozenset(r.stage for r in result.stages if r.heard),
+        frozenset(f.rule for f in result.forbidden),
+        frozenset((o.stage, o.expected_after) for o in result.order_violations),
+    )
 
 
 def _script_language(book: ScriptBook, name: str) -> str:
@@ -418,8 +505,9 @@ def _collect(repo: Repository, out: LiveOutcome) -> bool:
         return False
     out.call_id, out.status = detail.call_id, detail.status
     out.duration_ms = detail.duration_ms or 0
-    out.segments = [Segment(s.party, s.start_ms, s.end_ms, s.text, s.language or "")
-                    for s in detail.segments]
+    out.segments = [
+        Segment(s.party, s.start_ms, s.end_ms, s.text, s.language or "") for s in detail.segments
+    ]
     out.utterances = sum(t.kind in ("utterance", "asr_shed") for t in detail.trace)
     out.shed = sum(t.kind == "asr_shed" for t in detail.trace)
     out.late = sum(t.kind == "utterance" and t.seq > final for t in detail.trace)
@@ -462,8 +550,11 @@ class LiveRun:
                 env["CALLWATCH_ASR__LANGUAGE"] = args.language
             if args.scripts is not None:
                 env["CALLWATCH_COMPLIANCE__SCRIPTS_DIR"] = str(args.scripts.resolve())
-            self.server = ServerProcess(data_dir=self.workdir / "data", env=server_env(**env),
-                                        log_path=self.workdir / "server.log")
+            self.server = ServerProcess(
+                data_dir=self.workdir / "data",
+                env=server_env(**env),
+                log_path=self.workdir / "server.log",
+            )
             progress(f"[live] starting callwatch serve (data in {self.workdir})")
             self.server.start()
             self.url = self.server.url
@@ -487,8 +578,10 @@ class LiveRun:
             return
         pid = self.server.proc.pid
         used = {p: s - self._cpu0.get(p, 0.0) for p, s in _session_cpu_s(pid).items()}
-        self.cpu = {"server_main_s": round(used.pop(pid, 0.0), 1),
-                    "server_workers_s": round(sum(used.values()), 1)}
+        self.cpu = {
+            "server_main_s": round(used.pop(pid, 0.0), 1),
+            "server_workers_s": round(sum(used.values()), 1),
+        }
 
     def close(self) -> None:
         self.repo.close()
@@ -520,16 +613,23 @@ class LiveRun:
         call = await asyncio.to_thread(render_plan, plan, args.tts_dir, SPEECH_DIR, args.rate)
         out.audio_s = call.duration_s
         try:
-            await stream_call(self.url, call, pace=args.pace,
-                              metadata=call_metadata(call, {"callid": out.external_id}))
+            await stream_call(
+                self.url,
+                call,
+                pace=args.pace,
+                metadata=call_metadata(call, {"callid": out.external_id}),
+            )
         except (OSError, ConnectionClosed, InvalidHandshake) as exc:
             out.error = f"stream failed: {exc!r}"
             return
         deadline = time.monotonic() + args.call_timeout
         while not await asyncio.to_thread(_collect, self.repo, out):
             if self._server_gone():
-                raise RuntimeError(f"the server exited; see {self.server.log_path}"
-                                   if self.server else "the server exited")
+                raise RuntimeError(
+                    f"the server exited; see {self.server.log_path}"
+                    if self.server
+                    else "the server exited"
+                )
             if time.monotonic() > deadline:
                 out.error = f"not finalised within {args.call_timeout:.0f} s"
                 return
@@ -565,17 +665,22 @@ def bench_live(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
     if args.outcomes is not None:
         earlier = {k: o for k, o in load_outcomes(args.outcomes, plans).items() if not o.error}
         if earlier:
-            progress(f"[live] {len(earlier)} calls already in {args.outcomes}: streaming the "
-                     f"other {len(plans) - len(earlier)}")
+            progress(
+                f"[live] {len(earlier)} calls already in {args.outcomes}: streaming the "
+                f"other {len(plans) - len(earlier)}"
+            )
     todo = [p for p in plans if p.name not in earlier]
     if not todo:
-        return score_live(args, book, list(earlier.values()), 0.0, "(earlier runs)", {},
-                          earlier=len(earlier))
+        return score_live(
+            args, book, list(earlier.values()), 0.0, "(earlier runs)", {}, earlier=len(earlier)
+        )
     live = LiveRun(args)
     plans = todo
     audio = sum(p.timeline()[-1][2] for p in plans) / 1000
-    progress(f"[live] streaming {len(plans)} calls (~{audio:.0f} s of audio) at {args.rate} Hz, "
-             f"{args.concurrency} at a time, pace {args.pace or 'flat out'}")
+    progress(
+        f"[live] streaming {len(plans)} calls (~{audio:.0f} s of audio) at {args.rate} Hz, "
+        f"{args.concurrency} at a time, pace {args.pace or 'flat out'}"
+    )
     load = os.getloadavg()[0]
     t0 = time.monotonic()
     live.cpu_start()
@@ -585,15 +690,26 @@ def bench_live(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]
     finally:
         live.close()
     wall_s = time.monotonic() - t0
-    host = {"cores": os.cpu_count(), "load_start": round(load, 2),
-            "load_end": round(os.getloadavg()[0], 2), **live.cpu}
-    return score_live(args, book, list(earlier.values()) + outcomes, wall_s, live.url, host,
-                      earlier=len(earlier))
+    host = {
+        "cores": os.cpu_count(),
+        "load_start": round(load, 2),
+        "load_end": round(os.getloadavg()[0], 2),
+        **live.cpu,
+    }
+    return score_live(
+        args, book, list(earlier.values()) + outcomes, wall_s, live.url, host, earlier=len(earlier)
+    )
 
 
-def score_live(args: argparse.Namespace, book: ScriptBook, outcomes: list[LiveOutcome],
-               wall_s: float, url: str, host: dict[str, Any], earlier: int = 0
-               ) -> dict[str, Any]:
+def score_live(
+    args: argparse.Namespace,
+    book: ScriptBook,
+    outcomes: list[LiveOutcome],
+    wall_s: float,
+    url: str,
+    host: dict[str, Any],
+    earlier: int = 0,
+) -> dict[str, Any]:
     """Score the calls; the first `earlier` of `outcomes` came from earlier runs (the
     `--outcomes` file) and count in the tables but not in this run's wall time."""
     tally, rescored = Tally(), Tally()
@@ -615,21 +731,29 @@ def score_live(args: argparse.Namespace, book: ScriptBook, outcomes: list[LiveOu
         rescored.score(o.plan, offline, o.external_id)
         if _verdict(offline) != _verdict(result):
             live_v, off_v = _verdict(result), _verdict(offline)
-            diff = [f"{name} live {sorted(map(str, a - b))} offline {sorted(map(str, b - a))}"
-                    for name, a, b in zip(("stages", "forbidden", "order"), live_v, off_v,
-                                          strict=True) if a != b]
+            diff = [
+                f"{name} live {sorted(map(str, a - b))} offline {sorted(map(str, b - a))}"
+                for name, a, b in zip(("stages", "forbidden", "order"), live_v, off_v, strict=True)
+                if a != b
+            ]
             disagree.append(f"{o.external_id} [{o.plan.variant}] " + "; ".join(diff))
     settings = load_settings()
     language = args.language if args.live_url is None else "the server's"
-    print(f"\n== live: gateway + segmenter + ASR ({settings.asr.model}, language {language}) + "
-          f"checker, {len(done)} calls at {args.rate} Hz via {url} ==")
+    print(
+        f"\n== live: gateway + segmenter + ASR ({settings.asr.model}, language {language}) + "
+        f"checker, {len(done)} calls at {args.rate} Hz via {url} =="
+    )
     print(tally.table())
     if args.errors and tally.errors:
         print("\n".join(tally.errors))
-    near = {kind: sum(f"{kind}=near_miss" in o.plan.variant for o in done)
-            for kind in ("greeting", "closing")}
-    print(f"near misses in the set (must not count): greeting {near['greeting']} calls, "
-          f"closing {near['closing']} calls")
+    near = {
+        kind: sum(f"{kind}=near_miss" in o.plan.variant for o in done)
+        for kind in ("greeting", "closing")
+    }
+    print(
+        f"near misses in the set (must not count): greeting {near['greeting']} calls, "
+        f"closing {near['closing']} calls"
+    )
     speech = sum(o.audio_s for o in done)
     statuses: dict[str, int] = {}
     for o in done:
@@ -638,42 +762,66 @@ def score_live(args: argparse.Namespace, book: ScriptBook, outcomes: list[LiveOu
     late = sum(o.late for o in done)
     langs = {lang: sum(o.plan.language == lang for o in done) for lang in ("en", "zh")}
     fresh = [o for o in outcomes[earlier:] if not o.error]
-    print(f"\nthis run: wall {wall_s:.0f} s for {len(fresh)} calls "
-          f"({sum(o.audio_s for o in fresh):.0f} s of audio, "
-          f"{sum(o.audio_s for o in fresh) / max(wall_s, 1e-9):.1f}x real time); "
-          f"all runs: {len(outcomes)} calls ({speech:.0f} s of audio), "
-          f"{args.concurrency} at a time, pace "
-          f"{args.pace or 'flat out'}; {langs['en']} en + {langs['zh']} zh scored; statuses "
-          + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    print(
+        f"\nthis run: wall {wall_s:.0f} s for {len(fresh)} calls "
+        f"({sum(o.audio_s for o in fresh):.0f} s of audio, "
+        f"{sum(o.audio_s for o in fresh) / max(wall_s, 1e-9):.1f}x real time); "
+        f"all runs: {len(outcomes)} calls ({speech:.0f} s of audio), "
+        f"{args.concurrency} at a time, pace "
+        f"{args.pace or 'flat out'}; {langs['en']} en + {langs['zh']} zh scored; statuses "
+        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+    )
     if "server_main_s" in host:
-        print(f"server CPU while streaming: main process {host['server_main_s']:.0f} s, "
-              f"other processes (ASR workers) {host['server_workers_s']:.0f} s; "
-              f"{host['cores']} cores, load {host['load_start']} -> {host['load_end']}")
-    print(f"utterances {sum(o.utterances for o in done)}, shed {shed} "
-          f"(in {sum(o.shed > 0 for o in done)} calls), transcribed after finalising {late}")
+        print(
+            f"server CPU while streaming: main process {host['server_main_s']:.0f} s, "
+            f"other processes (ASR workers) {host['server_workers_s']:.0f} s; "
+            f"{host['cores']} cores, load {host['load_start']} -> {host['load_end']}"
+        )
+    print(
+        f"utterances {sum(o.utterances for o in done)}, shed {shed} "
+        f"(in {sum(o.shed > 0 for o in done)} calls), transcribed after finalising {late}"
+    )
     if failed:
-        print(f"{len(failed)} calls not scored: " +
-              "; ".join(f"{o.external_id} {o.error}" for o in failed))
+        print(
+            f"{len(failed)} calls not scored: "
+            + "; ".join(f"{o.external_id} {o.error}" for o in failed)
+        )
     if missing:
-        print(f"{len(missing)} calls without a stored compliance result (scored as nothing "
-              f"heard): {', '.join(missing)}")
+        print(
+            f"{len(missing)} calls without a stored compliance result (scored as nothing "
+            f"heard): {', '.join(missing)}"
+        )
     print(f"calls whose script is not in their language: {len(mismatched)}")
     for line in mismatched:
         print(f"  {line}")
-    print(f"offline checker on the stored transcripts (the call's own language script) "
-          f"agrees with the stored result on {len(done) - len(disagree)}/{len(done)} calls")
+    print(
+        f"offline checker on the stored transcripts (the call's own language script) "
+        f"agrees with the stored result on {len(done) - len(disagree)}/{len(done)} calls"
+    )
     for line in disagree if args.errors else disagree[:10]:
         print(f"  {line}")
     if len(disagree) > 10 and not args.errors:
         print(f"  ... {len(disagree) - 10} more (--errors for all)")
     return {
-        "live": _figures(tally), "stored_transcripts_offline_checker": _figures(rescored),
-        "timing": {"wall_s": round(wall_s, 1), "calls": len(outcomes), "scored": len(done),
-                   "audio_s": round(speech, 1), "concurrency": args.concurrency,
-                   "pace": args.pace, "statuses": statuses, "shed": shed, "late": late,
-                   "host": host, "near_miss_calls": near},
+        "live": _figures(tally),
+        "stored_transcripts_offline_checker": _figures(rescored),
+        "timing": {
+            "wall_s": round(wall_s, 1),
+            "calls": len(outcomes),
+            "scored": len(done),
+            "audio_s": round(speech, 1),
+            "concurrency": args.concurrency,
+            "pace": args.pace,
+            "statuses": statuses,
+            "shed": shed,
+            "late": late,
+            "host": host,
+            "near_miss_calls": near,
+        },
         "not_scored": [f"{o.external_id}: {o.error}" for o in failed],
-        "no_result": missing, "script_mismatch": mismatched, "disagreements": disagree,
+        "no_result": missing,
+        "script_mismatch": mismatched,
+        "disagreements": disagree,
     }
 
 
@@ -682,39 +830,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200, help="labelled calls (default 200)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=int, choices=(8000, 16000), default=8000)
-    parser.add_argument("--language", default="auto", choices=("auto", "call", "zh", "en"),
-                        help="ASR language: auto-detect (as the server), or the call's own")
+    parser.add_argument(
+        "--language",
+        default="auto",
+        choices=("auto", "call", "zh", "en"),
+        help="ASR language: auto-detect (as the server), or the call's own",
+    )
     parser.add_argument("--text", action="store_true", help="text level only (no audio)")
-    parser.add_argument("--live", nargs="?", const="", metavar="URL",
-                        help="stream through a real server: one started here, or the one at "
-                             "URL (same as --live-url)")
-    parser.add_argument("--live-url", metavar="URL",
-                        help="a running server's gateway (ws://...); needs --data-dir")
-    parser.add_argument("--data-dir", type=Path,
-                        help="the running server's data directory (its callwatch.db is read)")
-    parser.add_argument("--concurrency", type=int, default=3,
-                        help="live: calls in flight at once (default 3)")
-    parser.add_argument("--pace", type=float, default=0.0,
-                        help="live: 1 = real time, 0 = flat out (default)")
-    parser.add_argument("--call-timeout", type=float, default=300.0,
-                        help="live: seconds to wait for a call to be finalised (default 300)")
-    parser.add_argument("--outcomes", type=Path, metavar="JSONL",
-                        help="live: append each scored call here as it finishes; calls already "
-                             "in the file are not streamed again (resume an interrupted run)")
-    parser.add_argument("--score-only", action="store_true",
-                        help="live: score the calls in --outcomes (e.g. while a run goes on, "
-                             "or with changed scripts), stream nothing")
-    parser.add_argument("--keep", action="store_true",
-                        help="live: keep the started server's data folder and log")
+    parser.add_argument(
+        "--live",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="stream through a real server: one started here, or the one at "
+        "URL (same as --live-url)",
+    )
+    parser.add_argument(
+        "--live-url", metavar="URL", help="a running server's gateway (ws://...); needs --data-dir"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the running server's data directory (its callwatch.db is read)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=3, help="live: calls in flight at once (default 3)"
+    )
+    parser.add_argument(
+        "--pace", type=float, default=0.0, help="live: 1 = real time, 0 = flat out (default)"
+    )
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=300.0,
+        help="live: seconds to wait for a call to be finalised (default 300)",
+    )
+    parser.add_argument(
+        "--outcomes",
+        type=Path,
+        metavar="JSONL",
+        help="live: append each scored call here as it finishes; calls already "
+        "in the file are not streamed again (resume an interrupted run)",
+    )
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="live: score the calls in --outcomes (e.g. while a run goes on, "
+        "or with changed scripts), stream nothing",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="live: keep the started server's data folder and log"
+    )
     parser.add_argument("--scripts", type=Path, default=None, help="compliance scripts folder")
     parser.add_argument("--tts-dir", type=Path, default=TTS_DIR)
     parser.add_argument("--errors", action="store_true", help="list every FP and FN")
-    parser.add_argument("--save-transcripts", type=Path, metavar="JSON",
-                        help="keep the offline transcripts, to rescore later")
-    parser.add_argument("--load-transcripts", type=Path, metavar="JSON",
-                        help="score saved transcripts instead of transcribing")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="transcribe every utterance of every call, even repeats")
+    parser.add_argument(
+        "--save-transcripts",
+        type=Path,
+        metavar="JSON",
+        help="keep the offline transcripts, to rescore later",
+    )
+    parser.add_argument(
+        "--load-transcripts",
+        type=Path,
+        metavar="JSON",
+        help="score saved transcripts instead of transcribing",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="transcribe every utterance of every call, even repeats",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.calls < 2:
@@ -734,13 +920,13 @@ def main(argv: list[str] | None = None) -> int:
     if not manifest.exists():
         parser.error(f"{manifest} not found: pass --tts-dir")
     book = load_compliance_scripts(args.scripts)
-    plans = build_plans(load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv"), args.calls,
-                        args.seed)
+    plans = build_plans(load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv"), args.calls, args.seed)
     figures: dict[str, Any] = {"calls": args.calls, "seed": args.seed}
     if args.score_only:
         done = [o for o in load_outcomes(args.outcomes, plans).values() if not o.error]
-        figures["live"] = score_live(args, book, done, 0.0, str(args.outcomes), {},
-                                     earlier=len(done))
+        figures["live"] = score_live(
+            args, book, done, 0.0, str(args.outcomes), {}, earlier=len(done)
+        )
     elif live:
         figures["live"] = bench_live(args, book, plans)
     elif args.text:

@@ -49,14 +49,14 @@ class LiveServer(ServerProcess):
         call = None
         while time.monotonic() < deadline:
             call = self.repo.get_call(external_id)
-            if call is not None and call.status != "active" and any(
-                t.kind == "finalised" for t in call.trace
+            if (
+                call is not None
+                and call.status != "active"
+                and any(t.kind == "finalised" for t in call.trace)
             ):
                 return call
             time.sleep(0.2)
         raise TimeoutError(f"call {external_id} not finalised: {call}\n{self.log()[-3000:]}")
-
-
 
 
 def make_server(tmp: Path, **env: str) -> LiveServer:

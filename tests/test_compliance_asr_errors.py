@@ -53,8 +53,9 @@ def run(variant: str, cer: float = 0.0, heldout: bool = False) -> Tally:
     return tally
 
 
-def below(tally: Tally, *, recall: bool, skip: tuple[str, ...] = (), floor: float | None = None
-          ) -> list[str]:
+def below(
+    tally: Tally, *, recall: bool, skip: tuple[str, ...] = (), floor: float | None = None
+) -> list[str]:
     out = []
     for (lang, key), counts in sorted(tally.counts.items()):
         if key in skip:
@@ -73,8 +74,15 @@ def test_the_evaluation_set() -> None:
         mine = [c for c in calls if c.language == lang]
         assert len(mine) == CALLS // 2
         variants = " ".join(c.variant for c in mine)
-        for kind in ("greeting=scripted", "greeting=paraphrase", "greeting=near_miss",
-                     "greeting=omitted", "closing=near_miss", "order=", "forbidden"):
+        for kind in (
+            "greeting=scripted",
+            "greeting=paraphrase",
+            "greeting=near_miss",
+            "greeting=omitted",
+            "closing=near_miss",
+            "order=",
+            "forbidden",
+        ):
             assert kind in variants, (lang, kind)
         assert any(t.line.corpus == "speech" for c in mine for t in c.turns)  # real speech
 

@@ -30,14 +30,16 @@ pytestmark = pytest.mark.slow
 TTS = Path(__file__).resolve().parent / "data" / "tts"
 
 
-def run_call(engine: WhisperEngine, language: str, turns: list[tuple[str, str, float]]
-             ) -> tuple[ComplianceResult, list[tuple[int, ComplianceEvent]]]:
+def run_call(
+    engine: WhisperEngine, language: str, turns: list[tuple[str, str, float]]
+) -> tuple[ComplianceResult, list[tuple[int, ComplianceEvent]]]:
     """Render, segment in 20 ms chunks, transcribe each utterance as it ends (ASR takes no
     media time here), feed the checker and advance it to the transcript watermark after each
     chunk. Returns the result and every event with the media time (ms of audio fed) at
     which it came out."""
-    call = render(CallScript(f"{language}-test", 8000,
-                             tuple(Turn(p, f, pause) for p, f, pause in turns)), TTS)
+    call = render(
+        CallScript(f"{language}-test", 8000, tuple(Turn(p, f, pause) for p, f, pause in turns)), TTS
+    )
     meta = CallMetadata("t", 8000, 2, {Party.CUSTOMER: 0, Party.AGENT: 1})
     session = CallSession(meta, VadSettings())
     checker = ComplianceChecker(load_compliance_scripts().select({}, language))
@@ -47,14 +49,16 @@ def run_call(engine: WhisperEngine, language: str, turns: list[tuple[str, str, f
 
     def feed(utterances: list[UtteranceEnded]) -> None:
         now_ms = session.duration_ms
-        watermark.on_audio(now_ms, {leg.party.value: leg.segmenter.in_speech
-                                    for leg in session.legs.values()})
+        watermark.on_audio(
+            now_ms, {leg.party.value: leg.segmenter.in_speech for leg in session.legs.values()}
+        )
         for u in utterances:
             watermark.on_queued(id(u), u.start_ms)
             [result] = engine.transcribe_batch([AsrRequest(u.audio.astype(np.float32) / 32768)])
             if result.text:
-                found = checker.on_segment(u.party.value, u.start_ms, u.end_ms, result.text,
-                                           result.language)
+                found = checker.on_segment(
+                    u.party.value, u.start_ms, u.end_ms, result.text, result.language
+                )
                 events.extend((now_ms, e) for e in found)
             watermark.on_done(id(u))
         events.extend((now_ms, e) for e in checker.advance(watermark.value))
@@ -66,18 +70,23 @@ def run_call(engine: WhisperEngine, language: str, turns: list[tuple[str, str, f
 
 
 def test_english_call_near_miss_greeting_forbidden_phrase(whisper_engine: WhisperEngine) -> None:
-    result, events = run_call(whisper_engine, "en", [
-        ("agent", "en/a_near_miss_greeting_01.flac", 0.5),  # "Hello, how can I help you today?"
-        ("customer", "en/a_customer_01.flac", 0.6),
-        ("agent", "en/a_verification_02.flac", 4.0),  # nobody speaks as the window closes
-        ("agent", "en/a_forbidden_01.flac", 2.0),  # "That's not my problem ..."
-        ("agent", "en/a_closing_01.flac", 1.0),
-    ])
+    result, events = run_call(
+        whisper_engine,
+        "en",
+        [
+            ("agent", "en/a_near_miss_greeting_01.flac", 0.5),  # "Hello, how can I help you today?"
+            ("customer", "en/a_customer_01.flac", 0.6),
+            ("agent", "en/a_verification_02.flac", 4.0),  # nobody speaks as the window closes
+            ("agent", "en/a_forbidden_01.flac", 2.0),  # "That's not my problem ..."
+            ("agent", "en/a_closing_01.flac", 1.0),
+        ],
+    )
     statuses = {row.stage: row.status for row in result.stages}
     assert statuses["greeting"] == "missed"  # the near miss does not count
     assert statuses["verification"] == "passed" and statuses["closing"] == "passed"
-    [(at, miss)] = [(t, e) for t, e in events if isinstance(e, PhraseMissed)
-                    and e.stage == "greeting"]
+    [(at, miss)] = [
+        (t, e) for t, e in events if isinstance(e, PhraseMissed) and e.stage == "greeting"
+    ]
     assert isinstance(miss, PhraseMissed)
     # Emitted within 1 s of the window closing: the agent was silent then, so the transcript
     # watermark had reached the close.
@@ -88,14 +97,18 @@ def test_english_call_near_miss_greeting_forbidden_phrase(whisper_engine: Whispe
 
 
 def test_mandarin_call_out_of_order(whisper_engine: WhisperEngine) -> None:
-    result, events = run_call(whisper_engine, "zh", [
-        ("agent", "zh/a_verification_02.flac", 0.5),  # before the greeting
-        ("agent", "zh/a_greeting_02.flac", 0.6),
-        ("customer", "zh/a_customer_04.flac", 0.7),
-        ("agent", "zh/a_forbidden_01.flac", 0.8),
-        ("customer", "zh/a_customer_04.flac", 0.7),
-        ("agent", "zh/a_near_miss_closing_01.flac", 0.8),  # "好的，就这样吧，再见。"
-    ])
+    result, events = run_call(
+        whisper_engine,
+        "zh",
+        [
+            ("agent", "zh/a_verification_02.flac", 0.5),  # before the greeting
+            ("agent", "zh/a_greeting_02.flac", 0.6),
+            ("customer", "zh/a_customer_04.flac", 0.7),
+            ("agent", "zh/a_forbidden_01.flac", 0.8),
+            ("customer", "zh/a_customer_04.flac", 0.7),
+            ("agent", "zh/a_near_miss_closing_01.flac", 0.8),  # "好的，就这样吧，再见。"
+        ],
+    )
     statuses = {row.stage: row.status for row in result.stages}
     # The greeting was still being spoken when its window closed (at 10.3 s): the watermark
     # held the window open until its transcript arrived.

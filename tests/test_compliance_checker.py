@@ -128,16 +128,18 @@ def test_window_waits_for_the_agent_to_speak(script: ComplianceScript) -> None:
     checker = ComplianceChecker(script)
     checker.on_segment("customer", 0, 3000, "Hello? Anybody there?", "en")
     assert checker.advance(30000) == []  # no agent speech yet: the window has not opened
-    events = checker.on_segment("agent", 31000, 35000,
-                                "Thank you for calling, how can I help you?", "en")
+    events = checker.on_segment(
+        "agent", 31000, 35000, "Thank you for calling, how can I help you?", "en"
+    )
     assert "PhraseMatched" in kinds(events)
 
 
 def test_greeting_after_the_window_is_a_miss_heard_outside_it(script: ComplianceScript) -> None:
     checker = ComplianceChecker(script)
     checker.on_segment("agent", 0, 2000, "One moment.", "en")
-    events = checker.on_segment("agent", 14000, 18000,
-                                "Thank you for calling, how can I help you?", "en")
+    events = checker.on_segment(
+        "agent", 14000, 18000, "Thank you for calling, how can I help you?", "en"
+    )
     assert kinds(events) == ["PhraseMissed"]
     assert isinstance(events[0], PhraseMissed) and events[0].heard_outside_window
     row = checker.finish(20000).stage("greeting")
@@ -178,8 +180,9 @@ def test_order_violation_when_verification_precedes_greeting(script: ComplianceS
     checker = ComplianceChecker(script)
     checker.on_segment("agent", 0, 3000, "Can you confirm your date of birth?", "en")
     checker.on_segment("customer", 3500, 6000, "Sure, it's the first of May.", "en")
-    events = checker.on_segment("agent", 6500, 9000,
-                                "Thank you for calling, how can I help you?", "en")
+    events = checker.on_segment(
+        "agent", 6500, 9000, "Thank you for calling, how can I help you?", "en"
+    )
     [order] = [e for e in events if isinstance(e, OrderViolated)]
     assert (order.stage, order.expected_after) == ("verification", "greeting")
     assert 0 < order.stage_ms < 3000 <= 6500 <= order.expected_after_ms
@@ -222,11 +225,13 @@ def test_customer_saying_a_forbidden_phrase_is_no_alert(script: ComplianceScript
 def test_exception_suspends_the_closing(script: ComplianceScript) -> None:
     checker = ComplianceChecker(script)
     checker.on_segment("agent", 0, 3000, "Thank you for calling, how can I help you?", "en")
-    events = checker.on_segment("customer", 3500, 6000, "I'm in a hurry, just block my card.",
-                                "en")
+    events = checker.on_segment("customer", 3500, 6000, "I'm in a hurry, just block my card.", "en")
     [suspended] = [e for e in events if isinstance(e, RuleSuspended)]
     assert (suspended.rule, suspended.exception, suspended.until_ms) == (
-        "closing", "in_a_hurry", None)
+        "closing",
+        "in_a_hurry",
+        None,
+    )
     events = checker.close(30000)
     assert not any(isinstance(e, PhraseMissed) and e.stage == "closing" for e in events)
     row = checker.finish(30000).stage("closing")
@@ -241,9 +246,11 @@ def test_time_limited_exception_lifts_a_forbidden_rule_for_a_while(
     [suspended] = [e for e in events if isinstance(e, RuleSuspended)]
     assert suspended.rule == "rushing" and suspended.until_ms == suspended.end_ms + 20000
     assert "ForbiddenPhraseSaid" not in kinds(
-        checker.on_segment("agent", 5000, 6000, "Hurry up please.", "en"))
+        checker.on_segment("agent", 5000, 6000, "Hurry up please.", "en")
+    )
     assert "ForbiddenPhraseSaid" in kinds(
-        checker.on_segment("agent", 40000, 41000, "Hurry up please.", "en"))
+        checker.on_segment("agent", 40000, 41000, "Hurry up please.", "en")
+    )
 
 
 def test_score_and_checklist(script: ComplianceScript) -> None:
@@ -252,12 +259,17 @@ def test_score_and_checklist(script: ComplianceScript) -> None:
     checker.on_segment("agent", 20000, 23000, "Thank you, goodbye.", "en")
     result = checker.finish(25000)
     statuses = {row.stage: row.status for row in result.stages}
-    assert statuses == {"greeting": "passed", "verification": "missed", "closing": "passed",
-                        "hold": "missed"}
+    assert statuses == {
+        "greeting": "passed",
+        "verification": "missed",
+        "closing": "passed",
+        "hold": "missed",
+    }
     assert result.stage("hold").deduction == 0  # not required
     assert result.score == 85 and result.passed and not result.critical
     assert [(d.rule, d.kind, d.points) for d in result.deductions] == [
-        ("verification", "missed", 15)]
+        ("verification", "missed", 15)
+    ]
 
 
 def test_lifecycle(script: ComplianceScript) -> None:
@@ -279,11 +291,13 @@ def test_mandarin_greeting_live_with_traditional_characters_and_homophones() -> 
     checker = ComplianceChecker(script)
     # Whisper `base` output for zh/a_greeting_02 (欢迎致电华信银行 heard as 制电华系银行).
     events = checker.on_segment(
-        "agent", 800, 6000, "您好,歡迎制電華系銀行,很高興為您服務。請問有什麼可以幫您。", "zh")
+        "agent", 800, 6000, "您好,歡迎制電華系銀行,很高興為您服務。請問有什麼可以幫您。", "zh"
+    )
     [hit] = [e for e in events if isinstance(e, PhraseMatched)]
     assert hit.stage == "greeting" and "很高興為您服務" in hit.matched_text
-    events = checker.on_segment("agent", 9000, 12000,
-                                "麻煩您抱一下您的出生日期,我这边和时依下您的身份云。", "zh")
+    events = checker.on_segment(
+        "agent", 9000, 12000, "麻煩您抱一下您的出生日期,我这边和时依下您的身份云。", "zh"
+    )
     assert [e.stage for e in events if isinstance(e, PhraseMatched)] == ["verification"]
     events = checker.on_segment("agent", 15000, 18000, "這款裏財產品穩壯不陪,收益絕對有保障", "zh")
     [alert] = [e for e in events if isinstance(e, ForbiddenPhraseSaid)]

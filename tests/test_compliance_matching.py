@@ -54,8 +54,7 @@ def test_latin_hits_are_whole_words() -> None:
 
 
 def test_negation_must_agree() -> None:
-    assert find("I can't help you with that", "Is there anything else I can help you with?") \
-        is None
+    assert find("I can't help you with that", "Is there anything else I can help you with?") is None
     assert find("I can't help you with that", "Sorry, I can't help you with that.") is not None
     assert find("把密码告诉我", "请注意不要把密码告诉任何人", tolerance=0.2) is None
 
@@ -102,8 +101,10 @@ def test_every_scripted_line_alone_is_classified_as_labelled(column: str) -> Non
         stages = {e.stage for e in events if isinstance(e, PhraseMatched)}
         rules = {e.rule for e in events if isinstance(e, ForbiddenPhraseSaid)}
         if stages != set(line.stages) or rules != set(line.forbidden):
-            wrong.append(f"{row['file']}: got {stages | rules}, want "
-                         f"{set(line.stages) | set(line.forbidden)}: {row[column]}")
+            wrong.append(
+                f"{row['file']}: got {stages | rules}, want "
+                f"{set(line.stages) | set(line.forbidden)}: {row[column]}"
+            )
     assert not wrong, "\n".join(wrong)
 
 
@@ -115,8 +116,9 @@ def test_any_text_is_checked_without_error(texts: list[str]) -> None:
     for language in ("en", "zh"):
         checker = ComplianceChecker(book.select({}, language))
         for i, text in enumerate(texts):
-            checker.on_segment(("agent", "customer")[i % 2], i * 1000, i * 1000 + 900, text,
-                               language)
+            checker.on_segment(
+                ("agent", "customer")[i % 2], i * 1000, i * 1000 + 900, text, language
+            )
             checker.advance(i * 1000 + 900)
         result = checker.finish(len(texts) * 1000)
         assert 0 <= result.score <= 100

@@ -60,7 +60,8 @@ def test_one_file_per_business_line(tmp_path: Path) -> None:
     for path in DEFAULT_SCRIPTS_DIR.glob("*.toml"):
         (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     cards = 'queues = ["Cards", "fraud"]\ncallees = ["8005550100"]\n' + MINIMAL.replace(
-        '"mini"', '"en-cards"')
+        '"mini"', '"en-cards"'
+    )
     (tmp_path / "en_cards.toml").write_text(cards, encoding="utf-8")
     book = load_compliance_scripts(tmp_path)
     assert book.select({"queue": "cards"}, "en").name == "en-cards"
@@ -90,24 +91,37 @@ def test_selection_without_default_or_fallback() -> None:
         ('[[stage]]\nid = "greeting"\nphrases = ["a"]\n', "id 'greeting' is used twice"),
         ('[[stage]]\nid = "x"\nphrases = []\n', "phrases must list at least one entry"),
         ('[[stage]]\nid = "x"\nphrases = ["..."]\n', "has no letters or digits"),
-        ('[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = { first_s = -3 }\n',
-         "first_s must be between 0.5 and 3600, got -3"),
-        ('[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = { first_s = 5, last_s = 5 }\n',
-         "give exactly one of first_s and last_s"),
-        ('[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = { first_s = 5, from = "dawn" }\n',
-         "from must be one of call_start | agent_speech | customer_speech, got 'dawn'"),
+        (
+            '[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = { first_s = -3 }\n',
+            "first_s must be between 0.5 and 3600, got -3",
+        ),
+        (
+            '[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = { first_s = 5, last_s = 5 }\n',
+            "give exactly one of first_s and last_s",
+        ),
+        (
+            '[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = { first_s = 5, from = "dawn" }\n',
+            "from must be one of call_start | agent_speech | customer_speech, got 'dawn'",
+        ),
         ('[[stage]]\nid = "x"\nphrases = ["a"]\nwindow = "early"\n', 'expected "anywhere"'),
         ('[[stage]]\nid = "x"\nphrases = ["a"]\nafter = ["nope"]\n', "after: 'nope' is not"),
-        ('[[stage]]\nid = "x"\nphrases = ["a"]\nafter = ["y"]\n'
-         '[[stage]]\nid = "y"\nphrases = ["b"]\nafter = ["x"]\n', "form a cycle"),
-        ('[[stage]]\nid = "x"\nphrases = ["a"]\nseverity = "huge"\n',
-         "severity must be one of info | minor | major | critical, got 'huge'"),
+        (
+            '[[stage]]\nid = "x"\nphrases = ["a"]\nafter = ["y"]\n'
+            '[[stage]]\nid = "y"\nphrases = ["b"]\nafter = ["x"]\n',
+            "form a cycle",
+        ),
+        (
+            '[[stage]]\nid = "x"\nphrases = ["a"]\nseverity = "huge"\n',
+            "severity must be one of info | minor | major | critical, got 'huge'",
+        ),
         ('[[stage]]\nid = "x"\nphrases = ["a"]\nparty = "bot"\n', "party must be one of"),
         ('[[stage]]\nid = "x"\nphrases = ["a"]\ndeduction = 120\n', "deduction must be between"),
         ('[[stage]]\nid = "x"\nphrases = ["{$nope} there"]\n', "unknown synonym set {$nope}"),
-        ('[[exception]]\nid = "e"\nphrases = ["a"]\nsuspends = ["nope"]\n',
-         "suspends: 'nope' is no stage or forbidden rule"),
-        ('[matching]\ntolerance = 0.9\n', "tolerance must be between 0 and 0.5"),
+        (
+            '[[exception]]\nid = "e"\nphrases = ["a"]\nsuspends = ["nope"]\n',
+            "suspends: 'nope' is no stage or forbidden rule",
+        ),
+        ("[matching]\ntolerance = 0.9\n", "tolerance must be between 0 and 0.5"),
     ],
 )
 def test_validation_names_the_file_and_the_field(extra: str, message: str) -> None:
@@ -141,7 +155,10 @@ def test_phrase_expansion() -> None:
     sets = {"thanks": ("thank you", "{many|} thanks")}
     assert expand("how {can|may} I help", sets) == ["how can I help", "how may I help"]
     assert expand("{$thanks} for calling", sets) == [
-        "thank you for calling", "many thanks for calling", "thanks for calling"]
+        "thank you for calling",
+        "many thanks for calling",
+        "thanks for calling",
+    ]
     with pytest.raises(ScriptInvalid, match="unbalanced braces"):
         expand("how {can I help", sets)
     with pytest.raises(ScriptInvalid, match="expands to"):
@@ -168,8 +185,13 @@ def test_demo_calls_follow_the_shipped_scripts() -> None:
         language = "zh" if call.script.name.startswith("zh") else "en"
         checker = ComplianceChecker(book.select(call.script.metadata, language))
         for turn in sorted(call.turns, key=lambda t: t.end_s):
-            checker.on_segment(turn.party, int(turn.start_s * 1000), int(turn.end_s * 1000),
-                               turn.transcript or "", language)
+            checker.on_segment(
+                turn.party,
+                int(turn.start_s * 1000),
+                int(turn.end_s * 1000),
+                turn.transcript or "",
+                language,
+            )
             checker.advance(int(turn.end_s * 1000))
         result = checker.finish(int(call.duration_s * 1000))
         assert result.script.startswith(language) and result.passed, (path.name, result)

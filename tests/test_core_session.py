@@ -65,7 +65,8 @@ def test_utterances_follow_the_script_turns() -> None:
         # Every turn is covered by at least one utterance, and no utterance is outside turns.
         for t in turns:
             assert any(s <= t.start_s + 0.3 and e >= t.end_s - 0.3 for s, e in found) or any(
-                s < t.end_s and e > t.start_s for s, e in found), (party, t)
+                s < t.end_s and e > t.start_s for s, e in found
+            ), (party, t)
         for s, e in found:
             assert any(s < t.end_s + 0.3 and e > t.start_s - 0.3 for t in turns), (party, s, e)
 
@@ -85,6 +86,7 @@ def test_upsampler_is_chunk_invariant_and_keeps_the_signal() -> None:
     # A 440 Hz tone keeps its level (within 0.1 dB) and frequency after up-sampling.
     spec = np.abs(np.fft.rfft(whole[1000:].astype(float)))
     assert abs(np.argmax(spec) * 16000 / (whole.size - 1000) - 440) < 2
+
     def rms(a: np.ndarray) -> float:
         return float(np.sqrt(np.mean(a.astype(float) ** 2)))
 

@@ -82,7 +82,8 @@ def test_two_calls_english_and_mandarin_end_to_end(server: LiveServer) -> None:
             for s in segs:
                 assert any(
                     s.start_ms / 1000 < t.end_s + 0.5 and s.end_ms / 1000 > t.start_s - 0.5
-                    for t in call.turns if t.party == party
+                    for t in call.turns
+                    if t.party == party
                 )
                 assert 0 < s.confidence <= 1
             ours = score(call.reference(party), " ".join(s.text for s in segs))
@@ -99,7 +100,11 @@ def _cli(server: LiveServer, *args: str) -> str:
 
     out = subprocess.run(
         [sys.executable, "-m", "monitor.cli", *args, "--data-dir", str(server.data_dir)],
-        capture_output=True, text=True, env=server.env, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=server.env,
+        timeout=60,
+        check=True,
     )
     return out.stdout
 
@@ -134,7 +139,11 @@ def test_serve_with_a_missing_model_offline_fails_with_the_three_fixes(tmp_path:
     env.update({"CALLWATCH_ASR__MODEL": "no-such-model", "CALLWATCH_ASR__OFFLINE": "true"})
     out = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "serve", "--data-dir", str(tmp_path), "--port", "0"],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
     )
     assert out.returncode == 1
     assert "ModelNotFoundError" in out.stderr and "Traceback" not in out.stderr
@@ -146,14 +155,21 @@ def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveSe
     from ivr_sim.script import script_from_dict
 
     tts = Path(__file__).resolve().parent / "data" / "tts"
-    turns = [("agent", "a_greeting_01"), ("customer", "a_customer_01"),
-             ("agent", "a_verification_02"), ("agent", "a_forbidden_01"),
-             ("agent", "a_closing_01")]
-    script = script_from_dict({
-        "name": "en-compliance", "sample_rate": 8000,
-        "metadata": {"agent": "1040", "queue": "support"},
-        "turn": [{"party": p, "audio": f"en/{clip}.flac", "pause": 0.7} for p, clip in turns],
-    })
+    turns = [
+        ("agent", "a_greeting_01"),
+        ("customer", "a_customer_01"),
+        ("agent", "a_verification_02"),
+        ("agent", "a_forbidden_01"),
+        ("agent", "a_closing_01"),
+    ]
+    script = script_from_dict(
+        {
+            "name": "en-compliance",
+            "sample_rate": 8000,
+            "metadata": {"agent": "1040", "queue": "support"},
+            "turn": [{"party": p, "audio": f"en/{clip}.flac", "pause": 0.7} for p, clip in turns],
+        }
+    )
     call = render(script, data_root=tts)
     ext = asyncio.run(stream_call(server.url, call, pace=4.0)).external_id
     stored = server.wait_call(ext)
@@ -173,8 +189,10 @@ def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveSe
         assert (w["source_sample_rate_hz"], w["model_sample_rate_hz"]) == (8000, 16000)
         assert w["codec"] and 1.0 <= w["ovrl_mos"] <= 5.0
     conversation = analysis.result("conversation")
-    assert conversation is not None and conversation["agent_talk_ms"] > conversation[
-        "customer_talk_ms"] > 0
+    assert (
+        conversation is not None
+        and conversation["agent_talk_ms"] > conversation["customer_talk_ms"] > 0
+    )
 
     # Compliance, live: the greeting was heard, the forbidden phrase flagged, on the agent.
     compliance = analysis.result("compliance")
@@ -183,8 +201,9 @@ def test_live_call_gets_quality_conversation_compliance_and_grade(server: LiveSe
     assert stages["greeting"] == "passed" and stages["closing"] == "passed"
     kinds = {(f.kind, f.party) for f in analysis.findings}
     assert ("phrase_matched", "agent") in kinds and ("forbidden_phrase", "agent") in kinds
-    greeting = next(f for f in analysis.findings if f.kind == "phrase_matched"
-                    and f.data["stage"] == "greeting")
+    greeting = next(
+        f for f in analysis.findings if f.kind == "phrase_matched" and f.data["stage"] == "greeting"
+    )
     first = call.turns[0]
     assert first.start_s - 0.5 <= greeting.start_ms / 1000 <= first.end_s
     assert any(t.kind == "forbidden_phrase" for t in stored.trace)
@@ -204,20 +223,30 @@ def test_no_dead_air_during_a_marked_hold_or_ivr_prompt(server: LiveServer) -> N
 
     from ivr_sim.script import script_from_dict
 
-    script = script_from_dict({
-        "name": "hold", "sample_rate": 8000,
-        "turn": [{"party": "agent", "audio": "en/asterisk_followme_pls-hold-while-try.flac",
-                  "pause": 0.3},
-                 {"party": "customer", "audio": "en/ljspeech_LJ001-0011.flac", "pause": 8.0}],
-    })
+    script = script_from_dict(
+        {
+            "name": "hold",
+            "sample_rate": 8000,
+            "turn": [
+                {
+                    "party": "agent",
+                    "audio": "en/asterisk_followme_pls-hold-while-try.flac",
+                    "pause": 0.3,
+                },
+                {"party": "customer", "audio": "en/ljspeech_LJ001-0011.flac", "pause": 8.0},
+            ],
+        }
+    )
     call = render(script)
     pcm = call.pcm()
     gap = (int(call.turns[0].end_s * 8000) * 4 + 800 * 4, int(call.turns[1].start_s * 8000) * 4)
 
     span = _json.dumps({"event": "ivr_prompt", "start_ms": gap[0] // 32, "end_ms": gap[1] // 32})
-    markers = {"hold": ('{"event":"hold"}', '{"event":"unhold"}'),
-               "ivr": ('{"event":"ivr_prompt_start"}', '{"event":"ivr_prompt_end"}'),
-               "ivr_span": (span, None)}
+    markers = {
+        "hold": ('{"event":"hold"}', '{"event":"unhold"}'),
+        "ivr": ('{"event":"ivr_prompt_start"}', '{"event":"ivr_prompt_end"}'),
+        "ivr_span": (span, None),
+    }
 
     async def stream(ext: str, mode: str) -> None:
         async with connect(server.url, subprotocols=["audio.drachtio.org"]) as ws:

@@ -79,7 +79,8 @@ def test_the_same_ivr_call_over_every_protocol(server: LiveServer) -> None:
         analysis = server.repo.get_analysis(got.call_id)
         summary = analysis.result("quality_party", "agent")
         assert summary is not None and summary["codec"] == (
-            "PCMU" if protocol in ("twilio", "audiohook") else "L16")
+            "PCMU" if protocol in ("twilio", "audiohook") else "L16"
+        )
         media = analysis.result("media")
         assert media is not None and media["protocol"] == protocol
         assert media["received_frames"] >= rec.shape[0] * 0.99

@@ -141,11 +141,16 @@ def _junk(rng: random.Random, protocol: str) -> list[str | bytes]:
         elif roll < 0.5:
             out.append("".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(0, 40))))
         else:
-            doc = {key: rng.choice(names), "seq": rng.randint(-1, 3), "sequenceNumber": "1",
-                   "media": rng.choice([{}, {"track": "inbound", "payload": "!!"}, [1], None]),
-                   "start": rng.choice([{}, {"mediaFormat": {"encoding": "audio/x-mulaw",
-                                                              "sampleRate": 8000}}, 7]),
-                   "parameters": rng.choice([{}, {"media": [{"format": "PCMU"}]}, "x"])}
+            doc = {
+                key: rng.choice(names),
+                "seq": rng.randint(-1, 3),
+                "sequenceNumber": "1",
+                "media": rng.choice([{}, {"track": "inbound", "payload": "!!"}, [1], None]),
+                "start": rng.choice(
+                    [{}, {"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}, 7]
+                ),
+                "parameters": rng.choice([{}, {"media": [{"format": "PCMU"}]}, "x"]),
+            }
             out.append(json.dumps(doc))
     return out
 
@@ -182,8 +187,11 @@ def test_random_input_on_every_protocol_never_touches_a_good_call(server: LiveSe
     async def go() -> str:
         async def noise() -> None:
             for _ in range(20):
-                for protocol, path in (("audiofork", "/"), ("twilio", "/twilio"),
-                                       ("audiohook", "/audiohook")):
+                for protocol, path in (
+                    ("audiofork", "/"),
+                    ("twilio", "/twilio"),
+                    ("audiohook", "/audiohook"),
+                ):
                     await _send_junk(server.url + path, _junk(rng, protocol))
             for _ in range(10):
                 head = bytes([1, 0, 16]) + rng.randbytes(16) if rng.random() < 0.5 else b""

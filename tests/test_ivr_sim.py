@@ -39,8 +39,9 @@ def test_builtin_scripts_render_turns_on_their_party_channel() -> None:
 
 def test_negative_pause_overlaps_the_previous_turn() -> None:
     call = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
-    overlaps = [(a, b) for a, b in zip(call.turns, call.turns[1:], strict=False)
-                if b.start_s < a.end_s]
+    overlaps = [
+        (a, b) for a, b in zip(call.turns, call.turns[1:], strict=False) if b.start_s < a.end_s
+    ]
     assert overlaps and overlaps[0][1].party != overlaps[0][0].party
 
 

@@ -18,9 +18,13 @@ def test_shipped_defaults_file_matches_the_schema() -> None:
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     cfg = tmp_path / "cw.toml"
     cfg.write_text('[gateway]\nport = 9000\nhost = "0.0.0.0"\n[asr]\nmodel = "tiny.en"\n')
-    env = {"CALLWATCH_GATEWAY__PORT": "9100", "CALLWATCH_STORAGE__URL": "sqlite:///x.db",
-           "CALLWATCH_GATEWAY__SUBPROTOCOLS": "[a.b, c.d]", "OTHER": "ignored",
-           "CALLWATCH_TEST_PG_URL": "not a setting"}
+    env = {
+        "CALLWATCH_GATEWAY__PORT": "9100",
+        "CALLWATCH_STORAGE__URL": "sqlite:///x.db",
+        "CALLWATCH_GATEWAY__SUBPROTOCOLS": "[a.b, c.d]",
+        "OTHER": "ignored",
+        "CALLWATCH_TEST_PG_URL": "not a setting",
+    }
     s = load_settings(cfg, env=env, asr={"language": "zh"})
     assert (s.gateway.host, s.gateway.port) == ("0.0.0.0", 9100)
     assert s.gateway.subprotocols == ("a.b", "c.d")

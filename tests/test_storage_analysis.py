@@ -17,10 +17,20 @@ def test_readings_findings_results_and_scores_round_trip(repo: Repository) -> No
         ReadingAdded("c1", "agent", 0, 0, 2000, {"snr_db": 24.5, "speech_level_dbov": -21.0}),
         ReadingAdded("c1", "customer", 0, 0, 2000, {"snr_db": None, "clip_ratio": 0.0}),
         ReadingAdded("c1", "agent", 1, 2000, 4000, {"snr_db": 25.0}),
-        FindingAdded("c1", 0, "conversation", "dead_air", "major", None, 5000, 12000,
-                     {"duration_ms": 7000}),
-        FindingAdded("c1", 1, "compliance", "phrase_matched", None, "agent", 300, 2100,
-                     {"stage": "greeting", "text": "您好，华信银行"}),
+        FindingAdded(
+            "c1", 0, "conversation", "dead_air", "major", None, 5000, 12000, {"duration_ms": 7000}
+        ),
+        FindingAdded(
+            "c1",
+            1,
+            "compliance",
+            "phrase_matched",
+            None,
+            "agent",
+            300,
+            2100,
+            {"stage": "greeting", "text": "您好，华信银行"},
+        ),
         ResultSaved("c1", "quality_party", "agent", {"snr_db": 24.7}),
         ResultSaved("c1", "compliance", "", {"score": 80}),
         CallScored("c1", score=82.5, grade="good", quality_score=85.0, compliance_score=80.0),
@@ -39,7 +49,11 @@ def test_readings_findings_results_and_scores_round_trip(repo: Repository) -> No
     call = repo.get_call("c1")
     assert call is not None
     assert (call.score, call.grade, call.quality_score, call.compliance_score) == (
-        82.5, "good", 85.0, 80.0)
+        82.5,
+        "good",
+        85.0,
+        80.0,
+    )
 
 
 @pytest.mark.parametrize(

@@ -83,8 +83,7 @@ def short_call(seconds: float = 3.0):  # type: ignore[no-untyped-def]
 
 async def refused(server: LiveServer, path: str, headers: dict[str, str]) -> int:
     try:
-        async with connect(server.url + path, ssl=client_tls(server),
-                           additional_headers=headers):
+        async with connect(server.url + path, ssl=client_tls(server), additional_headers=headers):
             return 101
     except InvalidStatus as exc:
         return exc.response.status_code
@@ -149,12 +148,17 @@ def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
 
     async def fork() -> str:
         ext = f"tls-{uuid.uuid4()}"
-        async with connect(srv.url + "/audiofork", ssl=tls, subprotocols=["audio.jambonz.org"],
-                           additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        async with connect(
+            srv.url + "/audiofork",
+            ssl=tls,
+            subprotocols=["audio.jambonz.org"],
+            additional_headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as ws:
             assert ws.subprotocol == "audio.jambonz.org"
             # The client offered permessage-deflate (websockets' default): not negotiated.
             assert ws.request is not None and "permessage-deflate" in str(
-                ws.request.headers.get("Sec-WebSocket-Extensions"))
+                ws.request.headers.get("Sec-WebSocket-Extensions")
+            )
             assert ws.response is not None
             assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
             await ws.send(json.dumps({"callSid": ext, "sampleRate": 8000, "mixType": "stereo"}))
@@ -167,8 +171,9 @@ def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
         ext = f"CA{uuid.uuid4().hex}"
         enc = TwilioEncoder(stream_sid="MZ1", call_sid=ext)
         sig = twilio_signature(TWILIO, PUBLIC + "/twilio?tenant=a")
-        async with connect(srv.url + "/twilio?tenant=a", ssl=tls,
-                           additional_headers={"X-Twilio-Signature": sig}) as ws:
+        async with connect(
+            srv.url + "/twilio?tenant=a", ssl=tls, additional_headers={"X-Twilio-Signature": sig}
+        ) as ws:
             await ws.send(enc.start(["inbound", "outbound"], {"agentId": "7"}))
             audio = audio_8k(call)
             for i in range(0, audio.shape[0], 160):
@@ -182,8 +187,9 @@ def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
     async def audiohook() -> str:
         ext = str(uuid.uuid4())
         enc = AudioHookEncoder(session_id=str(uuid.uuid4()))
-        async with connect(srv.url + "/audiohook", ssl=tls,
-                           additional_headers=audiohook_headers(srv)) as ws:
+        async with connect(
+            srv.url + "/audiohook", ssl=tls, additional_headers=audiohook_headers(srv)
+        ) as ws:
             await ws.send(enc.open(conversation_id=ext, ani="+1", dnis="+2"))
             assert enc.receive(str(await ws.recv()))["type"] == "opened"
             audio = audio_8k(call)
@@ -196,8 +202,7 @@ def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
 
     for name, go in (("audiofork", fork), ("twilio", twilio), ("audiohook", audiohook)):
         stored = srv.wait_call(asyncio.run(go()), timeout_s=120)
-        assert (stored.status, stored.end_reason, stored.protocol) == (
-            "completed", "normal", name)
+        assert (stored.status, stored.end_reason, stored.protocol) == ("completed", "normal", name)
         assert stored.duration_ms == 2000
 
 
@@ -222,8 +227,9 @@ def test_limits_hold_and_leave_the_other_call_alone(tls_server: LiveServer) -> N
         ext = f"CA{uuid.uuid4().hex}"
         enc = TwilioEncoder(stream_sid="MZ2", call_sid=ext)
         sig = twilio_signature(TWILIO, PUBLIC + "/twilio")
-        async with connect(srv.url + "/twilio", ssl=tls,
-                           additional_headers={"X-Twilio-Signature": sig}) as ws:
+        async with connect(
+            srv.url + "/twilio", ssl=tls, additional_headers={"X-Twilio-Signature": sig}
+        ) as ws:
             await ws.send(enc.start(["inbound", "outbound"], {}))
             for i in range(25):  # 0.5 s of audio, then nothing (the socket stays open)
                 await ws.send(enc.media("inbound", i * 20, b"\x00\x01" * 160))
@@ -245,7 +251,8 @@ def test_limits_hold_and_leave_the_other_call_alone(tls_server: LiveServer) -> N
 
     async def everything() -> tuple:  # type: ignore[type-arg]
         return await asyncio.gather(
-            stream_call(srv.url, good, pace=1.5, headers=auth, ssl=tls), flood(), stall())
+            stream_call(srv.url, good, pace=1.5, headers=auth, ssl=tls), flood(), stall()
+        )
 
     report, (code, reason), (stalled_ext, waited, stall_code) = asyncio.run(everything())
     assert code == 1008 and "faster than 2x real time" in reason
@@ -267,8 +274,12 @@ def test_marked_fork_pause_is_filled_with_silence_and_not_a_stall(tls_server: Li
     ext = f"pause-{uuid.uuid4()}"
 
     async def go() -> None:
-        async with connect(srv.url, ssl=client_tls(srv), subprotocols=["audio.drachtio.org"],
-                           additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        async with connect(
+            srv.url,
+            ssl=client_tls(srv),
+            subprotocols=["audio.drachtio.org"],
+            additional_headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as ws:
             await ws.send(json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
             await ws.send(pcm)
             await ws.send('{"event":"paused"}')

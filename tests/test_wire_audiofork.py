@@ -14,8 +14,15 @@ from monitor.errors import ProtocolError
 from monitor.wire.audiofork import AudioForkDecoder, AudioForkEncoder
 from monitor.wire.events import AppEvent, CallStarted, Dtmf, FramesReceived, Paused, Resumed
 
-META = {"callid": "7f3c@10.1.2.3", "from": "13800138000", "to": "95588", "agent": "1024",
-        "queue": "cards", "sampleRate": 8000, "mixType": "stereo"}
+META = {
+    "callid": "7f3c@10.1.2.3",
+    "from": "13800138000",
+    "to": "95588",
+    "agent": "1024",
+    "queue": "cards",
+    "sampleRate": 8000,
+    "mixType": "stereo",
+}
 
 
 def test_metadata_then_audio_then_text_then_flush() -> None:
@@ -24,7 +31,12 @@ def test_metadata_then_audio_then_text_then_flush() -> None:
     assert isinstance(ev, CallStarted)
     m = ev.metadata
     assert (m.external_id, m.agent_id, m.queue, m.caller, m.callee) == (
-        "7f3c@10.1.2.3", "1024", "cards", "13800138000", "95588")
+        "7f3c@10.1.2.3",
+        "1024",
+        "cards",
+        "13800138000",
+        "95588",
+    )
     assert m.sample_rate == 8000 and m.channels == 2
     assert m.channel_of == {Party.CUSTOMER: 0, Party.AGENT: 1}
     (audio,) = dec.receive_bytes(b"\x01\x00\x02\x00" * 160)
@@ -56,7 +68,7 @@ def test_torn_frames_are_carried_to_the_next_message() -> None:
     pcm = np.arange(-50, 50, dtype="<i2").tobytes()  # 50 stereo frames
     got = b""
     for size in (1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
-        for ev in dec.receive_bytes(pcm[: size]):
+        for ev in dec.receive_bytes(pcm[:size]):
             assert isinstance(ev, FramesReceived) and len(ev.pcm) % 4 == 0
             got += ev.pcm
         pcm = pcm[size:]
@@ -106,14 +118,19 @@ def test_metadata_aliases_and_defaults() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(first=st.one_of(st.text(max_size=300), st.binary(max_size=300)),
-       rest=st.lists(st.one_of(st.text(max_size=50), st.binary(max_size=700)), max_size=8))
+@given(
+    first=st.one_of(st.text(max_size=300), st.binary(max_size=300)),
+    rest=st.lists(st.one_of(st.text(max_size=50), st.binary(max_size=700)), max_size=8),
+)
 def test_random_input_parses_or_raises_protocol_error(first: str | bytes, rest: list) -> None:
     dec = AudioForkDecoder()
     for message in [first, *rest]:
         try:
-            events = (dec.receive_text(message) if isinstance(message, str)
-                      else dec.receive_bytes(message))
+            events = (
+                dec.receive_text(message)
+                if isinstance(message, str)
+                else dec.receive_bytes(message)
+            )
         except ProtocolError as exc:
             assert 1000 <= exc.close_code < 4000 and len(exc.reason.encode()) <= 123
             return
@@ -127,9 +144,20 @@ def dec_channels(dec: AudioForkDecoder) -> int:
     return dec._frame_bytes // 2  # noqa: SLF001 - the invariant under test is internal
 
 
-@given(st.dictionaries(st.text(max_size=10), st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
-    st.lists(st.integers(), max_size=3)), max_size=8))
+@given(
+    st.dictionaries(
+        st.text(max_size=10),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.text(max_size=20),
+            st.lists(st.integers(), max_size=3),
+        ),
+        max_size=8,
+    )
+)
 def test_random_json_objects_parse_or_raise_protocol_error(doc: dict) -> None:
     try:
         AudioForkDecoder().receive_text(json.dumps(doc))

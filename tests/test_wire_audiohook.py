@@ -33,10 +33,14 @@ OPEN = (
     '{"type":"audio","format":"PCMU","channels":["external"],"rate":8000},'
     '{"type":"audio","format":"PCMU","channels":["internal"],"rate":8000}],"language":"zh-CN"}}'
 )
-PING = ('{"version":"2","type":"ping","seq":2,"serverseq":1,"position":"PT0.1S","id":"5a0f",'
-        '"parameters":{"rtt":"PT0.045S"}}')
-CLOSE = ('{"version":"2","type":"close","seq":3,"serverseq":2,"position":"PT0.1S","id":"5a0f",'
-         '"parameters":{"reason":"end"}}')
+PING = (
+    '{"version":"2","type":"ping","seq":2,"serverseq":1,"position":"PT0.1S","id":"5a0f",'
+    '"parameters":{"rtt":"PT0.045S"}}'
+)
+CLOSE = (
+    '{"version":"2","type":"close","seq":3,"serverseq":2,"position":"PT0.1S","id":"5a0f",'
+    '"parameters":{"reason":"end"}}'
+)
 
 
 def reply(ev: object) -> dict:  # type: ignore[type-arg]
@@ -50,14 +54,30 @@ def test_documented_example_exchange() -> None:
     assert isinstance(started, CallStarted) and started.codec == "PCMU"
     meta = started.metadata
     assert (meta.external_id, meta.caller, meta.callee) == (
-        "090eaa2f", "+8613800138000", "+864008001234")
+        "090eaa2f",
+        "+8613800138000",
+        "+864008001234",
+    )
     assert meta.channel_of == {Party.CUSTOMER: 0, Party.AGENT: 1}  # external, internal
     assert meta.extra["organizationId"] == "d7934" and meta.extra["language"] == "zh-CN"
     assert reply(opened) == {
-        "version": "2", "type": "opened", "seq": 1, "clientseq": 1, "id": "5a0f",
-        "parameters": {"startPaused": False, "media": [
-            {"type": "audio", "format": "PCMU", "channels": ["external", "internal"],
-             "rate": 8000}]}}
+        "version": "2",
+        "type": "opened",
+        "seq": 1,
+        "clientseq": 1,
+        "id": "5a0f",
+        "parameters": {
+            "startPaused": False,
+            "media": [
+                {
+                    "type": "audio",
+                    "format": "PCMU",
+                    "channels": ["external", "internal"],
+                    "rate": 8000,
+                }
+            ],
+        },
+    }
     # 100 ms of 2-channel PCMU: byte 0 customer, byte 1 agent, ...
     codes = np.tile(np.array([0x10, 0xE0], np.uint8), 800)
     (audio,) = dec.receive_bytes(codes.tobytes())
@@ -65,8 +85,13 @@ def test_documented_example_exchange() -> None:
     assert audio.pcm == ulaw_decode(codes).astype("<i2").tobytes()
     (pong,) = dec.receive_text(PING)
     assert reply(pong) | {"parameters": {}} == {
-        "version": "2", "type": "pong", "seq": 2, "clientseq": 2, "id": "5a0f",
-        "parameters": {}}
+        "version": "2",
+        "type": "pong",
+        "seq": 2,
+        "clientseq": 2,
+        "id": "5a0f",
+        "parameters": {},
+    }
     stop, closed = dec.receive_text(CLOSE)
     assert stop == Stopped("normal") and reply(closed)["type"] == "closed"
     assert reply(closed)["clientseq"] == 3 and reply(closed)["seq"] == 3
@@ -76,8 +101,7 @@ def test_documented_example_exchange() -> None:
 def test_offer_choice_prefers_two_channel_pcmu() -> None:
     l16 = {"type": "audio", "format": "L16", "channels": ["external", "internal"], "rate": 8000}
     mono = {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": 8000}
-    wide = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"],
-            "rate": 16000}
+    wide = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 16000}
     assert choose_offer([mono, l16, wide]) == l16
     assert choose_offer([mono, wide]) == mono
     assert choose_offer([wide, {"format": "opus"}, 3]) is None
@@ -86,14 +110,19 @@ def test_offer_choice_prefers_two_channel_pcmu() -> None:
 def test_reversed_channel_order_and_l16() -> None:
     msg = json.loads(OPEN)
     msg["parameters"]["media"] = [
-        {"type": "audio", "format": "L16", "channels": ["internal", "external"], "rate": 8000}]
+        {"type": "audio", "format": "L16", "channels": ["internal", "external"], "rate": 8000}
+    ]
     dec = AudioHookDecoder()
     started, _ = dec.receive_text(json.dumps(msg))
     assert isinstance(started, CallStarted)
     assert started.metadata.channel_of == {Party.AGENT: 0, Party.CUSTOMER: 1}
     pcm = np.arange(-300, 300, dtype="<i2").tobytes()
-    got = b"".join(ev.pcm for part in (pcm[:3], pcm[3:]) for ev in dec.receive_bytes(part)
-                   if isinstance(ev, FramesReceived))
+    got = b"".join(
+        ev.pcm
+        for part in (pcm[:3], pcm[3:])
+        for ev in dec.receive_bytes(part)
+        if isinstance(ev, FramesReceived)
+    )
     assert got == pcm  # torn frames carried, L16 little-endian kept
 
 
@@ -150,35 +179,58 @@ def test_update_and_error_are_traced() -> None:
     upd = '{"version":"2","type":"update","seq":2,"id":"5a0f","parameters":{"language":"en-US"}}'
     event, updated = dec.receive_text(upd)
     assert event == AppEvent("update", {"language": "en-US"}) and reply(updated)["type"] == (
-        "updated")
+        "updated"
+    )
 
 
-kinds = st.sampled_from(["open", "ping", "paused", "resumed", "discarded", "update", "close",
-                         "error", "dtmf", "weird"])
+kinds = st.sampled_from(
+    ["open", "ping", "paused", "resumed", "discarded", "update", "close", "error", "dtmf", "weird"]
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.text(max_size=60),
-    st.binary(max_size=400),
-    st.builds(lambda k, seq, params, pos: json.dumps(
-        {"version": "2", "type": k, "seq": seq, "id": "x", "parameters": params,
-         "position": pos}),
-        kinds, st.integers(0, 4), json_values, st.sampled_from(["PT1S", "PT0.5S", 7, "P"])),
-    st.just(OPEN),
-), max_size=8))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.binary(max_size=400),
+            st.builds(
+                lambda k, seq, params, pos: json.dumps(
+                    {
+                        "version": "2",
+                        "type": k,
+                        "seq": seq,
+                        "id": "x",
+                        "parameters": params,
+                        "position": pos,
+                    }
+                ),
+                kinds,
+                st.integers(0, 4),
+                json_values,
+                st.sampled_from(["PT1S", "PT0.5S", 7, "P"]),
+            ),
+            st.just(OPEN),
+        ),
+        max_size=8,
+    )
+)
 def test_random_input_parses_or_raises_protocol_error(messages: list[str | bytes]) -> None:
     dec = AudioHookDecoder()
     for message in messages:
         try:
-            out = (dec.receive_text(message) if isinstance(message, str)
-                   else dec.receive_bytes(message))
+            out = (
+                dec.receive_text(message)
+                if isinstance(message, str)
+                else dec.receive_bytes(message)
+            )
         except ProtocolError as exc:
             assert exc.close_code in (1003, 1007, 1008) and len(exc.reason.encode()) <= 123
             continue

@@ -22,8 +22,10 @@ from monitor.wire.events import Dtmf, PartyAudio, Stopped
 AUDIO = bytes(range(256)) + bytes(range(64))  # 320 bytes = 20 ms of slin 8 kHz
 EXAMPLE = (
     bytes.fromhex("01 0010 40325ec25efd4bd3805f53576e581d13")
-    + bytes.fromhex("10 0140") + AUDIO
-    + bytes.fromhex("03 0001") + b"5"
+    + bytes.fromhex("10 0140")
+    + AUDIO
+    + bytes.fromhex("03 0001")
+    + b"5"
     + bytes.fromhex("ff 0001 01")
 )
 
@@ -46,11 +48,13 @@ def test_end_signals_and_errors() -> None:
     dec = AudioSocketDecoder()
     dec.receive_bytes(AudioSocketEncoder.uuid(leg))
     assert dec.receive_bytes(AudioSocketEncoder.terminate()) == [
-        Stopped("normal", "AudioSocket hangup")]
+        Stopped("normal", "AudioSocket hangup")
+    ]
     dec = AudioSocketDecoder()
     dec.receive_bytes(AudioSocketEncoder.uuid(leg))
     assert dec.receive_bytes(AudioSocketEncoder.message(0xFF, b"\x04")) == [
-        Stopped("switch_error", "AudioSocket memory_error")]
+        Stopped("switch_error", "AudioSocket memory_error")
+    ]
 
 
 def test_higher_rate_kinds_are_resampled_to_the_call_rate() -> None:
@@ -60,7 +64,8 @@ def test_higher_rate_kinds_are_resampled_to_the_call_rate() -> None:
     dec = AudioSocketDecoder(sample_rate=16000)
     dec.receive_bytes(AudioSocketEncoder.uuid(leg))
     assert dec.receive_bytes(AudioSocketEncoder.audio(AUDIO, 0x12)) == [  # 16 kHz: as is
-        PartyAudio(Party.CUSTOMER, None, AUDIO)]
+        PartyAudio(Party.CUSTOMER, None, AUDIO)
+    ]
     # One second of a 440 Hz tone at 48 kHz (kind 0x16) in 20 ms messages -> 16 kHz.
     t = np.arange(48000) / 48000
     tone = (np.sin(2 * np.pi * 440 * t) * 12000).astype("<i2")
@@ -79,7 +84,8 @@ def test_higher_rate_kinds_are_resampled_to_the_call_rate() -> None:
     interim = AudioSocketDecoder(sample_rate=16000, kind_rates={0x10: 8000, 0x11: 16000})
     interim.receive_bytes(AudioSocketEncoder.uuid(leg))  # Asterisk PR #1492 numbering
     assert interim.receive_bytes(AudioSocketEncoder.audio(AUDIO, 0x11))[0] == PartyAudio(
-        Party.CUSTOMER, None, AUDIO)
+        Party.CUSTOMER, None, AUDIO
+    )
 
 
 @pytest.mark.parametrize(
@@ -110,12 +116,20 @@ def test_leg_pairing_by_last_digit_parity_or_settings() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.one_of(
-    st.binary(max_size=64),
-    st.builds(AudioSocketEncoder.message, st.sampled_from([0, 1, 3, 0x10, 0x12, 0xFF, 7]),
-              st.binary(max_size=40)),
-    st.just(AudioSocketEncoder.uuid(uuid.UUID(int=5))),
-), max_size=10))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.builds(
+                AudioSocketEncoder.message,
+                st.sampled_from([0, 1, 3, 0x10, 0x12, 0xFF, 7]),
+                st.binary(max_size=40),
+            ),
+            st.just(AudioSocketEncoder.uuid(uuid.UUID(int=5))),
+        ),
+        max_size=10,
+    )
+)
 def test_random_bytes_parse_or_raise_protocol_error(chunks: list[bytes]) -> None:
     dec = AudioSocketDecoder()
     try:

@@ -17,14 +17,26 @@ HEADERS = {
 
 
 def signed(now: int, **kw: str) -> dict[str, str]:
-    sig = auth.sign_audiohook(HEADERS, target="/audiohook", authority="qa.example.com",
-                              api_key="key-1", secret=SECRET, created=now, **kw)
+    sig = auth.sign_audiohook(
+        HEADERS,
+        target="/audiohook",
+        authority="qa.example.com",
+        api_key="key-1",
+        secret=SECRET,
+        created=now,
+        **kw,
+    )
     return {**HEADERS, **sig}
 
 
 def check(headers: dict[str, str], now: int, keys: dict[str, str] | None = None) -> str | None:
-    return auth.check_audiohook(headers, target="/audiohook", authority="qa.example.com",
-                                keys=keys if keys is not None else {"key-1": SECRET}, now=now)
+    return auth.check_audiohook(
+        headers,
+        target="/audiohook",
+        authority="qa.example.com",
+        keys=keys if keys is not None else {"key-1": SECRET},
+        now=now,
+    )
 
 
 def test_audiohook_signature_verifies_and_every_tamper_fails() -> None:
@@ -36,7 +48,9 @@ def test_audiohook_signature_verifies_and_every_tamper_fails() -> None:
     tampered = {**good, "Audiohook-Session-Id": "00000000-0000-0000-0000-000000000000"}
     assert check(tampered, now) == "signature does not verify"
     assert check({**good, "Signature": good["Signature"].replace("A", "B", 1)}, now) in (
-        "signature does not verify", "signature not decodable")
+        "signature does not verify",
+        "signature not decodable",
+    )
     assert "nonce" in (check(signed(now, nonce="short"), now) or "")
     unsigned = dict(HEADERS)
     assert "Signature-Input" in (check(unsigned, now) or "")

@@ -19,8 +19,9 @@ def test_payload_codecs_round_trip(codec: str) -> None:
     assert fields.decode_payload(codec, wire) == round_trip(x, codec).astype("<i2").tobytes()
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("PT0S", 0.0), ("PT12.34S", 12.34),
-                                               ("PT1M2.5S", 62.5), ("PT1H", 3600.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("PT0S", 0.0), ("PT12.34S", 12.34), ("PT1M2.5S", 62.5), ("PT1H", 3600.0)]
+)
 def test_iso_durations(text: str, seconds: float) -> None:
     assert fields.iso_seconds(text, "x") == pytest.approx(seconds)
 

@@ -104,4 +104,5 @@ def test_any_local_shuffle_with_duplicates_and_drops_is_sample_exact(data: st.Da
     got, counts = play(order)
     assert np.array_equal(got, expected(drops))
     assert sum(c["gap_samples"] for c in counts.values()) >= CHUNK * len(
-        {d for d in drops if d[1] < N - 1})
+        {d for d in drops if d[1] < N - 1}
+    )

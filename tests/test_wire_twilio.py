@@ -44,7 +44,11 @@ def test_documented_example_session() -> None:
     assert isinstance(started, CallStarted) and started.codec == "PCMU"
     meta = started.metadata
     assert (meta.external_id, meta.agent_id, meta.sample_rate, meta.channels) == (
-        "CA33", "1024", 8000, 2)
+        "CA33",
+        "1024",
+        8000,
+        2,
+    )
     assert meta.channel_of == {Party.CUSTOMER: 0, Party.AGENT: 1}  # inbound = customer
     assert meta.extra["streamSid"] == "MZ11" and meta.extra["accountSid"] == "AC22"
     assert isinstance(inbound, PartyAudio) and isinstance(outbound, PartyAudio)
@@ -81,8 +85,12 @@ def test_dtmf_and_mark_go_to_the_trace() -> None:
     ("message", "code", "words"),
     [
         (EXAMPLE[2], 1008, "before start"),
-        ('{"event":"start","start":{"mediaFormat":{"encoding":"audio/x-l16",'
-         '"sampleRate":16000}}}', 1003, "unsupported Twilio media"),
+        (
+            '{"event":"start","start":{"mediaFormat":{"encoding":"audio/x-l16",'
+            '"sampleRate":16000}}}',
+            1003,
+            "unsupported Twilio media",
+        ),
         ('{"event":"start","sequenceNumber":"x1"}', 1007, "decimal counter"),
         ("[]", 1007, "JSON object"),
     ],
@@ -112,27 +120,39 @@ def test_binary_frames_are_refused() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 events = st.sampled_from(["connected", "start", "media", "dtmf", "mark", "stop", "other"])
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.text(max_size=80),
-    st.binary(max_size=40),
-    st.builds(lambda e, body: json.dumps({"event": e, "sequenceNumber": "1", e: body}),
-              events, json_values),
-    st.sampled_from(EXAMPLE),
-), max_size=8))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=80),
+            st.binary(max_size=40),
+            st.builds(
+                lambda e, body: json.dumps({"event": e, "sequenceNumber": "1", e: body}),
+                events,
+                json_values,
+            ),
+            st.sampled_from(EXAMPLE),
+        ),
+        max_size=8,
+    )
+)
 def test_random_input_parses_or_raises_protocol_error(messages: list[str | bytes]) -> None:
     dec = TwilioDecoder()
     for message in messages:
         try:
-            out = (dec.receive_text(message) if isinstance(message, str)
-                   else dec.receive_bytes(message))
+            out = (
+                dec.receive_text(message)
+                if isinstance(message, str)
+                else dec.receive_bytes(message)
+            )
         except ProtocolError as exc:
             assert exc.close_code in (1003, 1007, 1008) and len(exc.reason.encode()) <= 123
             continue

@@ -169,7 +169,8 @@ class AlertEngine:
         lag_s = (tick.wall_s - wall0) - (tick.media_ms - media0) / 1000
         if stall_s and max(stalled_s, lag_s) >= stall_s:
             message = (
-                f"no audio for {stalled_s:.1f} s while connected" if stalled_s >= stall_s
+                f"no audio for {stalled_s:.1f} s while connected"
+                if stalled_s >= stall_s
                 else f"audio {lag_s:.1f} s behind the wall clock"
             )
             out.append(

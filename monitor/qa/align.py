@@ -74,8 +74,12 @@ def _near(key_a: str, key_b: str) -> bool:
 def _sub(p: Sequence, i: int, t: Sequence, j: int) -> float:
     if p.symbols[i] == t.symbols[j] or p.keys[i] == t.keys[j]:
         return 0.0
-    if p.inits[i] and p.inits[i] == t.inits[j] and is_cjk(t.symbols[j]) and \
-            _near(p.keys[i], t.keys[j]):
+    if (
+        p.inits[i]
+        and p.inits[i] == t.inits[j]
+        and is_cjk(t.symbols[j])
+        and _near(p.keys[i], t.keys[j])
+    ):
         return 0.5
     return 1.0
 
@@ -127,8 +131,9 @@ def _latin(needle: str, hay: str, lo: int, hi: int, limit: float) -> tuple[float
     return best
 
 
-def weighted_search(phrase: Sequence, text: Sequence, start: int, budget: float,
-                    max_hard: int) -> tuple[int, int, float] | None:
+def weighted_search(
+    phrase: Sequence, text: Sequence, start: int, budget: float, max_hard: int
+) -> tuple[int, int, float] | None:
     """The cheapest alignment of `phrase` in `text` at or after normalised position `start`,
     if it costs at most `budget` with at most `max_hard` full-cost edits (the rest of the
     budget only buys homophones, near-homophones and particles): (start, end) in the

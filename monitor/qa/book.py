@@ -56,8 +56,10 @@ class ScriptBook:
             names[s.name] = s.source
             if s.selector.default:
                 if s.language in defaults:
-                    raise ScriptInvalid(f"{s.source}: two default scripts for language "
-                                        f"{s.language!r} (the other: {defaults[s.language]})")
+                    raise ScriptInvalid(
+                        f"{s.source}: two default scripts for language "
+                        f"{s.language!r} (the other: {defaults[s.language]})"
+                    )
                 defaults[s.language] = s.source
             if s.selector.fallback:
                 fallbacks.append(s.source)
@@ -71,11 +73,13 @@ class ScriptBook:
         for script in self.scripts:
             if script.name == name:
                 return script
-        raise ScriptNotFound(f"no compliance script named {name!r} "
-                             f"(have: {', '.join(s.name for s in self.scripts)})")
+        raise ScriptNotFound(
+            f"no compliance script named {name!r} (have: {', '.join(s.name for s in self.scripts)})"
+        )
 
-    def select(self, metadata: Mapping[str, Any] | object | None = None,
-               language: str | None = None) -> ComplianceScript:
+    def select(
+        self, metadata: Mapping[str, Any] | object | None = None, language: str | None = None
+    ) -> ComplianceScript:
         """The script for a call; see the module docstring for the order of preference."""
         metadata = metadata if metadata is not None else {}
         language = language or _field(metadata, ("language", "lang"))
@@ -98,8 +102,10 @@ class ScriptBook:
                 return s
         if len(self.scripts) == 1:
             return self.scripts[0]
-        raise ScriptNotFound(f"no compliance script for queue={queue!r}, callee={callee!r}, "
-                             f"language={language!r}, and no fallback script")
+        raise ScriptNotFound(
+            f"no compliance script for queue={queue!r}, callee={callee!r}, "
+            f"language={language!r}, and no fallback script"
+        )
 
 
 def _prefer_language(found: list[ComplianceScript], language: str | None) -> ComplianceScript:

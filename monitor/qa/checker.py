@@ -71,8 +71,9 @@ class Hit:
     margin: float = 0.0  # score minus threshold
 
 
-def best_hit(phrases: tuple[CompiledPhrase, ...], turn: Turn, lo: int, relax: float = 0.0
-             ) -> Hit | None:
+def best_hit(
+    phrases: tuple[CompiledPhrase, ...], turn: Turn, lo: int, relax: float = 0.0
+) -> Hit | None:
     """The phrase of a set found with the best margin over its threshold in a turn, ending
     after character `lo`; `relax` lets hits fall that far short (see `_stage_hit`)."""
     text = turn.text
@@ -87,9 +88,18 @@ def best_hit(phrases: tuple[CompiledPhrase, ...], turn: Turn, lo: int, relax: fl
         return None
     phrase, found = best
     span = turn.span(found.start, found.end)
-    return Hit(phrase.phrase, span.text, round(found.score, 1), span.start_ms, span.end_ms,
-               turn.party, found.by_pinyin, (turn.party, turn.number), found.end,
-               found.margin)
+    return Hit(
+        phrase.phrase,
+        span.text,
+        round(found.score, 1),
+        span.start_ms,
+        span.end_ms,
+        turn.party,
+        found.by_pinyin,
+        (turn.party, turn.number),
+        found.end,
+        found.margin,
+    )
 
 
 class ComplianceChecker:
@@ -109,8 +119,9 @@ class ComplianceChecker:
         self._duration_ms = 0
 
     # -- input ---------------------------------------------------------------------------
-    def on_segment(self, party: str, start_ms: int, end_ms: int, text: str,
-                   language: str = "") -> list[ComplianceEvent]:
+    def on_segment(
+        self, party: str, start_ms: int, end_ms: int, text: str, language: str = ""
+    ) -> list[ComplianceEvent]:
         """One transcript segment of `party` ("agent" / "customer"); returns new events.
 
         `language` is informational: normalisation works on the characters themselves.
@@ -177,8 +188,14 @@ class ComplianceChecker:
         if self.state is CheckerState.OPEN:
             self.close(duration_ms)
         self.state = CheckerState.FINISHED
-        return build_result(self.script, list(self._stages.values()), self._forbidden,
-                            self._orders, self._suspensions, self._duration_ms)
+        return build_result(
+            self.script,
+            list(self._stages.values()),
+            self._forbidden,
+            self._orders,
+            self._suspensions,
+            self._duration_ms,
+        )
 
     # -- rules ---------------------------------------------------------------------------
     def _suspended(self, rule: str, at_ms: int) -> bool:
@@ -203,8 +220,17 @@ class ComplianceChecker:
                 if previous is None or (until is not None and previous >= until):
                     continue
                 self._suspended_until[target] = until
-                event = RuleSuspended(target, rule.id, hit.phrase, hit.matched_text, hit.score,
-                                      hit.start_ms, hit.end_ms, hit.party, until)
+                event = RuleSuspended(
+                    target,
+                    rule.id,
+                    hit.phrase,
+                    hit.matched_text,
+                    hit.score,
+                    hit.start_ms,
+                    hit.end_ms,
+                    hit.party,
+                    until,
+                )
                 self._suspensions.append(event)
                 events.append(event)
 
@@ -219,8 +245,16 @@ class ComplianceChecker:
             if hit.start_ms < self._forbidden_last_end.get(key, -1):
                 continue  # the same utterance of the phrase, seen again with more context
             self._forbidden_last_end[key] = hit.end_ms
-            event = ForbiddenPhraseSaid(rule.id, hit.phrase, hit.matched_text, hit.score,
-                                        hit.start_ms, hit.end_ms, hit.party, rule.severity.value)
+            event = ForbiddenPhraseSaid(
+                rule.id,
+                hit.phrase,
+                hit.matched_text,
+                hit.score,
+                hit.start_ms,
+                hit.end_ms,
+                hit.party,
+                rule.severity.value,
+            )
             self._forbidden.append(event)
             events.append(event)
 
@@ -246,8 +280,18 @@ class ComplianceChecker:
             st.hit = hit
             if stage.window.kind is not WindowKind.LAST:
                 st.status = StageStatus.PASSED  # "last" stages are judged at close()
-            events.append(PhraseMatched(stage.id, hit.phrase, hit.matched_text, hit.score,
-                                        hit.start_ms, hit.end_ms, hit.party, hit.by_pinyin))
+            events.append(
+                PhraseMatched(
+                    stage.id,
+                    hit.phrase,
+                    hit.matched_text,
+                    hit.score,
+                    hit.start_ms,
+                    hit.end_ms,
+                    hit.party,
+                    hit.by_pinyin,
+                )
+            )
             if first:
                 self._check_order(st, hit, events)
 
@@ -292,9 +336,17 @@ class ComplianceChecker:
             return None
         hits.sort(key=lambda h: h.start_ms)
         text = " … ".join(dict.fromkeys(h.matched_text for h in hits))
-        return Hit(" + ".join(h.phrase for h in hits), text, min(h.score for h in hits),
-                   hits[0].start_ms, max(h.end_ms for h in hits), turn.party,
-                   any(h.by_pinyin for h in hits), key, max(h.end_char for h in hits))
+        return Hit(
+            " + ".join(h.phrase for h in hits),
+            text,
+            min(h.score for h in hits),
+            hits[0].start_ms,
+            max(h.end_ms for h in hits),
+            turn.party,
+            any(h.by_pinyin for h in hits),
+            key,
+            max(h.end_char for h in hits),
+        )
 
     def _check_order(self, st: StageState, hit: Hit, events: list[ComplianceEvent]) -> None:
         """`st` was just heard for the first time (in its window or not): any stage that must
@@ -310,13 +362,20 @@ class ComplianceChecker:
             if self._suspended(other.stage.id, before.start_ms):
                 continue
             other.order_ok = False
-            event = OrderViolated(other.stage.id, st.stage.id, before.start_ms, hit.start_ms,
-                                  other.stage.order_severity.value, other.stage.order_deduction)
+            event = OrderViolated(
+                other.stage.id,
+                st.stage.id,
+                before.start_ms,
+                hit.start_ms,
+                other.stage.order_severity.value,
+                other.stage.order_deduction,
+            )
             self._orders.append(event)
             events.append(event)
 
-    def _check_order_at_close(self, st: StageState, hit: Hit,
-                              events: list[ComplianceEvent]) -> None:
+    def _check_order_at_close(
+        self, st: StageState, hit: Hit, events: list[ComplianceEvent]
+    ) -> None:
         """A "last N s" stage's order is judged on its final hit: each stage it must follow
         has to have been heard before that."""
         if self._suspended(st.stage.id, hit.start_ms):
@@ -327,8 +386,14 @@ class ComplianceChecker:
             if first is None or first.start_ms < hit.start_ms:
                 continue
             st.order_ok = False
-            event = OrderViolated(st.stage.id, before_id, hit.start_ms, first.start_ms,
-                                  st.stage.order_severity.value, st.stage.order_deduction)
+            event = OrderViolated(
+                st.stage.id,
+                before_id,
+                hit.start_ms,
+                first.start_ms,
+                st.stage.order_severity.value,
+                st.stage.order_deduction,
+            )
             self._orders.append(event)
             events.append(event)
 
@@ -352,5 +417,13 @@ class ComplianceChecker:
         st.status = StageStatus.MISSED
         st.missed_at_ms = at_ms
         deduction = stage.deduction if stage.required else 0.0
-        events.append(PhraseMissed(stage.id, stage.window.describe(), stage.severity.value,
-                                   deduction, at_ms, heard_outside_window=st.outside is not None))
+        events.append(
+            PhraseMissed(
+                stage.id,
+                stage.window.describe(),
+                stage.severity.value,
+                deduction,
+                at_ms,
+                heard_outside_window=st.outside is not None,
+            )
+        )

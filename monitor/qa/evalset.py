@@ -47,8 +47,13 @@ _FILE_STAGES = {
     "en/a_near_miss_greeting_03": ("hold",),  # "Thank you for calling, please hold."
 }
 _FORBIDDEN = {
-    "01": "shirking", "02": "dismissive", "03": "rude", "04": "shirking",
-    "06": "improper_promise", "07": "improper_promise", "08": "credential_request",
+    "01": "shirking",
+    "02": "dismissive",
+    "03": "rude",
+    "04": "shirking",
+    "06": "improper_promise",
+    "07": "improper_promise",
+    "08": "credential_request",
 }
 _FORBIDDEN_05 = {"en": "rude", "zh": "dismissive"}  # "Calm down" / "你爱投诉就投诉，随便你"
 
@@ -88,17 +93,38 @@ def load_lines(tts_manifest: Path, speech_manifest: Path | None = None) -> list[
                 forbidden = tuple(x for x in (row.get("forbidden") or "").split(",") if x)
             else:
                 stages, forbidden = _labels(row["file"], row["language"], row["category"])
-            lines.append(Line(row["file"], "tts", row["language"], row["role"], row["category"],
-                              row["text"], row.get("asr_text") or row["text"],
-                              float(row.get("seconds") or 3.0), stages, forbidden))
+            lines.append(
+                Line(
+                    row["file"],
+                    "tts",
+                    row["language"],
+                    row["role"],
+                    row["category"],
+                    row["text"],
+                    row.get("asr_text") or row["text"],
+                    float(row.get("seconds") or 3.0),
+                    stages,
+                    forbidden,
+                )
+            )
     if speech_manifest is not None and speech_manifest.exists():
         with speech_manifest.open(encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 name = row["file"]
                 if not name.startswith(("en/ljspeech_", "zh/aishell1_")) or not row["transcript"]:
                     continue
-                lines.append(Line(name, "speech", row["language"], "customer", "filler",
-                                  row["transcript"], row["transcript"], float(row["seconds"])))
+                lines.append(
+                    Line(
+                        name,
+                        "speech",
+                        row["language"],
+                        "customer",
+                        "filler",
+                        row["transcript"],
+                        row["transcript"],
+                        float(row["seconds"]),
+                    )
+                )
     return lines
 
 
@@ -138,8 +164,9 @@ class CallPlan:
         for turn in self.turns:
             start = max(0.0, cursor + turn.pause_s)
             end = start + turn.line.seconds
-            out.append((turn.party, int(start * 1000), int(end * 1000), turn.line.text,
-                        turn.line.asr_text))
+            out.append(
+                (turn.party, int(start * 1000), int(end * 1000), turn.line.text, turn.line.asr_text)
+            )
             cursor = max(cursor, end)
         return out
 
@@ -164,8 +191,9 @@ def build_plans(lines: Iterable[Line], n_calls: int, seed: int = 7) -> list[Call
     return plans
 
 
-def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]],
-          name: str) -> CallPlan:
+def _plan(
+    rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]], name: str
+) -> CallPlan:
     def pool(category: str) -> list[Line]:
         return pools[(lang, category)]
 
@@ -176,17 +204,29 @@ def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]
     variant: list[str] = []
     agent: list[Line] = []
     roll = rng.random()
-    greeting_kind = ("scripted" if roll < 0.55 else "paraphrase" if roll < 0.75
-                     else "near_miss" if roll < 0.9 else "omitted")
+    greeting_kind = (
+        "scripted"
+        if roll < 0.55
+        else "paraphrase"
+        if roll < 0.75
+        else "near_miss"
+        if roll < 0.9
+        else "omitted"
+    )
     variant.append(f"greeting={greeting_kind}")
-    greeting_pools = {"scripted": pool("greeting"), "paraphrase": pool("paraphrase_greeting"),
-                      "near_miss": near("greeting"), "omitted": []}
+    greeting_pools = {
+        "scripted": pool("greeting"),
+        "paraphrase": pool("paraphrase_greeting"),
+        "near_miss": near("greeting"),
+        "omitted": [],
+    }
     options = greeting_pools[greeting_kind]
     greeting = _pick(rng, options) if options else None
     verification = _pick(rng, pool("verification")) if rng.random() < 0.75 else None
     order: set[tuple[str, str]] = set()
-    early_verification = greeting_kind in ("scripted", "paraphrase") and verification and \
-        rng.random() < 0.12
+    early_verification = (
+        greeting_kind in ("scripted", "paraphrase") and verification and rng.random() < 0.12
+    )
     if early_verification and verification is not None:
         agent.append(verification)
         order.add(("verification", "greeting"))
@@ -210,16 +250,28 @@ def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]
     agent.extend(middle)
     pre_closing = _pick(rng, pool("stage:pre_closing")) if rng.random() < 0.4 else None
     roll = rng.random()
-    closing_kind = ("scripted" if roll < 0.5 else "paraphrase" if roll < 0.7
-                    else "near_miss" if roll < 0.85 else "omitted")
+    closing_kind = (
+        "scripted"
+        if roll < 0.5
+        else "paraphrase"
+        if roll < 0.7
+        else "near_miss"
+        if roll < 0.85
+        else "omitted"
+    )
     variant.append(f"closing={closing_kind}")
     closings = [x for x in pool("closing") if "closing" in x.stages]
-    closing_pools = {"scripted": closings, "paraphrase": pool("paraphrase_closing"),
-                     "near_miss": near("closing"), "omitted": []}
+    closing_pools = {
+        "scripted": closings,
+        "paraphrase": pool("paraphrase_closing"),
+        "near_miss": near("closing"),
+        "omitted": [],
+    }
     options = closing_pools[closing_kind]
     closing = _pick(rng, options) if options else None
-    late_pre_closing = closing_kind in ("scripted", "paraphrase") and pre_closing and \
-        rng.random() < 0.25
+    late_pre_closing = (
+        closing_kind in ("scripted", "paraphrase") and pre_closing and rng.random() < 0.25
+    )
     if pre_closing is not None and not late_pre_closing:
         agent.append(pre_closing)
     if closing is not None:
@@ -231,12 +283,21 @@ def _plan(rng: random.Random, lang: str, pools: dict[tuple[str, str], list[Line]
     for line in agent:
         said.update(line.stages)
     turns = _interleave(rng, lang, agent, pools)
-    return CallPlan(name, lang, tuple(turns), frozenset(said), frozenset(forbidden),
-                    frozenset(order), " ".join(variant), {"queue": f"{lang}-eval"})
+    return CallPlan(
+        name,
+        lang,
+        tuple(turns),
+        frozenset(said),
+        frozenset(forbidden),
+        frozenset(order),
+        " ".join(variant),
+        {"queue": f"{lang}-eval"},
+    )
 
 
-def _interleave(rng: random.Random, lang: str, agent: list[Line],
-                pools: dict[tuple[str, str], list[Line]]) -> list[PlannedTurn]:
+def _interleave(
+    rng: random.Random, lang: str, agent: list[Line], pools: dict[tuple[str, str], list[Line]]
+) -> list[PlannedTurn]:
     """Agent lines with customer replies between most of them: synthetic complaints and
     questions, or real read speech."""
     customers = pools[(lang, "customer")] + pools[(lang, "pii")]
@@ -246,8 +307,9 @@ def _interleave(rng: random.Random, lang: str, agent: list[Line],
     for line in agent[1:]:
         if rng.random() < 0.8:
             source = fillers if fillers and rng.random() < 0.3 else customers
-            turns.append(PlannedTurn("customer", _pick(rng, source),
-                                     round(rng.uniform(0.4, 1.2), 2)))
+            turns.append(
+                PlannedTurn("customer", _pick(rng, source), round(rng.uniform(0.4, 1.2), 2))
+            )
         turns.append(PlannedTurn("agent", line, round(rng.uniform(0.5, 1.2), 2)))
     if rng.random() < 0.5:
         last = _pick(rng, customers)  # drawn before its pause: the plans depend on the order
@@ -276,16 +338,31 @@ class Tally:
     def score(self, plan: CallPlan, result: ComplianceResult, note: str = "") -> None:
         heard = {row.stage for row in result.stages if row.heard}
         for stage in STAGES:
-            self.add(plan.language, stage, stage in plan.said, stage in heard,
-                     f"{plan.name} [{plan.variant}] {note}")
+            self.add(
+                plan.language,
+                stage,
+                stage in plan.said,
+                stage in heard,
+                f"{plan.name} [{plan.variant}] {note}",
+            )
         said = {f.rule for f in result.forbidden}
         for rule in plan.forbidden | said:
-            self.add(plan.language, "forbidden", rule in plan.forbidden, rule in said,
-                     f"{plan.name} {rule} {note}")
+            self.add(
+                plan.language,
+                "forbidden",
+                rule in plan.forbidden,
+                rule in said,
+                f"{plan.name} {rule} {note}",
+            )
         orders = {(o.stage, o.expected_after) for o in result.order_violations}
         for pair in plan.order | orders:
-            self.add(plan.language, "order", pair in plan.order, pair in orders,
-                     f"{plan.name} {pair} {note}")
+            self.add(
+                plan.language,
+                "order",
+                pair in plan.order,
+                pair in orders,
+                f"{plan.name} {pair} {note}",
+            )
 
     def precision(self, language: str, key: str) -> float:
         tp, fp, _ = self.counts.get((language, key), [0, 0, 0])
@@ -296,10 +373,13 @@ class Tally:
         return tp / (tp + fn) if tp + fn else 1.0
 
     def table(self) -> str:
-        rows = [f"{'lang':4} {'what':13} {'TP':>4} {'FP':>4} {'FN':>4} {'precision':>9} "
-                f"{'recall':>7}"]
-        for (lang, key) in sorted(self.counts):
+        rows = [
+            f"{'lang':4} {'what':13} {'TP':>4} {'FP':>4} {'FN':>4} {'precision':>9} {'recall':>7}"
+        ]
+        for lang, key in sorted(self.counts):
             tp, fp, fn = self.counts[(lang, key)]
-            rows.append(f"{lang:4} {key:13} {tp:4d} {fp:4d} {fn:4d} "
-                        f"{self.precision(lang, key):9.3f} {self.recall(lang, key):7.3f}")
+            rows.append(
+                f"{lang:4} {key:13} {tp:4d} {fp:4d} {fn:4d} "
+                f"{self.precision(lang, key):9.3f} {self.recall(lang, key):7.3f}"
+            )
         return "\n".join(rows)

@@ -43,13 +43,37 @@ _COMMON = (
 )
 _PARTICLES = "了的啊呢吧嗯哦呀那就这"
 _EN_HOMOPHONES = {
-    "bye": "by", "by": "buy", "for": "four", "to": "two", "too": "to", "your": "you're",
-    "you're": "your", "there": "their", "their": "there", "here": "hear", "hear": "here",
-    "no": "know", "know": "no", "one": "won", "right": "write", "hold": "holed",
-    "whole": "hole", "would": "wood", "see": "sea", "day": "they",
-    "calling": "call in", "thanks": "thank", "thank": "think", "goodbye": "good bye",
-    "great": "grey", "may": "me", "it's": "its",
-    "its": "it's", "we're": "were", "we'll": "will", "i'll": "all",
+    "bye": "by",
+    "by": "buy",
+    "for": "four",
+    "to": "two",
+    "too": "to",
+    "your": "you're",
+    "you're": "your",
+    "there": "their",
+    "their": "there",
+    "here": "hear",
+    "hear": "here",
+    "no": "know",
+    "know": "no",
+    "one": "won",
+    "right": "write",
+    "hold": "holed",
+    "whole": "hole",
+    "would": "wood",
+    "see": "sea",
+    "day": "they",
+    "calling": "call in",
+    "thanks": "thank",
+    "thank": "think",
+    "goodbye": "good bye",
+    "great": "grey",
+    "may": "me",
+    "it's": "its",
+    "its": "it's",
+    "we're": "were",
+    "we'll": "will",
+    "i'll": "all",
 }
 _EN_FILLERS = ("uh", "um", "the", "a", "so", "and", "yeah")
 
@@ -75,8 +99,12 @@ def _sound_alike(ch: str, rng: random.Random, exact: bool) -> str:
     else:  # same initial, one letter different: xin/xi, nin/ni (shao/shou are two edits
         # apart), as in the faster-whisper transcripts of the TTS set (the initial rarely
         # changes)
-        options = [c for s, chars in table.items() if s != sound and s[:1] == sound[:1] and
-                   Levenshtein.distance(s, sound) == 1 for c in chars]
+        options = [
+            c
+            for s, chars in table.items()
+            if s != sound and s[:1] == sound[:1] and Levenshtein.distance(s, sound) == 1
+            for c in chars
+        ]
     return rng.choice(options) if options else rng.choice(_COMMON)
 
 
@@ -118,8 +146,9 @@ def _en_edit(words: list[str], rng: random.Random) -> None:
             words[i] = word[:j] + rng.choice("aeioustnrl") + word[j + 1 :]
 
 
-def inject_errors(text: str, language: str, cer: float, rng: random.Random,
-                  traditional_p: float = 0.3) -> str:
+def inject_errors(
+    text: str, language: str, cer: float, rng: random.Random, traditional_p: float = 0.3
+) -> str:
     """`text` with about `cer` of its characters misrecognised (see the module docstring)."""
     if not 0.0 <= cer <= 1.0:
         raise ValueError(f"cer must be between 0 and 1, got {cer}")

@@ -81,8 +81,9 @@ def build_result(
     critical = False
     for st, row in zip(stages, rows, strict=True):
         if row.deduction > 0 or (row.required and row.status in ("missed", "outside_window")):
-            deductions.append(Deduction(row.stage, row.status, row.severity, row.deduction,
-                                        st.missed_at_ms))
+            deductions.append(
+                Deduction(row.stage, row.status, row.severity, row.deduction, st.missed_at_ms)
+            )
             critical |= row.required and st.stage.severity is Severity.CRITICAL
     rules = {r.id: r for r in script.forbidden}
     seen: set[str] = set()
@@ -91,12 +92,16 @@ def build_result(
         if said.rule in seen:
             continue
         seen.add(said.rule)
-        deductions.append(Deduction(said.rule, "forbidden", said.severity,
-                                    rules[said.rule].deduction, said.start_ms))
+        deductions.append(
+            Deduction(
+                said.rule, "forbidden", said.severity, rules[said.rule].deduction, said.start_ms
+            )
+        )
     for order in orders:
         critical |= order.severity == Severity.CRITICAL.value
-        deductions.append(Deduction(order.stage, "order", order.severity, order.deduction,
-                                    order.at_ms))
+        deductions.append(
+            Deduction(order.stage, "order", order.severity, order.deduction, order.at_ms)
+        )
     score = max(0.0, 100.0 - sum(d.points for d in deductions))
     return ComplianceResult(
         script=script.name,

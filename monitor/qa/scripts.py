@@ -92,13 +92,35 @@ _BRACES = re.compile(r"\{([^{}]*)\}")
 _E = TypeVar("_E", Severity, Speaker)
 
 _TOP_KEYS = {
-    "name", "title", "language", "default", "fallback", "queues", "callees", "pass_score",
-    "matching", "synonyms", "stage", "forbidden", "exception",
+    "name",
+    "title",
+    "language",
+    "default",
+    "fallback",
+    "queues",
+    "callees",
+    "pass_score",
+    "matching",
+    "synonyms",
+    "stage",
+    "forbidden",
+    "exception",
 }
 _MATCH_KEYS = {"tolerance", "min_score", "turn_break_s", "turn_gap_s"}
 _STAGE_KEYS = {
-    "id", "title", "party", "window", "required", "severity", "deduction", "after",
-    "order_severity", "order_deduction", "phrases", "element", "tolerance",
+    "id",
+    "title",
+    "party",
+    "window",
+    "required",
+    "severity",
+    "deduction",
+    "after",
+    "order_severity",
+    "order_deduction",
+    "phrases",
+    "element",
+    "tolerance",
 }
 _FORBIDDEN_KEYS = {"id", "title", "party", "severity", "deduction", "phrases", "tolerance"}
 _EXCEPTION_KEYS = {"id", "title", "party", "phrases", "suspends", "for_s", "tolerance"}
@@ -120,15 +142,21 @@ class _Reader:
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
                 raise self.fail(where, f"unknown key {key!r}{hint}")
 
-    def text(self, raw: Mapping[str, Any], key: str, where: str, default: str | None = None
-             ) -> str:
+    def text(self, raw: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
         value = raw.get(key, default)
         if not isinstance(value, str) or not value.strip():
             raise self.fail(where, f"{key} must be a non-empty string, got {value!r}")
         return value.strip()
 
-    def number(self, raw: Mapping[str, Any], key: str, where: str, default: float,
-               lo: float = 0.0, hi: float = float("inf")) -> float:
+    def number(
+        self,
+        raw: Mapping[str, Any],
+        key: str,
+        where: str,
+        default: float,
+        lo: float = 0.0,
+        hi: float = float("inf"),
+    ) -> float:
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(where, f"{key} must be a number, got {value!r}")
@@ -142,19 +170,19 @@ class _Reader:
             raise self.fail(where, f"{key} must be true or false, got {value!r}")
         return value
 
-    def strings(self, raw: Mapping[str, Any], key: str, where: str,
-                required: bool = False) -> tuple[str, ...]:
+    def strings(
+        self, raw: Mapping[str, Any], key: str, where: str, required: bool = False
+    ) -> tuple[str, ...]:
         value = raw.get(key, [])
-        if not isinstance(value, list) or not all(
-            isinstance(v, str) and v.strip() for v in value
-        ):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self.fail(where, f"{key} must be a list of non-empty strings, got {value!r}")
         if required and not value:
             raise self.fail(where, f"{key} must list at least one entry")
         return tuple(v.strip() for v in value)
 
-    def choice(self, raw: Mapping[str, Any], key: str, where: str, kind: type[_E],
-               default: _E) -> _E:
+    def choice(
+        self, raw: Mapping[str, Any], key: str, where: str, kind: type[_E], default: _E
+    ) -> _E:
         value = raw.get(key, default.value)
         try:
             return kind(value)
@@ -169,8 +197,9 @@ class _Reader:
         return value
 
 
-def expand(phrase: str, synonyms: Mapping[str, tuple[str, ...]], where: str = "phrase",
-           depth: int = 0) -> list[str]:
+def expand(
+    phrase: str, synonyms: Mapping[str, tuple[str, ...]], where: str = "phrase", depth: int = 0
+) -> list[str]:
     """All wordings of a phrase: `{a|b}` is a choice, `{$set}` any phrase of a synonym set
     (whose phrases may use choices and other sets in turn)."""
     if depth > 4:
@@ -196,8 +225,9 @@ def expand(phrase: str, synonyms: Mapping[str, tuple[str, ...]], where: str = "p
     for options in parts:
         count *= len(options)
     if count > MAX_EXPANSIONS:
-        raise ScriptInvalid(f"{where}: {phrase!r} expands to {count} wordings "
-                            f"(at most {MAX_EXPANSIONS}); split it")
+        raise ScriptInvalid(
+            f"{where}: {phrase!r} expands to {count} wordings (at most {MAX_EXPANSIONS}); split it"
+        )
     out = []
     for combo in itertools.product(*parts):
         text = " ".join("".join(combo).split())
@@ -238,11 +268,15 @@ class _Matching:
         """A rule's own `tolerance`, if it sets one."""
         if "tolerance" not in raw:
             return self
-        return _Matching(r.number(raw, "tolerance", where, self.tolerance, hi=0.5),
-                         self.min_score)
+        return _Matching(r.number(raw, "tolerance", where, self.tolerance, hi=0.5), self.min_score)
 
-    def compile(self, r: _Reader, phrases: tuple[str, ...], where: str,
-                synonyms: Mapping[str, tuple[str, ...]]) -> tuple[CompiledPhrase, ...]:
+    def compile(
+        self,
+        r: _Reader,
+        phrases: tuple[str, ...],
+        where: str,
+        synonyms: Mapping[str, tuple[str, ...]],
+    ) -> tuple[CompiledPhrase, ...]:
         out: dict[str, CompiledPhrase] = {}
         for phrase in phrases:
             for wording in expand(phrase, synonyms, f"{r.source}: {where}"):
@@ -254,8 +288,9 @@ class _Matching:
         return tuple(out.values())
 
 
-def _stage(r: _Reader, raw: Any, i: int, m: _Matching,
-           synonyms: Mapping[str, tuple[str, ...]]) -> Stage:
+def _stage(
+    r: _Reader, raw: Any, i: int, m: _Matching, synonyms: Mapping[str, tuple[str, ...]]
+) -> Stage:
     where = f"stage[{i}]"
     if not isinstance(raw, dict):
         raise r.fail(where, "each [[stage]] must be a table")
@@ -279,8 +314,11 @@ def _stage(r: _Reader, raw: Any, i: int, m: _Matching,
             r.keys(el, {"name", "phrases", "optional"}, ew)
             name = r.text(el, "name", ew, default=f"part{j + 1}")
             phrases = r.strings(el, "phrases", ew, required=True)
-            elements.append(Element(name, m.compile(r, phrases, ew, synonyms),
-                                    r.flag(el, "optional", ew, False)))
+            elements.append(
+                Element(
+                    name, m.compile(r, phrases, ew, synonyms), r.flag(el, "optional", ew, False)
+                )
+            )
         if all(e.optional for e in elements):
             raise r.fail(where, "at least one element must not be optional")
     return Stage(
@@ -318,8 +356,9 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
     r.keys(raw, _TOP_KEYS, "top level")
     language = raw.get("language")
     if language not in LANGUAGES:
-        raise r.fail("top level", f"language must be one of {' | '.join(LANGUAGES)}, "
-                                  f"got {language!r}")
+        raise r.fail(
+            "top level", f"language must be one of {' | '.join(LANGUAGES)}, got {language!r}"
+        )
     mraw = raw.get("matching", {})
     if not isinstance(mraw, dict):
         raise r.fail("matching", "must be a table")
@@ -338,24 +377,32 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
     stages = tuple(_stage(r, s, i, m, synonyms) for i, s in enumerate(stage_raw))
     forbidden = []
     for f, fid, where, fm in _rule_tables(r, raw, "forbidden", _FORBIDDEN_KEYS, m):
-        forbidden.append(ForbiddenRule(
-            id=fid,
-            title=r.text(f, "title", where, default=fid),
-            party=r.choice(f, "party", where, Speaker, Speaker.AGENT),
-            phrases=fm.compile(r, r.strings(f, "phrases", where, required=True), where, synonyms),
-            severity=r.choice(f, "severity", where, Severity, Severity.MAJOR),
-            deduction=r.number(f, "deduction", where, 0.0, hi=100),
-        ))
+        forbidden.append(
+            ForbiddenRule(
+                id=fid,
+                title=r.text(f, "title", where, default=fid),
+                party=r.choice(f, "party", where, Speaker, Speaker.AGENT),
+                phrases=fm.compile(
+                    r, r.strings(f, "phrases", where, required=True), where, synonyms
+                ),
+                severity=r.choice(f, "severity", where, Severity, Severity.MAJOR),
+                deduction=r.number(f, "deduction", where, 0.0, hi=100),
+            )
+        )
     exceptions = []
     for e, eid, where, em in _rule_tables(r, raw, "exception", _EXCEPTION_KEYS, m):
-        exceptions.append(ExceptionRule(
-            id=eid,
-            title=r.text(e, "title", where, default=eid),
-            party=r.choice(e, "party", where, Speaker, Speaker.CUSTOMER),
-            phrases=em.compile(r, r.strings(e, "phrases", where, required=True), where, synonyms),
-            suspends=r.strings(e, "suspends", where, required=True),
-            for_s=r.number(e, "for_s", where, 0.0, hi=86400),
-        ))
+        exceptions.append(
+            ExceptionRule(
+                id=eid,
+                title=r.text(e, "title", where, default=eid),
+                party=r.choice(e, "party", where, Speaker, Speaker.CUSTOMER),
+                phrases=em.compile(
+                    r, r.strings(e, "phrases", where, required=True), where, synonyms
+                ),
+                suspends=r.strings(e, "suspends", where, required=True),
+                for_s=r.number(e, "for_s", where, 0.0, hi=86400),
+            )
+        )
     _check_references(r, stages, forbidden, exceptions)
     stages, forbidden = _guard_confusables(stages, forbidden)
     if not stages and not forbidden:
@@ -380,28 +427,33 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
     )
 
 
-def _guard_confusables(stages: tuple[Stage, ...], forbidden: list[ForbiddenRule]
-                       ) -> tuple[tuple[Stage, ...], list[ForbiddenRule]]:
+def _guard_confusables(
+    stages: tuple[Stage, ...], forbidden: list[ForbiddenRule]
+) -> tuple[tuple[Stage, ...], list[ForbiddenRule]]:
     """Cap each phrase's weighted-alignment budget (`monitor.qa.align.confusable_cap`) so
     that another rule's phrase, said exactly, never passes for it."""
     rules: list[tuple[str, tuple[CompiledPhrase, ...]]] = [
-        (s.id, tuple(p for e in s.elements for p in e.phrases)) for s in stages]
+        (s.id, tuple(p for e in s.elements for p in e.phrases)) for s in stages
+    ]
     rules += [(f.id, f.phrases) for f in forbidden]
 
     def capped(rule_id: str, phrases: tuple[CompiledPhrase, ...]) -> tuple[CompiledPhrase, ...]:
         others = [p.seq for rid, ps in rules if rid != rule_id for p in ps]
-        return tuple(replace(p, budget=confusable_cap(p.seq, p.budget, others))
-                     for p in phrases)
+        return tuple(replace(p, budget=confusable_cap(p.seq, p.budget, others)) for p in phrases)
 
     new_stages = tuple(
-        replace(s, elements=tuple(replace(e, phrases=capped(s.id, e.phrases))
-                                  for e in s.elements))
-        for s in stages)
+        replace(s, elements=tuple(replace(e, phrases=capped(s.id, e.phrases)) for e in s.elements))
+        for s in stages
+    )
     return new_stages, [replace(f, phrases=capped(f.id, f.phrases)) for f in forbidden]
 
 
-def _check_references(r: _Reader, stages: tuple[Stage, ...], forbidden: list[ForbiddenRule],
-                      exceptions: list[ExceptionRule]) -> None:
+def _check_references(
+    r: _Reader,
+    stages: tuple[Stage, ...],
+    forbidden: list[ForbiddenRule],
+    exceptions: list[ExceptionRule],
+) -> None:
     ids: set[str] = set()
     for rule_id in [s.id for s in stages] + [f.id for f in forbidden] + [e.id for e in exceptions]:
         if rule_id in ids:
@@ -411,15 +463,19 @@ def _check_references(r: _Reader, stages: tuple[Stage, ...], forbidden: list[For
     for stage in stages:
         for before in stage.after:
             if before not in stage_ids or before == stage.id:
-                raise r.fail(f"stage {stage.id!r}", f"after: {before!r} is not another stage "
-                                                    f"(stages: {', '.join(sorted(stage_ids))})")
+                raise r.fail(
+                    f"stage {stage.id!r}",
+                    f"after: {before!r} is not another stage "
+                    f"(stages: {', '.join(sorted(stage_ids))})",
+                )
     _check_acyclic(r, stages)
     targets = stage_ids | {f.id for f in forbidden}
     for exc in exceptions:
         for target in exc.suspends:
             if target not in targets:
-                raise r.fail(f"exception {exc.id!r}",
-                             f"suspends: {target!r} is no stage or forbidden rule")
+                raise r.fail(
+                    f"exception {exc.id!r}", f"suspends: {target!r} is no stage or forbidden rule"
+                )
 
 
 def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
@@ -428,7 +484,7 @@ def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
 
     def visit(node: str, path: tuple[str, ...]) -> None:
         if node in path:
-            cycle = " -> ".join((*path[path.index(node):], node))
+            cycle = " -> ".join((*path[path.index(node) :], node))
             raise r.fail(f"stage {node!r}", f"after: order constraints form a cycle: {cycle}")
         if node in done:
             return

@@ -106,8 +106,10 @@ def normalize(text: str) -> NormalizedText:
                 j += 1
             # Any script's decimal digits (full width, Arabic-Indic, Gujarati ...) as ASCII:
             # cn2an and the number words only know 0-9.
-            run = "".join(str(unicodedata.decimal(c, 0)) for c in
-                          unicodedata.normalize("NFKC", simplified[i:j]))
+            run = "".join(
+                str(unicodedata.decimal(c, 0))
+                for c in unicodedata.normalize("NFKC", simplified[i:j])
+            )
             before = simplified[i - 1] if i else ""
             after = simplified[j] if j < len(simplified) else ""
             cjk = is_cjk(before) or is_cjk(after)
@@ -223,19 +225,16 @@ class CompiledPhrase:
             # (稍/收, 祝/只) but never a dropped syllable. Measured on the evaluation calls,
             # this keeps short elements (祝您, 再见) alive at 5-10 % CER without a single false
             # hit among the near misses.
-            letter_threshold=100.0 * (
-                1.0 - max(1, int(size * tolerance)) / max(1, len(n.letters))),
+            letter_threshold=100.0 * (1.0 - max(1, int(size * tolerance)) / max(1, len(n.letters))),
             latin=latin,
             cjk=any(is_cjk(c) for c in n.text),
             words=words,
             negations=count_negations(n.text),
             seq=(seq := sequence(n.text, n.keys)),
-            budget=weighted_budget(len(seq.symbols), tolerance,
-                                   cjk=any(is_cjk(c) for c in n.text)),
+            budget=weighted_budget(len(seq.symbols), tolerance, cjk=any(is_cjk(c) for c in n.text)),
         )
 
-    def search(self, text: NormalizedText, lo: int = 0, relax: float = 0.0
-               ) -> Alignment | None:
+    def search(self, text: NormalizedText, lo: int = 0, relax: float = 0.0) -> Alignment | None:
         """Best alignment in `text` ending after position `lo` whose score reaches the
         threshold less `relax` (the caller then weighs the `margin`)."""
         hay = text.text
@@ -279,8 +278,9 @@ class CompiledPhrase:
                 best = Alignment(x, y, score, by_pinyin, score - threshold)
         return best
 
-    def _align_weighted(self, text: NormalizedText, start: int, relax: float
-                        ) -> tuple[int, int, float, float, bool] | None:
+    def _align_weighted(
+        self, text: NormalizedText, start: int, relax: float
+    ) -> tuple[int, int, float, float, bool] | None:
         """The sound-aware weighted alignment (`monitor.qa.align`), scored like the others:
         100 less the share of the phrase's size its cost spends; the threshold is what the
         budget allows. Short phrases keep their exactness rule; Latin hits must cover whole
@@ -289,10 +289,10 @@ class CompiledPhrase:
         if size < MIN_FUZZY_SIZE and not self.cjk:
             return None
         budget = self.budget + relax * size / 100.0
-        max_hard = int(self.budget - (SOFT_SLACK if self.cjk else 0.0) + relax * size / 100.0
-                       + HARD_ROUNDING)
-        found = weighted_search(self.seq, sequence(text.text, text.keys), start, budget,
-                                max_hard)
+        max_hard = int(
+            self.budget - (SOFT_SLACK if self.cjk else 0.0) + relax * size / 100.0 + HARD_ROUNDING
+        )
+        found = weighted_search(self.seq, sequence(text.text, text.keys), start, budget, max_hard)
         if found is None:
             return None
         x, y, cost = found
@@ -308,8 +308,7 @@ class CompiledPhrase:
             # Letters are cheap to confuse ("let me" / "please", "holding" / "calling"): here
             # every content word needs a counterpart and so do two in three short words.
             span = hay[x:y]
-            short = [w for w in self.norm.split()
-                     if 2 <= len(w) < 4 and w not in EN_LIGHT_WORDS]
+            short = [w for w in self.norm.split() if 2 <= len(w) < 4 and w not in EN_LIGHT_WORDS]
             if any(fuzz.partial_ratio(w, span) < WORD_MIN_RATIO for w in self.words):
                 return None
             lost = sum(1 for w in short if fuzz.partial_ratio(w, span) < WORD_MIN_RATIO)
@@ -318,8 +317,9 @@ class CompiledPhrase:
         threshold = 100.0 * (1.0 - self.budget / size)
         return x, y, 100.0 * (1.0 - cost / size), threshold, self.cjk
 
-    def _align_letters(self, text: NormalizedText, start: int, floor: float
-                       ) -> tuple[int, int, float] | None:
+    def _align_letters(
+        self, text: NormalizedText, start: int, floor: float
+    ) -> tuple[int, int, float] | None:
         """Align on pinyin letters, then re-score the phrase-long character spans around the
         alignment whose syllables start with the phrase's initials."""
         letter_start = bisect.bisect_left(text.letter_char, start)
@@ -418,8 +418,7 @@ def _before(hay: str, start: int) -> str:
     return hay[: start - 1].rsplit(" ", 1)[-1]
 
 
-def _align(needle: str, hay: str, start: int, cutoff: float
-           ) -> tuple[int, int, float] | None:
+def _align(needle: str, hay: str, start: int, cutoff: float) -> tuple[int, int, float] | None:
     region = hay[start:]
     if not region:
         return None

@@ -80,8 +80,14 @@ class Turn:
         self._seg.extend([index] * len(segment.norm.text))
         self._pos.extend(range(len(segment.norm.text)))
         joined = "".join(self._text)
-        self.text = NormalizedText("", joined, tuple(range(len(joined))), "".join(self._keys),
-                                   "".join(self._letters), tuple(self._letter_char))
+        self.text = NormalizedText(
+            "",
+            joined,
+            tuple(range(len(joined))),
+            "".join(self._keys),
+            "".join(self._letters),
+            tuple(self._letter_char),
+        )
         return lo
 
     def _trim(self, incoming: int) -> None:
@@ -128,8 +134,9 @@ class Turn:
 class PartyTranscripts:
     """The current turn of each party, and the turn-taking rules that end turns."""
 
-    def __init__(self, turn_break_ms: int, turn_gap_ms: int,
-                 max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    def __init__(
+        self, turn_break_ms: int, turn_gap_ms: int, max_chars: int = DEFAULT_MAX_CHARS
+    ) -> None:
         self._break_ms = turn_break_ms
         self._gap_ms = turn_gap_ms
         self._max_chars = max_chars
@@ -143,11 +150,7 @@ class PartyTranscripts:
         if segment.end_ms - segment.start_ms >= self._break_ms:
             self._closed.update(p for p in self._turns if p != party)
         turn = self._turns.get(party)
-        if (
-            turn is None
-            or party in self._closed
-            or segment.start_ms - turn.end_ms > self._gap_ms
-        ):
+        if turn is None or party in self._closed or segment.start_ms - turn.end_ms > self._gap_ms:
             self._count[party] = self._count.get(party, 0) + 1
             turn = Turn(party, self._count[party], self._max_chars)
             self._turns[party] = turn
