@@ -54,6 +54,10 @@ HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"
 #: (media ms of this call; or `duration_ms` from now). Prompts are not talk or dead air.
 IVR_STARTED = frozenset({"ivr_prompt_start", "ivr_prompt_started", "prompt_start"})
 IVR_ENDED = frozenset({"ivr_prompt_end", "ivr_prompt_ended", "prompt_end"})
+#: Keys of an `ivr_prompt` text frame that the trace entry has as its own.
+_IVR_OWN = frozenset(
+    {"event", "type", "start_ms", "end_ms", "duration_ms", "kind", "party", "media_ms"}
+)
 
 
 def new_call_id(now: datetime) -> str:
@@ -185,6 +189,12 @@ class LiveCall:
             conv.ivr_prompt_ended(now)
             await self.trace("ivr_prompt_ended", event=event)
         else:
+            extra = {k: v for k, v in payload.items() if k not in _IVR_OWN}
+            if "end_ms" not in payload and "duration_ms" not in payload:
+                # A bare marker (e.g. {"event":"ivr_prompt","prompt":"menu"}): traced, but with
+                # no span there is nothing to leave out of talk time and dead air.
+                await self.trace("ivr_prompt", event=event, **extra)
+                return
             try:
                 start = int(payload.get("start_ms", now))
                 end = (
@@ -193,11 +203,11 @@ class LiveCall:
                     else start + int(payload["duration_ms"])
                 )
                 conv.ivr_prompt(start, end)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:
                 # Kept in the trace as it came: nothing is lost, the span is just not applied.
                 await self.trace("app_message", payload=payload, problem=f"ivr_prompt: {exc}")
                 return
-            await self.trace("ivr_prompt", event=event, start_ms=start, end_ms=end)
+            await self.trace("ivr_prompt", event=event, start_ms=start, end_ms=end, **extra)
 
     @property
     def next_trace_seq(self) -> int:

@@ -122,7 +122,9 @@ class CallFeed:
         elif isinstance(event, AppEvent):
             payload = event.data.get("payload")
             name = payload.get("event") if isinstance(payload, dict) else None
-            if event.name == "app_message" and name in SWITCH_EVENTS:
+            # IVR prompt spans go to the call too: the conversation tracker leaves them out of
+            # talk time and dead air (the call traces them itself).
+            if event.name == "app_message" and name in SWITCH_EVENTS and name != "ivr_prompt":
                 assert isinstance(payload, dict)
                 await call.trace(name, **{k: v for k, v in payload.items() if k not in _RESERVED})
             elif event.name == "app_message" and "payload" in event.data:
