@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import tomllib
 
 import pytest
@@ -302,22 +301,6 @@ def test_mandarin_greeting_live_with_traditional_characters_and_homophones() -> 
     events = checker.on_segment("agent", 15000, 18000, "這款裏財產品穩壯不陪,收益絕對有保障", "zh")
     [alert] = [e for e in events if isinstance(e, ForbiddenPhraseSaid)]
     assert alert.rule == "improper_promise"
-
-
-def test_a_segment_check_is_fast() -> None:
-    script = load_compliance_scripts().select({}, "en")
-    checker = ComplianceChecker(script)
-    line = "I've escalated this to our technical team and you'll get a text message once fixed."
-    took = []
-    for i in range(60):  # one long agent turn: the window the phrases are searched in grows
-        t0 = time.perf_counter()
-        checker.on_segment("agent", i * 4000, i * 4000 + 3500, line, "en")
-        checker.advance(i * 4000 + 3500)
-        took.append(time.perf_counter() - t0)
-    took.sort()
-    # About 1 ms here; the bounds leave room for a loaded CI machine.
-    assert took[len(took) // 2] < 0.004, f"median {took[len(took) // 2] * 1000:.1f} ms"
-    assert took[-1] < 0.030, f"slowest {took[-1] * 1000:.1f} ms"
 
 
 def test_transcript_watermark_holds_back_for_open_and_pending_speech() -> None:
