@@ -545,7 +545,9 @@ class LiveRun:
             self.db_path = args.data_dir / "callwatch.db"
         else:
             self.workdir = Path(tempfile.mkdtemp(prefix="callwatch-bench-compliance-"))
-            env: dict[str, str] = {}
+            # Calls stream flat out (pace 0 by default): the gateway's flood guard
+            # (gateway.max_audio_rate) would cut them off as faster than real time.
+            env: dict[str, str] = {"CALLWATCH_GATEWAY__MAX_AUDIO_RATE": "0"}
             if args.language in ("zh", "en"):
                 env["CALLWATCH_ASR__LANGUAGE"] = args.language
             if args.scripts is not None:
