@@ -66,7 +66,6 @@ from monitor.core.events import Party, UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
 from monitor.qa import (
-    ComplianceChecker,
     ComplianceResult,
     Deduction,
     ForbiddenPhraseSaid,
@@ -77,7 +76,14 @@ from monitor.qa import (
     StageChecked,
     load_compliance_scripts,
 )
-from monitor.qa.evalset import CallPlan, Tally, build_plans, heldout_lines, load_lines
+from monitor.qa.evalset import (
+    CallPlan,
+    Tally,
+    build_plans,
+    checker_for,
+    heldout_lines,
+    load_lines,
+)
 from monitor.qa.noise import inject_errors
 from storage.repository import Repository
 
@@ -141,7 +147,7 @@ def check(
     timings: list[float],
 ) -> ComplianceResult:
     """Feed segments in the order they would arrive (by end time), advancing the watermark."""
-    checker = ComplianceChecker(book.select(plan.metadata, plan.language))
+    checker = checker_for(book, plan)
     for seg in sorted(segments, key=lambda s: (s.end_ms, s.start_ms)):
         t0 = time.perf_counter()
         checker.on_segment(seg.party, seg.start_ms, seg.end_ms, seg.text, seg.language)

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from monitor.qa import ComplianceChecker, load_compliance_scripts
-from monitor.qa.evalset import CallPlan, Tally, build_plans, heldout_lines, load_lines
+from monitor.qa import load_compliance_scripts
+from monitor.qa.evalset import (
+    CallPlan,
+    Tally,
+    build_plans,
+    checker_for,
+    heldout_lines,
+    load_lines,
+)
 from monitor.qa.noise import inject_errors
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -40,7 +47,7 @@ def run(variant: str, cer: float = 0.0, heldout: bool = False) -> Tally:
     rng = random.Random(1)
     tally = Tally()
     for plan in plans(heldout):
-        checker = ComplianceChecker(book.select(plan.metadata, plan.language))
+        checker = checker_for(book, plan)
         timeline = plan.timeline()
         for party, start, end, text, asr_text in timeline:
             if variant == "asr_text":
@@ -93,17 +100,18 @@ def test_targets_on_exact_and_whisper_transcripts(variant: str) -> None:
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
-def test_targets_at_5_percent_cer() -> None:
-    tally = run("noisy", 0.05)
+@pytest.mark.parametrize("cer", [0.05, 0.10])
+def test_targets_up_to_10_percent_cer(cer: float) -> None:
+    """Both languages, every stage, forbidden phrases and order: the full targets."""
+    tally = run("noisy", cer)
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
-@pytest.mark.parametrize("cer", [0.10, 0.15])
-def test_mandarin_targets_up_to_15_percent_cer(cer: float) -> None:
+def test_mandarin_targets_at_15_percent_cer() -> None:
     """Homophones cost nothing and near-homophones and particles half an edit
-    (`monitor.qa.align`): Mandarin keeps its targets to 15 % CER. (English falls to 0.92
-    recall on greetings at 10 %: see the README.)"""
-    tally = run("noisy", cer)
+    (`monitor.qa.align`), and anchors keep confusable stages apart: Mandarin keeps its
+    targets at 15 % CER. (English hold notices fall to 0.94 here: see the README.)"""
+    tally = run("noisy", 0.15)
     zh = Tally({k: v for k, v in tally.counts.items() if k[0] == "zh"})
     assert not below(zh, recall=True), zh.table()
 
@@ -114,8 +122,8 @@ def test_precision_holds_at_higher_cer(cer: float) -> None:
     Order violations are left out: ten per language, one stray is already 10 %."""
     tally = run("noisy", cer)
     assert not below(tally, recall=False, skip=("order",)), tally.table()
-    # Recall degrades gracefully rather than collapsing.
-    assert not below(tally, recall=True, skip=("order",), floor=0.75), tally.table()
+    # Recall degrades gracefully rather than collapsing (lowest at 20 %: 0.85).
+    assert not below(tally, recall=True, skip=("order",), floor=0.83), tally.table()
 
 
 def test_heldout_lines_meet_the_targets_on_exact_transcripts() -> None:
@@ -125,6 +133,7 @@ def test_heldout_lines_meet_the_targets_on_exact_transcripts() -> None:
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
-def test_heldout_lines_keep_precision_under_asr_errors() -> None:
-    tally = run("noisy", 0.15, heldout=True)
+@pytest.mark.parametrize("cer", [0.10, 0.20])
+def test_heldout_lines_keep_precision_under_asr_errors(cer: float) -> None:
+    tally = run("noisy", cer, heldout=True)
     assert not below(tally, recall=False, skip=("order",)), tally.table()

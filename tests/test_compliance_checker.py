@@ -315,3 +315,71 @@ def test_transcript_watermark_holds_back_for_open_and_pending_speech() -> None:
     assert wm.value == 3900
     wm.on_done("u1")
     assert wm.value == 9520
+
+
+NAME_SCRIPT = """
+name = "name-en"
+language = "en"
+
+[[stage]]
+id = "greeting"
+window = { first_s = 10, from = "agent_speech" }
+  [[stage.element]]
+  name = "welcome"
+  phrases = ["thank you for calling"]
+  [[stage.element]]
+  name = "agent name"
+  phrases = ["my name is", "speaking"]
+  own_name = true
+  [[stage.element]]
+  name = "offer"
+  phrases = ["how can I help you"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("agent", "text", "heard"),
+    [
+        (None, "Thank you for calling Acme, my name is Emily, how can I help you?", True),
+        # The ASR lost "my ... is": the agent's own name from the metadata still counts.
+        (None, "Thank you for calling Acme, uh name Emily, how can I help you?", False),
+        ("Emily", "Thank you for calling Acme, uh name Emily, how can I help you?", True),
+        ("Emily Chen", "Thank you for calling Acme, uh name Enily, how can I help you?", True),
+        # Someone else's name, or none, is no name.
+        ("Kevin", "Thank you for calling Acme, uh name Emily, how can I help you?", False),
+        ("Emily", "Thank you for calling Acme, how can I help you?", False),
+        # A name alone is no greeting.
+        ("Kevin", "Northwind Telecom, Kevin speaking.", False),
+        # Metadata is switch input: symbols or digits only add nothing and break nothing.
+        ("-- 42 --", "Thank you for calling Acme, uh name Emily, how can I help you?", False),
+    ],
+)
+def test_agent_name_from_metadata_satisfies_the_name_element(
+    agent: str | None, text: str, heard: bool
+) -> None:
+    script = script_from_dict(tomllib.loads(NAME_SCRIPT), "name-en.toml")
+    checker = ComplianceChecker(script, agent_name=agent)
+    checker.on_segment("agent", 500, 5000, text, "en")
+    result = checker.finish(30_000)
+    assert {row.stage: row.heard for row in result.stages}["greeting"] is heard
+
+
+def test_agent_name_reaches_the_checker_from_call_metadata() -> None:
+    """The runtime path: `agentName` in the switch's first text frame -> the call's checker."""
+    from config.settings import load_settings
+    from monitor.core.analysis import CallAnalyzer
+    from monitor.core.metadata import parse_metadata
+    from monitor.qa import ScriptBook
+
+    settings = load_settings()
+    book = ScriptBook((script_from_dict(tomllib.loads(NAME_SCRIPT), "name-en.toml"),))
+    text = "Thank you for calling Acme, uh name Emily, how can I help you?"
+    heard = {}
+    for agent in ("Emily", "Kevin"):
+        meta = parse_metadata(f'{{"callId": "c1", "agentName": "{agent}", "channels": 2}}')
+        analyzer = CallAnalyzer(meta, settings.quality, settings.grading, book, "en")
+        analyzer.on_segment("u1", "agent", 500, 5000, text, "en")
+        assert analyzer.checker is not None
+        result = analyzer.checker.finish(30_000)
+        heard[agent] = {row.stage: row.heard for row in result.stages}["greeting"]
+    assert heard == {"Emily": True, "Kevin": False}

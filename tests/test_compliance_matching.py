@@ -147,3 +147,30 @@ def test_budget_of_a_phrase_is_capped_below_other_rules_phrases() -> None:
     assert confusable_cap(near.seq, near.budget, [other.seq]) == 0.5  # one full edit apart
     far = sequence("再见", normalize("再见").keys)
     assert confusable_cap(near.seq, near.budget, [far]) == near.budget
+
+
+def test_anchor_tells_a_phrase_from_a_confusable_one() -> None:
+    """`[还]` is what separates "anything else?" from the greeting's offer of help: with it,
+    the rest of the phrase may be misheard more without taking the greeting for it."""
+    loose = "请问[还]有什么可以帮您的吗"
+    plain = loose.replace("[", "").replace("]", "")
+    assert find(plain, "您好请问有什么可以帮您", 0.25) is not None
+    assert find(loose, "您好请问有什么可以帮您", 0.25) is None  # the greeting: no 还
+    assert find(loose, "请问孩有什么可以帮您", 0.25) is not None  # homophone hai
+    assert find(loose, "请问回有什么可以帮您的吗", 0.25) is None  # hui: another word
+    # Any one anchor of several will do.
+    assert find("请问[还]有[其他]可以帮您的吗", "请问有其他可以帮您的吗") is not None
+    assert find("can I help you with [anything else]", "can I help you with that") is None
+    with pytest.raises(ValueError, match="anchor"):
+        CompiledPhrase.build("请问[ ]有", 0.2, 75)
+
+
+def test_a_content_word_counts_by_its_consonants() -> None:
+    """Vowels are what ASR mishears most: "haldeng" is still "holding", but a word with
+    other consonants is not ("calling")."""
+    from monitor.qa.textmatch import has_word
+
+    assert has_word("holding", "thank you for haldeng")
+    assert not has_word("holding", "thank you for calling")
+    assert not has_word("hold", "a brief sole")
+    assert has_word("moment", "one momint please")

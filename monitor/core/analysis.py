@@ -23,7 +23,13 @@ from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.core.events import Party
 from monitor.core.metadata import CallMetadata
-from monitor.qa import ComplianceChecker, ComplianceResult, ScriptBook, ScriptNotFound
+from monitor.qa import (
+    AGENT_NAME_KEYS,
+    ComplianceChecker,
+    ComplianceResult,
+    ScriptBook,
+    ScriptNotFound,
+)
 from monitor.qa.watermark import TranscriptWatermark
 
 #: Compliance misses are re-checked this often in media time (a miss is due within 1 s).
@@ -89,8 +95,10 @@ class CallAnalyzer:
         if self.checker is not None or self._scripts is None or self.script_problem:
             return
         fields = {"queue": self._meta.queue, "to": self._meta.callee, **self._meta.extra}
+        name = next((fields[k] for k in AGENT_NAME_KEYS if isinstance(fields.get(k), str)), None)
         try:
-            self.checker = ComplianceChecker(self._scripts.select(fields, language or None))
+            script = self._scripts.select(fields, language or None)
+            self.checker = ComplianceChecker(script, agent_name=name)
         except ScriptNotFound as exc:
             self.script_problem = str(exc)
 

@@ -2,8 +2,9 @@
 
 * `load_compliance_scripts(dir)` -> `ScriptBook`; `ScriptBook.select(metadata, language)`
   -> `ComplianceScript` (shipped defaults in `config/scripts/`, format in `monitor.qa.scripts`).
-* `ComplianceChecker(script)`: sans-I/O, one per call. `on_segment(...)` and `advance(ms)`
-  return live events; `finish(duration_ms)` returns the `ComplianceResult`.
+* `ComplianceChecker(script, agent_name)`: sans-I/O, one per call. `on_segment(...)` and
+  `advance(ms)` return live events; `finish(duration_ms)` returns the `ComplianceResult`.
+  `agent_name` comes from the call metadata (`AGENT_NAME_KEYS`) for elements that accept it.
 
 * `TranscriptWatermark`: the media time to pass to `advance`, from what the runtime knows.
 
@@ -31,11 +32,12 @@ from monitor.qa.events import (
     StageChecked,
     StageStatus,
 )
-from monitor.qa.rules import ComplianceScript
+from monitor.qa.rules import AGENT_NAME_KEYS, ComplianceScript
 from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file, script_from_dict
 from monitor.qa.watermark import TranscriptWatermark
 
 __all__ = [
+    "AGENT_NAME_KEYS",
     "DEFAULT_SCRIPTS_DIR",
     "CheckerFinished",
     "ComplianceChecker",

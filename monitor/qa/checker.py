@@ -103,11 +103,13 @@ def best_hit(
 
 
 class ComplianceChecker:
-    def __init__(self, script: ComplianceScript) -> None:
+    def __init__(self, script: ComplianceScript, agent_name: str | None = None) -> None:
+        """`agent_name`: the agent's name from the call metadata, for the elements that
+        accept it (`own_name = true` in the script)."""
         self.script = script
         self.state = CheckerState.OPEN
         self._transcripts = PartyTranscripts(script.turn_break_ms, script.turn_gap_ms)
-        self._stages = {s.id: StageState(s) for s in script.stages}
+        self._stages = {s.id: StageState(s.for_agent(agent_name)) for s in script.stages}
         self._first_speech: dict[str, int] = {}
         self._watermark = 0
         self._last_end = 0

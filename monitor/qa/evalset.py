@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import csv
 import random
+import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitor.qa.book import ScriptBook
+from monitor.qa.checker import ComplianceChecker
 from monitor.qa.events import ComplianceResult
 
 STAGES = ("greeting", "verification", "confirmation", "hold", "pre_closing", "closing")
@@ -171,6 +175,13 @@ class CallPlan:
         return out
 
 
+def checker_for(book: ScriptBook, plan: CallPlan) -> ComplianceChecker:
+    """The checker the runtime would start for this call (script and agent name from the
+    metadata the simulated switch sends)."""
+    script = book.select(plan.metadata, plan.language)
+    return ComplianceChecker(script, agent_name=plan.metadata.get("agentName"))
+
+
 def _pick(rng: random.Random, options: list[Line]) -> Line:
     return options[rng.randrange(len(options))]
 
@@ -291,8 +302,37 @@ def _plan(
         frozenset(forbidden),
         frozenset(order),
         " ".join(variant),
-        {"queue": f"{lang}-eval"},
+        _metadata(lang, name, agent, pools),
     )
+
+
+#: How the rendered English agent lines give a name ("my name is Anna", "David speaking").
+_NAME = re.compile(r"(?:my name is|this is|I'm) ([A-Z][a-z]+)|([A-Z][a-z]+) (?:speaking|here)\b")
+
+
+def _names(line: Line) -> list[str]:
+    return [a or b for a, b in _NAME.findall(line.text)]
+
+
+def _metadata(
+    lang: str, name: str, agent: list[Line], pools: dict[tuple[str, str], list[Line]]
+) -> dict[str, str]:
+    """What the simulated switch sends: the queue and, for English, the agent's name, as a
+    switch that knows who took the call would. The agent is the one the greeting names; a
+    call whose lines name nobody gets one of the set's agents, picked from the call's name
+    (not the plan's random stream, so adding metadata never changes the calls)."""
+    meta = {"queue": f"{lang}-eval"}
+    if lang != "en":
+        return meta
+    said = [n for line in agent for n in _names(line)]
+    if not said:
+        everyone = sorted(
+            {n for (lg, _), lines in pools.items() if lg == lang for x in lines for n in _names(x)}
+        )
+        said = [everyone[zlib.crc32(name.encode()) % len(everyone)]] if everyone else []
+    if said:
+        meta["agentName"] = said[0]
+    return meta
 
 
 def _interleave(

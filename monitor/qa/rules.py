@@ -20,9 +20,9 @@ Times are media time in milliseconds from the start of the call, like the transc
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from monitor.qa.textmatch import CompiledPhrase
+from monitor.qa.textmatch import CompiledPhrase, normalize
 
 
 class Severity(enum.StrEnum):
@@ -91,9 +91,28 @@ class Element:
     #: 您好 before a full service phrase and offer of help): its absence costs
     #: `MISSING_OPTIONAL_PENALTY` points of the stage's margin instead of failing it.
     optional: bool = False
+    #: The agent's own name from the call metadata (`agentName`) also satisfies it: "uh name
+    #: Emily" is an agent giving her name though the ASR lost "my ... is". Matched with the
+    #: element's `tolerance` and `min_score`, like any phrase of the script.
+    own_name: bool = False
+    tolerance: float = 0.2
+    min_score: float = 75.0
+
+    def with_name(self, name: str | None) -> Element:
+        """This element for a call whose agent is `name` (full name and first name)."""
+        name = " ".join((name or "").split()[:MAX_NAME_WORDS])
+        if not self.own_name or not normalize(name).text:
+            return self  # metadata is switch input: a name of digits or symbols adds nothing
+        wordings = [w for w in dict.fromkeys([name, name.split()[0]]) if normalize(w).text]
+        extra = tuple(CompiledPhrase.build(w, self.tolerance, self.min_score) for w in wordings)
+        return replace(self, phrases=self.phrases + extra)
 
 
 MISSING_OPTIONAL_PENALTY = 10.0
+#: Call metadata fields that carry the agent's name (switch metadata, Twilio parameters).
+AGENT_NAME_KEYS = ("agentName", "agent_name")
+#: An agent name from the metadata is matched on its first few words only.
+MAX_NAME_WORDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +128,11 @@ class Stage:
     after: tuple[str, ...] = ()  # stage ids that must be said before this one
     order_severity: Severity = Severity.MINOR
     order_deduction: float = 0.0
+
+    def for_agent(self, name: str | None) -> Stage:
+        """This stage with the agent's own name added where an element accepts it."""
+        elements = tuple(e.with_name(name) for e in self.elements)
+        return self if elements == self.elements else replace(self, elements=elements)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,8 @@ queue) and `ScriptBook.select`, which picks the script for a call from its metad
       name = "offer"
       phrases = ["how {can|may} I help you"]   # ... any variant will do
       optional = false               # true: may be missing if the others match clearly
+      own_name = false               # true: the agent's name from the call metadata
+                                     # (`agentName`) also satisfies it ("... Emily, how")
 
     [[forbidden]]
     id = "rude"
@@ -311,12 +313,17 @@ def _stage(
             ew = f"{where}: element[{j}]"
             if not isinstance(el, dict):
                 raise r.fail(ew, "each [[stage.element]] must be a table")
-            r.keys(el, {"name", "phrases", "optional"}, ew)
+            r.keys(el, {"name", "phrases", "optional", "own_name"}, ew)
             name = r.text(el, "name", ew, default=f"part{j + 1}")
             phrases = r.strings(el, "phrases", ew, required=True)
             elements.append(
                 Element(
-                    name, m.compile(r, phrases, ew, synonyms), r.flag(el, "optional", ew, False)
+                    name,
+                    m.compile(r, phrases, ew, synonyms),
+                    r.flag(el, "optional", ew, False),
+                    r.flag(el, "own_name", ew, False),
+                    m.tolerance,
+                    m.min_score,
                 )
             )
         if all(e.optional for e in elements):

@@ -38,6 +38,7 @@ scripts' synonym sets and element structure instead (see `monitor.qa.scripts`).
 from __future__ import annotations
 
 import bisect
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ from monitor.qa.align import EN_LIGHT_WORDS, Sequence, sequence, weighted_search
 from monitor.qa.pinyin import initials, is_cjk, keys_to_letters, pinyin_keys
 
 _APOSTROPHES = "'’`"
+_ANCHOR = re.compile(r"\[([^\[\]]+)\]")
 _FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "hmm", "mm"})
 
 
@@ -205,10 +207,18 @@ class CompiledPhrase:
     negations: int  # negation words/characters: a hit must have exactly as many
     seq: Sequence  # for the sound-aware weighted alignment (`monitor.qa.align`)
     budget: float  # weighted edit cost a hit may spend there
+    #: Parts written `[...]` in the script: a hit must contain at least one of them (Chinese:
+    #: as characters or homophones; English: a word `has_word` accepts). They are what
+    #: tells a phrase from a confusable one ("请问[还]有什么可以帮您" is not the greeting's
+    #: "请问有什么可以帮您"), so the rest may be matched loosely.
+    anchors: tuple[NormalizedText, ...] = ()
 
     @classmethod
     def build(cls, phrase: str, tolerance: float, min_score: float) -> CompiledPhrase:
-        n = normalize(phrase)
+        anchors = tuple(normalize(a) for a in _ANCHOR.findall(phrase))
+        if any(not a.text for a in anchors):
+            raise ValueError(f"phrase {phrase!r} has an empty [anchor]")
+        n = normalize(phrase.replace("[", "").replace("]", ""))
         if not n.text:
             raise ValueError(f"phrase {phrase!r} has no letters or digits")
         size = len(n.text.replace(" ", ""))
@@ -232,6 +242,7 @@ class CompiledPhrase:
             negations=count_negations(n.text),
             seq=(seq := sequence(n.text, n.keys)),
             budget=weighted_budget(len(seq.symbols), tolerance, cjk=any(is_cjk(c) for c in n.text)),
+            anchors=anchors,
         )
 
     def search(self, text: NormalizedText, lo: int = 0, relax: float = 0.0) -> Alignment | None:
@@ -274,9 +285,15 @@ class CompiledPhrase:
                 # "I can't help you with that" is no "I can help you with that", and
                 # "不要把密码告诉任何人" is no "把密码告诉我".
                 continue
+            if not self._anchored(text, x, y):
+                continue
             if best is None or score - threshold > best.margin:
                 best = Alignment(x, y, score, by_pinyin, score - threshold)
         return best
+
+    def _anchored(self, text: NormalizedText, x: int, y: int) -> bool:
+        """Whether the span [x, y) holds one of the phrase's `[anchors]` (if it has any)."""
+        return not self.anchors or any(_holds(a, text, x, y) for a in self.anchors)
 
     def _align_weighted(
         self, text: NormalizedText, start: int, relax: float
@@ -309,9 +326,9 @@ class CompiledPhrase:
             # every content word needs a counterpart and so do two in three short words.
             span = hay[x:y]
             short = [w for w in self.norm.split() if 2 <= len(w) < 4 and w not in EN_LIGHT_WORDS]
-            if any(fuzz.partial_ratio(w, span) < WORD_MIN_RATIO for w in self.words):
+            if not all(has_word(w, span) for w in self.words):
                 return None
-            lost = sum(1 for w in short if fuzz.partial_ratio(w, span) < WORD_MIN_RATIO)
+            lost = sum(1 for w in short if not has_word(w, span))
             if lost > len(short) // 3:
                 return None
         threshold = 100.0 * (1.0 - self.budget / size)
@@ -373,7 +390,7 @@ class CompiledPhrase:
                 if score <= best[2] or score < floor:
                     continue
                 # partial_ratio, so that a word the ASR merged ("helpyou") still counts.
-                lost = sum(1 for w in self.words if fuzz.partial_ratio(w, span) < WORD_MIN_RATIO)
+                lost = sum(1 for w in self.words if not has_word(w, span))
                 if lost <= allowed:
                     best = (x, y, score)
         return best
@@ -407,6 +424,33 @@ def count_negations(text: str) -> int:
     """Negation words (English) and characters (Chinese) in normalised text."""
     words = sum(1 for w in text.split() if w in _NEGATION_WORDS)
     return words + sum(1 for ch in text if ch in _NEGATION_CHARS)
+
+
+def has_word(word: str, span: str) -> bool:
+    """Whether a phrase word has a counterpart in a Latin span: a similar stretch
+    (partial_ratio, so that a word the ASR merged, "helpyou", still counts) or a word with
+    the same consonants (vowels are what ASR mishears most: "holding" heard as "haldeng")."""
+    if fuzz.partial_ratio(word, span) >= WORD_MIN_RATIO:
+        return True
+    skeleton = _consonants(word)
+    return len(skeleton) >= MIN_SKELETON and any(_consonants(w) == skeleton for w in span.split())
+
+
+def _consonants(word: str) -> str:
+    return "".join(c for c in word if c not in "aeiouy")
+
+
+#: Consonants a word needs before its skeleton alone may stand for it ("hold"/"held"/"hid"
+#: would be one word at two).
+MIN_SKELETON = 3
+
+
+def _holds(anchor: NormalizedText, text: NormalizedText, x: int, y: int) -> bool:
+    """Whether text[x:y] contains `anchor`: Chinese as characters or homophones (not
+    near-homophones: 还 hai would be 好 hao), English as a word `has_word` accepts."""
+    if not is_cjk(anchor.text[0]):
+        return has_word(anchor.text, text.text[x:y])
+    return anchor.text in text.text[x:y] or anchor.keys in text.keys[x:y]
 
 
 def _before(hay: str, start: int) -> str:
