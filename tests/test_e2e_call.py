@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import uuid
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def test_two_calls_english_and_mandarin_end_to_end(server: LiveServer) -> None:
         assert kinds[:2] == ["connected", "metadata"] and ending[-1] == "finalised"
         assert "disconnected" in kinds and "utterance" in kinds
         assert [t.seq for t in stored.trace] == list(range(len(kinds)))
+        [final] = [t for t in stored.trace if t.kind == "finalised"]
+        assert final.data["asr_pending"] == 0  # every transcript was in before the verdict
 
         score = cer if call.script.name.startswith("zh") else wer
         for party in ("customer", "agent"):
@@ -92,6 +95,34 @@ def test_two_calls_english_and_mandarin_end_to_end(server: LiveServer) -> None:
             assert ours <= base + 0.03, (party, ours, base, [s.text for s in segs])
         if call.script.name.startswith("zh"):
             assert all(s.language == "zh" for s in stored.segments)
+
+
+def test_call_closed_before_its_last_transcripts_records_them_as_pending(
+    tmp_path: Path,
+) -> None:
+    """`asr.final_wait_s` caps how long a finished call waits for ASR. A call closed before
+    its last transcripts says so in its `finalised` entry, and the late segments are still
+    stored with the call (nothing received is lost)."""
+    from tests.fixtures_server import make_server
+
+    srv = make_server(tmp_path, CALLWATCH_ASR__FINAL_WAIT_S="0.01", CALLWATCH_ASR__WORKERS="1")
+    srv.start()
+    try:
+        call = _script("en_support_16k.toml")
+        report = asyncio.run(stream_call(srv.url, call, pace=3.0))
+        stored = srv.wait_call(report.external_id)
+        [final] = [t for t in stored.trace if t.kind == "finalised"]
+        assert final.data["asr_pending"] >= 1
+        pending_at_close = final.data["segments"]
+        deadline, later = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            later = srv.repo.get_call(stored.call_id)
+            if later is not None and len(later.segments) > pending_at_close:
+                break
+            time.sleep(0.5)
+        assert later is not None and len(later.segments) > pending_at_close
+    finally:
+        srv.stop()
 
 
 def _cli(server: LiveServer, *args: str) -> str:

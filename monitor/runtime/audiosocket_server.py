@@ -25,7 +25,7 @@ from config.settings import Settings
 from monitor.core.events import Party
 from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
-from monitor.runtime.call import FINAL_ASR_WAIT_S, SHUTDOWN_ASR_WAIT_S
+from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S
 from monitor.runtime.feed import CallFeed
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
@@ -203,7 +203,7 @@ class AudioSocketServer:
             status="completed" if clean else "interrupted",
             reason="normal" if clean else ("shutdown" if stopping else reasons[-1]),
             detail=", ".join(f"{p.value}: {h}" for p, h in joined.ended.items()),
-            asr_wait_s=SHUTDOWN_ASR_WAIT_S if stopping else FINAL_ASR_WAIT_S,
+            asr_wait_s=SHUTDOWN_ASR_WAIT_S if stopping else self._settings.asr.final_wait_s,
         )
         if joined.feed.call is not None:
             self._gateway.calls.pop(joined.feed.call.call_id, None)

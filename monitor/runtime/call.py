@@ -41,9 +41,8 @@ from storage.records import (
 
 log = logging.getLogger("callwatch.call")
 
-#: How long a finished call waits for its last transcripts before it is closed anyway
-#: (segments that arrive later are still stored); shorter while the server shuts down.
-FINAL_ASR_WAIT_S = 120.0
+#: How long a finished call waits for its last transcripts while the server shuts down (else
+#: `asr.final_wait_s`).
 SHUTDOWN_ASR_WAIT_S = 8.0
 #: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
 HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
@@ -317,7 +316,9 @@ class LiveCall:
             )
             if result.text:
                 self.segments += 1
-                if self.analyzer is not None:
+                # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
+                # stored with the call but judged no more: the analysis is finished.
+                if self.analyzer is not None and not self._analysis_done:
                     records.extend(
                         self._analysis_records(
                             self.analyzer.on_segment(
@@ -342,7 +343,8 @@ class LiveCall:
                         latency_ms=latency_ms,
                     )
                 )
-        if self.analyzer is not None and not (result is not None and result.text):
+        late = self._analysis_done
+        if self.analyzer is not None and not late and not (result is not None and result.text):
             self.analyzer.utterance_done(job)
         await self._storage.put_many(records)
         self._pending.discard(job)
@@ -356,7 +358,7 @@ class LiveCall:
         status: str,
         reason: str,
         detail: str | None = None,
-        asr_wait_s: float = FINAL_ASR_WAIT_S,
+        asr_wait_s: float,
     ) -> None:
         """Close the call once; safe to call from any exit path."""
         if self._closed:
@@ -373,6 +375,8 @@ class LiveCall:
                 "closing call before its last transcripts arrived",
                 extra=fields(**self._log_fields, pending=len(self._pending)),
             )
+        # Transcripts still owed: compliance and speaking rate were judged without them.
+        asr_pending = len(self._pending)
         verdict_records: list[Any] = []
         scores: dict[str, Any] = {}
         if self.analyzer is not None:
@@ -397,6 +401,7 @@ class LiveCall:
                     status=status,
                     segments=self.segments,
                     asr_shed=self.shed,
+                    asr_pending=asr_pending,
                     **scores,
                 ),
                 CallClosed(

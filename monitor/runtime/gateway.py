@@ -38,7 +38,7 @@ from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
 from monitor.qa import ScriptBook
 from monitor.runtime.asr_service import AsrService
-from monitor.runtime.call import FINAL_ASR_WAIT_S, SHUTDOWN_ASR_WAIT_S, LiveCall
+from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.feed import CallFeed
 from monitor.runtime.logs import fields
@@ -321,7 +321,7 @@ class Gateway:
         finally:
             if isinstance(decoder, TwilioDecoder):
                 feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
-            wait = SHUTDOWN_ASR_WAIT_S if self.stopping else FINAL_ASR_WAIT_S
+            wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
             # Shielded: a cancelled handler (server shutdown) must still close the record.
             await asyncio.shield(
                 feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
