@@ -17,6 +17,7 @@ from monitor.core.events import Party
 from monitor.errors import ProtocolError
 from monitor.wire.events import AppEvent, CallStarted, Dtmf, PartyAudio, Stopped
 from monitor.wire.twilio import TwilioDecoder, TwilioEncoder
+from tests.wire_support import feed_random, json_values
 
 # The documented example session, verbatim apart from the elided ids and payloads.
 PAYLOAD_IN = base64.b64encode(bytes([0x7E]) * 160).decode()
@@ -118,13 +119,6 @@ def test_binary_frames_are_refused() -> None:
     assert err.value.close_code == 1003
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 events = st.sampled_from(["connected", "start", "media", "dtmf", "mark", "stop", "other"])
 
 
@@ -146,16 +140,6 @@ events = st.sampled_from(["connected", "start", "media", "dtmf", "mark", "stop",
 )
 def test_random_input_parses_or_raises_protocol_error(messages: list[str | bytes]) -> None:
     dec = TwilioDecoder()
-    for message in messages:
-        try:
-            out = (
-                dec.receive_text(message)
-                if isinstance(message, str)
-                else dec.receive_bytes(message)
-            )
-        except ProtocolError as exc:
-            assert exc.close_code in (1003, 1007, 1008) and len(exc.reason.encode()) <= 123
-            continue
-        for ev in out:
-            if isinstance(ev, PartyAudio):
-                assert len(ev.pcm) % 2 == 0 and ev.party in dec.parties
+    for ev in feed_random(dec, messages):
+        if isinstance(ev, PartyAudio):
+            assert len(ev.pcm) % 2 == 0 and ev.party in dec.parties

@@ -62,6 +62,14 @@ class MediaTick:
     wall_s: float
 
 
+#: Compliance finding kind -> (alert kind, the field the alert is de-duplicated on, message).
+_COMPLIANCE_ALERTS = {
+    "phrase_missed": ("compliance_miss", "stage", "required phrase missed: {subject} ({window})"),
+    "order_violated": ("compliance_order", "stage", "{subject} said before {expected_after}"),
+    "forbidden_phrase": ("forbidden_phrase", "rule", "forbidden phrase: {phrase}"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     call_id: str
@@ -334,28 +342,20 @@ class AlertEngine:
             )  # fmt: skip
         if rec.source != "compliance" or level < _LEVELS[r.compliance_min_severity]:
             return None
-        if rec.kind == "phrase_missed":
-            stage = str(d.get("stage", "?"))
-            rule, kind, message = (
-                f"compliance_miss:{stage}", "compliance_miss",
-                f"required phrase missed: {stage} ({d.get('window', '')})",
-            )  # fmt: skip
-        elif rec.kind == "order_violated":
-            stage = str(d.get("stage", "?"))
-            rule, kind, message = (
-                f"compliance_order:{stage}", "compliance_order",
-                f"{stage} said before {d.get('expected_after', '?')}",
-            )  # fmt: skip
-        elif rec.kind == "forbidden_phrase":
-            name = str(d.get("rule", "?"))
-            rule, kind, message = (
-                f"forbidden_phrase:{name}", "forbidden_phrase",
-                f"forbidden phrase: {d.get('phrase', name)}",
-            )  # fmt: skip
-        else:
+        spec = _COMPLIANCE_ALERTS.get(rec.kind)
+        if spec is None:
             return None
+        kind, key, template = spec
+        subject = str(d.get(key, "?"))
+        message = template.format(
+            subject=subject,
+            window=d.get("window", ""),
+            expected_after=d.get("expected_after", "?"),
+            phrase=d.get("phrase", subject),
+        )
         return self._fire(
-            call, rule, kind, severity, message, rec.start_ms, rec.end_ms, party=rec.party,
+            call, f"{kind}:{subject}", kind, severity, message, rec.start_ms, rec.end_ms,
+            party=rec.party,
             finding=rec.kind, finding_severity=rec.severity, **_brief(d),
         )  # fmt: skip
 
