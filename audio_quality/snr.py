@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
+from scipy import ndimage, signal
 
 from audio_quality.activity import FRAME_MS
 from audio_quality.levels import (
@@ -56,6 +56,16 @@ FRAME_MARGIN_DB = 15.9
 MIN_NOISE_FRAMES = 30
 #: Minimum-statistics floor sits below the noise mean; this is the fallback's correction.
 FLOOR_BIAS_DB = 1.5
+#: Impacts (see `_impacts`): a frame can be one when it is this far above the party's
+#: active speech level with over half its power above 2 kHz; one such frame with a kurtosis
+#: above `IMPACT_KURTOSIS` marks an impact, which takes in the candidates within
+#: `EVENT_SPREAD` frames (a rattle is noise-like in its densest frames).
+IMPACT_OVER_LEVEL_DB = 3.0
+IMPACT_HIGH_SHARE = 0.5
+IMPACT_KURTOSIS = 5.0
+EVENT_SPREAD = 5
+#: The party's level gates impacts only once this much active speech (1 s) is pooled.
+IMPACT_MIN_ACTIVE_FRAMES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,7 @@ class _BlockSums:
     floor_power: float = 0.0  # Σ floor power over all frames (fallback only)
     frames: int = 0
     local_noise: float = 0.0  # Σ over frames of the noise estimate in force for the block
+    impact_power: float = 0.0  # Σ over impact frames of their power above 2 kHz
 
     def add(self, other: _BlockSums) -> None:
         self.noise_power += other.noise_power
@@ -86,6 +97,7 @@ class _BlockSums:
         self.floor_power += other.floor_power
         self.frames += other.frames
         self.local_noise += other.local_noise
+        self.impact_power += other.impact_power
         if other.ladder is not None:
             self.ladder = other.ladder.copy() if self.ladder is None else self.ladder + other.ladder
 
@@ -93,7 +105,7 @@ class _BlockSums:
 class SpeechNoiseEstimator:
     """Feeds on blocks of final frames; answers for the rolling window and the whole call."""
 
-    __slots__ = ("_window", "_ring", "_total", "_zi", "_hang", "_g", "_snr_range")
+    __slots__ = ("_window", "_ring", "_total", "_zi", "_hang", "_g", "_snr_range", "_seeds")
 
     def __init__(self, window_blocks: int, snr_min_db: float, snr_max_db: float) -> None:
         if window_blocks < 1:
@@ -107,6 +119,7 @@ class SpeechNoiseEstimator:
         hang = round(P56_HANGOVER_S * 1000 / FRAME_MS)
         self._hang = np.full(hang, -1, dtype=np.int8)
         self._snr_range = (snr_min_db, snr_max_db)
+        self._seeds = np.zeros(EVENT_SPREAD, dtype=np.bool_)  # impact marks before the block
 
     def add_block(
         self,
@@ -114,26 +127,37 @@ class SpeechNoiseEstimator:
         speech: npt.NDArray[np.bool_],
         noise: npt.NDArray[np.bool_],
         floor_dbov: npt.NDArray[np.float64],
+        high: npt.NDArray[np.float64] | None = None,
+        kurtosis: npt.NDArray[np.float64] | None = None,
     ) -> None:
         """One block of consecutive frames. `power` is the frame mean square relative to full
         scale² (linear); `speech` marks the frames whose excess power is speech energy,
-        `noise` those that measure the noise; the VAD floor is the fallback estimate."""
+        `noise` those that measure the noise; the VAD floor is the fallback estimate.
+        `high` and `kurtosis` (`frame_features.HighBand`) find impacts; these two and
+        `power` may run up to `EVENT_SPREAD` frames past the block (look-ahead)."""
+        n = speech.size
+        pooled = _BlockSums()
+        for b in self._ring:
+            pooled.add(b)
+        impact = np.zeros(n)
+        if high is not None and kurtosis is not None:
+            impact = self._impacts(power, high, kurtosis, n, self._level_power(pooled))
+        power = power[:n]
+        noise = noise & (impact == 0.0)  # the floor's mean, without the impacts
         block = _BlockSums(
             noise_power=float(power[noise].sum()),
             noise_frames=int(noise.sum()),
+            impact_power=float(impact.sum()),
             # The VAD has no floor before its first frames (+inf): those count as zero.
             floor_power=float(
                 np.where(np.isfinite(floor_dbov), 10.0 ** (floor_dbov / 10.0), 0.0).sum()
             ),
             frames=int(power.size),
         )
-        pooled = _BlockSums()
-        for b in self._ring:
-            pooled.add(b)
         pooled.add(block)
         noise_power = self._noise_power(pooled)
-        block.local_noise = noise_power * power.size
-        e = np.where(speech, np.maximum(power - noise_power, 0.0), 0.0)
+        block.local_noise = noise_power * n
+        e = np.where(speech, np.maximum(power - impact - noise_power, 0.0), 0.0)
         g = self._g
         env, self._zi = signal.lfilter(
             [(1.0 - g) ** 2], [1.0, -2.0 * g, g * g], np.sqrt(e), zi=self._zi
@@ -160,10 +184,45 @@ class SpeechNoiseEstimator:
         noise = t.local_noise / t.frames if t.frames else 0.0
         return self._estimate(t, noise)
 
+    def _impacts(
+        self,
+        power: npt.NDArray[np.float64],
+        high: npt.NDArray[np.float64],
+        kurtosis: npt.NDArray[np.float64],
+        n: int,
+        level: float,
+    ) -> npt.NDArray[np.float64]:
+        """Per frame of the block, the power above 2 kHz of an impact (0 elsewhere).
+
+        Wherever it falls, in speech too: a frame louder than the party's own speech level
+        with most of its power above 2 kHz is not that party's speech (their sibilants
+        reach a few dB over it, fricatives are noise-like, and voiced speech has its power
+        low), and a heavy-tailed one there is an impact."""
+        s = EVENT_SPREAD
+        m = min(n + s, power.size, high.size, kurtosis.size)
+        pw, hi = power[:m], high[:m]
+        cand = (pw > level * 10.0 ** (IMPACT_OVER_LEVEL_DB / 10.0)) & (hi > IMPACT_HIGH_SHARE * pw)
+        seeds = np.zeros(2 * s + n, dtype=np.int8)
+        seeds[:s] = self._seeds
+        seeds[s : s + m] = cand & (kurtosis[:m] > IMPACT_KURTOSIS)
+        self._seeds = seeds[n : n + s].astype(np.bool_)  # the block's last s frames
+        near = ndimage.maximum_filter1d(seeds, size=2 * s + 1)[s : s + n].astype(np.bool_)
+        return np.where(cand[:n] & near, hi[:n], 0.0)
+
+    @staticmethod
+    def _level_power(s: _BlockSums) -> float:
+        """The active speech level pooled in `s` (linear), +inf until there is enough."""
+        ladder = s.ladder if s.ladder is not None else np.zeros(P56_LADDER, dtype=np.int64)
+        db = ladder_level_db(ladder, s.speech_energy, FRAME_MARGIN_DB)
+        if math.isinf(db):
+            return math.inf
+        level = 10.0 ** (db / 10.0)
+        return level if s.speech_energy / level >= IMPACT_MIN_ACTIVE_FRAMES else math.inf
+
     @staticmethod
     def _noise_power(s: _BlockSums) -> float:
         if s.noise_frames >= MIN_NOISE_FRAMES:
-            return float(s.noise_power / s.noise_frames)
+            return float(s.noise_power / s.noise_frames + s.impact_power / s.frames)
         if s.frames == 0:
             return 0.0
         return float(s.floor_power / s.frames * 10.0 ** (FLOOR_BIAS_DB / 10.0))
