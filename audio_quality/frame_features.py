@@ -107,13 +107,14 @@ class HighBand:
     far sharper than a frame, so their samples there are heavy-tailed (kurtosis well above
     3); voiced speech has little power up there, and fricatives, which have much, are
     noise-like (kurtosis near 3). A 4th-order Butterworth high-pass, its state carried
-    across calls, so the features do not depend on chunking."""
+    across calls, so the features do not depend on chunking (as one direct-form filter:
+    well conditioned at this order and cut-off, and a third of `sosfilt`'s cost)."""
 
-    __slots__ = ("_sos", "_zi")
+    __slots__ = ("_b", "_a", "_zi")
 
     def __init__(self, sample_rate: int) -> None:
-        self._sos = signal.butter(4, _HIGH_HZ, btype="highpass", fs=sample_rate, output="sos")
-        self._zi = np.zeros((self._sos.shape[0], 2), dtype=np.float64)
+        self._b, self._a = signal.butter(4, _HIGH_HZ, btype="highpass", fs=sample_rate)
+        self._zi = np.zeros(4, dtype=np.float64)
 
     def process(
         self, frames: npt.NDArray[np.int16], full_scale: float
@@ -121,7 +122,9 @@ class HighBand:
         """`frames` (n, frame_len) int16 → (mean square above 2 kHz relative to full
         scale², kurtosis of those samples; 0 where the frame is silent up there)."""
         n, m = frames.shape
-        y, self._zi = signal.sosfilt(self._sos, frames.ravel().astype(np.float64), zi=self._zi)
+        y, self._zi = signal.lfilter(
+            self._b, self._a, frames.ravel().astype(np.float64), zi=self._zi
+        )
         y2 = (y * y).reshape(n, m)
         s2 = y2.sum(axis=1)
         s4 = np.einsum("ij,ij->i", y2, y2)

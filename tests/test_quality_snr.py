@@ -25,10 +25,11 @@ from tests.quality_support import (
 
 SETTINGS = QualitySettings(dnsmos={"enabled": False})
 #: Noise types held to the 3 dB p95 target. `impulsive` (sparse knocks that carry most of the
-#: noise power) is the documented weak spot: noise is only observed in pauses, knocks that
-#: land in speech are never seen and some are taken for speech, so the SNR reads high (never
-#: low); its figures are asserted as that one-sided bias, not as accuracy.
+#: noise power) is the documented weak spot: knocks louder than the speech are found inside
+#: it, quieter ones only in pauses, so at 15–30 dB the SNR can read high by several dB (never
+#: low); it is held to that one-sided bias and to the p95 achieved (6.7 / 3.1 dB), not 3 dB.
 TARGET_NOISES = ("dishes", "bike", "babble")
+IMPULSIVE_P95_DB = {"16k": 7.2, "8k-ulaw": 3.5}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -41,7 +42,7 @@ def test_snr_estimate_error_p95(path: str, noise: str) -> None:
     if noise in TARGET_NOISES:
         assert p95 <= 3.0
     else:
-        assert errors.min() >= -3.0 and p95 <= 10.0
+        assert errors.min() >= -3.0 and p95 <= IMPULSIVE_P95_DB[path]
 
 
 @pytest.mark.parametrize("path", list(PATHS))
