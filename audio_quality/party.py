@@ -41,7 +41,7 @@ from audio_quality.levels import full_scale as codec_full_scale
 from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
 from audio_quality.resample import Upsampler2x
 from audio_quality.settings import QualitySettings
-from audio_quality.snr import EVENT_SPREAD, SpeechNoiseEstimator
+from audio_quality.snr import IMPACT_SPREAD, SpeechNoiseEstimator
 
 SUPPORTED_RATES = (8000, 16000)
 #: Clipping: |x| ≥ this fraction of the codec's full scale, in runs of ≥ 2 samples.
@@ -308,7 +308,7 @@ class PartyQualityTracker:
         noise = ~near[g : g + n].astype(np.bool_) & ~self._zero[:n]
         # Frames past the block (the noise guard's, always there but at the end) let an
         # impact that straddles the block edge be found whole.
-        ahead = slice(0, n + EVENT_SPREAD)
+        ahead = slice(0, n + IMPACT_SPREAD)
         self._levels.add_block(
             self._power[ahead], self._raw[:n] & final, noise, self._floor[:n],
             self._high[ahead], self._kurt[ahead],
