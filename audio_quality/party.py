@@ -35,12 +35,13 @@ from scipy import ndimage
 from audio_quality.activity import FRAME_MS, MetricVad, Run
 from audio_quality.dnsmos import WINDOW_MS, DnsmosScore, DnsmosWindow
 from audio_quality.errors import TrackerFinishedError
+from audio_quality.frame_features import HighBand
 from audio_quality.levels import POWER_FLOOR, canonical_codec, clip_count, frame_mean_square
 from audio_quality.levels import full_scale as codec_full_scale
 from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
 from audio_quality.resample import Upsampler2x
 from audio_quality.settings import QualitySettings
-from audio_quality.snr import SpeechNoiseEstimator
+from audio_quality.snr import IMPACT_SPREAD, SpeechNoiseEstimator
 
 SUPPORTED_RATES = (8000, 16000)
 #: Clipping: |x| ≥ this fraction of the codec's full scale, in runs of ≥ 2 samples.
@@ -83,6 +84,9 @@ class PartyQualityTracker:
         # Frame features from `_block_start` (frame index) up to the frames seen.
         self._block_start = 0
         self._power = np.empty(0, dtype=np.float64)
+        self._high_band = HighBand(sample_rate)
+        self._high = np.empty(0, dtype=np.float64)  # power above 2 kHz, and its kurtosis
+        self._kurt = np.empty(0, dtype=np.float64)
         self._raw = np.empty(0, dtype=np.bool_)
         self._zero = np.empty(0, dtype=np.bool_)
         self._floor = np.empty(0, dtype=np.float64)
@@ -144,11 +148,14 @@ class PartyQualityTracker:
         frames = body.reshape(n, self._frame_len)
         first = self._vad.frames_seen
         power = frame_mean_square(frames) / (self._fs * self._fs)
+        high, kurt = self._high_band.process(frames, self._fs)
         zero = np.asarray(~frames.any(axis=1), dtype=np.bool_)
         counts, self._clip_left = clip_count(body, self._clip_threshold, self._clip_left)
         raw, floor, runs = self._vad.process(frames)
         self._track_dropouts(first, raw, zero)
         self._power = np.concatenate([self._power, power])
+        self._high = np.concatenate([self._high, high])
+        self._kurt = np.concatenate([self._kurt, kurt])
         self._raw = np.concatenate([self._raw, raw])
         self._zero = np.concatenate([self._zero, zero])
         self._floor = np.concatenate([self._floor, floor])
@@ -299,7 +306,13 @@ class PartyQualityTracker:
         around = np.concatenate([self._final_before, self._final[: n + g]])
         near = ndimage.maximum_filter1d(around.view(np.int8), size=2 * g + 1, mode="constant")
         noise = ~near[g : g + n].astype(np.bool_) & ~self._zero[:n]
-        self._levels.add_block(power, self._raw[:n] & final, noise, self._floor[:n])
+        # Frames past the block (the noise guard's, always there but at the end) let an
+        # impact that straddles the block edge be found whole.
+        ahead = slice(0, n + IMPACT_SPREAD)
+        self._levels.add_block(
+            self._power[ahead], self._raw[:n] & final, noise, self._floor[:n],
+            self._high[ahead], self._kurt[ahead],
+        )  # fmt: skip
         self._final_before = np.concatenate([self._final_before, final])[-g:]
         est = self._levels.rolling()
         window_frames = self._settings.reading_window_ms // FRAME_MS
@@ -336,7 +349,7 @@ class PartyQualityTracker:
         )
         self._seq += 1
         self._block_start = end
-        for name in ("_power", "_raw", "_zero", "_floor", "_clipped", "_final"):
+        for name in ("_power", "_high", "_kurt", "_raw", "_zero", "_floor", "_clipped", "_final"):
             setattr(self, name, getattr(self, name)[n:])
         return reading
 

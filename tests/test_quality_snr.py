@@ -14,6 +14,7 @@ from audio_quality.g711 import round_trip
 from audio_quality.impair import hard_clip_to_ratio, to_int16
 from audio_quality.levels import active_speech_level, full_scale
 from audio_quality.settings import QualitySettings
+from audio_quality.snr import SpeechNoiseEstimator
 from tests.quality_support import (
     PATHS,
     mix_at_snr,
@@ -25,10 +26,13 @@ from tests.quality_support import (
 
 SETTINGS = QualitySettings(dnsmos={"enabled": False})
 #: Noise types held to the 3 dB p95 target. `impulsive` (sparse knocks that carry most of the
-#: noise power) is the documented weak spot: noise is only observed in pauses, knocks that
-#: land in speech are never seen and some are taken for speech, so the SNR reads high (never
-#: low); its figures are asserted as that one-sided bias, not as accuracy.
+#: noise power) is the documented weak spot: knocks about as loud as the speech or louder are
+#: found inside it, quieter ones only in pauses, so at 25–30 dB the SNR can read high by
+#: several dB (never low); it is held to that one-sided bias and to the p95 achieved (6.1 /
+#: 2.6 dB) with a small margin, not to 3 dB: at 8 kHz that holds for these two tracks only
+#: (4.2 dB on four).
 TARGET_NOISES = ("dishes", "bike", "babble")
+IMPULSIVE_P95_DB = {"16k": 6.5, "8k-ulaw": 3.0}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -41,7 +45,7 @@ def test_snr_estimate_error_p95(path: str, noise: str) -> None:
     if noise in TARGET_NOISES:
         assert p95 <= 3.0
     else:
-        assert errors.min() >= -3.0 and p95 <= 10.0
+        assert errors.min() >= -3.0 and p95 <= IMPULSIVE_P95_DB[path]
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -94,3 +98,23 @@ def test_l16_detector_would_miss_ulaw_clipping_without_codec_full_scale() -> Non
     assert np.abs(clipped.astype(np.int32)).max() == 32124
     assert summarise(clipped, rate, "L16", SETTINGS).clipped_samples == 0
     assert summarise(clipped, rate, "PCMU", SETTINGS).clipped_samples > 0
+
+
+def test_impacts_inside_speech_count_as_noise_sibilants_do_not() -> None:
+    # Frame features straight into the estimator: a pause, then speech at -30 dBov with two
+    # frames 10 dB louder and mostly above 2 kHz. Only the heavy-tailed one is an impact; the
+    # noise-like one (a sibilant) stays speech.
+    est = SpeechNoiseEstimator(5, -10.0, 50.0)
+    n = 200
+    pause = np.arange(n) < 60
+    power = np.where(pause, 1e-7, 1e-3)
+    est.add_block(power, ~pause, pause, np.full(n, -70.0), 0.05 * power, np.full(n, 3.0))
+    power = np.full(n, 1e-3)
+    power[[100, 150]] = 1e-2
+    high, kurt = 0.05 * power, np.full(n, 3.0)
+    high[[100, 150]] = 9e-3
+    kurt[100] = 8.0
+    speech = np.ones(n, dtype=np.bool_)
+    est.add_block(power, speech, ~speech, np.full(n, -70.0), high, kurt)
+    noise = est.rolling().noise_level_dbov
+    assert noise == pytest.approx(10 * np.log10(1e-7 + 9e-3 / (2 * n)), abs=0.01)
