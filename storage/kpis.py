@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, select
+from sqlalchemy import ColumnElement, Table, case, func, select
 from sqlalchemy.orm import Session
 
 from storage.analysis import GRADES
@@ -155,3 +155,31 @@ def _finish(key: str | None, acc: _Acc) -> GroupKpis:
         alerts=dict(sorted(acc.alerts.items())),
         alerts_by_severity=dict(sorted(acc.severities.items())),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    """Finished calls started since a moment, counted in SQL (no cap on how many): what the
+    live board's KPI strip starts from after a restart."""
+
+    handled: int  # closed calls with a duration
+    handle_ms: int
+    scored: int  # of those, graded
+    compliance_sum: float  # over graded calls with a compliance score
+    compliance_n: int
+    needs_improvement: int
+
+
+def day_totals(session: Session, since: datetime) -> DayTotals:
+    graded = Call.grade.is_not(None)
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Call.duration_ms), 0),
+            func.count(Call.grade),
+            func.coalesce(func.sum(case((graded, Call.compliance_score))), 0.0),
+            func.count(case((graded, Call.compliance_score))),
+            func.count(case((Call.grade == "needs_improvement", 1))),
+        ).where(Call.started_at >= since, Call.status != "active", Call.duration_ms.is_not(None))
+    ).one()
+    return DayTotals(int(row[0]), int(row[1]), int(row[2]), float(row[3]), int(row[4]), int(row[5]))

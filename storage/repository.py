@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from storage import alerts, analysis, db, kpis, search
 from storage.errors import BatchRejected, StorageError, StorageUnavailable
+from storage.kpis import DayTotals
 from storage.models import (
     CALL_STATUSES,
     AlertInfo,
@@ -215,6 +216,11 @@ class Repository:
         """Per-agent or per-queue KPIs over a period (see storage/kpis.py)."""
         with self._session() as session:
             return kpis.compute(session, group_by=group_by, since=since, until=until, key=key)
+
+    def day_totals(self, since: datetime) -> DayTotals:
+        """Finished calls started at or after `since`, totalled in SQL (storage/kpis.py)."""
+        with self._session() as session:
+            return kpis.day_totals(session, since)
 
     def get_call(self, call_id: str) -> CallDetail | None:
         """One call with parties, transcript and trace, or None.

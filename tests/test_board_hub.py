@@ -115,3 +115,29 @@ async def test_bus_overflow_reseeds_from_the_database(sqlite_repo: Repository) -
         assert "db-only" in hub.state.calls and client.resyncs == 1
     finally:
         await hub.close()
+
+
+async def test_today_kpis_count_every_call_of_the_day(sqlite_repo: Repository) -> None:
+    """After a restart the KPI strip starts from all of today's calls, totalled in SQL: more
+    than the 1,000 a call listing returns."""
+    n = 1_200
+    records: list[object] = []
+    for i in range(n):
+        grade = "needs_improvement" if i % 4 == 0 else "good"
+        records += [
+            opened(f"c{i}"),
+            CallScored(f"c{i}", 70.0, grade, 70.0, 60.0 if i % 2 else 80.0),
+            CallClosed(f"c{i}", NOW, "completed", "normal", 10_000 + i, 1),
+        ]
+    sqlite_repo.apply(records)  # type: ignore[arg-type]
+    sqlite_repo.apply([opened("live")])  # still active: not handled yet
+    hub = BoardHub(EventBus(), sqlite_repo, interval_s=0.05, tick_s=0.02)
+    await hub.ensure_started()
+    try:
+        k = hub.state.snapshot()["kpis"]
+        assert k["handled_today"] == n
+        assert k["needs_improvement"] == n // 4
+        assert k["avg_handle_ms"] == pytest.approx(10_000 + (n - 1) / 2, abs=1)
+        assert k["compliance_rate"] == pytest.approx(70.0)
+    finally:
+        await hub.close()

@@ -207,7 +207,12 @@ def test_ended_call_shows_grade_then_leaves_and_kpis_count_it() -> None:
 def test_kpis_roll_over_at_midnight_and_seed() -> None:
     b = board()
     b.seed_today(
-        handled=2, handle_ms=100_000, compliance=[80.0, 100.0], needs_improvement=1, scored=2
+        handled=2,
+        handle_ms=100_000,
+        compliance_sum=180.0,
+        compliance_n=2,
+        needs_improvement=1,
+        scored=2,
     )
     assert b.kpis()["avg_handle_ms"] == 50_000 and b.kpis()["compliance_rate"] == 90.0
     b.apply(opened("c1"), 0.0)

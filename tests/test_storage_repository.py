@@ -275,3 +275,28 @@ def test_get_call_by_id_external_id_or_unique_prefix(repo: Repository) -> None:
     assert found("01HQ7A%") is None  # LIKE wildcards mean nothing here
     assert found("nope") is None
     assert found("") is None
+
+
+def test_day_totals_are_summed_in_sql_on_both_backends(repo: Repository) -> None:
+    """The board's KPI seed: closed calls started since a moment, graded ones apart."""
+    from storage.records import CallScored
+
+    repo.apply(
+        [
+            opened("early", minutes=-1),  # before `since`: not counted
+            closed("early"),
+            opened("a"),
+            closed("a", duration_ms=100_000),
+            CallScored("a", 90.0, "excellent", 90.0, 100.0),
+            opened("b", minutes=1),
+            closed("b", status="interrupted", duration_ms=50_000),
+            CallScored("b", 40.0, "needs_improvement", 50.0, 30.0),
+            opened("c", minutes=2),
+            closed("c", duration_ms=20_000),  # closed, not graded
+            opened("live", minutes=3),  # still active
+        ]
+    )
+    t = repo.day_totals(T0)
+    assert (t.handled, t.handle_ms, t.scored) == (3, 170_000, 2)
+    assert (t.compliance_sum, t.compliance_n, t.needs_improvement) == (130.0, 2, 1)
+    assert repo.day_totals(T0 + timedelta(days=1)).handled == 0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.board.state import BoardState, stored_alert
 from storage.records import CallOpened, SegmentAdded
-from storage.repository import MAX_LIST_LIMIT, Repository
+from storage.repository import Repository
 
 if TYPE_CHECKING:
     from monitor.runtime.bus import EventBus, Subscription
@@ -204,16 +204,15 @@ class BoardHub:
         return out, alerts
 
     def _today(self) -> dict[str, Any]:
-        list_calls = self._repo.list_calls
+        # Totalled in SQL over all of today's (UTC) calls, however many: a seed, the live
+        # feed adds on.
         start = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
-        # the newest 1000 of today's calls (the listing's cap): a seed, the live feed adds on
-        calls = list_calls(since=start, limit=MAX_LIST_LIMIT)
-        done = [c for c in calls if c.status != "active" and c.duration_ms is not None]
-        scored = [c for c in done if c.grade is not None]
+        t = self._repo.day_totals(start)
         return {
-            "handled": len(done),
-            "handle_ms": sum(c.duration_ms for c in done),
-            "scored": len(scored),
-            "compliance": [c.compliance_score for c in scored if c.compliance_score is not None],
-            "needs_improvement": sum(1 for c in scored if c.grade == "needs_improvement"),
+            "handled": t.handled,
+            "handle_ms": t.handle_ms,
+            "scored": t.scored,
+            "compliance_sum": t.compliance_sum,
+            "compliance_n": t.compliance_n,
+            "needs_improvement": t.needs_improvement,
         }

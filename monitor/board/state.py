@@ -417,14 +417,15 @@ class BoardState:
         *,
         handled: int,
         handle_ms: int,
-        compliance: list[float],
+        compliance_sum: float,
+        compliance_n: int,
         needs_improvement: int,
         scored: int,
     ) -> None:
         """Start today's KPIs from what the database already holds (at startup)."""
         d = self._day
         d.handled, d.handle_ms, d.scored = handled, handle_ms, scored
-        d.compliance_sum, d.compliance_n = sum(compliance), len(compliance)
+        d.compliance_sum, d.compliance_n = compliance_sum, compliance_n
         d.needs_improvement = needs_improvement
         self._kpi_dirty = True
 
