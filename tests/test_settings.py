@@ -60,3 +60,14 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     bad.write_text("[gateway\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad, env={})
+
+
+def test_webhook_targets_from_the_environment_as_json() -> None:
+    """A container deployment sets its receivers without a TOML file; a bad one is named."""
+    target = '{"name": "crm", "url": "https://crm.example/hook", "secret": "0123456789abcdef0123"}'
+    s = load_settings(env={"CALLWATCH_WEBHOOKS__TARGETS": f"[{target}]"})
+    assert [(t.name, t.url, t.min_severity) for t in s.webhooks.targets] == [
+        ("crm", "https://crm.example/hook", "info")
+    ]
+    with pytest.raises(ConfigError, match="webhooks.targets.0.secret"):
+        load_settings(env={"CALLWATCH_WEBHOOKS__TARGETS": f"[{target.replace('0123456789', '')}]"})
