@@ -51,6 +51,12 @@ _LEVELS = {"info": 0, "minor": 1, "major": 2, "critical": 3, "off": 99}
 #: finding severity -> alert severity
 _RESERVED = frozenset({"party", "severity", "finding", "finding_severity"})
 _ALERT_SEVERITY = {"info": "info", "minor": "info", "major": "warning", "critical": "critical"}
+#: Compliance finding kind -> (alert kind, the field the alert is de-duplicated on, message).
+_COMPLIANCE_ALERTS = {
+    "phrase_missed": ("compliance_miss", "stage", "required phrase missed: {subject} ({window})"),
+    "order_violated": ("compliance_order", "stage", "{subject} said before {expected_after}"),
+    "forbidden_phrase": ("forbidden_phrase", "rule", "forbidden phrase: {phrase}"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +66,6 @@ class MediaTick:
     call_id: str
     media_ms: int
     wall_s: float
-
-
-#: Compliance finding kind -> (alert kind, the field the alert is de-duplicated on, message).
-_COMPLIANCE_ALERTS = {
-    "phrase_missed": ("compliance_miss", "stage", "required phrase missed: {subject} ({window})"),
-    "order_violated": ("compliance_order", "stage", "{subject} said before {expected_after}"),
-    "forbidden_phrase": ("forbidden_phrase", "rule", "forbidden phrase: {phrase}"),
-}
 
 
 @dataclass(frozen=True, slots=True)

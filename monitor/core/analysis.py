@@ -24,11 +24,11 @@ from config.settings import GradingSettings
 from monitor.core.events import Party
 from monitor.core.metadata import CallMetadata
 from monitor.qa import (
-    AGENT_NAME_KEYS,
     ComplianceChecker,
     ComplianceResult,
     ScriptBook,
     ScriptNotFound,
+    agent_name_of,
 )
 from monitor.qa.watermark import TranscriptWatermark
 
@@ -95,10 +95,9 @@ class CallAnalyzer:
         if self.checker is not None or self._scripts is None or self.script_problem:
             return
         fields = {"queue": self._meta.queue, "to": self._meta.callee, **self._meta.extra}
-        name = next((fields[k] for k in AGENT_NAME_KEYS if isinstance(fields.get(k), str)), None)
         try:
             script = self._scripts.select(fields, language or None)
-            self.checker = ComplianceChecker(script, agent_name=name)
+            self.checker = ComplianceChecker(script, agent_name=agent_name_of(fields))
         except ScriptNotFound as exc:
             self.script_problem = str(exc)
 

@@ -4,7 +4,7 @@
   -> `ComplianceScript` (shipped defaults in `config/scripts/`, format in `monitor.qa.scripts`).
 * `ComplianceChecker(script, agent_name)`: sans-I/O, one per call. `on_segment(...)` and
   `advance(ms)` return live events; `finish(duration_ms)` returns the `ComplianceResult`.
-  `agent_name` comes from the call metadata (`AGENT_NAME_KEYS`) for elements that accept it.
+  `agent_name` comes from the call metadata (`agent_name_of`) for elements that accept it.
 
 * `TranscriptWatermark`: the media time to pass to `advance`, from what the runtime knows.
 
@@ -32,12 +32,11 @@ from monitor.qa.events import (
     StageChecked,
     StageStatus,
 )
-from monitor.qa.rules import AGENT_NAME_KEYS, ComplianceScript
+from monitor.qa.rules import ComplianceScript, agent_name_of
 from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file, script_from_dict
 from monitor.qa.watermark import TranscriptWatermark
 
 __all__ = [
-    "AGENT_NAME_KEYS",
     "DEFAULT_SCRIPTS_DIR",
     "CheckerFinished",
     "ComplianceChecker",
@@ -57,6 +56,7 @@ __all__ = [
     "StageChecked",
     "StageStatus",
     "TranscriptWatermark",
+    "agent_name_of",
     "load_compliance_scripts",
     "load_script_file",
     "script_from_dict",

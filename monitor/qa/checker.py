@@ -70,6 +70,12 @@ class Hit:
     end_char: int  # where the hit ends in the turn's text
     margin: float = 0.0  # score minus threshold
 
+    @property
+    def evidence(self) -> tuple[str, str, float, int, int, str]:
+        """What every event about a hit records, in the events' field order: the phrase, the
+        text it matched, the score, the media-time span and the party."""
+        return (self.phrase, self.matched_text, self.score, self.start_ms, self.end_ms, self.party)
+
 
 def best_hit(
     phrases: tuple[CompiledPhrase, ...], turn: Turn, lo: int, relax: float = 0.0
@@ -225,12 +231,7 @@ class ComplianceChecker:
                 event = RuleSuspended(
                     target,
                     rule.id,
-                    hit.phrase,
-                    hit.matched_text,
-                    hit.score,
-                    hit.start_ms,
-                    hit.end_ms,
-                    hit.party,
+                    *hit.evidence,
                     until,
                 )
                 self._suspensions.append(event)
@@ -249,12 +250,7 @@ class ComplianceChecker:
             self._forbidden_last_end[key] = hit.end_ms
             event = ForbiddenPhraseSaid(
                 rule.id,
-                hit.phrase,
-                hit.matched_text,
-                hit.score,
-                hit.start_ms,
-                hit.end_ms,
-                hit.party,
+                *hit.evidence,
                 rule.severity.value,
             )
             self._forbidden.append(event)
@@ -285,12 +281,7 @@ class ComplianceChecker:
             events.append(
                 PhraseMatched(
                     stage.id,
-                    hit.phrase,
-                    hit.matched_text,
-                    hit.score,
-                    hit.start_ms,
-                    hit.end_ms,
-                    hit.party,
+                    *hit.evidence,
                     hit.by_pinyin,
                 )
             )

@@ -31,6 +31,7 @@ from pathlib import Path
 from monitor.qa.book import ScriptBook
 from monitor.qa.checker import ComplianceChecker
 from monitor.qa.events import ComplianceResult
+from monitor.qa.rules import agent_name_of
 
 STAGES = ("greeting", "verification", "confirmation", "hold", "pre_closing", "closing")
 
@@ -179,7 +180,7 @@ def checker_for(book: ScriptBook, plan: CallPlan) -> ComplianceChecker:
     """The checker the runtime would start for this call (script and agent name from the
     metadata the simulated switch sends)."""
     script = book.select(plan.metadata, plan.language)
-    return ComplianceChecker(script, agent_name=plan.metadata.get("agentName"))
+    return ComplianceChecker(script, agent_name=agent_name_of(plan.metadata))
 
 
 def _pick(rng: random.Random, options: list[Line]) -> Line:

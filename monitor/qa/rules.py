@@ -20,7 +20,9 @@ Times are media time in milliseconds from the start of the call, like the transc
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from monitor.qa.textmatch import CompiledPhrase, normalize
 
@@ -111,6 +113,13 @@ class Element:
 MISSING_OPTIONAL_PENALTY = 10.0
 #: Call metadata fields that carry the agent's name (switch metadata, Twilio parameters).
 AGENT_NAME_KEYS = ("agentName", "agent_name")
+
+
+def agent_name_of(metadata: Mapping[str, Any]) -> str | None:
+    """The agent's name a switch sent in the call metadata, if any (`AGENT_NAME_KEYS`)."""
+    return next((v for k in AGENT_NAME_KEYS if isinstance(v := metadata.get(k), str)), None)
+
+
 #: An agent name from the metadata is matched on its first few words only.
 MAX_NAME_WORDS = 3
 
