@@ -100,30 +100,25 @@ def test_targets_on_exact_and_whisper_transcripts(variant: str) -> None:
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
-@pytest.mark.parametrize("cer", [0.05, 0.10])
-def test_targets_up_to_10_percent_cer(cer: float) -> None:
-    """Both languages, every stage, forbidden phrases and order: the full targets."""
+@pytest.mark.parametrize("cer", [0.05, 0.10, 0.15])
+def test_targets_up_to_15_percent_cer(cer: float) -> None:
+    """Both languages, every stage, forbidden phrases and order: the full targets.
+    Homophones cost nothing and near-homophones and particles half an edit
+    (`monitor.qa.align`), anchors keep confusable stages apart, and English words count
+    across the word boundaries ASR moves ("call yeah in" for "calling")."""
     tally = run("noisy", cer)
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
-def test_mandarin_targets_at_15_percent_cer() -> None:
-    """Homophones cost nothing and near-homophones and particles half an edit
-    (`monitor.qa.align`), and anchors keep confusable stages apart: Mandarin keeps its
-    targets at 15 % CER. (English hold notices fall to 0.94 here: see the README.)"""
-    tally = run("noisy", 0.15)
-    zh = Tally({k: v for k, v in tally.counts.items() if k[0] == "zh"})
-    assert not below(zh, recall=True), zh.table()
-
-
-@pytest.mark.parametrize("cer", [0.15, 0.20])
+@pytest.mark.parametrize("cer", [0.20])
 def test_precision_holds_at_higher_cer(cer: float) -> None:
     """Damaged transcripts lose hits (recall, see the bench) but must not invent them.
     Order violations are left out: ten per language, one stray is already 10 %."""
     tally = run("noisy", cer)
     assert not below(tally, recall=False, skip=("order",)), tally.table()
-    # Recall degrades gracefully rather than collapsing (lowest at 20 %: 0.85).
-    assert not below(tally, recall=True, skip=("order",), floor=0.83), tally.table()
+    # Recall degrades gracefully rather than collapsing (lowest on these calls: 0.90; over
+    # 1,000 calls, `scripts/bench-compliance --text`, English greetings 0.93).
+    assert not below(tally, recall=True, skip=("order",), floor=0.88), tally.table()
 
 
 def test_heldout_lines_meet_the_targets_on_exact_transcripts() -> None:

@@ -383,3 +383,20 @@ def test_agent_name_reaches_the_checker_from_call_metadata() -> None:
         result = analyzer.checker.finish(30_000)
         heard[agent] = {row.stage: row.heard for row in result.stages}["greeting"]
     assert heard == {"Emily": True, "Kevin": False}
+
+
+def test_closing_in_a_long_turn_pairs_its_own_thanks_not_the_greetings(
+    script: ComplianceScript,
+) -> None:
+    # A short call where the agent never yields the floor: one turn from greeting to goodbye.
+    # The closing's "thank you" is the one beside its farewell, not the greeting's, so the
+    # closing is placed at the end and is not out of order with the greeting, even when the
+    # greeting's wording matches better (its "thank you" is exact, the closing's misheard).
+    checker = ComplianceChecker(script)
+    checker.on_segment("agent", 0, 4000, "Thank you for calling, how can I help you?", "en")
+    checker.on_segment("agent", 5000, 9000, "Your new card is on its way.", "en")
+    events = checker.on_segment("agent", 10000, 13000, "Thank yu, goodbye.", "en")
+    [hit] = [e for e in events if isinstance(e, PhraseMatched) and e.stage == "closing"]
+    assert hit.start_ms >= 10000 and hit.matched_text == "Thank yu … goodbye"
+    result = checker.finish(14000)
+    assert result.stage("closing").status == "passed" and result.order_violations == ()

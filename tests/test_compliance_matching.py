@@ -174,3 +174,17 @@ def test_a_content_word_counts_by_its_consonants() -> None:
     assert not has_word("holding", "thank you for calling")
     assert not has_word("hold", "a brief sole")
     assert has_word("moment", "one momint please")
+
+
+def test_words_count_across_the_boundaries_asr_moves() -> None:
+    """ASR splits, merges and pads words: "call yeah in" is still "calling", a light word run
+    into a short phrase ("andgoodbye") does not hide it, and one of two short words may be
+    lost ("for" heard as "n") when the content words are there."""
+    from monitor.qa.textmatch import has_word
+
+    assert has_word("calling", "thank you four call yeah in")
+    assert not has_word("holding", "thank you four call yeah in")
+    assert find("goodbye", "thank you andgoodbye", tolerance=0.25) is not None
+    assert find("goodbye", "see you saygoodbye", tolerance=0.25) is None  # not a light word
+    assert find("thank you for calling", "thalk you n callingsummit online", 0.25) is not None
+    assert find("thank you for calling", "thalk me n callingsummit online", 0.25) is None

@@ -29,7 +29,7 @@ from rapidfuzz.distance import Levenshtein
 from monitor.qa.pinyin import initials, is_cjk, keys_to_letters
 
 #: Particles and hesitations Whisper inserts into Mandarin and that carry no content.
-ZH_PARTICLES = frozenset("了的啊呢吧嗯哦呀哈呃么")
+ZH_PARTICLES = frozenset("了的啊呢吧嗯哦呀哈呃么那就这")
 #: English words ASR inserts or drops freely (articles, fillers, "and"/"so" starts).
 EN_LIGHT_WORDS = frozenset({"a", "an", "the", "and", "so", "yeah", "oh", "well", "okay"})
 #: A stretch is aligned only when rapidfuzz scores it at least this (0..100).

@@ -314,11 +314,24 @@ class ComplianceChecker:
         key = (turn.party, turn.number)
         if st.cache_turn != key:
             st.cache_turn, st.cache = key, [None] * len(stage.elements)
+        # A "last N s" stage (the closing) wants the latest wording in a long turn: "thank
+        # you" in a greeting must not pair with a farewell a minute later in the same turn.
+        later_wins = stage.window.kind is WindowKind.LAST
         fresh = False
         for i, element in enumerate(stage.elements):
             hit = best_hit(element.phrases, turn, lo, relax)
             old = st.cache[i]
-            if hit is not None and (old is None or hit.margin > old.margin):
+            if hit is None:
+                continue
+            if (
+                old is None
+                or hit.margin > old.margin
+                or (
+                    later_wins
+                    and hit.start_ms > old.start_ms
+                    and hit.margin >= min(old.margin, 0.0)
+                )
+            ):
                 st.cache[i] = hit
                 fresh = True
         hits = [h for h in st.cache if h is not None]

@@ -316,20 +316,25 @@ class CompiledPhrase:
         if self.latin:
             hay = text.text
             if (x > 0 and hay[x - 1] != " ") or (y < len(hay) and hay[y] != " "):
-                if size < MIN_RELAX_LETTERS:
-                    return None  # "speaking" inside another word
+                a, b = x, y
                 while x > 0 and hay[x - 1] != " ":
                     x -= 1
                 while y < len(hay) and hay[y] != " ":
                     y += 1
+                # A short phrase may sit inside a longer word only when the rest of it is a
+                # light word the ASR ran into it ("andgoodbye"), not part of another word
+                # ("speaking" is no "bye").
+                if size < MIN_RELAX_LETTERS and not (hay[x:a] in _GLUE and hay[b:y] in _GLUE):
+                    return None
             # Letters are cheap to confuse ("let me" / "please", "holding" / "calling"): here
-            # every content word needs a counterpart and so do two in three short words.
+            # every content word needs a counterpart and so do most short words (one of two to four
+            # may be lost, two of five to seven).
             span = hay[x:y]
             short = [w for w in self.norm.split() if 2 <= len(w) < 4 and w not in EN_LIGHT_WORDS]
             if not all(has_word(w, span) for w in self.words):
                 return None
             lost = sum(1 for w in short if not has_word(w, span))
-            if lost > len(short) // 3:
+            if lost > (len(short) + 1) // 3:  # one of two, one of three, two of five ...
                 return None
         threshold = 100.0 * (1.0 - self.budget / size)
         return x, y, 100.0 * (1.0 - cost / size), threshold, self.cjk
@@ -408,6 +413,8 @@ def weighted_budget(size: int, tolerance: float, *, cjk: bool) -> float:
     return size * tolerance + (SOFT_SLACK if cjk else 0.0)
 
 
+#: What may be glued to a short Latin hit inside one ASR word: nothing, or a light word.
+_GLUE = EN_LIGHT_WORDS | {""}
 #: Phrases shorter than this (in letters, pinyin for Chinese) are never relaxed.
 MIN_RELAX_LETTERS = 8
 #: A phrase word has a counterpart in a hit when they are this similar ("acme"/"acne" = 75,
@@ -432,8 +439,17 @@ def has_word(word: str, span: str) -> bool:
     the same consonants (vowels are what ASR mishears most: "holding" heard as "haldeng")."""
     if fuzz.partial_ratio(word, span) >= WORD_MIN_RATIO:
         return True
+    # Word boundaries are what ASR moves most freely ("call yeah in" for "calling"): the
+    # span without its spaces and light words.
+    if fuzz.partial_ratio(word, _squash(span)) >= WORD_MIN_RATIO:
+        return True
     skeleton = _consonants(word)
     return len(skeleton) >= MIN_SKELETON and any(_consonants(w) == skeleton for w in span.split())
+
+
+def _squash(span: str) -> str:
+    """A Latin span without its light words and spaces."""
+    return "".join(w for w in span.split() if w not in EN_LIGHT_WORDS)
 
 
 def _consonants(word: str) -> str:
