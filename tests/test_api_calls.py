@@ -134,6 +134,16 @@ def test_recording_range_requests(seeded: ApiHarness) -> None:
     assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
     ignored = seeded.client.get(url, headers={**hdr, "Range": "bytes=0-1,5-9"})
     assert ignored.status_code == 200 and ignored.content == wav
+    # HEAD: the size and range support a player or downloader asks for first, no audio, and
+    # no playback in the audit trail.
+    head = seeded.client.head(url, headers=hdr)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(size)
+    assert head.headers["accept-ranges"] == "bytes"
+    head = seeded.client.head(url, headers={**hdr, "Range": "bytes=44-32043"})
+    assert head.status_code == 206 and head.headers["content-range"] == f"bytes 44-32043/{size}"
+    assert head.headers["content-length"] == "32000" and head.content == b""
+    assert seeded.client.head(url).status_code == 401
     # The cookie works too (an <audio> element cannot send headers).
     seeded.client.cookies.set("cw_token", seeded.tokens["qa"])
     assert seeded.client.get(url, headers={"Range": "bytes=0-43"}).content == wav[:44]
@@ -148,6 +158,7 @@ def test_recording_range_requests(seeded: ApiHarness) -> None:
         ("allowed", 206, 1000, 2000, f"32044-{size - 1}/{size}"),
         ("failed", 416, None, None, None),
         ("allowed", 200, 0, 2000, f"0-{size - 1}/{size}"),
+        ("denied", 401, None, None, None),  # a HEAD without credentials
         ("allowed", 206, 0, 0, f"0-43/{size}"),
     ]
     assert seeded.client.get("/api/calls/c2/recording", headers=hdr).status_code == 404

@@ -400,3 +400,17 @@ def test_closing_in_a_long_turn_pairs_its_own_thanks_not_the_greetings(
     assert hit.start_ms >= 10000 and hit.matched_text == "Thank yu … goodbye"
     result = checker.finish(14000)
     assert result.stage("closing").status == "passed" and result.order_violations == ()
+
+
+def test_short_mandarin_elements_are_not_pieced_across_sentences() -> None:
+    # From the evaluation set: 谢您 (thanks) one pinyin letter from 下，您 across a comma, and
+    # 再见 one letter from 在今(天): two unrelated sentences made a closing. A two-character
+    # element is said in one breath; the same words without the comma still count.
+    script = load_compliance_scripts().select({}, "zh")
+    checker = ComplianceChecker(script)
+    checker.on_segment("agent", 0, 4000, "我跟您确认一下，您是想取消这个套餐，对吗？", "zh")
+    checker.on_segment("agent", 5000, 9000, "您的订单已经在今天上午发货了。", "zh")
+    assert checker.finish(10000).stage("closing").status != "passed"
+    checker = ComplianceChecker(script)
+    checker.on_segment("agent", 0, 3000, "多谢您，再见。", "zh")
+    assert checker.finish(4000).stage("closing").status == "passed"

@@ -150,6 +150,12 @@ def call_detail(
     return result
 
 
+@router.head(
+    "/calls/{call_id}/recording",
+    response_class=Response,
+    operation_id="recording_head",
+    responses={**_DENIED, 200: {"description": "size and range support, no audio"}},
+)
 @router.get(
     "/calls/{call_id}/recording",
     response_class=Response,
@@ -168,7 +174,9 @@ def recording(
     download: Annotated[bool, Query(description="as an attachment (qa, admin)")] = False,
 ) -> Response:
     """The call's WAV recording (one channel per party). Supports `Range: bytes=...` for
-    seeking (206); each request is audited with the media-time span it covers."""
+    seeking (206); each request is audited with the media-time span it covers. `HEAD`
+    answers the same headers (size, ranges) without the audio, and is not audited as a
+    playback."""
     action = "recording.download" if download else "recording.play"
     who = authorize(request, ctx, user, QA_ROLES if download else ANY_ROLE, action)
     call = _find(ctx, who, call_id, action)
@@ -185,8 +193,10 @@ def recording(
     start, length = (0, size) if rng is None else (rng.start, rng.length)
     start_ms, end_ms = media.media_span_ms(rng, size, call.sample_rate, call.channels)
     status = 200 if rng is None else 206
-    record(ctx, who, action, call_id=call.call_id, status=status, start_ms=start_ms,
-           end_ms=end_ms, bytes=f"{start}-{start + length - 1}/{size}")  # fmt: skip
+    head = request.method == "HEAD"
+    if not head:
+        record(ctx, who, action, call_id=call.call_id, status=status, start_ms=start_ms,
+               end_ms=end_ms, bytes=f"{start}-{start + length - 1}/{size}")  # fmt: skip
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(length),
@@ -196,6 +206,8 @@ def recording(
     }
     if rng is not None:
         headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{size}"
+    if head:  # Content-Length is the body a GET would send (RFC 9110 §9.3.2)
+        return Response(status_code=status, media_type="audio/wav", headers=headers)
     return StreamingResponse(
         media.read_file(path, start, length), status_code=status, media_type="audio/wav",
         headers=headers,

@@ -65,12 +65,19 @@ class NormalizedText:
     keys: str  # pinyin keys, same length as `text`
     letters: str  # pinyin letters ("nin hao" -> "ninhao"); other characters as they are
     letter_char: tuple[int, ...]  # per letter: index into `text`
+    #: Per character, "1" when the transcript put sentence punctuation just before it
+    #: ("一下，您": "0001"); "" when unknown.
+    breaks: str = ""
 
     @classmethod
     def build(cls, source: str, text: str, origin: tuple[int, ...]) -> NormalizedText:
         keys = pinyin_keys(text)
         letters, letter_char = keys_to_letters(keys)
-        return cls(source, text, origin, keys, letters, letter_char)
+        breaks = "".join(
+            "1" if i and any(c in BREAKS for c in source[origin[i - 1] + 1 : origin[i]]) else "0"
+            for i in range(len(text))
+        )
+        return cls(source, text, origin, keys, letters, letter_char, breaks)
 
     def quote(self, start: int, end: int) -> str:
         """The original text behind normalised characters [start, end)."""
@@ -287,6 +294,8 @@ class CompiledPhrase:
                 continue
             if not self._anchored(text, x, y):
                 continue
+            if self.cjk and self.threshold >= 100.0 and _spans_a_break(text, x, y):
+                continue  # "谢您" is not "…一下，您…": a short phrase is said in one breath
             if best is None or score - threshold > best.margin:
                 best = Alignment(x, y, score, by_pinyin, score - threshold)
         return best
@@ -467,6 +476,15 @@ def _holds(anchor: NormalizedText, text: NormalizedText, x: int, y: int) -> bool
     if not is_cjk(anchor.text[0]):
         return has_word(anchor.text, text.text[x:y])
     return anchor.text in text.text[x:y] or anchor.keys in text.keys[x:y]
+
+
+#: Sentence punctuation: a short phrase is never split by one.
+BREAKS = frozenset("，。？！；：、,.?!;:")
+
+
+def _spans_a_break(text: NormalizedText, x: int, y: int) -> bool:
+    """Whether the transcript puts sentence punctuation inside the hit [x, y)."""
+    return "1" in text.breaks[x + 1 : y]
 
 
 def _before(hay: str, start: int) -> str:

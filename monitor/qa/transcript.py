@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from monitor.qa.pinyin import is_cjk, keys_to_letters
-from monitor.qa.textmatch import NormalizedText
+from monitor.qa.textmatch import BREAKS, NormalizedText
 
 DEFAULT_MAX_CHARS = 600
 
@@ -52,6 +52,7 @@ class Turn:
     _pos: list[int] = field(default_factory=list)  # per char: index into that segment's norm
     _letters: list[str] = field(default_factory=list)  # pinyin letters, per segment
     _letter_char: list[int] = field(default_factory=list)  # per letter: index into the text
+    _breaks: list[str] = field(default_factory=list)  # per char: punctuation before it
     text: NormalizedText | None = None  # the joined text (source = "")
 
     @property
@@ -70,7 +71,12 @@ class Turn:
             self._keys.append(" ")
             self._seg.append(len(self.segments))
             self._pos.append(0)
+            self._breaks.append("0")
         lo = len(self._text)
+        breaks = list(segment.norm.breaks or "0" * len(segment.norm.text))
+        if breaks and self.segments and _ends_sentence(self.segments[-1], segment):
+            breaks[0] = "1"
+        self._breaks.extend(breaks)
         self._letters.append(segment.norm.letters)
         self._letter_char.extend(lo + i for i in segment.norm.letter_char)
         index = len(self.segments)
@@ -87,6 +93,7 @@ class Turn:
             "".join(self._keys),
             "".join(self._letters),
             tuple(self._letter_char),
+            "".join(self._breaks),
         )
         return lo
 
@@ -97,8 +104,9 @@ class Turn:
         while self.segments and len(self._text) + incoming > self.max_chars:
             drop = self._seg.count(0)
             del self._text[:drop], self._keys[:drop], self._seg[:drop], self._pos[:drop]
+            del self._breaks[:drop]
             while self._text and self._text[0] == " ":
-                del self._text[0], self._keys[0], self._seg[0], self._pos[0]
+                del self._text[0], self._keys[0], self._seg[0], self._pos[0], self._breaks[0]
             self.segments.pop(0)
             self._seg = [s - 1 for s in self._seg]
         # Rebuild the letters from what is left (rare: once per max_chars of speech).
@@ -129,6 +137,13 @@ class Turn:
             parts.append(b.source[: b.origin[self._pos[last]] + 1])
             text = " ".join(p.strip() for p in parts if p.strip())
         return Span(self._time(start, end=False), self._time(last, end=True), text)
+
+
+def _ends_sentence(before: Segment, after: Segment) -> bool:
+    """Whether the transcript puts sentence punctuation between two segments of a turn (a
+    VAD cut mid-phrase usually has none)."""
+    tail, head = before.norm.source.rstrip(), after.norm.source.lstrip()
+    return bool(tail and tail[-1] in BREAKS) or bool(head and head[0] in BREAKS)
 
 
 class PartyTranscripts:
