@@ -110,7 +110,11 @@ class Element:
         return replace(self, phrases=self.phrases + extra)
 
 
-MISSING_OPTIONAL_PENALTY = 10.0
+#: Margin a stage gives up for a missing optional element. 5: Mandarin greetings whose 您好
+#: the ASR clipped ("好，" / "您呢吧好") pass on a damaged service phrase and offer of help
+#: (recall at 20 % CER 0.90 -> 0.92 over 1,000 calls), and no near miss counts; the near
+#: misses lack a required element.
+MISSING_OPTIONAL_PENALTY = 5.0
 #: Call metadata fields that carry the agent's name (switch metadata, Twilio parameters).
 AGENT_NAME_KEYS = ("agentName", "agent_name")
 
