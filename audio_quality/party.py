@@ -41,7 +41,7 @@ from audio_quality.levels import full_scale as codec_full_scale
 from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
 from audio_quality.resample import Upsampler2x
 from audio_quality.settings import QualitySettings
-from audio_quality.snr import IMPACT_SPREAD, SpeechNoiseEstimator
+from audio_quality.snr import IMPACT_SPREAD, TAIL_LOOKAHEAD, SpeechNoiseEstimator
 
 SUPPORTED_RATES = (8000, 16000)
 #: Clipping: |x| ≥ this fraction of the codec's full scale, in runs of ≥ 2 samples.
@@ -51,6 +51,8 @@ _DROPOUT_CONTEXT_FRAMES = 10
 _WINDOW_FRAMES = WINDOW_MS // FRAME_MS  # 901 frames per DNSMOS window
 #: Silence frames this close to speech (100 ms) do not measure the noise.
 _NOISE_GUARD_FRAMES = 10
+#: Decided frames past a block before it is read (the noise guard, speech tails, impacts).
+_LOOKAHEAD_FRAMES = max(_NOISE_GUARD_FRAMES, TAIL_LOOKAHEAD, IMPACT_SPREAD)
 
 
 def _db(x: float) -> float:
@@ -88,6 +90,7 @@ class PartyQualityTracker:
         self._high = np.empty(0, dtype=np.float64)  # power above 2 kHz, and its kurtosis
         self._kurt = np.empty(0, dtype=np.float64)
         self._raw = np.empty(0, dtype=np.bool_)
+        self._voiced = np.empty(0, dtype=np.bool_)
         self._zero = np.empty(0, dtype=np.bool_)
         self._floor = np.empty(0, dtype=np.float64)
         self._clipped = np.empty(0, dtype=np.int64)
@@ -151,12 +154,13 @@ class PartyQualityTracker:
         high, kurt = self._high_band.process(frames, self._fs)
         zero = np.asarray(~frames.any(axis=1), dtype=np.bool_)
         counts, self._clip_left = clip_count(body, self._clip_threshold, self._clip_left)
-        raw, floor, runs = self._vad.process(frames)
+        raw, voiced, floor, runs = self._vad.process(frames)
         self._track_dropouts(first, raw, zero)
         self._power = np.concatenate([self._power, power])
         self._high = np.concatenate([self._high, high])
         self._kurt = np.concatenate([self._kurt, kurt])
         self._raw = np.concatenate([self._raw, raw])
+        self._voiced = np.concatenate([self._voiced, raw & voiced])
         self._zero = np.concatenate([self._zero, zero])
         self._floor = np.concatenate([self._floor, floor])
         self._clipped = np.concatenate([self._clipped, counts.reshape(n, -1).sum(axis=1)])
@@ -293,7 +297,7 @@ class PartyQualityTracker:
 
     def _emit_blocks(self, flushing: bool = False) -> list[QualityReading]:
         # A block is read once the VAD has decided it and the noise guard after it.
-        need = self._block_frames + (0 if flushing else _NOISE_GUARD_FRAMES)
+        need = self._block_frames + (0 if flushing else _LOOKAHEAD_FRAMES)
         out: list[QualityReading] = []
         while self._final.size >= need:
             out.append(self._read_block(self._block_frames))
@@ -308,10 +312,10 @@ class PartyQualityTracker:
         noise = ~near[g : g + n].astype(np.bool_) & ~self._zero[:n]
         # Frames past the block (the noise guard's, always there but at the end) let an
         # impact that straddles the block edge be found whole.
-        ahead = slice(0, n + IMPACT_SPREAD)
+        ahead = slice(0, n + _LOOKAHEAD_FRAMES)
         self._levels.add_block(
             self._power[ahead], self._raw[:n] & final, noise, self._floor[:n],
-            self._high[ahead], self._kurt[ahead],
+            self._high[ahead], self._kurt[ahead], self._final[ahead], self._voiced[ahead],
         )  # fmt: skip
         self._final_before = np.concatenate([self._final_before, final])[-g:]
         est = self._levels.rolling()
@@ -349,7 +353,17 @@ class PartyQualityTracker:
         )
         self._seq += 1
         self._block_start = end
-        for name in ("_power", "_high", "_kurt", "_raw", "_zero", "_floor", "_clipped", "_final"):
+        for name in (
+            "_power",
+            "_high",
+            "_kurt",
+            "_raw",
+            "_voiced",
+            "_zero",
+            "_floor",
+            "_clipped",
+            "_final",
+        ):
             setattr(self, name, getattr(self, name)[n:])
         return reading
 
