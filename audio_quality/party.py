@@ -30,7 +30,6 @@ from collections import deque
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from audio_quality.activity import FRAME_MS, MetricVad, Run
 from audio_quality.dnsmos import WINDOW_MS, DnsmosScore, DnsmosWindow
@@ -38,10 +37,11 @@ from audio_quality.errors import TrackerFinishedError
 from audio_quality.frame_features import HighBand
 from audio_quality.levels import POWER_FLOOR, canonical_codec, clip_count, frame_mean_square
 from audio_quality.levels import full_scale as codec_full_scale
+from audio_quality.noise_frames import LOOKAHEAD, NoiseFrameSelector
 from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
 from audio_quality.resample import Upsampler2x
 from audio_quality.settings import QualitySettings
-from audio_quality.snr import IMPACT_SPREAD, TAIL_LOOKAHEAD, SpeechNoiseEstimator
+from audio_quality.snr import IMPACT_SPREAD, SpeechNoiseEstimator
 
 SUPPORTED_RATES = (8000, 16000)
 #: Clipping: |x| ≥ this fraction of the codec's full scale, in runs of ≥ 2 samples.
@@ -49,10 +49,8 @@ CLIP_LEVEL = 0.999
 #: A zero run is "inside speech" if raw speech was seen this many frames before it.
 _DROPOUT_CONTEXT_FRAMES = 10
 _WINDOW_FRAMES = WINDOW_MS // FRAME_MS  # 901 frames per DNSMOS window
-#: Silence frames this close to speech (100 ms) do not measure the noise.
-_NOISE_GUARD_FRAMES = 10
-#: Decided frames past a block before it is read (the noise guard, speech tails, impacts).
-_LOOKAHEAD_FRAMES = max(_NOISE_GUARD_FRAMES, TAIL_LOOKAHEAD, IMPACT_SPREAD)
+#: Decided frames past a block before it is read (`noise_frames`, impacts).
+_LOOKAHEAD_FRAMES = max(LOOKAHEAD, IMPACT_SPREAD)
 
 
 def _db(x: float) -> float:
@@ -95,7 +93,7 @@ class PartyQualityTracker:
         self._floor = np.empty(0, dtype=np.float64)
         self._clipped = np.empty(0, dtype=np.int64)
         self._final = np.empty(0, dtype=np.bool_)  # decided frames only
-        self._final_before = np.zeros(_NOISE_GUARD_FRAMES, dtype=np.bool_)
+        self._select = NoiseFrameSelector()
         # Dropouts: the zero run in progress, the last raw-speech frame, finished runs
         # waiting for their block as (end_frame, frames), and missing media as (frame, ms).
         self._zero_run_start: int | None = None
@@ -306,18 +304,15 @@ class PartyQualityTracker:
     def _read_block(self, n: int) -> QualityReading:
         start, end = self._block_start, self._block_start + n
         power, final = self._power[:n], self._final[:n]
-        g = _NOISE_GUARD_FRAMES
-        around = np.concatenate([self._final_before, self._final[: n + g]])
-        near = ndimage.maximum_filter1d(around.view(np.int8), size=2 * g + 1, mode="constant")
-        noise = ~near[g : g + n].astype(np.bool_) & ~self._zero[:n]
-        # Frames past the block (the noise guard's, always there but at the end) let an
-        # impact that straddles the block edge be found whole.
         ahead = slice(0, n + _LOOKAHEAD_FRAMES)
-        self._levels.add_block(
-            self._power[ahead], self._raw[:n] & final, noise, self._floor[:n],
-            self._high[ahead], self._kurt[ahead], self._final[ahead], self._voiced[ahead],
+        speech, noise = self._select.select(
+            n, self._power[ahead], self._raw[:n], self._final[ahead], self._voiced[ahead],
+            self._zero[:n], self._levels.pool(),
         )  # fmt: skip
-        self._final_before = np.concatenate([self._final_before, final])[-g:]
+        # Frames past the block let an impact that straddles the block edge be found whole.
+        self._levels.add_block(
+            self._power[ahead], speech, noise, self._floor[:n], self._high[ahead], self._kurt[ahead]
+        )
         est = self._levels.rolling()
         window_frames = self._settings.reading_window_ms // FRAME_MS
         window_start = max(0, end - window_frames)

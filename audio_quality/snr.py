@@ -90,13 +90,6 @@ IMPACT_SHARP_KURTOSIS = 10.0
 IMPACT_SPREAD = 5
 #: The party's level gates impacts only once this much active speech (1 s) is pooled.
 IMPACT_MIN_ACTIVE_FRAMES = 100
-#: Speech tails (see `_speech_tails`): frames this much over the noise pool's mean (6 dB),
-#: joined to the party's speech through such frames with gaps of at most `TAIL_GAP` frames,
-#: are not noise. `TAIL_LOOKAHEAD` frames past the block are looked at (breaths before an
-#: onset).
-TAIL_OVER_DB = 6.0
-TAIL_GAP = 2
-TAIL_LOOKAHEAD = 30
 #: Fewer noise frames than `MIN_NOISE_FRAMES` in the window: the call's pool, if it has this
 #: many (0.1 s), else the VAD floor.
 MIN_CALL_NOISE_FRAMES = 10
@@ -140,7 +133,7 @@ class SpeechNoiseEstimator:
     """Feeds on blocks of final frames; answers for the rolling window and the whole call."""
 
     __slots__ = (
-        "_window", "_ring", "_total", "_zi", "_hang", "_g", "_snr_range", "_seeds", "_tail_prev",
+        "_window", "_ring", "_total", "_zi", "_hang", "_g", "_snr_range", "_seeds",
     )  # fmt: skip
 
     def __init__(self, window_blocks: int, snr_min_db: float, snr_max_db: float) -> None:
@@ -156,8 +149,6 @@ class SpeechNoiseEstimator:
         self._hang = np.full(hang, -1, dtype=np.int8)
         self._snr_range = (snr_min_db, snr_max_db)
         self._seeds = np.zeros(IMPACT_SPREAD, dtype=np.bool_)  # impact marks before the block
-        # The last TAIL_GAP + 1 frames before the block: (joinable, joined to speech).
-        self._tail_prev = np.zeros((2, TAIL_GAP + 1), dtype=np.bool_)
 
     def add_block(
         self,
@@ -167,8 +158,6 @@ class SpeechNoiseEstimator:
         floor_dbov: npt.NDArray[np.float64],
         high: npt.NDArray[np.float64] | None = None,
         kurtosis: npt.NDArray[np.float64] | None = None,
-        speech_ahead: npt.NDArray[np.bool_] | None = None,
-        voiced_ahead: npt.NDArray[np.bool_] | None = None,
     ) -> None:
         """One block of consecutive frames. `power` is the frame mean square relative to full
         scale² (linear); `speech` marks the frames whose excess power is speech energy,
@@ -182,17 +171,11 @@ class SpeechNoiseEstimator:
         impact = np.zeros(n)
         if high is not None and kurtosis is not None:
             impact = self._impacts(power, high, kurtosis, n, self._level_power(pooled))
-        full_power = power
         power = power[:n]
         # Outside speech an impact is the whole frame (its thump below 2 kHz included);
         # inside, only what can be told from the speech under it (`_impacts`).
         impact = np.where(speech | (impact == 0.0), impact, power)
         noise = noise & (impact == 0.0)  # the floor's mean, without the impacts
-        if speech_ahead is not None:
-            ref_n = pooled.noise_frames + int(noise.sum())
-            if ref_n:
-                ref = (pooled.noise_power + float(power[noise].sum())) / ref_n
-                noise = noise & ~self._speech_tails(full_power, speech_ahead, voiced_ahead, n, ref)
         block = _BlockSums(
             noise_power=float(power[noise].sum()),
             noise_frames=int(noise.sum()),
@@ -219,6 +202,10 @@ class SpeechNoiseEstimator:
         self._ring.append(block)
         self._total.add(block)
 
+    def pool(self) -> tuple[float, int]:
+        """The rolling window's noise pool: (Σ power, frames)."""
+        return sum(b.noise_power for b in self._ring), sum(b.noise_frames for b in self._ring)
+
     def rolling(self) -> LevelEstimate:
         pooled = _BlockSums()
         for b in self._ring:
@@ -231,6 +218,8 @@ class SpeechNoiseEstimator:
         changes over the call, pauses are not where it spends its time."""
         t = self._total
         noise = t.local_noise / t.frames if t.frames else 0.0
+        if t.noise_frames >= MIN_CALL_NOISE_FRAMES:
+            noise = float(t.noise_power / t.noise_frames + t.impact_power / t.frames)
         return self._estimate(t, noise)
 
     def _impacts(
@@ -260,34 +249,6 @@ class SpeechNoiseEstimator:
         self._seeds = seeds[n : n + s].astype(np.bool_)  # the block's last s frames
         near = ndimage.maximum_filter1d(seeds, size=2 * s + 1)[s : s + n].astype(np.bool_)
         return np.where(cand[:n] & near, np.maximum(hi[:n], pw[:n] - level), 0.0)
-
-    def _speech_tails(
-        self,
-        power: npt.NDArray[np.float64],
-        speech: npt.NDArray[np.bool_],
-        voiced: npt.NDArray[np.bool_] | None,
-        n: int,
-        ref: float,
-    ) -> npt.NDArray[np.bool_]:
-        """Frames of the block joined to speech through loud frames (`TAIL_OVER_DB` over the
-        noise mean `ref`), with gaps of at most `TAIL_GAP` frames: a final "s", a breath, a
-        faint syllable the VAD left out. Counted as noise they would put the floor of a
-        clean line 10-20 dB too high. Loud frames apart from speech (a knock in a pause)
-        stay noise."""
-        m = min(power.size, speech.size)
-        k = TAIL_GAP + 1
-        over = power[:m] > ref * _TAIL_OVER
-        loud = np.concatenate([self._tail_prev[0], speech[:m] | over])
-        seeds = speech[:m] if voiced is None else speech[:m] | (voiced[:m] & over)
-        seed = np.concatenate([self._tail_prev[1], seeds])
-        joined = ndimage.binary_closing(loud, structure=np.ones(k, dtype=np.bool_)) | loud
-        labels, count = ndimage.label(joined)
-        hit = np.zeros(count + 1, dtype=np.bool_)
-        hit[labels[seed]] = True
-        hit[0] = False
-        tail = hit[labels]
-        self._tail_prev = np.stack([joined[n : n + k], tail[n : n + k]])
-        return tail[k : k + n]
 
     @staticmethod
     def _level_power(s: _BlockSums) -> float:
@@ -322,6 +283,3 @@ class SpeechNoiseEstimator:
         else:
             snr = min(hi, max(lo, speech_db - noise_db))
         return LevelEstimate(speech_db, noise_db, snr, active, s.noise_frames)
-
-
-_TAIL_OVER = 10.0 ** (TAIL_OVER_DB / 10.0)
