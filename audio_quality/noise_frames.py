@@ -6,7 +6,7 @@ for `snr.SpeechNoiseEstimator`. The metric VAD decides talk; the levels need a s
 split, because a frame wrongly called noise or speech moves the SNR by far more than it
 moves the talk time:
 
-- **Speech core**: VAD speech within `VOICED_REACH` frames (300 ms) of a voiced frame.
+- **Speech core**: VAD speech within `VOICED_REACH` frames (200 ms) of a voiced frame.
   Stretches of VAD speech further from any voicing are clatter or knocks the VAD bridged
   into a turn (a rattle just before an onset): noise, not speech (dishes read 1–3 dB high
   on some tracks while they were speech).
@@ -34,8 +34,8 @@ from scipy import ndimage
 
 #: Silence frames this close to speech (100 ms) do not measure the noise.
 GUARD = 10
-#: VAD speech further than this (300 ms) from any voiced frame is not speech to the levels.
-VOICED_REACH = 30
+#: VAD speech further than this (200 ms) from any voiced frame is not speech to the levels.
+VOICED_REACH = 20
 #: Speech tails: this much (6 dB) over the noise mean, gaps of at most `TAIL_GAP` frames.
 TAIL_OVER_DB = 6.0
 TAIL_GAP = 2
@@ -89,12 +89,12 @@ class NoiseFrameSelector:
             return speech, noise
         ref = (pool_power + float(power[:n][noise].sum())) / count
         prev = self._tail_prev
-        tails = self._tails(power[:m], core, voiced[:m], near, n, ref)
+        tails = self._tails(power[:m], core, voiced[:m], n, ref)
         rest = noise & ~tails
         if rest.any():
             ref = (pool_power + float(power[:n][rest].sum())) / (pool_frames + int(rest.sum()))
             self._tail_prev = prev
-            tails = self._tails(power[:m], core, voiced[:m], near, n, ref)
+            tails = self._tails(power[:m], core, voiced[:m], n, ref)
         return speech, noise & ~tails
 
     def _tails(
@@ -102,7 +102,6 @@ class NoiseFrameSelector:
         power: npt.NDArray[np.float64],
         core: npt.NDArray[np.bool_],
         voiced: npt.NDArray[np.bool_],
-        near: npt.NDArray[np.bool_],
         n: int,
         ref: float,
     ) -> npt.NDArray[np.bool_]:
@@ -116,6 +115,6 @@ class NoiseFrameSelector:
         hit = np.zeros(count + 1, dtype=np.bool_)
         hit[labels[seed]] = True
         hit[0] = False
-        tail = hit[labels]
+        tail: npt.NDArray[np.bool_] = hit[labels]
         self._tail_prev = np.stack([joined[n : n + k], tail[n : n + k]])
         return tail[k : k + n]

@@ -2,15 +2,16 @@
 
 Owns the per-party pipeline: 10 ms frames aligned to absolute media time → frame features
 (power, digital silence, clipped samples) → metric VAD (`activity.MetricVad`) → one block per
-reading interval → level/noise/SNR (`snr.SpeechNoiseEstimator`), clipping and dropouts →
+reading interval → speech/noise frames (`noise_frames`) → level/noise/SNR
+(`snr.SpeechNoiseEstimator`), clipping and dropouts →
 `QualityReading`; plus the DNSMOS windows (`dnsmos.DnsmosWindow`) and the call summary.
 
 Chunk invariance: every decision is taken on frames or blocks at fixed media positions, with
 filter states and windows carried across calls, so the same audio gives the same readings,
 activity and windows however it is chunked (a property test checks this). A block is read out
-once the VAD has decided all its frames and 100 ms beyond, so readings (and activity) trail
-the audio by the analysis batch plus the VAD's look-ahead: typically 0.3–0.5 s, at most
-about 1.6 s with the defaults; the cadence in media time stays fixed.
+once the VAD has decided all its frames and 200 ms beyond, so readings (and activity) trail
+the audio by the analysis batch plus the VAD's look-ahead: typically 0.4–0.6 s, at most
+about 1.7 s with the defaults; the cadence in media time stays fixed.
 
 Memory is constant per party: the VAD's floor window, the frames of the current block plus
 the VAD look-ahead, K block sums for the rolling window, one or two 9.01 s windows of
@@ -51,6 +52,8 @@ _DROPOUT_CONTEXT_FRAMES = 10
 _WINDOW_FRAMES = WINDOW_MS // FRAME_MS  # 901 frames per DNSMOS window
 #: Decided frames past a block before it is read (`noise_frames`, impacts).
 _LOOKAHEAD_FRAMES = max(LOOKAHEAD, IMPACT_SPREAD)
+#: Per-frame features held from the current block's start.
+_FRAME_ARRAYS = ("_power", "_high", "_kurt", "_raw", "_voiced", "_zero", "_floor", "_clipped")
 
 
 def _db(x: float) -> float:
@@ -294,7 +297,7 @@ class PartyQualityTracker:
             self._dropouts.append((end, end - start))
 
     def _emit_blocks(self, flushing: bool = False) -> list[QualityReading]:
-        # A block is read once the VAD has decided it and the noise guard after it.
+        # A block is read once the VAD has decided it and the look-ahead after it.
         need = self._block_frames + (0 if flushing else _LOOKAHEAD_FRAMES)
         out: list[QualityReading] = []
         while self._final.size >= need:
@@ -310,9 +313,8 @@ class PartyQualityTracker:
             self._zero[:n], self._levels.pool(),
         )  # fmt: skip
         # Frames past the block let an impact that straddles the block edge be found whole.
-        self._levels.add_block(
-            self._power[ahead], speech, noise, self._floor[:n], self._high[ahead], self._kurt[ahead]
-        )
+        p, hi, ku = self._power[ahead], self._high[ahead], self._kurt[ahead]
+        self._levels.add_block(p, speech, noise, self._floor[:n], hi, ku)
         est = self._levels.rolling()
         window_frames = self._settings.reading_window_ms // FRAME_MS
         window_start = max(0, end - window_frames)
@@ -348,17 +350,7 @@ class PartyQualityTracker:
         )
         self._seq += 1
         self._block_start = end
-        for name in (
-            "_power",
-            "_high",
-            "_kurt",
-            "_raw",
-            "_voiced",
-            "_zero",
-            "_floor",
-            "_clipped",
-            "_final",
-        ):
+        for name in (*_FRAME_ARRAYS, "_final"):
             setattr(self, name, getattr(self, name)[n:])
         return reading
 
