@@ -15,10 +15,12 @@ moves the talk time:
 - **Speech tails**: frames `TAIL_OVER_DB` over the noise mean, joined through such frames
   (gaps of at most `TAIL_GAP`) to the core or to a loud voiced frame, and within the voiced
   reach: a final "s", a breath, a faint syllable the VAD left out, speech the VAD missed
-  under clatter. Counted as noise they put the floor of a clean line 10–20 dB too high (a
-  long final "s" can carry most of the pool's power), so they are found twice: against the
-  pool's mean with the block's candidates, then against the mean without the first pass's
-  tails. Loud frames apart from speech (a knock in a pause) stay noise.
+  under clatter. Counted as noise they put the floor of a clean line 10–20 dB too high. A
+  long final "s" can carry most of the pool's power and lift the mean over its own weaker
+  end, so the mean they are measured against is capped at `MEDIAN_CAP_DB` over the median
+  of the block's noise frames, and they are found twice: against the pool's mean with the
+  block's candidates, then against the mean without the first pass's tails. Loud frames
+  apart from speech (a knock in a pause) stay noise.
 - Digital silence never measures the noise (a mute, not the line).
 
 Look-ahead: `LOOKAHEAD` decided frames past the block (the guard, the voiced reach and
@@ -39,10 +41,14 @@ VOICED_REACH = 20
 #: Speech tails: this much (6 dB) over the noise mean, gaps of at most `TAIL_GAP` frames.
 TAIL_OVER_DB = 6.0
 TAIL_GAP = 2
+#: The noise mean the tails are measured against is at most this far over the median of the
+#: block's noise frames: a long tail would otherwise lift the mean over its own weaker end.
+MEDIAN_CAP_DB = 6.0
 #: Decided frames needed past a block.
 LOOKAHEAD = max(GUARD, VOICED_REACH)
 
 _TAIL_OVER = 10.0 ** (TAIL_OVER_DB / 10.0)
+_MEDIAN_CAP = 10.0 ** (MEDIAN_CAP_DB / 10.0)
 
 
 class NoiseFrameSelector:
@@ -88,6 +94,8 @@ class NoiseFrameSelector:
         if count == 0:
             return speech, noise
         ref = (pool_power + float(power[:n][noise].sum())) / count
+        if noise.any():
+            ref = min(ref, float(np.median(power[:n][noise])) * _MEDIAN_CAP)
         prev = self._tail_prev
         tails = self._tails(power[:m], core, voiced[:m], n, ref)
         rest = noise & ~tails

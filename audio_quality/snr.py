@@ -37,14 +37,14 @@ energy, ladder counts), so the rolling reading is the sum over the last K blocks
 call summary the sum over all blocks: constant memory; impacts need only the 5 frames of
 look-ahead `noise_frames` already holds. Figures (scripts/bench_quality.py --validate
 --seeds 6, six 24 s tracks per noise, 0–30 dB): p95 |error| dishes 2.9 / 2.9 dB, bike
-1.1 / 1.4, babble 1.7 / 1.7 (16 kHz / 8 kHz μ-law); clean speech reads ≥ 37 dB.
+1.1 / 1.4, babble 1.7 / 1.7 (16 kHz / 8 kHz μ-law); clean speech reads ≥ 39 dB.
 Known weak spots: noise that the VAD calls speech (babble, music, loud clatter) is missed
 from N and added to the speech energy, so the SNR reads high; non-stationary noise is only
 sampled in pauses (dishes read ±2 dB on some tracks, as their pauses happen to be quieter or
 louder than the rest); impacts well under the party's speech level (true SNR ≳ 20 dB for
 the validation's knocks) cannot be told from speech inside it (a knock's 10 ms frames are
 no more heavy-tailed than voiced speech above 2 kHz), so there knocks are still sampled
-only where they fall into pauses and the SNR reads high by 3–7 dB on some tracks (p95 7.2 dB
+only where they fall into pauses and the SNR reads high by 3–7 dB on some tracks (p95 7.3 dB
 at 16 kHz, 4.3 dB at 8 kHz μ-law); at 0 dB on the 8 kHz path the VAD may hear no speech
 under babble (no level then); speech-free windows have no level; very short calls give
 unstable figures.
