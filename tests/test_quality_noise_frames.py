@@ -7,7 +7,6 @@ import numpy.typing as npt
 
 from audio_quality.noise_frames import GUARD, LOOKAHEAD, VOICED_REACH, NoiseFrameSelector
 
-
 Mask = npt.NDArray[np.bool_]
 
 
