@@ -152,13 +152,14 @@ class MetricVad:
 
     def process(
         self, frames: npt.NDArray[np.int16]
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], list[Run]]:
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.float64], list[Run]]:
         """Feed consecutive frames `(n, frame_len)` int16. Returns per frame the raw flags
-        (audible: possibly speech) and the noise floor (speech band, dBov), and the runs that
-        became final."""
+        (audible: possibly speech), the voicing flags and the noise floor (speech band,
+        dBov), and the runs that became final."""
         n = frames.shape[0]
         if n == 0:
-            return np.zeros(0, dtype=np.bool_), np.zeros(0), []
+            none = np.zeros(0, dtype=np.bool_)
+            return none, none, np.zeros(0), []
         band, periodic, self._vhist = analyse_frames(frames, self._vhist)
         lin = band / self._fs2
         if self._alpha > 0.0:
@@ -182,7 +183,7 @@ class MetricVad:
             floor[i:j] = self._floor
             raw[i:j] = self._segment(smooth_db[i:j], voiced[i:j], out)
             i = j
-        return raw, floor, out
+        return raw, voiced, floor, out
 
     def finish(self) -> list[Run]:
         """End of audio: decide everything still pending."""

@@ -2,15 +2,16 @@
 
 Owns the per-party pipeline: 10 ms frames aligned to absolute media time → frame features
 (power, digital silence, clipped samples) → metric VAD (`activity.MetricVad`) → one block per
-reading interval → level/noise/SNR (`snr.SpeechNoiseEstimator`), clipping and dropouts →
+reading interval → speech/noise frames (`noise_frames`) → level/noise/SNR
+(`snr.SpeechNoiseEstimator`), clipping and dropouts →
 `QualityReading`; plus the DNSMOS windows (`dnsmos.DnsmosWindow`) and the call summary.
 
 Chunk invariance: every decision is taken on frames or blocks at fixed media positions, with
 filter states and windows carried across calls, so the same audio gives the same readings,
 activity and windows however it is chunked (a property test checks this). A block is read out
-once the VAD has decided all its frames and 100 ms beyond, so readings (and activity) trail
-the audio by the analysis batch plus the VAD's look-ahead: typically 0.3–0.5 s, at most
-about 1.6 s with the defaults; the cadence in media time stays fixed.
+once the VAD has decided all its frames and 200 ms beyond, so readings (and activity) trail
+the audio by the analysis batch plus the VAD's look-ahead: typically 0.4–0.6 s, at most
+about 1.7 s with the defaults; the cadence in media time stays fixed.
 
 Memory is constant per party: the VAD's floor window, the frames of the current block plus
 the VAD look-ahead, K block sums for the rolling window, one or two 9.01 s windows of
@@ -30,7 +31,6 @@ from collections import deque
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from audio_quality.activity import FRAME_MS, MetricVad, Run
 from audio_quality.dnsmos import WINDOW_MS, DnsmosScore, DnsmosWindow
@@ -38,6 +38,7 @@ from audio_quality.errors import TrackerFinishedError
 from audio_quality.frame_features import HighBand
 from audio_quality.levels import POWER_FLOOR, canonical_codec, clip_count, frame_mean_square
 from audio_quality.levels import full_scale as codec_full_scale
+from audio_quality.noise_frames import LOOKAHEAD, NoiseFrameSelector
 from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
 from audio_quality.resample import Upsampler2x
 from audio_quality.settings import QualitySettings
@@ -49,8 +50,10 @@ CLIP_LEVEL = 0.999
 #: A zero run is "inside speech" if raw speech was seen this many frames before it.
 _DROPOUT_CONTEXT_FRAMES = 10
 _WINDOW_FRAMES = WINDOW_MS // FRAME_MS  # 901 frames per DNSMOS window
-#: Silence frames this close to speech (100 ms) do not measure the noise.
-_NOISE_GUARD_FRAMES = 10
+#: Decided frames past a block before it is read (`noise_frames`, impacts).
+_LOOKAHEAD_FRAMES = max(LOOKAHEAD, IMPACT_SPREAD)
+#: Per-frame features held from the current block's start.
+_FRAME_ARRAYS = ("_power", "_high", "_kurt", "_raw", "_voiced", "_zero", "_floor", "_clipped")
 
 
 def _db(x: float) -> float:
@@ -88,11 +91,12 @@ class PartyQualityTracker:
         self._high = np.empty(0, dtype=np.float64)  # power above 2 kHz, and its kurtosis
         self._kurt = np.empty(0, dtype=np.float64)
         self._raw = np.empty(0, dtype=np.bool_)
+        self._voiced = np.empty(0, dtype=np.bool_)
         self._zero = np.empty(0, dtype=np.bool_)
         self._floor = np.empty(0, dtype=np.float64)
         self._clipped = np.empty(0, dtype=np.int64)
         self._final = np.empty(0, dtype=np.bool_)  # decided frames only
-        self._final_before = np.zeros(_NOISE_GUARD_FRAMES, dtype=np.bool_)
+        self._select = NoiseFrameSelector()
         # Dropouts: the zero run in progress, the last raw-speech frame, finished runs
         # waiting for their block as (end_frame, frames), and missing media as (frame, ms).
         self._zero_run_start: int | None = None
@@ -151,12 +155,13 @@ class PartyQualityTracker:
         high, kurt = self._high_band.process(frames, self._fs)
         zero = np.asarray(~frames.any(axis=1), dtype=np.bool_)
         counts, self._clip_left = clip_count(body, self._clip_threshold, self._clip_left)
-        raw, floor, runs = self._vad.process(frames)
+        raw, voiced, floor, runs = self._vad.process(frames)
         self._track_dropouts(first, raw, zero)
         self._power = np.concatenate([self._power, power])
         self._high = np.concatenate([self._high, high])
         self._kurt = np.concatenate([self._kurt, kurt])
         self._raw = np.concatenate([self._raw, raw])
+        self._voiced = np.concatenate([self._voiced, raw & voiced])
         self._zero = np.concatenate([self._zero, zero])
         self._floor = np.concatenate([self._floor, floor])
         self._clipped = np.concatenate([self._clipped, counts.reshape(n, -1).sum(axis=1)])
@@ -292,8 +297,8 @@ class PartyQualityTracker:
             self._dropouts.append((end, end - start))
 
     def _emit_blocks(self, flushing: bool = False) -> list[QualityReading]:
-        # A block is read once the VAD has decided it and the noise guard after it.
-        need = self._block_frames + (0 if flushing else _NOISE_GUARD_FRAMES)
+        # A block is read once the VAD has decided it and the look-ahead after it.
+        need = self._block_frames + (0 if flushing else _LOOKAHEAD_FRAMES)
         out: list[QualityReading] = []
         while self._final.size >= need:
             out.append(self._read_block(self._block_frames))
@@ -302,18 +307,14 @@ class PartyQualityTracker:
     def _read_block(self, n: int) -> QualityReading:
         start, end = self._block_start, self._block_start + n
         power, final = self._power[:n], self._final[:n]
-        g = _NOISE_GUARD_FRAMES
-        around = np.concatenate([self._final_before, self._final[: n + g]])
-        near = ndimage.maximum_filter1d(around.view(np.int8), size=2 * g + 1, mode="constant")
-        noise = ~near[g : g + n].astype(np.bool_) & ~self._zero[:n]
-        # Frames past the block (the noise guard's, always there but at the end) let an
-        # impact that straddles the block edge be found whole.
-        ahead = slice(0, n + IMPACT_SPREAD)
-        self._levels.add_block(
-            self._power[ahead], self._raw[:n] & final, noise, self._floor[:n],
-            self._high[ahead], self._kurt[ahead],
+        ahead = slice(0, n + _LOOKAHEAD_FRAMES)
+        speech, noise = self._select.select(
+            n, self._power[ahead], self._raw[:n], self._final[ahead], self._voiced[ahead],
+            self._zero[:n], self._levels.pool(),
         )  # fmt: skip
-        self._final_before = np.concatenate([self._final_before, final])[-g:]
+        # Frames past the block let an impact that straddles the block edge be found whole.
+        p, hi, ku = self._power[ahead], self._high[ahead], self._kurt[ahead]
+        self._levels.add_block(p, speech, noise, self._floor[:n], hi, ku)
         est = self._levels.rolling()
         window_frames = self._settings.reading_window_ms // FRAME_MS
         window_start = max(0, end - window_frames)
@@ -349,7 +350,7 @@ class PartyQualityTracker:
         )
         self._seq += 1
         self._block_start = end
-        for name in ("_power", "_high", "_kurt", "_raw", "_zero", "_floor", "_clipped", "_final"):
+        for name in (*_FRAME_ARRAYS, "_final"):
             setattr(self, name, getattr(self, name)[n:])
         return reading
 

@@ -1,14 +1,17 @@
 """Blind speech level, noise level and SNR from 10 ms frame powers (one party, streaming).
 
-Owns the level/noise/SNR arithmetic on *blocks* of frames (one block per reading interval).
+Owns the level/noise/SNR arithmetic on *blocks* of frames (one block per reading interval);
+which frames are speech and which measure the noise comes from `noise_frames`.
 
 Method (noise-compensated P.56 on frames; no reference signal needed):
 - **Noise level** N = stationary part + impacts. The stationary part is the mean power of
-  the frames the metric VAD called silence, at least 100 ms away from speech (speech edges
-  the VAD missed must not count as noise), not digital silence and not impacts, pooled over
-  the rolling window: in a two-party call each channel is silent for much of the time, so
-  the noise is observed directly, slow changes included (a minimum-statistics floor would
-  sit below the mean of such noise). Impacts (knocks, slams) are found *everywhere*, speech
+  the noise frames (`noise_frames`: VAD silence at least 100 ms from speech, speech tails
+  and digital silence left out), not impacts, pooled over the rolling window: in a
+  two-party call each channel is silent for much of the time, so the noise is observed
+  directly, slow changes included (a minimum-statistics floor would sit below the mean of
+  such noise). With too few noise frames in the window (< 0.3 s), the call's pool stands in,
+  then the VAD floor. The call summary takes the mean over all the call's noise frames
+  (`total`). Impacts (knocks, slams) are found *everywhere*, speech
   included, and their power summed over all frames: a rattle of knocks carries most of its
   noise power in a few frames, and with pauses a fifth of a track, the few that land in
   pauses say little about the rest (the pause mean alone read 4–10 dB low on some tracks).
@@ -20,9 +23,8 @@ Method (noise-compensated P.56 on frames; no reference signal needed):
   plosive bursts, are quieter). Inside speech it counts with the
   larger of its power above 2 kHz and its power above the party's level (the speech under
   it taken to be no louder than that); outside speech, the whole frame (thump included).
-- **Speech energy** per frame: e = max(p − impact − N, 0) on frames the VAD called speech
-  (and audible), else 0: the expected power of speech alone, since speech and noise powers
-  add.
+- **Speech energy** per frame: e = max(p − impact − N, 0) on the speech frames, else 0: the
+  expected power of speech alone, since speech and noise powers add.
 - **Speech level**: ITU-T P.56 method B run on the frame envelope sqrt(e), smoothed twice with
   the 30 ms time constant, with the 200 ms hangover, the 6 dB threshold ladder and P.56's
   15.9 dB margin. On clean speech this matches the sample-exact `levels.active_speech_level`
@@ -33,16 +35,19 @@ Method (noise-compensated P.56 on frames; no reference signal needed):
 All per-block sums are additive (noise power sum and frame count, impact power, speech
 energy, ladder counts), so the rolling reading is the sum over the last K blocks and the
 call summary the sum over all blocks: constant memory; impacts need only the 5 frames of
-look-ahead the noise guard already holds. Known weak spots: noise that the VAD calls speech
-(babble, music, loud clatter) is missed from N and added to the speech energy, so the SNR
-reads high; impacts well under the party's speech level (true SNR ≳ 25 dB for knocks)
-cannot be told from sibilants and plosives inside speech, so there sparse knocks are still
-sampled only where they fall into pauses and the SNR reads high by several dB on some calls
-(validation, knocks, the test's 2 tracks × 0–30 dB: p95 6.1 dB at 16 kHz, 2.6 dB at 8 kHz
-μ-law, from 7.9 and 3.9 dB without impacts; on 4 tracks 8.9 and 4.2 dB, the misses mostly
-at 25–30 dB; against ≤ 2.7 dB for stationary noise and babble); impacts at 8 kHz are less
-heavy-tailed and found less often; speech-free windows have no level; very short calls
-give unstable figures.
+look-ahead `noise_frames` already holds. Figures (scripts/bench_quality.py --validate
+--seeds 6, six 24 s tracks per noise, 0–30 dB): p95 |error| dishes 2.9 / 2.9 dB, bike
+1.1 / 1.4, babble 1.7 / 1.7 (16 kHz / 8 kHz μ-law); clean speech reads ≥ 39 dB.
+Known weak spots: noise that the VAD calls speech (babble, music, loud clatter) is missed
+from N and added to the speech energy, so the SNR reads high; non-stationary noise is only
+sampled in pauses (dishes read ±2 dB on some tracks, as their pauses happen to be quieter or
+louder than the rest); impacts well under the party's speech level (true SNR ≳ 20 dB for
+the validation's knocks) cannot be told from speech inside it (a knock's 10 ms frames are
+no more heavy-tailed than voiced speech above 2 kHz), so there knocks are still sampled
+only where they fall into pauses and the SNR reads high by 3–7 dB on some tracks (p95 7.3 dB
+at 16 kHz, 4.3 dB at 8 kHz μ-law); at 0 dB on the 8 kHz path the VAD may hear no speech
+under babble (no level then); speech-free windows have no level; very short calls give
+unstable figures.
 """
 
 from __future__ import annotations
@@ -90,6 +95,9 @@ IMPACT_SHARP_KURTOSIS = 10.0
 IMPACT_SPREAD = 5
 #: The party's level gates impacts only once this much active speech (1 s) is pooled.
 IMPACT_MIN_ACTIVE_FRAMES = 100
+#: Fewer noise frames than `MIN_NOISE_FRAMES` in the window and the call: the lower of the
+#: call's pool and the VAD floor if the call has this many (0.1 s), else the VAD floor.
+MIN_CALL_NOISE_FRAMES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +137,9 @@ class _BlockSums:
 class SpeechNoiseEstimator:
     """Feeds on blocks of final frames; answers for the rolling window and the whole call."""
 
-    __slots__ = ("_window", "_ring", "_total", "_zi", "_hang", "_g", "_snr_range", "_seeds")
+    __slots__ = (
+        "_window", "_ring", "_total", "_zi", "_hang", "_g", "_snr_range", "_seeds",
+    )  # fmt: skip
 
     def __init__(self, window_blocks: int, snr_min_db: float, snr_max_db: float) -> None:
         if window_blocks < 1:
@@ -197,6 +207,10 @@ class SpeechNoiseEstimator:
         self._ring.append(block)
         self._total.add(block)
 
+    def pool(self) -> tuple[float, int]:
+        """The rolling window's noise pool: (Σ power, frames)."""
+        return sum(b.noise_power for b in self._ring), sum(b.noise_frames for b in self._ring)
+
     def rolling(self) -> LevelEstimate:
         pooled = _BlockSums()
         for b in self._ring:
@@ -204,11 +218,17 @@ class SpeechNoiseEstimator:
         return self._estimate(pooled, self._noise_power(pooled))
 
     def total(self) -> LevelEstimate:
-        """The whole call. Its noise level is the time average of the rolling estimates,
-        not the mean over all silence frames: noise is only seen in pauses, and where it
-        changes over the call, pauses are not where it spends its time."""
+        """The whole call. Its noise level is the mean over all the call's noise frames
+        (and its impacts over all frames), not the time average of the rolling estimates:
+        that average weighs a window with a few pause frames as much as one with many, and
+        for sparse noise (knocks) read 1–3 dB low. With few noise frames in the whole call,
+        the time average of the rolling estimates (their fallbacks)."""
         t = self._total
         noise = t.local_noise / t.frames if t.frames else 0.0
+        if t.noise_frames >= MIN_NOISE_FRAMES:
+            noise = _pool_mean(t)
+        elif t.noise_frames >= MIN_CALL_NOISE_FRAMES:
+            noise = min(_pool_mean(t), noise)
         return self._estimate(t, noise)
 
     def _impacts(
@@ -249,13 +269,19 @@ class SpeechNoiseEstimator:
         level = 10.0 ** (db / 10.0)
         return level if s.speech_energy / level >= IMPACT_MIN_ACTIVE_FRAMES else math.inf
 
-    @staticmethod
-    def _noise_power(s: _BlockSums) -> float:
+    def _noise_power(self, s: _BlockSums) -> float:
+        """The noise mean of the frames pooled in `s`; with too few of them, the call's
+        pool; with few there too (a clean line with muted pauses), the lower of that and the
+        VAD floor (a handful of frames may be speech the split missed)."""
         if s.noise_frames >= MIN_NOISE_FRAMES:
-            return float(s.noise_power / s.noise_frames + s.impact_power / s.frames)
-        if s.frames == 0:
-            return 0.0
-        return float(s.floor_power / s.frames * 10.0 ** (FLOOR_BIAS_DB / 10.0))
+            return _pool_mean(s)
+        t = self._total
+        if t.noise_frames >= MIN_NOISE_FRAMES:
+            return _pool_mean(t)
+        floor = s.floor_power / s.frames * 10.0 ** (FLOOR_BIAS_DB / 10.0) if s.frames else 0.0
+        if t.noise_frames >= MIN_CALL_NOISE_FRAMES:
+            return min(_pool_mean(t), floor)
+        return float(floor)
 
     def _estimate(self, s: _BlockSums, noise: float) -> LevelEstimate:
         noise_db = 10.0 * math.log10(noise) if noise > POWER_FLOOR else None
@@ -270,3 +296,7 @@ class SpeechNoiseEstimator:
         else:
             snr = min(hi, max(lo, speech_db - noise_db))
         return LevelEstimate(speech_db, noise_db, snr, active, s.noise_frames)
+
+
+def _pool_mean(s: _BlockSums) -> float:
+    return float(s.noise_power / s.noise_frames + s.impact_power / s.frames)

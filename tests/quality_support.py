@@ -26,7 +26,7 @@ from audio_quality.conversation import (
 )
 from audio_quality.g711 import round_trip
 from audio_quality.impair import fit_noise, noise_gain_for_snr, resample, to_int16
-from audio_quality.levels import active_speech_level
+from audio_quality.levels import active_speech_level, full_scale
 from audio_quality.party import PartyQualityTracker
 from audio_quality.records import ActivitySpan, PartyQualitySummary
 from audio_quality.settings import QualitySettings
@@ -106,15 +106,23 @@ class Mix:
 
 def mix_at_snr(
     speech: npt.NDArray[np.float64], noise_name: str, snr_db: float, rate: int, codec: str,
-    seed: int = 0,
+    seed: int = 0, headroom: bool = False,
 ) -> Mix:  # fmt: skip
     """Speech + real noise at a true SNR (P.56 of the clean speech over the noise power, at
-    `rate`), then the codec round trip (`PCMU` for the 8 kHz μ-law path)."""
+    `rate`), then the codec round trip (`PCMU` for the 8 kHz μ-law path). With `headroom`
+    the mix is scaled down, speech and noise alike, until its peaks fit the codec's full
+    scale: else loud knocks at 0–5 dB SNR are clipped, and the truth counts noise power the
+    channel never carried (up to 2.2 dB of it for `impulsive` at 0 dB)."""
     noise_src = load_noise(noise_name, rate)
     offset = int(np.random.default_rng(seed).integers(0, noise_src.size))
     noise = fit_noise(noise_src, speech.size, offset)
     g = noise_gain_for_snr(speech, noise, snr_db, rate)
-    audio = round_trip(to_int16(speech + g * noise), codec)
+    mix = speech + g * noise
+    if headroom:
+        peak = float(np.abs(mix).max()) / (0.98 * full_scale(codec))
+        if peak > 1.0:
+            mix, speech = mix / peak, speech / peak
+    audio = round_trip(to_int16(mix), codec)
     return Mix(audio, rate, codec, snr_db, speech)
 
 
@@ -304,8 +312,8 @@ def snr_errors(
     for seed in seeds:
         speech = speech_track(path_files(path), rate, seed, seconds, (0.8, 3.0))
         for snr in snrs:
-            s = summarise(mix_at_snr(speech, noise, snr, rate, codec, seed).audio, rate, codec,
-                          settings)  # fmt: skip
+            mix = mix_at_snr(speech, noise, snr, rate, codec, seed, headroom=True)
+            s = summarise(mix.audio, rate, codec, settings)
             est = s.snr_db if s.snr_db is not None else float("nan")
             out.append((snr, est - snr))
     return out

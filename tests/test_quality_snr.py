@@ -1,8 +1,10 @@
 """Validation: blind SNR, speech level and clipping on real speech mixed with real noise.
 
 Truth: SNR is the P.56 active level of the clean track minus the noise power, at the rate the
-tracker sees (in-band for the 8 kHz μ-law path, where the mix then goes through G.711).
-Figures are printed with `-s`; scripts/bench_quality.py prints the full tables.
+tracker sees (in-band for the 8 kHz μ-law path, where the mix then goes through G.711);
+a mix that would clip is scaled down first (`mix_at_snr(..., headroom=True)`), or the truth
+would count noise power the channel never carried. Figures are printed with `-s`;
+scripts/bench_quality.py prints the full tables.
 """
 
 from __future__ import annotations
@@ -25,27 +27,53 @@ from tests.quality_support import (
 )
 
 SETTINGS = QualitySettings(dnsmos={"enabled": False})
-#: Noise types held to the 3 dB p95 target. `impulsive` (sparse knocks that carry most of the
-#: noise power) is the documented weak spot: knocks about as loud as the speech or louder are
-#: found inside it, quieter ones only in pauses, so at 25–30 dB the SNR can read high by
-#: several dB (never low); it is held to that one-sided bias and to the p95 achieved (6.1 /
-#: 2.6 dB) with a small margin, not to 3 dB: at 8 kHz that holds for these two tracks only
-#: (4.2 dB on four).
+#: Noise types held to the 3 dB p95 target on the test's two tracks.
 TARGET_NOISES = ("dishes", "bike", "babble")
-IMPULSIVE_P95_DB = {"16k": 6.5, "8k-ulaw": 3.0}
+#: `impulsive` (one 0.2 s rattle of knocks per 4.9 s that carries most of the noise power) is
+#: the documented weak spot: rattles well under the party's speech level (true SNR ≳ 20 dB)
+#: cannot be told from speech inside it, so they are sampled only where they fall into
+#: pauses, and with a handful of rattles per track the SNR reads high by 3–7 dB on some
+#: tracks. Two tracks say little about that (the bounds this replaces, 6.5 / 3.0 dB on two
+#: tracks, were met by luck: the code they were set on gives 7.98 / 4.49 dB on these six), so
+#: it is held on six tracks to the p95 achieved (7.29 / 4.26 dB) with a small margin, and to
+#: reading low by at most 4 dB (at 0 dB a track with its rattles in pauses reads 3.6 dB low).
+IMPULSIVE_SEEDS = tuple(range(6))
+IMPULSIVE_P95_DB = {"16k": 7.5, "8k-ulaw": 4.4}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("noise", [*TARGET_NOISES, "impulsive"])
 def test_snr_estimate_error_p95(path: str, noise: str) -> None:
-    errors = np.array([e for _, e in snr_errors(path, noise, seeds=(0, 1), settings=SETTINGS)])
+    seeds = IMPULSIVE_SEEDS if noise == "impulsive" else (0, 1)
+    errors = np.array([e for _, e in snr_errors(path, noise, seeds=seeds, settings=SETTINGS)])
     assert np.isfinite(errors).all()
     p95 = float(np.percentile(np.abs(errors), 95))
     print(f"SNR error {path} {noise}: p95 {p95:.2f} dB, bias {errors.mean():+.2f} dB")
     if noise in TARGET_NOISES:
         assert p95 <= 3.0
     else:
-        assert errors.min() >= -3.0 and p95 <= IMPULSIVE_P95_DB[path]
+        assert errors.min() >= -4.0 and p95 <= IMPULSIVE_P95_DB[path]
+
+
+#: Clean LJ Speech clips not among the validation's (`path_files`): a second speaker set.
+HELD_OUT_LJ = [f"en/ljspeech_LJ001-{n:04d}.flac" for n in (13, 16, 17, 18, 19, 20, 21, 22)]
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_clean_speech_reads_high_snr(path: str) -> None:
+    # No added noise: the clips' own floor sits ~40 dB under the speech and the pauses
+    # between clips are muted. A final "s", a breath or a faint syllable the VAD leaves out
+    # must not count as noise (they put 5 of 20 such 16 kHz tracks at 20-28 dB before).
+    rate, codec = PATHS[path]
+    readings = []
+    for files, seeds in ((path_files(path), range(6)), (HELD_OUT_LJ, range(3))):
+        for seed in seeds:
+            speech = speech_track(files, rate, seed, 24.0, (0.8, 3.0))
+            s = summarise(round_trip(to_int16(speech), codec), rate, codec, SETTINGS)
+            assert s.snr_db is not None
+            readings.append(s.snr_db)
+    print(f"clean {path}: SNR {[round(r) for r in readings]} dB")
+    assert min(readings) >= 35.0
 
 
 @pytest.mark.parametrize("path", list(PATHS))
