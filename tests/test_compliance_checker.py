@@ -414,3 +414,29 @@ def test_short_mandarin_elements_are_not_pieced_across_sentences() -> None:
     checker = ComplianceChecker(script)
     checker.on_segment("agent", 0, 3000, "多谢您，再见。", "zh")
     assert checker.finish(4000).stage("closing").status == "passed"
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "status"),
+    [
+        # The offer of help misheard beyond a plain match ("how may I help you"), beside a
+        # clear welcome and name: the elements confirm each other.
+        ("en", "Good evening, uh thank you ftr calling Summit Online, my um nime is Sarah, "
+         "me halp yor?", "passed"),
+        # ... but no offer at all is no greeting, however clear the rest.
+        ("en", "Thank you for calling Acme Bank, my name is Anna, how are you?", "missed"),
+        ("en", "Thank you for calling Acme Bank, my name is Anna, please hold.", "missed"),
+        # 下午好 clipped to 下午: the optional salutation found weakly must not sink the
+        # service phrase and offer of help it would pass without.
+        ("zh", "下午，感谢位致电华信银行信用信中心，吧毛高兴为您服务，青问有什么可以帮基？",
+         "passed"),
+        # The near miss: salutation and offer, no service phrase.
+        ("zh", "您好，请问有什么可以帮您？", "missed"),
+    ],
+)  # fmt: skip
+def test_damaged_greetings_pass_on_their_elements_together(
+    language: str, text: str, status: str
+) -> None:
+    checker = ComplianceChecker(load_compliance_scripts().select({}, language))
+    checker.on_segment("agent", 0, 6000, text, language)
+    assert checker.finish(7000).stage("greeting").status == status

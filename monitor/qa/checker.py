@@ -48,7 +48,10 @@ from monitor.qa.textmatch import Alignment, CompiledPhrase, normalize
 from monitor.qa.transcript import PartyTranscripts, Segment, Turn
 
 PARTIES = ("agent", "customer")
-ELEMENT_RELAX = 12.0
+#: How far one element of a several-element stage may fall short of its threshold (see
+#: `_stage_hit`). 20 (was 12): "me halp yor" after a clear welcome and name is an offer of
+#: help; English greeting recall at 20 % CER 0.93 -> 0.95 over 1,000 calls, precision 1.00.
+ELEMENT_RELAX = 20.0
 
 
 class CheckerState(enum.Enum):
@@ -334,8 +337,14 @@ class ComplianceChecker:
             ):
                 st.cache[i] = hit
                 fresh = True
-        hits = [h for h in st.cache if h is not None]
-        missing = [e for e, h in zip(stage.elements, st.cache, strict=True) if h is None]
+        # An optional element found weaker than its absence costs counts as absent: a
+        # damaged 您好 must not sink a greeting that would pass without it.
+        kept = [
+            None if h is not None and e.optional and h.margin < -MISSING_OPTIONAL_PENALTY else h
+            for e, h in zip(stage.elements, st.cache, strict=True)
+        ]
+        hits = [h for h in kept if h is not None]
+        missing = [e for e, h in zip(stage.elements, kept, strict=True) if h is None]
         if not fresh or not hits or any(not e.optional for e in missing):
             return None
         if sum(h.margin for h in hits) - MISSING_OPTIONAL_PENALTY * len(missing) < 0:
