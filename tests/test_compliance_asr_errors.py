@@ -116,9 +116,9 @@ def test_precision_holds_at_higher_cer(cer: float) -> None:
     Order violations are left out: ten per language, one stray is already 10 %."""
     tally = run("noisy", cer)
     assert not below(tally, recall=False, skip=("order",)), tally.table()
-    # Recall degrades gracefully rather than collapsing (lowest on these 200 calls: English
-    # forbidden phrases 0.90; over 1,000 calls, `scripts/bench-compliance --text`, every
-    # English row reaches 0.95 and only Mandarin order violations fall short, 0.85).
+    # Recall degrades gracefully rather than collapsing. Lowest on these 200 calls: English
+    # forbidden phrases, 0.90 (3 of 31 missed); over 1,000 calls (`scripts/bench-compliance
+    # --text`) every row reaches the targets, English forbidden phrases 0.96.
     assert not below(tally, recall=True, skip=("order",), floor=0.88), tally.table()
 
 

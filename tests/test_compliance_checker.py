@@ -440,3 +440,34 @@ def test_damaged_greetings_pass_on_their_elements_together(
     checker = ComplianceChecker(load_compliance_scripts().select({}, language))
     checker.on_segment("agent", 0, 6000, text, language)
     assert checker.finish(7000).stage("greeting").status == status
+
+
+def test_a_late_greeting_is_sighted_for_the_order_check_not_on_words_others_claimed() -> None:
+    # Mandarin: verification first, then a greeting the ASR damaged, after its window. It is
+    # still sighted (with the benefit of the doubt an in-window greeting gets), so the order
+    # violation is found.
+    zh = ComplianceChecker(load_compliance_scripts().select({}, "zh"))
+    zh.on_segment("agent", 0, 3000, "请问机主的姓名是什么？", "zh")
+    zh.on_segment("customer", 3500, 6000, "我叫王明。", "zh")
+    zh.advance(15000)
+    text = "您好，这里是云通况代报啊修热线，很该兴为您服务，请问有什么可也化师？"
+    zh.on_segment("agent", 16000, 22000, text, "zh")
+    result = zh.finish(30000)
+    assert result.stage("greeting").status == "outside_window"
+    assert [(o.stage, o.expected_after) for o in result.order_violations] == [
+        ("verification", "greeting")
+    ]
+    # English: no greeting was said. "I'm" (a name), "our billing" (one letter pair from
+    # "for calling") and "can I help you" inside the agent's "anything else?" must not make
+    # a late greeting out of the hold notice and the pre-closing question.
+    en = ComplianceChecker(load_compliance_scripts().select({}, "en"))
+    verify = "May I have the phone number associated with this order?"
+    en.on_segment("agent", 900, 4300, verify, "en")
+    en.advance(26000)
+    en.on_segment("agent", 26200, 30000,
+                  "I'm going to transfer you to our billing department, please stay on the line.",
+                  "en")  # fmt: skip
+    en.on_segment("agent", 30800, 33100, "Is there anything else I can help you with today?", "en")
+    result = en.finish(40000)
+    assert result.stage("greeting").status == "missed" and result.order_violations == ()
+    assert result.stage("pre_closing").status == "passed"

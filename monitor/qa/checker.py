@@ -260,7 +260,8 @@ class ComplianceChecker:
             events.append(event)
 
     def _check_stages(self, turn: Turn, lo: int, events: list[ComplianceEvent]) -> None:
-        for st in self._stages.values():
+        # Stages already missed look last, so they see what the others claimed (`_claimed`).
+        for st in sorted(self._stages.values(), key=lambda s: s.status is StageStatus.MISSED):
             stage = st.stage
             if not stage.party.hears(turn.party) or not self._wants_hit(st, turn):
                 continue
@@ -312,8 +313,11 @@ class ComplianceChecker:
         # when the others are clearly there: the stage needs its margins to add up to >= 0.
         # ASR damage to one of three phrases no longer loses a whole greeting, while a near
         # miss that lacks an element altogether still scores far below the relaxed bar.
-        # Late (outside-window) sightings are only a pointer for QA: no benefit of the doubt.
-        relax = ELEMENT_RELAX if len(stage.elements) > 1 and st.status is None else 0.0
+        # A stage already missed may still be sighted late (a pointer for QA, and the order
+        # check): with the same benefit of the doubt, but not on words another stage of the
+        # turn already claimed ("…anything else I can help you with" is no offer of help).
+        late = st.status is StageStatus.MISSED
+        relax = ELEMENT_RELAX if len(stage.elements) > 1 and (st.status is None or late) else 0.0
         key = (turn.party, turn.number)
         if st.cache_turn != key:
             st.cache_turn, st.cache = key, [None] * len(stage.elements)
@@ -324,7 +328,7 @@ class ComplianceChecker:
         for i, element in enumerate(stage.elements):
             hit = best_hit(element.phrases, turn, lo, relax)
             old = st.cache[i]
-            if hit is None:
+            if hit is None or (late and self._claimed(st, hit)):
                 continue
             if (
                 old is None
@@ -362,6 +366,16 @@ class ComplianceChecker:
             key,
             max(h.end_char for h in hits),
         )
+
+    def _claimed(self, st: StageState, hit: Hit) -> bool:
+        """Whether another stage's hit in the same turn overlaps `hit` in media time."""
+        for other in self._stages.values():
+            seen = other.hit or other.outside
+            if other is st or seen is None or seen.turn != hit.turn:
+                continue
+            if seen.start_ms < hit.end_ms and hit.start_ms < seen.end_ms:
+                return True
+        return False
 
     def _check_order(self, st: StageState, hit: Hit, events: list[ComplianceEvent]) -> None:
         """`st` was just heard for the first time (in its window or not): any stage that must
