@@ -83,7 +83,7 @@ from monitor.qa.evalset import (
     CallPlan,
     Tally,
     build_plans,
-    checker_for,
+    check_call,
     heldout_lines,
     load_lines,
 )
@@ -150,13 +150,8 @@ def check(
     timings: list[float],
 ) -> ComplianceResult:
     """Feed segments in the order they would arrive (by end time), advancing the watermark."""
-    checker = checker_for(book, plan)
-    for seg in sorted(segments, key=lambda s: (s.end_ms, s.start_ms)):
-        t0 = time.perf_counter()
-        checker.on_segment(seg.party, seg.start_ms, seg.end_ms, seg.text, seg.language)
-        checker.advance(seg.end_ms)
-        timings.append(time.perf_counter() - t0)
-    return checker.finish(duration_ms)
+    spans = [(s.party, s.start_ms, s.end_ms, s.text, s.language) for s in segments]
+    return check_call(book, plan, spans, duration_ms, timings)
 
 
 # -- offline ASR ---------------------------------------------------------------------------

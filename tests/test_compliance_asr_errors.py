@@ -21,6 +21,7 @@ from monitor.qa.evalset import (
     CallPlan,
     Tally,
     build_plans,
+    check_call,
     checker_for,
     heldout_lines,
     load_lines,
@@ -70,15 +71,12 @@ def run_sets(cer: float, seeds: tuple[int, ...]) -> Tally:
     for seed in seeds:
         rng = random.Random(seed)
         for plan in build_plans(lines, CALLS, seed):
-            checker = checker_for(book, plan)
-            timeline = [
-                (party, start, end, inject_errors(text, plan.language, cer, rng))
+            segments = [
+                (party, start, end, inject_errors(text, plan.language, cer, rng), plan.language)
                 for party, start, end, text, _ in plan.timeline()
             ]
-            for party, start, end, text in sorted(timeline, key=lambda t: (t[2], t[1])):
-                checker.on_segment(party, start, end, text, plan.language)
-                checker.advance(end)
-            tally.score(plan, checker.finish(max(t[2] for t in timeline) + 600), "noisy")
+            duration = max(s[2] for s in segments) + 600
+            tally.score(plan, check_call(book, plan, segments, duration), "noisy")
     return tally
 
 

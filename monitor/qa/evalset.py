@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import random
 import re
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -181,6 +182,26 @@ def checker_for(book: ScriptBook, plan: CallPlan) -> ComplianceChecker:
     metadata the simulated switch sends)."""
     script = book.select(plan.metadata, plan.language)
     return ComplianceChecker(script, agent_name=agent_name_of(plan.metadata))
+
+
+def check_call(
+    book: ScriptBook,
+    plan: CallPlan,
+    segments: Iterable[tuple[str, int, int, str, str]],
+    duration_ms: int,
+    timings: list[float] | None = None,
+) -> ComplianceResult:
+    """Check one call's (party, start_ms, end_ms, text, language) segments in the order they
+    would arrive (by end time), advancing the watermark after each; `timings` gets the
+    seconds each segment took."""
+    checker = checker_for(book, plan)
+    for party, start, end, text, language in sorted(segments, key=lambda s: (s[2], s[1])):
+        t0 = time.perf_counter()
+        checker.on_segment(party, start, end, text, language)
+        checker.advance(end)
+        if timings is not None:
+            timings.append(time.perf_counter() - t0)
+    return checker.finish(duration_ms)
 
 
 def _pick(rng: random.Random, options: list[Line]) -> Line:
