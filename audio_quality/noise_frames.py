@@ -10,8 +10,15 @@ moves the talk time:
   Stretches of VAD speech further from any voicing are clatter or knocks the VAD bridged
   into a turn (a rattle just before an onset): noise, not speech (dishes read 1–3 dB high
   on some tracks while they were speech).
-- **Guard**: frames within `GUARD` frames (100 ms) of the core do not measure the noise
-  (speech edges the VAD missed).
+- **Loud sounds near the party's speech level** (within `FAR_LOUD_DB` of its active level
+  and `FAR_OVER_DB` over the noise pool's mean), VAD speech or voiced: not speech energy
+  when far from voicing, but never noise either. A long fricative, or a word the hang-up cut
+  off before the VAD confirmed it, carries more power than all the pauses of a call with
+  muted pauses together (clean two-minute tracks read 7-13 dB before); clatter under the
+  speech level stays noise, and at low SNR (the pool's mean near the level) nothing changes.
+  Until the party's level is known (about 1 s of speech), this rule is off.
+- **Guard**: frames within `GUARD` frames (100 ms) of the core or of those loud sounds do
+  not measure the noise (speech edges the VAD missed).
 - **Speech tails**: frames `TAIL_OVER_DB` over the noise mean, joined through such frames
   (gaps of at most `TAIL_GAP`) to the core or to a loud voiced frame, and within the voiced
   reach: a final "s", a breath, a faint syllable the VAD left out, speech the VAD missed
@@ -47,6 +54,13 @@ MEDIAN_CAP_DB = 6.0
 #: Decided frames needed past a block.
 LOOKAHEAD = max(GUARD, VOICED_REACH)
 
+#: VAD speech or voiced frames this loud relative to the party's active speech level, and
+#: `FAR_OVER_DB` over the noise pool's mean, are not noise (module docstring).
+FAR_LOUD_DB = -6.0
+FAR_OVER_DB = 15.0
+
+_FAR_LOUD = 10.0 ** (FAR_LOUD_DB / 10.0)
+_FAR_OVER = 10.0 ** (FAR_OVER_DB / 10.0)
 _TAIL_OVER = 10.0 ** (TAIL_OVER_DB / 10.0)
 _MEDIAN_CAP = 10.0 ** (MEDIAN_CAP_DB / 10.0)
 
@@ -71,11 +85,13 @@ class NoiseFrameSelector:
         voiced: npt.NDArray[np.bool_],
         zero: npt.NDArray[np.bool_],
         pool: tuple[float, int],
+        level: float = np.inf,
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """(speech, noise) for the block's `n` frames. `power` (frame mean square), `final`
         (VAD speech) and `voiced` (audible and voiced) run up to `LOOKAHEAD` frames past
         the block, fewer at the end of the call; `audible` and `zero` (digital silence)
-        cover the block; `pool` is the noise pool before the block (Σ power, frames)."""
+        cover the block; `pool` is the noise pool before the block (Σ power, frames);
+        `level` the party's active speech level (linear, +inf while unknown)."""
         m = min(power.size, final.size, voiced.size)
         r = VOICED_REACH
         v = np.concatenate([self._voiced_before, voiced[:m]])
@@ -83,13 +99,18 @@ class NoiseFrameSelector:
         near = near_v[r:].astype(np.bool_)
         self._voiced_before = v[n : n + r]
         core = final[:m] & near
+        # Loud sounds near the party's level (a long fricative, a word cut off at the end):
+        # not speech energy unless near voicing, but guarded and seeding tails like it.
+        pool_power, pool_frames = pool
+        floor = pool_power / pool_frames if pool_frames else 0.0
+        loud = power[:m] > max(level * _FAR_LOUD, floor * _FAR_OVER)
+        core_like = core | ((final[:m] | voiced[:m]) & loud)
         g = GUARD
-        around = np.concatenate([self._core_before, core[: n + g]])
+        around = np.concatenate([self._core_before, core_like[: n + g]])
         guarded = ndimage.maximum_filter1d(around.view(np.int8), size=2 * g + 1, mode="constant")
         self._core_before = around[n : n + g]
         noise = ~guarded[g : g + n].astype(np.bool_) & ~zero[:n]
         speech = audible[:n] & core[:n]
-        pool_power, pool_frames = pool
         count = pool_frames + int(noise.sum())
         if count == 0:
             return speech, noise
@@ -97,12 +118,12 @@ class NoiseFrameSelector:
         if noise.any():
             ref = min(ref, float(np.median(power[:n][noise])) * _MEDIAN_CAP)
         prev = self._tail_prev
-        tails = self._tails(power[:m], core, voiced[:m], n, ref)
+        tails = self._tails(power[:m], core_like, voiced[:m], n, ref)
         rest = noise & ~tails
         if rest.any():
             ref = (pool_power + float(power[:n][rest].sum())) / (pool_frames + int(rest.sum()))
             self._tail_prev = prev
-            tails = self._tails(power[:m], core, voiced[:m], n, ref)
+            tails = self._tails(power[:m], core_like, voiced[:m], n, ref)
         return speech, noise & ~tails
 
     def _tails(

@@ -310,7 +310,7 @@ class PartyQualityTracker:
         ahead = slice(0, n + _LOOKAHEAD_FRAMES)
         speech, noise = self._select.select(
             n, self._power[ahead], self._raw[:n], self._final[ahead], self._voiced[ahead],
-            self._zero[:n], self._levels.pool(),
+            self._zero[:n], self._levels.pool(), self._levels.level_power(),
         )  # fmt: skip
         # Frames past the block let an impact that straddles the block edge be found whole.
         p, hi, ku = self._power[ahead], self._high[ahead], self._kurt[ahead]

@@ -36,7 +36,7 @@ All per-block sums are additive (noise power sum and frame count, impact power, 
 energy, ladder counts), so the rolling reading is the sum over the last K blocks and the
 call summary the sum over all blocks: constant memory; impacts need only the 5 frames of
 look-ahead `noise_frames` already holds. Figures (scripts/bench_quality.py --validate
---seeds 6, six 24 s tracks per noise, 0–30 dB): p95 |error| dishes 2.9 / 2.9 dB, bike
+--seeds 6, six 24 s tracks per noise, 0–30 dB): p95 |error| dishes 2.8 / 2.9 dB, bike
 1.1 / 1.4, babble 1.7 / 1.7 (16 kHz / 8 kHz μ-law); clean speech reads ≥ 39 dB.
 Known weak spots: noise that the VAD calls speech (babble, music, loud clatter) is missed
 from N and added to the speech energy, so the SNR reads high; non-stationary noise is only
@@ -210,6 +210,14 @@ class SpeechNoiseEstimator:
     def pool(self) -> tuple[float, int]:
         """The rolling window's noise pool: (Σ power, frames)."""
         return sum(b.noise_power for b in self._ring), sum(b.noise_frames for b in self._ring)
+
+    def level_power(self) -> float:
+        """The party's active speech level over the rolling window (linear, relative to
+        full scale²), +inf until about a second of active speech is pooled."""
+        pooled = _BlockSums()
+        for b in self._ring:
+            pooled.add(b)
+        return self._level_power(pooled)
 
     def rolling(self) -> LevelEstimate:
         pooled = _BlockSums()

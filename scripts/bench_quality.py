@@ -155,6 +155,14 @@ def validate_snr(seeds: int) -> dict[str, Any]:
             clean.append(None if s.snr_db is None else round(s.snr_db, 1))
         out[f"{path}/clean"] = clean
         print(f"  {path:8s} clean speech (no noise added) reads: {clean} dB")
+        # Two-minute tracks: a call's few noise frames (pauses muted) against its loud sounds.
+        long = []
+        for seed in range(6):
+            speech = speech_track(path_files(path), rate, seed, 120.0, (0.8, 3.0))
+            s = summarise(round_trip(to_int16(speech), codec), rate, codec, NO_DNSMOS)
+            long.append(None if s.snr_db is None else round(s.snr_db, 1))
+        out[f"{path}/clean_120s"] = long
+        print(f"  {path:8s} clean speech, 120 s tracks, reads: {long} dB")
     return out
 
 
