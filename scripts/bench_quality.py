@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_quality.py              # cost only (~1 min)
     .venv/bin/python scripts/bench_quality.py --validate   # + validation tables (~6 min)
     .venv/bin/python scripts/bench_quality.py --json out.json
+    .venv/bin/python scripts/bench_quality.py --snr-only --seeds 6 --track-seconds 120
 
 Cost (CPU time of this process, so other load on the machine distorts it less than wall time):
 1. `PartyQualityTracker` without DNSMOS (level, noise, SNR, clipping, dropouts, metric VAD,
@@ -119,14 +120,16 @@ def bench_dnsmos() -> dict[str, Any]:
     return out
 
 
-def validate_snr(seeds: int) -> dict[str, Any]:
+def validate_snr(seeds: int, seconds: float = 24.0) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    print(f"  blind SNR: estimate - truth (dB), call summary, {seeds} tracks x 24 s per cell")
+    print(
+        f"  blind SNR: estimate - truth (dB), call summary, {seeds} tracks x {seconds:g} s per cell"
+    )
     print("  path     noise      " + " ".join(f"{s:>5d}" for s in SNRS_DB) + "    p95   max")
     for path in PATHS:
         pooled: list[float] = []
         for noise in NOISES:
-            errs = snr_errors(path, noise, range(seeds), NO_DNSMOS)
+            errs = snr_errors(path, noise, range(seeds), NO_DNSMOS, seconds=seconds)
             by_snr = {s: [e for t, e in errs if t == s] for s in SNRS_DB}
             mean = [float(np.nanmean(by_snr[s])) for s in SNRS_DB]
             # No reading at all (the VAD heard no speech) counts as a miss of 50 dB.
@@ -299,15 +302,25 @@ def main() -> None:
     ap.add_argument("--validate", action="store_true", help="also print validation tables")
     ap.add_argument("--seconds", type=float, default=120.0, help="audio per cost run")
     ap.add_argument("--seeds", type=int, default=3, help="tracks / calls per validation cell")
+    ap.add_argument(
+        "--track-seconds", type=float, default=24.0,
+        help="length of each blind-SNR validation track (a call's party channel)",
+    )  # fmt: skip
+    ap.add_argument("--snr-only", action="store_true", help="only the blind-SNR validation")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
     figures: dict[str, Any] = {}
+    if args.snr_only:
+        figures["snr"] = validate_snr(args.seeds, args.track_seconds)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return
     print("cost")
     figures["trackers"] = bench_trackers(args.seconds)
     figures["dnsmos"] = bench_dnsmos()
     if args.validate:
         print("validation")
-        figures["snr"] = validate_snr(args.seeds)
+        figures["snr"] = validate_snr(args.seeds, args.track_seconds)
         figures["clipping"] = validate_clipping()
         figures["dnsmos_ordering"] = validate_dnsmos()
         figures["calls"] = validate_calls(args.seeds, 3)

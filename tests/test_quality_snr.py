@@ -18,6 +18,7 @@ from audio_quality.levels import active_speech_level, full_scale
 from audio_quality.settings import QualitySettings
 from audio_quality.snr import SpeechNoiseEstimator
 from tests.quality_support import (
+    NOISES,
     PATHS,
     mix_at_snr,
     path_files,
@@ -53,6 +54,32 @@ def test_snr_estimate_error_p95(path: str, noise: str) -> None:
         assert p95 <= 3.0
     else:
         assert errors.min() >= -4.0 and p95 <= IMPULSIVE_P95_DB[path]
+
+
+#: A call's party channel: a minute of speech and pauses (contact-centre calls run minutes).
+CALL_SECONDS = 60.0
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_snr_error_p95_over_a_call(path: str) -> None:
+    # The 3 dB target over all four noises pooled, on tracks a call's length. Sparse noise
+    # is seen only where it falls: a 24 s track holds about five of the knocks recording's
+    # rattles, and whether one lands in a pause decides its reading (24 s pooled p95: 3.4 /
+    # 3.6 dB); a minute holds a dozen (pooled p95 on seeds 0-5: 2.3 / 2.2 dB; 120 s: 1.2 /
+    # 1.8 dB; scripts/bench_quality.py --snr-only --track-seconds N).
+    errors = {
+        noise: np.array(
+            [e for _, e in snr_errors(path, noise, (0, 1), SETTINGS, seconds=CALL_SECONDS)]
+        )
+        for noise in NOISES
+    }
+    pooled = np.abs(np.concatenate(list(errors.values())))
+    assert np.isfinite(pooled).all()
+    p95 = {n: round(float(np.percentile(np.abs(e), 95)), 2) for n, e in errors.items()}
+    print(f"SNR error over {CALL_SECONDS:g} s {path}: p95 {p95}, pooled "
+          f"{np.percentile(pooled, 95):.2f} dB")  # fmt: skip
+    assert np.percentile(pooled, 95) <= 3.0
+    assert all(p95[n] <= 3.0 for n in TARGET_NOISES)
 
 
 #: Clean LJ Speech clips not among the validation's (`path_files`): a second speaker set.
