@@ -36,6 +36,10 @@ class Ring:
         self.head = (self.head + n) % size
         self.count = min(size, self.count + n)
 
+    def mean(self) -> float:
+        """The mean of the values held (0 when empty)."""
+        return float(self.buf[: self.count].mean()) if self.count else 0.0
+
     def quantile(self, q: float) -> float:
         """The ⌊q·m⌋-th smallest of the m values held (+inf when empty)."""
         if self.count == 0:

@@ -204,3 +204,23 @@ def test_constructed_call(
     for e in res.events:
         if isinstance(e, (DeadAirDetected, OvertalkDetected)):
             assert e.end_ms <= h0 or e.start_ms >= h1
+
+
+def test_background_talkers_do_not_stretch_turns() -> None:
+    # 8-talker babble 20 dB under each party: its voicing used to keep a turn going after the
+    # party stopped (overtalk boundaries 410 ms late on this call; 630 ms for dead air on
+    # others). With voicing near a speech-like floor discounted, boundaries stay in 0.3 s.
+    res = run_call(16000, "L16", "babble", 20.0, seed=1, settings=SETTINGS, variant=1)
+    for kind in (DeadAirDetected, OvertalkDetected):
+        m = match_events(res.truth_events, res.events, kind)
+        worst = max(map(abs, m.boundary_errors_ms), default=0)
+        print(f"{kind.__name__}: hits {m.hits}/{m.truth}, measured {m.measured}, "
+              f"boundary error max {worst} ms")  # fmt: skip
+        assert m.hits == m.truth == m.measured == 3
+        assert worst <= 300
+    t, s = res.truth, res.measured
+    for measured, truth in (
+        (s.agent_talk_ms, t.agent_talk_ms),
+        (s.customer_talk_ms, t.customer_talk_ms),
+    ):
+        assert abs(measured / truth - 1) <= 0.03
