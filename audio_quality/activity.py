@@ -56,6 +56,7 @@ keeps the floor where it was.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 
@@ -107,7 +108,7 @@ class MetricVad:
         "_state", "_pos", "_fin", "_seg_start", "_last_end", "_last_voiced", "_cand_frames",
         "_cand_voiced", "_undecided", "_und_code", "_restart", "_speech_db", "_faint_db",
         "_bridge_per_db", "_tail_per_db", "_bridge", "_tail", "_resume", "_quiet_voiced",
-        "_speech_like",
+        "_speech_like", "_cuts",
     )  # fmt: skip
 
     def __init__(self, settings: MetricVadSettings, full_scale: float) -> None:
@@ -124,6 +125,7 @@ class MetricVad:
         # tells speech-like noise (background talkers) from the rest.
         self._quiet_voiced = Ring(window)
         self._speech_like = False
+        self._cuts: list[int] = []  # frames where the call changed state (`cut_at`), sorted
         self._floor = math.inf
         self._quantile = settings.floor_quantile
         self._threshold_db = settings.threshold_db
@@ -193,6 +195,9 @@ class MetricVad:
         out: list[Run] = []
         i = 0
         while i < n:
+            if self._cuts and self._cuts[0] <= self._pos:
+                self._cuts.pop(0)
+                self._cut(out)
             # One floor step at a time: the floor only changes at step boundaries and only
             # from frames decided before them, whatever the chunking.
             if self._pos % FLOOR_STEP == 0:
@@ -200,19 +205,33 @@ class MetricVad:
                 self._speech_like = self._is_speech_like()
                 self._compensate()
             j = min(n, i + FLOOR_STEP - self._pos % FLOOR_STEP)
+            if self._cuts:
+                j = min(j, i + self._cuts[0] - self._pos)
             floor[i:j] = self._floor
             raw[i:j] = self._segment(smooth_db[i:j], voiced[i:j], out)
             i = j
         return raw, voiced, floor, out
 
-    def finish(self) -> list[Run]:
-        """End of audio: decide everything still pending."""
-        out: list[Run] = []
+    def cut_at(self, frame: int) -> None:
+        """The call changed state at `frame` (the switch put it on hold or took it off):
+        no stretch runs across it, so music on hold neither starts before the hold nor runs
+        into the party's next turn. Applied when the audio reaches `frame` (at once if it
+        already has), so the decisions do not depend on when the marker came in."""
+        bisect.insort(self._cuts, max(frame, self._pos))
+
+    def _cut(self, out: list[Run]) -> None:
+        """End what is going on: a stretch at its end, a candidate as silence."""
         if self._state is _State.SPEECH:
             self._final(min(self._speech_end() + self._pad + self._tail, self._pos), True, out)
         self._close_resume(out)
         self._final(self._pos, False, out)
         self._state = _State.SILENCE
+
+    def finish(self) -> list[Run]:
+        """End of audio: decide everything still pending."""
+        out: list[Run] = []
+        self._cut(out)
+        self._cuts.clear()
         return out
 
     def _estimate_floor(self) -> float:

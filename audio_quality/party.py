@@ -171,6 +171,11 @@ class PartyQualityTracker:
             self._dns_release()
         return self._emit_blocks()
 
+    def mark_state_change(self, media_ms: int) -> None:
+        """The switch changed the call's state at `media_ms` of this party's stream (hold
+        started or ended): the metric VAD ends any stretch there (`MetricVad.cut_at`)."""
+        self._vad.cut_at(media_ms // FRAME_MS)
+
     def feed_missing(self, n_samples: int) -> list[QualityReading]:
         """Media the switch never delivered (sequence gap): counted, and fed as zeros so
         media time stays aligned (a gap inside speech also shows as a dropout)."""

@@ -270,7 +270,11 @@ def measure_call(
     for party, audio in call.audio.items():
         tr = PartyQualityTracker(party, call.rate, call.codec, settings)
         spans: list[ActivitySpan] = []
+        # The switch's hold markers, passed on when the audio reaches them (as the runtime).
+        marks = sorted(t for hold in call.holds_ms for t in hold)
         for i in range(0, audio.size, step):
+            while marks and marks[0] * call.rate // 1000 <= i:
+                tr.mark_state_change(marks.pop(0))
             tr.feed(audio[i : i + step])
             spans += tr.take_activity()
         tr.flush()

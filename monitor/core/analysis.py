@@ -101,6 +101,18 @@ class CallAnalyzer:
         except ScriptNotFound as exc:
             self.script_problem = str(exc)
 
+    def hold_started(self, media_ms: int) -> None:
+        """The switch put the call on hold: music on hold is neither talk nor dead air, and
+        no party's speech stretch runs into it."""
+        self.conversation.hold_started(media_ms)
+        for tracker in self.trackers.values():
+            tracker.mark_state_change(media_ms)
+
+    def hold_ended(self, media_ms: int) -> None:
+        self.conversation.hold_ended(media_ms)
+        for tracker in self.trackers.values():
+            tracker.mark_state_change(media_ms)
+
     def utterance_queued(self, key: object, start_ms: int) -> None:
         self._watermark.on_queued(key, start_ms)
 

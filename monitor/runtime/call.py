@@ -168,10 +168,10 @@ class LiveCall:
         counted as dead air (or talk)."""
         event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
         if self.analyzer is not None and event in HOLD_STARTED:
-            self.analyzer.conversation.hold_started(self.session.duration_ms)
+            self.analyzer.hold_started(self.session.duration_ms)
             await self.trace("hold_started", event=event)
         elif self.analyzer is not None and event in HOLD_ENDED:
-            self.analyzer.conversation.hold_ended(self.session.duration_ms)
+            self.analyzer.hold_ended(self.session.duration_ms)
             await self.trace("hold_ended", event=event)
         elif self.analyzer is not None and event in IVR_STARTED | IVR_ENDED | {"ivr_prompt"}:
             await self._on_ivr_prompt(event, payload)
