@@ -84,6 +84,8 @@ _SPEECH_LIKE_SHARE = 0.25
 #: ... and is told apart by level (loud voiced frames only) when the party's speech is this
 #: far above it.
 _SPEECH_LIKE_MIN_SNR_DB = 12.0
+#: Switch markers (`cut_at`) waiting for the audio to reach them; more are ignored.
+_MAX_PENDING_CUTS = 32
 #: Audible speech frames seen before noise compensation starts (0.5 s).
 _MIN_SPEECH_FOR_LEVEL = 50
 
@@ -217,7 +219,8 @@ class MetricVad:
         no stretch runs across it, so music on hold neither starts before the hold nor runs
         into the party's next turn. Applied when the audio reaches `frame` (at once if it
         already has), so the decisions do not depend on when the marker came in."""
-        bisect.insort(self._cuts, max(frame, self._pos))
+        if len(self._cuts) < _MAX_PENDING_CUTS:  # a flood of markers must not grow memory
+            bisect.insort(self._cuts, max(frame, self._pos))
 
     def _cut(self, out: list[Run]) -> None:
         """End what is going on: a stretch at its end, a candidate as silence."""

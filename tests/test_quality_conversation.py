@@ -9,6 +9,7 @@ side sees only the noisy, codec-processed audio through `PartyQualityTracker`.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from audio_quality.conversation import (
@@ -21,7 +22,14 @@ from audio_quality.conversation import (
 from audio_quality.errors import TrackerFinishedError
 from audio_quality.records import ActivitySpan
 from audio_quality.settings import QualitySettings
-from tests.quality_support import match_events, run_call
+from tests.quality_support import (
+    build_call,
+    call_plan,
+    match_events,
+    oracle_activity,
+    run_call,
+    run_conversation,
+)
 
 SETTINGS = QualitySettings(dnsmos={"enabled": False})
 
@@ -224,3 +232,41 @@ def test_background_talkers_do_not_stretch_turns() -> None:
         (s.customer_talk_ms, t.customer_talk_ms),
     ):
         assert abs(measured / truth - 1) <= 0.03
+
+
+@pytest.mark.parametrize("kind", ["hold", "ivr_prompt"])
+def test_switch_markers_reach_the_party_trackers_through_the_analyzer(kind: str) -> None:
+    # The runtime path: the switch's hold and prompt markers go to `CallAnalyzer`, which
+    # tells the conversation tracker and each party's metric VAD (no speech stretch runs
+    # across a marker). The 20 s of music on the agent leg is marked; told to the
+    # conversation tracker alone, the stretch that carries the music also swallows the
+    # clatter before it and the silence after it, up to the agent's next turn.
+    from config.settings import load_settings
+    from monitor.core.analysis import CallAnalyzer
+    from monitor.core.metadata import parse_metadata
+
+    call = build_call(call_plan(0), 16000, "L16", "dishes", 30.0, seed=1)
+    ((h0, h1),) = call.holds_ms
+    meta = parse_metadata('{"callId": "c1", "channels": 2, "sampleRate": 16000}')
+    pcm = np.zeros((call.audio["agent"].size, 2), dtype="<i2")
+    for party, channel in meta.channel_of.items():
+        pcm[:, channel] = call.audio[party.value]
+    truth_act = {p: oracle_activity(call, p, SETTINGS.vad.min_silence_ms) for p in call.clean}
+    _, truth = run_conversation(truth_act, call.holds_ms, SETTINGS)
+
+    def agent_talk_error(through_analyzer: bool) -> float:
+        analyzer = CallAnalyzer(meta, SETTINGS, load_settings().grading, None, "en")
+        marker = analyzer if through_analyzer else analyzer.conversation
+        start, end = getattr(marker, f"{kind}_started"), getattr(marker, f"{kind}_ended")
+        for i in range(0, pcm.shape[0], 320):  # 20 ms packets; a marker comes with its own
+            if i <= h0 * 16 < i + 320:
+                start(h0)
+            if i <= h1 * 16 < i + 320:
+                end(h1)
+            analyzer.feed(pcm[i : i + 320].tobytes())
+        analyzer.flush()
+        return analyzer.finish().conversation.agent_talk_ms / truth.agent_talk_ms - 1
+
+    before, after = agent_talk_error(False), agent_talk_error(True)
+    print(f"{kind}: agent talk time error, conversation only {before:+.1%}, analyzer {after:+.1%}")
+    assert before > 0.05 and abs(after) <= 0.03

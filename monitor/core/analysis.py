@@ -101,17 +101,37 @@ class CallAnalyzer:
         except ScriptNotFound as exc:
             self.script_problem = str(exc)
 
+    # The switch's hold and IVR-prompt markers: music and prompts are neither talk nor dead
+    # air (the conversation tracker), and no party's speech stretch runs across their edges
+    # (the party trackers' metric VAD), so they neither start early nor run into a turn.
     def hold_started(self, media_ms: int) -> None:
-        """The switch put the call on hold: music on hold is neither talk nor dead air, and
-        no party's speech stretch runs into it."""
         self.conversation.hold_started(media_ms)
-        for tracker in self.trackers.values():
-            tracker.mark_state_change(media_ms)
+        self._mark(media_ms)
 
     def hold_ended(self, media_ms: int) -> None:
         self.conversation.hold_ended(media_ms)
-        for tracker in self.trackers.values():
-            tracker.mark_state_change(media_ms)
+        self._mark(media_ms)
+
+    def ivr_prompt_started(self, media_ms: int) -> None:
+        self.conversation.ivr_prompt_started(media_ms)
+        self._mark(media_ms)
+
+    def ivr_prompt_ended(self, media_ms: int) -> None:
+        self.conversation.ivr_prompt_ended(media_ms)
+        self._mark(media_ms)
+
+    def ivr_prompt(self, start_ms: int, end_ms: int) -> None:
+        """A prompt over [start_ms, end_ms), sent as one marker (before, during or after)."""
+        self.conversation.ivr_prompt(start_ms, end_ms)
+        self._mark(start_ms)
+        self._mark(end_ms)
+
+    def _mark(self, media_ms: int) -> None:
+        # An edge the audio has passed is left alone: cutting where the VAD now is would
+        # split whatever is going on there.
+        if media_ms >= self.media_ms:
+            for tracker in self.trackers.values():
+                tracker.mark_state_change(media_ms)
 
     def utterance_queued(self, key: object, start_ms: int) -> None:
         self._watermark.on_queued(key, start_ms)

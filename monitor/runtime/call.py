@@ -180,12 +180,12 @@ class LiveCall:
 
     async def _on_ivr_prompt(self, event: str, payload: dict[str, Any]) -> None:
         assert self.analyzer is not None
-        conv, now = self.analyzer.conversation, self.session.duration_ms
+        analyzer, now = self.analyzer, self.session.duration_ms
         if event in IVR_STARTED:
-            conv.ivr_prompt_started(now)
+            analyzer.ivr_prompt_started(now)
             await self.trace("ivr_prompt_started", event=event)
         elif event in IVR_ENDED:
-            conv.ivr_prompt_ended(now)
+            analyzer.ivr_prompt_ended(now)
             await self.trace("ivr_prompt_ended", event=event)
         else:
             extra = {k: v for k, v in payload.items() if k not in _IVR_OWN}
@@ -201,7 +201,7 @@ class LiveCall:
                     if "end_ms" in payload
                     else start + int(payload["duration_ms"])
                 )
-                conv.ivr_prompt(start, end)
+                analyzer.ivr_prompt(start, end)
             except (TypeError, ValueError) as exc:
                 # Kept in the trace as it came: nothing is lost, the span is just not applied.
                 await self.trace("app_message", payload=payload, problem=f"ivr_prompt: {exc}")
