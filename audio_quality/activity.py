@@ -25,21 +25,13 @@ periodicity in the pitch range. Then:
    dropped by a 100 ms pause before it is confirmed; it ends after `min_silence_ms` of quiet
    or `max_unvoiced_ms` without voicing, at most 200 ms after its last voiced frame, and
    gets `pad_ms` on both sides;
-5. noise compensation: a turn's faint syllables and fade-out (down to `faint_range_db` under
-   its median level) are talk, but under noise the VAD cannot hear them. From the party's
-   speech level (median smoothed power of its audible speech frames, last
-   `noise_window_ms` of speech) and the floor, the part of that range the noise hides is
-   known; each of its dB bridges pauses `bridge_ms_per_db` longer and extends each
-   stretch's end by `tail_ms_per_db`. A pause bridged only thanks to this counts as talk
-   once the sound after it is confirmed as speech (like a new stretch), so background
-   talkers do not keep a turn going. Nothing changes on clean lines; it is re-estimated
-   with the floor, from decided frames only;
-6. speech-like noise: when a quarter or more of the quiet frames (under the continue
-   level) are voiced, the noise is background talkers; once the party's own speech is
-   known to be `_SPEECH_LIKE_MIN_SNR_DB` above the floor, only *loud* voiced frames count
-   as voiced. Without this the talkers' voicing kept turns going past their end (turn
-   boundaries 0.4–0.6 s late under 8-talker babble at 20–30 dB); at low SNR the party's
-   own voiced frames are rarely loud over such a floor, so the gate stays off there.
+5. noise compensation (`noise_adapt`): pauses are bridged longer and stretch ends extended
+   by as much of the speech's faint range as the noise hides; a pause bridged only thanks
+   to this counts as talk once the sound after it is confirmed as speech (like a new
+   stretch), so background talkers do not keep a turn going. Nothing changes on clean lines;
+6. speech-like noise (`noise_adapt`): under background talkers, once the party's speech is
+   well above them, only loud voiced frames count as its voicing;
+7. switch markers (`cut_at`): no stretch runs across a hold or IVR-prompt edge.
 
 Step 4 needs look-ahead, so decisions become *final* a bounded time after the audio (at most
 `max_unvoiced_ms` + `min_silence_ms` + the bridging of step 5 + `pad_ms`). Work is vectorised
@@ -65,6 +57,7 @@ import numpy.typing as npt
 from scipy import signal
 
 from audio_quality.frame_features import HISTORY_SAMPLES, Ring, analyse_frames
+from audio_quality.noise_adapt import NoiseAdaptation
 from audio_quality.settings import MetricVadSettings
 
 FRAME_MS = 10
@@ -78,16 +71,8 @@ _CANDIDATE_GAP_FRAMES = 10
 _RESTART_FRAMES = 50
 #: Silence frames seen before the floor comes from silence only (1 s).
 _BOOTSTRAP_FRAMES = 100
-#: Voiced share of the quiet frames from which the noise counts as speech-like (background
-#: talkers: the constructed 8-talker babble is ~45 % voiced; fans, traffic, dishes ≤ 2 %).
-_SPEECH_LIKE_SHARE = 0.25
-#: ... and is told apart by level (loud voiced frames only) when the party's speech is this
-#: far above it.
-_SPEECH_LIKE_MIN_SNR_DB = 12.0
 #: Switch markers (`cut_at`) waiting for the audio to reach them; more are ignored.
 _MAX_PENDING_CUTS = 32
-#: Audible speech frames seen before noise compensation starts (0.5 s).
-_MIN_SPEECH_FOR_LEVEL = 50
 
 
 #: A run of final frames: (start_frame, end_frame, speech), end exclusive.
@@ -108,9 +93,8 @@ class MetricVad:
         "_threshold_db", "_continue_db", "_min_level_db", "_gap", "_min_speech", "_pad",
         "_voiced_level", "_voiced_ratio", "_max_candidate", "_min_voiced", "_cand_gap",
         "_state", "_pos", "_fin", "_seg_start", "_last_end", "_last_voiced", "_cand_frames",
-        "_cand_voiced", "_undecided", "_und_code", "_restart", "_speech_db", "_faint_db",
-        "_bridge_per_db", "_tail_per_db", "_bridge", "_tail", "_resume", "_quiet_voiced",
-        "_speech_like", "_cuts",
+        "_cand_voiced", "_undecided", "_und_code", "_restart", "_adapt", "_bridge", "_tail",
+        "_speech_like", "_resume", "_cuts",
     )  # fmt: skip
 
     def __init__(self, settings: MetricVadSettings, full_scale: float) -> None:
@@ -123,10 +107,6 @@ class MetricVad:
         window = settings.noise_window_ms // FRAME_MS
         self._all = Ring(window)  # every recent frame (bootstrap only)
         self._noise = Ring(window)  # recent frames decided as silence
-        # Voicing (1.0 / 0.0) of recent quiet frames (under the continue level): the share
-        # tells speech-like noise (background talkers) from the rest.
-        self._quiet_voiced = Ring(window)
-        self._speech_like = False
         self._cuts: list[int] = []  # frames where the call changed state (`cut_at`), sorted
         self._floor = math.inf
         self._quantile = settings.floor_quantile
@@ -153,14 +133,9 @@ class MetricVad:
         self._undecided = np.empty(0, dtype=np.float64)
         self._und_code = np.empty(0, dtype=np.int8)
         self._restart = min(_RESTART_FRAMES, self._max_candidate - 1)
-        # Noise compensation: the party's speech level (median smoothed dB of its audible
-        # speech frames, last `noise_window_ms` of speech) against the floor tells how much
-        # of its faint range is under the noise; pauses are bridged and ends extended by that.
-        self._speech_db = Ring(window)
-        self._faint_db = settings.faint_range_db
-        self._bridge_per_db = settings.bridge_ms_per_db / FRAME_MS
-        self._tail_per_db = settings.tail_ms_per_db / FRAME_MS
-        self._bridge = self._tail = 0  # extra frames in force
+        self._adapt = NoiseAdaptation(settings)
+        self._bridge = self._tail = 0  # extra frames in force (`noise_adapt`)
+        self._speech_like = False
         # While speech after a compensation-bridged pause is judged: where the stretch
         # before the pause ends if it is not confirmed.
         self._resume: int | None = None
@@ -204,8 +179,9 @@ class MetricVad:
             # from frames decided before them, whatever the chunking.
             if self._pos % FLOOR_STEP == 0:
                 self._floor = self._estimate_floor()
-                self._speech_like = self._is_speech_like()
-                self._compensate()
+                adapt = self._adapt.at_floor(self._floor)
+                self._bridge, self._tail = adapt.bridge, adapt.tail
+                self._speech_like = adapt.speech_like
             j = min(n, i + FLOOR_STEP - self._pos % FLOOR_STEP)
             if self._cuts:
                 j = min(j, i + self._cuts[0] - self._pos)
@@ -244,28 +220,6 @@ class MetricVad:
             return self._noise.quantile(0.5)
         return self._all.quantile(self._quantile)
 
-    def _is_speech_like(self) -> bool:
-        """Is the noise speech-like (background talkers), and far enough under the party's
-        speech to tell them apart by level? At low SNR the party's own voiced frames are
-        rarely loud over such a floor, and gating them would starve the VAD."""
-        if (
-            self._quiet_voiced.count < _BOOTSTRAP_FRAMES
-            or self._speech_db.count < _MIN_SPEECH_FOR_LEVEL
-            or self._quiet_voiced.mean() < _SPEECH_LIKE_SHARE
-        ):
-            return False
-        return self._speech_db.quantile(0.5) - self._floor >= _SPEECH_LIKE_MIN_SNR_DB
-
-    def _compensate(self) -> None:
-        """Extra bridging and tail (frames) for the part of the speech's faint range that
-        the noise hides: none on clean speech, more the noisier the party's line."""
-        if self._speech_db.count < _MIN_SPEECH_FOR_LEVEL or math.isinf(self._floor):
-            self._bridge = self._tail = 0
-            return
-        hidden = max(0.0, self._faint_db - (self._speech_db.quantile(0.5) - self._floor))
-        self._bridge = round(hidden * self._bridge_per_db)
-        self._tail = min(self._bridge, round(hidden * self._tail_per_db))
-
     def _segment(
         self, db: npt.NDArray[np.float64], voiced: npt.NDArray[np.bool_], out: list[Run]
     ) -> npt.NDArray[np.bool_]:
@@ -277,7 +231,7 @@ class MetricVad:
         self._all.push(db)
         self._undecided = np.concatenate([self._undecided, db])
         quiet = level == 0
-        self._quiet_voiced.push(voiced[quiet].astype(np.float64))
+        self._adapt.quiet_frames(voiced[quiet])
         if self._speech_like:
             # The noise itself is voiced (background talkers): voicing near the floor is no
             # evidence of this party's speech, only loud voiced frames are.
@@ -301,7 +255,7 @@ class MetricVad:
         if not speech:
             self._noise.push(decided)
         else:
-            self._speech_db.push(decided[codes >= 2])
+            self._adapt.speech_frames(decided[codes >= 2])
         if out and out[-1][1] == self._fin and out[-1][2] == speech:
             out[-1] = (out[-1][0], end, speech)
         else:
