@@ -172,9 +172,7 @@ class SpeechNoiseEstimator:
         `high` and `kurtosis` (`frame_features.HighBand`) find impacts; these two and
         `power` may run up to `IMPACT_SPREAD` frames past the block (look-ahead)."""
         n = speech.size
-        pooled = _BlockSums()
-        for b in self._ring:
-            pooled.add(b)
+        pooled = self._pooled()
         impact = np.zeros(n)
         if high is not None and kurtosis is not None:
             impact = self._impacts(power, high, kurtosis, n, self._level_power(pooled))
@@ -216,16 +214,18 @@ class SpeechNoiseEstimator:
     def level_power(self) -> float:
         """The party's active speech level over the rolling window (linear, relative to
         full scale²), +inf until about a second of active speech is pooled."""
-        pooled = _BlockSums()
-        for b in self._ring:
-            pooled.add(b)
-        return self._level_power(pooled)
+        return self._level_power(self._pooled())
 
     def rolling(self) -> LevelEstimate:
+        pooled = self._pooled()
+        return self._estimate(pooled, self._noise_power(pooled))
+
+    def _pooled(self) -> _BlockSums:
+        """The sums over the rolling window's blocks."""
         pooled = _BlockSums()
         for b in self._ring:
             pooled.add(b)
-        return self._estimate(pooled, self._noise_power(pooled))
+        return pooled
 
     def total(self) -> LevelEstimate:
         """The whole call. Its noise level is the mean over all the call's noise frames

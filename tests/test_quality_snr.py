@@ -9,6 +9,8 @@ scripts/bench_quality.py prints the full tables.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pytest
 
@@ -91,14 +93,8 @@ def test_clean_speech_reads_high_snr(path: str) -> None:
     # No added noise: the clips' own floor sits ~40 dB under the speech and the pauses
     # between clips are muted. A final "s", a breath or a faint syllable the VAD leaves out
     # must not count as noise (they put 5 of 20 such 16 kHz tracks at 20-28 dB before).
-    rate, codec = PATHS[path]
-    readings = []
-    for files, seeds in ((path_files(path), range(6)), (HELD_OUT_LJ, range(3))):
-        for seed in seeds:
-            speech = speech_track(files, rate, seed, 24.0, (0.8, 3.0))
-            s = summarise(round_trip(to_int16(speech), codec), rate, codec, SETTINGS)
-            assert s.snr_db is not None
-            readings.append(s.snr_db)
+    readings = _clean_readings(path, path_files(path), range(6), 24.0)
+    readings += _clean_readings(path, HELD_OUT_LJ, range(3), 24.0)
     print(f"clean {path}: SNR {[round(r) for r in readings]} dB")
     assert min(readings) >= 35.0
 
@@ -109,15 +105,23 @@ def test_long_clean_call_reads_high_snr(path: str) -> None:
     # outweighed by one loud sound taken for the line. A long fricative far from voicing
     # and a word cut off at the end of the call put 4 of these 6 16 kHz tracks (and 2 of
     # seeds 6-11) at 7-13 dB before they stopped counting as noise.
+    readings = _clean_readings(path, path_files(path), (0, 1, 3, 4, 9), 120.0)
+    print(f"clean 120 s {path}: SNR {[round(r) for r in readings]} dB")
+    assert min(readings) >= 35.0
+
+
+def _clean_readings(
+    path: str, files: list[str], seeds: Iterable[int], seconds: float
+) -> list[float]:
+    """The call-summary SNR of clean tracks (no noise added, pauses muted)."""
     rate, codec = PATHS[path]
     readings = []
-    for seed in (0, 1, 3, 4, 9):
-        speech = speech_track(path_files(path), rate, seed, 120.0, (0.8, 3.0))
+    for seed in seeds:
+        speech = speech_track(files, rate, seed, seconds, (0.8, 3.0))
         s = summarise(round_trip(to_int16(speech), codec), rate, codec, SETTINGS)
         assert s.snr_db is not None
         readings.append(s.snr_db)
-    print(f"clean 120 s {path}: SNR {[round(r) for r in readings]} dB")
-    assert min(readings) >= 35.0
+    return readings
 
 
 @pytest.mark.parametrize("path", list(PATHS))
