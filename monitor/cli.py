@@ -67,8 +67,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- sim --------------------------------------------------------------------------------
 def cmd_sim(args: argparse.Namespace) -> int:
     from ivr_sim import builtin_scripts, load_script, render, stream_call
-    from ivr_sim.script import from_files
+    from ivr_sim.script import DEMO_COMFORT_NOISE_DBOV, from_files, with_comfort_noise
 
+    demo = not (args.customer or args.agent or args.script)
     if args.customer or args.agent:
         calls = [from_files(args.customer, args.agent, args.rate)] * args.calls
     else:
@@ -78,6 +79,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
             return 2
         scripts = [load_script(p) for p in paths]
         calls = [render(scripts[i % len(scripts)]) for i in range(args.calls)]
+    # The demo's pauses carry comfort noise, as a real line's do; elsewhere only on request.
+    noise = args.comfort_noise or (str(DEMO_COMFORT_NOISE_DBOV) if demo else "off")
+    if noise != "off":
+        calls = [with_comfort_noise(c, float(noise), seed=i) for i, c in enumerate(calls)]
 
     async def main() -> list[Any]:
         sem = asyncio.Semaphore(args.concurrency)
@@ -384,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--concurrency", type=int, default=100)
     sp.add_argument("--stagger", type=float, default=0.5, help="seconds between call starts")
     sp.add_argument("--pace", type=float, default=1.0, help="1 = real time, 0 = flat out")
+    sp.add_argument(
+        "--comfort-noise",
+        metavar="DBOV|off",
+        help="fill pauses with comfort noise at this level (dBov, e.g. -65); default: on at "
+        "-65 for the built-in demo scripts, off for --script and recordings",
+    )
     sp.set_defaults(func=cmd_sim)
 
     sp = sub.add_parser("calls", help="list and search stored calls")
