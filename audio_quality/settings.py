@@ -130,9 +130,12 @@ class ThresholdSettings(_Section):
     #: Longest single dead-air stretch.
     dead_air_max_ms_warning: int = Field(default=10_000, ge=0)
     dead_air_max_ms_critical: int = Field(default=30_000, ge=0)
-    #: Overtalk events per minute of conversation.
+    #: Overtalk events per minute of conversation, judged only once there were at least
+    #: `overtalk_min_count` overlaps or `overtalk_min_total_ms` of them in all.
     overtalk_per_min_max_warning: float = Field(default=1.0, ge=0.0)
     overtalk_per_min_max_critical: float = Field(default=3.0, ge=0.0)
+    overtalk_min_count: int = Field(default=3, ge=1)
+    overtalk_min_total_ms: int = Field(default=5000, ge=0)
     #: Speaking rate: English words per minute of the party's speech.
     words_per_min_max_warning: float = 190.0
     words_per_min_max_critical: float = 230.0

@@ -196,14 +196,28 @@ class ComplianceSettings(_Section):
     scripts_dir: Path | None = None
 
 
+#: Call grades, best first.
+GRADES = ("excellent", "good", "pass", "needs_improvement")
+Grade = Literal["excellent", "good", "pass", "needs_improvement"]
+
+
 class GradingSettings(_Section):
-    """How the audio-quality and compliance scores (0-100) make the call's grade."""
+    """How the audio-quality and compliance scores (0-100) make the call's grade
+    (`monitor.core.grading`)."""
 
     #: Share of the audio-quality score in the call score; the rest is compliance.
     quality_weight: float = Field(default=0.4, ge=0.0, le=1.0)
     excellent: float = Field(default=90.0, ge=0, le=100)
     good: float = Field(default=80.0, ge=0, le=100)
     passing: float = Field(default=60.0, ge=0, le=100)
+    #: Caps: the best grade a call can get, whatever its score, when its compliance failed
+    #: (below the script's pass score), something critical went wrong (a critical stage
+    #: missed, a critical forbidden phrase), a required stage was missed (or heard outside
+    #: its window), or any forbidden phrase was said. "excellent" switches a cap off.
+    cap_compliance_failed: Grade = "needs_improvement"
+    cap_critical: Grade = "needs_improvement"
+    cap_missed_required: Grade = "needs_improvement"
+    cap_forbidden: Grade = "pass"
 
     @model_validator(mode="after")
     def _ordered(self) -> GradingSettings:

@@ -67,7 +67,7 @@ class CallCard:
     queue: str | None
     caller: str | None
     parties: dict[str, PartyMeters]
-    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed"
+    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed" | "not_said" (optional)
     alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
     media_ms: int = 0
     dead_air_ms: int = 0
@@ -281,7 +281,9 @@ class BoardState:
                 card.checklist[stage] = "ok"
                 return True
             if ev.kind == "phrase_missed" and card.checklist.get(stage) != "ok":
-                card.checklist[stage] = "missed"
+                # An optional stage not said is no failure: grey "not said", not a red cross.
+                optional = ev.data.get("required") is False
+                card.checklist[stage] = "not_said" if optional else "missed"
                 return True
         return False
 

@@ -22,6 +22,7 @@ from audio_quality.records import PartyQualitySummary
 from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.core.events import Party
+from monitor.core.grading import Scorecard, score_call
 from monitor.core.metadata import CallMetadata
 from monitor.qa import (
     ComplianceChecker,
@@ -46,16 +47,7 @@ class CallVerdict:
     compliance: ComplianceResult | None
     score: float
     grade: str
-
-
-def grade_of(score: float, grading: GradingSettings) -> str:
-    if score >= grading.excellent:
-        return "excellent"
-    if score >= grading.good:
-        return "good"
-    if score >= grading.passing:
-        return "pass"
-    return "needs_improvement"
+    scorecard: Scorecard
 
 
 class CallAnalyzer:
@@ -209,12 +201,7 @@ class CallAnalyzer:
         conversation = self.conversation.finish()
         assessment = assess(list(parties.values()), conversation, self._quality)
         compliance = self.checker.finish(self.media_ms) if self.checker is not None else None
-        g = self._grading
-        if compliance is None:
-            score = float(assessment.score)
-        else:
-            score = g.quality_weight * assessment.score + (1 - g.quality_weight) * compliance.score
-        grade = grade_of(score, g)
-        if compliance is not None and compliance.critical:
-            grade = "needs_improvement"  # a critical miss or forbidden phrase fails the call
-        return CallVerdict(parties, conversation, assessment, compliance, round(score, 1), grade)
+        card = score_call(assessment, compliance, self._grading)
+        return CallVerdict(
+            parties, conversation, assessment, compliance, card.score, card.grade, card
+        )

@@ -36,7 +36,7 @@ function cardHtml(c) {
   const parties = Object.entries(c.parties).map(([n, p]) => partyBlock(n, p)).join("");
   const checks = c.checklist
     .map((s) => `<li class="check ${s.state}" data-stage="${esc(s.stage)}">${esc(t(s.stage))} ${
-      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : "…"}</li>`)
+      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : s.state === "not_said" ? esc(t("not_said")) : "…"}</li>`)
     .join("");
   const badges = c.alerts
     .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${

@@ -25,6 +25,12 @@ const TEXTS = {
     overtalk: "overtalk", quality: "Quality", compliance: "Compliance", alert: "Alert",
     compliance_hit: "compliance hit", compliance_miss: "compliance miss",
     board: "Board", replay: "Replay", language: "中文", not_found: "Call not found.",
+    not_said: "not said", why: "Why this score", capped: "Grade capped at",
+    cap_compliance_failed: "compliance below the pass score", cap_critical: "critical failure",
+    cap_missed_required: "required stage missed", cap_forbidden: "forbidden phrase said",
+    on_call: "on the call score", forbidden_kind: "forbidden phrase", missed: "missed",
+    outside_window: "outside its window", order: "out of order", warning: "warning",
+    critical: "critical", no_deductions: "No deductions.",
   },
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
@@ -50,6 +56,12 @@ const TEXTS = {
     overtalk: "抢话", quality: "质量", compliance: "合规", alert: "告警",
     compliance_hit: "合规命中", compliance_miss: "合规缺失",
     board: "看板", replay: "回放", language: "English", not_found: "找不到该通话。",
+    not_said: "未说", why: "扣分说明", capped: "等级上限",
+    cap_compliance_failed: "合规分低于及格线", cap_critical: "严重违规",
+    cap_missed_required: "缺少必需环节", cap_forbidden: "说了禁用语",
+    on_call: "计入总分", forbidden_kind: "禁用语", missed: "缺失",
+    outside_window: "不在规定时段", order: "顺序错误", warning: "警告",
+    critical: "严重", no_deductions: "无扣分。",
   },
 };
 
