@@ -66,6 +66,14 @@ class GatewaySettings(_Section):
     reorder_window_ms: int = Field(default=200, ge=20, le=5000)
     #: A party this far behind the others (track stopped, leg not connected) gets silence.
     max_party_lag_ms: int = Field(default=1000, ge=100, le=30000)
+    #: The audio format of an audio fork (FreeSWITCH / jambonz / drachtio) whose metadata
+    #: names none; per path, `/audiofork?rate=16000&channels=1` overrides these, and the
+    #: metadata's own `sampleRate` / `channels` / `mixType` override both.
+    default_sample_rate: Literal[8000, 16000] = 8000
+    default_channels: Literal[1, 2] = 2
+    #: Look at the first seconds of each fork's loud audio for signs that it is read in the
+    #: wrong format (`audio_quality.format_check`): a warning, a trace entry, a board badge.
+    format_check: bool = True
     #: Subprotocols echoed when a switch offers them (PROTOCOLS.md §1, §3).
     subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
     #: TLS for the websocket port (wss://) when both are set: PEM certificate chain and key.

@@ -79,6 +79,7 @@ class CallCard:
     score: float | None = None
     grade: str | None = None
     ended_mono: float | None = None
+    format_suspect: list[str] = field(default_factory=list)  # why the audio format looks wrong
 
     def to_json(self) -> dict[str, Any]:
         total = sum(p.speech_ms for p in self.parties.values())
@@ -103,6 +104,7 @@ class CallCard:
             "duration_ms": self.duration_ms,
             "score": self.score,
             "grade": self.grade,
+            "format_suspect": self.format_suspect,
         }
 
 
@@ -255,6 +257,9 @@ class BoardState:
         elif isinstance(ev, FindingAdded):
             return self._finding(card, ev)
         elif isinstance(ev, TraceAdded):
+            if ev.kind == "format_suspect":  # the stream may be read in the wrong format
+                card.format_suspect = [str(r) for r in (ev.data or {}).get("reasons", [])]
+                return True
             if ev.kind != "dead_air_started":
                 return False
             card.dead_air_now = True  # until its dead_air finding says it ended

@@ -42,6 +42,10 @@ function cardHtml(c) {
     .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${
       esc(t(a.kind) === a.kind ? a.kind.replace(/_/g, " ") : t(a.kind))}</span>`)
     .join("");
+  const fmt = (c.format_suspect || []).length
+    ? `<span class="badge critical format-suspect" title="${esc(c.format_suspect.map((r) => t(r)).join(", "))}">${
+      esc(t("format_suspect"))}</span>`
+    : "";
   const da = c.dead_air;
   const grade = c.grade ? `<span class="grade g-${esc(c.grade)}">${esc(gradeText(c.grade))}</span>` : "";
   return `<div class="card-head">
@@ -56,7 +60,7 @@ function cardHtml(c) {
       <ul class="checklist">${checks}</ul>
       <span class="dead-air ${da.now ? "now" : ""}">${esc(t("dead_air"))} ${fmtDuration(da.total_ms)}${
         da.now ? ` · ${esc(t("dead_air_now"))}` : ""}</span>
-      <span class="badges">${badges}</span>
+      <span class="badges">${fmt}${badges}</span>
     </div>`;
 }
 

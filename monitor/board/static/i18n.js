@@ -31,6 +31,9 @@ const TEXTS = {
     on_call: "on the call score", forbidden_kind: "forbidden phrase", missed: "missed",
     outside_window: "outside its window", order: "out of order", warning: "warning",
     critical: "critical", no_deductions: "No deductions.",
+    format_suspect: "audio format?", channels_interleaved: "one mono signal read as two channels",
+    channels_identical: "both channels identical", mono_interleaved: "two channels read as one",
+    pitch_too_low: "rate probably too low", pitch_too_high: "rate probably too high",
   },
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
@@ -62,6 +65,9 @@ const TEXTS = {
     on_call: "计入总分", forbidden_kind: "禁用语", missed: "缺失",
     outside_window: "不在规定时段", order: "顺序错误", warning: "警告",
     critical: "严重", no_deductions: "无扣分。",
+    format_suspect: "音频格式存疑", channels_interleaved: "单声道被当作双声道读取",
+    channels_identical: "两个声道相同", mono_interleaved: "双声道被当作单声道读取",
+    pitch_too_low: "采样率可能设得过低", pitch_too_high: "采样率可能设得过高",
   },
 };
 
