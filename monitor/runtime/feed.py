@@ -98,6 +98,11 @@ class CallFeed:
                 await self.handle(early, now)
             self._early.clear()
             return []
+        if self.call is None and isinstance(event, Stopped) and event.reason == "probe":
+            # An AudioHook connection probe was answered: no call, nothing stored.
+            log.info("AudioHook connection probe answered", extra=fields(protocol=self.protocol))
+            self.stopped = event
+            return []
         if self.call is None and isinstance(event, AppEvent) and len(self._early) < MAX_EARLY:
             self._early.append(event)  # e.g. Twilio `connected`: traced once the call opens
             return []
