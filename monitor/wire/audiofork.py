@@ -7,11 +7,15 @@ frames are application messages (DTMF, `send_text`). A zero-length BINARY frame 
 `graceful-shutdown` signal.
 
 Mid-stream TEXT frames become call events: `{"event":"dtmf","digit":"1"}` (drachtio
-`send_text`) and `{"event":"dtmf","dtmf":"2","duration":"1600"}` (jambonz `passDtmf`, duration in
-8 kHz RTP units) -> `Dtmf`; `{"event":"paused"}` / `{"event":"resumed"}` pause markers (FreeSWITCH
-sends no audio while paused, so the app marks the pause; the gateway fills the wall-clock gap
-with silence) -> `Paused`/`Resumed`; anything else -> `AppEvent("app_message")`. The zero-length
-BINARY frame -> `AppEvent("graceful_shutdown")` (the switch closes the socket right after).
+`send_text`), `{"event":"dtmf","dtmf":"2","duration":"1600"}` (jambonz `passDtmf`, duration in
+8 kHz RTP units) and `{"dtmf":"1","duration":"1600"}` (drachtio's `audio_fork.js` forwarding
+the endpoint's DTMF event, no `event` key) -> `Dtmf`; `{"event":"paused"}` /
+`{"event":"resumed"}` pause markers (FreeSWITCH sends no audio while paused, so the app marks
+the pause; the gateway fills the wall-clock gap with silence) -> `Paused`/`Resumed`; anything
+else -> `AppEvent("app_message")`. The zero-length BINARY frame ->
+`AppEvent("graceful_shutdown")` (the switch closes the socket right after).
+A close 1000 ends the call `completed` with or without that frame before it (FreeSWITCH sends
+it on `uuid_audio_fork stop`, not on every hang-up).
 
 The format (rate, channels) comes from the metadata, else from the connection URL's query
 (`/audiofork?rate=16000&channels=1`, `path_format`), else from the gateway's defaults
@@ -94,6 +98,8 @@ class AudioForkDecoder:
         if not isinstance(payload, dict):
             return AppEvent("app_message", {"payload": payload})
         event = payload.get("event") or payload.get("type")
+        if event is None and "dtmf" in payload:
+            event = "dtmf"  # drachtio forwards FreeSWITCH's DTMF as {"dtmf":"1","duration":…}
         if event == "dtmf":
             digit = payload.get("digit", payload.get("dtmf"))
             duration = payload.get("duration")
