@@ -99,7 +99,8 @@ def assess(
             th.dropouts_per_min_max_warning, th.dropouts_per_min_max_critical, "per_min",
             span, low_is_bad=False)  # fmt: skip
 
-    if conversation is not None:
+    if conversation is not None and not conversation.absent:
+        # One party not streamed: nothing measured between the parties can be judged.
         c = conversation
         whole = (0, c.duration_ms)
         if c.dead_air_longest_start_ms is not None and c.dead_air_longest_end_ms is not None:

@@ -34,6 +34,8 @@ def _show_scorecard(card: dict[str, Any] | None) -> None:
     """Why the score and the grade: every deduction, every cap."""
     if not card:
         return
+    if "no_agent_leg" in card.get("notes", ()):
+        print("  note      the agent's audio was not streamed: the agent's script was not checked")
     w = card["quality_weight"]
     print(f"  why       call score = {w:g} x quality + {1 - w:g} x compliance")
     for line in card["lines"]:
@@ -73,6 +75,11 @@ def show_analysis(analysis: Any, call: Any, readings: bool) -> None:
             f"{_num(100 * (q.get('clip_ratio') or 0), '.2f', ' %')}, dropouts {q.get('dropouts')}"
         )
     conv = analysis.result("conversation")
+    if conv and conv.get("absent"):
+        # A party not streamed: its talk and everything between the parties is n/a.
+        for party in conv["absent"]:
+            conv[f"{party}_talk_ms"] = None
+        print(f"  absent    {', '.join(conv['absent'])} (not streamed: n/a)")
     if conv:
         print(
             f"  talk      agent {fmt_ms(conv['agent_talk_ms'])}, customer "
@@ -80,6 +87,7 @@ def show_analysis(analysis: Any, call: Any, readings: bool) -> None:
             f"agent ratio {_num(conv['agent_talk_ratio'], '.2f')}"
             f", non-talk {fmt_ms(conv['non_talk_ms'])}"
         )
+    if conv and not conv.get("absent"):  # between the parties: n/a with one of them absent
         print(
             f"  flow      dead air {conv['dead_air_count']} ({fmt_ms(conv['dead_air_total_ms'])})"
             f", overtalk {conv['overtalk_count']} ({fmt_ms(conv['overtalk_total_ms'])}), "

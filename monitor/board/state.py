@@ -80,6 +80,7 @@ class CallCard:
     grade: str | None = None
     ended_mono: float | None = None
     format_suspect: list[str] = field(default_factory=list)  # why the audio format looks wrong
+    no_agent_leg: bool = False  # the agent's audio is not streamed: no script is checked
 
     def to_json(self) -> dict[str, Any]:
         total = sum(p.speech_ms for p in self.parties.values())
@@ -105,6 +106,7 @@ class CallCard:
             "score": self.score,
             "grade": self.grade,
             "format_suspect": self.format_suspect,
+            "no_agent_leg": self.no_agent_leg,
         }
 
 
@@ -222,7 +224,9 @@ class BoardState:
             queue=ev.queue,
             caller=ev.caller,
             parties=parties,
-            checklist=dict.fromkeys(self._checklist, "pending"),
+            # Without the agent's audio the agent's script is not checked (monitor.core.analysis)
+            checklist={} if "agent" not in parties else dict.fromkeys(self._checklist, "pending"),
+            no_agent_leg="agent" not in parties,
         )
         self._dirty.add(ev.call_id)
         self._kpi_dirty = True

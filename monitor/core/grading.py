@@ -59,6 +59,9 @@ class Scorecard:
     quality_weight: float  # the share of quality in `score` (1.0 when no script ran)
     lines: tuple[ScoreLine, ...]
     caps: tuple[GradeCap, ...]
+    #: What the card must say besides, e.g. "no_agent_leg": compliance not checked because
+    #: the agent's audio was not streamed (the grade is quality alone).
+    notes: tuple[str, ...] = ()
 
 
 def grade_of(score: float, grading: GradingSettings) -> str:
@@ -93,7 +96,7 @@ def _caps(c: ComplianceResult, g: GradingSettings) -> list[GradeCap]:
 
 
 def score_call(assessment: Any, compliance: ComplianceResult | None,
-               grading: GradingSettings) -> Scorecard:  # fmt: skip
+               grading: GradingSettings, notes: tuple[str, ...] = ()) -> Scorecard:  # fmt: skip
     """The call's scorecard from `audio_quality.assessment.QualityAssessment` and the
     compliance result (None when no script ran)."""
     quality = float(assessment.score)
@@ -146,4 +149,5 @@ def score_call(assessment: Any, compliance: ComplianceResult | None,
         quality_weight=w,
         lines=tuple(lines),
         caps=tuple(c for c in caps if GRADES.index(c.grade) > GRADES.index(uncapped)),
+        notes=notes,
     )

@@ -57,7 +57,7 @@ function cardHtml(c) {
     </div>
     <div class="parties">${parties}</div>
     <div class="card-foot">
-      <ul class="checklist">${checks}</ul>
+      <ul class="checklist">${checks}</ul>${c.no_agent_leg ? `<span class="muted no-agent-leg">${esc(t("no_agent_leg"))}</span>` : ""}
       <span class="dead-air ${da.now ? "now" : ""}">${esc(t("dead_air"))} ${fmtDuration(da.total_ms)}${
         da.now ? ` · ${esc(t("dead_air_now"))}` : ""}</span>
       <span class="badges">${fmt}${badges}</span>

@@ -34,6 +34,7 @@ const TEXTS = {
     format_suspect: "audio format?", channels_interleaved: "one mono signal read as two channels",
     channels_identical: "both channels identical", mono_interleaved: "two channels read as one",
     pitch_too_low: "rate probably too low", pitch_too_high: "rate probably too high",
+    no_agent_leg: "agent audio not streamed: script not checked",
   },
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
@@ -68,6 +69,7 @@ const TEXTS = {
     format_suspect: "音频格式存疑", channels_interleaved: "单声道被当作双声道读取",
     channels_identical: "两个声道相同", mono_interleaved: "双声道被当作单声道读取",
     pitch_too_low: "采样率可能设得过低", pitch_too_high: "采样率可能设得过高",
+    no_agent_leg: "未接入坐席音频：不检查话术",
   },
 };
 

@@ -115,7 +115,8 @@ function why(card) {
     esc(Number(l.call_points).toFixed(1))} ${esc(t("on_call"))})</span></li>`);
   const caps = list(card.caps).map((c) => `<li class="cap">${esc(t("capped"))} ${
     esc(gradeText(c.grade))}: ${esc(t(`cap_${c.reason}`))} (${esc(list(c.items).map((i) => t(i)).join(", "))})</li>`);
-  const body = lines.concat(caps).join("") || `<li class="muted">${esc(t("no_deductions"))}</li>`;
+  const notes = list(card.notes).map((n) => `<li class="note">${esc(t(n))}</li>`);
+  const body = notes.concat(lines, caps).join("") || `<li class="muted">${esc(t("no_deductions"))}</li>`;
   return `<h3>${esc(t("why"))}</h3><ul class="why">${body}</ul>`;
 }
 
