@@ -107,7 +107,8 @@ function why(card) {
     const item = t(l.item) === l.item ? l.item.replace(/_/g, " ") : t(l.item);
     const kind = l.kind === "forbidden" ? t("forbidden_kind") : t(l.kind);
     const party = l.party ? ` · ${t(l.party)}` : "";
-    const val = l.value == null ? "" : ` (${Number(l.value).toPrecision(3)} ${l.unit} / ${l.threshold})`;
+    const num = (v) => (Math.abs(v) >= 100 ? Math.round(v) : Number(Number(v).toPrecision(3)));
+    const val = l.value == null ? "" : ` (${num(l.value)} ${l.unit} / ${num(l.threshold)})`;
     return `${t(l.source)}: ${item} – ${kind}${party}${val}`;
   };
   const lines = list(card.lines).map((l) => `<li class="ded"><span class="pts">−${
