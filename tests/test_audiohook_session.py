@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 
+import pytest
 from websockets.asyncio.client import connect
 
 from monitor.wire.audiohook import NULL_UUID, AudioHookDecoder, AudioHookEncoder
@@ -55,6 +56,7 @@ def test_supported_languages_are_answered_when_asked() -> None:
     assert reply(opened)["parameters"]["supportedLanguages"] == ["en-US", "zh-CN"]
 
 
+@pytest.mark.slow
 def test_probe_over_the_gateway_stores_nothing(server: LiveServer) -> None:
     session = str(uuid.uuid4())
     enc = AudioHookEncoder(session_id=session)

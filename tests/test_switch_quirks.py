@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 
+import pytest
 from websockets.asyncio.client import connect
 
 from monitor.core.metadata import parse_metadata
@@ -39,6 +40,7 @@ def test_drachtio_dtmf_shape_is_dtmf() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_switch_quirks_end_to_end(server: LiveServer) -> None:
     sid = f"jz-{uuid.uuid4()}"
     meta = JAMBONZ | {"call_sid": sid}
