@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from audio_quality.errors import TrackerFinishedError
 from audio_quality.records import ActivitySpan
@@ -104,25 +104,9 @@ class ConversationSummary:
     customer_chars_per_min: float | None
     #: Parties whose audio was not streamed (a Twilio inbound-only fork, a mono fork): their
     #: talk is not 0 but unknown, and so are every measure that needs both parties (dead
-    #: air, overtalk, response gaps, talk ratio): read those as n/a.
+    #: air, overtalk, response gaps, talk ratio): read those as n/a
+    #: (`monitor.core.analysis.one_sided`).
     absent: tuple[str, ...] = ()
-
-    def one_sided(self, absent: tuple[str, ...]) -> ConversationSummary:
-        """This summary for a call where `absent` parties were not streamed: the present
-        party's talk stands; what needs both parties is emptied (and `absent` says n/a)."""
-        if not absent:
-            return self
-        return replace(
-            self, absent=absent, agent_talk_ratio=None, non_talk_ms=0, non_talk_ratio=None,
-            dead_air_count=0, dead_air_total_ms=0, dead_air_max_ms=0,
-            dead_air_longest_start_ms=None, dead_air_longest_end_ms=None, overtalk_count=0,
-            overtalk_total_ms=0, overtalk_max_ms=0, agent_interruptions=0,
-            customer_interruptions=0, response_gap_count=0, response_gap_mean_ms=None,
-            response_gap_max_ms=None,
-            first_response_ms=None if "agent" in absent else self.first_response_ms,
-            agent_talk_share=None if "agent" in absent else self.agent_talk_share,
-            customer_talk_share=None if "customer" in absent else self.customer_talk_share,
-        )  # fmt: skip
 
 
 def count_units(text: str, language: str | None) -> tuple[int, str]:

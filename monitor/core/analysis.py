@@ -52,6 +52,24 @@ class CallVerdict:
     scorecard: Scorecard
 
 
+def one_sided(summary: ConversationSummary, absent: tuple[str, ...]) -> ConversationSummary:
+    """This summary for a call where `absent` parties were not streamed: the present
+    party's talk stands; what needs both parties is emptied (and `absent` says n/a)."""
+    if not absent:
+        return summary
+    return replace(
+        summary, absent=absent, agent_talk_ratio=None, non_talk_ms=0, non_talk_ratio=None,
+        dead_air_count=0, dead_air_total_ms=0, dead_air_max_ms=0,
+        dead_air_longest_start_ms=None, dead_air_longest_end_ms=None, overtalk_count=0,
+        overtalk_total_ms=0, overtalk_max_ms=0, agent_interruptions=0,
+        customer_interruptions=0, response_gap_count=0, response_gap_mean_ms=None,
+        response_gap_max_ms=None,
+        first_response_ms=None if "agent" in absent else summary.first_response_ms,
+        agent_talk_share=None if "agent" in absent else summary.agent_talk_share,
+        customer_talk_share=None if "customer" in absent else summary.customer_talk_share,
+    )  # fmt: skip
+
+
 class CallAnalyzer:
     def __init__(
         self,
@@ -215,7 +233,7 @@ class CallAnalyzer:
         from audio_quality.assessment import assess
 
         parties = {p.value: t.finish() for p, t in self.trackers.items()}
-        conversation = self.conversation.finish().one_sided(tuple(p.value for p in self.absent))
+        conversation = one_sided(self.conversation.finish(), tuple(p.value for p in self.absent))
         assessment = assess(list(parties.values()), conversation, self._quality)
         compliance = self.checker.finish(self.media_ms) if self.checker is not None else None
         notes = (NO_AGENT_LEG,) if Party.AGENT in self.absent else ()
