@@ -66,6 +66,14 @@ class GatewaySettings(_Section):
     reorder_window_ms: int = Field(default=200, ge=20, le=5000)
     #: A party this far behind the others (track stopped, leg not connected) gets silence.
     max_party_lag_ms: int = Field(default=1000, ge=100, le=30000)
+    #: The audio format of an audio fork (FreeSWITCH / jambonz / drachtio) whose metadata
+    #: names none; per path, `/audiofork?rate=16000&channels=1` overrides these, and the
+    #: metadata's own `sampleRate` / `channels` / `mixType` override both.
+    default_sample_rate: Literal[8000, 16000] = 8000
+    default_channels: Literal[1, 2] = 2
+    #: Look at the first seconds of each fork's loud audio for signs that it is read in the
+    #: wrong format (`audio_quality.format_check`): a warning, a trace entry, a board badge.
+    format_check: bool = True
     #: Subprotocols echoed when a switch offers them (PROTOCOLS.md §1, §3).
     subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
     #: TLS for the websocket port (wss://) when both are set: PEM certificate chain and key.
@@ -196,14 +204,28 @@ class ComplianceSettings(_Section):
     scripts_dir: Path | None = None
 
 
+#: Call grades, best first.
+GRADES = ("excellent", "good", "pass", "needs_improvement")
+Grade = Literal["excellent", "good", "pass", "needs_improvement"]
+
+
 class GradingSettings(_Section):
-    """How the audio-quality and compliance scores (0-100) make the call's grade."""
+    """How the audio-quality and compliance scores (0-100) make the call's grade
+    (`monitor.core.grading`)."""
 
     #: Share of the audio-quality score in the call score; the rest is compliance.
     quality_weight: float = Field(default=0.4, ge=0.0, le=1.0)
     excellent: float = Field(default=90.0, ge=0, le=100)
     good: float = Field(default=80.0, ge=0, le=100)
     passing: float = Field(default=60.0, ge=0, le=100)
+    #: Caps: the best grade a call can get, whatever its score, when its compliance failed
+    #: (below the script's pass score), something critical went wrong (a critical stage
+    #: missed, a critical forbidden phrase), a required stage was missed (or heard outside
+    #: its window), or any forbidden phrase was said. "excellent" switches a cap off.
+    cap_compliance_failed: Grade = "needs_improvement"
+    cap_critical: Grade = "needs_improvement"
+    cap_missed_required: Grade = "needs_improvement"
+    cap_forbidden: Grade = "pass"
 
     @model_validator(mode="after")
     def _ordered(self) -> GradingSettings:

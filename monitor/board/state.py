@@ -67,7 +67,7 @@ class CallCard:
     queue: str | None
     caller: str | None
     parties: dict[str, PartyMeters]
-    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed"
+    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed" | "not_said" (optional)
     alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
     media_ms: int = 0
     dead_air_ms: int = 0
@@ -79,6 +79,8 @@ class CallCard:
     score: float | None = None
     grade: str | None = None
     ended_mono: float | None = None
+    format_suspect: list[str] = field(default_factory=list)  # why the audio format looks wrong
+    no_agent_leg: bool = False  # the agent's audio is not streamed: no script is checked
 
     def to_json(self) -> dict[str, Any]:
         total = sum(p.speech_ms for p in self.parties.values())
@@ -103,6 +105,8 @@ class CallCard:
             "duration_ms": self.duration_ms,
             "score": self.score,
             "grade": self.grade,
+            "format_suspect": self.format_suspect,
+            "no_agent_leg": self.no_agent_leg,
         }
 
 
@@ -220,7 +224,9 @@ class BoardState:
             queue=ev.queue,
             caller=ev.caller,
             parties=parties,
-            checklist=dict.fromkeys(self._checklist, "pending"),
+            # Without the agent's audio the agent's script is not checked (monitor.core.analysis)
+            checklist={} if "agent" not in parties else dict.fromkeys(self._checklist, "pending"),
+            no_agent_leg="agent" not in parties,
         )
         self._dirty.add(ev.call_id)
         self._kpi_dirty = True
@@ -255,6 +261,9 @@ class BoardState:
         elif isinstance(ev, FindingAdded):
             return self._finding(card, ev)
         elif isinstance(ev, TraceAdded):
+            if ev.kind == "format_suspect":  # the stream may be read in the wrong format
+                card.format_suspect = [str(r) for r in (ev.data or {}).get("reasons", [])]
+                return True
             if ev.kind != "dead_air_started":
                 return False
             card.dead_air_now = True  # until its dead_air finding says it ended
@@ -281,7 +290,9 @@ class BoardState:
                 card.checklist[stage] = "ok"
                 return True
             if ev.kind == "phrase_missed" and card.checklist.get(stage) != "ok":
-                card.checklist[stage] = "missed"
+                # An optional stage not said is no failure: grey "not said", not a red cross.
+                optional = ev.data.get("required") is False
+                card.checklist[stage] = "not_said" if optional else "missed"
                 return True
         return False
 

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from config.settings import Settings
+from config.settings import GatewaySettings, Settings
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
@@ -65,12 +65,17 @@ def route(path: str) -> str | None:
     return ROUTES.get(base)
 
 
-def new_decoder(protocol: str) -> Decoder:
+def new_decoder(protocol: str, cfg: GatewaySettings | None = None, path: str = "") -> Decoder:
     if protocol == "twilio":
         return TwilioDecoder()
     if protocol == "audiohook":
         return AudioHookDecoder()
-    return AudioForkDecoder(default_sample_rate=8000, default_channels=2)
+    cfg = cfg or GatewaySettings()
+    return AudioForkDecoder(
+        default_sample_rate=cfg.default_sample_rate,
+        default_channels=cfg.default_channels,
+        query=path.partition("?")[2],  # per-path format: /audiofork?rate=16000&channels=1
+    )
 
 
 class Gateway:
@@ -257,7 +262,7 @@ class Gateway:
 
     async def _serve_call(self, ws: ServerConnection, protocol: str) -> None:
         peer = _peer(ws)
-        decoder = new_decoder(protocol)
+        decoder = new_decoder(protocol, self._cfg, ws.request.path if ws.request else "")
         feed = CallFeed(
             self._cfg,
             lambda started: self.new_call(started, protocol, peer),

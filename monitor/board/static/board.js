@@ -36,12 +36,16 @@ function cardHtml(c) {
   const parties = Object.entries(c.parties).map(([n, p]) => partyBlock(n, p)).join("");
   const checks = c.checklist
     .map((s) => `<li class="check ${s.state}" data-stage="${esc(s.stage)}">${esc(t(s.stage))} ${
-      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : "…"}</li>`)
+      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : s.state === "not_said" ? esc(t("not_said")) : "…"}</li>`)
     .join("");
   const badges = c.alerts
     .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${
       esc(t(a.kind) === a.kind ? a.kind.replace(/_/g, " ") : t(a.kind))}</span>`)
     .join("");
+  const fmt = (c.format_suspect || []).length
+    ? `<span class="badge critical format-suspect" title="${esc(c.format_suspect.map((r) => t(r)).join(", "))}">${
+      esc(t("format_suspect"))}</span>`
+    : "";
   const da = c.dead_air;
   const grade = c.grade ? `<span class="grade g-${esc(c.grade)}">${esc(gradeText(c.grade))}</span>` : "";
   return `<div class="card-head">
@@ -53,10 +57,10 @@ function cardHtml(c) {
     </div>
     <div class="parties">${parties}</div>
     <div class="card-foot">
-      <ul class="checklist">${checks}</ul>
+      <ul class="checklist">${checks}</ul>${c.no_agent_leg ? `<span class="muted no-agent-leg">${esc(t("no_agent_leg"))}</span>` : ""}
       <span class="dead-air ${da.now ? "now" : ""}">${esc(t("dead_air"))} ${fmtDuration(da.total_ms)}${
         da.now ? ` · ${esc(t("dead_air_now"))}` : ""}</span>
-      <span class="badges">${badges}</span>
+      <span class="badges">${fmt}${badges}</span>
     </div>`;
 }
 
