@@ -48,6 +48,7 @@ from storage.records import (
     AlertChanged,
     AlertRaised,
     CallClosed,
+    CallEnded,
     CallOpened,
     CallScored,
     FindingAdded,
@@ -269,6 +270,7 @@ class Repository:
                         s.language,
                         s.confidence,
                         s.latency_ms,
+                        s.late,
                     )
                     for s in segments
                 ),
@@ -446,7 +448,7 @@ def _problem(rec: Record) -> str | None:
                 return f".parties: channel {channel} of {party!r} is outside 0..{rec.channels - 1}"
     elif isinstance(rec, TraceAdded):
         times["at"], documents["data"] = rec.at, rec.data
-    elif isinstance(rec, CallClosed):
+    elif isinstance(rec, CallClosed | CallEnded):
         times["ended_at"] = rec.ended_at
         if rec.status not in _CLOSED_STATUSES:
             return f".status must be one of {_CLOSED_STATUSES}, got {rec.status!r}"
@@ -509,7 +511,7 @@ def _write(conn: Connection, records: Sequence[Record]) -> None:
             alerts.write(conn, run)
         else:
             for rec in run:
-                if isinstance(rec, CallClosed):
+                if isinstance(rec, CallClosed | CallEnded):
                     _close_call(conn, rec)
 
 
@@ -523,7 +525,8 @@ def _insert_new(conn: Connection, table: Table, key: list[str], rows: list[dict[
         conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=key), rows)
 
 
-def _close_call(conn: Connection, rec: CallClosed) -> None:
+def _close_call(conn: Connection, rec: CallClosed | CallEnded) -> None:
+    # CallEnded (hang-up) and the CallClosed after the verdict write the same values.
     result = conn.execute(
         update(_CALLS)
         .where(_CALLS.c.id == rec.call_id)
@@ -559,6 +562,7 @@ _CALL_UNSET = (
 _ANALYSIS_RECORDS = (ReadingAdded, FindingAdded, ResultSaved, CallScored)
 _SEGMENT_FIELDS = (
     "call_id", "party", "start_ms", "end_ms", "text", "language", "confidence", "latency_ms",
+    "late",
 )  # fmt: skip
 _TRACE_FIELDS = ("call_id", "seq", "kind", "at", "media_ms", "party", "data")
 

@@ -24,6 +24,7 @@ from storage.records import (
     AlertChanged,
     AlertRaised,
     CallClosed,
+    CallEnded,
     CallOpened,
     CallScored,
     FindingAdded,
@@ -79,6 +80,8 @@ class CallCard:
     score: float | None = None
     grade: str | None = None
     ended_mono: float | None = None
+    #: Hung up, but transcripts (and so the verdict) are still to come.
+    transcripts_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         total = sum(p.speech_ms for p in self.parties.values())
@@ -103,6 +106,7 @@ class CallCard:
             "duration_ms": self.duration_ms,
             "score": self.score,
             "grade": self.grade,
+            "transcripts_pending": self.transcripts_pending,
         }
 
 
@@ -238,6 +242,8 @@ class BoardState:
             if p is None or not ev.text.strip():
                 return False
             line = {"start_ms": ev.start_ms, "end_ms": ev.end_ms, "text": ev.text}
+            if ev.late:
+                line["late"] = True  # transcribed off the live path (overload catch-up)
             if line in p.lines:
                 return False
             p.lines.append(line)
@@ -263,7 +269,7 @@ class BoardState:
         elif isinstance(ev, CallScored):
             card.score, card.grade = ev.score, ev.grade
             self._score_today(ev)
-        elif isinstance(ev, CallClosed):
+        elif isinstance(ev, CallEnded | CallClosed):
             self._close(card, ev, now)
         else:
             return False
@@ -285,11 +291,18 @@ class BoardState:
                 return True
         return False
 
-    def _close(self, card: CallCard, ev: CallClosed, now: float) -> None:
+    def _close(self, card: CallCard, ev: CallEnded | CallClosed, now: float) -> None:
+        """CallEnded (hang-up) takes the call off the active list at once; while transcripts
+        are pending its card stays, marked so, until CallClosed (the verdict) starts the
+        linger. A CallClosed after a CallEnded only does that (the call was counted)."""
+        pending = isinstance(ev, CallEnded) and ev.transcripts_pending > 0
+        card.transcripts_pending = pending
+        card.ended_mono = None if pending else now
+        if card.ended_at is not None:
+            return
         card.ended_at, card.status = ev.ended_at, ev.status
         card.duration_ms = ev.duration_ms
         card.dead_air_now = False
-        card.ended_mono = now
         self._roll_day(ev.ended_at.date())
         if ev.ended_at.date() == self._day.day:
             self._day.handled += 1

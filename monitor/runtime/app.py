@@ -25,6 +25,7 @@ from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
+from monitor.runtime.load import LoadMonitor
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
@@ -88,6 +89,8 @@ class Callwatch:
         self.alerts: AlertService | None = None
         self.webhooks: WebhookDeliverer | None = None
         self.api: ApiServer | None = None
+        #: Overload state, degradation and /api/health.
+        self.load: LoadMonitor | None = None
 
     @property
     def api_url(self) -> str:
@@ -146,6 +149,10 @@ class Callwatch:
             self.audiosocket = AudioSocketServer(s, self.gateway)
             await self.audiosocket.start()
         await self.gateway.start()
+        self.load = LoadMonitor(s.load, gateway=self.gateway, asr=self.asr, dnsmos=self.dnsmos,
+                                pool=self.pool,
+                                dnsmos_sample_every_s=s.quality.dnsmos.sample_every_s)  # fmt: skip
+        self.load.start()
         if s.api.enabled:
             await self._start_api()
 
@@ -160,6 +167,7 @@ class Callwatch:
             bus=self.bus,
             alerts=self.alerts,
             live=self.gateway.calls,
+            health=self.load.health if self.load is not None else None,
         )
         self.api = ApiServer(create_app(ctx), self.settings.api.host, self.settings.api.port)
         await self.api.start()
@@ -173,6 +181,8 @@ class Callwatch:
             await self.audiosocket.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.load is not None:
+            await self.load.close()
         if self.asr is not None:
             await self.asr.close()
         if self.dnsmos is not None:

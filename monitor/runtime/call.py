@@ -3,13 +3,16 @@
 A `LiveCall` owns the call's `CallSession` (sans-I/O), its `WavRecorder` (disk writes in a
 thread, serialized per call because the receive loop awaits them), the trace sequence, and the
 set of its utterances still in ASR. It maps core events to storage records. Whatever happens
-to the connection, `finish` runs once: the last utterance is cut, the recording closed, the
-pending transcripts awaited (bounded), and the call closed as completed or interrupted.
+to the connection, `finish` runs once: the last utterance is cut, the recording closed and the
+call stored as ended (completed or interrupted) at once; its verdict (compliance, grade,
+`CallClosed`) is made in `completion` when its last transcript lands, utterances that ASR
+deferred under overload included (re-read from the recording, `monitor.runtime.catchup`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -26,12 +29,19 @@ from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
 from monitor.runtime import findings
 from monitor.runtime.asr_service import AsrJob, AsrService
-from monitor.runtime.dnsmos_service import DnsmosService
+from monitor.runtime.catchup import (
+    CATCH_UP_IN_FLIGHT,
+    CATCH_UP_REASONS,
+    DeferredSpans,
+    read_utterances,
+)
+from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from storage.recordings import WavRecorder
 from storage.records import (
     CallClosed,
+    CallEnded,
     CallOpened,
     FindingAdded,
     ResultSaved,
@@ -97,22 +107,31 @@ class LiveCall:
         self._asr = asr
         self._seq = 0
         self._pending: set[AsrJob] = set()
+        self._deferred = DeferredSpans()  # released by ASR under overload: caught up later
+        self._late: set[tuple[str, int]] = set()  # keys of catch-up jobs (stored `late`)
+        self._changed = asyncio.Event()  # an outstanding transcript landed or was deferred
         self._tasks: set[asyncio.Task[None]] = set()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._closed = False
+        self._end: dict[str, Any] = {}  # the CallEnded / CallClosed values, set at hang-up
+        self._deadline = 0.0  # loop time after which the verdict stops waiting for ASR
+        #: Makes the verdict once the last transcript is in (set by `finish`).
+        self.completion: asyncio.Task[None] | None = None
         self._language = None if settings.asr.language == "auto" else settings.asr.language
         self._log_fields = {"call_id": self.call_id, "external_id": metadata.external_id}
         self.peer = peer
         self.protocol = protocol
         self.raw_metadata = raw_metadata
         self.segments = 0
+        self.late_segments = 0
+        self.catchup_lost = 0
         self.shed = 0
         self.analyzer = analyzer
         self._dnsmos = dnsmos
         self._finding_seq = 0
         self._analysis_done = False
         self._dnsmos_scores: list[DnsmosScore] = []  # one per 9 s window scored
+        self._dnsmos_sampler = DnsmosSampler(settings.quality.dnsmos.sample_every_s)
+        self._dnsmos_out = 0  # windows submitted and not answered yet
         self.grade: str | None = None
 
     # -- records -----------------------------------------------------------------------
@@ -235,17 +254,30 @@ class LiveCall:
         if self.analyzer is not None:
             speaking = {p.value: leg.segmenter.in_speech for p, leg in self.session.legs.items()}
             records = self._analysis_records(self.analyzer.feed(pcm, speaking))
-            if self._dnsmos is not None:
-                for window in self.analyzer.take_dnsmos_windows():
-                    self._dnsmos.submit(window, self._on_dnsmos)
+            self._offer_dnsmos()
             if records:
                 await self._storage.put_many(records)
         if self.recorder.flush_due:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
-    def _on_dnsmos(self, score: DnsmosScore) -> None:
-        # Scores arriving until the verdict is made count (the call may already be closing).
-        if self.analyzer is not None and not self._analysis_done:
+    def _offer_dnsmos(self, *, final: bool = False) -> None:
+        """DNSMOS windows through the call's sampler (the CPU budget) to the shared scorer;
+        `final`: the end of the call, scored even when overload paused DNSMOS."""
+        if self._dnsmos is None or self.analyzer is None:
+            return
+        windows = self.analyzer.take_dnsmos_windows()
+        chosen = [(w, False) for window in windows for w in self._dnsmos_sampler.offer(window)]
+        if final:
+            chosen += [(w, True) for w in self._dnsmos_sampler.finish()]
+        for window, last in chosen:
+            self._dnsmos_out += 1
+            self._dnsmos.submit(window, self._on_dnsmos, final=last)
+
+    def _on_dnsmos(self, score: DnsmosScore | None) -> None:
+        # Scores arriving until the verdict is made count; the verdict waits for them.
+        self._dnsmos_out -= 1
+        self._changed.set()
+        if score is not None and self.analyzer is not None and not self._analysis_done:
             self.analyzer.add_dnsmos(score)
             self._dnsmos_scores.append(score)
 
@@ -269,17 +301,33 @@ class LiveCall:
             found.kind, media_ms=found.start_ms, party=found.party, source=found.source, **data
         )
 
-    def _submit(self, utterance: UtteranceEnded) -> None:
+    # -- ASR -------------------------------------------------------------------------------
+    @property
+    def asr_outstanding(self) -> int:
+        """Utterances of this call still owed a transcript (in ASR, or deferred)."""
+        return len(self._pending) + len(self._deferred)
+
+    @property
+    def oldest_pending_at(self) -> float | None:
+        """`time.monotonic()` when the oldest utterance still in live ASR was queued."""
+        live = [j.queued_at for j in self._pending if _key(j) not in self._late]
+        return min(live, default=None)
+
+    def _submit(self, utterance: UtteranceEnded, *, late: bool = False) -> None:
         job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
-        if self.analyzer is not None:
-            self.analyzer.utterance_queued(job, utterance.start_ms)
+        key = _key(job)
+        if self.analyzer is not None and not late:  # a catch-up job keeps the live key
+            self.analyzer.utterance_queued(key, utterance.start_ms)
         self._pending.add(job)
-        self._drained.clear()
-        self._asr.submit(job)
+        if late:
+            self._late.add(key)
+            getattr(self._asr, "submit_catchup", self._asr.submit)(job)
+        else:
+            self._asr.submit(job)
 
     def _on_asr(self, job: AsrJob, result: AsrResult | None, problem: str | None) -> None:
         # Called on the loop by the ASR consumer; storing may wait on backpressure, and the
-        # job only counts as done once its records are queued (so `finish` orders after them).
+        # job only counts as done once its records are queued (so the verdict orders after).
         task = asyncio.get_running_loop().create_task(self._store_result(job, result, problem))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -287,69 +335,73 @@ class LiveCall:
     async def _store_result(
         self, job: AsrJob, result: AsrResult | None, problem: str | None
     ) -> None:
-        u = job.utterance
+        u, key = job.utterance, _key(job)
         latency_ms = int((time.monotonic() - job.queued_at) * 1000)
+        late = key in self._late or bool(getattr(job, "late", False))
         records: list[Any] = []
-        if result is None:
+        if result is None and problem in CATCH_UP_REASONS and not self._deferred.add(u):
+            problem = "deferred_list_full"
+        if result is None and problem in CATCH_UP_REASONS:
+            # The audio was released, not lost: re-read from the recording after hang-up.
+            records.append(
+                self._trace("asr_deferred", media_ms=u.start_ms, party=u.party.value,
+                            end_ms=u.end_ms, reason=problem)
+            )  # fmt: skip
+        elif result is None:
             self.shed += 1
+            if self.analyzer is not None and not self._analysis_done:
+                self.analyzer.utterance_done(key)
             records.append(
-                self._trace(
-                    "asr_shed",
-                    media_ms=u.start_ms,
-                    party=u.party.value,
-                    end_ms=u.end_ms,
-                    reason=problem,
-                )
-            )
+                self._trace("asr_shed", media_ms=u.start_ms, party=u.party.value,
+                            end_ms=u.end_ms, reason=problem)
+            )  # fmt: skip
         else:
-            records.append(
-                self._trace(
-                    "utterance",
-                    media_ms=u.start_ms,
-                    party=u.party.value,
-                    end_ms=u.end_ms,
-                    voiced_ms=u.voiced_ms,
-                    capped=u.capped,
-                    chars=len(result.text),
-                    latency_ms=latency_ms,
-                )
-            )
-            if result.text:
-                self.segments += 1
-                # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
-                # stored with the call but judged no more: the analysis is finished.
-                if self.analyzer is not None and not self._analysis_done:
-                    records.extend(
-                        self._analysis_records(
-                            self.analyzer.on_segment(
-                                job,
-                                u.party.value,
-                                u.start_ms,
-                                u.end_ms,
-                                result.text,
-                                result.language,
-                            )
-                        )
-                    )
-                records.append(
-                    SegmentAdded(
-                        call_id=self.call_id,
-                        party=u.party.value,
-                        start_ms=u.start_ms,
-                        end_ms=u.end_ms,
-                        text=result.text,
-                        language=result.language,
-                        confidence=result.confidence,
-                        latency_ms=latency_ms,
-                    )
-                )
-        late = self._analysis_done
-        if self.analyzer is not None and not late and not (result is not None and result.text):
-            self.analyzer.utterance_done(job)
+            records.extend(self._result_records(job, result, latency_ms, late))
         await self._storage.put_many(records)
         self._pending.discard(job)
-        if not self._pending:
-            self._drained.set()
+        self._late.discard(key)
+        self._changed.set()
+
+    def _result_records(
+        self, job: AsrJob, result: AsrResult, latency_ms: int, late: bool
+    ) -> list[Any]:
+        u, key = job.utterance, _key(job)
+        extra = {"late": True} if late else {}
+        records: list[Any] = [
+            self._trace("utterance", media_ms=u.start_ms, party=u.party.value, end_ms=u.end_ms,
+                        voiced_ms=u.voiced_ms, capped=u.capped, chars=len(result.text),
+                        latency_ms=latency_ms, **extra)
+        ]  # fmt: skip
+        if not result.text:
+            if self.analyzer is not None and not self._analysis_done:
+                self.analyzer.utterance_done(key)
+            return records
+        self.segments += 1
+        self.late_segments += late
+        # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is stored
+        # with the call but judged no more: the analysis is finished.
+        if self.analyzer is not None and not self._analysis_done:
+            records.extend(
+                self._analysis_records(
+                    self.analyzer.on_segment(
+                        key, u.party.value, u.start_ms, u.end_ms, result.text, result.language
+                    )
+                )
+            )
+        records.append(
+            SegmentAdded(
+                call_id=self.call_id,
+                party=u.party.value,
+                start_ms=u.start_ms,
+                end_ms=u.end_ms,
+                text=result.text,
+                language=result.language,
+                confidence=result.confidence,
+                latency_ms=latency_ms,
+                late=late,
+            )  # fmt: skip
+        )
+        return records
 
     # -- end -------------------------------------------------------------------------------
     async def finish(
@@ -360,23 +412,89 @@ class LiveCall:
         detail: str | None = None,
         asr_wait_s: float,
     ) -> None:
-        """Close the call once; safe to call from any exit path."""
+        """The switch hung up: end the call now, safe to call once from any exit path.
+
+        The call is stored as ended (`CallEnded`: status, end time, length) at once; its
+        verdict (compliance, grade, quality, the `finalised` trace entry and `CallClosed`,
+        which triggers end-of-call alerts) follows in `self.completion` as soon as its last
+        transcript is in, deferred utterances included, or after `asr_wait_s` at most."""
         if self._closed:
             return
         self._closed = True
         await self.trace("disconnected", status=status, reason=reason, detail=detail)
         for utterance in self.session.finish():
             self._submit(utterance)
+        self._offer_dnsmos(final=True)
         frames = await asyncio.to_thread(self.recorder.close)
+        self._end = {
+            "call_id": self.call_id,
+            "ended_at": datetime.now(UTC),
+            "status": status,
+            "end_reason": reason,
+            "duration_ms": self.session.duration_ms,
+            "recording_frames": frames,
+            "party_samples": {p.value: leg.samples for p, leg in self.session.legs.items()},
+        }
+        pending = self.asr_outstanding
+        await self._storage.put(CallEnded(**self._end, transcripts_pending=pending))
+        log.info(
+            "call ended" + ("; transcripts pending" if pending else ""),
+            extra=fields(**self._log_fields, status=status, reason=reason, pending=pending),
+        )
+        self._deadline = asyncio.get_running_loop().time() + asr_wait_s
+        self.completion = asyncio.get_running_loop().create_task(
+            self._complete(), name=f"call-complete-{self.call_id}"
+        )
+
+    def hurry(self, wait_s: float) -> None:
+        """Wait at most `wait_s` more for transcripts (the server is stopping)."""
+        self._deadline = min(self._deadline, asyncio.get_running_loop().time() + wait_s)
+        self._changed.set()
+
+    async def _complete(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            if self._deferred:
+                await self._catch_up()
+            if not self.asr_outstanding and not self._dnsmos_out:
+                break
+            left = self._deadline - loop.time()
+            if left <= 0:
+                log.warning(
+                    "making the verdict before the last transcripts arrived",
+                    extra=fields(**self._log_fields, pending=self.asr_outstanding),
+                )
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        await self._verdict()
+
+    async def _catch_up(self) -> None:
+        """Re-read deferred utterances from the recording (in a thread) and submit them to the
+        ASR's catch-up lane, at most `CATCH_UP_IN_FLIGHT` at a time (bounded memory, and a
+        service without that lane is not flooded)."""
+        room = CATCH_UP_IN_FLIGHT - len(self._late)
+        if room <= 0:
+            return  # the next round starts when one of them lands
+        spans = self._deferred.take(room)
+        path = self.settings.recordings_dir / self.recording_rel
         try:
-            await asyncio.wait_for(self._drained.wait(), asr_wait_s)
-        except TimeoutError:
-            log.warning(
-                "closing call before its last transcripts arrived",
-                extra=fields(**self._log_fields, pending=len(self._pending)),
-            )
+            found = await asyncio.to_thread(read_utterances, path, spans, self.metadata.channel_of)
+        except (OSError, ValueError, EOFError) as exc:  # wave.Error is an Exception too
+            self.catchup_lost += len(spans)
+            log.error(
+                "cannot re-read deferred utterances: %s: %s (they stay untranscribed)",
+                type(exc).__name__, exc, extra=fields(**self._log_fields, spans=len(spans)),
+            )  # fmt: skip
+            return
+        for utterance in found:
+            self._submit(utterance, late=True)
+        await self.trace("asr_catch_up", utterances=len(found))
+
+    async def _verdict(self) -> None:
         # Transcripts still owed: compliance and speaking rate were judged without them.
-        asr_pending = len(self._pending)
+        asr_pending = self.asr_outstanding
         verdict_records: list[Any] = []
         scores: dict[str, Any] = {}
         if self.analyzer is not None:
@@ -391,37 +509,26 @@ class LiveCall:
                     self._finding_seq = rec.seq + 1
                     verdict_records.append(self._finding_trace(rec))
             verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
-        ended_at = datetime.now(UTC)
         await self._storage.put_many(
             verdict_records
             + [
-                self._trace(
-                    "finalised",
-                    media_ms=self.session.duration_ms,
-                    status=status,
-                    segments=self.segments,
-                    asr_shed=self.shed,
-                    asr_pending=asr_pending,
-                    **scores,
-                ),
-                CallClosed(
-                    call_id=self.call_id,
-                    ended_at=ended_at,
-                    status=status,
-                    end_reason=reason,
-                    duration_ms=self.session.duration_ms,
-                    recording_frames=frames,
-                    party_samples={p.value: leg.samples for p, leg in self.session.legs.items()},
-                ),
+                self._trace("finalised", media_ms=self.session.duration_ms,
+                            status=self._end["status"], segments=self.segments,
+                            asr_shed=self.shed, asr_pending=asr_pending,
+                            asr_late=self.late_segments,
+                            asr_lost=self._deferred.lost + self.catchup_lost, **scores),
+                CallClosed(**self._end),
             ]
-        )
+        )  # fmt: skip
         log.info(
             "call finalised",
-            extra=fields(
-                **self._log_fields,
-                status=status,
-                reason=reason,
-                duration_ms=self.session.duration_ms,
-                segments=self.segments,
-            ),
-        )
+            extra=fields(**self._log_fields, status=self._end["status"],
+                         duration_ms=self.session.duration_ms, segments=self.segments,
+                         late=self.late_segments),
+        )  # fmt: skip
+
+
+def _key(job: AsrJob) -> tuple[str, int]:
+    """An utterance's identity in its call (party, first sample): the same for its live job
+    and its catch-up job, so the compliance watermark holds until either is transcribed."""
+    return (job.utterance.party.value, job.utterance.start_sample)

@@ -25,6 +25,9 @@ const TEXTS = {
     overtalk: "overtalk", quality: "Quality", compliance: "Compliance", alert: "Alert",
     compliance_hit: "compliance hit", compliance_miss: "compliance miss",
     board: "Board", replay: "Replay", language: "中文", not_found: "Call not found.",
+    overloaded: "Overloaded: transcripts may come late", transcripts_behind: "Transcripts behind by",
+    transcripts_pending: "Ended · transcripts pending", late: "late",
+    late_title: "Transcribed late: the server was overloaded when it was said",
   },
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
@@ -50,6 +53,9 @@ const TEXTS = {
     overtalk: "抢话", quality: "质量", compliance: "合规", alert: "告警",
     compliance_hit: "合规命中", compliance_miss: "合规缺失",
     board: "看板", replay: "回放", language: "English", not_found: "找不到该通话。",
+    overloaded: "系统过载：转写可能延迟", transcripts_behind: "转写落后",
+    transcripts_pending: "已结束 · 转写待完成", late: "延迟",
+    late_title: "延迟转写：说话时系统过载",
   },
 };
 
