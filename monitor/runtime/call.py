@@ -15,29 +15,21 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asr.types import AsrResult
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
-from monitor.core.events import UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
-from monitor.runtime import findings
-from monitor.runtime.asr_service import AsrJob, AsrService
-from monitor.runtime.catchup import (
-    CATCH_UP_IN_FLIGHT,
-    CATCH_UP_REASONS,
-    DeferredSpans,
-    read_utterances,
-)
+from monitor.runtime import app_messages, findings
+from monitor.runtime.asr_service import AsrService
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
+from monitor.runtime.transcripts import CallTranscripts
 from storage.recordings import WavRecorder
 from storage.records import (
     CallClosed,
@@ -45,7 +37,6 @@ from storage.records import (
     CallOpened,
     FindingAdded,
     ResultSaved,
-    SegmentAdded,
     TraceAdded,
 )
 
@@ -54,19 +45,8 @@ log = logging.getLogger("callwatch.call")
 #: How long a finished call waits for its last transcripts while the server shuts down (else
 #: `asr.final_wait_s`).
 SHUTDOWN_ASR_WAIT_S = 8.0
-#: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
-HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
 #: Finding fields the trace entry has as its own (kind, party, media time, source).
 _TRACE_OWN = frozenset({"kind", "party", "source", "media_ms"})
-HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
-#: IVR prompts: a start/end pair, or one `{"event":"ivr_prompt","start_ms":..,"end_ms":..}`
-#: (media ms of this call; or `duration_ms` from now). Prompts are not talk or dead air.
-IVR_STARTED = frozenset({"ivr_prompt_start", "ivr_prompt_started", "prompt_start"})
-IVR_ENDED = frozenset({"ivr_prompt_end", "ivr_prompt_ended", "prompt_end"})
-#: Keys of an `ivr_prompt` text frame that the trace entry has as its own.
-_IVR_OWN = frozenset(
-    {"event", "type", "start_ms", "end_ms", "duration_ms", "kind", "party", "media_ms"}
-)
 
 
 def new_call_id(now: datetime) -> str:
@@ -74,7 +54,7 @@ def new_call_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-class LiveCall:
+class LiveCall(CallTranscripts):
     def __init__(
         self,
         *,
@@ -106,10 +86,7 @@ class LiveCall:
         self._storage = storage
         self._asr = asr
         self._seq = 0
-        self._pending: set[AsrJob] = set()
-        self._deferred = DeferredSpans()  # released by ASR under overload: caught up later
-        self._late: set[tuple[str, int]] = set()  # keys of catch-up jobs (stored `late`)
-        self._changed = asyncio.Event()  # an outstanding transcript landed or was deferred
+        self._init_transcripts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._end: dict[str, Any] = {}  # the CallEnded / CallClosed values, set at hang-up
@@ -121,10 +98,6 @@ class LiveCall:
         self.peer = peer
         self.protocol = protocol
         self.raw_metadata = raw_metadata
-        self.segments = 0
-        self.late_segments = 0
-        self.catchup_lost = 0
-        self.shed = 0
         self.analyzer = analyzer
         self._dnsmos = dnsmos
         self._finding_seq = 0
@@ -182,50 +155,8 @@ class LiveCall:
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
 
     async def on_app_message(self, payload: Any) -> None:
-        """A mid-stream text frame (DTMF, app events) goes into the trace; hold markers and
-        IVR prompts also tell the conversation tracker, so music on hold and prompts are not
-        counted as dead air (or talk)."""
-        event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
-        if self.analyzer is not None and event in HOLD_STARTED:
-            self.analyzer.hold_started(self.session.duration_ms)
-            await self.trace("hold_started", event=event)
-        elif self.analyzer is not None and event in HOLD_ENDED:
-            self.analyzer.hold_ended(self.session.duration_ms)
-            await self.trace("hold_ended", event=event)
-        elif self.analyzer is not None and event in IVR_STARTED | IVR_ENDED | {"ivr_prompt"}:
-            await self._on_ivr_prompt(event, payload)
-        else:
-            await self.trace("app_message", payload=payload)
-
-    async def _on_ivr_prompt(self, event: str, payload: dict[str, Any]) -> None:
-        assert self.analyzer is not None
-        analyzer, now = self.analyzer, self.session.duration_ms
-        if event in IVR_STARTED:
-            analyzer.ivr_prompt_started(now)
-            await self.trace("ivr_prompt_started", event=event)
-        elif event in IVR_ENDED:
-            analyzer.ivr_prompt_ended(now)
-            await self.trace("ivr_prompt_ended", event=event)
-        else:
-            extra = {k: v for k, v in payload.items() if k not in _IVR_OWN}
-            if "end_ms" not in payload and "duration_ms" not in payload:
-                # A bare marker (e.g. {"event":"ivr_prompt","prompt":"menu"}): traced, but with
-                # no span there is nothing to leave out of talk time and dead air.
-                await self.trace("ivr_prompt", event=event, **extra)
-                return
-            try:
-                start = int(payload.get("start_ms", now))
-                end = (
-                    int(payload["end_ms"])
-                    if "end_ms" in payload
-                    else start + int(payload["duration_ms"])
-                )
-                analyzer.ivr_prompt(start, end)
-            except (TypeError, ValueError) as exc:
-                # Kept in the trace as it came: nothing is lost, the span is just not applied.
-                await self.trace("app_message", payload=payload, problem=f"ivr_prompt: {exc}")
-                return
-            await self.trace("ivr_prompt", event=event, start_ms=start, end_ms=end, **extra)
+        """A mid-stream text frame: see `monitor.runtime.app_messages`."""
+        await app_messages.apply(self, payload)
 
     @property
     def next_trace_seq(self) -> int:
@@ -301,108 +232,6 @@ class LiveCall:
             found.kind, media_ms=found.start_ms, party=found.party, source=found.source, **data
         )
 
-    # -- ASR -------------------------------------------------------------------------------
-    @property
-    def asr_outstanding(self) -> int:
-        """Utterances of this call still owed a transcript (in ASR, or deferred)."""
-        return len(self._pending) + len(self._deferred)
-
-    @property
-    def oldest_pending_at(self) -> float | None:
-        """`time.monotonic()` when the oldest utterance still in live ASR was queued."""
-        live = [j.queued_at for j in self._pending if _key(j) not in self._late]
-        return min(live, default=None)
-
-    def _submit(self, utterance: UtteranceEnded, *, late: bool = False) -> None:
-        job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
-        key = _key(job)
-        if self.analyzer is not None and not late:  # a catch-up job keeps the live key
-            self.analyzer.utterance_queued(key, utterance.start_ms)
-        self._pending.add(job)
-        if late:
-            self._late.add(key)
-            getattr(self._asr, "submit_catchup", self._asr.submit)(job)
-        else:
-            self._asr.submit(job)
-
-    def _on_asr(self, job: AsrJob, result: AsrResult | None, problem: str | None) -> None:
-        # Called on the loop by the ASR consumer; storing may wait on backpressure, and the
-        # job only counts as done once its records are queued (so the verdict orders after).
-        task = asyncio.get_running_loop().create_task(self._store_result(job, result, problem))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _store_result(
-        self, job: AsrJob, result: AsrResult | None, problem: str | None
-    ) -> None:
-        u, key = job.utterance, _key(job)
-        latency_ms = int((time.monotonic() - job.queued_at) * 1000)
-        late = key in self._late or bool(getattr(job, "late", False))
-        records: list[Any] = []
-        if result is None and problem in CATCH_UP_REASONS and not self._deferred.add(u):
-            problem = "deferred_list_full"
-        if result is None and problem in CATCH_UP_REASONS:
-            # The audio was released, not lost: re-read from the recording after hang-up.
-            records.append(
-                self._trace("asr_deferred", media_ms=u.start_ms, party=u.party.value,
-                            end_ms=u.end_ms, reason=problem)
-            )  # fmt: skip
-        elif result is None:
-            self.shed += 1
-            if self.analyzer is not None and not self._analysis_done:
-                self.analyzer.utterance_done(key)
-            records.append(
-                self._trace("asr_shed", media_ms=u.start_ms, party=u.party.value,
-                            end_ms=u.end_ms, reason=problem)
-            )  # fmt: skip
-        else:
-            records.extend(self._result_records(job, result, latency_ms, late))
-        await self._storage.put_many(records)
-        self._pending.discard(job)
-        self._late.discard(key)
-        self._changed.set()
-
-    def _result_records(
-        self, job: AsrJob, result: AsrResult, latency_ms: int, late: bool
-    ) -> list[Any]:
-        u, key = job.utterance, _key(job)
-        extra = {"late": True} if late else {}
-        records: list[Any] = [
-            self._trace("utterance", media_ms=u.start_ms, party=u.party.value, end_ms=u.end_ms,
-                        voiced_ms=u.voiced_ms, capped=u.capped, chars=len(result.text),
-                        latency_ms=latency_ms, **extra)
-        ]  # fmt: skip
-        if not result.text:
-            if self.analyzer is not None and not self._analysis_done:
-                self.analyzer.utterance_done(key)
-            return records
-        self.segments += 1
-        self.late_segments += late
-        # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is stored
-        # with the call but judged no more: the analysis is finished.
-        if self.analyzer is not None and not self._analysis_done:
-            records.extend(
-                self._analysis_records(
-                    self.analyzer.on_segment(
-                        key, u.party.value, u.start_ms, u.end_ms, result.text, result.language
-                    )
-                )
-            )
-        records.append(
-            SegmentAdded(
-                call_id=self.call_id,
-                party=u.party.value,
-                start_ms=u.start_ms,
-                end_ms=u.end_ms,
-                text=result.text,
-                language=result.language,
-                confidence=result.confidence,
-                latency_ms=latency_ms,
-                late=late,
-            )  # fmt: skip
-        )
-        return records
-
     # -- end -------------------------------------------------------------------------------
     async def finish(
         self,
@@ -470,28 +299,6 @@ class LiveCall:
                 await asyncio.wait_for(self._changed.wait(), left)
         await self._verdict()
 
-    async def _catch_up(self) -> None:
-        """Re-read deferred utterances from the recording (in a thread) and submit them to the
-        ASR's catch-up lane, at most `CATCH_UP_IN_FLIGHT` at a time (bounded memory, and a
-        service without that lane is not flooded)."""
-        room = CATCH_UP_IN_FLIGHT - len(self._late)
-        if room <= 0:
-            return  # the next round starts when one of them lands
-        spans = self._deferred.take(room)
-        path = self.settings.recordings_dir / self.recording_rel
-        try:
-            found = await asyncio.to_thread(read_utterances, path, spans, self.metadata.channel_of)
-        except (OSError, ValueError, EOFError) as exc:  # wave.Error is an Exception too
-            self.catchup_lost += len(spans)
-            log.error(
-                "cannot re-read deferred utterances: %s: %s (they stay untranscribed)",
-                type(exc).__name__, exc, extra=fields(**self._log_fields, spans=len(spans)),
-            )  # fmt: skip
-            return
-        for utterance in found:
-            self._submit(utterance, late=True)
-        await self.trace("asr_catch_up", utterances=len(found))
-
     async def _verdict(self) -> None:
         # Transcripts still owed: compliance and speaking rate were judged without them.
         asr_pending = self.asr_outstanding
@@ -526,9 +333,3 @@ class LiveCall:
                          duration_ms=self.session.duration_ms, segments=self.segments,
                          late=self.late_segments),
         )  # fmt: skip
-
-
-def _key(job: AsrJob) -> tuple[str, int]:
-    """An utterance's identity in its call (party, first sample): the same for its live job
-    and its catch-up job, so the compliance watermark holds until either is transcribed."""
-    return (job.utterance.party.value, job.utterance.start_sample)
