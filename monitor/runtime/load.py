@@ -168,7 +168,8 @@ class LoadMonitor:
         """The /api/health document (cheap: counters and /proc reads)."""
         gw, asr, dn, w = self._gateway, self._asr, self._dnsmos, self.watch
         calls = list(gw.calls.values())
-        pids = list(self._pool.worker_pids()) if self._pool is not None else []
+        pids = getattr(self._pool, "worker_pids", None) or []  # AsrPool: a property
+        pids = list(pids() if callable(pids) else pids)
         workers = {str(pid): rss_bytes(pid) for pid in pids}
         server = rss_bytes()
         times = os.times()
