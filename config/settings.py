@@ -161,9 +161,10 @@ class AsrSettings(_Section):
     #: CPU; corpus WER/CER move by <= 0.3 pt, but single Mandarin calls lost up to 6 pt CER
     #: against the full window, so accuracy stays the default. See asr/engine.py.
     window_margin_s: float = Field(default=0.0, ge=0.0, le=30.0)
-    #: How long a finished call waits for its last transcripts before it is closed anyway.
-    #: Segments that arrive later are still stored; the `finalised` trace entry counts the
-    #: utterances still pending. Raise it when ASR runs far behind (a busy CPU host).
+    #: A call is stored as ended the moment the switch hangs up; its verdict (compliance,
+    #: grade, end-of-call alerts) is made when its last transcript lands, or after this long
+    #: at most. Segments that arrive later are still stored; the `finalised` trace entry
+    #: counts the utterances still pending.
     final_wait_s: float = Field(default=120.0, gt=0.0, le=3600.0)
     #: Normalise Mandarin output to Simplified characters.
     simplified_chinese: bool = True

@@ -274,6 +274,13 @@ class LiveCall(CallTranscripts):
         self.completion = asyncio.get_running_loop().create_task(
             self._complete(), name=f"call-complete-{self.call_id}"
         )
+        self.completion.add_done_callback(self._completion_failed)
+
+    def _completion_failed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The call is stored as ended; only its verdict is missing. Say which call.
+            log.error("call verdict failed: %s: %s", type(exc).__name__, exc,
+                      extra=fields(**self._log_fields), exc_info=exc)  # fmt: skip
 
     def hurry(self, wait_s: float) -> None:
         """Wait at most `wait_s` more for transcripts (the server is stopping)."""

@@ -203,7 +203,8 @@ class Gateway:
                 HTTPStatus.NOT_FOUND, "unknown path: use /audiofork, /twilio or /audiohook\n"
             )
         if self.at_capacity():
-            why = "overloaded" if self.overloaded else f"limit {self.call_limit}"
+            shed = self.overloaded and self._settings.load.refuse_when_overloaded
+            why = "overloaded" if shed else f"limit {self.call_limit}"
             log.warning(
                 "call refused: too many concurrent calls",
                 extra=fields(limit=self.call_limit, overloaded=self.overloaded, peer=peer,

@@ -181,7 +181,8 @@ class LoadMonitor:
             "degraded": list(DEGRADED_WHEN_OVERLOADED) if w.overloaded else [],
             "calls": {
                 "live": sum(1 for c in calls if getattr(c, "completion", None) is None),
-                "transcripts_pending": sum(1 for c in calls if c.asr_outstanding),
+                # hung up, verdict waiting for transcripts
+                "transcripts_pending": sum(1 for c in calls if getattr(c, "completion", None)),
                 "capacity": self._s.capacity_calls or None,
             },
             "asr": {
