@@ -43,6 +43,10 @@ def test_overloaded_on_lag_or_deferral_and_back_only_after_a_calm_spell() -> Non
     assert again is not None and again.overloaded and again.reason == "asr_deferred"
     assert w.observe(30.0, 0.0, 2) is None and w.observe(39.9, 0.0, 0) is None
     assert w.overloaded  # a deferral restarts the calm spell
+    assert w.observe(40.0, 0.0, 0, busy=True) is None  # ASR behind: no calm yet
+    assert w.observe(50.5, 0.0, 0) is None and w.overloaded
+    busy = LoadWatch(S).observe(0.0, 0.0, 0, busy=True)
+    assert busy is not None and busy.reason == "asr_backlog"
 
 
 def test_rss_of_this_process_is_read() -> None:

@@ -52,8 +52,9 @@ class LoadChanged:
 
 
 class LoadWatch:
-    """Normal until the ASR lag reaches `overload_lag_s` or ASR defers work; normal again once
-    the lag stayed under half of that, with nothing deferred, for `recover_s`."""
+    """Normal until the ASR lag reaches `overload_lag_s`, ASR defers work or says it is behind;
+    normal again once the lag stayed under half of that, with nothing deferred and ASR not
+    behind, for `recover_s`."""
 
     def __init__(self, settings: LoadSettings) -> None:
         self._s = settings
@@ -62,16 +63,20 @@ class LoadWatch:
         self._calm_since: float | None = None
         self.lag_s = 0.0
 
-    def observe(self, now: float, lag_s: float, deferred: int) -> LoadChanged | None:
+    def observe(
+        self, now: float, lag_s: float, deferred: int, *, busy: bool = False
+    ) -> LoadChanged | None:
+        """`lag_s`: the oldest live utterance's wait; `deferred`: utterances taken off the live
+        path since the last call; `busy`: the ASR service says it is behind."""
         self.lag_s = lag_s
         hot = lag_s >= self._s.overload_lag_s or deferred > 0
         if not self.overloaded:
-            if not hot:
+            if not hot and not busy:
                 return None
             self.overloaded, self.since, self._calm_since = True, now, None
-            reason = "asr_deferred" if deferred > 0 else "asr_lag"
+            reason = "asr_deferred" if deferred > 0 else "asr_lag" if hot else "asr_backlog"
             return LoadChanged(True, lag_s, deferred, reason)
-        if deferred > 0 or lag_s >= self._s.overload_lag_s / 2:
+        if deferred > 0 or busy or lag_s >= self._s.overload_lag_s / 2:
             self._calm_since = None
             return None
         if self._calm_since is None:
@@ -129,15 +134,20 @@ class LoadMonitor:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _asr_deferred(self) -> int:
-        # `queue_full` sheds of a service without a catch-up lane are deferrals too now: the
-        # call transcribes them later from the recording.
-        return int(getattr(self._asr, "deferred", 0)) + int(self._asr.shed)
+        # Utterances taken off the live path. A service without a catch-up lane counts them as
+        # `shed` (queue full): the call transcribes them later from the recording all the same.
+        deferred = getattr(self._asr, "deferred", None)
+        return int(self._asr.shed if deferred is None else deferred)
 
     def step(self, now: float) -> LoadChanged | None:
         """One observation (the loop calls this every TICK_S; tests call it directly)."""
         deferred = self._asr_deferred()
         new, self._deferred_seen = deferred - self._deferred_seen, deferred
-        change = self.watch.observe(now, asr_lag_s(self._gateway.calls.values(), now), new)
+        # A service with a catch-up lane says itself when live work is past its budget or
+        # late work waits.
+        busy = bool(getattr(self._asr, "overloaded", False))
+        lag = asr_lag_s(self._gateway.calls.values(), now)
+        change = self.watch.observe(now, lag, new, busy=busy)
         if change is None:
             return None
         self.transitions += 1

@@ -74,7 +74,12 @@ class CallTranscripts:
     @property
     def oldest_pending_at(self) -> float | None:
         """`time.monotonic()` when the oldest utterance still in live ASR was queued."""
-        live = [j.queued_at for j in self._pending if _key(j) not in self._late]
+        # Catch-up work (ours, or moved there by the service) waits by design: not lag.
+        live = [
+            j.queued_at
+            for j in self._pending
+            if _key(j) not in self._late and not getattr(j, "late", False)
+        ]
         return min(live, default=None)
 
     def _submit(self, utterance: UtteranceEnded, *, late: bool = False) -> None:
