@@ -93,7 +93,9 @@ async def test_overload_defers_utterances_and_the_stored_transcript_is_complete(
     late = {(s.party, s.start_ms, s.end_ms) for s in final.segments if s.late}
     deferred = {(t.party, t.media_ms, t.data["end_ms"]) for t in final.trace
                 if t.kind == "asr_deferred"}  # fmt: skip
-    assert rig.asr.shed > 0 and late and late == deferred  # late exactly where deferred
+    # Late where ASR let the live path go: deferred (re-read from the recording), or moved
+    # to a catch-up lane by a service that has one.
+    assert late and deferred <= late
     late_traced = {(t.party, t.media_ms, t.data["end_ms"]) for t in final.trace
                    if t.kind == "utterance" and t.data.get("late")}  # fmt: skip
     assert late_traced == late
