@@ -154,6 +154,20 @@ class Repository:
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 
+    def unfinalised_calls(self, since: datetime) -> list[CallSummary]:
+        """Calls that ended since `since` but never got their verdict (no `finalised` trace
+        entry): a crash came between hang-up and the call's last transcript."""
+        finalised = select(TraceEvent.call_id).where(
+            TraceEvent.call_id == Call.id, TraceEvent.kind == "finalised"
+        )
+        stmt = (
+            select(Call)
+            .where(Call.status != "active", Call.ended_at >= since, ~finalised.exists())
+            .order_by(Call.started_at, Call.id)
+        )
+        with self._session() as session:
+            return [_summary(call) for call in session.scalars(stmt)]
+
     def next_trace_seq(self, call_id: str) -> int:
         """The seq the call's next trace row gets: one past the highest stored, 0 if none."""
         stmt = select(func.max(TraceEvent.seq)).where(TraceEvent.call_id == call_id)

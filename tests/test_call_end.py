@@ -8,6 +8,8 @@ a segment proves which samples were transcribed (live, or re-read from the recor
 
 from __future__ import annotations
 
+import asyncio
+
 from ivr_sim import stream_call
 from ivr_sim.stream import call_metadata
 from tests.runtime_support import Rig, expected_utterances, rig_factory, script, until
@@ -103,3 +105,29 @@ async def test_overload_defers_utterances_and_the_stored_transcript_is_complete(
     assert entry.data["asr_late"] == len(late) and entry.data["asr_pending"] == 0
     assert entry.data["asr_shed"] == 0 and entry.data["asr_lost"] == 0
     assert not any(t.kind == "asr_shed" for t in final.trace)
+
+
+async def test_a_crash_between_hang_up_and_verdict_is_finalised_at_the_next_start(
+    rig_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    from monitor.runtime.app import recover_interrupted
+
+    rig: Rig = await rig_factory(open_gate=False)  # the verdict cannot come: ASR is held
+    call = script("en_billing_8k.toml")
+    meta = call_metadata(call)
+    await stream_call(rig.gateway.url, call, pace=8.0, metadata=meta)
+    ext = str(meta["callid"])
+
+    async def ended() -> bool:
+        stored = await rig.call(ext)
+        return stored is not None and stored.status == "completed"
+
+    await until(ended, 1.0)
+    # "Crash": what is stored now is what the next start finds.
+    recovered = await asyncio.to_thread(recover_interrupted, rig.repo, rig.settings)
+    stored = await rig.call(ext)
+    assert stored is not None and recovered == [stored.call_id]
+    [entry] = [t for t in stored.trace if t.kind == "finalised"]
+    assert entry.data == {"status": "completed", "recovered": True, "verdict": "lost"}
+    assert entry.seq == len(stored.trace) - 1
+    assert await asyncio.to_thread(recover_interrupted, rig.repo, rig.settings) == []

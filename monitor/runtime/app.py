@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
@@ -34,11 +34,15 @@ from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.app")
+#: How far back start-up looks for calls that ended without their verdict (a crash between
+#: hang-up and the last transcript; bounded so a large database is not scanned).
+UNFINALISED_LOOKBACK = timedelta(days=2)
 
 
 def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     """Close calls left `active` by a crash: repair each recording's header to the audio that
-    reached the disk, and mark the call interrupted (reason `server_crash`). Idempotent."""
+    reached the disk, and mark the call interrupted (reason `server_crash`); and end the trace
+    of calls that had hung up but not got their verdict. Idempotent."""
     recovered = []
     for call in repo.active_calls():
         path = settings.recordings_dir / call.recording_path
@@ -68,6 +72,26 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
         log.warning(
             "recovered call left open by a crash",
             extra=fields(call_id=call.call_id, frames=frames),
+        )
+        recovered.append(call.call_id)
+    # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
+    # lost, so the trace ends (`finalised`) and nothing waits for it.
+    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
+        repo.apply(
+            [
+                TraceAdded(
+                    call_id=call.call_id,
+                    seq=repo.next_trace_seq(call.call_id),
+                    kind="finalised",
+                    at=datetime.now(UTC),
+                    media_ms=call.duration_ms,
+                    data={"status": call.status, "recovered": True, "verdict": "lost"},
+                )
+            ]
+        )
+        log.warning(
+            "call ended before a crash without its verdict; marked finalised",
+            extra=fields(call_id=call.call_id),
         )
         recovered.append(call.call_id)
     return recovered
