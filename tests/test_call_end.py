@@ -9,8 +9,9 @@ a segment proves which samples were transcribed (live, or re-read from the recor
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from ivr_sim import stream_call
+from ivr_sim import RenderedCall, stream_call
 from ivr_sim.stream import call_metadata
 from tests.runtime_support import Rig, expected_utterances, rig_factory, script, until
 
@@ -21,17 +22,9 @@ async def test_hang_up_ends_the_call_at_once_and_the_verdict_follows_the_last_tr
     rig_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     rig: Rig = await rig_factory(open_gate=False)  # ASR holds every utterance until we say
-    call = script("en_billing_8k.toml")
-    meta = call_metadata(call)
-    await stream_call(rig.gateway.url, call, pace=8.0, metadata=meta)
-    ext = str(meta["callid"])
-
-    async def ended() -> bool:
-        stored = await rig.call(ext)
-        return stored is not None and stored.status == "completed"
-
+    call, meta, ext = await _hang_up(rig)
     # Completed in the database, off the board's active list, within a second of hang-up.
-    assert await until(ended, 1.0) < 1.0
+    assert await until(lambda: _ended(rig, ext), 1.0) < 1.0
     stored = await rig.call(ext)
     assert stored is not None and stored.end_reason == "normal" and stored.ended_at
     assert stored.grade is None and not stored.segments  # verdict and transcripts: pending
@@ -62,6 +55,19 @@ async def test_hang_up_ends_the_call_at_once_and_the_verdict_follows_the_last_tr
     assert kinds.index("finalised") > max(i for i, k in enumerate(kinds) if k == "utterance")
     assert [t.seq for t in final.trace] == list(range(len(kinds)))
     await until(lambda: _false_pending(rig, final.call_id), 1.0)
+
+
+async def _hang_up(rig: Rig) -> tuple[RenderedCall, dict[str, Any], str]:
+    """Stream a 24 s call at 8x real time; the switch hangs up at its end."""
+    call = script("en_billing_8k.toml")
+    meta = call_metadata(call)
+    await stream_call(rig.gateway.url, call, pace=8.0, metadata=meta)
+    return call, meta, str(meta["callid"])
+
+
+async def _ended(rig: Rig, external_id: str) -> bool:
+    stored = await rig.call(external_id)
+    return stored is not None and stored.status == "completed"
 
 
 async def _finalised(rig: Rig, external_id: str) -> bool:
@@ -113,16 +119,8 @@ async def test_a_crash_between_hang_up_and_verdict_is_finalised_at_the_next_star
     from monitor.runtime.app import recover_interrupted
 
     rig: Rig = await rig_factory(open_gate=False)  # the verdict cannot come: ASR is held
-    call = script("en_billing_8k.toml")
-    meta = call_metadata(call)
-    await stream_call(rig.gateway.url, call, pace=8.0, metadata=meta)
-    ext = str(meta["callid"])
-
-    async def ended() -> bool:
-        stored = await rig.call(ext)
-        return stored is not None and stored.status == "completed"
-
-    await until(ended, 1.0)
+    _, _, ext = await _hang_up(rig)
+    await until(lambda: _ended(rig, ext), 1.0)
     # "Crash": what is stored now is what the next start finds.
     recovered = await asyncio.to_thread(recover_interrupted, rig.repo, rig.settings)
     stored = await rig.call(ext)
