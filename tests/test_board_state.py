@@ -230,6 +230,12 @@ def test_hang_up_leaves_the_active_list_at_once_pending_transcripts_keep_the_car
     ]
     assert b.kpis()["handled_today"] == 1  # counted once, at hang-up
     assert "remove" in kinds(b.flush(66.0))
+    # Hung up with nothing pending: still waits for the verdict (its score counts) ...
+    b.apply(opened("c2"), 70.0)
+    b.apply(CallEnded("c2", end, "completed", "normal", 30_000, 1), 71.0)
+    assert "remove" not in kinds(b.flush(100.0))
+    # ... though not forever, when it never comes.
+    assert "remove" in kinds(b.flush(71.0 + b.verdict_wait_s + b.linger_s))
 
 
 def test_kpis_roll_over_at_midnight_and_seed() -> None:

@@ -172,6 +172,7 @@ class BoardState:
         *,
         interval_s: float = 0.3,
         linger_s: float = 8.0,
+        verdict_wait_s: float = 3600.0,
         lines_per_party: int = 3,
         checklist: tuple[str, ...] = DEFAULT_CHECKLIST,
         feed_size: int = 50,
@@ -179,6 +180,8 @@ class BoardState:
     ) -> None:
         self.interval_s = interval_s
         self.linger_s = linger_s
+        #: An ended call whose verdict never comes (it failed) leaves after this long.
+        self.verdict_wait_s = verdict_wait_s
         self._lines = lines_per_party
         self._checklist = checklist
         self.calls: dict[str, CallCard] = {}
@@ -292,12 +295,13 @@ class BoardState:
         return False
 
     def _close(self, card: CallCard, ev: CallEnded | CallClosed, now: float) -> None:
-        """CallEnded (hang-up) takes the call off the active list at once; while transcripts
-        are pending its card stays, marked so, until CallClosed (the verdict) starts the
-        linger. A CallClosed after a CallEnded only does that (the call was counted)."""
-        pending = isinstance(ev, CallEnded) and ev.transcripts_pending > 0
-        card.transcripts_pending = pending
-        card.ended_mono = None if pending else now
+        """CallEnded (hang-up) takes the call off the active list at once; its card stays
+        (marked "transcripts pending" while any are) until CallClosed (the verdict, and its
+        score for the KPIs) starts the linger, or `verdict_wait_s` passed without one. A
+        CallClosed after a CallEnded only does that (the call was counted)."""
+        hung_up = isinstance(ev, CallEnded)
+        card.transcripts_pending = isinstance(ev, CallEnded) and ev.transcripts_pending > 0
+        card.ended_mono = now - self.linger_s + self.verdict_wait_s if hung_up else now
         if card.ended_at is not None:
             return
         card.ended_at, card.status = ev.ended_at, ev.status
