@@ -91,6 +91,11 @@ class DnsmosSettings(_Section):
     #: Windows scored per model run, across parties and calls. Each costs ~470 MB of peak
     #: activations and larger batches measured no faster on CPU: keep it small.
     batch_size: int = Field(default=2, ge=1, le=16)
+    #: CPU budget: score at most one window per party per this many seconds of media, plus
+    #: each party's last window at the end of the call (0 = every window, ~0.065 CPU-s per
+    #: audio-second per party). 45 s scored 43 of 106 windows on the test calls and kept
+    #: per-call clarity within 0.09 MOS of scoring every window (tests/test_dnsmos_budget.py).
+    sample_every_s: float = Field(default=45.0, ge=0.0, le=3600.0)
 
 
 class ConversationSettings(_Section):

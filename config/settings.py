@@ -169,9 +169,10 @@ class AsrSettings(_Section):
     #: CPU; corpus WER/CER move by <= 0.3 pt, but single Mandarin calls lost up to 6 pt CER
     #: against the full window, so accuracy stays the default. See asr/engine.py.
     window_margin_s: float = Field(default=0.0, ge=0.0, le=30.0)
-    #: How long a finished call waits for its last transcripts before it is closed anyway.
-    #: Segments that arrive later are still stored; the `finalised` trace entry counts the
-    #: utterances still pending. Raise it when ASR runs far behind (a busy CPU host).
+    #: A call is stored as ended the moment the switch hangs up; its verdict (compliance,
+    #: grade, end-of-call alerts) is made when its last transcript lands, or after this long
+    #: at most. Segments that arrive later are still stored; the `finalised` trace entry
+    #: counts the utterances still pending.
     final_wait_s: float = Field(default=120.0, gt=0.0, le=3600.0)
     #: Normalise Mandarin output to Simplified characters.
     simplified_chinese: bool = True
@@ -179,6 +180,26 @@ class AsrSettings(_Section):
     cache_dir: Path | None = None
     #: Refuse hub downloads (also honoured: HF_HUB_OFFLINE=1).
     offline: bool = False
+
+
+class LoadSettings(_Section):
+    """Overload: when the box cannot keep up, how the operator is told and what gives way.
+
+    Degradation order (monitor/runtime/load.py): 1. DNSMOS sampling is paused (each call's
+    end-of-call window is still scored); 2. partial metrics; 3. ASR last, and ASR work is
+    never dropped: utterances it cannot take live are transcribed later (late)."""
+
+    #: Declared capacity in concurrent calls; more are refused with HTTP 503 + Retry-After,
+    #: like `gateway.max_calls` (0 = none declared: only `gateway.max_calls` applies).
+    capacity_calls: int = Field(default=0, ge=0)
+    #: While overloaded, refuse new calls with 503 too (whatever the capacity).
+    refuse_when_overloaded: bool = False
+    #: Overloaded when the oldest utterance of a live call has waited this long for ASR, or
+    #: ASR deferred one (its transcript will come late) ...
+    overload_lag_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    #: ... and back to normal once the wait stays under half of that, with no deferral, this
+    #: long.
+    recover_s: float = Field(default=10.0, ge=0.0, le=3600.0)
 
 
 class StorageSettings(_Section):
@@ -362,6 +383,7 @@ class Settings(_Section):
     recording: RecordingSettings = RecordingSettings()
     vad: VadSettings = VadSettings()
     asr: AsrSettings = AsrSettings()
+    load: LoadSettings = LoadSettings()
     storage: StorageSettings = StorageSettings()
     quality: QualitySettings = QualitySettings()
     compliance: ComplianceSettings = ComplianceSettings()

@@ -35,6 +35,9 @@ const TEXTS = {
     channels_identical: "both channels identical", mono_interleaved: "two channels read as one",
     pitch_too_low: "rate probably too low", pitch_too_high: "rate probably too high",
     no_agent_leg: "agent audio not streamed: script not checked",
+    overloaded: "Overloaded: transcripts may come late", transcripts_behind: "Transcripts behind by",
+    transcripts_pending: "Ended · transcripts pending", late: "late",
+    late_title: "Transcribed late: the server was overloaded when it was said",
   },
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
@@ -70,6 +73,9 @@ const TEXTS = {
     channels_identical: "两个声道相同", mono_interleaved: "双声道被当作单声道读取",
     pitch_too_low: "采样率可能设得过低", pitch_too_high: "采样率可能设得过高",
     no_agent_leg: "未接入坐席音频：不检查话术",
+    overloaded: "系统过载：转写可能延迟", transcripts_behind: "转写落后",
+    transcripts_pending: "已结束 · 转写待完成", late: "延迟",
+    late_title: "延迟转写：说话时系统过载",
   },
 };
 

@@ -1,0 +1,201 @@
+"""A call's side of ASR: its utterances in flight, deferred, caught up, and their records.
+
+`CallTranscripts` is the part of `LiveCall` that talks to the shared `AsrService`: it submits
+each utterance the call's session cuts, turns each result into the `utterance` trace entry,
+the `SegmentAdded` and the compliance events, and keeps what is still owed a transcript
+(`asr_outstanding`), which the call's verdict waits for. Under overload the service may let
+an utterance go (`deferred`, or `queue_full` from a service without a catch-up lane): its
+span is kept (`monitor.runtime.catchup`) and, after hang-up, re-read from the recording and
+submitted again, at most `CATCH_UP_IN_FLIGHT` at a time; those segments are stored `late`.
+An utterance's analyzer key is (party, first sample), the same for its live and catch-up job,
+so the compliance watermark holds until either is transcribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from asr.types import AsrResult
+from config.settings import Settings
+from monitor.core.analysis import CallAnalyzer
+from monitor.core.events import UtteranceEnded
+from monitor.core.metadata import CallMetadata
+from monitor.runtime.asr_service import AsrJob, AsrService
+from monitor.runtime.catchup import (
+    CATCH_UP_IN_FLIGHT,
+    CATCH_UP_REASONS,
+    DeferredSpans,
+    read_utterances,
+)
+from monitor.runtime.logs import fields
+from monitor.runtime.storage_sink import StorageWriter
+from storage.records import SegmentAdded, TraceAdded
+
+log = logging.getLogger("callwatch.call")
+
+
+class CallTranscripts:
+    # Provided by LiveCall.
+    call_id: str
+    settings: Settings
+    metadata: CallMetadata
+    recording_rel: str
+    analyzer: CallAnalyzer | None
+    _asr: AsrService
+    _storage: StorageWriter
+    _language: str | None
+    _analysis_done: bool
+    _log_fields: dict[str, Any]
+    _tasks: set[asyncio.Task[None]]
+    _trace: Callable[..., TraceAdded]
+    trace: Callable[..., Coroutine[Any, Any, None]]
+    _analysis_records: Callable[[list[Any]], list[Any]]
+
+    def _init_transcripts(self) -> None:
+        self._pending: set[AsrJob] = set()
+        self._deferred = DeferredSpans()  # released by ASR under overload: caught up later
+        self._late: set[tuple[str, int]] = set()  # keys of catch-up jobs (stored `late`)
+        #: Set when an outstanding transcript (or DNSMOS score) lands or is deferred.
+        self._changed = asyncio.Event()
+        self.segments = 0
+        self.late_segments = 0
+        self.catchup_lost = 0  # deferred spans that could not be re-read
+        self.shed = 0
+
+    @property
+    def asr_outstanding(self) -> int:
+        """Utterances of this call still owed a transcript (in ASR, or deferred)."""
+        return len(self._pending) + len(self._deferred)
+
+    @property
+    def oldest_pending_at(self) -> float | None:
+        """`time.monotonic()` when the oldest utterance still in live ASR was queued."""
+        # Catch-up work (ours, or moved there by the service) waits by design: not lag.
+        live = [
+            j.queued_at
+            for j in self._pending
+            if _key(j) not in self._late and not getattr(j, "late", False)
+        ]
+        return min(live, default=None)
+
+    def _submit(self, utterance: UtteranceEnded, *, late: bool = False) -> None:
+        job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
+        key = _key(job)
+        if self.analyzer is not None and not late:  # a catch-up job keeps the live key
+            self.analyzer.utterance_queued(key, utterance.start_ms)
+        self._pending.add(job)
+        if late:
+            self._late.add(key)
+            getattr(self._asr, "submit_catchup", self._asr.submit)(job)
+        else:
+            self._asr.submit(job)
+
+    def _on_asr(self, job: AsrJob, result: AsrResult | None, problem: str | None) -> None:
+        # Called on the loop by the ASR consumer; storing may wait on backpressure, and the
+        # job only counts as done once its records are queued (so the verdict orders after).
+        task = asyncio.get_running_loop().create_task(self._store_result(job, result, problem))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store_result(
+        self, job: AsrJob, result: AsrResult | None, problem: str | None
+    ) -> None:
+        u, key = job.utterance, _key(job)
+        latency_ms = int((time.monotonic() - job.queued_at) * 1000)
+        late = key in self._late or bool(getattr(job, "late", False))
+        records: list[Any] = []
+        if result is None and problem in CATCH_UP_REASONS and not self._deferred.add(u):
+            problem = "deferred_list_full"
+        if result is None and problem in CATCH_UP_REASONS:
+            # The audio was released, not lost: re-read from the recording after hang-up.
+            records.append(
+                self._trace("asr_deferred", media_ms=u.start_ms, party=u.party.value,
+                            end_ms=u.end_ms, reason=problem)
+            )  # fmt: skip
+        elif result is None:
+            self.shed += 1
+            if self.analyzer is not None and not self._analysis_done:
+                self.analyzer.utterance_done(key)
+            records.append(
+                self._trace("asr_shed", media_ms=u.start_ms, party=u.party.value,
+                            end_ms=u.end_ms, reason=problem)
+            )  # fmt: skip
+        else:
+            records.extend(self._result_records(job, result, latency_ms, late))
+        await self._storage.put_many(records)
+        self._pending.discard(job)
+        self._late.discard(key)
+        self._changed.set()
+
+    def _result_records(
+        self, job: AsrJob, result: AsrResult, latency_ms: int, late: bool
+    ) -> list[Any]:
+        u, key = job.utterance, _key(job)
+        extra = {"late": True} if late else {}
+        records: list[Any] = [
+            self._trace("utterance", media_ms=u.start_ms, party=u.party.value, end_ms=u.end_ms,
+                        voiced_ms=u.voiced_ms, capped=u.capped, chars=len(result.text),
+                        latency_ms=latency_ms, **extra)
+        ]  # fmt: skip
+        if not result.text:
+            if self.analyzer is not None and not self._analysis_done:
+                self.analyzer.utterance_done(key)
+            return records
+        self.segments += 1
+        self.late_segments += late
+        # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is stored
+        # with the call but judged no more: the analysis is finished.
+        if self.analyzer is not None and not self._analysis_done:
+            records.extend(
+                self._analysis_records(
+                    self.analyzer.on_segment(
+                        key, u.party.value, u.start_ms, u.end_ms, result.text, result.language
+                    )
+                )
+            )
+        records.append(
+            SegmentAdded(
+                call_id=self.call_id,
+                party=u.party.value,
+                start_ms=u.start_ms,
+                end_ms=u.end_ms,
+                text=result.text,
+                language=result.language,
+                confidence=result.confidence,
+                latency_ms=latency_ms,
+                late=late,
+            )  # fmt: skip
+        )
+        return records
+
+    async def _catch_up(self) -> None:
+        """Re-read deferred utterances from the recording (in a thread) and submit them to the
+        ASR's catch-up lane, at most `CATCH_UP_IN_FLIGHT` at a time (bounded memory, and a
+        service without that lane is not flooded)."""
+        room = CATCH_UP_IN_FLIGHT - len(self._late)
+        if room <= 0:
+            return  # the next round starts when one of them lands
+        spans = self._deferred.take(room)
+        path = self.settings.recordings_dir / self.recording_rel
+        try:
+            found = await asyncio.to_thread(read_utterances, path, spans, self.metadata.channel_of)
+        except (OSError, ValueError, EOFError) as exc:  # wave.Error is an Exception too
+            self.catchup_lost += len(spans)
+            log.error(
+                "cannot re-read deferred utterances: %s: %s (they stay untranscribed)",
+                type(exc).__name__, exc, extra=fields(**self._log_fields, spans=len(spans)),
+            )  # fmt: skip
+            return
+        for utterance in found:
+            self._submit(utterance, late=True)
+        await self.trace("asr_catch_up", utterances=len(found))
+
+
+def _key(job: AsrJob) -> tuple[str, int]:
+    """An utterance's identity in its call (party, first sample): the same for its live job
+    and its catch-up job, so the compliance watermark holds until either is transcribed."""
+    return (job.utterance.party.value, job.utterance.start_sample)
