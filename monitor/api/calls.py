@@ -22,6 +22,7 @@ from monitor.api.audit import record
 from monitor.api.auth import ANY_ROLE, Ctx, Principal, authorize, optional_user, require_role
 from monitor.api.context import ApiContext
 from monitor.api.params import aware
+from monitor.api.privacy import gone_410
 from storage.models import CallDetail
 from storage.search import CallQuery
 
@@ -106,6 +107,7 @@ def search_calls(
 def _find(ctx: ApiContext, user: Principal, call_id: str, action: str) -> CallDetail:
     call = ctx.repo.get_call(call_id)
     if call is None:
+        gone_410(ctx, user, call_id, action, "call")
         record(ctx, user, action, call_id=call_id, status=404, reason="no such call")
         raise HTTPException(404, f"no call {call_id!r}: search with GET /api/calls")
     return call
@@ -174,6 +176,7 @@ def recording(
     call = _find(ctx, who, call_id, action)
     path = ctx.settings.recordings_dir / call.recording_path
     if not path.is_file():
+        gone_410(ctx, who, call.call_id, action, "recording")
         record(ctx, who, action, call_id=call.call_id, status=404, reason="recording missing")
         raise HTTPException(404, f"the recording of call {call.call_id} is missing on disk")
     size = path.stat().st_size
