@@ -26,6 +26,7 @@ from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.logs import fields
+from monitor.runtime.retention import RetentionTask
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from storage.recordings import repair_wav
@@ -88,6 +89,8 @@ class Callwatch:
         self.alerts: AlertService | None = None
         self.webhooks: WebhookDeliverer | None = None
         self.api: ApiServer | None = None
+        #: The daily retention pass ([retention]; off while no rule sets a period).
+        self.retention: RetentionTask | None = None
 
     @property
     def api_url(self) -> str:
@@ -115,6 +118,8 @@ class Callwatch:
             bus=self.bus,
         )
         self.storage.start()
+        self.retention = RetentionTask(s, self.repo.engine)
+        self.retention.start()
         if s.webhooks.targets:
             self.webhooks = WebhookDeliverer(self.repo, s.webhooks)
             self.webhooks.start()
@@ -185,6 +190,8 @@ class Callwatch:
             await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.repo is not None:
             self.repo.close()
         log.info("stopped")
