@@ -1,5 +1,6 @@
-"""The privacy commands of `callwatch`: `erase --caller NUMBER`, `retention run`, and
-`hold set|clear|list` (legal holds), for operators and cron.
+"""The privacy commands of `callwatch`: `erase --caller NUMBER`, `retention run`,
+`hold set|clear|list` (legal holds) and `recordings seal|rekey` (encryption at rest), for
+operators and cron.
 
 Each prints what it did and when it finished; the number given to `erase` is never printed
 back, only its pseudonym (terminal scrollback and cron mail are stores too).
@@ -69,6 +70,23 @@ def cmd_hold(args: argparse.Namespace, settings: Any, repo: Any) -> int:
     return 0
 
 
+def cmd_recordings(args: argparse.Namespace, settings: Any, repo: Any) -> int:
+    import sys
+
+    from monitor.runtime.sealer import recording_keys, sweep
+
+    key, keys = recording_keys(settings)
+    if key is None:
+        print("callwatch: set recording.encrypt = true and a key first (README "
+              '"Privacy and PCI")', file=sys.stderr)  # fmt: skip
+        return 2
+    rotate = args.recordings_command == "rekey"
+    n = sweep(repo.engine, settings.recordings_dir, key, rotate=rotate, keys=keys)
+    verb = "re-encrypted with the current key" if rotate else "sealed"
+    print(f"{n} recordings {verb} (key id {key.key_id.hex()})")
+    return 0
+
+
 def add_commands(
     sub: Any, common: Common, settings_of: Loader, open_repo: Callable[[Any], Any]
 ) -> None:
@@ -111,3 +129,11 @@ def add_commands(
     up = hp.add_parser("list", help="list legal holds")
     common(up)
     sp.set_defaults(func=run(cmd_hold))
+
+    sp = sub.add_parser("recordings", help="encryption at rest of finished recordings")
+    ep = sp.add_subparsers(dest="recordings_command", required=True)
+    up = ep.add_parser("seal", help="encrypt every finished recording still in clear")
+    common(up)
+    up = ep.add_parser("rekey", help="re-encrypt recordings sealed with an old key")
+    common(up)
+    sp.set_defaults(func=run(cmd_recordings))
