@@ -154,6 +154,8 @@ def _replace_sealed(
                 out.write(nonce + aead.encrypt(nonce, chunk, head + struct.pack(">Q", index)))
             out.flush()
             os.fsync(out.fileno())
+        if not path.exists():  # erased or expired meanwhile: never bring the audio back
+            raise FileNotFoundError(f"{path.name} was deleted while it was being sealed")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from config.settings import Settings, load_settings
+from config.settings import ConfigError, Settings, load_settings
 from monitor.cli import main as cli_main
 from monitor.runtime.bus import EventBus
 from monitor.runtime.sealer import RecordingSealer, sweep
@@ -24,6 +25,7 @@ from storage.encryption import (
     DecryptionError,
     RecordingKey,
     SealedReader,
+    _replace_sealed,
     read_header,
     seal,
     unseal,
@@ -60,6 +62,28 @@ def test_format_round_trip_every_range_and_no_clear_audio(tmp_path: Path) -> Non
                           (len(original) - 3000, 10_000), (0, len(original))]:  # fmt: skip
         assert b"".join(reader.read(start, length)) == original[start : start + length]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "k"]  # no .sealing left
+
+
+def test_encrypt_needs_a_key_and_says_how(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CALLWATCH_RECORDING__ENCRYPTION_KEY"):
+        load_settings(env={}, data_dir=tmp_path, recording={"encrypt": True})
+    with pytest.raises(ValueError, match="32 bytes"):
+        RecordingKey.parse("abcd")
+    assert RecordingKey.parse(" " + "ab" * 32 + "\n").key == bytes([0xAB]) * 32
+
+
+def test_a_recording_deleted_while_sealing_is_not_brought_back(tmp_path: Path) -> None:
+    write_wav(tmp_path / "a.wav", 0.5)
+    key = RecordingKey(os.urandom(32))
+
+    def erase_meanwhile() -> Iterator[bytes]:
+        yield b"x" * 100
+        (tmp_path / "a.wav").unlink()  # erasure runs while the sealer writes
+        yield b"y" * 10
+
+    with pytest.raises(FileNotFoundError):
+        _replace_sealed(tmp_path / "a.wav", erase_meanwhile(), 110, key, 100)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tampering_and_unknown_keys_are_refused(tmp_path: Path) -> None:
