@@ -124,6 +124,23 @@ class RecordingSettings(_Section):
     flush_interval_s: float = Field(default=0.5, gt=0, le=1.0)
     #: fsync after each flush too (survives power loss, costs IOPS).
     fsync: bool = False
+    #: Encrypt finished recordings at rest (AES-256-GCM, README "Privacy and PCI").
+    encrypt: bool = False
+    #: The 32-byte key: a file holding it (raw, hex or base64) or the value itself
+    #: (`CALLWATCH_RECORDING__ENCRYPTION_KEY`, hex or base64); one is needed when `encrypt`.
+    encryption_key_file: Path | None = None
+    encryption_key: SecretStr | None = None
+    #: Older keys still accepted for reading, by key id (rotation: README).
+    old_key_files: tuple[Path, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_key(self) -> RecordingSettings:
+        if self.encrypt and self.encryption_key_file is None and self.encryption_key is None:
+            raise ValueError(
+                "recording.encrypt needs recording.encryption_key_file or "
+                "CALLWATCH_RECORDING__ENCRYPTION_KEY (32 bytes, hex or base64)"
+            )
+        return self
 
 
 class VadSettings(_Section):
@@ -353,6 +370,34 @@ class WebhookSettings(_Section):
         return self
 
 
+class RetentionRule(_Section):
+    """How long one queue's calls are kept (days; 0 = forever)."""
+
+    #: Days a call (transcript, readings, findings, alerts, search entries) is kept.
+    days: float = Field(default=0.0, ge=0)
+    #: Days its recording is kept; 0 = as long as the call. Never longer than `days`.
+    recording_days: float = Field(default=0.0, ge=0)
+
+
+class RetentionSettings(RetentionRule):
+    """[retention]: storage limitation and erasure (README "Privacy and PCI"). Per-queue
+    overrides: `[retention.queues.payments]` `days = 90`. Calls under legal hold are kept."""
+
+    #: Run the retention job in the server this often (seconds; 0 = only by
+    #: `callwatch retention run`, e.g. from cron).
+    interval_s: float = Field(default=86_400.0, ge=0)
+    queues: dict[str, RetentionRule] = Field(default_factory=dict)
+    #: Key of the keyed hash (HMAC-SHA256) that pseudonymises erased subjects in the audit
+    #: trail and tombstones; missing = generated once into <data_dir>/pseudonym.key.
+    pseudonym_key_file: Path | None = None
+
+    def for_queue(self, queue: str | None) -> RetentionRule:
+        """The rule of `queue`: its override, else the defaults."""
+        return self.queues.get(queue or "") or RetentionRule(
+            days=self.days, recording_days=self.recording_days
+        )
+
+
 class ApiSettings(_Section):
     """The HTTP API (search, replay, alerts, KPIs, export) and the board it serves."""
 
@@ -391,6 +436,7 @@ class Settings(_Section):
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

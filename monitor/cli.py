@@ -1,4 +1,4 @@
-"""The `callwatch` command: serve, sim, calls, show, migrate, user.
+"""The `callwatch` command: serve, sim, calls, show, migrate, user (+ monitor/cli_privacy.py).
 
 Each command loads the settings once (file, environment, then its own flags) and exits with a
 message that says what to do next when something is missing, never a bare traceback.
@@ -20,6 +20,7 @@ from typing import Any
 
 from asr.errors import AsrError
 from config.settings import ConfigError, Settings, load_settings
+from monitor import cli_privacy
 from monitor.cli_show import fmt_ms as _fmt_ms
 from monitor.cli_show import show_analysis
 from storage.errors import StorageError
@@ -370,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("migrate", help="create or upgrade the database schema")
     common(sp)
     sp.set_defaults(func=cmd_migrate)
+    cli_privacy.add_commands(sub, common, _settings, _repo)
     return p
 
 

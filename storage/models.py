@@ -384,6 +384,52 @@ class QaReview(Base):
     __table_args__ = (Index("ix_qa_reviews_call_id_created_at", "call_id", "created_at"),)
 
 
+class Tombstone(Base):
+    """Proof that a call's data was deleted, holding no personal data (migration 0005):
+    `call_ref` is the call id after retention, its pseudonym (`psn:...`) after erasure."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    call_ref: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))  # "call" | "recording"
+    reason: Mapped[str] = mapped_column(String(16))  # "retention" | "erasure"
+    legal_basis: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(64))
+    deleted_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_tombstones_call_ref", "call_ref"),)
+
+
+class LegalHold(Base):
+    """A call that retention and erasure must keep (set and cleared by an admin, audited)."""
+
+    __tablename__ = "legal_holds"
+
+    call_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[datetime]
+
+
+class ErasureRequest(Base):
+    """One erasure request (GDPR Art. 17 / PIPL Art. 47): subject pseudonymised, when it
+    was asked and completed, what it removed and what a legal hold kept."""
+
+    __tablename__ = "erasure_requests"
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64))  # psn:<keyed hash of the number>
+    actor: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    calls_erased: Mapped[int] = mapped_column(Integer)
+    calls_held: Mapped[int] = mapped_column(Integer)
+    files_removed: Mapped[int] = mapped_column(Integer)
+
+
 # -- what the repository returns: frozen storage vocabulary, no ORM state --------------------
 
 

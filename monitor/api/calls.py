@@ -8,6 +8,7 @@ downloading the recording (`?download=true`), exporting a vCon and QA reviews ar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -22,6 +23,9 @@ from monitor.api.audit import record
 from monitor.api.auth import ANY_ROLE, Ctx, Principal, authorize, optional_user, require_role
 from monitor.api.context import ApiContext
 from monitor.api.params import aware
+from monitor.api.privacy import gone_410
+from monitor.runtime.sealer import recording_keys
+from storage.encryption import DecryptionError
 from storage.models import CallDetail
 from storage.search import CallQuery
 
@@ -106,6 +110,7 @@ def search_calls(
 def _find(ctx: ApiContext, user: Principal, call_id: str, action: str) -> CallDetail:
     call = ctx.repo.get_call(call_id)
     if call is None:
+        gone_410(ctx, user, call_id, action, "call")
         record(ctx, user, action, call_id=call_id, status=404, reason="no such call")
         raise HTTPException(404, f"no call {call_id!r}: search with GET /api/calls")
     return call
@@ -174,9 +179,15 @@ def recording(
     call = _find(ctx, who, call_id, action)
     path = ctx.settings.recordings_dir / call.recording_path
     if not path.is_file():
+        gone_410(ctx, who, call.call_id, action, "recording")
         record(ctx, who, action, call_id=call.call_id, status=404, reason="recording missing")
         raise HTTPException(404, f"the recording of call {call.call_id} is missing on disk")
-    size = path.stat().st_size
+    try:
+        source = media.open_recording(path, recording_keys(ctx.settings)[1])
+    except DecryptionError as exc:
+        record(ctx, who, action, call_id=call.call_id, status=500, reason=str(exc))
+        raise HTTPException(500, f"cannot decrypt the recording: {exc}") from None
+    size = source.size
     try:
         rng = media.parse_range(request.headers.get("range"), size)
     except media.RangeNotSatisfiable as exc:
@@ -201,9 +212,18 @@ def recording(
     if head:  # Content-Length is the body a GET would send (RFC 9110 §9.3.2)
         return Response(status_code=status, media_type="audio/wav", headers=headers)
     return StreamingResponse(
-        media.read_file(path, start, length), status_code=status, media_type="audio/wav",
+        source.read(start, length), status_code=status, media_type="audio/wav",
         headers=headers,
     )  # fmt: skip
+
+
+def _content(ctx: ApiContext, call: CallDetail) -> Iterator[bytes] | None:
+    """The recording's bytes as served (decrypted if sealed), for the vCon content hash."""
+    path = ctx.settings.recordings_dir / call.recording_path
+    if not path.is_file():
+        return None
+    source = media.open_recording(path, recording_keys(ctx.settings)[1])
+    return source.read(0, source.size)
 
 
 @router.get("/calls/{call_id}/vcon", responses=_DENIED)
@@ -219,7 +239,7 @@ def export_vcon(
         call,
         ctx.repo.get_analysis(call.call_id),
         ctx.repo.list_alerts(call_id=call.call_id, limit=1000),
-        recording=ctx.settings.recordings_dir / call.recording_path,
+        recording=_content(ctx, call),
         recording_url=f"/api/calls/{call.call_id}/recording",
     )
     record(ctx, user, "export.vcon", call_id=call.call_id, start_ms=0,

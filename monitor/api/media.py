@@ -6,6 +6,10 @@ not a single valid byte range is ignored (the whole file is sent, as RFC 9110 al
 range starting past the end is unsatisfiable (416 with `Content-Range: bytes */size`).
 Browsers' <audio> elements send exactly these single ranges while seeking.
 
+A recording sealed at rest (storage/encryption.py) is served decrypted: `open_recording`
+gives its plaintext size and reads any range by decrypting only the chunks that hold it, so
+clients see the same WAV bytes, sizes and ranges either way.
+
 A call still running has a growing recording: each response covers the file as it is at the
 time of the request (the header's sizes are rewritten at every flush, see storage/recordings).
 """
@@ -13,10 +17,11 @@ time of the request (the header's sizes are rewritten at every flush, see storag
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.encryption import RecordingKey, SealedReader, read_header
 from storage.recordings import HEADER_BYTES
 
 CHUNK = 64 * 1024
@@ -87,3 +92,25 @@ def read_file(path: Path, start: int, length: int) -> Iterator[bytes]:
                 return
             left -= len(chunk)
             yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """A recording as clients see it: its (plaintext) size and a range reader."""
+
+    path: Path
+    size: int
+    sealed: SealedReader | None
+
+    def read(self, start: int, length: int) -> Iterator[bytes]:
+        if self.sealed is not None:
+            return self.sealed.read(start, length)
+        return read_file(self.path, start, length)
+
+
+def open_recording(path: Path, keys: Sequence[RecordingKey]) -> Recording:
+    """The recording at `path`, plain or sealed (DecryptionError: no key fits)."""
+    if read_header(path) is None:
+        return Recording(path, path.stat().st_size, None)
+    reader = SealedReader(path, keys)
+    return Recording(path, reader.size, reader)

@@ -7,8 +7,8 @@ Mapping:
   caller number, the agent's `tel` the callee and `name` the agent id, `role` customer/agent.
 * `dialog[0]` - the recording: type "recording", `start`, `duration` (s), `parties` as channel
   -> party index (a multi-channel recording), `mediatype` audio/x-wav, `filename`, `url`
-  (the API's recording route) and `content_hash` (sha512 of the file, as the draft requires
-  for externally referenced content).
+  (the API's recording route) and `content_hash` (sha512 of the file as served, decrypted
+  if sealed at rest, as the draft requires for externally referenced content).
 * `analysis` - the transcript (type "transcript", body = the segments as JSON, each with
   party index, media-time span, text, language and confidence); the quality and compliance
   results and the grade as type "report"; all with `vendor` "callwatch" and `dialog` 0.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,12 @@ def _time(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def file_hash(path: Path) -> str | None:
-    if not path.is_file():
+def content_hash(content: Iterable[bytes] | None) -> str | None:
+    if content is None:
         return None
     digest = hashlib.sha512()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in content:
+        digest.update(chunk)
     return "sha512-" + base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
 
 
@@ -54,7 +54,7 @@ def build(
     analysis: CallAnalysis,
     alerts: list[AlertInfo],
     *,
-    recording: Path,
+    recording: Iterable[bytes] | None,
     recording_url: str,
 ) -> dict[str, Any]:
     parties: list[dict[str, Any]] = []
@@ -82,7 +82,7 @@ def build(
         "filename": Path(call.recording_path).name,
         "url": recording_url,
     }
-    if (digest := file_hash(recording)) is not None:
+    if (digest := content_hash(recording)) is not None:
         dialog["content_hash"] = digest
     transcript = [
         {

@@ -27,6 +27,8 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
 from monitor.runtime.logs import fields
+from monitor.runtime.retention import RetentionTask
+from monitor.runtime.sealer import RecordingSealer
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from storage.recordings import repair_wav
@@ -115,6 +117,10 @@ class Callwatch:
         self.api: ApiServer | None = None
         #: Overload state, degradation and /api/health.
         self.load: LoadMonitor | None = None
+        #: The daily retention pass ([retention]; off while no rule sets a period).
+        self.retention: RetentionTask | None = None
+        #: Encrypts finished recordings ([recording] encrypt = true).
+        self.sealer: RecordingSealer | None = None
 
     @property
     def api_url(self) -> str:
@@ -142,6 +148,10 @@ class Callwatch:
             bus=self.bus,
         )
         self.storage.start()
+        self.retention = RetentionTask(s, self.repo.engine)
+        self.retention.start()
+        self.sealer = RecordingSealer(s, self.repo.engine, self.bus)
+        self.sealer.start()
         if s.webhooks.targets:
             self.webhooks = WebhookDeliverer(self.repo, s.webhooks)
             self.webhooks.start()
@@ -215,10 +225,14 @@ class Callwatch:
             await self.alerts.close()  # after the gateway: the last calls' alerts are raised
         if self.storage is not None:
             await self.storage.close()
+        if self.sealer is not None:
+            await self.sealer.stop()  # after storage: every CallClosed has been published
         if self.webhooks is not None:
             await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.repo is not None:
             self.repo.close()
         log.info("stopped")
