@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from asr.language import LanguageTracker
 from asr.types import AsrResult
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
@@ -102,6 +103,8 @@ class LiveCall:
         self._drained.set()
         self._closed = False
         self._language = None if settings.asr.language == "auto" else settings.asr.language
+        # Each party's language, locked after confident detections (asr.language).
+        self._trackers: dict[str, LanguageTracker] = {}
         self._log_fields = {"call_id": self.call_id, "external_id": metadata.external_id}
         self.peer = peer
         self.protocol = protocol
@@ -270,7 +273,14 @@ class LiveCall:
         )
 
     def _submit(self, utterance: UtteranceEnded) -> None:
-        job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
+        a = self.settings.asr
+        tracker = self._trackers.setdefault(
+            utterance.party.value,
+            LanguageTracker(lock_p=a.language_lock_p, lock_after=a.language_lock_after),
+        )
+        job = AsrJob(
+            utterance=utterance, language=self._language, on_done=self._on_asr, tracker=tracker
+        )
         if self.analyzer is not None:
             self.analyzer.utterance_queued(job, utterance.start_ms)
         self._pending.add(job)
