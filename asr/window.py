@@ -134,6 +134,16 @@ class FallbackGates:
     #: Mandarin as Japanese or Cantonese). Empty = any.
     expected: frozenset[str] = frozenset({"zh", "en"})
 
+    #: Decodes this unsure with this much doubt of speech are noise: every stretch of hold
+    #: music, babble and household noise in the corpus decodes so (avg_logprob <= -1.4,
+    #: no_speech_prob >= 0.33) on both windows, and `SpeechGates` drops them; no real clip
+    #: comes near (avg_logprob >= -0.7, no_speech_prob <= 0.25). Redoing them is waste.
+    noise_logprob: float = -1.2
+    noise_no_speech: float = 0.3
+
+    def _noise_like(self, part: Decoded) -> bool:
+        return part.avg_logprob < self.noise_logprob and part.no_speech_prob > self.noise_no_speech
+
     def suspect(
         self,
         part: Decoded,
@@ -148,6 +158,8 @@ class FallbackGates:
             return "token_cap"
         if part.compression_ratio > self.max_compression_ratio:
             return "compression"
+        if self._noise_like(part):
+            return None
         if text and part.avg_logprob < self.min_avg_logprob:
             return "logprob"
         limit = self.max_chars_per_s_zh if language == "zh" else self.max_chars_per_s

@@ -156,6 +156,10 @@ class AsrService:
         self.late = 0
         #: Jobs whose audio was released past `catchup_max_s` (the call re-reads them).
         self.deferred = 0
+        #: Results whose short-window decode was redone on the full window (asr.window).
+        self.fallbacks = 0
+        self._logged: tuple[int, ...] = ()
+        self._was_overloaded = False
 
     @classmethod
     def from_settings(cls, pool: BatchTranscriber, settings: AsrSettings) -> AsrService:
@@ -197,14 +201,29 @@ class AsrService:
         return len(self._catchup) > 0
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
+    def counters(self) -> dict[str, float]:
+        """Everything countable, for health pages and the log."""
+        return {
+            "submitted": self.submitted,
+            "live": self.live,
+            "late": self.late,
+            "deferred": self.deferred,
+            "failed": self.failed,
+            "fallbacks": self.fallbacks,
+            "backlog": self.backlog,
+            "backlog_s": round(self.backlog_s, 1),
+        }
+
+    def start(self, report_every_s: float = 5.0) -> None:
         for i in range(max(1, self._pool.worker_count)):
             self._tasks.append(asyncio.create_task(self._consume(), name=f"asr-consumer-{i}"))
+        self._tasks.append(asyncio.create_task(self._report(report_every_s), name="asr-report"))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._log_counters()
         for job in self._live.drain() + self._catchup.drain():
             job.on_done(job, None, "shutdown")
 
@@ -223,6 +242,34 @@ class AsrService:
         job.late = True
         self._catchup.push(job)
         self._has_work.set()
+
+    # -- reporting --------------------------------------------------------------------------
+    async def _report(self, every_s: float) -> None:
+        """Log the counters when they changed (scripts/bench reads this line) and every
+        change of the overloaded state, so an operator sees overload in the log too."""
+        while True:
+            await asyncio.sleep(every_s)
+            overloaded = self.overloaded
+            if overloaded != self._was_overloaded:
+                self._was_overloaded = overloaded
+                if overloaded:
+                    log.warning(
+                        "asr overloaded: live speech waits over %.1f s or %d utterance(s) are "
+                        "in the catch-up lane; transcripts come late (add ASR workers or lower "
+                        "the call load)",
+                        self._live_budget_s,
+                        len(self._catchup),
+                    )
+                else:
+                    log.info("asr caught up: no longer overloaded")
+            self._log_counters()
+
+    def _log_counters(self) -> None:
+        counters = self.counters()
+        key = tuple(int(v) for k, v in counters.items() if k not in ("backlog", "backlog_s"))
+        if key != self._logged:
+            self._logged = key
+            log.info("asr counters: %s", " ".join(f"{k}={v}" for k, v in counters.items()))
 
     # -- scheduling -------------------------------------------------------------------------
     def _rebalance(self, now: float) -> None:
@@ -309,6 +356,8 @@ class AsrService:
         for job, result in zip(batch, results, strict=True):
             if job.tracker is not None and job.language is None:
                 job.tracker.observe_result(result)
+            if result.fallback is not None:
+                self.fallbacks += 1
             if job.late:
                 self.late += 1
             else:
