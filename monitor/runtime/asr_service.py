@@ -245,8 +245,10 @@ class AsrService:
 
     # -- reporting --------------------------------------------------------------------------
     async def _report(self, every_s: float) -> None:
-        """Log the counters when they changed (scripts/bench reads this line) and every
-        change of the overloaded state, so an operator sees overload in the log too."""
+        """Log every change of the overloaded state, so an operator sees overload in the log
+        too, and the counters when they changed: as soon as the service is idle (scripts/bench
+        reads that line after each level), else at most once a minute."""
+        last = time.monotonic()
         while True:
             await asyncio.sleep(every_s)
             overloaded = self.overloaded
@@ -262,14 +264,19 @@ class AsrService:
                     )
                 else:
                     log.info("asr caught up: no longer overloaded")
-            self._log_counters()
+            idle = not self.backlog and not self.in_flight
+            if idle or time.monotonic() - last >= 60.0:
+                if self._log_counters():
+                    last = time.monotonic()
 
-    def _log_counters(self) -> None:
+    def _log_counters(self) -> bool:
         counters = self.counters()
         key = tuple(int(v) for k, v in counters.items() if k not in ("backlog", "backlog_s"))
-        if key != self._logged:
-            self._logged = key
-            log.info("asr counters: %s", " ".join(f"{k}={v}" for k, v in counters.items()))
+        if key == self._logged:
+            return False
+        self._logged = key
+        log.info("asr counters: %s", " ".join(f"{k}={v}" for k, v in counters.items()))
+        return True
 
     # -- scheduling -------------------------------------------------------------------------
     def _rebalance(self, now: float) -> None:
