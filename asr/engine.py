@@ -1,19 +1,23 @@
 """The faster-whisper engine: a batch of utterances in, one `AsrResult` per utterance out.
 
 This module owns decoding: loading a Whisper model once (`WhisperEngine`, built directly or
-from settings via `EngineConfig`), turning a batch of `AsrRequest`s into `AsrResult`s, and the
-gates that keep invented text out of transcripts (`SpeechGates`).
+from settings via `EngineConfig`) and turning a batch of `AsrRequest`s into `AsrResult`s.
+The window policy and the gates on decodes are pure functions in `asr.window`.
 
 Why it drives the model below `WhisperModel.transcribe`: utterances from the segmenter are
 shorter than Whisper's 30 s window, so each is exactly one window. `transcribe()` with
 language detection encodes that window twice (once to detect, once to decode), and the encoder
-is ~85 % of the work on CPU. Here each window is encoded once and the same encoder output
-serves language detection and decoding, for the whole batch in one CTranslate2 call (which
-is what lets a GPU, or later several utterances packed into one window, pay off). Decoding
-is greedy at temperature 0 with no fallback, without timestamps and without conditioning on
-previous text, and the number of new tokens is capped by the utterance's duration, so a
-near-silent tail cannot loop for 448 tokens. Audio longer than one window (rare: the
-segmenter cuts at 29 s) goes through faster-whisper's own long-form `transcribe()`.
+is most of the work on CPU. Here each window is encoded once and the same encoder output
+serves language detection and decoding, for the whole batch in one CTranslate2 call (which is
+what lets a GPU pay off). The window is cut to the batch's longest utterance plus
+`window_margin_s` (3 s by default: 5-6x less CPU than 30 s, docs/benchmarks.md); a decode
+that looks wrong there (`FallbackGates`) is redone on the full 30 s window, with language
+detection, and says so in `AsrResult.fallback`. A party's locked language
+(`AsrRequest.locked_language`) skips detection. Decoding is greedy at temperature 0 without
+timestamps and without conditioning on previous text, and the number of new tokens is capped
+by the utterance's duration, so a near-silent tail cannot loop for 448 tokens. Audio longer
+than one window (rare: the segmenter cuts at 15 s) goes through faster-whisper's own
+long-form `transcribe()`.
 """
 
 from __future__ import annotations

@@ -241,3 +241,22 @@ async def test_close_reports_every_waiting_job(done: Done) -> None:
     service.submit(job(done, 1.0))  # live
     await service.close()
     assert sorted(c[2] or "" for c in done.calls) == ["shutdown"] * 3
+
+
+async def test_overload_and_recovery_are_logged_with_what_to_do(
+    done: Done, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = HeldPool()
+    service = AsrService(pool, queue_size=10, batch_size=1, live_budget_s=1.0)
+    service.start(report_every_s=0.02)
+    service.submit(job(done, 1.0))
+    await pool.started.wait()
+    service.submit(job(done, 1.0, age_s=5.0))
+    with caplog.at_level("INFO", logger="callwatch.asr"):
+        await asyncio.sleep(0.1)
+        assert "asr overloaded" in caplog.text and "add ASR workers" in caplog.text
+        await settle(pool, done, 2)
+        await asyncio.sleep(0.1)
+    assert "no longer overloaded" in caplog.text
+    assert "asr counters: submitted=2 live=1 late=1" in caplog.text
+    await service.close()
