@@ -239,6 +239,9 @@ class AsrService:
         recording, `job.utterance.audio` filled again). Always queues: the caller paces itself
         (see `catchup_backlog`). Its result comes back with `job.late = True`."""
         self.submitted += 1
+        self._requeue(job)
+
+    def _requeue(self, job: AsrJob) -> None:
         job.late = True
         self._catchup.push(job)
         self._has_work.set()
@@ -352,8 +355,7 @@ class AsrService:
             for job in batch:
                 job.attempts += 1
                 if job.attempts < 2:
-                    self.submit_catchup(job)
-                    self.submitted -= 1
+                    self._requeue(job)
                 else:
                     self.failed += 1
                     job.on_done(job, None, f"error:{type(exc).__name__}")
