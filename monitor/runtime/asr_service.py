@@ -127,6 +127,18 @@ class _Lane:
 
 
 class AsrService:
+    """Create, `start()`, `submit(job)` per utterance, `await close()`.
+
+    The contract for the call side: each job gets exactly one `on_done(job, result,
+    problem)` on the loop. `result` set: transcribed, `job.late` says whether it came through
+    the catch-up lane. `result` None: `problem` is "deferred" (the job's audio was released:
+    `job.utterance` keeps party/start/end with empty audio; re-read that span from the
+    recording, set `job.utterance` with 16 kHz int16 audio and call `submit_catchup(job)`,
+    which always queues and reports late), "shutdown", or "error:<type>" after a retry.
+    Read-outs: `live`, `late`, `deferred`, `fallbacks`, `failed`, `backlog`, `backlog_s`,
+    `catchup_backlog`, `overloaded`, `counters()`.
+    """
+
     def __init__(
         self,
         pool: BatchTranscriber,
