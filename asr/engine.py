@@ -44,6 +44,7 @@ from asr.window import (
     Decoded,
     FallbackGates,
     SpeechGates,
+    boost_quiet,
     compression_ratio,
     loudness_dbfs,
     window_frames,
@@ -70,6 +71,10 @@ class EngineConfig:
     window_margin_s: float = 0.0
     #: Redo suspect short-window decodes on the full window (off only to measure without).
     fallback: bool = True
+    #: Pad a short window with silent audio (True) or with zero mel frames (faster-whisper).
+    pad_silence: bool = True
+    #: Raise quiet utterances to this loudness (dBFS, asr.window.boost_quiet); None = off.
+    boost_dbfs: float | None = None
 
     @classmethod
     def from_settings(
@@ -92,6 +97,7 @@ class EngineConfig:
             beam_size=settings.beam_size,
             simplified_chinese=settings.simplified_chinese,
             window_margin_s=settings.window_margin_s,
+            boost_dbfs=settings.quiet_boost_dbfs or None,
         )
 
     def build(self) -> WhisperEngine:
@@ -106,6 +112,8 @@ class EngineConfig:
             num_workers=self.num_workers,
             window_margin_s=self.window_margin_s,
             fallback=FallbackGates() if self.fallback else None,
+            pad_silence=self.pad_silence,
+            boost_dbfs=self.boost_dbfs,
         )
 
 
@@ -127,6 +135,8 @@ class WhisperEngine:
         gates: SpeechGates | None = None,
         window_margin_s: float = 0.0,
         fallback: FallbackGates | None = None,
+        pad_silence: bool = True,
+        boost_dbfs: float | None = None,
     ) -> None:
         if cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
@@ -140,6 +150,8 @@ class WhisperEngine:
         # utterance plus this margin (asr.window), suspect decodes redone on the full one.
         self._margin_s = window_margin_s
         self._fallback = fallback
+        self._pad_silence = pad_silence
+        self._boost_dbfs = boost_dbfs
         device, compute_type = pick_device(device, compute_type)
         path = model_path_or_name
         if not Path(path).is_dir():
@@ -245,10 +257,19 @@ class WhisperEngine:
         """Encode every <=30 s utterance once, detect the languages not given, decode
         greedily. Returns (decoded, language, detection probability or None if given)."""
         extractor = self._model.feature_extractor
-        feats = [extractor(audio)[:, : extractor.nb_max_frames] for audio in audios]
-        frames = window_frames(
-            max(f.shape[-1] for f in feats), margin_s, min(FULL_FRAMES, extractor.nb_max_frames)
-        )
+        if self._boost_dbfs is not None:
+            audios = [boost_quiet(a, self._boost_dbfs) for a in audios]
+        full = min(FULL_FRAMES, extractor.nb_max_frames)
+        hop = extractor.hop_length
+        if margin_s and self._pad_silence:
+            # Padded with silent audio before the log-mel, as OpenAI's Whisper pads, so the
+            # margin sits at the utterance's own floor, not at a fixed mel value that is
+            # louder than a quiet line's pauses.
+            frames = window_frames(max(len(a) for a in audios) // hop + 1, margin_s, full)
+            feats = [extractor(a, padding=frames * hop - len(a) + hop)[:, :frames] for a in audios]
+        else:
+            feats = [extractor(audio)[:, :full] for audio in audios]
+            frames = window_frames(max(f.shape[-1] for f in feats), margin_s, full)
         mels = np.stack([pad_or_trim(f, length=frames) for f in feats])
         encoded = self._model.encode(mels)
         probs: list[float | None] = [None] * len(audios)

@@ -62,6 +62,19 @@ def loudness_dbfs(audio: npt.NDArray[np.float32]) -> float:
     return float(10 * np.log10(np.percentile(power, 90) + 1e-12))
 
 
+def boost_quiet(
+    audio: npt.NDArray[np.float32], target_dbfs: float, max_gain_db: float = 20.0
+) -> npt.NDArray[np.float32]:
+    """`audio` raised to `target_dbfs` loudness (`loudness_dbfs`) if quieter, by at most
+    `max_gain_db`; louder audio is returned as is. Whisper's log-mel has an absolute offset,
+    so a quiet telephone line reads differently from the levels it was trained on."""
+    gain_db = min(max_gain_db, target_dbfs - loudness_dbfs(audio))
+    if gain_db <= 0:
+        return audio
+    out: npt.NDArray[np.float32] = (audio * np.float32(10 ** (gain_db / 20))).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """One decoded stretch of audio, before gating."""

@@ -170,6 +170,9 @@ class AsrSettings(_Section):
     #: Lock a party's language after this many detections in a row of the same language,
     #: each with probability >= `language_lock_p`; later utterances skip detection (0 = never).
     language_lock_after: int = Field(default=2, ge=0)
+    #: Raise a quieter utterance to this loudness (dBFS of its loud part) before decoding, by
+    #: at most 20 dB; 0 = off. Quiet lines (-31 dBFS) decoded worse on short windows.
+    quiet_boost_dbfs: float = Field(default=-25.0, ge=-60.0, le=0.0)
     language_lock_p: float = Field(default=0.9, gt=0.5, le=1.0)
     #: How long a finished call waits for its last transcripts before it is closed anyway.
     #: Segments that arrive later are still stored; the `finalised` trace entry counts the

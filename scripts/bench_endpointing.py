@@ -134,7 +134,7 @@ def main() -> None:
     config = EngineConfig.from_settings(asr, REPO / ".cache" / "models")
     modes = {f"margin {m}": float(m) for m in args.margins.split(",")}
     decoder = Decoder(config, modes)
-    full = dataclasses.replace(config, window_margin_s=0.0).build()
+    full = dataclasses.replace(config, window_margin_s=0.0, fallback=False, boost_dbfs=None).build()
     wer, cer = baseline(calls, full)
     print(f"offline full-window greedy per turn: WER {wer:.1%} CER {cer:.1%}")
     print("end_silence cap | utts splits | mode      | WER    CER   | CPU-s  fallbacks")

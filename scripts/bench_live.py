@@ -163,7 +163,9 @@ class OfflineBaseline:
     """faster-whisper's full-window greedy decode of every scripted turn, once per script."""
 
     def __init__(self, config: EngineConfig) -> None:
-        self._config = dataclasses.replace(config, window_margin_s=0.0, fallback=False)
+        self._config = dataclasses.replace(
+            config, window_margin_s=0.0, fallback=False, boost_dbfs=None
+        )
         self._texts: dict[tuple[str, str], str] = {}
 
     def prepare(self, calls: list[RenderedCall]) -> None:

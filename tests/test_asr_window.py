@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asr.engine import EngineConfig, WhisperEngine
 from asr.scoring import corpus_cer, corpus_wer
 from asr.types import AsrRequest
-from asr.window import Decoded, FallbackGates, bucket, window_frames
+from asr.window import Decoded, FallbackGates, boost_quiet, bucket, loudness_dbfs, window_frames
 from config.settings import AsrSettings
 from tests.fixtures_asr import load_clip, reference, requests_for
 
@@ -34,7 +35,20 @@ def test_the_default_is_a_short_window_with_the_fallback(
     asr_settings: AsrSettings, asr_cache_dir: Path
 ) -> None:
     config = EngineConfig.from_settings(asr_settings, asr_cache_dir)
-    assert config.window_margin_s == 3.0 and config.fallback
+    assert config.window_margin_s == 3.0 and config.fallback and config.pad_silence
+    assert config.boost_dbfs == -25.0
+
+
+def test_quiet_audio_is_raised_to_the_target_and_loud_audio_left_alone() -> None:
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal(16_000) * 0.003).astype(np.float32)  # about -50 dBFS
+    loud = (rng.standard_normal(16_000) * 0.1).astype(np.float32)
+    assert loudness_dbfs(boost_quiet(quiet, -25.0)) == pytest.approx(
+        loudness_dbfs(quiet) + 20, abs=0.01
+    )
+    mid = quiet * 10
+    assert loudness_dbfs(boost_quiet(mid, -25.0)) == pytest.approx(-25.0, abs=0.01)
+    assert boost_quiet(loud, -25.0) is loud
 
 
 def _decoded(text: str, seconds: float = 3.0, **kw: float) -> Decoded:
@@ -130,6 +144,7 @@ def test_a_suspect_decode_is_the_full_window_decode(
         config.compute_type,
         window_margin_s=3.0,
         fallback=FallbackGates(min_avg_logprob=0.0),
+        boost_dbfs=config.boost_dbfs,
     )
     full = dataclasses.replace(config, window_margin_s=0.0).build()
     requests = requests_for(CLIPS_EN + CLIPS_ZH)
