@@ -4,20 +4,13 @@ This module owns decoding: loading a Whisper model once (`WhisperEngine`, built 
 from settings via `EngineConfig`) and turning a batch of `AsrRequest`s into `AsrResult`s.
 The window policy and the gates on decodes are pure functions in `asr.window`.
 
-Why it drives the model below `WhisperModel.transcribe`: utterances from the segmenter are
-shorter than Whisper's 30 s window, so each is exactly one window. `transcribe()` with
-language detection encodes that window twice (once to detect, once to decode), and the encoder
-is most of the work on CPU. Here each window is encoded once and the same encoder output
-serves language detection and decoding, for the whole batch in one CTranslate2 call (which is
-what lets a GPU pay off). The window is cut to the batch's longest utterance plus
-`window_margin_s` (3 s by default: 5-6x less CPU than 30 s, docs/benchmarks.md); a decode
-that looks wrong there (`FallbackGates`) is redone on the full 30 s window, with language
-detection, and says so in `AsrResult.fallback`. A party's locked language
-(`AsrRequest.locked_language`) skips detection. Decoding is greedy at temperature 0 without
-timestamps and without conditioning on previous text, and the number of new tokens is capped
-by the utterance's duration, so a near-silent tail cannot loop for 448 tokens. Audio longer
-than one window (rare: the segmenter cuts at 15 s) goes through faster-whisper's own
-long-form `transcribe()`.
+Why below `WhisperModel.transcribe`: each VAD-cut utterance is one window, encoded once for
+both language detection and decoding (`transcribe()` encodes twice), for the whole batch in
+one CTranslate2 call. The window is the batch's longest utterance plus `window_margin_s`
+(3 s: 5x less CPU than 30 s, docs/benchmarks.md); a decode that looks wrong there is redone
+on the full 30 s window with detection (`AsrResult.fallback`). A party's locked language
+skips detection. Greedy at temperature 0, no timestamps, no previous-text conditioning, new
+tokens capped by the utterance's duration. Audio over 30 s goes through `transcribe()`.
 """
 
 from __future__ import annotations
@@ -45,6 +38,7 @@ from asr.window import (
     FallbackGates,
     SpeechGates,
     boost_quiet,
+    check_audio,
     compression_ratio,
     loudness_dbfs,
     window_frames,
@@ -199,7 +193,7 @@ class WhisperEngine:
         sum over a batch is the batch's wall time.
         """
         started = time.perf_counter()
-        audios = [self._check_audio(r.audio, i) for i, r in enumerate(requests)]
+        audios = [check_audio(r.audio, i) for i, r in enumerate(requests)]
         forced = [
             self._check_language(r.language, f"requests[{i}].language") or self._language_default
             for i, r in enumerate(requests)
@@ -391,15 +385,6 @@ class WhisperEngine:
         raise ValueError(
             f"{name} must be None or a Whisper language code, got {language!r} ({hint})"
         )
-
-    @staticmethod
-    def _check_audio(audio: object, index: int) -> npt.NDArray[np.float32]:
-        if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 1:
-            kind = f"{audio.dtype} {audio.shape}" if isinstance(audio, np.ndarray) else type(audio)
-            raise ValueError(f"requests[{index}].audio must be 1-D float32 at 16 kHz, got {kind}")
-        if not np.isfinite(audio).all():
-            raise ValueError(f"requests[{index}].audio contains NaN or infinite samples")
-        return audio
 
 
 @dataclass(slots=True)

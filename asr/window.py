@@ -46,6 +46,16 @@ def bucket(audio_s: float, margin_s: float) -> int:
     return -(-frames // 200)
 
 
+def check_audio(audio: object, index: int) -> npt.NDArray[np.float32]:
+    """`audio` if it is what the engine takes (1-D float32, finite), else ValueError."""
+    if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 1:
+        kind = f"{audio.dtype} {audio.shape}" if isinstance(audio, np.ndarray) else type(audio)
+        raise ValueError(f"requests[{index}].audio must be 1-D float32 at 16 kHz, got {kind}")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"requests[{index}].audio contains NaN or infinite samples")
+    return audio
+
+
 def compression_ratio(text: str) -> float:
     raw = text.encode("utf-8")
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
