@@ -1,19 +1,16 @@
 """The faster-whisper engine: a batch of utterances in, one `AsrResult` per utterance out.
 
 This module owns decoding: loading a Whisper model once (`WhisperEngine`, built directly or
-from settings via `EngineConfig`), turning a batch of `AsrRequest`s into `AsrResult`s, and the
-gates that keep invented text out of transcripts (`SpeechGates`).
+from settings via `EngineConfig`) and turning a batch of `AsrRequest`s into `AsrResult`s.
+The window policy and the gates on decodes are pure functions in `asr.window`.
 
-Why it drives the model below `WhisperModel.transcribe`: utterances from the segmenter are
-shorter than Whisper's 30 s window, so each is exactly one window. `transcribe()` with
-language detection encodes that window twice (once to detect, once to decode), and the encoder
-is ~85 % of the work on CPU. Here each window is encoded once and the same encoder output
-serves language detection and decoding, for the whole batch in one CTranslate2 call (which
-is what lets a GPU, or later several utterances packed into one window, pay off). Decoding
-is greedy at temperature 0 with no fallback, without timestamps and without conditioning on
-previous text, and the number of new tokens is capped by the utterance's duration, so a
-near-silent tail cannot loop for 448 tokens. Audio longer than one window (rare: the
-segmenter cuts at 29 s) goes through faster-whisper's own long-form `transcribe()`.
+Why below `WhisperModel.transcribe`: each VAD-cut utterance is one window, encoded once for
+both language detection and decoding (`transcribe()` encodes twice), for the whole batch in
+one CTranslate2 call. The window is the batch's longest utterance plus `window_margin_s`
+(3 s: 5x less CPU than 30 s, docs/benchmarks.md); a decode that looks wrong there is redone
+on the full 30 s window with detection (`AsrResult.fallback`). A party's locked language
+skips detection. Greedy at temperature 0, no timestamps, no previous-text conditioning, new
+tokens capped by the utterance's duration. Audio over 30 s goes through `transcribe()`.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,39 +32,22 @@ from asr.errors import ModelLoadError
 from asr.models import fetch_model, hub_offline, pick_device, resolve_model
 from asr.textnorm import normalize_transcript
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
+from asr.window import (
+    FULL_FRAMES,
+    Decoded,
+    FallbackGates,
+    SpeechGates,
+    boost_quiet,
+    check_audio,
+    compression_ratio,
+    loudness_dbfs,
+    window_frames,
+)
 from config.settings import AsrSettings
 
 WINDOW_S = 30.0
 _WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)
 _MAX_LENGTH = 448  # Whisper's decoder context, prompt included
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechGates:
-    """Thresholds deciding that decoded text was invented rather than heard.
-
-    Measured with `base` on tests/data/speech: every real clip (read Mandarin and English,
-    8 kHz IVR prompts) decodes with avg_logprob >= -0.6 and no_speech_prob <= 0.25; every
-    6 s stretch of hold music, kitchen noise, an exercise bike and 8-talker babble decodes to
-    "you", "1.5%", "I'm sorry." and the like with avg_logprob <= -1.2, except one babble
-    stretch at avg_logprob -0.8 with no_speech_prob 0.46, caught by the combined gate.
-    """
-
-    #: Peak below this (-60 dBFS) is digital silence: nothing is decoded at all.
-    silence_peak: float = 1e-3
-    #: Shorter audio is not worth a 30 s encoder pass.
-    min_audio_s: float = 0.1
-    #: Text compressing better than this is a repetition loop.
-    max_compression_ratio: float = 2.4
-    #: Mean token log-probability below this is a guess.
-    min_avg_logprob: float = -1.0
-    #: Probably no speech (above `no_speech_prob`) and not sure of the words (below
-    #: `unsure_avg_logprob`): dropped too.
-    no_speech_prob: float = 0.35
-    unsure_avg_logprob: float = -0.6
-    #: New-token cap: `extra_tokens + tokens_per_s * seconds`; the references need <= 6/s.
-    tokens_per_s: float = 12.0
-    extra_tokens: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +63,12 @@ class EngineConfig:
     simplified_chinese: bool = True
     num_workers: int = 1
     window_margin_s: float = 0.0
+    #: Redo suspect short-window decodes on the full window (off only to measure without).
+    fallback: bool = True
+    #: Pad a short window with silent audio (True) or with zero mel frames (faster-whisper).
+    pad_silence: bool = True
+    #: Raise quiet utterances to this loudness (dBFS, asr.window.boost_quiet); None = off.
+    boost_dbfs: float | None = None
 
     @classmethod
     def from_settings(
@@ -106,6 +91,7 @@ class EngineConfig:
             beam_size=settings.beam_size,
             simplified_chinese=settings.simplified_chinese,
             window_margin_s=settings.window_margin_s,
+            boost_dbfs=settings.quiet_boost_dbfs or None,
         )
 
     def build(self) -> WhisperEngine:
@@ -119,18 +105,10 @@ class EngineConfig:
             self.simplified_chinese,
             num_workers=self.num_workers,
             window_margin_s=self.window_margin_s,
+            fallback=FallbackGates() if self.fallback else None,
+            pad_silence=self.pad_silence,
+            boost_dbfs=self.boost_dbfs,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Decoded:
-    """One decoded stretch of audio, before gating."""
-
-    text: str
-    seconds: float
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
 
 
 class WhisperEngine:
@@ -150,6 +128,9 @@ class WhisperEngine:
         num_workers: int = 1,
         gates: SpeechGates | None = None,
         window_margin_s: float = 0.0,
+        fallback: FallbackGates | None = None,
+        pad_silence: bool = True,
+        boost_dbfs: float | None = None,
     ) -> None:
         if cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
@@ -160,8 +141,11 @@ class WhisperEngine:
         if window_margin_s < 0:
             raise ValueError(f"window_margin_s must be >= 0, got {window_margin_s}")
         # 0 = Whisper's full 30 s window; else the window is cut to the batch's longest
-        # utterance plus this margin (see _window_frames).
-        self._window_margin_frames = int(round(window_margin_s * 100))
+        # utterance plus this margin (asr.window), suspect decodes redone on the full one.
+        self._margin_s = window_margin_s
+        self._fallback = fallback
+        self._pad_silence = pad_silence
+        self._boost_dbfs = boost_dbfs
         device, compute_type = pick_device(device, compute_type)
         path = model_path_or_name
         if not Path(path).is_dir():
@@ -209,65 +193,92 @@ class WhisperEngine:
         sum over a batch is the batch's wall time.
         """
         started = time.perf_counter()
-        audios = [self._check_audio(r.audio, i) for i, r in enumerate(requests)]
-        langs = [
+        audios = [check_audio(r.audio, i) for i, r in enumerate(requests)]
+        forced = [
             self._check_language(r.language, f"requests[{i}].language") or self._language_default
             for i, r in enumerate(requests)
         ]
-        decoded: list[tuple[list[_Decoded], str]] = [([], lang or "") for lang in langs]
+        locked = [
+            None if force else self._check_language(r.locked_language, f"requests[{i}].locked")
+            for i, (r, force) in enumerate(zip(requests, forced, strict=True))
+        ]
+        out: list[_Outcome] = [_Outcome([], lang or "") for lang in forced]
         window_items = []
         for i, audio in enumerate(audios):
             if self._is_silent(audio):
                 continue
             if len(audio) > _WINDOW_SAMPLES:
-                decoded[i] = self._decode_long(audio, langs[i])
+                out[i] = self._decode_long(audio, forced[i])
             else:
                 window_items.append(i)
         if window_items:
-            batch = self._decode_windows(
-                [audios[i] for i in window_items], [langs[i] for i in window_items]
-            )
-            for i, item in zip(window_items, batch, strict=True):
-                decoded[i] = ([item[0]], item[1])
+            langs = [forced[i] or locked[i] for i in window_items]
+            first = self._decode_windows([audios[i] for i in window_items], langs, self._margin_s)
+            redo = []
+            for i, (part, lang, p) in zip(window_items, first, strict=True):
+                out[i] = _Outcome([part], lang, p)
+                if self._margin_s and self._fallback is not None:
+                    loud = loudness_dbfs(audios[i])
+                    if reason := self._fallback.suspect(part, lang, p, loud):
+                        out[i] = _Outcome([part], lang, p, reason)
+                        redo.append(i)
+            if redo:
+                # The full window, and detection again unless the language is forced.
+                again = self._decode_windows(
+                    [audios[i] for i in redo], [forced[i] for i in redo], 0
+                )
+                for i, (part, lang, p) in zip(redo, again, strict=True):
+                    out[i] = _Outcome([part], lang, p, out[i].fallback)
         wall = time.perf_counter() - started
         # Gated silence cost next to nothing; decoded audio shares the wall time by length.
         weights = [0.0 if self._is_silent(a) else len(a) / SAMPLE_RATE for a in audios]
         total = sum(weights)
         return [
             self._result(
-                parts,
-                lang,
+                outcome,
                 len(audio) / SAMPLE_RATE,
                 wall * weight / total if total else 0.0,
                 request.tag,
             )
-            for (parts, lang), audio, weight, request in zip(
-                decoded, audios, weights, requests, strict=True
-            )
+            for outcome, audio, weight, request in zip(out, audios, weights, requests, strict=True)
         ]
 
     # -- decoding -------------------------------------------------------------------------
 
     def _decode_windows(
-        self, audios: list[npt.NDArray[np.float32]], langs: list[str | None]
-    ) -> list[tuple[_Decoded, str]]:
-        """Encode every ≤30 s utterance once, detect languages, decode greedily."""
+        self, audios: list[npt.NDArray[np.float32]], langs: list[str | None], margin_s: float
+    ) -> list[tuple[Decoded, str, float | None]]:
+        """Encode every <=30 s utterance once, detect the languages not given, decode
+        greedily. Returns (decoded, language, detection probability or None if given)."""
         extractor = self._model.feature_extractor
-        feats = [extractor(audio)[:, : extractor.nb_max_frames] for audio in audios]
-        frames = self._window_frames(max(f.shape[-1] for f in feats), extractor.nb_max_frames)
+        if self._boost_dbfs is not None:
+            audios = [boost_quiet(a, self._boost_dbfs) for a in audios]
+        full = min(FULL_FRAMES, extractor.nb_max_frames)
+        hop = extractor.hop_length
+        if margin_s and self._pad_silence:
+            # Padded with silent audio before the log-mel, as OpenAI's Whisper pads, so the
+            # margin sits at the utterance's own floor, not at a fixed mel value that is
+            # louder than a quiet line's pauses.
+            frames = window_frames(max(len(a) for a in audios) // hop + 1, margin_s, full)
+            feats = [extractor(a, padding=frames * hop - len(a) + hop)[:, :frames] for a in audios]
+        else:
+            feats = [extractor(audio)[:, :full] for audio in audios]
+            frames = window_frames(max(f.shape[-1] for f in feats), margin_s, full)
         mels = np.stack([pad_or_trim(f, length=frames) for f in feats])
         encoded = self._model.encode(mels)
+        probs: list[float | None] = [None] * len(audios)
         if any(lang is None for lang in langs):
             if self._multilingual:
-                detected = [best[0][0][2:-2] for best in self._model.model.detect_language(encoded)]
+                best = [b[0] for b in self._model.model.detect_language(encoded)]
             else:
-                detected = ["en"] * len(audios)
-            langs = [lang or found for lang, found in zip(langs, detected, strict=True)]
+                best = [("<|en|>", 1.0)] * len(audios)
+            probs = [None if lang else p for lang, (_, p) in zip(langs, best, strict=True)]
+            langs = [lang or tok[2:-2] for lang, (tok, _) in zip(langs, best, strict=True)]
         chosen = [lang or "en" for lang in langs]
         tokenizers = [self._tokenizer(lang) for lang in chosen]
         prompts = [self._model.get_prompt(tok, [], without_timestamps=True) for tok in tokenizers]
         longest_s = max(len(audio) for audio in audios) / SAMPLE_RATE
-        max_length = min(_MAX_LENGTH, len(prompts[0]) + self._max_new_tokens(longest_s))
+        max_length = min(_MAX_LENGTH, len(prompts[0]) + self._gates.max_new_tokens(longest_s))
         results = self._model.model.generate(
             encoded,
             prompts,
@@ -280,39 +291,28 @@ class WhisperEngine:
             max_initial_timestamp_index=50,
         )
         out = []
-        for audio, lang, tok, result in zip(audios, chosen, tokenizers, results, strict=True):
+        for audio, lang, p, tok, prompt, result in zip(
+            audios, chosen, probs, tokenizers, prompts, results, strict=True
+        ):
             tokens = result.sequences_ids[0]
             text = tok.decode(tokens).strip()
             # Same recovery of the mean log-probability as faster-whisper (length_penalty 1).
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-            out.append(
-                (
-                    _Decoded(
-                        text,
-                        len(audio) / SAMPLE_RATE,
-                        avg_logprob,
-                        result.no_speech_prob,
-                        _compression_ratio(text),
-                    ),
-                    lang,
-                )
+            seconds = len(audio) / SAMPLE_RATE
+            cap = min(self._gates.max_new_tokens(seconds), max_length - len(prompt))
+            decoded = Decoded(
+                text,
+                seconds,
+                avg_logprob,
+                result.no_speech_prob,
+                compression_ratio(text),
+                len(tokens),
+                cap,
             )
+            out.append((decoded, lang, p))
         return out
 
-    def _window_frames(self, longest: int, full: int) -> int:
-        """Mel frames to encode (100 per second). Whisper pads every window to 30 s and the
-        encoder's cost grows with it; CTranslate2 accepts a shorter input, so a short
-        utterance can be encoded in a window cut to its length plus a margin of padding.
-        Measured on the shared corpus (101 clips, base): full 30 s window WER 6.0 % / CER
-        14.4 %; a 10 s margin WER 6.0 % / CER 14.7 % at 2.5x less CPU; 5 s: 5.6 % / 15.6 %
-        at 3.2x less; 1 s: WER 15 % (too little padding: the decoder loses its footing)."""
-        if not self._window_margin_frames:
-            return full
-        return min(full, -(-(longest + self._window_margin_frames) // 100) * 100)
-
-    def _decode_long(
-        self, audio: npt.NDArray[np.float32], lang: str | None
-    ) -> tuple[list[_Decoded], str]:
+    def _decode_long(self, audio: npt.NDArray[np.float32], lang: str | None) -> _Outcome:
         """Longer than one window: faster-whisper's long-form path, generator materialised."""
         segments, info = self._model.transcribe(
             audio,
@@ -322,10 +322,10 @@ class WhisperEngine:
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,
-            max_new_tokens=self._max_new_tokens(WINDOW_S),
+            max_new_tokens=self._gates.max_new_tokens(WINDOW_S),
         )
         parts = [
-            _Decoded(
+            Decoded(
                 s.text.strip(),
                 s.end - s.start,
                 s.avg_logprob,
@@ -334,14 +334,15 @@ class WhisperEngine:
             )
             for s in list(segments)
         ]
-        return parts, info.language
+        return _Outcome(parts, info.language, None if lang else info.language_probability)
 
     def _result(
-        self, parts: list[_Decoded], lang: str, audio_s: float, compute_s: float, tag: object
+        self, outcome: _Outcome, audio_s: float, compute_s: float, tag: object
     ) -> AsrResult:
         texts, weights, confidences = [], [], []
-        for part in parts:
-            if not self._kept(part):
+        lang = outcome.language
+        for part in outcome.parts:
+            if not self._gates.kept(part):
                 continue
             text = normalize_transcript(part.text, lang, self._simplified)
             if text:
@@ -354,23 +355,18 @@ class WhisperEngine:
             else 0.0
         )
         joiner = "" if lang == "zh" else " "
-        return AsrResult(joiner.join(texts), lang, confidence, audio_s, compute_s, tag)
-
-    def _kept(self, part: _Decoded) -> bool:
-        gates = self._gates
-        if part.compression_ratio > gates.max_compression_ratio:
-            return False
-        if part.avg_logprob < gates.min_avg_logprob:
-            return False
-        return not (
-            part.no_speech_prob > gates.no_speech_prob
-            and part.avg_logprob < gates.unsure_avg_logprob
+        return AsrResult(
+            joiner.join(texts),
+            lang,
+            confidence,
+            audio_s,
+            compute_s,
+            tag,
+            language_p=outcome.language_p,
+            fallback=outcome.fallback,
         )
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _max_new_tokens(self, seconds: float) -> int:
-        return self._gates.extra_tokens + math.ceil(self._gates.tokens_per_s * seconds)
 
     def _is_silent(self, audio: npt.NDArray[np.float32]) -> bool:
         if len(audio) < self._gates.min_audio_s * SAMPLE_RATE:
@@ -390,16 +386,12 @@ class WhisperEngine:
             f"{name} must be None or a Whisper language code, got {language!r} ({hint})"
         )
 
-    @staticmethod
-    def _check_audio(audio: object, index: int) -> npt.NDArray[np.float32]:
-        if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 1:
-            kind = f"{audio.dtype} {audio.shape}" if isinstance(audio, np.ndarray) else type(audio)
-            raise ValueError(f"requests[{index}].audio must be 1-D float32 at 16 kHz, got {kind}")
-        if not np.isfinite(audio).all():
-            raise ValueError(f"requests[{index}].audio contains NaN or infinite samples")
-        return audio
 
+@dataclass(slots=True)
+class _Outcome:
+    """What one request came to before gating: its decoded parts and how."""
 
-def _compression_ratio(text: str) -> float:
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+    parts: list[Decoded]
+    language: str
+    language_p: float | None = None
+    fallback: str | None = None

@@ -9,7 +9,9 @@ benchmark (never on the live path):
 * `cer(ref, hyp)` / `corpus_cer(refs, hyps)` - Mandarin: full-width to half-width (NFKC),
   Traditional to Simplified, Arabic digits to Chinese numerals the way AISHELL labels write
   them (2015年 -> 二零一五年, 20 -> 二十; via `cn2an`), then punctuation and whitespace
-  dropped, one character per token.
+  dropped, one character per token. A number of one to three digits before 年 is either a
+  year ("10年" = 一零年, 2010) or a count of years ("10年" = 十年): the hypothesis is
+  scored in the reading closer to the reference, since both are written the same in digits.
 
 A corpus rate is total edits over total reference tokens (not a mean of per-clip rates), as
 speech-recognition papers report it. Rates can exceed 1 when the hypothesis has many
@@ -34,6 +36,7 @@ _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _DIGIT_RANGE = re.compile(r"(?<=\d)\s*[-–~]\s*(?=\d)")
+_SHORT_YEARS = re.compile(r"(?<![\d.])\d{1,3}(?=\s*年)")
 
 
 def number_words(n: int) -> str:
@@ -84,6 +87,23 @@ def normalize_zh(text: str) -> list[str]:
     return [ch for ch in text if ch.isalnum()]
 
 
+def zh_readings(text: str) -> list[list[str]]:
+    """`normalize_zh(text)`, and when a short number precedes 年, also the reading of those
+    numbers as a count (十年) rather than digit by digit (一零年)."""
+    readings = [normalize_zh(text)]
+    if _SHORT_YEARS.search(unicodedata.normalize("NFKC", text)):
+        counted = _SHORT_YEARS.sub(
+            lambda m: str(cn2an.an2cn(m.group(0))), unicodedata.normalize("NFKC", text)
+        )
+        readings.append(normalize_zh(counted))
+    return readings
+
+
+def _zh_edits(ref: str, hyp: str) -> tuple[int, int]:
+    r = normalize_zh(ref)
+    return min(edit_distance(r, h) for h in zh_readings(hyp)), len(r)
+
+
 def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
     """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
     if len(ref) < len(hyp):
@@ -111,8 +131,7 @@ def wer(ref: str, hyp: str) -> float:
 
 def cer(ref: str, hyp: str) -> float:
     """Mandarin character error rate of `hyp` against `ref`."""
-    r, h = normalize_zh(ref), normalize_zh(hyp)
-    return _rate(edit_distance(r, h), len(r))
+    return _rate(*_zh_edits(ref, hyp))
 
 
 def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
@@ -122,7 +141,12 @@ def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
 def corpus_cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Total character edits over total reference characters."""
-    return _corpus(refs, hyps, normalize_zh)
+    if len(refs) != len(hyps):
+        raise ValueError(
+            f"refs and hyps must have the same length, got {len(refs)} and {len(hyps)}"
+        )
+    pairs = [_zh_edits(ref, hyp) for ref, hyp in zip(refs, hyps, strict=True)]
+    return _rate(sum(e for e, _ in pairs), sum(n for _, n in pairs))
 
 
 def _corpus(refs: Sequence[str], hyps: Sequence[str], norm: Callable[[str], list[str]]) -> float:

@@ -18,6 +18,10 @@ class AsrRequest:
     audio: npt.NDArray[np.float32]
     language: str | None = None  # None = detect; "zh" / "en" forces
     tag: object = None  # opaque to asr; returned untouched in the result
+    #: The party's locked language (asr.language.LanguageTracker): decoded in it without
+    #: detection, but a decode that looks wrong is redone with detection. Ignored when
+    #: `language` forces one.
+    locked_language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,10 @@ class AsrResult:
     audio_s: float
     compute_s: float  # wall seconds spent inside the worker
     tag: object = None
+    #: Probability of the detected language; None when it was forced or locked (not detected).
+    language_p: float | None = None
+    #: Why the short-window decode was redone on the full 30 s window (asr.window), or None.
+    fallback: str | None = None
 
 
 class Engine(Protocol):

@@ -175,17 +175,30 @@ class AsrSettings(_Section):
     workers: int = Field(default=0, ge=0)  # 0 = one per CPU core
     #: CPU threads inside each worker.
     cpu_threads: int = Field(default=1, ge=1)
-    #: Utterances waiting for ASR; when full the oldest waiting utterance is shed (counted).
+    #: Utterances waiting in the live lane (deadline order); past it, the oldest moves to the
+    #: catch-up lane (transcribed when no live work waits, flagged late). Nothing is shed.
     queue_size: int = Field(default=256, ge=1)
+    #: A live utterance waiting longer than this (from the end of its speech) moves to the
+    #: catch-up lane, so fresh speech is transcribed first when the box cannot keep up.
+    live_budget_s: float = Field(default=3.0, gt=0.0, le=600.0)
+    #: Audio seconds the catch-up lane holds in memory (32 kB per second); past it an
+    #: utterance's audio is released and it is transcribed from the recording after its call.
+    catchup_max_s: float = Field(default=1800.0, ge=0.0)
     #: Utterances handed to a worker in one batch. On CPU 1 is best (a batch costs as much as
     #: its utterances one by one, and every result waits for the whole batch); GPUs gain from 4-8.
     batch_size: int = Field(default=1, ge=1)
     beam_size: int = Field(default=1, ge=1)
-    #: Opt-in speed-up: encode a short utterance in a window of its length plus this margin
-    #: instead of Whisper's padded 30 s (0 = always 30 s, the default). 10 s costs 2.5x less
-    #: CPU; corpus WER/CER move by <= 0.3 pt, but single Mandarin calls lost up to 6 pt CER
-    #: against the full window, so accuracy stays the default. See asr/engine.py.
-    window_margin_s: float = Field(default=0.0, ge=0.0, le=30.0)
+    #: Encode an utterance in a window of its length plus this margin instead of Whisper's
+    #: padded 30 s (0 = always 30 s). A decode that looks wrong (asr/window.py) is redone on
+    #: the full window; the margin was chosen by measurement (docs/benchmarks.md).
+    window_margin_s: float = Field(default=3.0, ge=0.0, le=30.0)
+    #: Lock a party's language after this many detections in a row of the same language,
+    #: each with probability >= `language_lock_p`; later utterances skip detection (0 = never).
+    language_lock_after: int = Field(default=2, ge=0)
+    #: Raise a quieter utterance to this loudness (dBFS of its loud part) before decoding, by
+    #: at most 20 dB; 0 = off. Quiet lines (-31 dBFS) decoded worse on short windows.
+    quiet_boost_dbfs: float = Field(default=-25.0, ge=-60.0, le=0.0)
+    language_lock_p: float = Field(default=0.9, gt=0.5, le=1.0)
     #: A call is stored as ended the moment the switch hangs up; its verdict (compliance,
     #: grade, end-of-call alerts) is made when its last transcript lands, or after this long
     #: at most. Segments that arrive later are still stored; the `finalised` trace entry

@@ -4,6 +4,7 @@
     scripts/bench --quick            # 20 clips, pipeline levels 1 and 2 (~3 min)
     scripts/bench --levels 4,6,8     # pipeline levels to run, instead of the search
     scripts/bench --slo 5            # judge levels against another latency p95 bound
+    scripts/bench --soak             # 8 calls at a time for 30 min: RSS growth (not a test)
     scripts/bench --json out.json    # also write the figures as JSON
 
 Settings come from the usual places (defaults, CALLWATCH_CONFIG, CALLWATCH_* variables), so
@@ -20,11 +21,15 @@ layout; both the engine part and the server use them.
    the built-in scripts stream at real time (starts staggered); the SQLite file is polled
    read-only and each segment's latency is (first seen in the DB) - (the wall time the
    client sent the audio at the end of its speech, i.e. segment end_ms - vad.pad_ms, or
-   end_ms for a capped utterance). A level passes when p95 <= 2 s, nothing was shed, every
-   call was finalised as completed, and the last transcripts landed within 10 s of the
-   streams' end. Levels double from 1 until one fails, then bisect. Per level it also prints
-   the server's own ASR share of the latency (segments.latency_ms), the CPU used by the
-   server's event-loop process, its ASR workers and this client, and the client's lag.
+   end_ms for a capped utterance). A level passes when p95 <= 1.5 s, nothing was shed, every
+   call was finalised as completed, the last transcripts landed within 10 s of the streams'
+   end, and the live transcripts' WER (English calls) / CER (Mandarin calls) is within 1
+   point of faster-whisper's offline full-window greedy decode of the same turns
+   (scripts/bench_live.py). Levels double from 1 until one fails, then bisect. Per level it
+   prints latency, utterances caught up late or deferred to the recording, how often a
+   short-window decode fell back to 30 s, CPU per component (event loop, the server's other
+   threads, ASR workers), peak RSS, and the accuracy pair; then the capacity at p95 <= 1 s
+   and <= 1.5 s.
 3. Capacity: the engine alone allows throughput / (utterance audio per call-second) calls;
    the pipeline's capacity is printed as a percentage of that.
 
@@ -52,6 +57,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from bench_live import OfflineBaseline, ServerMeter, asr_counters, live_accuracy
 
 from asr.engine import EngineConfig
 from asr.pool import AsrPool
@@ -63,7 +69,11 @@ from ivr_sim.script import RenderedCall, builtin_scripts, load_clip, load_script
 from ivr_sim.stream import call_metadata, stream_call
 
 CORPUS = REPO_ROOT / "tests" / "data" / "speech"
-LATENCY_SLO_S = 2.0
+LATENCY_SLO_S = 1.5
+STRICT_SLO_S = 1.0
+ACCURACY_POINTS = 0.01  # live WER/CER may exceed the offline baseline by this much
+COUNTERS_WAIT_S = 6.0  # the server logs its ASR counters every 5 s when they change
+SOAK_CALLS = 8
 DRAIN_LIMIT_S = 10.0
 BACKLOG_LIMIT_S = 300.0  # a failed level still waits this long so the next one starts clean
 POLL_S = 0.1
@@ -339,6 +349,9 @@ class Plan:
     stagger_s: float
     pad_ms: int
     slo_s: float
+    log_path: Path
+    db_path: Path
+    baseline: OfflineBaseline
 
 
 @dataclass
@@ -390,6 +403,16 @@ class LevelResult:
     problems: list[str]
     per_call: list[tuple[str, int, int, int]]  # script, utterance audio ms, duration ms, utts
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core while the level ran
+    late: int = 0  # transcribed from the catch-up lane (flagged late)
+    deferred: int = 0  # audio released past asr.catchup_max_s (re-read from the recording)
+    fallbacks: int = 0  # short-window decodes redone on the full window
+    transcribed: int = 0
+    rss_server_mb: float = 0.0  # peak while the level ran
+    rss_workers_mb: float = 0.0
+    wer: float = float("nan")  # live transcripts of this level's English calls
+    cer: float = float("nan")  # ... and Mandarin calls
+    base_wer: float = float("nan")  # offline full-window greedy on the same turns
+    base_cer: float = float("nan")
 
 
 async def _stream(url: str, track: CallTrack, delay_s: float) -> None:
@@ -408,9 +431,13 @@ async def _stream(url: str, track: CallTrack, delay_s: float) -> None:
         track.error = f"{type(exc).__name__}: {exc}"
 
 
-async def _poll_until(watch: DbWatch, stop: asyncio.Event) -> None:
+async def _poll_until(watch: DbWatch, stop: asyncio.Event, meter: ServerMeter) -> None:
+    polls = 0
     while not stop.is_set():
         await asyncio.to_thread(watch.poll)
+        polls += 1
+        if polls % 10 == 0:
+            await asyncio.to_thread(meter.sample)
         await asyncio.sleep(POLL_S)
 
 
@@ -436,19 +463,60 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
         for i in range(n)
     ]
     cpu = CpuMeter(plan.server_pid)
+    meter = ServerMeter(plan.server_pid)
+    before = asr_counters(plan.log_path.read_text(errors="replace"))
     stop = asyncio.Event()
-    poller = asyncio.create_task(_poll_until(watch, stop))
+    poller = asyncio.create_task(_poll_until(watch, stop, meter))
     await asyncio.gather(*(_stream(plan.url, t, i * plan.stagger_s) for i, t in enumerate(tracks)))
     ids = [t.external_id for t in tracks if t.sends or t.error is None]  # refused: no record
     drain = await _wait_finalised(watch, ids, DRAIN_LIMIT_S)
-    usage = cpu.read()  # before any backlog wait, which would dilute it
+    # Before any backlog wait, which would dilute it.
+    usage = {**meter.read(), "client": cpu.read()["client"]}
     if drain is None:
         progress(f"[pipeline] N={n}: transcripts late; waiting for the backlog to clear")
         await _wait_finalised(watch, ids, BACKLOG_LIMIT_S)
+    await asyncio.sleep(COUNTERS_WAIT_S)  # the server's next counters line
     stop.set()
     await poller
     await asyncio.to_thread(watch.poll)
-    return replace(measure_level(plan, watch, tracks, drain), cpu=usage)
+    after = asr_counters(plan.log_path.read_text(errors="replace"))
+    delta = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after}
+    level = replace(
+        measure_level(plan, watch, tracks, drain),
+        cpu=usage,
+        late=delta.get("late", 0),
+        deferred=delta.get("deferred", 0),
+        fallbacks=delta.get("fallbacks", 0),
+        transcribed=delta.get("live", 0) + delta.get("late", 0),
+        rss_server_mb=round(meter.rss_server_mb),
+        rss_workers_mb=round(meter.rss_workers_mb),
+    )
+    return judge_accuracy(plan, tracks, level)
+
+
+def judge_accuracy(plan: Plan, tracks: list[CallTrack], level: LevelResult) -> LevelResult:
+    """The level's live WER/CER next to the offline baseline on the same turns."""
+    watch = DbWatch(plan.db_path)
+    try:
+        ids = watch.calls([t.external_id for t in tracks])
+    finally:
+        watch.close()
+    calls = {ids[t.external_id][0]: t.call for t in tracks if t.external_id in ids}
+    pairs, (wer, cer) = live_accuracy(plan.db_path, calls)
+    base_wer, base_cer = plan.baseline.score_like(pairs)
+    problems = list(level.problems)
+    for name, ours, base in (("WER", wer, base_wer), ("CER", cer, base_cer)):
+        if ours == ours and ours > base + ACCURACY_POINTS:
+            problems.append(f"live {name} {ours:.1%} > offline {base:.1%} + 1 point")
+    return replace(
+        level,
+        wer=wer,
+        cer=cer,
+        base_wer=base_wer,
+        base_cer=base_cer,
+        problems=problems,
+        passed=not problems,
+    )
 
 
 def _latencies(
@@ -564,13 +632,20 @@ async def search_levels(
 async def bench_pipeline(
     server: Server, settings: Settings, args: argparse.Namespace
 ) -> list[LevelResult]:
+    calls = [render(load_script(p)) for p in builtin_scripts()]
+    progress("[pipeline] offline full-window greedy baseline on the calls' turns")
+    baseline = OfflineBaseline(EngineConfig.from_settings(settings.asr, settings.model_cache_dir))
+    await asyncio.to_thread(baseline.prepare, calls)
     plan = Plan(
         url=server.url,
         server_pid=server.pid,
-        calls=[render(load_script(p)) for p in builtin_scripts()],
+        calls=calls,
         stagger_s=args.stagger,
         pad_ms=settings.vad.pad_ms,
         slo_s=args.slo,
+        log_path=server.log_path,
+        db_path=server.db_path,
+        baseline=baseline,
     )
     watch = DbWatch(server.db_path)
 
@@ -587,9 +662,26 @@ async def bench_pipeline(
         return result
 
     try:
+        if args.soak:
+            return await soak(run, args.soak * 60)
         return await search_levels(run, args.level_list, args.max_level)
     finally:
         watch.close()
+
+
+async def soak(run: Callable[[int], Awaitable[LevelResult]], seconds: float) -> list[LevelResult]:
+    """`SOAK_CALLS` calls at a time, round after round, for `seconds`: memory must not grow."""
+    results: list[LevelResult] = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        results.append(await run(SOAK_CALLS))
+        first, last = results[0], results[-1]
+        progress(
+            f"[soak] {(time.monotonic() - started) / 60:.1f} min: RSS server "
+            f"{first.rss_server_mb:.0f} -> {last.rss_server_mb:.0f} MB, workers "
+            f"{first.rss_workers_mb:.0f} -> {last.rss_workers_mb:.0f} MB"
+        )
+    return results
 
 
 # -- 3. figures ---------------------------------------------------------------------------------
@@ -607,14 +699,26 @@ def call_load(levels: list[LevelResult]) -> tuple[float, float]:
     return sum(m[0] for m in means) / duration, sum(m[2] for m in means) / duration * 1000
 
 
-def capacity(levels: list[LevelResult]) -> int:
-    return max((lv.n for lv in levels if lv.passed), default=0)
+def capacity(levels: list[LevelResult], slo_s: float | None = None) -> int:
+    """The largest level that passed; with `slo_s`, judged against that p95 bound instead."""
+    if slo_s is None:
+        return max((lv.n for lv in levels if lv.passed), default=0)
+    return max(
+        (
+            lv.n
+            for lv in levels
+            if lv.p95_s <= slo_s and all(p.startswith("latency p95") for p in lv.problems)
+        ),
+        default=0,
+    )
 
 
 def compare(pool: EngineRun | None, levels: list[LevelResult]) -> dict[str, Any]:
     speech, utts = call_load(levels)
     out: dict[str, Any] = {
         "pipeline_capacity_calls": capacity(levels),
+        "capacity_p95_1s": capacity(levels, STRICT_SLO_S),
+        "capacity_p95_1_5s": capacity(levels, LATENCY_SLO_S),
         "speech_s_per_call_s": speech,
         "utterances_per_call_s": utts,
     }
@@ -674,19 +778,20 @@ def _engine_lines(engine: dict[str, Any]) -> list[str]:
 
 def _level_lines(levels: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "     N calls utts segs   p50   p95   max | asr50 asr95 rest50 | shed drain   lag"
-        " | cpu% main  asr client | result"
+        "     N calls utts |  p50   p95   max | shed late defer  fb% | cpu% loop  thr  asr"
+        " | RSS MB srv  wrk |  WER  (off)   CER  (off) | result",
     ]
     for lv in sorted(levels, key=lambda x: x["n"]):
-        drain = f"{lv['drain_s']:5.1f}" if lv["drain_s"] is not None else "  >10"
         cpu = lv["cpu"]
+        fb = 100 * lv["fallbacks"] / lv["transcribed"] if lv["transcribed"] else 0.0
         lines.append(
-            f"  {lv['n']:4d} {lv['calls_ok']:2d}/{lv['n']:<2d} {lv['utterances']:4d} "
-            f"{lv['segments']:4d} {lv['p50_s']:5.2f} {lv['p95_s']:5.2f} {lv['max_s']:5.2f} | "
-            f"{lv['asr_p50_s']:5.2f} {lv['asr_p95_s']:5.2f} {lv['rest_p50_s']:6.2f} | "
-            f"{lv['shed']:4d} {drain} {lv['client_lag_s']:5.2f} | "
-            f"{cpu.get('server_main', 0):9.0f} {cpu.get('asr_workers', 0):4.0f} "
-            f"{cpu.get('client', 0):6.0f} | {'pass' if lv['passed'] else 'FAIL'}"
+            f"  {lv['n']:4d} {lv['calls_ok']:2d}/{lv['n']:<2d} {lv['utterances']:4d} | "
+            f"{lv['p50_s']:4.2f} {lv['p95_s']:5.2f} {lv['max_s']:5.2f} | "
+            f"{lv['shed']:4d} {lv['late']:4d} {lv['deferred']:5d} {fb:4.1f} | "
+            f"{cpu.get('loop', 0):8.0f} {cpu.get('threads', 0):4.0f} {cpu.get('asr', 0):4.0f} | "
+            f"{lv['rss_server_mb']:10.0f} {lv['rss_workers_mb']:4.0f} | "
+            f"{lv['wer']:5.1%} {lv['base_wer']:5.1%} {lv['cer']:5.1%} {lv['base_cer']:5.1%} | "
+            f"{'pass' if lv['passed'] else 'FAIL'}"
         )
     return lines
 
@@ -716,18 +821,32 @@ def render_report(fig: dict[str, Any]) -> str:
             f"pipeline  real-time calls, stagger {p['stagger_s']} s; latency (s) = end of speech"
             f" -> segment in the DB; pass = p95 <= {p['slo_s']:g} s, nothing shed, every call",
             f"          completed, last transcript <= {DRAIN_LIMIT_S:g} s after the streams "
-            f"end; asr = server's queue+transcribe part, rest = the remainder; lag = client",
+            "end, live WER/CER <= offline + 1 point",
+            "          late = caught up from the catch-up lane; defer = audio released to be "
+            "re-read from the recording; fb = short-window decodes redone on 30 s;",
+            "          cpu% of one core: loop = event-loop thread, thr = the server's other "
+            "threads (DNSMOS, storage), asr = ASR worker processes; RSS = peak;",
+            "          off = faster-whisper offline full-window greedy on the same turns",
         ]
         lines += _level_lines(p["levels"])
         lines += _compare_lines(fig["comparison"])
+    if "soak" in fig:
+        k = fig["soak"]
+        (s0, s1), (w0, w1) = k["rss_server_mb"], k["rss_workers_mb"]
+        lines.append(
+            f"soak      {SOAK_CALLS} calls x {k['rounds']} rounds over {k['minutes']:g} min: "
+            f"RSS server {s0:.0f} -> {s1:.0f} MB ({s1 - s0:+.0f}), workers {w0:.0f} -> "
+            f"{w1:.0f} MB ({w1 - w0:+.0f})"
+        )
     lines.append(f"elapsed   {fig['elapsed_s'] / 60:.1f} min")
     return "\n".join(lines)
 
 
 def _compare_lines(c: dict[str, Any]) -> list[str]:
     lines = [
-        f"capacity  pipeline sustains {c['pipeline_capacity_calls']} concurrent calls; "
-        f"a call sends {c['speech_s_per_call_s']:.2f} s of utterance audio "
+        f"capacity  {c['capacity_p95_1_5s']} calls at p95 <= {LATENCY_SLO_S:g} s, "
+        f"{c['capacity_p95_1s']} at p95 <= {STRICT_SLO_S:g} s (levels run; nothing shed, "
+        f"accuracy kept); a call sends {c['speech_s_per_call_s']:.2f} s of utterance audio "
         f"({c['utterances_per_call_s']:.3f} utterances) to ASR per second"
     ]
     if "engine_limited_calls" in c:
@@ -767,6 +886,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-pipeline", action="store_true", help="engine part only")
     p.add_argument("--keep", action="store_true", help="keep the server's data directory")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    p.add_argument(
+        "--soak",
+        type=float,
+        nargs="?",
+        const=30.0,
+        metavar="MIN",
+        help=f"{SOAK_CALLS} calls at a time for MIN minutes (default 30): RSS growth",
+    )
     args = p.parse_args(argv)
     try:
         args.level_list = [int(x) for x in args.levels.split(",")] if args.levels else None
@@ -776,6 +903,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--levels must all be >= 1")
     if args.quick and args.level_list is None:
         args.level_list = list(QUICK_LEVELS)
+    if args.soak:
+        args.skip_engine = True
     return args
 
 
@@ -848,6 +977,13 @@ def main(argv: list[str] | None = None) -> int:
             "levels": [asdict(lv) for lv in levels],
         }
         fig["comparison"] = compare(pool, levels)
+        if args.soak:
+            fig["soak"] = {
+                "minutes": args.soak,
+                "rounds": len(levels),
+                "rss_server_mb": [levels[0].rss_server_mb, levels[-1].rss_server_mb],
+                "rss_workers_mb": [levels[0].rss_workers_mb, levels[-1].rss_workers_mb],
+            }
     fig["host"] = {
         "cores": os.cpu_count(),
         "load_start": load_start,

@@ -80,3 +80,13 @@ def test_corpus_rates_weight_by_reference_length() -> None:
     assert corpus_cer(["一二", "三四五六"], ["一二", "三四五"]) == pytest.approx(1 / 6)
     with pytest.raises(ValueError, match="same length"):
         corpus_wer(["a"], [])
+
+
+def test_a_short_number_before_nian_is_scored_in_its_closer_reading() -> None:
+    # "10年" is written the same for ten years (十年) and for 2010 (一零年): either reading of
+    # the digits is right; the e2e Mandarin call says 未来十年 and the live decode writes 10年.
+    assert cer("未来十年即使这个指标往下走", "未来10年即使这个指标往下走") == 0.0
+    assert cer("一零年的数据", "10年的数据") == 0.0
+    assert cer("二零一五年", "2015年") == 0.0  # four digits stay a year
+    assert cer("十年", "二零年") == pytest.approx(1.0)  # characters are not re-read
+    assert corpus_cer(["十年", "二零一五年"], ["10年", "2015年"]) == 0.0

@@ -166,7 +166,7 @@ class Callwatch:
         )
         if s.alerts.enabled:
             await self.alerts.start()
-        self.asr = AsrService(self.pool, queue_size=s.asr.queue_size, batch_size=s.asr.batch_size)
+        self.asr = AsrService.from_settings(self.pool, s.asr)
         self.asr.start()
         scripts = None
         if s.compliance.enabled:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from asr.language import LanguageTracker
 from asr.types import AsrResult
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
@@ -65,6 +66,8 @@ class CallTranscripts:
         self.late_segments = 0
         self.catchup_lost = 0  # deferred spans that could not be re-read
         self.shed = 0
+        # Each party's language, locked after confident detections (asr.language).
+        self._trackers: dict[str, LanguageTracker] = {}
 
     @property
     def asr_outstanding(self) -> int:
@@ -83,14 +86,21 @@ class CallTranscripts:
         return min(live, default=None)
 
     def _submit(self, utterance: UtteranceEnded, *, late: bool = False) -> None:
-        job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
+        a = self.settings.asr
+        tracker = self._trackers.setdefault(
+            utterance.party.value,
+            LanguageTracker(lock_p=a.language_lock_p, lock_after=a.language_lock_after),
+        )
+        job = AsrJob(
+            utterance=utterance, language=self._language, on_done=self._on_asr, tracker=tracker
+        )
         key = _key(job)
         if self.analyzer is not None and not late:  # a catch-up job keeps the live key
             self.analyzer.utterance_queued(key, utterance.start_ms)
         self._pending.add(job)
         if late:
             self._late.add(key)
-            getattr(self._asr, "submit_catchup", self._asr.submit)(job)
+            self._asr.submit_catchup(job)
         else:
             self._asr.submit(job)
 
