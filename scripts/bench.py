@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from bench_live import OfflineBaseline, ServerMeter, asr_counters, live_accuracy
+from bench_live import OfflineBaseline, ServerMeter, asr_counters, dnsmos_cpu_s, live_accuracy
 
 from asr.engine import EngineConfig
 from asr.pool import AsrPool
@@ -465,6 +465,7 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
     cpu = CpuMeter(plan.server_pid)
     meter = ServerMeter(plan.server_pid)
     before = asr_counters(plan.log_path.read_text(errors="replace"))
+    dnsmos_before = await asyncio.to_thread(dnsmos_cpu_s, plan.log_path)
     stop = asyncio.Event()
     poller = asyncio.create_task(_poll_until(watch, stop, meter))
     await asyncio.gather(*(_stream(plan.url, t, i * plan.stagger_s) for i, t in enumerate(tracks)))
@@ -472,6 +473,9 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
     drain = await _wait_finalised(watch, ids, DRAIN_LIMIT_S)
     # Before any backlog wait, which would dilute it.
     usage = {**meter.read(), "client": cpu.read()["client"]}
+    # DNSMOS runs in the server's threads: its own CPU clock, from /api/health.
+    dnsmos_after = await asyncio.to_thread(dnsmos_cpu_s, plan.log_path)
+    usage["dnsmos"] = round(100 * (dnsmos_after - dnsmos_before) / meter.wall_s, 1)
     if drain is None:
         progress(f"[pipeline] N={n}: transcripts late; waiting for the backlog to clear")
         await _wait_finalised(watch, ids, BACKLOG_LIMIT_S)
@@ -778,7 +782,7 @@ def _engine_lines(engine: dict[str, Any]) -> list[str]:
 
 def _level_lines(levels: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "     N calls utts |  p50   p95   max | shed late defer  fb% | cpu% loop  thr  asr"
+        "     N calls utts |  p50   p95   max | shed late defer  fb% | cpu% loop  thr (dns)  asr"
         " | RSS MB srv  wrk |  WER  (off)   CER  (off) | result",
     ]
     for lv in sorted(levels, key=lambda x: x["n"]):
@@ -788,7 +792,8 @@ def _level_lines(levels: list[dict[str, Any]]) -> list[str]:
             f"  {lv['n']:4d} {lv['calls_ok']:2d}/{lv['n']:<2d} {lv['utterances']:4d} | "
             f"{lv['p50_s']:4.2f} {lv['p95_s']:5.2f} {lv['max_s']:5.2f} | "
             f"{lv['shed']:4d} {lv['late']:4d} {lv['deferred']:5d} {fb:4.1f} | "
-            f"{cpu.get('loop', 0):8.0f} {cpu.get('threads', 0):4.0f} {cpu.get('asr', 0):4.0f} | "
+            f"{cpu.get('loop', 0):8.0f} {cpu.get('threads', 0):4.0f} ({cpu.get('dnsmos', 0):3.0f}) "
+            f"{cpu.get('asr', 0):4.0f} | "
             f"{lv['rss_server_mb']:10.0f} {lv['rss_workers_mb']:4.0f} | "
             f"{lv['wer']:5.1%} {lv['base_wer']:5.1%} {lv['cer']:5.1%} {lv['base_cer']:5.1%} | "
             f"{'pass' if lv['passed'] else 'FAIL'}"
@@ -825,7 +830,8 @@ def render_report(fig: dict[str, Any]) -> str:
             "          late = caught up from the catch-up lane; defer = audio released to be "
             "re-read from the recording; fb = short-window decodes redone on 30 s;",
             "          cpu% of one core: loop = event-loop thread, thr = the server's other "
-            "threads (DNSMOS, storage), asr = ASR worker processes; RSS = peak;",
+            "threads (DNSMOS, storage), dns = DNSMOS's part of thr, asr = ASR worker processes;"
+            " RSS = peak;",
             "          off = faster-whisper offline full-window greedy on the same turns",
         ]
         lines += _level_lines(p["levels"])

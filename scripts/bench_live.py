@@ -17,10 +17,12 @@ This module owns the per-level measurements that `scripts/bench.py` adds to late
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sqlite3
 import time
+import urllib.request
 from math import gcd
 from pathlib import Path
 
@@ -98,11 +100,28 @@ class ServerMeter:
         workers = sum(_rss_mb(p) for p in pids if p != self._pid)
         self.rss_workers_mb = max(self.rss_workers_mb, workers)
 
+    @property
+    def wall_s(self) -> float:
+        return time.monotonic() - self._t0
+
     def read(self) -> dict[str, float]:
-        wall = time.monotonic() - self._t0
+        wall = self.wall_s
         now = self._read()
         # Workers restarted meanwhile would make a difference negative: clamp at 0.
         return {k: round(max(0.0, 100 * (now[k] - self._start[k]) / wall), 1) for k in now}
+
+
+def dnsmos_cpu_s(log_path: Path) -> float:
+    """CPU seconds DNSMOS has used in the server so far (its /api/health), 0 if unknown."""
+    found = re.findall(r"api listening on (http://\S+)", log_path.read_text(errors="replace"))
+    if not found:
+        return 0.0
+    try:
+        with urllib.request.urlopen(f"{found[-1]}/api/health", timeout=5) as r:
+            health = json.load(r)
+    except (OSError, ValueError):
+        return 0.0
+    return float((health.get("dnsmos") or {}).get("cpu_s") or 0.0)
 
 
 def asr_counters(log_text: str) -> dict[str, float]:
