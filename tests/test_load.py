@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 
 import httpx
@@ -150,3 +152,26 @@ def _window() -> DnsmosWindow:
     rng = np.random.default_rng(0)
     samples = (0.05 * rng.standard_normal(WINDOW_SAMPLES)).astype(np.float32)
     return DnsmosWindow("customer", 0, 0, 9010, 1.0, 16000, "l16", samples)
+
+
+async def test_dnsmos_scores_in_a_low_priority_thread_of_its_own() -> None:
+    """DNSMOS gives way to ASR under CPU contention: its scoring thread is niced, and it is not
+    the loop's default executor (which the recorder's writes use)."""
+    seen: list[tuple[str, int]] = []
+
+    class Probe(DnsmosScorer):
+        def score_batch(self, windows):  # type: ignore[no-untyped-def]
+            tid = threading.get_native_id()
+            seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
+            return super().score_batch(windows)
+
+    dnsmos = DnsmosService(await asyncio.to_thread(Probe), max_batch=1)
+    dnsmos.start()
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    dnsmos.submit(_window(), done.set_result)
+    try:
+        assert await asyncio.wait_for(done, 60) is not None
+    finally:
+        await dnsmos.close()
+    [(name, nice)] = seen
+    assert name.startswith("dnsmos") and nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
