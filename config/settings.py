@@ -62,6 +62,12 @@ class GatewaySettings(_Section):
     #: the call with 1008; 0 disables the check.
     max_audio_rate: float = Field(default=10.0, ge=0)
     audio_burst_s: float = Field(default=20.0, ge=0)
+    #: Largest silence gap one message may open (a Twilio `timestamp` or AudioHook `position`
+    #: ahead of the audio received, an AudioHook `discarded` span); more closes the call 1008
+    #: with the audio so far kept. Filled silence also counts against `max_audio_rate`.
+    max_gap_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Total silence one call's messages may claim (gaps, discarded spans); more closes 1008.
+    max_gap_total_s: float = Field(default=1800.0, gt=0, le=86400)
     #: Per-party reorder window: held audio spanning more than this fills the hole with silence.
     reorder_window_ms: int = Field(default=200, ge=20, le=5000)
     #: A party this far behind the others (track stopped, leg not connected) gets silence.
