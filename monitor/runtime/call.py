@@ -352,6 +352,21 @@ class LiveCall:
             self._drained.set()
 
     # -- end -------------------------------------------------------------------------------
+    def _verdict(self) -> tuple[list[Any], dict[str, Any]]:
+        """The end-of-call analysis: its last findings, the verdict and the DNSMOS rows."""
+        assert self.analyzer is not None
+        records = self._analysis_records(self.analyzer.flush())
+        verdict = self.analyzer.finish()
+        self._analysis_done = True
+        self.grade = verdict.grade
+        for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
+            records.append(rec)
+            if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
+                self._finding_seq = rec.seq + 1
+                records.append(self._finding_trace(rec))
+        records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
+        return records, {"grade": verdict.grade, "score": verdict.score}
+
     async def finish(
         self,
         *,
@@ -360,37 +375,35 @@ class LiveCall:
         detail: str | None = None,
         asr_wait_s: float,
     ) -> None:
-        """Close the call once; safe to call from any exit path."""
+        """Close the call once; safe to call from any exit path. Never leaves it `active`: a
+        failure while winding down (the recorder, the analysis) is logged with its traceback
+        and the call is closed with what is known, marked `finalisation_error` in its trace."""
         if self._closed:
             return
         self._closed = True
-        await self.trace("disconnected", status=status, reason=reason, detail=detail)
-        for utterance in self.session.finish():
-            self._submit(utterance)
-        frames = await asyncio.to_thread(self.recorder.close)
-        try:
-            await asyncio.wait_for(self._drained.wait(), asr_wait_s)
-        except TimeoutError:
-            log.warning(
-                "closing call before its last transcripts arrived",
-                extra=fields(**self._log_fields, pending=len(self._pending)),
-            )
-        # Transcripts still owed: compliance and speaking rate were judged without them.
-        asr_pending = len(self._pending)
         verdict_records: list[Any] = []
         scores: dict[str, Any] = {}
-        if self.analyzer is not None:
-            verdict_records = self._analysis_records(self.analyzer.flush())
-            verdict = self.analyzer.finish()
+        try:
+            await self.trace("disconnected", status=status, reason=reason, detail=detail)
+            for utterance in self.session.finish():
+                self._submit(utterance)
+            frames = await asyncio.to_thread(self.recorder.close)
+            try:
+                await asyncio.wait_for(self._drained.wait(), asr_wait_s)
+            except TimeoutError:
+                log.warning(
+                    "closing call before its last transcripts arrived",
+                    extra=fields(**self._log_fields, pending=len(self._pending)),
+                )
+            if self.analyzer is not None:
+                verdict_records, scores = self._verdict()
+        except Exception as exc:
+            log.exception("call finalisation failed", extra=fields(**self._log_fields))
             self._analysis_done = True
-            self.grade = verdict.grade
-            scores = {"grade": verdict.grade, "score": verdict.score}
-            for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
-                verdict_records.append(rec)
-                if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
-                    self._finding_seq = rec.seq + 1
-                    verdict_records.append(self._finding_trace(rec))
-            verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
+            frames = self.recorder.frames_written
+            verdict_records = [self._trace("finalisation_error", error=type(exc).__name__)]
+        # Transcripts still owed: compliance and speaking rate were judged without them.
+        asr_pending = len(self._pending)
         ended_at = datetime.now(UTC)
         await self._storage.put_many(
             verdict_records

@@ -322,12 +322,14 @@ class Gateway:
             if isinstance(decoder, TwilioDecoder):
                 feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
             wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
-            # Shielded: a cancelled handler (server shutdown) must still close the record.
-            await asyncio.shield(
-                feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
-            )
-            if feed.call is not None:
-                self.calls.pop(feed.call.call_id, None)
+            try:
+                # Shielded: a cancelled handler (server shutdown) must still close the record.
+                await asyncio.shield(
+                    feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
+                )
+            finally:  # the registry entry goes whatever happened while finalising
+                if feed.call is not None:
+                    self.calls.pop(feed.call.call_id, None)
 
     def _timeout(self, feed: CallFeed, protocol: str) -> float:
         if not feed.started:
