@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from monitor.core.analysis import CallAnalyzer
 from storage.models import CallDetail
 from tests.gateway_support import InProcessGateway, in_process_gateway
+from tests.wire_support import json_values
 
 pytestmark = pytest.mark.slow
 MARKERS = ["hold", "unhold", "hold_start", "off_hold", "resume", "on_hold", "paused", "resumed",
@@ -45,7 +46,11 @@ audio = st.builds(
     st.sampled_from([0, 30, 3000, 20000]),
     st.integers(0, 2**16),
 )
-sequences = st.lists(st.one_of(markers, prompts, dtmf, audio), max_size=25)
+#: Any JSON under the discriminators (item 15: `{"event": {...}}` once closed the call 1011).
+odd = st.dictionaries(st.sampled_from(["event", "type", "start_ms"]), json_values, max_size=3).map(
+    json.dumps
+)
+sequences = st.lists(st.one_of(markers, prompts, dtmf, audio, odd), max_size=25)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +112,7 @@ def test_every_call_ends_finalised(
     loop.run_until_complete(run_call(gw, external_id, messages))
     call = loop.run_until_complete(closed_call(gw, external_id))
     assert call.status != "active" and call.ended_at is not None
+    assert call.end_reason == "normal", call.end_reason  # no message closes the call 1011
     assert not any(t.kind == "finalisation_error" for t in call.trace), call.trace
 
 
