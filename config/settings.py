@@ -12,6 +12,7 @@ Sources, later ones win:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -96,10 +97,14 @@ class GatewaySettings(_Section):
 
 class SwitchAuthSettings(_Section):
     """Credentials switches must present (per protocol). A protocol with nothing configured
-    accepts unauthenticated connections (logged at start) unless `require` is true."""
+    refuses every connection when authentication is required - by default whenever the
+    gateway listens beyond loopback - and accepts anyone (logged at start) otherwise."""
 
-    #: Refuse every connection of a protocol that has no credentials configured.
-    require: bool = False
+    #: Refuse every connection of a protocol that has no credentials configured. Unset: true
+    #: unless `gateway.host` is a loopback address.
+    require: bool | None = None
+    #: Let a non-loopback gateway run without switch credentials (logged at CRITICAL on start).
+    allow_unauthenticated: bool = False
     #: Audio fork / jambonz: `Authorization: Bearer <token>` ...
     audiofork_tokens: tuple[SecretStr, ...] = ()
     #: ... or `Authorization: Basic` with one of these "user:password" pairs.
@@ -361,7 +366,25 @@ class Settings(_Section):
                 f"vad.pad_ms ({self.vad.pad_ms}) must be smaller than "
                 f"vad.end_silence_ms ({self.vad.end_silence_ms})"
             )
+        a = self.switch_auth
+        creds = a.audiofork_tokens or a.audiofork_basic or a.twilio_auth_token
+        exposed = not is_loopback(self.gateway.host) and not a.allow_unauthenticated
+        if exposed and (not (creds or a.audiohook_api_keys) or a.require is False):
+            raise ValueError(
+                f"gateway.host = {self.gateway.host!r} is reachable beyond this machine but "
+                "switches could connect without credentials: set [switch_auth] audiofork_tokens"
+                " / twilio_auth_token / audiohook_api_keys (and leave require unset), or set "
+                "switch_auth.allow_unauthenticated = true to accept that"
+            )
         return self
+
+    @property
+    def switch_auth_required(self) -> bool:
+        """Whether a protocol without credentials refuses connections (see SwitchAuthSettings)."""
+        a = self.switch_auth
+        if a.require is not None:
+            return a.require
+        return not (a.allow_unauthenticated or is_loopback(self.gateway.host))
 
     @property
     def database_url(self) -> str:
@@ -374,6 +397,16 @@ class Settings(_Section):
     @property
     def model_cache_dir(self) -> Path:
         return self.asr.cache_dir or self.data_dir / "models"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` binds only this machine ("" and "0.0.0.0" are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

@@ -79,6 +79,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         scripts = [load_script(p) for p in paths]
         calls = [render(scripts[i % len(scripts)]) for i in range(args.calls)]
 
+    headers = {}
+    if args.token_file is not None:
+        headers["Authorization"] = "Bearer " + args.token_file.read_text(encoding="utf-8").strip()
+
     async def main() -> list[Any]:
         sem = asyncio.Semaphore(args.concurrency)
 
@@ -95,7 +99,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                     if args.protocol == "audiosocket"
                     else "ws://127.0.0.1:8765"
                 )
-                return await stream_call(url, calls[i], pace=args.pace, protocol=args.protocol)
+                return await stream_call(
+                    url, calls[i], pace=args.pace, protocol=args.protocol, headers=headers
+                )
 
         return await asyncio.gather(*(one(i) for i in range(len(calls))), return_exceptions=True)
 
@@ -384,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--concurrency", type=int, default=100)
     sp.add_argument("--stagger", type=float, default=0.5, help="seconds between call starts")
     sp.add_argument("--pace", type=float, default=1.0, help="1 = real time, 0 = flat out")
+    sp.add_argument(
+        "--token-file",
+        type=Path,
+        help="audio fork: send `Authorization: Bearer <the file's text>` (a file, not an "
+        "argument, so the token stays out of process listings)",
+    )
     sp.set_defaults(func=cmd_sim)
 
     sp = sub.add_parser("calls", help="list and search stored calls")

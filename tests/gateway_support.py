@@ -46,11 +46,14 @@ class InProcessGateway:
 
 
 @asynccontextmanager
-async def in_process_gateway(tmp: Path, **gateway: Any) -> AsyncIterator[InProcessGateway]:
+async def in_process_gateway(
+    tmp: Path, *, switch_auth: dict[str, Any] | None = None, **gateway: Any
+) -> AsyncIterator[InProcessGateway]:
     settings = load_settings(
         env={},
         data_dir=str(tmp / "data"),
         gateway={"port": 0, "audiosocket_port": -1, **gateway},
+        switch_auth=switch_auth or {},
     )
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     repo = Repository.from_url(settings.database_url)

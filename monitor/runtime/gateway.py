@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from config.settings import Settings
+from config.settings import Settings, is_loopback
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
@@ -134,10 +134,14 @@ class Gateway:
             ping_timeout=self._cfg.idle_timeout_s,
             close_timeout=5,
         )
+        required = self._settings.switch_auth_required
+        public = self._auth.allow_unauthenticated and not is_loopback(self._cfg.host)
         for protocol, configured in self._auth_configured().items():
             if not configured:
-                level = logging.ERROR if self._auth.require else logging.WARNING
-                what = "refuses every connection" if self._auth.require else "is unauthenticated"
+                # Open to anyone beyond this machine: as loud as the log gets.
+                level = logging.CRITICAL if public else logging.WARNING
+                level = logging.ERROR if required else level
+                what = "refuses every connection" if required else "is unauthenticated"
                 log.log(level, "%s %s: set its credentials under [switch_auth]", protocol, what)
         log.info("gateway listening on %s", self.url)
 
@@ -203,7 +207,11 @@ class Gateway:
     def _authenticate(self, protocol: str, request: Request) -> str | None:
         a, h = self._auth, request.headers
         if not self._auth_configured()[protocol]:
-            return f"no {protocol} credentials configured" if a.require else None
+            return (
+                f"no {protocol} credentials configured"
+                if self._settings.switch_auth_required
+                else None
+            )
         if protocol == "audiofork":
             return auth.check_authorization(
                 h.get("Authorization"),
