@@ -19,7 +19,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-
 _MASK = "[redacted]"
 _SECRET_WORDS = (
     r"(?:token|access_token|api_key|apikey|key|signature|sig|password|passwd|secret|auth)"
