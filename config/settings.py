@@ -69,6 +69,13 @@ class GatewaySettings(_Section):
     max_gap_s: float = Field(default=60.0, gt=0, le=3600)
     #: Total silence one call's messages may claim (gaps, discarded spans); more closes 1008.
     max_gap_total_s: float = Field(default=1800.0, gt=0, le=86400)
+    #: Text frames (app messages, DTMF, marks) larger than this (as stored, JSON bytes) are
+    #: counted in the call's media counts (`text_oversized`), not stored.
+    max_text_bytes: int = Field(default=4096, ge=64)
+    #: Text frames stored per second per call after a burst of `text_burst`; the excess is
+    #: counted (`text_dropped`), not stored.
+    max_text_rate: float = Field(default=10.0, gt=0)
+    text_burst: int = Field(default=50, ge=1)
     #: Per-party reorder window: held audio spanning more than this fills the hole with silence.
     reorder_window_ms: int = Field(default=200, ge=20, le=5000)
     #: A party this far behind the others (track stopped, leg not connected) gets silence.

@@ -16,6 +16,8 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   filled; silence and long runs of audio reach the call in `DELIVER_S` pieces with a yield to
   the event loop between them, so no message costs the loop more than a piece's analysis;
 - the trace: every DTMF, app event, pause/resume and the media counts, with media time;
+  text frames (app events, DTMF) over `max_text_bytes` or beyond `max_text_rate` per second
+  (after `text_burst`) are counted (`text_oversized`, `text_dropped`), never stored;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
@@ -23,6 +25,7 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +86,10 @@ class CallFeed:
         self._finished = False
         self._early: list[CallEvent] = []
         self.extra_counts: dict[str, int] = {}  # protocol-specific (Twilio sequence gaps)
+        self.text_oversized = 0
+        self.text_dropped = 0
+        self._text_tokens = float(cfg.text_burst)  # token bucket for stored text frames
+        self._text_at = now
 
     @property
     def started(self) -> bool:
@@ -106,6 +113,8 @@ class CallFeed:
             self._early.append(event)  # e.g. Twilio `connected`: traced once the call opens
             return []
         call = self._require_call(type(event).__name__)
+        if isinstance(event, AppEvent | Dtmf) and not self._admit_text(event, now):
+            return []
         if isinstance(event, FramesReceived):
             if event.filled:
                 count = event.silence + len(event.pcm) // call.metadata.frame_bytes
@@ -210,6 +219,24 @@ class CallFeed:
             )
         return self.call
 
+    def _admit_text(self, event: AppEvent | Dtmf, now: float) -> bool:
+        """Whether this text event may be stored: small enough, and within the call's rate."""
+        if isinstance(event, AppEvent):
+            size = len(json.dumps(event.data, default=str, ensure_ascii=False).encode())
+            if size > self._cfg.max_text_bytes:
+                self.text_oversized += 1
+                return False
+        cfg = self._cfg
+        self._text_tokens = min(
+            float(cfg.text_burst), self._text_tokens + (now - self._text_at) * cfg.max_text_rate
+        )
+        self._text_at = now
+        if self._text_tokens < 1:
+            self.text_dropped += 1
+            return False
+        self._text_tokens -= 1
+        return True
+
     def _count_audio(self, frames: int, now: float) -> None:
         self.last_audio_at = now
         if self.first_audio_at is None:
@@ -291,6 +318,8 @@ class CallFeed:
             "received_frames": self.received_frames,
             "filled_frames": self.filled_frames,
             "parties": self.timeline.counts() if self.timeline else {},
+            "text_oversized": self.text_oversized,
+            "text_dropped": self.text_dropped,
             **self.extra_counts,
         }
 
