@@ -56,8 +56,10 @@ class ApiHarness:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-def make_api(repo: Repository, data_dir: Path, **kw: object) -> ApiHarness:
-    settings = load_settings(env={}, data_dir=data_dir)
+def make_api(
+    repo: Repository, data_dir: Path, *, api: dict[str, object] | None = None, **kw: object
+) -> ApiHarness:
+    settings = load_settings(env={}, data_dir=data_dir, api=api or {})
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     clock = Clock()
     ctx = ApiContext.for_repo(settings, repo, clock=clock, **kw)
