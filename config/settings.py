@@ -339,6 +339,14 @@ class ApiSettings(_Section):
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
     #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
     cookie_secure: bool = False
+    #: Serve /api/docs and /api/openapi.json. Unset: only when `host` is a loopback address.
+    docs: bool | None = None
+    #: Origins the board's pages are served from (e.g. "https://qa.example.com"); a board
+    #: websocket from any other Origin is refused (HTTP 403). Empty: the request's own host.
+    public_origins: tuple[str, ...] = ()
+    #: Open board websockets re-check their user this often (and on any user change made
+    #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
+    ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
     #: This many wrong passwords for one user from one address within `login_window_s` ...
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)

@@ -218,6 +218,7 @@ def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> Logi
 def logout(user: AnyUser, response: Response, ctx: Ctx) -> Response:
     """Revoke the token used for this request and clear the cookie."""
     ctx.access.revoke_token(user.token, at=ctx.clock())
+    ctx.users_changed += 1
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -251,6 +252,7 @@ def change_user(username: str, body: UserPatch, admin: Admin, ctx: Ctx) -> UserO
     if username == admin.username and (body.disabled or body.role not in (None, "admin")):
         raise HTTPException(409, "admins cannot demote or disable themselves")
     user = ctx.access.set_user(username, role=body.role, disabled=body.disabled)
+    ctx.users_changed += 1
     if user is None:
         raise HTTPException(404, f"no user {username!r}")
     return user_out(user)
