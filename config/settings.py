@@ -347,6 +347,12 @@ class ApiSettings(_Section):
     #: Open board websockets re-check their user this often (and on any user change made
     #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
     ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
+    #: A request's headers must arrive within this long of the connection (slowloris) ...
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: ... an idle keep-alive connection is closed after this long ...
+    keepalive_timeout_s: float = Field(default=5.0, ge=1, le=300)
+    #: ... and connections beyond this many are closed on accept.
+    max_connections: int = Field(default=256, ge=1)
     #: This many wrong passwords for one user from one address within `login_window_s` ...
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)

@@ -171,7 +171,15 @@ class Callwatch:
             alerts=self.alerts,
             live=self.gateway.calls,
         )
-        self.api = ApiServer(create_app(ctx), self.settings.api.host, self.settings.api.port)
+        api = self.settings.api
+        self.api = ApiServer(
+            create_app(ctx),
+            api.host,
+            api.port,
+            header_timeout_s=api.header_timeout_s,
+            keepalive_timeout_s=api.keepalive_timeout_s,
+            max_connections=api.max_connections,
+        )
         await self.api.start()
 
     async def stop(self) -> None:
