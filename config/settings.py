@@ -356,8 +356,17 @@ class ApiSettings(_Section):
     #: This many wrong passwords for one user from one address within `login_window_s` ...
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)
-    #: ... refuse that user's logins from there for this long (HTTP 429).
+    #: ... refuse that user's logins from there for this long (HTTP 429). An address with
+    #: this many failures in the window, whatever the usernames, is refused as a whole.
     login_lockout_s: float = Field(default=300.0, gt=0)
+    login_max_address_failures: int = Field(default=20, ge=1)
+    #: Password checks (scrypt, 16 MiB each) running at once, off the event loop; this many
+    #: more logins may wait, further ones get 503 at once.
+    login_concurrency: int = Field(default=2, ge=1, le=64)
+    login_queue: int = Field(default=32, ge=0)
+    #: Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs, or "*"); empty:
+    #: none, the peer address is the client (throttling and audit use it).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class Settings(_Section):

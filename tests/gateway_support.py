@@ -3,8 +3,8 @@ registry of live calls): the real `Gateway`, `StorageWriter` and SQLite reposito
 with ASR answered by `SilentTranscriber` (no speech model: these tests are about transport and
 call lifecycle, and a Whisper worker would only add minutes of CPU).
 
-`LoopLag` measures the event loop's lag the way RELIABILITY.md §8 suggests: a 10 ms ticker's
-overshoot.
+`served_api` serves the real API app with uvicorn on the test's loop. `LoopLag` measures
+the event loop's lag the way RELIABILITY.md §8 suggests: a 10 ms ticker's overshoot.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,39 @@ class LoopLag:
         assert self._task is not None
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+@dataclass
+class ServedApi:
+    url: str
+    ctx: Any  # monitor.api.context.ApiContext
+    app: Any  # the FastAPI app
+
+
+@asynccontextmanager
+async def served_api(
+    tmp: Path, users: dict[str, tuple[str, str]], **api: Any
+) -> AsyncIterator[ServedApi]:
+    """The real API app served by uvicorn (`ApiServer`) on this loop, on a SQLite file in
+    `tmp`, with `users` {name: (password, role)} created; `api` overrides `[api]` settings."""
+    from monitor.api.app import create_app
+    from monitor.api.context import ApiContext
+    from monitor.api.server import ApiServer
+
+    repo = Repository.from_url(f"sqlite:///{tmp / 'cw.db'}")
+    repo.upgrade()
+    settings = load_settings(env={}, data_dir=tmp, api=api)
+    ctx = ApiContext.for_repo(settings, repo)
+    for name, (password, role) in users.items():
+        ctx.access.create_user(name, password, role, at=datetime.now(UTC))
+    app = create_app(ctx)
+    s = settings.api
+    server = ApiServer(
+        app, "127.0.0.1", 0, trusted_proxies=s.trusted_proxies, max_connections=s.max_connections
+    )
+    await server.start()
+    try:
+        yield ServedApi(server.url, ctx, app)
+    finally:
+        await server.stop()
+        repo.close()

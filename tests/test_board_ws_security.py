@@ -15,7 +15,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +23,18 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from config.settings import load_settings
-from monitor.api.app import create_app
 from monitor.api.auth import COOKIE
 from monitor.api.context import ApiContext
-from monitor.api.server import ApiServer
-from storage.repository import Repository
+from tests.gateway_support import served_api
 
 PASSWORD = "board-ws-password-1"
 
 
 @asynccontextmanager
 async def served(tmp: Path, **api: Any) -> AsyncIterator[tuple[str, ApiContext]]:
-    repo = Repository.from_url(f"sqlite:///{tmp / 'cw.db'}")
-    repo.upgrade()
-    settings = load_settings(env={}, data_dir=tmp, api=api)
-    ctx = ApiContext.for_repo(settings, repo)
-    for name, role in (("sup", "supervisor"), ("adm", "admin")):
-        ctx.access.create_user(name, PASSWORD, role, at=datetime.now(UTC))
-    server = ApiServer(create_app(ctx), "127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server.url, ctx
-    finally:
-        await server.stop()
-        repo.close()
+    users = {"sup": (PASSWORD, "supervisor"), "adm": (PASSWORD, "admin")}
+    async with served_api(tmp, users, **api) as srv:
+        yield srv.url, srv.ctx
 
 
 async def token(base: str, user: str) -> str:

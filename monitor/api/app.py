@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from monitor.api import audit, auth, calls, insights
 from monitor.api.context import ApiContext
 from monitor.api.headers import DOCS_URL, OPENAPI_URL, add_security_headers, docs_enabled
-from monitor.api.throttle import LoginThrottle
+from monitor.api.throttle import HashGate, LoginThrottle
 from monitor.board.web import mount_board
 from storage.errors import StorageError, StorageUnavailable
 
@@ -44,9 +44,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     api = ctx.settings.api
     app.state.login_throttle = LoginThrottle(
         max_failures=api.login_max_failures,
+        max_address_failures=api.login_max_address_failures,
         window_s=api.login_window_s,
         lockout_s=api.login_lockout_s,
     )
+    app.state.hash_gate = HashGate(limit=api.login_concurrency, max_waiting=api.login_queue)
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(calls.router)

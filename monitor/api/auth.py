@@ -13,6 +13,7 @@ before it is answered, so denied attempts on call content leave a trace too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -22,7 +23,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, StringConstraints
 
 from monitor.api.context import ApiContext
-from monitor.api.throttle import LoginThrottle
+from monitor.api.throttle import HashBusy, HashGate, LoginThrottle
 from storage.access import ROLES, UserExists, UserInfo
 
 COOKIE = "cw_token"
@@ -173,16 +174,28 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/login", responses={**_UNAUTHORIZED, 429: {"description": "too many failures"}})
-def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
+@router.post(
+    "/login",
+    responses={
+        **_UNAUTHORIZED,
+        429: {"description": "too many failures"},
+        503: {"description": "too many logins at once"},
+    },
+)
+async def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
     """Exchange a username and password for a token (also set as the `cw_token` cookie).
-    Repeated wrong passwords lock that username out from that address for a while (429)."""
+    Repeated wrong passwords lock that username out from that address for a while, and an
+    address that fails for many usernames is locked out as a whole (429). Password checks run
+    a few at a time off the event loop; a flood beyond that is answered 503."""
     now = ctx.clock()
     throttle: LoginThrottle = request.app.state.login_throttle
+    gate: HashGate = request.app.state.hash_gate
+    # The peer address; uvicorn replaces it from X-Forwarded-For only for `api.trusted_proxies`.
     address = request.client.host if request.client else "?"
     wait_s = throttle.retry_after_s(body.username, address, now)
     if wait_s:
-        ctx.access.audit(
+        await asyncio.to_thread(
+            ctx.access.audit,
             at=now, action="login", result="denied", status=429, username=body.username,
             detail={"reason": "too many failed logins", "address": address},
         )  # fmt: skip
@@ -190,10 +203,17 @@ def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> Logi
             429, f"too many failed logins: try again in {wait_s} s",
             headers={"Retry-After": str(wait_s)},
         )  # fmt: skip
-    user = ctx.access.authenticate(body.username, body.password)
+    try:
+        async with gate.slot():
+            user = await asyncio.to_thread(ctx.access.authenticate, body.username, body.password)
+    except HashBusy:
+        raise HTTPException(
+            503, "too many logins at once: try again shortly", headers={"Retry-After": "2"}
+        ) from None
     if user is None:
         throttle.failed(body.username, address, now)
-        ctx.access.audit(
+        await asyncio.to_thread(
+            ctx.access.audit,
             at=now, action="login", result="denied", status=401, username=body.username,
             detail={"reason": "wrong username or password, or user disabled",
                     "address": address},
@@ -201,7 +221,7 @@ def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> Logi
         raise HTTPException(401, "wrong username or password")
     throttle.succeeded(body.username, address)
     ttl = ctx.settings.api.token_ttl_s
-    token = ctx.access.issue_token(user.user_id, at=now, ttl_s=ttl)
+    token = await asyncio.to_thread(ctx.access.issue_token, user.user_id, at=now, ttl_s=ttl)
     response.set_cookie(
         COOKIE,
         token,

@@ -100,7 +100,9 @@ class ApiServer:
         header_timeout_s: float = 10.0,
         keepalive_timeout_s: float = 5.0,
         max_connections: int = 256,
+        trusted_proxies: tuple[str, ...] = (),
     ) -> None:
+        self._proxies = trusted_proxies
         self._app = app
         self._host = host
         self._port = port
@@ -151,6 +153,10 @@ class ApiServer:
             lifespan="off",
             timeout_graceful_shutdown=5,
             timeout_keep_alive=max(1, round(keepalive_timeout_s)),
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default (a local client could
+            # then claim any address and dodge the login throttle): only configured proxies.
+            proxy_headers=bool(self._proxies),
+            forwarded_allow_ips=list(self._proxies) or None,
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="api-server")

@@ -179,6 +179,7 @@ class Callwatch:
             header_timeout_s=api.header_timeout_s,
             keepalive_timeout_s=api.keepalive_timeout_s,
             max_connections=api.max_connections,
+            trusted_proxies=api.trusted_proxies,
         )
         await self.api.start()
 
