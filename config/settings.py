@@ -337,8 +337,9 @@ class ApiSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     #: Lifetime of a login token (also the cookie's Max-Age).
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
-    #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
-    cookie_secure: bool = False
+    #: Mark the `cw_token` cookie Secure. Unset: true when a `public_origins` entry is
+    #: https:// (the pages are served over TLS, by callwatch's proxy).
+    cookie_secure: bool | None = None
     #: Serve /api/docs and /api/openapi.json. Unset: only when `host` is a loopback address.
     docs: bool | None = None
     #: Origins the board's pages are served from (e.g. "https://qa.example.com"); a board
@@ -347,6 +348,13 @@ class ApiSettings(_Section):
     #: Open board websockets re-check their user this often (and on any user change made
     #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
     ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @property
+    def secure_cookie(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return any(o.lower().startswith("https://") for o in self.public_origins)
+
     #: A request's headers must arrive within this long of the connection (slowloris) ...
     header_timeout_s: float = Field(default=10.0, gt=0, le=300)
     #: ... an idle keep-alive connection is closed after this long ...

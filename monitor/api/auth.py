@@ -55,7 +55,16 @@ _BEARER = HTTPBearer(auto_error=False, description="token from POST /api/login")
 _COOKIE = APIKeyCookie(name=COOKIE, auto_error=False, description="set by POST /api/login")
 
 
+#: Header the pages send with every API call. A request that changes state and is
+#: authenticated by the cookie alone must carry it: another site cannot make a browser add a
+#: custom header (without a CORS preflight this API never grants), so a forged form or
+#: `fetch` is refused even where a browser ignores SameSite (CSRF).
+CSRF_HEADER = "X-Callwatch-Request"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def optional_user(
+    request: Request,
     ctx: Ctx,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     cookie: Annotated[str | None, Depends(_COOKIE)],
@@ -64,6 +73,16 @@ def optional_user(
     token = bearer.credentials if bearer is not None else cookie
     if not token or len(token) > 512:
         return None
+    if (
+        bearer is None
+        and request.method not in _SAFE_METHODS
+        and CSRF_HEADER not in request.headers
+    ):
+        raise HTTPException(
+            403,
+            f"a cookie-authenticated {request.method} needs the {CSRF_HEADER} header "
+            "(the pages send it; API clients use 'Authorization: Bearer ...')",
+        )
     user = ctx.access.user_for_token(token, at=ctx.clock())
     return None if user is None else Principal(user.user_id, user.username, user.role, token)
 
@@ -228,7 +247,7 @@ async def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -
         max_age=ttl,
         httponly=True,
         samesite="strict",
-        secure=ctx.settings.api.cookie_secure,
+        secure=ctx.settings.api.secure_cookie,
         path="/",
     )
     return LoginOut(token=token, username=user.username, role=user.role, expires_in_s=ttl)  # type: ignore[arg-type]

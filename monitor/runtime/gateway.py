@@ -95,6 +95,7 @@ class Gateway:
         self.stopping = False
         self.calls: dict[str, LiveCall] = {}
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
+        self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
 
     @property
     def port(self) -> int:
@@ -232,6 +233,7 @@ class Gateway:
             authority=h.get("Host", ""),
             keys={k: v.get_secret_value() for k, v in a.audiohook_api_keys.items()},
             now=int(time.time()),
+            nonces=self._nonces,
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
