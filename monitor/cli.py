@@ -294,6 +294,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit ------------------------------------------------------------------------------
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Walk the audit trail's hash chain; exit 1 naming the first row that breaks it."""
+    from storage.access import AccessStore
+
+    repo = _repo(_settings(args))
+    try:
+        check = AccessStore(repo.engine).verify_audit()
+    finally:
+        repo.close()
+    legacy = f" ({check.unchained} older rows predate the chain)" if check.unchained else ""
+    if check.broken_id is None:
+        print(f"audit trail intact: {check.verified} rows verified{legacy}")
+        return 0
+    print(
+        f"audit trail BROKEN at row id {check.broken_id}: {check.problem}; "
+        f"{check.verified} rows before it verified{legacy}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 # -- user -------------------------------------------------------------------------------
 def cmd_user(args: argparse.Namespace) -> int:
     from datetime import UTC
@@ -448,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("migrate", help="create or upgrade the database schema")
     common(sp)
     sp.set_defaults(func=cmd_migrate)
+
+    sp = sub.add_parser("audit", help="the audit trail: verify its hash chain")
+    audits = sp.add_subparsers(dest="audit_cmd", required=True)
+    up = audits.add_parser("verify", help="check the chain; exit 1 naming the first bad row")
+    common(up)
+    up.set_defaults(func=cmd_audit_verify)
     return p
 
 

@@ -9,8 +9,11 @@ library; parameters stored with each hash so they can be raised later), compared
 time. Login tokens are 256-bit random strings; only their SHA-256 is stored: a token has
 full entropy, so a fast hash is enough and a leaked table gives nothing to replay.
 
-The audit log is append-only: this module only ever INSERTs into it (and the migration's
-triggers refuse UPDATE/DELETE in the database itself).
+The audit log is append-only: this module only ever INSERTs into it (and the migrations'
+triggers refuse UPDATE/DELETE/TRUNCATE in the database itself). It is also tamper-evident:
+each row carries `row_hash` = SHA-256(previous row's hash, this row's fields), written under
+a lock so the chain has one order; `verify_audit` walks it and names the first row that does
+not match (an edit, or a deletion just before it, made by someone who dropped the triggers).
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import base64
 import functools
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from storage import db
@@ -70,6 +74,30 @@ class AuditInfo:
     result: str
     status: int
     detail: dict[str, Any]
+    client: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What `verify_audit` found: rows whose chain verified, rows from before the chain
+    (migration 0005), and the first row that broke it (None: intact) with why."""
+
+    verified: int
+    unchained: int
+    broken_id: int | None = None
+    problem: str | None = None
+
+
+def audit_row_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """SHA-256 over the previous row's hash and this row's fields, canonical JSON."""
+    at: datetime = row["at"]
+    fields = [
+        at.astimezone(UTC).isoformat(timespec="microseconds"),
+        row["username"], row["role"], row["action"], row["call_id"], row["start_ms"],
+        row["end_ms"], row["result"], row["status"], row["client"], row["detail"] or {},
+    ]  # fmt: skip
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,16 +269,64 @@ class AccessStore:
         start_ms: int | None = None,
         end_ms: int | None = None,
         detail: dict[str, Any] | None = None,
+        client: str | None = None,
     ) -> None:
         if result not in AUDIT_RESULTS:
             raise ValueError(f"result must be one of {AUDIT_RESULTS}, got {result!r}")
         row = {
             "at": at, "username": username, "role": role, "action": action,
             "call_id": call_id[:64] if call_id else call_id, "start_ms": start_ms,
-            "end_ms": end_ms, "result": result, "status": status, "detail": detail or {},
+            "end_ms": end_ms, "result": result, "status": status,
+            "detail": json.loads(json.dumps(detail or {}, default=str)),  # as stored
+            "client": client[:64] if client else client,
         }  # fmt: skip
         with self._write() as conn:
-            conn.execute(insert(_AUDIT).values(**row))
+            if conn.dialect.name == "postgresql":  # one writer at a time extends the chain
+                conn.execute(text("SELECT pg_advisory_xact_lock(7401731)"))
+            # (SQLite: the write transaction began IMMEDIATE, so it already holds the lock.)
+            prev = conn.execute(
+                select(_AUDIT.c.row_hash)
+                .where(_AUDIT.c.row_hash.is_not(None))
+                .order_by(_AUDIT.c.id.desc())
+                .limit(1)
+            ).scalar()
+            prev = prev or ""
+            row_hash = audit_row_hash(prev, row)
+            conn.execute(insert(_AUDIT).values(**row, prev_hash=prev, row_hash=row_hash))
+
+    def verify_audit(self, batch: int = 1000) -> AuditCheck:
+        """Walk the chain in id order; the first row whose hashes do not match is named."""
+        verified = unchained = 0
+        prev: str | None = None  # None: the chain has not started yet
+        last_id = 0
+        with self._read() as conn:
+            while True:
+                rows = (
+                    conn.execute(
+                        select(_AUDIT)
+                        .where(_AUDIT.c.id > last_id)
+                        .order_by(_AUDIT.c.id)
+                        .limit(batch)
+                    )
+                    .mappings()
+                    .all()
+                )
+                if not rows:
+                    return AuditCheck(verified, unchained)
+                for r in rows:
+                    last_id = r["id"]
+                    if r["row_hash"] is None and prev is None:
+                        unchained += 1  # written before migration 0005
+                        continue
+                    expected_prev = prev or ""
+                    if r["prev_hash"] != expected_prev:
+                        why = "its prev_hash does not match the row before (one deleted?)"
+                        return AuditCheck(verified, unchained, r["id"], why)
+                    if r["row_hash"] != audit_row_hash(expected_prev, dict(r)):
+                        why = "its fields do not match its hash (changed after writing)"
+                        return AuditCheck(verified, unchained, r["id"], why)
+                    prev = r["row_hash"]
+                    verified += 1
 
     def list_audit(
         self,
@@ -293,6 +369,7 @@ class AccessStore:
                     r["result"],
                     r["status"],
                     dict(r["detail"]),
+                    r["client"],
                 )  # fmt: skip
                 for r in conn.execute(stmt).mappings()
             ]

@@ -356,6 +356,10 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))  # "allowed" | "denied"
     status: Mapped[int] = mapped_column(Integer)  # the HTTP status answered
     detail: Mapped[dict[str, Any]]
+    client: Mapped[str | None] = mapped_column(String(64))  # the caller's address
+    # The hash chain (migration 0005): the previous row's hash, and this row's.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_audit_log_at", "at"),

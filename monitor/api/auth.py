@@ -39,6 +39,7 @@ class Principal:
     username: str
     role: str
     token: str
+    client: str | None = None  # the caller's address (for the audit trail)
 
 
 def context(request: Request) -> ApiContext:
@@ -84,7 +85,10 @@ def optional_user(
             "(the pages send it; API clients use 'Authorization: Bearer ...')",
         )
     user = ctx.access.user_for_token(token, at=ctx.clock())
-    return None if user is None else Principal(user.user_id, user.username, user.role, token)
+    if user is None:
+        return None
+    client = request.client.host if request.client else None
+    return Principal(user.user_id, user.username, user.role, token, client)
 
 
 def require_role(*roles: str, audit: str | None = None) -> Callable[..., Principal]:
@@ -127,6 +131,7 @@ def authorize(
             role=user.role if user else None,
             call_id=request.path_params.get("call_id"),
             detail={"reason": reason, "path": request.url.path},
+            client=request.client.host if request.client else None,
         )
     if user is None:
         raise HTTPException(
@@ -216,7 +221,7 @@ async def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -
         await asyncio.to_thread(
             ctx.access.audit,
             at=now, action="login", result="denied", status=429, username=body.username,
-            detail={"reason": "too many failed logins", "address": address},
+            detail={"reason": "too many failed logins"}, client=address,
         )  # fmt: skip
         raise HTTPException(
             429, f"too many failed logins: try again in {wait_s} s",
@@ -234,8 +239,7 @@ async def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -
         await asyncio.to_thread(
             ctx.access.audit,
             at=now, action="login", result="denied", status=401, username=body.username,
-            detail={"reason": "wrong username or password, or user disabled",
-                    "address": address},
+            detail={"reason": "wrong username or password, or user disabled"}, client=address,
         )  # fmt: skip
         raise HTTPException(401, "wrong username or password")
     throttle.succeeded(body.username, address)
