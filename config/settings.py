@@ -349,6 +349,12 @@ class ApiSettings(_Section):
     #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
     ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
 
+    @model_validator(mode="after")
+    def _check_scrypt(self) -> ApiSettings:
+        if self.scrypt_n & (self.scrypt_n - 1):
+            raise ValueError(f"api.scrypt_n must be a power of two, got {self.scrypt_n}")
+        return self
+
     @property
     def secure_cookie(self) -> bool:
         if self.cookie_secure is not None:
@@ -371,6 +377,9 @@ class ApiSettings(_Section):
     #: Password checks (scrypt, 16 MiB each) running at once, off the event loop; this many
     #: more logins may wait, further ones get 503 at once.
     login_concurrency: int = Field(default=2, ge=1, le=64)
+    #: scrypt cost N of new password hashes (OWASP: 2**17, 128 MiB and ~1 s here; a power of
+    #: two, at least 2**14). Stored with each hash: raising it keeps old passwords working.
+    scrypt_n: int = Field(default=2**17, ge=2**14, le=2**18)
     login_queue: int = Field(default=32, ge=0)
     #: Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs, or "*"); empty:
     #: none, the peer address is the client (throttling and audit use it).

@@ -322,9 +322,10 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     from storage.access import AccessStore, UserExists
 
-    repo = _repo(_settings(args))
+    settings = _settings(args)
+    repo = _repo(settings)
     try:
-        access = AccessStore(repo.engine)
+        access = AccessStore(repo.engine, scrypt_n=settings.api.scrypt_n)
         if args.user_command == "list":
             for u in access.list_users():
                 state = " (disabled)" if u.disabled else ""

@@ -117,7 +117,7 @@ async def served_api(
 
     repo = Repository.from_url(f"sqlite:///{tmp / 'cw.db'}")
     repo.upgrade()
-    settings = load_settings(env={}, data_dir=tmp, api=api)
+    settings = load_settings(env={}, data_dir=tmp, api={"scrypt_n": 2**14, **api})
     ctx = ApiContext.for_repo(settings, repo)
     for name, (password, role) in users.items():
         ctx.access.create_user(name, password, role, at=datetime.now(UTC))

@@ -13,11 +13,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
+from config.settings import load_settings
+from monitor.api.context import ApiContext
+from storage.access import AccessStore
+from storage.repository import Repository
 from tests.gateway_support import LoopLag, served_api
 
 
@@ -93,3 +99,25 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Pat
             codes = [await attempt(client, "alice", **{"X-Forwarded-For": f"10.9.0.{i}"})
                      for i in range(8)]  # fmt: skip
         assert set(codes) == {401}  # a trusted proxy's clients are told apart
+
+
+def test_new_passwords_use_owasp_cost_and_old_ones_still_work(tmp_path: Path) -> None:
+    """Issue 17 item 17: scrypt N was 2**14, below OWASP's 2**17."""
+    repo = Repository.from_url(f"sqlite:///{tmp_path / 'cw.db'}")
+    repo.upgrade()
+    try:
+        settings = load_settings(env={}, data_dir=tmp_path)  # the shipped default
+        ctx = ApiContext.for_repo(settings, repo)
+        ctx.access.create_user("new", "new-password-1", "qa", at=datetime.now(UTC))
+        AccessStore(repo.engine, scrypt_n=2**14).create_user(
+            "old", "old-password-1", "qa", at=datetime.now(UTC)
+        )
+        with repo.engine.connect() as conn:
+            hashes = dict(conn.execute(text("SELECT username, password_hash FROM users")).all())
+        assert hashes["new"].startswith("scrypt$131072$8$1$")
+        assert hashes["old"].startswith("scrypt$16384$8$1$")
+        assert ctx.access.authenticate("new", "new-password-1") is not None
+        assert ctx.access.authenticate("old", "old-password-1") is not None
+        assert ctx.access.authenticate("old", "wrong-password-1") is None
+    finally:
+        repo.close()

@@ -40,4 +40,5 @@ class ApiContext:
 
     @classmethod
     def for_repo(cls, settings: Settings, repo: Repository, **kw: Any) -> ApiContext:
-        return cls(settings=settings, repo=repo, access=AccessStore(repo.engine), **kw)
+        access = AccessStore(repo.engine, scrypt_n=settings.api.scrypt_n)
+        return cls(settings=settings, repo=repo, access=access, **kw)
