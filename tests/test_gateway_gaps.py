@@ -172,3 +172,39 @@ def test_audiohook_discarded_span_over_the_cap_closes_1008(tmp_path: Path) -> No
     code, reason, call, frames = asyncio.run(scenario())
     assert code == 1008 and "max_gap_s" in reason, (code, reason)
     assert call.end_reason == "protocol_error" and frames == 800
+
+
+def test_an_allowed_gap_is_filled_in_pieces(tmp_path: Path) -> None:
+    """A 55 s jump (under `max_gap_s`, within the rate limit after 5 s of real time) is filled
+    with silence so the recording stays on call time - in pieces, so the call next to it and
+    the loop never wait for the whole gap's analysis."""
+    enc = TwilioEncoder(stream_sid="MZj", call_sid="CAjump")
+    chunk = np.full(160, 900, dtype="<i2").tobytes()
+    audio = speech_8k(7.0)
+
+    async def jumper(url: str) -> None:
+        async with connect(url + "/twilio") as ws:
+            await ws.send(enc.start(["inbound", "outbound"], {}))
+            for k in range(270):  # 5.4 s in real time, then every chunk 55 s later
+                t = k * 20 if k < 250 else 55_000 + k * 20
+                await ws.send(enc.media("inbound", t, chunk))
+                await ws.send(enc.media("outbound", t, chunk))
+                await asyncio.sleep(0.02)
+            await ws.send(enc.stop())
+            await ws.wait_closed()
+
+    async def scenario() -> tuple[float, CallDetail, np.ndarray, np.ndarray]:
+        async with in_process_gateway(tmp_path) as gw, LoopLag() as lag:
+            good = asyncio.create_task(good_twilio_call(gw.url, audio, "CAgood"))
+            await jumper(gw.url)
+            await good
+            good_wav = read_wav(gw, await wait_closed(gw.repo, "CAgood"))
+            jumped = await wait_closed(gw.repo, "CAjump")
+            return lag.worst_s, jumped, read_wav(gw, jumped), good_wav
+
+    worst, jumped, wav, good_wav = asyncio.run(scenario())
+    assert worst < 0.100, f"event loop stalled {worst * 1000:.0f} ms"
+    assert (jumped.status, jumped.end_reason) == ("completed", "normal")
+    assert wav.shape[0] == (55_000 + 270 * 20) * 8  # 5 s + the 55 s gap + 0.4 s
+    assert not wav[5 * 8000 : 60 * 8000].any() and wav[: 5 * 8000].all()  # silence = the gap
+    assert good_wav.shape[0] == audio.shape[0]
