@@ -172,7 +172,9 @@ class MetricVad:
         out: list[Run] = []
         i = 0
         while i < n:
-            if self._cuts and self._cuts[0] <= self._pos:
+            # Every cut due here (two markers at one frame, e.g. unhold then hold): one left
+            # behind would make an empty step below.
+            while self._cuts and self._cuts[0] <= self._pos:
                 self._cuts.pop(0)
                 self._cut(out)
             # One floor step at a time: the floor only changes at step boundaries and only

@@ -12,6 +12,7 @@ Sources, later ones win:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -62,6 +63,19 @@ class GatewaySettings(_Section):
     #: the call with 1008; 0 disables the check.
     max_audio_rate: float = Field(default=10.0, ge=0)
     audio_burst_s: float = Field(default=20.0, ge=0)
+    #: Largest silence gap one message may open (a Twilio `timestamp` or AudioHook `position`
+    #: ahead of the audio received, an AudioHook `discarded` span); more closes the call 1008
+    #: with the audio so far kept. Filled silence also counts against `max_audio_rate`.
+    max_gap_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Total silence one call's messages may claim (gaps, discarded spans); more closes 1008.
+    max_gap_total_s: float = Field(default=1800.0, gt=0, le=86400)
+    #: Text frames (app messages, DTMF, marks) larger than this (as stored, JSON bytes) are
+    #: counted in the call's media counts (`text_oversized`), not stored.
+    max_text_bytes: int = Field(default=4096, ge=64)
+    #: Text frames stored per second per call after a burst of `text_burst`; the excess is
+    #: counted (`text_dropped`), not stored.
+    max_text_rate: float = Field(default=10.0, gt=0)
+    text_burst: int = Field(default=50, ge=1)
     #: Per-party reorder window: held audio spanning more than this fills the hole with silence.
     reorder_window_ms: int = Field(default=200, ge=20, le=5000)
     #: A party this far behind the others (track stopped, leg not connected) gets silence.
@@ -98,10 +112,14 @@ class GatewaySettings(_Section):
 
 class SwitchAuthSettings(_Section):
     """Credentials switches must present (per protocol). A protocol with nothing configured
-    accepts unauthenticated connections (logged at start) unless `require` is true."""
+    refuses every connection when authentication is required - by default whenever the
+    gateway listens beyond loopback - and accepts anyone (logged at start) otherwise."""
 
-    #: Refuse every connection of a protocol that has no credentials configured.
-    require: bool = False
+    #: Refuse every connection of a protocol that has no credentials configured. Unset: true
+    #: unless `gateway.host` is a loopback address.
+    require: bool | None = None
+    #: Let a non-loopback gateway run without switch credentials (logged at CRITICAL on start).
+    allow_unauthenticated: bool = False
     #: Audio fork / jambonz: `Authorization: Bearer <token>` ...
     audiofork_tokens: tuple[SecretStr, ...] = ()
     #: ... or `Authorization: Basic` with one of these "user:password" pairs.
@@ -420,13 +438,53 @@ class ApiSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     #: Lifetime of a login token (also the cookie's Max-Age).
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
-    #: Mark the `cw_token` cookie Secure (set it when the API is served over HTTPS).
-    cookie_secure: bool = False
+    #: Mark the `cw_token` cookie Secure. Unset: true when a `public_origins` entry is
+    #: https:// (the pages are served over TLS, by callwatch's proxy).
+    cookie_secure: bool | None = None
+    #: Serve /api/docs and /api/openapi.json. Unset: only when `host` is a loopback address.
+    docs: bool | None = None
+    #: Origins the board's pages are served from (e.g. "https://qa.example.com"); a board
+    #: websocket from any other Origin is refused (HTTP 403). Empty: the request's own host.
+    public_origins: tuple[str, ...] = ()
+    #: Open board websockets re-check their user this often (and on any user change made
+    #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
+    ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check_scrypt(self) -> ApiSettings:
+        if self.scrypt_n & (self.scrypt_n - 1):
+            raise ValueError(f"api.scrypt_n must be a power of two, got {self.scrypt_n}")
+        return self
+
+    @property
+    def secure_cookie(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return any(o.lower().startswith("https://") for o in self.public_origins)
+
+    #: A request's headers must arrive within this long of the connection (slowloris) ...
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: ... an idle keep-alive connection is closed after this long ...
+    keepalive_timeout_s: float = Field(default=5.0, ge=1, le=300)
+    #: ... and connections beyond this many are closed on accept.
+    max_connections: int = Field(default=256, ge=1)
     #: This many wrong passwords for one user from one address within `login_window_s` ...
     login_max_failures: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)
-    #: ... refuse that user's logins from there for this long (HTTP 429).
+    #: ... refuse that user's logins from there for this long (HTTP 429). An address with
+    #: this many failures in the window, whatever the usernames, is refused as a whole.
     login_lockout_s: float = Field(default=300.0, gt=0)
+    login_max_address_failures: int = Field(default=20, ge=1)
+    #: Password checks (scrypt, 16 MiB each) running at once, off the event loop; this many
+    #: more logins may wait, further ones get 503 at once.
+    login_concurrency: int = Field(default=2, ge=1, le=64)
+    #: scrypt cost N of new password hashes (OWASP: 2**17, 128 MiB and ~1 s here; a power of
+    #: two, at least 2**14). Stored with each hash: raising it keeps old passwords working.
+    scrypt_n: int = Field(default=2**17, ge=2**14, le=2**18)
+    login_queue: int = Field(default=32, ge=0)
+    #: Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs, or "*"); empty:
+    #: none, the peer address is the client (throttling and audit use it).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class Settings(_Section):
@@ -458,7 +516,25 @@ class Settings(_Section):
                 f"vad.pad_ms ({self.vad.pad_ms}) must be smaller than "
                 f"vad.end_silence_ms ({self.vad.end_silence_ms})"
             )
+        a = self.switch_auth
+        creds = a.audiofork_tokens or a.audiofork_basic or a.twilio_auth_token
+        exposed = not is_loopback(self.gateway.host) and not a.allow_unauthenticated
+        if exposed and (not (creds or a.audiohook_api_keys) or a.require is False):
+            raise ValueError(
+                f"gateway.host = {self.gateway.host!r} is reachable beyond this machine but "
+                "switches could connect without credentials: set [switch_auth] audiofork_tokens"
+                " / twilio_auth_token / audiohook_api_keys (and leave require unset), or set "
+                "switch_auth.allow_unauthenticated = true to accept that"
+            )
         return self
+
+    @property
+    def switch_auth_required(self) -> bool:
+        """Whether a protocol without credentials refuses connections (see SwitchAuthSettings)."""
+        a = self.switch_auth
+        if a.require is not None:
+            return a.require
+        return not (a.allow_unauthenticated or is_loopback(self.gateway.host))
 
     @property
     def database_url(self) -> str:
@@ -471,6 +547,16 @@ class Settings(_Section):
     @property
     def model_cache_dir(self) -> Path:
         return self.asr.cache_dir or self.data_dir / "models"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` binds only this machine ("" and "0.0.0.0" are every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

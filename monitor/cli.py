@@ -81,6 +81,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if noise != "off":
         calls = [with_comfort_noise(c, float(noise), seed=i) for i, c in enumerate(calls)]
 
+    headers = {}
+    if args.token_file is not None:
+        headers["Authorization"] = "Bearer " + args.token_file.read_text(encoding="utf-8").strip()
+
     async def main() -> list[Any]:
         sem = asyncio.Semaphore(args.concurrency)
 
@@ -97,7 +101,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                     if args.protocol == "audiosocket"
                     else "ws://127.0.0.1:8765"
                 )
-                return await stream_call(url, calls[i], pace=args.pace, protocol=args.protocol)
+                return await stream_call(
+                    url, calls[i], pace=args.pace, protocol=args.protocol, headers=headers
+                )
 
         return await asyncio.gather(*(one(i) for i in range(len(calls))), return_exceptions=True)
 
@@ -217,15 +223,38 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit ------------------------------------------------------------------------------
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Walk the audit trail's hash chain; exit 1 naming the first row that breaks it."""
+    from storage.access import AccessStore
+
+    repo = _repo(_settings(args))
+    try:
+        check = AccessStore(repo.engine).verify_audit()
+    finally:
+        repo.close()
+    legacy = f" ({check.unchained} older rows predate the chain)" if check.unchained else ""
+    if check.broken_id is None:
+        print(f"audit trail intact: {check.verified} rows verified{legacy}")
+        return 0
+    print(
+        f"audit trail BROKEN at row id {check.broken_id}: {check.problem}; "
+        f"{check.verified} rows before it verified{legacy}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 # -- user -------------------------------------------------------------------------------
 def cmd_user(args: argparse.Namespace) -> int:
     from datetime import UTC
 
     from storage.access import AccessStore, UserExists
 
-    repo = _repo(_settings(args))
+    settings = _settings(args)
+    repo = _repo(settings)
     try:
-        access = AccessStore(repo.engine)
+        access = AccessStore(repo.engine, scrypt_n=settings.api.scrypt_n)
         if args.user_command == "list":
             for u in access.list_users():
                 state = " (disabled)" if u.disabled else ""
@@ -320,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill pauses with comfort noise at this level (dBov, e.g. -65); default: on at "
         "-65 for the built-in demo scripts, off for --script and recordings",
     )
+    sp.add_argument(
+        "--token-file",
+        type=Path,
+        help="audio fork: send `Authorization: Bearer <the file's text>` (a file, not an "
+        "argument, so the token stays out of process listings)",
+    )
     sp.set_defaults(func=cmd_sim)
 
     sp = sub.add_parser("calls", help="list and search stored calls")
@@ -371,11 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("migrate", help="create or upgrade the database schema")
     common(sp)
     sp.set_defaults(func=cmd_migrate)
+
+    sp = sub.add_parser("audit", help="the audit trail: verify its hash chain")
+    audits = sp.add_subparsers(dest="audit_cmd", required=True)
+    up = audits.add_parser("verify", help="check the chain; exit 1 naming the first bad row")
+    common(up)
+    up.set_defaults(func=cmd_audit_verify)
     cli_privacy.add_commands(sub, common, _settings, _repo)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Recordings, the database (and its -wal/-shm) and tokens are for this user only: every
+    # file a callwatch command creates is 0600 and every directory 0700.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         rc = int(args.func(args))

@@ -9,8 +9,11 @@ library; parameters stored with each hash so they can be raised later), compared
 time. Login tokens are 256-bit random strings; only their SHA-256 is stored: a token has
 full entropy, so a fast hash is enough and a leaked table gives nothing to replay.
 
-The audit log is append-only: this module only ever INSERTs into it (and the migration's
-triggers refuse UPDATE/DELETE in the database itself).
+The audit log is append-only: this module only ever INSERTs into it (and the migrations'
+triggers refuse UPDATE/DELETE/TRUNCATE in the database itself). It is also tamper-evident:
+each row carries `row_hash` = SHA-256(previous row's hash, this row's fields), written under
+a lock so the chain has one order; `verify_audit` walks it and names the first row that does
+not match (an edit, or a deletion just before it, made by someone who dropped the triggers).
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import base64
 import functools
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from storage import db
@@ -40,8 +44,12 @@ _TOKENS: Table = ApiToken.__table__  # type: ignore[assignment]
 _AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 _REVIEWS: Table = QaReview.__table__  # type: ignore[assignment]
 _CALLS: Table = Call.__table__  # type: ignore[assignment]
-# scrypt cost: 2**14 * 8 * 128 B = 16 MiB and ~50 ms per hash (OWASP's scrypt minimum).
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# scrypt cost: N * 8 * 128 B. OWASP's current recommendation is N = 2**17 (128 MiB, ~0.4-1.2 s
+# per hash on a 2-core host; the API runs few at once, see monitor/api/throttle.py). The cost
+# is stored with each hash, so raising it later keeps old passwords working.
+SCRYPT_N = 2**17
+_SCRYPT_R, _SCRYPT_P = 8, 1
+_MAXMEM = 300 * 2**20  # scrypt needs 128 * r * N bytes: enough for N up to 2**18
 
 
 class UserExists(StorageError):
@@ -70,6 +78,36 @@ class AuditInfo:
     result: str
     status: int
     detail: dict[str, Any]
+    client: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What `verify_audit` found: rows whose chain verified, rows from before the chain
+    (migration 0005), and the first row that broke it (None: intact) with why."""
+
+    verified: int
+    unchained: int
+    broken_id: int | None = None
+    problem: str | None = None
+
+
+def call_digest(call_id: str | None) -> str | None:
+    """What the audit chain hashes for a call id: erasure may later replace the id by its
+    pseudonym (storage/privacy.py), which must not look like tampering."""
+    return hashlib.sha256(call_id.encode()).hexdigest() if call_id else None
+
+
+def audit_row_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    """SHA-256 over the previous row's hash and this row's fields, canonical JSON."""
+    at: datetime = row["at"]
+    fields = [
+        at.astimezone(UTC).isoformat(timespec="microseconds"),
+        row["username"], row["role"], row["action"], row["call_digest"], row["start_ms"],
+        row["end_ms"], row["result"], row["status"], row["client"], row["detail"] or {},
+    ]  # fmt: skip
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +121,13 @@ class ReviewInfo:
     criteria: dict[str, Any]
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, n: int = SCRYPT_N) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
-    )
-    return "$".join(
-        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
-    )
+        password.encode(), salt=salt, n=n, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32,
+        maxmem=_MAXMEM,
+    )  # fmt: skip
+    return "$".join(["scrypt", str(n), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)])
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -106,7 +143,7 @@ def verify_password(password: str, stored: str) -> bool:
             r=int(r),
             p=int(p),
             dklen=len(want),
-            maxmem=256 * 1024 * 1024,
+            maxmem=_MAXMEM,
         )
     except (ValueError, TypeError):
         return False
@@ -122,8 +159,12 @@ def _b64(raw: bytes) -> str:
 
 
 class AccessStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, scrypt_n: int = SCRYPT_N) -> None:
+        """`scrypt_n`: the cost of new password hashes (a power of two)."""
+        if scrypt_n < 2**14 or scrypt_n & (scrypt_n - 1):
+            raise ValueError(f"scrypt_n must be a power of two >= 2**14, got {scrypt_n}")
         self._engine = engine
+        self._scrypt_n = scrypt_n
 
     # -- users --------------------------------------------------------------------------
     def create_user(self, username: str, password: str, role: str, *, at: datetime) -> UserInfo:
@@ -136,7 +177,7 @@ class AccessStore:
             raise ValueError("password must have at least 8 characters")
         row = {
             "username": username,
-            "password_hash": hash_password(password),
+            "password_hash": hash_password(password, self._scrypt_n),
             "role": role,
             "created_at": at,
             "disabled": False,
@@ -182,7 +223,7 @@ class AccessStore:
             found = row.first()
         if found is None:
             # Same work as a real check, so response time does not tell which names exist.
-            verify_password(password, _dummy_hash())
+            verify_password(password, _dummy_hash(self._scrypt_n))
             return None
         if not verify_password(password, found["password_hash"]) or found["disabled"]:
             return None
@@ -241,16 +282,69 @@ class AccessStore:
         start_ms: int | None = None,
         end_ms: int | None = None,
         detail: dict[str, Any] | None = None,
+        client: str | None = None,
     ) -> None:
         if result not in AUDIT_RESULTS:
             raise ValueError(f"result must be one of {AUDIT_RESULTS}, got {result!r}")
         row = {
             "at": at, "username": username, "role": role, "action": action,
             "call_id": call_id[:64] if call_id else call_id, "start_ms": start_ms,
-            "end_ms": end_ms, "result": result, "status": status, "detail": detail or {},
+            "end_ms": end_ms, "result": result, "status": status,
+            "detail": json.loads(json.dumps(detail or {}, default=str)),  # as stored
+            "client": client[:64] if client else client,
         }  # fmt: skip
+        row["call_digest"] = call_digest(row["call_id"])
         with self._write() as conn:
-            conn.execute(insert(_AUDIT).values(**row))
+            if conn.dialect.name == "postgresql":  # one writer at a time extends the chain
+                conn.execute(text("SELECT pg_advisory_xact_lock(7401731)"))
+            # (SQLite: the write transaction began IMMEDIATE, so it already holds the lock.)
+            prev = conn.execute(
+                select(_AUDIT.c.row_hash)
+                .where(_AUDIT.c.row_hash.is_not(None))
+                .order_by(_AUDIT.c.id.desc())
+                .limit(1)
+            ).scalar()
+            prev = prev or ""
+            row_hash = audit_row_hash(prev, row)
+            conn.execute(insert(_AUDIT).values(**row, prev_hash=prev, row_hash=row_hash))
+
+    def verify_audit(self, batch: int = 1000) -> AuditCheck:
+        """Walk the chain in id order; the first row whose hashes do not match is named."""
+        verified = unchained = 0
+        prev: str | None = None  # None: the chain has not started yet
+        last_id = 0
+        with self._read() as conn:
+            while True:
+                rows = (
+                    conn.execute(
+                        select(_AUDIT)
+                        .where(_AUDIT.c.id > last_id)
+                        .order_by(_AUDIT.c.id)
+                        .limit(batch)
+                    )
+                    .mappings()
+                    .all()
+                )
+                if not rows:
+                    return AuditCheck(verified, unchained)
+                for r in rows:
+                    last_id = r["id"]
+                    if r["row_hash"] is None and prev is None:
+                        unchained += 1  # written before migration 0005
+                        continue
+                    expected_prev = prev or ""
+                    if r["prev_hash"] != expected_prev:
+                        why = "its prev_hash does not match the row before (one deleted?)"
+                        return AuditCheck(verified, unchained, r["id"], why)
+                    if r["row_hash"] != audit_row_hash(expected_prev, dict(r)):
+                        why = "its fields do not match its hash (changed after writing)"
+                        return AuditCheck(verified, unchained, r["id"], why)
+                    pseudonymised = (r["call_id"] or "").startswith("psn:")  # by an erasure
+                    if not pseudonymised and r["call_digest"] != call_digest(r["call_id"]):
+                        why = "its call id does not match its hash (changed after writing)"
+                        return AuditCheck(verified, unchained, r["id"], why)
+                    prev = r["row_hash"]
+                    verified += 1
 
     def list_audit(
         self,
@@ -293,6 +387,7 @@ class AccessStore:
                     r["result"],
                     r["status"],
                     dict(r["detail"]),
+                    r["client"],
                 )  # fmt: skip
                 for r in conn.execute(stmt).mappings()
             ]
@@ -365,5 +460,5 @@ def _user(row: Any) -> UserInfo:
 
 
 @functools.cache
-def _dummy_hash() -> str:
-    return hash_password(secrets.token_urlsafe(12))
+def _dummy_hash(n: int) -> str:
+    return hash_password(secrets.token_urlsafe(12), n)

@@ -359,6 +359,12 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))  # "allowed" | "denied"
     status: Mapped[int] = mapped_column(Integer)  # the HTTP status answered
     detail: Mapped[dict[str, Any]]
+    client: Mapped[str | None] = mapped_column(String(64))  # the caller's address
+    # The hash chain (migration 0005): the previous row's hash, and this row's.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
+    #: SHA-256 of `call_id` as written: the chain covers it, so pseudonymising stays verifiable.
+    call_digest: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_audit_log_at", "at"),

@@ -56,8 +56,11 @@ class ApiHarness:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-def make_api(repo: Repository, data_dir: Path, **kw: object) -> ApiHarness:
-    settings = load_settings(env={}, data_dir=data_dir)
+def make_api(
+    repo: Repository, data_dir: Path, *, api: dict[str, object] | None = None, **kw: object
+) -> ApiHarness:
+    # Password hashing at scrypt's minimum cost (2**14): the fixtures hash a dozen passwords.
+    settings = load_settings(env={}, data_dir=data_dir, api={"scrypt_n": 2**14, **(api or {})})
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     clock = Clock()
     ctx = ApiContext.for_repo(settings, repo, clock=clock, **kw)

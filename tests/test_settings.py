@@ -17,7 +17,10 @@ def test_shipped_defaults_file_matches_the_schema() -> None:
 
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     cfg = tmp_path / "cw.toml"
-    cfg.write_text('[gateway]\nport = 9000\nhost = "0.0.0.0"\n[asr]\nmodel = "tiny.en"\n')
+    cfg.write_text(
+        '[gateway]\nport = 9000\nhost = "0.0.0.0"\n[asr]\nmodel = "tiny.en"\n'
+        '[switch_auth]\naudiofork_tokens = ["t0k"]\n'
+    )
     env = {
         "CALLWATCH_GATEWAY__PORT": "9100",
         "CALLWATCH_STORAGE__URL": "sqlite:///x.db",
@@ -71,3 +74,31 @@ def test_webhook_targets_from_the_environment_as_json() -> None:
     ]
     with pytest.raises(ConfigError, match="webhooks.targets.0.secret"):
         load_settings(env={"CALLWATCH_WEBHOOKS__TARGETS": f"[{target.replace('0123456789', '')}]"})
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "10.1.2.3", "::", "gw.example.com"])
+def test_public_gateway_without_switch_credentials_refuses_to_start(host: str) -> None:
+    """Issue 17 item 2: beyond loopback, switches must authenticate unless explicitly allowed."""
+    with pytest.raises(ConfigError, match="allow_unauthenticated"):
+        load_settings(env={}, gateway={"host": host})
+    with pytest.raises(ConfigError, match="allow_unauthenticated"):  # require=false: same
+        load_settings(
+            env={},
+            gateway={"host": host},
+            switch_auth={"require": False, "audiofork_tokens": ["t"]},
+        )
+    open_ = load_settings(
+        env={}, gateway={"host": host}, switch_auth={"allow_unauthenticated": True}
+    )
+    assert not open_.switch_auth_required
+    guarded = load_settings(env={}, gateway={"host": host}, switch_auth={"audiofork_tokens": ["t"]})
+    assert guarded.switch_auth_required  # twilio/audiohook, with nothing configured, refuse
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_loopback_gateway_stays_open_by_default(host: str) -> None:
+    s = load_settings(env={}, gateway={"host": host})
+    assert not s.switch_auth_required
+    assert load_settings(
+        env={}, gateway={"host": host}, switch_auth={"require": True}
+    ).switch_auth_required

@@ -13,6 +13,7 @@ from monitor.core.events import Party
 from monitor.errors import ProtocolError
 from monitor.wire.audiofork import AudioForkDecoder, AudioForkEncoder
 from monitor.wire.events import AppEvent, CallStarted, Dtmf, FramesReceived, Paused, Resumed
+from tests.wire_support import feed_random, json_values
 
 META = {
     "callid": "7f3c@10.1.2.3",
@@ -163,3 +164,37 @@ def test_random_json_objects_parse_or_raise_protocol_error(doc: dict) -> None:
         AudioForkDecoder().receive_text(json.dumps(doc))
     except ProtocolError:
         pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["event", "type", "digit", "dtmf", "duration", "payload", "x"]),
+            json_values,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_mid_stream_json_of_any_shape_is_an_event(docs: list[dict]) -> None:
+    """Issue 17 item 15: `{"event": {...}}` or a list once raised TypeError (close 1011). Any
+    JSON object after the metadata is a typed event, and an app message's payload never carries
+    a non-string event name for the gateway to match on."""
+    dec = AudioForkDecoder()
+    dec.receive_text('{"sampleRate":8000,"mixType":"stereo"}')
+    for ev in feed_random(dec, [json.dumps(d) for d in docs]):
+        assert isinstance(ev, AppEvent | Dtmf | Paused | Resumed)
+        payload = ev.data.get("payload") if isinstance(ev, AppEvent) else None
+        if isinstance(payload, dict):
+            assert all(isinstance(payload.get(k), str | None) for k in ("event", "type"))
+
+
+def test_event_that_is_an_object_is_kept_as_text() -> None:
+    dec = AudioForkDecoder()
+    dec.receive_text('{"sampleRate":8000}')
+    (ev,) = dec.receive_text('{"event": {"a": 1}}')
+    assert ev == AppEvent("app_message", {"payload": '{"event": {"a": 1}}'})
+    (ev,) = dec.receive_text('{"type": ["hold"]}')
+    assert isinstance(ev, AppEvent) and ev.data["payload"] == '{"type": ["hold"]}'

@@ -2,7 +2,8 @@
 
 `create_app(ctx)` builds one app around an `ApiContext`; `Callwatch` serves it in-process
 (monitor/api/server.py) and tests drive it with httpx. The OpenAPI document is at
-/api/openapi.json and interactive docs at /api/docs.
+/api/openapi.json and interactive docs at /api/docs, when `api.docs` is on (by default only on
+a loopback API). Security headers on every response: monitor/api/headers.py.
 
 Route handlers that touch the database are plain `def` functions: FastAPI runs them in its
 thread pool, so a slow query never blocks the event loop that also carries live call audio.
@@ -21,7 +22,8 @@ from fastapi.responses import JSONResponse
 
 from monitor.api import audit, auth, calls, health, insights, privacy
 from monitor.api.context import ApiContext
-from monitor.api.throttle import LoginThrottle
+from monitor.api.headers import DOCS_URL, OPENAPI_URL, add_security_headers, docs_enabled
+from monitor.api.throttle import HashGate, LoginThrottle
 from monitor.board.web import mount_board
 from storage.errors import StorageError, StorageUnavailable
 
@@ -29,21 +31,24 @@ log = logging.getLogger("callwatch.api")
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
+    docs = docs_enabled(ctx.settings.api)
     app = FastAPI(
         title="callwatch API",
         version="1",
         summary="Search, replay, alerts, KPIs and vCon export of monitored calls.",
-        openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        openapi_url=OPENAPI_URL if docs else None,
+        docs_url=DOCS_URL if docs else None,
         redoc_url=None,
     )
     app.state.ctx = ctx
     api = ctx.settings.api
     app.state.login_throttle = LoginThrottle(
         max_failures=api.login_max_failures,
+        max_address_failures=api.login_max_address_failures,
         window_s=api.login_window_s,
         lockout_s=api.login_lockout_s,
     )
+    app.state.hash_gate = HashGate(limit=api.login_concurrency, max_waiting=api.login_queue)
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(calls.router)
@@ -51,6 +56,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(privacy.router)
     _add_error_handling(app)
+    add_security_headers(app)
     mount_board(app, ctx)  # the live board and replay pages (monitor/board)
     return app
 

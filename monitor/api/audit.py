@@ -1,7 +1,9 @@
 """The audit trail: writing a row for each access to call content, and reading the trail.
 
 Actions: `transcript.view` (call detail), `recording.play` / `recording.download`,
-`export.vcon`, `review.view` / `review.create`, `login` (failed logins only), `audit.view`.
+`export.vcon`, `review.view` / `review.create`, `calls.search` (a transcript search: `q`),
+`login` (failed logins only), `audit.view`. Each row has the caller's address (`client`) and
+joins the hash chain (storage/access.py; `callwatch audit verify`).
 Results: `allowed`, `denied` (401/403, written by `require_role`), `failed` (allowed, but
 nothing to give: no such call or recording, or an unsatisfiable range).
 
@@ -47,6 +49,7 @@ def record(
         start_ms=start_ms,
         end_ms=end_ms,
         detail={k: v for k, v in detail.items() if v is not None},
+        client=user.client,
     )
 
 
@@ -62,6 +65,7 @@ class AuditOut(BaseModel):
     result: Literal["allowed", "denied", "failed"]
     status: int
     detail: dict[str, Any]
+    client: str | None = None
 
 
 AuditAdmin = Annotated[Principal, Depends(require_role("admin", audit="audit.view"))]
@@ -100,6 +104,7 @@ def list_audit(
             result=a.result,  # type: ignore[arg-type]
             status=a.status,
             detail=a.detail,
+            client=a.client,
         )  # fmt: skip
         for a in rows
     ]

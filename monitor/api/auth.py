@@ -13,6 +13,7 @@ before it is answered, so denied attempts on call content leave a trace too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -22,7 +23,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, StringConstraints
 
 from monitor.api.context import ApiContext
-from monitor.api.throttle import LoginThrottle
+from monitor.api.throttle import HashBusy, HashGate, LoginThrottle
 from storage.access import ROLES, UserExists, UserInfo
 
 COOKIE = "cw_token"
@@ -38,6 +39,7 @@ class Principal:
     username: str
     role: str
     token: str
+    client: str | None = None  # the caller's address (for the audit trail)
 
 
 def context(request: Request) -> ApiContext:
@@ -54,7 +56,16 @@ _BEARER = HTTPBearer(auto_error=False, description="token from POST /api/login")
 _COOKIE = APIKeyCookie(name=COOKIE, auto_error=False, description="set by POST /api/login")
 
 
+#: Header the pages send with every API call. A request that changes state and is
+#: authenticated by the cookie alone must carry it: another site cannot make a browser add a
+#: custom header (without a CORS preflight this API never grants), so a forged form or
+#: `fetch` is refused even where a browser ignores SameSite (CSRF).
+CSRF_HEADER = "X-Callwatch-Request"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def optional_user(
+    request: Request,
     ctx: Ctx,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     cookie: Annotated[str | None, Depends(_COOKIE)],
@@ -63,8 +74,21 @@ def optional_user(
     token = bearer.credentials if bearer is not None else cookie
     if not token or len(token) > 512:
         return None
+    if (
+        bearer is None
+        and request.method not in _SAFE_METHODS
+        and CSRF_HEADER not in request.headers
+    ):
+        raise HTTPException(
+            403,
+            f"a cookie-authenticated {request.method} needs the {CSRF_HEADER} header "
+            "(the pages send it; API clients use 'Authorization: Bearer ...')",
+        )
     user = ctx.access.user_for_token(token, at=ctx.clock())
-    return None if user is None else Principal(user.user_id, user.username, user.role, token)
+    if user is None:
+        return None
+    client = request.client.host if request.client else None
+    return Principal(user.user_id, user.username, user.role, token, client)
 
 
 def require_role(*roles: str, audit: str | None = None) -> Callable[..., Principal]:
@@ -107,6 +131,7 @@ def authorize(
             role=user.role if user else None,
             call_id=request.path_params.get("call_id"),
             detail={"reason": reason, "path": request.url.path},
+            client=request.client.host if request.client else None,
         )
     if user is None:
         raise HTTPException(
@@ -173,42 +198,60 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/login", responses={**_UNAUTHORIZED, 429: {"description": "too many failures"}})
-def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
+@router.post(
+    "/login",
+    responses={
+        **_UNAUTHORIZED,
+        429: {"description": "too many failures"},
+        503: {"description": "too many logins at once"},
+    },
+)
+async def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
     """Exchange a username and password for a token (also set as the `cw_token` cookie).
-    Repeated wrong passwords lock that username out from that address for a while (429)."""
+    Repeated wrong passwords lock that username out from that address for a while, and an
+    address that fails for many usernames is locked out as a whole (429). Password checks run
+    a few at a time off the event loop; a flood beyond that is answered 503."""
     now = ctx.clock()
     throttle: LoginThrottle = request.app.state.login_throttle
+    gate: HashGate = request.app.state.hash_gate
+    # The peer address; uvicorn replaces it from X-Forwarded-For only for `api.trusted_proxies`.
     address = request.client.host if request.client else "?"
     wait_s = throttle.retry_after_s(body.username, address, now)
     if wait_s:
-        ctx.access.audit(
+        await asyncio.to_thread(
+            ctx.access.audit,
             at=now, action="login", result="denied", status=429, username=body.username,
-            detail={"reason": "too many failed logins", "address": address},
+            detail={"reason": "too many failed logins"}, client=address,
         )  # fmt: skip
         raise HTTPException(
             429, f"too many failed logins: try again in {wait_s} s",
             headers={"Retry-After": str(wait_s)},
         )  # fmt: skip
-    user = ctx.access.authenticate(body.username, body.password)
+    try:
+        async with gate.slot():
+            user = await asyncio.to_thread(ctx.access.authenticate, body.username, body.password)
+    except HashBusy:
+        raise HTTPException(
+            503, "too many logins at once: try again shortly", headers={"Retry-After": "2"}
+        ) from None
     if user is None:
         throttle.failed(body.username, address, now)
-        ctx.access.audit(
+        await asyncio.to_thread(
+            ctx.access.audit,
             at=now, action="login", result="denied", status=401, username=body.username,
-            detail={"reason": "wrong username or password, or user disabled",
-                    "address": address},
+            detail={"reason": "wrong username or password, or user disabled"}, client=address,
         )  # fmt: skip
         raise HTTPException(401, "wrong username or password")
     throttle.succeeded(body.username, address)
     ttl = ctx.settings.api.token_ttl_s
-    token = ctx.access.issue_token(user.user_id, at=now, ttl_s=ttl)
+    token = await asyncio.to_thread(ctx.access.issue_token, user.user_id, at=now, ttl_s=ttl)
     response.set_cookie(
         COOKIE,
         token,
         max_age=ttl,
         httponly=True,
         samesite="strict",
-        secure=ctx.settings.api.cookie_secure,
+        secure=ctx.settings.api.secure_cookie,
         path="/",
     )
     return LoginOut(token=token, username=user.username, role=user.role, expires_in_s=ttl)  # type: ignore[arg-type]
@@ -218,6 +261,7 @@ def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> Logi
 def logout(user: AnyUser, response: Response, ctx: Ctx) -> Response:
     """Revoke the token used for this request and clear the cookie."""
     ctx.access.revoke_token(user.token, at=ctx.clock())
+    ctx.users_changed += 1
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -251,6 +295,7 @@ def change_user(username: str, body: UserPatch, admin: Admin, ctx: Ctx) -> UserO
     if username == admin.username and (body.disabled or body.role not in (None, "admin")):
         raise HTTPException(409, "admins cannot demote or disable themselves")
     user = ctx.access.set_user(username, role=body.role, disabled=body.disabled)
+    ctx.users_changed += 1
     if user is None:
         raise HTTPException(404, f"no user {username!r}")
     return user_out(user)

@@ -69,7 +69,7 @@ class CallPage(BaseModel):
 
 @router.get("/calls", responses={401: {"description": "not authenticated"}})
 def search_calls(
-    _: Annotated[Principal, Depends(require_role(*ANY_ROLE))],
+    user: Annotated[Principal, Depends(require_role(*ANY_ROLE))],
     ctx: Ctx,
     q: Annotated[
         str | None, Query(max_length=200, description="transcript words or characters")
@@ -102,6 +102,8 @@ def search_calls(
         limit=limit, offset=offset,
     )  # fmt: skip
     calls, total = ctx.repo.search_calls(query)
+    if q is not None:  # searching transcripts reads call content: audited with the terms
+        record(ctx, user, "calls.search", call_id=None, q=q, matches=total)
     items = [CallItem(**{k: v for k, v in asdict(c).items() if k in CallItem.model_fields})
              for c in calls]  # fmt: skip
     return CallPage(total=total, limit=limit, offset=offset, items=items)

@@ -37,7 +37,11 @@ class ApiContext:
     health: Callable[[], dict[str, Any]] | None = None
     #: Wall clock for tokens and audit rows; tests pass their own.
     clock: Callable[[], datetime] = field(default=utc_now)
+    #: Bumped on every user or token change made through the API (role, disable, logout):
+    #: open board sockets see it within a second and re-check their user.
+    users_changed: int = 0
 
     @classmethod
     def for_repo(cls, settings: Settings, repo: Repository, **kw: Any) -> ApiContext:
-        return cls(settings=settings, repo=repo, access=AccessStore(repo.engine), **kw)
+        access = AccessStore(repo.engine, scrypt_n=settings.api.scrypt_n)
+        return cls(settings=settings, repo=repo, access=access, **kw)

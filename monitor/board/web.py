@@ -8,7 +8,11 @@ the API (`/api/...`, including `/api/me` and `/api/logout`), which checks roles 
 every call.
 
 The websocket authenticates with the same cookie (browsers send cookies on the handshake);
-a refusal closes with 4401 (not signed in) or 4403 (wrong role) so the page can react.
+a refusal closes with 4401 (not signed in) or 4403 (wrong role) so the page can react. A
+handshake whose `Origin` is not one of `api.public_origins` (by default: this host) is refused
+with HTTP 403 (cross-site websocket hijacking). An open socket re-checks its user every
+`api.ws_reauth_s` and within a second of a user change made through the API, and closes 4401
+(logged out, expired, disabled) or 4403 (role removed).
 Messages are JSON: the first is a snapshot, then `call`/`kpis`/`alert`/`remove` deltas, each
 with a `seq`; the browser sends `{"type": "resync"}` when it saw a gap and gets a snapshot.
 """
@@ -83,21 +87,38 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
 
     @app.websocket("/board/ws")
     async def board_ws(ws: WebSocket) -> None:
-        user = await asyncio.to_thread(_user, ctx, ws.cookies.get(COOKIE))
+        if not _origin_allowed(ws, ctx.settings.api.public_origins):
+            await ws.close(code=4403)  # before accept: the handshake is answered HTTP 403
+            return
+        token = ws.cookies.get(COOKIE)
+        code = await _refusal(ctx, token)
         await ws.accept()
-        if user is None or user.role not in BOARD_ROLES:
-            await ws.close(code=4401 if user is None else 4403)
+        if code is not None:
+            await ws.close(code=code)
             return
         await hub.ensure_started()
         client = hub.join()
         reader = asyncio.create_task(_read(ws, client))
+        loop = asyncio.get_running_loop()
+        recheck_at, seen = loop.time() + ctx.settings.api.ws_reauth_s, ctx.users_changed
         try:
             await ws.send_text(json.dumps(hub.state.snapshot()))
             while not reader.done():
-                msg = await client.queue.get()
+                msg: str | None = None
+                try:  # wake at least once a second to notice user changes
+                    msg, got = await asyncio.wait_for(client.queue.get(), 1.0), True
+                except TimeoutError:
+                    got = False
                 if reader.done():
                     break
-                await ws.send_text(json.dumps(hub.state.snapshot()) if msg is None else msg)
+                if loop.time() >= recheck_at or ctx.users_changed != seen:
+                    recheck_at = loop.time() + ctx.settings.api.ws_reauth_s
+                    seen = ctx.users_changed
+                    if (code := await _refusal(ctx, token)) is not None:
+                        await ws.close(code=code)
+                        break
+                if got:
+                    await ws.send_text(json.dumps(hub.state.snapshot()) if msg is None else msg)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the browser went away (RuntimeError: sent after close)
         finally:
@@ -107,6 +128,28 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
                 await reader
 
     return hub
+
+
+async def _refusal(ctx: Any, token: str | None) -> int | None:
+    """None while the token's user may watch the board; else the close code."""
+    user = await asyncio.to_thread(_user, ctx, token)
+    if user is None:
+        return 4401
+    return None if user.role in BOARD_ROLES else 4403
+
+
+def _origin_allowed(ws: WebSocket, public_origins: tuple[str, ...]) -> bool:
+    """A browser always sends Origin: it must be a configured public origin (or, with none
+    configured, this host's). No Origin: not a browser, so no cross-site risk (the cookie or
+    token still decides)."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/").lower()
+    if public_origins:
+        return origin in {o.rstrip("/").lower() for o in public_origins}
+    host = ws.headers.get("host", "").lower()
+    return bool(host) and origin in (f"http://{host}", f"https://{host}")
 
 
 async def _read(ws: WebSocket, client: Client) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
@@ -99,6 +100,16 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     return recovered
 
 
+def private_dirs(*dirs: Path) -> None:
+    """Create the data directories 0700, and tighten ones an older version made 0755; the
+    database files in them are made 0600 (new files already are: the CLI sets umask 077)."""
+    for d in dirs:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d.chmod(0o700)
+        for db in d.glob("*.db*"):
+            db.chmod(0o600)
+
+
 class Callwatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -131,8 +142,7 @@ class Callwatch:
 
     async def start(self) -> None:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
-        s.recordings_dir.mkdir(parents=True, exist_ok=True)
+        private_dirs(s.data_dir, s.recordings_dir)
         self.repo = Repository.from_url(
             s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
         )
@@ -203,7 +213,16 @@ class Callwatch:
             live=self.gateway.calls,
             health=self.load.health if self.load is not None else None,
         )
-        self.api = ApiServer(create_app(ctx), self.settings.api.host, self.settings.api.port)
+        api = self.settings.api
+        self.api = ApiServer(
+            create_app(ctx),
+            api.host,
+            api.port,
+            header_timeout_s=api.header_timeout_s,
+            keepalive_timeout_s=api.keepalive_timeout_s,
+            max_connections=api.max_connections,
+            trusted_proxies=api.trusted_proxies,
+        )
         await self.api.start()
 
     async def stop(self) -> None:

@@ -199,11 +199,13 @@ class AudioSocketServer:
         clean = all(h == "normal" for h in joined.ended.values())
         reasons = sorted(set(joined.ended.values()))
         stopping = self._gateway.stopping
-        await joined.feed.finish(
-            status="completed" if clean else "interrupted",
-            reason="normal" if clean else ("shutdown" if stopping else reasons[-1]),
-            detail=", ".join(f"{p.value}: {h}" for p, h in joined.ended.items()),
-            asr_wait_s=SHUTDOWN_ASR_WAIT_S if stopping else self._settings.asr.final_wait_s,
-        )
-        if joined.feed.call is not None:
-            self._gateway.release(joined.feed.call)
+        try:
+            await joined.feed.finish(
+                status="completed" if clean else "interrupted",
+                reason="normal" if clean else ("shutdown" if stopping else reasons[-1]),
+                detail=", ".join(f"{p.value}: {h}" for p, h in joined.ended.items()),
+                asr_wait_s=SHUTDOWN_ASR_WAIT_S if stopping else self._settings.asr.final_wait_s,
+            )
+        finally:  # the registry entry goes whatever happened while finalising
+            if joined.feed.call is not None:
+                self._gateway.release(joined.feed.call)

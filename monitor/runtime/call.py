@@ -89,6 +89,7 @@ class LiveCall(CallTranscripts):
         self._init_transcripts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._failure: str | None = None  # what broke while winding down (finalisation_error)
         self._end: dict[str, Any] = {}  # the CallEnded / CallClosed values, set at hang-up
         self._deadline = 0.0  # loop time after which the verdict stops waiting for ASR
         #: Makes the verdict once the last transcript is in (set by `finish`).
@@ -233,6 +234,21 @@ class LiveCall(CallTranscripts):
         )
 
     # -- end -------------------------------------------------------------------------------
+    def _verdict_records(self) -> tuple[list[Any], dict[str, Any]]:
+        """The end-of-call analysis: its last findings, the verdict and the DNSMOS rows."""
+        assert self.analyzer is not None
+        records = self._analysis_records(self.analyzer.flush())
+        verdict = self.analyzer.finish()
+        self._analysis_done = True
+        self.grade = verdict.grade
+        for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
+            records.append(rec)
+            if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
+                self._finding_seq = rec.seq + 1
+                records.append(self._finding_trace(rec))
+        records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
+        return records, {"grade": verdict.grade, "score": verdict.score}
+
     async def finish(
         self,
         *,
@@ -246,15 +262,23 @@ class LiveCall(CallTranscripts):
         The call is stored as ended (`CallEnded`: status, end time, length) at once; its
         verdict (compliance, grade, quality, the `finalised` trace entry and `CallClosed`,
         which triggers end-of-call alerts) follows in `self.completion` as soon as its last
-        transcript is in, deferred utterances included, or after `asr_wait_s` at most."""
+        transcript is in, deferred utterances included, or after `asr_wait_s` at most.
+        Never leaves the call `active`: a failure while winding down (the recorder, the
+        analysis) is logged with its traceback and the call is closed with what is known,
+        marked `finalisation_error` in its trace."""
         if self._closed:
             return
         self._closed = True
-        await self.trace("disconnected", status=status, reason=reason, detail=detail)
-        for utterance in self.session.finish():
-            self._submit(utterance)
-        self._offer_dnsmos(final=True)
-        frames = await asyncio.to_thread(self.recorder.close)
+        try:
+            await self.trace("disconnected", status=status, reason=reason, detail=detail)
+            for utterance in self.session.finish():
+                self._submit(utterance)
+            self._offer_dnsmos(final=True)
+            frames = await asyncio.to_thread(self.recorder.close)
+        except Exception as exc:
+            log.exception("call finalisation failed", extra=fields(**self._log_fields))
+            self._failure = type(exc).__name__
+            frames = self.recorder.frames_written
         self._end = {
             "call_id": self.call_id,
             "ended_at": datetime.now(UTC),
@@ -311,18 +335,15 @@ class LiveCall(CallTranscripts):
         asr_pending = self.asr_outstanding
         verdict_records: list[Any] = []
         scores: dict[str, Any] = {}
-        if self.analyzer is not None:
-            verdict_records = self._analysis_records(self.analyzer.flush())
-            verdict = self.analyzer.finish()
+        try:
+            if self.analyzer is not None and self._failure is None:
+                verdict_records, scores = self._verdict_records()
+        except Exception as exc:
+            log.exception("call verdict failed", extra=fields(**self._log_fields))
+            self._failure = type(exc).__name__
+        if self._failure is not None:
             self._analysis_done = True
-            self.grade = verdict.grade
-            scores = {"grade": verdict.grade, "score": verdict.score}
-            for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
-                verdict_records.append(rec)
-                if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
-                    self._finding_seq = rec.seq + 1
-                    verdict_records.append(self._finding_trace(rec))
-            verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
+            verdict_records = [self._trace("finalisation_error", error=self._failure)]
         await self._storage.put_many(
             verdict_records
             + [

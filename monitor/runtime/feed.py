@@ -9,17 +9,26 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   switch marks but does not fill (audio fork) is filled with wall-clock silence on resume, so
   the recording always runs on call time;
 - the audio-rate limit (audio faster than `max_audio_rate` x real time after a burst allowance
-  is a policy violation) and the facts the stall timer needs (`last_audio_at`, `paused`);
+  is a policy violation; silence filled for gaps counts too) and the facts the stall timer
+  needs (`last_audio_at`, `paused`);
+- the gap limits: a message may open at most `max_gap_s` of silence (a timestamp or position
+  jump, a discarded span) and a call `max_gap_total_s` in all, checked before anything is
+  filled; silence and long runs of audio reach the call in `DELIVER_S` pieces with a yield to
+  the event loop between them, so no message costs the loop more than a piece's analysis;
 - the trace: every DTMF, app event, pause/resume and the media counts, with media time;
 - the format check of raw L16 forks (`audio_quality.format_check`): a stream that looks read
   in the wrong format (channels that are one interleaved signal, pitch out of any voice's
   range) is logged and traced once as `format_suspect`;
+  text frames (app events, DTMF) over `max_text_bytes` or beyond `max_text_rate` per second
+  (after `text_burst`) are counted (`text_oversized`, `text_dropped`), never stored;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +57,9 @@ from monitor.wire.timeline import CallTimeline
 
 log = logging.getLogger("callwatch.gateway")
 MAX_PAUSE_FILL_S = 3600
+#: Audio reaches the call (recording, segmenter, analysis) in pieces this long at most, with a
+#: yield between pieces: a long gap fill never holds the event loop (other calls) for long.
+DELIVER_S = 0.25
 #: App/switch text events traced under their own name (the rest: `app_message`, hold markers).
 SWITCH_EVENTS = frozenset(
     {"ivr_prompt", "ivr_menu", "queue", "transfer", "agent_connected", "conference"}
@@ -74,11 +86,17 @@ class CallFeed:
         self.stopped: Stopped | None = None
         self.received_frames = 0
         self.filled_frames = 0  # silence for discarded/lost media and marked pauses
+        self.claimed_gap_frames = 0  # silence the switch claimed (jumps, discarded spans)
+        self.jump_frames = 0  # of which timestamp jumps (the timeline fills them)
         self.codec = ""
         self._finished = False
         self._early: list[CallEvent] = []
         self.extra_counts: dict[str, int] = {}  # protocol-specific (Twilio sequence gaps)
         self._format_check: StreamFormatCheck | None = None  # raw L16 forks only
+        self.text_oversized = 0
+        self.text_dropped = 0
+        self._text_tokens = float(cfg.text_burst)  # token bucket for stored text frames
+        self._text_at = now
 
     @property
     def started(self) -> bool:
@@ -107,23 +125,34 @@ class CallFeed:
             self._early.append(event)  # e.g. Twilio `connected`: traced once the call opens
             return []
         call = self._require_call(type(event).__name__)
+        if isinstance(event, AppEvent | Dtmf) and not self._admit_text(event, now):
+            return []
         if isinstance(event, FramesReceived):
             if event.filled:
-                self.filled_frames += len(event.pcm) // call.metadata.frame_bytes
+                count = event.silence + len(event.pcm) // call.metadata.frame_bytes
+                self._claim_gap(count, "a discarded or lost span")
+                self._count_fill(count, now)
+                await self._silence(call, count)
             else:
                 self._count_audio(len(event.pcm) // call.metadata.frame_bytes, now)
                 await self._check_format(call, event.pcm)
-            await call.on_audio(event.pcm)
+                await self._deliver(call, event.pcm)
         elif isinstance(event, PartyAudio):
             assert self.timeline is not None
             if event.party not in self.timeline.lines:
                 raise ProtocolError(
                     ProtocolError.POLICY_VIOLATION, f"audio for {event.party.value}: not a party"
                 )
+            ahead = self.timeline.ahead(event.position)  # a frame's rounding is not a claim
+            if ahead > call.metadata.sample_rate // 50:
+                # Checked (and counted against the rate) before the timeline holds it: a
+                # refused jump never reaches the recording, not even when the call is flushed.
+                self._claim_gap(ahead, "a media timestamp jump")
+                self.jump_frames += ahead
             self._count_audio(len(event.pcm) // 2 // call.metadata.channels, now)
             frames = self.timeline.push(event.party, event.position, event.pcm)
             if frames:
-                await call.on_audio(frames)
+                await self._deliver(call, frames)
         elif isinstance(event, Dtmf):
             party = event.party.value if event.party else None
             await call.trace(
@@ -161,7 +190,7 @@ class CallFeed:
         if self.call is not None and self.timeline is not None:
             frames = self.timeline.align(party)
             if frames:
-                await self.call.on_audio(frames)
+                await self._deliver(self.call, frames)
             await self.call.trace("leg_joined", party=party.value)
 
     def _party_ms(self, party: Party | None) -> int | None:
@@ -177,7 +206,7 @@ class CallFeed:
         if self.call is not None and self.timeline is not None:
             frames = self.timeline.left(party)
             if frames:
-                await self.call.on_audio(frames)
+                await self._deliver(self.call, frames)
 
     async def _start(self, event: CallStarted) -> None:
         if self.call is not None:
@@ -229,15 +258,45 @@ class CallFeed:
             )
         return self.call
 
+    def _admit_text(self, event: AppEvent | Dtmf, now: float) -> bool:
+        """Whether this text event may be stored: small enough, and within the call's rate."""
+        if isinstance(event, AppEvent):
+            size = len(json.dumps(event.data, default=str, ensure_ascii=False).encode())
+            if size > self._cfg.max_text_bytes:
+                self.text_oversized += 1
+                return False
+        cfg = self._cfg
+        self._text_tokens = min(
+            float(cfg.text_burst), self._text_tokens + (now - self._text_at) * cfg.max_text_rate
+        )
+        self._text_at = now
+        if self._text_tokens < 1:
+            self.text_dropped += 1
+            return False
+        self._text_tokens -= 1
+        return True
+
     def _count_audio(self, frames: int, now: float) -> None:
         self.last_audio_at = now
         if self.first_audio_at is None:
             self.first_audio_at = now
         self.received_frames += frames
+        self._check_rate(now)
+
+    def _count_fill(self, frames: int, now: float) -> None:
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        self.filled_frames += frames
+        self._check_rate(now)
+
+    def _check_rate(self, now: float) -> None:
+        """Media (received plus filled silence) may run at most `max_audio_rate` x real time
+        after `audio_burst_s`: claimed gaps cannot make the server write faster either."""
         cfg = self._cfg
-        if cfg.max_audio_rate <= 0 or self.call is None:
+        if cfg.max_audio_rate <= 0 or self.call is None or self.first_audio_at is None:
             return
-        media_s = self.received_frames / self.call.metadata.sample_rate
+        frames = self.received_frames + self.filled_frames + self.jump_frames
+        media_s = frames / self.call.metadata.sample_rate
         allowed = cfg.audio_burst_s + (now - self.first_audio_at) * cfg.max_audio_rate
         if media_s > allowed:
             raise ProtocolError(
@@ -245,14 +304,48 @@ class CallFeed:
                 f"audio arrives faster than {cfg.max_audio_rate:g}x real time",
             )
 
+    def _claim_gap(self, frames: int, what: str) -> None:
+        """Bound the silence one message (and the whole call) may make the server fill;
+        checked before anything is allocated (the close reason stays under 123 bytes)."""
+        if frames <= 0 or self.call is None:
+            return
+        rate, cfg = self.call.metadata.sample_rate, self._cfg
+        if frames > cfg.max_gap_s * rate:
+            raise ProtocolError(
+                ProtocolError.POLICY_VIOLATION,
+                f"{what} of {frames / rate:.0f} s (limit gateway.max_gap_s = {cfg.max_gap_s:g})",
+            )
+        self.claimed_gap_frames += frames
+        if self.claimed_gap_frames > cfg.max_gap_total_s * rate:
+            raise ProtocolError(
+                ProtocolError.POLICY_VIOLATION,
+                f"gaps total over gateway.max_gap_total_s = {cfg.max_gap_total_s:g} s",
+            )
+
+    async def _deliver(self, call: LiveCall, pcm: bytes) -> None:
+        """Hand audio to the call in `DELIVER_S` pieces, yielding to the loop between them."""
+        step = max(1, int(DELIVER_S * call.metadata.sample_rate)) * call.metadata.frame_bytes
+        for start in range(0, len(pcm), step):
+            if start:
+                await asyncio.sleep(0)
+            await call.on_audio(pcm[start : start + step])
+
+    async def _silence(self, call: LiveCall, frames: int) -> None:
+        """`frames` of silence, made and handed over one piece at a time (bounded memory)."""
+        step = max(1, int(DELIVER_S * call.metadata.sample_rate))
+        for start in range(0, frames, step):
+            if start:
+                await asyncio.sleep(0)
+            await call.on_audio(bytes(min(step, frames - start) * call.metadata.frame_bytes))
+
     async def _resume(self, call: LiveCall, event: Resumed, now: float) -> None:
         fill = 0
         if event.discarded_samples is None and self.paused_at is not None:
             seconds = min(now - self.paused_at, MAX_PAUSE_FILL_S)
             fill = int(seconds * call.metadata.sample_rate)
-            if fill:
+            if fill:  # wall-clock time, not a claim: counted, but no gap limit applies
                 self.filled_frames += fill
-                await call.on_audio(bytes(fill * call.metadata.frame_bytes))
+                await self._silence(call, fill)
         self.paused_at = None
         self.last_audio_at = now
         await call.trace("resumed", discarded_samples=event.discarded_samples, filled_samples=fill)
@@ -264,6 +357,8 @@ class CallFeed:
             "received_frames": self.received_frames,
             "filled_frames": self.filled_frames,
             "parties": self.timeline.counts() if self.timeline else {},
+            "text_oversized": self.text_oversized,
+            "text_dropped": self.text_dropped,
             **self.extra_counts,
         }
 
@@ -275,12 +370,16 @@ class CallFeed:
             return
         self._finished = True
         call = self.call
-        if self.timeline is not None:
-            frames = self.timeline.finish()
-            if frames:
-                await call.on_audio(frames)
-        await self._check_format(call, b"", final=True)  # a short call: judge what there is
-        counts = self.counts()
-        await call.trace("media", **counts)
-        await call.save_result("media", counts)
+        try:
+            if self.timeline is not None:
+                frames = self.timeline.finish()
+                if frames:
+                    await self._deliver(call, frames)
+            await self._check_format(call, b"", final=True)  # a short call: judge what there is
+            counts = self.counts()
+            await call.trace("media", **counts)
+            await call.save_result("media", counts)
+        except Exception:
+            # The call is closed all the same (with what is known): never left `active`.
+            log.exception("flushing the call's media failed", extra=fields(call_id=call.call_id))
         await call.finish(status=status, reason=reason, detail=detail, asr_wait_s=asr_wait_s)

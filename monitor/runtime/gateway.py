@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from config.settings import GatewaySettings, Settings
+from config.settings import GatewaySettings, Settings, is_loopback
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
@@ -101,6 +101,7 @@ class Gateway:
         self.calls: dict[str, LiveCall] = {}
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
         self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
+        self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
 
     @property
     def port(self) -> int:
@@ -148,10 +149,14 @@ class Gateway:
             ping_timeout=self._cfg.idle_timeout_s,
             close_timeout=5,
         )
+        required = self._settings.switch_auth_required
+        public = self._auth.allow_unauthenticated and not is_loopback(self._cfg.host)
         for protocol, configured in self._auth_configured().items():
             if not configured:
-                level = logging.ERROR if self._auth.require else logging.WARNING
-                what = "refuses every connection" if self._auth.require else "is unauthenticated"
+                # Open to anyone beyond this machine: as loud as the log gets.
+                level = logging.CRITICAL if public else logging.WARNING
+                level = logging.ERROR if required else level
+                what = "refuses every connection" if required else "is unauthenticated"
                 log.log(level, "%s %s: set its credentials under [switch_auth]", protocol, what)
         log.info("gateway listening on %s", self.url)
 
@@ -237,7 +242,11 @@ class Gateway:
     def _authenticate(self, protocol: str, request: Request) -> str | None:
         a, h = self._auth, request.headers
         if not self._auth_configured()[protocol]:
-            return f"no {protocol} credentials configured" if a.require else None
+            return (
+                f"no {protocol} credentials configured"
+                if self._settings.switch_auth_required
+                else None
+            )
         if protocol == "audiofork":
             return auth.check_authorization(
                 h.get("Authorization"),
@@ -258,6 +267,7 @@ class Gateway:
             authority=h.get("Host", ""),
             keys={k: v.get_secret_value() for k, v in a.audiohook_api_keys.items()},
             now=int(time.time()),
+            nonces=self._nonces,
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -356,12 +366,14 @@ class Gateway:
             if isinstance(decoder, TwilioDecoder):
                 feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
             wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
-            # Shielded: a cancelled handler (server shutdown) must still close the record.
-            await asyncio.shield(
-                feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
-            )
-            if feed.call is not None:
-                self.release(feed.call)
+            try:
+                # Shielded: a cancelled handler (server shutdown) must still close the record.
+                await asyncio.shield(
+                    feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
+                )
+            finally:  # the registry entry goes whatever happened while finalising
+                if feed.call is not None:
+                    self.release(feed.call)
 
     def _timeout(self, feed: CallFeed, protocol: str) -> float:
         if not feed.started:

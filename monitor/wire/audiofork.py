@@ -97,6 +97,10 @@ class AudioForkDecoder:
     def _app_event(self, payload: Any) -> CallEvent:
         if not isinstance(payload, dict):
             return AppEvent("app_message", {"payload": payload})
+        if any(not isinstance(payload.get(k), str | None) for k in ("event", "type")):
+            # `{"event": {...}}`, a list, a number: no event name, so kept as the app's message
+            # text (truncated), never a discriminator the call would try to match.
+            return AppEvent("app_message", {"payload": json.dumps(payload)[:1024]})
         event = payload.get("event") or payload.get("type")
         if event is None and "dtmf" in payload:
             event = "dtmf"  # drachtio forwards FreeSWITCH's DTMF as {"dtmf":"1","duration":…}

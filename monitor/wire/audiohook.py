@@ -228,10 +228,10 @@ class AudioHookDecoder:
         return [self._silence(missing)] if missing > POSITION_SLACK else []
 
     def _silence(self, frames: int) -> FramesReceived:
+        # A count only: the gateway checks it (gateway.max_gap_s) before filling it in pieces.
         frames = min(frames, RATE * 3600)
         self.frames += frames
-        width = self._frame_bytes // f.CODEC_WIDTH[self._codec]
-        return FramesReceived(bytes(2 * width * frames), filled=True)
+        return FramesReceived(b"", filled=True, silence=frames)
 
 
 def _text(value: Any) -> str | None:

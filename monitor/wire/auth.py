@@ -119,10 +119,40 @@ def _component_values(headers: Mapping[str, str], target: str, authority: str) -
     return out
 
 
+class NonceCache:
+    """AudioHook signature nonces seen while their signature is still valid, so a captured
+    handshake cannot be replayed within its 10 s window. Bounded: beyond `max_size` the oldest
+    are forgotten (they are about to expire anyway at any sane connection rate)."""
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self._until: dict[str, int] = {}  # nonce -> last second it could be replayed
+        self._max = max_size
+
+    def first_use(self, nonce: str, *, until: int, now: int) -> bool:
+        """Remember `nonce`; False when it was already used and is still valid."""
+        if len(self._until) >= self._max or (
+            self._until and next(iter(self._until.values())) < now
+        ):
+            self._until = {n: t for n, t in self._until.items() if t >= now}
+            while len(self._until) >= self._max:
+                self._until.pop(next(iter(self._until)))
+        if nonce in self._until:
+            return False
+        self._until[nonce] = until
+        return True
+
+
 def check_audiohook(
-    headers: Mapping[str, str], *, target: str, authority: str, keys: Mapping[str, str], now: int
+    headers: Mapping[str, str],
+    *,
+    target: str,
+    authority: str,
+    keys: Mapping[str, str],
+    now: int,
+    nonces: NonceCache | None = None,
 ) -> str | None:
-    """`keys` maps API key -> base64 client secret ("" = unsigned requests allowed)."""
+    """`keys` maps API key -> base64 client secret ("" = unsigned requests allowed). With
+    `nonces`, a signature whose nonce was already accepted is refused (a replay)."""
     lower = {k.lower(): v for k, v in headers.items()}
     api_key = lower.get("x-api-key", "").strip()
     secret = next((s for k, s in keys.items() if api_key and _equal(api_key, k)), None)
@@ -158,7 +188,11 @@ def check_audiohook(
         got = base64.b64decode(sig_m.group(1))
     except (binascii.Error, ValueError):
         return "signature not decodable"
-    return None if hmac.compare_digest(expected, got) else "signature does not verify"
+    if not hmac.compare_digest(expected, got):
+        return "signature does not verify"
+    if nonces is not None and not nonces.first_use(params["nonce"], until=expires + 2, now=now):
+        return "signature nonce already used (a replayed request)"
+    return None
 
 
 def peer_allowed(host: str, networks: Iterable[str]) -> bool:

@@ -36,6 +36,9 @@ class CallStarted:
 class FramesReceived:
     pcm: bytes  # interleaved little-endian L16, whole frames, in the call's layout
     filled: bool = False  # silence standing in for media the switch discarded or lost
+    #: With `filled`: how many frames of silence (`pcm` is then empty). A count, not bytes,
+    #: so a claimed span costs nothing until the gateway has checked it against its limits.
+    silence: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,6 +157,14 @@ class CallTimeline:
         self.position = 0  # frames emitted
         self.waiting: set[Party] = set()
 
+    def ahead(self, position: int | None) -> int:
+        """Samples of silence a chunk at `position` would open ahead of all media received so
+        far (0 when it is not ahead): what the gateway bounds before pushing it."""
+        if position is None:
+            return 0
+        lead = max(max(line.received_end, line.next_pos) for line in self.lines.values())
+        return max(0, position - lead)
+
     def push(self, party: Party, position: int | None, pcm: bytes) -> bytes:
         if party not in self.lines:
             raise KeyError(f"party {party.value} is not in this call's layout")

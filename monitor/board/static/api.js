@@ -10,7 +10,9 @@ export class HttpError extends Error {
 }
 
 export async function api(path, { method = "GET", body, redirect = true } = {}) {
-  const init = { method, credentials: "same-origin", headers: {} };
+  // The header tells the API this came from our pages (cookie requests that change state need
+  // it: cross-site CSRF cannot add it).
+  const init = { method, credentials: "same-origin", headers: { "X-Callwatch-Request": "1" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -42,7 +44,11 @@ export async function login(username, password) {
 
 export async function logout() {
   try {
-    await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
+    await fetch("/api/logout", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-Callwatch-Request": "1" },
+    });
   } finally {
     location.href = "/login";
   }
