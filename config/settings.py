@@ -348,6 +348,9 @@ class ApiSettings(_Section):
     login_window_s: float = Field(default=300.0, gt=0)
     #: ... refuse that user's logins from there for this long (HTTP 429).
     login_lockout_s: float = Field(default=300.0, gt=0)
+    #: The API's address as receivers see it (e.g. "https://qa.example.com"): the vCon
+    #: export's recording URL starts with it. Empty: the address the request came to.
+    public_base_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
 
 
 class Settings(_Section):

@@ -209,21 +209,28 @@ def recording(
 @router.get("/calls/{call_id}/vcon", responses=_DENIED)
 def export_vcon(
     call_id: CallId,
+    request: Request,
     user: Annotated[Principal, Depends(require_role(*QA_ROLES, audit="export.vcon"))],
     ctx: Ctx,
+    inline: Annotated[
+        bool, Query(description="the recording inside the document (base64url), not a URL")
+    ] = False,
 ) -> dict[str, Any]:
     """The call as a vCon JSON document (IETF vCon core draft): parties, the recording as
-    dialog, transcript and quality/compliance report as analysis. Audited."""
+    dialog (an absolute URL under `api.public_base_url`, or inline), transcript and
+    quality/compliance report as analysis. Audited."""
     call = _find(ctx, user, call_id, "export.vcon")
+    base = ctx.settings.api.public_base_url or str(request.base_url)
     doc = vcon.build(
         call,
         ctx.repo.get_analysis(call.call_id),
         ctx.repo.list_alerts(call_id=call.call_id, limit=1000),
         recording=ctx.settings.recordings_dir / call.recording_path,
-        recording_url=f"/api/calls/{call.call_id}/recording",
+        recording_url=f"{base.rstrip('/')}/api/calls/{call.call_id}/recording",
+        inline=inline,
     )
     record(ctx, user, "export.vcon", call_id=call.call_id, start_ms=0,
-           end_ms=_duration_ms(call), uuid=doc["uuid"])  # fmt: skip
+           end_ms=_duration_ms(call), uuid=doc["uuid"], inline=inline)  # fmt: skip
     result: dict[str, Any] = jsonable_encoder(doc)
     return result
 
