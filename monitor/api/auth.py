@@ -173,7 +173,14 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/login", responses={**_UNAUTHORIZED, 429: {"description": "too many failures"}})
+_LOCKED = {
+    "description": "too many failures",
+    "headers": {"Retry-After": {"description": "seconds until a login may succeed again",
+                                "schema": {"type": "integer", "minimum": 1}}},
+}  # fmt: skip
+
+
+@router.post("/login", responses={**_UNAUTHORIZED, 429: _LOCKED})
 def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
     """Exchange a username and password for a token (also set as the `cw_token` cookie).
     Repeated wrong passwords lock that username out from that address for a while (429)."""
