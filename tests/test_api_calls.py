@@ -5,25 +5,14 @@ export against its JSON schema, QA reviews, and the audit row of every access an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from storage.repository import Repository
-from tests import api_data
-from tests.fixtures_api import ApiHarness, make_api
+from tests.fixtures_api import ApiHarness
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "vcon.schema.json").read_text())
-
-
-@pytest.fixture
-def seeded(repo: Repository, tmp_path: Path) -> Iterator[ApiHarness]:
-    harness = make_api(repo, tmp_path / "data")
-    api_data.seed(repo, harness.settings.recordings_dir)
-    with harness.client:
-        yield harness
 
 
 def ids(api: ApiHarness, **params: object) -> list[str]:

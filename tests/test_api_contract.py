@@ -7,25 +7,12 @@ media-time order."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from storage.records import CallOpened, TraceAdded
-from storage.repository import Repository
 from tests import api_data
-from tests.fixtures_api import ApiHarness, make_api
-
-
-@pytest.fixture
-def seeded(repo: Repository, tmp_path: Path) -> Iterator[ApiHarness]:
-    harness = make_api(repo, tmp_path / "data")
-    api_data.seed(repo, harness.settings.recordings_dir)
-    with harness.client:
-        yield harness
+from tests.fixtures_api import ApiHarness
 
 
 def _schema(doc: dict[str, Any], path: str, code: str = "200") -> dict[str, Any]:
