@@ -357,6 +357,9 @@ class BoardState:
                 del self.alerts[old]
         card = self.calls.get(alert["call_id"] or "")
         if card is not None:
+            # who the alert is about, for the feed, even once the card has gone
+            alert.setdefault("caller", card.caller)
+            alert.setdefault("external_id", card.external_id)
             card.alerts[alert["id"]] = {
                 k: alert[k] for k in ("id", "kind", "severity", "state", "media_start_ms")
             }
