@@ -138,6 +138,8 @@ def test_board_alerts_are_grouped_titled_and_one_click_away(site: Site, browser:
                 assert a["kind"] not in a["text"] and "required phrase" not in a["text"]
         assert "a2" in live["who"] and "cards" in live["who"] and "+15550004" in live["who"]
         assert live["card"] and feed[2]["replay"] == "/replay?call=c1"
+        badges = page.locator('.call[data-call-id="c4"] .badges').inner_text()
+        assert "音质差" in badges and "poor" not in badges  # the card's badges too
         page.click('#alert-feed li.alert-group[data-call-id="c4"] a.to-card')
         page.wait_for_selector('.call.flash[data-call-id="c4"]')
         # filters: by severity, by kind

@@ -40,7 +40,7 @@ function cardHtml(c) {
     .join("");
   const badges = c.alerts
     .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${
-      esc(t(a.kind) === a.kind ? a.kind.replace(/_/g, " ") : t(a.kind))}</span>`)
+      esc(named("ak", a.kind))}</span>`)
     .join("");
   const fmt = (c.format_suspect || []).length
     ? `<span class="badge critical format-suspect" title="${esc(c.format_suspect.map((r) => t(r)).join(", "))}">${
