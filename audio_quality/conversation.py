@@ -119,6 +119,12 @@ def count_units(text: str, language: str | None) -> tuple[int, str]:
     return len(_WORD.findall(text)), "words"
 
 
+def talk_share(own_ms: int, talk_ms: int) -> float | None:
+    """One party's share of the talk (0..1), None before anyone spoke: the stored
+    `agent_talk_ratio` and the board's live talk meters are both this."""
+    return own_ms / talk_ms if talk_ms else None
+
+
 class ConversationTracker:
     def __init__(
         self, settings: QualitySettings, agent: str = "agent", customer: str = "customer"
@@ -221,6 +227,11 @@ class ConversationTracker:
             self._kind = None
         return out
 
+    def talk_ms(self, party: str) -> int | None:
+        """The party's talk so far, as `finish()` will count it (the live talk share and the
+        stored one come from these same totals); None for a party it does not track."""
+        return self._totals.get(party) if party in ("agent", "customer") else None
+
     def finish(self) -> ConversationSummary:
         if self._finished:
             raise TrackerFinishedError("finish() called twice")
@@ -237,7 +248,7 @@ class ConversationTracker:
             ivr_ms=t["ivr"],
             agent_talk_ms=t["agent"],
             customer_talk_ms=t["customer"],
-            agent_talk_ratio=t["agent"] / talk if talk else None,
+            agent_talk_ratio=talk_share(t["agent"], talk),
             agent_talk_share=t["agent"] / conv if conv > 0 else None,
             customer_talk_share=t["customer"] / conv if conv > 0 else None,
             non_talk_ms=t["non_talk"],

@@ -49,6 +49,9 @@ class QualityReading:
     #: Scores come back from the shared scorer asynchronously (a 9 s window, then a batch),
     #: so this lags the reading by up to ~10 s and is None until the first window is scored.
     dnsmos_ovrl: float | None = None
+    #: The party's talk so far as the conversation tracker counts it (set by the call
+    #: analyser): the board's talk share is computed from it, as the stored one is.
+    talk_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

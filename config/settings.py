@@ -485,6 +485,9 @@ class ApiSettings(_Section):
     #: Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs, or "*"); empty:
     #: none, the peer address is the client (throttling and audit use it).
     trusted_proxies: tuple[str, ...] = ()
+    #: The API's address as receivers see it (e.g. "https://qa.example.com"): the vCon
+    #: export's recording URL starts with it. Empty: the address the request came to.
+    public_base_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
 
 
 class Settings(_Section):

@@ -211,6 +211,13 @@ cw_bootstrap() {
                 "fix the cause (network to PyPI? a dependency pin in pyproject.toml?) and rerun;" \
                 "to start from scratch:  rm -rf $CW_VENV"
         fi
+        # The `vcon` reference library (tests load our vCon export with it) declares test tools
+        # (pytest<9, pytest-cov, pytest-mock) as install requirements; what it imports is in
+        # the [dev] extras, so it goes in without its declared dependencies.
+        if ! "$CW_VENV/bin/python" -m pip install "${pip_progress[@]}" --no-deps 'vcon==0.3.10'; then
+            cw_die "pip install vcon==0.3.10 failed (see the messages above)" \
+                "check the network to PyPI and rerun"
+        fi
         printf '%s\n' "$want" >"$stamp"
     fi
 

@@ -357,8 +357,10 @@ class AccessStore:
         until: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        newest_first: bool = False,
     ) -> list[AuditInfo]:
-        """Audit rows matching every given filter, oldest first (the order they happened)."""
+        """Audit rows matching every given filter, oldest first (the order they happened)
+        unless `newest_first`."""
         stmt = select(_AUDIT)
         for column, wanted in (
             (_AUDIT.c.call_id, call_id),
@@ -372,7 +374,8 @@ class AccessStore:
             stmt = stmt.where(_AUDIT.c.at >= since)
         if until is not None:
             stmt = stmt.where(_AUDIT.c.at < until)
-        stmt = stmt.order_by(_AUDIT.c.id).limit(limit).offset(offset)
+        order = _AUDIT.c.id.desc() if newest_first else _AUDIT.c.id
+        stmt = stmt.order_by(order).limit(limit).offset(offset)
         with self._read() as conn:
             return [
                 AuditInfo(

@@ -293,6 +293,18 @@ class Repository:
                 ),
             )
 
+    def call_ids_for_external(self, external_id: str) -> list[str]:
+        """Our ids of every call with this switch call id, newest first (a switch may reuse
+        its ids: the API answers 409 rather than pick one)."""
+        with self._session() as session:
+            return list(
+                session.scalars(
+                    select(Call.id)
+                    .where(Call.external_id == external_id)
+                    .order_by(Call.started_at.desc(), Call.id.desc())
+                )
+            )
+
     def get_analysis(self, call_id: str) -> analysis.CallAnalysis:
         """Quality readings, findings and result documents of one call (by our id)."""
         with self._session() as session:

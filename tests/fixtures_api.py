@@ -3,6 +3,7 @@
 * `api` - an `ApiHarness` on `repo` (so once on SQLite and once on PostgreSQL): the app, a
   `TestClient`, the settings (data dir in `tmp_path`), a controllable clock and a logged-in
   token per role (`harness.headers("qa")`).
+* `seeded` - the same with the hand-checkable calls of tests/api_data.py stored.
 """
 
 from __future__ import annotations
@@ -76,5 +77,15 @@ def make_api(
 @pytest.fixture
 def api(repo: Repository, tmp_path: Path) -> Iterator[ApiHarness]:
     harness = make_api(repo, tmp_path / "data")
+    with harness.client:
+        yield harness
+
+
+@pytest.fixture
+def seeded(repo: Repository, tmp_path: Path) -> Iterator[ApiHarness]:
+    from tests import api_data
+
+    harness = make_api(repo, tmp_path / "data")
+    api_data.seed(repo, harness.settings.recordings_dir)
     with harness.client:
         yield harness

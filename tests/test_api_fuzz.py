@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -23,27 +20,17 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from storage.repository import Repository
-from tests import api_data
-from tests.fixtures_api import ApiHarness, make_api
+from tests.fixtures_api import ApiHarness
 
 EXAMPLES = 10
 # Valid requests reach the handlers; invalid ones (wrong types, missing fields) the validation.
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
-@pytest.fixture
-def fuzz_api(repo: Repository, tmp_path: Path) -> Iterator[ApiHarness]:
-    harness = make_api(repo, tmp_path / "data")
-    api_data.seed(repo, harness.settings.recordings_dir)
-    with harness.client:
-        yield harness
-
-
-def test_no_server_errors(fuzz_api: ApiHarness) -> None:
-    schema = schemathesis.openapi.from_asgi("/api/openapi.json", fuzz_api.app)
+def test_no_server_errors(seeded: ApiHarness) -> None:
+    schema = schemathesis.openapi.from_asgi("/api/openapi.json", seeded.app)
     schema = schema.exclude(path="/api/logout")
-    headers = fuzz_api.headers("admin")
+    headers = seeded.headers("admin")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
     statuses: Counter[int] = Counter()

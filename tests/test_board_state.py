@@ -58,7 +58,7 @@ def test_card_collects_transcript_meters_and_checklist() -> None:
             0,
             0,
             2000,
-            {"speech_level_dbov": -21.27, "snr_db": 30.04, "speech_ms": 1500},
+            {"speech_level_dbov": -21.27, "snr_db": 30.04, "speech_ms": 1800, "talk_ms": 1500},
         ),
         0.1,
     )
@@ -69,7 +69,7 @@ def test_card_collects_transcript_meters_and_checklist() -> None:
             0,
             0,
             2000,
-            {"speech_level_dbov": None, "rms_dbov": -50.0, "snr_db": None, "speech_ms": 500},
+            {"speech_level_dbov": None, "rms_dbov": -50.0, "snr_db": None, "talk_ms": 500},
         ),
         0.1,
     )

@@ -70,10 +70,10 @@ def test_board_shows_live_calls_alert_and_grades(web: WebServer, browser: Any) -
         assert page.locator(".call:visible").count() == 2
 
         # the dead-air alert appears in the feed and on its call's card
-        alert = page.locator("#alert-feed li.alert.open", has_text="dead_air")
+        alert = page.locator('#alert-feed li.alert.open[data-kind="dead_air"]')
         alert.wait_for(timeout=60_000)
         card = page.locator(".call", has_text="2001")
-        assert card.locator(".badge", has_text="dead").count() == 1
+        assert card.locator(".badge", has_text="Long silence on the line").count() == 1
         assert page.locator("#kpi-alerts").inner_text() != "0"
         screenshot(page, "board")
         alert_id = int(alert.get_attribute("data-alert-id") or "0")

@@ -84,11 +84,16 @@ def list_audit(
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    order: Annotated[
+        Literal["newest", "oldest"], Query(description="newest first (default) or oldest first")
+    ] = "newest",
 ) -> list[AuditOut]:
-    """The audit trail, oldest first (admins only; reading it is itself audited)."""
+    """The audit trail, newest first unless `order=oldest` (admins only; reading it is
+    itself audited)."""
     rows = ctx.access.list_audit(
         call_id=call_id, username=username, action=action, result=result,
         since=aware(since, "since"), until=aware(until, "until"), limit=limit, offset=offset,
+        newest_first=order == "newest",
     )  # fmt: skip
     record(ctx, user, "audit.view", call_id=call_id, rows=len(rows))
     return [

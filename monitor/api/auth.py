@@ -198,13 +198,16 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 
 
+_LOCKED = {
+    "description": "too many failures",
+    "headers": {"Retry-After": {"description": "seconds until a login may succeed again",
+                                "schema": {"type": "integer", "minimum": 1}}},
+}  # fmt: skip
+
+
 @router.post(
     "/login",
-    responses={
-        **_UNAUTHORIZED,
-        429: {"description": "too many failures"},
-        503: {"description": "too many logins at once"},
-    },
+    responses={**_UNAUTHORIZED, 429: _LOCKED, 503: {"description": "too many logins at once"}},
 )
 async def login(body: LoginIn, request: Request, response: Response, ctx: Ctx) -> LoginOut:
     """Exchange a username and password for a token (also set as the `cw_token` cookie).

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
+from email.utils import formatdate
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -24,6 +24,7 @@ from monitor.api.auth import ANY_ROLE, Ctx, Principal, authorize, optional_user,
 from monitor.api.context import ApiContext
 from monitor.api.params import aware
 from monitor.api.privacy import gone_410
+from monitor.api.schemas import CallDetailOut, CallItem, CallPage, VconOut, in_media_order
 from monitor.runtime.sealer import recording_keys
 from storage.encryption import DecryptionError
 from storage.models import CallDetail
@@ -38,33 +39,8 @@ _DENIED: dict[int | str, dict[str, Any]] = {
     401: {"description": "not authenticated"},
     403: {"description": "role not allowed"},
     404: {"description": "no such call"},
+    409: {"description": "the switch's call id names several calls: `detail.call_ids`"},
 }
-
-
-class CallItem(BaseModel):
-    call_id: str
-    external_id: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    duration_ms: int | None
-    agent_id: str | None
-    queue: str | None
-    caller: str | None
-    callee: str | None
-    score: float | None
-    grade: str | None
-    quality_score: float | None
-    compliance_score: float | None
-    end_reason: str | None
-    protocol: str
-
-
-class CallPage(BaseModel):
-    total: int
-    limit: int
-    offset: int
-    items: list[CallItem]
 
 
 @router.get("/calls", responses={401: {"description": "not authenticated"}})
@@ -115,6 +91,12 @@ def _find(ctx: ApiContext, user: Principal, call_id: str, action: str) -> CallDe
         gone_410(ctx, user, call_id, action, "call")
         record(ctx, user, action, call_id=call_id, status=404, reason="no such call")
         raise HTTPException(404, f"no call {call_id!r}: search with GET /api/calls")
+    if call.call_id != call_id and call.external_id == call_id:
+        ids = ctx.repo.call_ids_for_external(call_id)
+        if len(ids) > 1:  # a switch reused its id: never pick one silently
+            record(ctx, user, action, call_id=None, status=409, reason="ambiguous", ids=ids)
+            message = f"the switch's call id {call_id!r} names {len(ids)} calls: use one of"
+            raise HTTPException(409, {"message": f"{message} call_ids", "call_ids": ids})
     return call
 
 
@@ -132,7 +114,7 @@ def call_detail(
     user: Annotated[Principal, Depends(require_role(*ANY_ROLE, audit="transcript.view"))],
     ctx: Ctx,
     readings: Annotated[bool, Query(description="include the periodic quality readings")] = False,
-) -> dict[str, Any]:
+) -> CallDetailOut:
     """One call: parties, transcript, quality, compliance, findings, alerts and trace
     (`call_id` may also be the switch's call id or a unique prefix). Audited."""
     call = _find(ctx, user, call_id, "transcript.view")
@@ -142,11 +124,11 @@ def call_detail(
            end_ms=_duration_ms(call), segments=len(call.segments))  # fmt: skip
     body = asdict(call)
     body["transcript"] = body.pop("segments")
+    body["trace"] = [asdict(t) for t in in_media_order(call.trace)]
     body["recording_url"] = f"/api/calls/{call.call_id}/recording"
     body |= analysis.document(readings)
     body["alerts"] = [asdict(a) for a in alerts]
-    result: dict[str, Any] = jsonable_encoder(body)
-    return result
+    return CallDetailOut.model_validate(body)
 
 
 @router.head(
@@ -160,8 +142,17 @@ def call_detail(
     response_class=Response,
     responses={
         **_DENIED,
-        200: {"content": {"audio/wav": {}}, "description": "the whole recording"},
-        206: {"content": {"audio/wav": {}}, "description": "the requested byte range"},
+        200: {
+            "content": {"audio/wav": {}},
+            "description": "the whole recording",
+            "headers": media.VERSION_HEADERS,
+        },
+        206: {
+            "content": {"audio/wav": {}},
+            "description": "the requested byte range",
+            "headers": media.VERSION_HEADERS,
+        },
+        409: {"description": "the switch's call id names several calls (their ids listed)"},
         416: {"description": "range starts past the end"},
     },
 )
@@ -190,8 +181,14 @@ def recording(
         record(ctx, who, action, call_id=call.call_id, status=500, reason=str(exc))
         raise HTTPException(500, f"cannot decrypt the recording: {exc}") from None
     size = source.size
+    stat = path.stat()
+    etag = f'"{size:x}-{stat.st_mtime_ns:x}"'
+    modified = formatdate(stat.st_mtime, usegmt=True)
+    wanted = request.headers.get("range")
+    if request.headers.get("if-range", etag) not in (etag, modified):
+        wanted = None  # the file changed since the client's copy: send it whole (RFC 9110)
     try:
-        rng = media.parse_range(request.headers.get("range"), size)
+        rng = media.parse_range(wanted, size)
     except media.RangeNotSatisfiable as exc:
         record(ctx, who, action, call_id=call.call_id, status=416, reason=str(exc))
         return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
@@ -203,6 +200,10 @@ def recording(
         record(ctx, who, action, call_id=call.call_id, status=status, start_ms=start_ms,
                end_ms=end_ms, bytes=f"{start}-{start + length - 1}/{size}")  # fmt: skip
     headers = {
+        # size and mtime change at every flush of a live call's recording: a range request
+        # with `If-Range` never mixes two versions of the file
+        "ETag": etag,
+        "Last-Modified": modified,
         "Accept-Ranges": "bytes",
         "Content-Length": str(length),
         "Content-Disposition": f"{'attachment' if download else 'inline'}; "
@@ -228,26 +229,32 @@ def _content(ctx: ApiContext, call: CallDetail) -> Iterator[bytes] | None:
     return source.read(0, source.size)
 
 
-@router.get("/calls/{call_id}/vcon", responses=_DENIED)
+@router.get("/calls/{call_id}/vcon", responses=_DENIED, response_model_exclude_none=True)
 def export_vcon(
     call_id: CallId,
+    request: Request,
     user: Annotated[Principal, Depends(require_role(*QA_ROLES, audit="export.vcon"))],
     ctx: Ctx,
-) -> dict[str, Any]:
+    inline: Annotated[
+        bool, Query(description="the recording inside the document (base64url), not a URL")
+    ] = False,
+) -> VconOut:
     """The call as a vCon JSON document (IETF vCon core draft): parties, the recording as
-    dialog, transcript and quality/compliance report as analysis. Audited."""
+    dialog (an absolute URL under `api.public_base_url`, or inline), transcript and
+    quality/compliance report as analysis. Audited."""
     call = _find(ctx, user, call_id, "export.vcon")
+    base = ctx.settings.api.public_base_url or str(request.base_url)
     doc = vcon.build(
         call,
         ctx.repo.get_analysis(call.call_id),
         ctx.repo.list_alerts(call_id=call.call_id, limit=1000),
         recording=_content(ctx, call),
-        recording_url=f"/api/calls/{call.call_id}/recording",
+        recording_url=f"{base.rstrip('/')}/api/calls/{call.call_id}/recording",
+        inline=inline,
     )
     record(ctx, user, "export.vcon", call_id=call.call_id, start_ms=0,
-           end_ms=_duration_ms(call), uuid=doc["uuid"])  # fmt: skip
-    result: dict[str, Any] = jsonable_encoder(doc)
-    return result
+           end_ms=_duration_ms(call), uuid=doc["uuid"], inline=inline)  # fmt: skip
+    return VconOut.model_validate(doc)
 
 
 # -- QA reviews -----------------------------------------------------------------------------

@@ -25,6 +25,12 @@ from storage.encryption import RecordingKey, SealedReader, read_header
 from storage.recordings import HEADER_BYTES
 
 CHUNK = 64 * 1024
+#: The recording responses' validators, as the OpenAPI document declares them.
+VERSION_HEADERS = {
+    "ETag": {"description": "changes whenever the file does (a live call's grows)",
+             "schema": {"type": "string"}},
+    "Last-Modified": {"description": "when the file last changed", "schema": {"type": "string"}},
+}  # fmt: skip
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 

@@ -1,18 +1,23 @@
 """A stored call as a vCon (IETF draft-ietf-vcon-vcon-core, JSON form, unsigned).
 
 Mapping:
-* `vcon` "0.3.0" (the core draft's version), `uuid` stable per call (UUID 5 of our call id,
-  so exporting twice names the same conversation), `created_at` = call start, `subject`.
+* `vcon` "0.0.2" (the syntax version of the core draft, the one `pydantic-vcon` checks),
+  `uuid` stable per call (UUID 5 of our call id, so exporting twice names the same
+  conversation), `created_at` = call start, `subject`.
 * `parties` - one per recorded party, in recording-channel order: the customer's `tel` is the
   caller number, the agent's `tel` the callee and `name` the agent id, `role` customer/agent.
 * `dialog[0]` - the recording: type "recording", `start`, `duration` (s), `parties` as channel
-  -> party index (a multi-channel recording), `mediatype` audio/x-wav, `filename`, `url`
-  (the API's recording route) and `content_hash` (sha512 of the file as served, decrypted
-  if sealed at rest, as the draft requires for externally referenced content).
+  -> party index (a multi-channel recording), `mediatype` audio/x-wav (also as `mimetype`,
+  the earlier name that the `vcon` library still reads), `filename`, and either an absolute
+  `url` (the API's recording route under the public base URL) with `content_hash` (sha512 of
+  the file as served, decrypted if sealed at rest, as the draft requires for externally
+  referenced content), or, on request, the recording inline as `body` with `encoding`
+  "base64url".
 * `analysis` - the transcript (type "transcript", body = the segments as JSON, each with
   party index, media-time span, text, language and confidence); the quality and compliance
   results and the grade as type "report"; all with `vendor` "callwatch" and `dialog` 0.
-* `attachments` - the call's switch metadata and the alerts, as JSON.
+* `attachments` - the call's switch metadata and the alerts, as JSON, each with a `type`
+  and tied to the dialog (they describe the whole call, not one party).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 from storage.analysis import CallAnalysis
 from storage.models import AlertInfo, CallDetail
 
-VCON_VERSION = "0.3.0"
+VCON_VERSION = "0.0.2"
 _NAMESPACE = uuid.UUID("5f1d7a70-8f7e-4a43-9a55-6b2c0e3c1a11")
 
 
@@ -56,7 +61,10 @@ def build(
     *,
     recording: Iterable[bytes] | None,
     recording_url: str,
+    inline: bool = False,
 ) -> dict[str, Any]:
+    """The vCon of one call. `recording_url` must be absolute (a receiver has no base to
+    resolve a path against); `inline` puts the recording's bytes in the document instead."""
     parties: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for p in call.parties:
@@ -79,11 +87,16 @@ def build(
         "duration": round((duration_ms or 0) / 1000, 3),
         "parties": [index[p.party] for p in call.parties],
         "mediatype": "audio/x-wav",
+        "mimetype": "audio/x-wav",
         "filename": Path(call.recording_path).name,
-        "url": recording_url,
     }
-    if (digest := content_hash(recording)) is not None:
-        dialog["content_hash"] = digest
+    if inline and recording is not None:
+        body = base64.urlsafe_b64encode(b"".join(recording)).decode().rstrip("=")
+        dialog |= {"body": body, "encoding": "base64url"}
+    else:
+        dialog["url"] = recording_url
+        if (digest := content_hash(recording)) is not None:
+            dialog["content_hash"] = digest
     transcript = [
         {
             "party": index.get(s.party),
@@ -112,9 +125,9 @@ def build(
     out_analysis.append(_analysis("report", report, "callwatch-quality-report"))
     attachments: list[dict[str, Any]] = [
         {
-            "purpose": "metadata",
+            "type": "metadata",
             "start": _time(call.started_at),
-            "party": 0,
+            "dialog": 0,
             "mediatype": "application/json",
             "encoding": "json",
             "body": {
@@ -131,9 +144,9 @@ def build(
     if alerts:
         attachments.append(
             {
-                "purpose": "alerts",
+                "type": "alerts",
                 "start": _time(call.started_at),
-                "party": 0,
+                "dialog": 0,
                 "mediatype": "application/json",
                 "encoding": "json",
                 "body": [_alert(a) for a in alerts],

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from audio_quality.conversation import talk_share
 from storage.models import AlertInfo
 from storage.records import (
     AlertChanged,
@@ -46,10 +47,11 @@ class PartyMeters:
     level_dbov: float | None = None
     snr_db: float | None = None
     clarity: float | None = None  # DNSMOS OVRL (1..5), when the call has it
-    speech_ms: int = 0  # total speech measured so far (for the talk ratio)
+    #: talk so far as the call's conversation tracker counts it (the stored ratio's input)
+    talk_ms: int = 0
 
-    def to_json(self, total_speech_ms: int) -> dict[str, Any]:
-        ratio = self.speech_ms / total_speech_ms if total_speech_ms else None
+    def to_json(self, total_talk_ms: int) -> dict[str, Any]:
+        ratio = talk_share(self.talk_ms, total_talk_ms)
         return {
             "lines": list(self.lines),
             "level_dbov": self.level_dbov,
@@ -86,7 +88,7 @@ class CallCard:
     transcripts_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        total = sum(p.speech_ms for p in self.parties.values())
+        total = sum(p.talk_ms for p in self.parties.values())
         return {
             "call_id": self.call_id,
             "external_id": self.external_id,
@@ -265,7 +267,7 @@ class BoardState:
             p.level_dbov = _num(v.get("speech_level_dbov"), _num(v.get("rms_dbov")))
             p.snr_db = _num(v.get("snr_db"), p.snr_db)
             p.clarity = _num(v.get("dnsmos_ovrl"), p.clarity)
-            p.speech_ms += int(v.get("speech_ms") or 0)
+            p.talk_ms = int(v.get("talk_ms") or p.talk_ms)  # a running total, not a delta
             card.media_ms = max(card.media_ms, ev.end_ms)
         elif isinstance(ev, FindingAdded):
             return self._finding(card, ev)
@@ -372,6 +374,9 @@ class BoardState:
                 del self.alerts[old]
         card = self.calls.get(alert["call_id"] or "")
         if card is not None:
+            # who the alert is about, for the feed, even once the card has gone
+            alert.setdefault("caller", card.caller)
+            alert.setdefault("external_id", card.external_id)
             card.alerts[alert["id"]] = {
                 k: alert[k] for k in ("id", "kind", "severity", "state", "media_start_ms")
             }

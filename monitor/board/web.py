@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,28 @@ BOARD_ROLES = ("supervisor", "admin")
 REPLAY_ROLES = ("qa", "admin")
 HOME = {"supervisor": "/board", "admin": "/board", "qa": "/replay"}
 
-_FORBIDDEN = """<!doctype html><html><head><meta charset="utf-8"><title>callwatch · 403</title>
-<link rel="stylesheet" href="/static/style.css"></head><body class="login">
+_FORBIDDEN = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
+<title>callwatch · 403</title><link rel="stylesheet" href="/static/style.css">
+<script type="module" src="/static/forbidden.js"></script></head><body class="login">
 <div class="card login-card" id="forbidden"><h1>403</h1>
-<p>Your role ({role}) may not open this page. · 您的角色（{role}）无权打开此页面。</p>
+<p id="forbidden-msg" data-role="{role}">{message}</p>
 <p><a href="{home}">{home}</a> · <a href="/login">/login</a></p></div></body></html>"""
+#: The 403 text in the page's language (the same texts as static/i18n.js, which re-renders
+#: it when the browser saved another choice): ?lang=, else the browser's Accept-Language.
+_FORBIDDEN_TEXT = {
+    "en": ("Your role ({role}) may not open this page.",
+           {"supervisor": "supervisor", "qa": "QA analyst", "admin": "administrator"}),
+    "zh": ("您的角色（{role}）无权打开此页面。",
+           {"supervisor": "主管", "qa": "质检员", "admin": "管理员"}),
+}  # fmt: skip
+
+
+def forbidden_page(role: str, home: str, query_lang: str | None, accept: str) -> str:
+    lang = query_lang if query_lang in _FORBIDDEN_TEXT else None
+    lang = lang or ("zh" if accept.strip().lower().startswith("zh") else "en")
+    text, roles = _FORBIDDEN_TEXT[lang]
+    message = html.escape(text.format(role=roles.get(role, role)))
+    return _FORBIDDEN.format(lang=lang, role=html.escape(role), message=message, home=home)
 
 
 def _user(ctx: Any, token: str | None) -> Any:
@@ -66,7 +84,9 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
             return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
         if user.role not in roles:
             home = HOME.get(user.role, "/login")
-            return HTMLResponse(_FORBIDDEN.format(role=user.role, home=home), status_code=403)
+            body = forbidden_page(user.role, home, request.query_params.get("lang"),
+                                  request.headers.get("accept-language", ""))  # fmt: skip
+            return HTMLResponse(body, status_code=403)
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
 
     @app.get("/", include_in_schema=False)

@@ -18,7 +18,7 @@ import numpy as np
 from audio_quality.conversation import ConversationSummary, ConversationTracker
 from audio_quality.dnsmos import DnsmosScore, DnsmosWindow
 from audio_quality.party import PartyQualityTracker
-from audio_quality.records import ActivitySpan, PartyQualitySummary
+from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
 from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.core.events import Party
@@ -174,7 +174,18 @@ class CallAnalyzer:
         out.extend(self._conversation(spans))
         self._watermark.on_audio(self.media_ms, speaking or {})
         out.extend(self._advance())
-        return out
+        return self._with_talk(out)
+
+    def _with_talk(self, events: list[Any]) -> list[Any]:
+        """Readings carry their party's talk so far from the conversation tracker, the totals
+        the stored talk ratio is computed from: the live meter is that figure, not a second
+        count of its own."""
+        return [
+            replace(e, talk_ms=self.conversation.talk_ms(e.party))
+            if isinstance(e, QualityReading)
+            else e
+            for e in events
+        ]
 
     def on_segment(
         self, key: object, party: str, start_ms: int, end_ms: int, text: str, language: str
@@ -226,7 +237,7 @@ class CallAnalyzer:
         self._start_checker(self._language)  # a call with no transcript still gets its misses
         if self.checker is not None:
             out.extend(self.checker.close(self.media_ms))
-        return out
+        return self._with_talk(out)  # after the tracker's flush: the final totals
 
     def finish(self) -> CallVerdict:
         """After `flush` and the last transcript segment: summaries, scores and the grade."""

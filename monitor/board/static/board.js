@@ -2,7 +2,7 @@
 // The server sends a snapshot on connect and coalesced updates after; a gap in `seq` or a
 // lost connection makes the page resynchronise from a fresh snapshot.
 import { api, esc, fmtDuration, header, me } from "./api.js";
-import { gradeText, t, translatePage } from "./i18n.js";
+import { ALERT_KINDS, gradeText, lang, named, t, translatePage } from "./i18n.js";
 
 const cards = new Map(); // call_id -> card json
 const alerts = new Map(); // alert id -> alert json (feed order kept by `feedOrder`)
@@ -42,7 +42,7 @@ function cardHtml(c) {
     .join("");
   const badges = c.alerts
     .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${
-      esc(t(a.kind) === a.kind ? a.kind.replace(/_/g, " ") : t(a.kind))}</span>`)
+      esc(named("ak", a.kind))}</span>`)
     .join("");
   const fmt = (c.format_suspect || []).length
     ? `<span class="badge critical format-suspect" title="${esc(c.format_suspect.map((r) => t(r)).join(", "))}">${
@@ -136,19 +136,57 @@ function putAlert(a) {
   drawFeed();
 }
 
+// The alert feed, grouped per call (the call with the newest alert first): who the call is
+// (agent / queue / caller), one click to its live card or its replay, and each alert's
+// plain-language title, severity, wall time and media time. Filtered by severity and kind.
 function drawFeed() {
   const canAck = user && ["supervisor", "admin"].includes(user.role);
-  const call = (id) => cards.get(id);
-  $("alert-feed").innerHTML = [...feedOrder].reverse().map((id) => {
+  const canReplay = user && ["qa", "admin"].includes(user.role);
+  const sev = $("alert-severity").value;
+  const kind = $("alert-kind").value;
+  const groups = new Map(); // call_id -> alerts, newest first
+  for (const id of [...feedOrder].reverse()) {
     const a = alerts.get(id);
-    const c = call(a.call_id);
-    const who = c ? `${t("agent")} ${c.agent ?? "–"} · ${c.queue ?? ""}` : a.agent_id ?? "";
+    if (!a || (sev && a.severity !== sev) || (kind && a.kind !== kind)) continue;
+    if (!groups.has(a.call_id)) groups.set(a.call_id, []);
+    groups.get(a.call_id).push(a);
+  }
+  const item = (a) => {
     const ack = canAck && a.state === "open"
       ? `<button class="ack" data-alert-id="${a.id}">${esc(t("acknowledge"))}</button>` : "";
-    return `<li class="alert ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">
-      <b>${esc(a.kind ?? "")}</b> <span class="state">${esc(t(a.state))}</span>
-      <div class="msg">${esc(a.message ?? "")}</div><div class="muted">${esc(who)}</div>${ack}</li>`;
+    const party = a.party ? ` · ${esc(t(a.party))}` : "";
+    const wall = a.raised_at ? new Date(a.raised_at).toLocaleTimeString() : "";
+    const media = a.media_start_ms == null ? "" : `${t("in_call")} ${fmtDuration(a.media_start_ms)}`;
+    const msg = lang() === "en" && a.message ? `<div class="msg">${esc(a.message)}</div>` : "";
+    return `<li class="alert ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}" data-kind="${
+      esc(a.kind)}" title="${esc(a.message ?? "")}">
+      <b class="title">${esc(named("ak", a.kind))}</b>${party}
+      <span class="sev ${esc(a.severity)}">${esc(t(a.severity))}</span> <span class="state">${esc(t(a.state))}</span>
+      <div class="when"><time class="wall">${esc(wall)}</time> <span class="media">${esc(media)}</span></div>${msg}${ack}</li>`;
+  };
+  $("alert-feed").innerHTML = [...groups].map(([callId, list]) => {
+    const c = cards.get(callId);
+    const a = list[0];
+    const who = [
+      `${t("agent")} ${c?.agent ?? a.agent_id ?? "—"}`,
+      `${t("queue")} ${c?.queue ?? a.queue ?? "—"}`,
+      `${t("caller")} ${c?.caller ?? a.caller ?? "—"}`,
+    ].join(" · ");
+    const live = c && c.status === "active";
+    const link = live
+      ? `<a class="to-card" href="#" data-call-id="${esc(callId)}">${esc(t("live_card"))}</a>`
+      : canReplay ? `<a class="to-replay" href="/replay?call=${encodeURIComponent(callId)}">${esc(t("replay"))}</a>` : "";
+    return `<li class="alert-group" data-call-id="${esc(callId)}"><div class="who">${esc(who)} ${link}</div>
+      <ul>${list.map(item).join("")}</ul></li>`;
   }).join("");
+}
+
+function alertFilters() {
+  $("alert-severity").innerHTML = ["", "critical", "warning", "info"]
+    .map((v) => `<option value="${v}">${esc(v ? t(v) : t("all"))}</option>`).join("");
+  $("alert-kind").innerHTML = [`<option value="">${esc(t("all"))}</option>`]
+    .concat(ALERT_KINDS.map((k) => `<option value="${k}">${esc(named("ak", k))}</option>`)).join("");
+  for (const id of ["alert-severity", "alert-kind"]) $(id).addEventListener("change", drawFeed);
 }
 
 function onMessage(msg) {
@@ -226,7 +264,21 @@ async function main() {
       for (const c of cards.values()) upsert(c);
     });
   }
+  alertFilters();
   $("alert-feed").addEventListener("click", async (ev) => {
+    const go = ev.target.closest("a.to-card");
+    if (go) { // the live card: into view, and flashed so the eye finds it
+      ev.preventDefault();
+      const el = document.querySelector(`.call[data-call-id="${CSS.escape(go.dataset.callId)}"]`);
+      if (el) {
+        el.hidden = false;
+        el.scrollIntoView({ block: "center" });
+        el.classList.remove("flash");
+        void el.offsetWidth;
+        el.classList.add("flash");
+      }
+      return;
+    }
     const b = ev.target.closest("button.ack");
     if (!b) return;
     b.disabled = true;

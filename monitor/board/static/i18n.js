@@ -38,6 +38,35 @@ const TEXTS = {
     overloaded: "Overloaded: transcripts may come late", transcripts_behind: "Transcripts behind by",
     transcripts_pending: "Ended · transcripts pending", late: "late",
     late_title: "Transcribed late: the server was overloaded when it was said",
+    // call status, severities, roles (the 403 page)
+    st_active: "active", st_completed: "completed", st_interrupted: "interrupted",
+    info: "info", severity: "Severity", kind: "Kind", live_card: "Live card", in_call: "in call",
+    role_supervisor: "supervisor", role_qa: "QA analyst", role_admin: "administrator",
+    forbidden_role: "Your role ({role}) may not open this page.",
+    // alert kinds as a supervisor reads them
+    ak_duration_long: "Call running long", ak_duration_short: "Call ended very early",
+    ak_dead_air: "Long silence on the line", ak_poor_audio: "Poor audio quality",
+    ak_compliance_miss: "Required script step missed", ak_compliance_order: "Script steps out of order",
+    ak_forbidden_phrase: "Forbidden phrase said", ak_asr_lag: "Transcripts running late",
+    ak_media_stalled: "Audio stopped arriving",
+    // trace events
+    ev_connected: "connected", ev_metadata: "call details received", ev_utterance: "utterance transcribed",
+    ev_asr_shed: "utterance not transcribed (overload)", ev_disconnected: "disconnected",
+    ev_finalised: "analysis finished", ev_dead_air_started: "dead air started",
+    ev_hold_started: "on hold", ev_hold_ended: "hold ended", ev_ivr_prompt: "IVR prompt",
+    ev_ivr_prompt_started: "IVR prompt started", ev_ivr_prompt_ended: "IVR prompt ended",
+    ev_leg_joined: "leg joined", ev_leg_ended: "leg ended", ev_leg_uuid: "leg id",
+    ev_media: "media started", ev_media_format: "audio format", ev_paused: "paused",
+    ev_resumed: "resumed", ev_stall: "audio stalled", ev_stop: "stop requested",
+    ev_protocol_error: "protocol error", ev_format_suspect: "audio format suspect",
+    ev_app_message: "application message", ev_alert: "alert raised", ev_alert_changed: "alert updated",
+    ev_phrase_matched: "script phrase said", ev_phrase_missed: "script phrase missed",
+    ev_order_violated: "script out of order", ev_forbidden_phrase: "forbidden phrase",
+    ev_dead_air: "dead air", ev_overtalk: "overtalk", ev_long_dead_air: "long dead air",
+    ev_excessive_overtalk: "excessive overtalk", ev_slow_response: "slow response",
+    ev_poor_snr: "poor SNR", ev_low_clarity: "low clarity", ev_clipping: "clipping",
+    ev_dropouts: "dropouts", ev_low_level: "low level", ev_high_level: "high level",
+    ev_fast_speech: "fast speech",
   },
   zh: {
     title_board: "实时通话看板", title_replay: "通话回放", title_login: "登录",
@@ -76,6 +105,32 @@ const TEXTS = {
     overloaded: "系统过载：转写可能延迟", transcripts_behind: "转写落后",
     transcripts_pending: "已结束 · 转写待完成", late: "延迟",
     late_title: "延迟转写：说话时系统过载",
+    st_active: "进行中", st_completed: "已完成", st_interrupted: "中断",
+    info: "提示", severity: "级别", kind: "类型", live_card: "实时卡片", in_call: "通话第",
+    role_supervisor: "主管", role_qa: "质检员", role_admin: "管理员",
+    forbidden_role: "您的角色（{role}）无权打开此页面。",
+    ak_duration_long: "通话时间过长", ak_duration_short: "通话过早结束",
+    ak_dead_air: "线路长时间静默", ak_poor_audio: "音质差",
+    ak_compliance_miss: "漏说必需话术", ak_compliance_order: "话术顺序错误",
+    ak_forbidden_phrase: "说了禁用语", ak_asr_lag: "转写延迟",
+    ak_media_stalled: "音频中断",
+    ev_connected: "已连接", ev_metadata: "收到通话信息", ev_utterance: "语句已转写",
+    ev_asr_shed: "语句未转写（过载）", ev_disconnected: "已断开",
+    ev_finalised: "分析完成", ev_dead_air_started: "开始静默",
+    ev_hold_started: "保持", ev_hold_ended: "结束保持", ev_ivr_prompt: "IVR 提示音",
+    ev_ivr_prompt_started: "IVR 提示音开始", ev_ivr_prompt_ended: "IVR 提示音结束",
+    ev_leg_joined: "通话方加入", ev_leg_ended: "通话方离开", ev_leg_uuid: "通话方标识",
+    ev_media: "开始收到音频", ev_media_format: "音频格式", ev_paused: "已暂停",
+    ev_resumed: "已恢复", ev_stall: "音频停滞", ev_stop: "请求停止",
+    ev_protocol_error: "协议错误", ev_format_suspect: "音频格式存疑",
+    ev_app_message: "应用消息", ev_alert: "触发告警", ev_alert_changed: "告警已更新",
+    ev_phrase_matched: "说了规定话术", ev_phrase_missed: "漏说规定话术",
+    ev_order_violated: "话术顺序错误", ev_forbidden_phrase: "禁用语",
+    ev_dead_air: "静默", ev_overtalk: "抢话", ev_long_dead_air: "长时间静默",
+    ev_excessive_overtalk: "抢话过多", ev_slow_response: "响应慢",
+    ev_poor_snr: "信噪比差", ev_low_clarity: "清晰度低", ev_clipping: "削波",
+    ev_dropouts: "断音", ev_low_level: "音量过低", ev_high_level: "音量过高",
+    ev_fast_speech: "语速过快",
   },
 };
 
@@ -94,6 +149,20 @@ export function t(key) {
   const l = lang();
   return TEXTS[l][key] ?? TEXTS.en[key] ?? key;
 }
+
+// A stored name (trace event, alert kind, status) in the page's language: its `prefix_` text,
+// else the name made readable.
+export function named(prefix, name) {
+  if (!name) return "";
+  const key = `${prefix}_${name}`;
+  const text = t(key);
+  return text === key ? name.replace(/_/g, " ") : text;
+}
+
+export const ALERT_KINDS = [
+  "duration_long", "duration_short", "dead_air", "poor_audio", "compliance_miss",
+  "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled",
+];
 
 export function gradeText(grade) {
   if (!grade) return "";

@@ -2,7 +2,7 @@
 // scorecard and the QA review form. The audio streams from the API with range requests (the
 // `cw_token` cookie authenticates them), so seeking anywhere starts playing at once.
 import { api, esc, fmtDuration, header, HttpError, me } from "./api.js";
-import { gradeText, t, translatePage } from "./i18n.js";
+import { ALERT_KINDS, gradeText, named, t, translatePage } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -10,6 +10,7 @@ let durationMs = 1;
 let lines = []; // transcript <li>s in start order, for the playback highlight
 
 const list = (v) => (Array.isArray(v) ? v : []);
+const EMPTY = "—"; // an empty cell says so
 
 // ------------------------------------------------------------------ search
 async function search(form) {
@@ -21,11 +22,19 @@ async function search(form) {
   q.set("limit", "100");
   const rows = await api(`/api/calls?${q}`);
   const items = Array.isArray(rows) ? rows : list(rows && rows.items);
+  const cell = (v) => `<td>${v == null || v === "" ? EMPTY : esc(v)}</td>`;
   $("results").querySelector("tbody").innerHTML = items.map((c) => `<tr data-call-id="${esc(c.call_id)}">
-    <td>${esc(new Date(c.started_at).toLocaleString())}</td><td>${esc(c.agent_id ?? "")}</td>
-    <td>${esc(c.queue ?? "")}</td><td>${esc(c.caller ?? "")}</td><td>${fmtDuration(c.duration_ms)}</td>
-    <td>${c.score == null ? "–" : Math.round(c.score)}</td><td>${esc(gradeText(c.grade))}</td>
+    ${cell(new Date(c.started_at).toLocaleString())}${cell(c.agent_id)}${cell(c.queue)}${cell(c.caller)}
+    ${cell(c.duration_ms == null ? null : fmtDuration(c.duration_ms))}
+    <td class="status st-${esc(c.status)}">${esc(named("st", c.status))}</td>
+    ${cell(c.score == null ? null : Math.round(c.score))}${cell(gradeText(c.grade))}
     <td><a href="/replay?call=${encodeURIComponent(c.call_id)}">${esc(t("open_call"))}</a></td></tr>`).join("");
+}
+
+// The alert filter lists the kinds there are (in the page's language), not free text.
+function alertKinds() {
+  $("alert-kind").innerHTML = [`<option value="">${esc(t("all"))}</option>`].concat(
+    ALERT_KINDS.map((k) => `<option value="${esc(k)}">${esc(named("ak", k))}</option>`)).join("");
 }
 
 // ------------------------------------------------------------------ call page
@@ -62,7 +71,7 @@ function markers(findings, alerts) {
   const items = [];
   for (const a of alerts) {
     const ms = a.media_start_ms ?? 0;
-    items.push({ ms, cls: `alert ${a.severity}`, kind: "alert", id: a.id, label: `${t("alert")}: ${a.kind} ${a.message ?? ""}` });
+    items.push({ ms, cls: `alert ${a.severity}`, kind: "alert", id: a.id, label: `${t("alert")}: ${named("ak", a.kind)}` });
   }
   for (const f of findings) {
     if (f.kind === "dead_air" || f.kind === "overtalk") continue; // drawn in the lanes
@@ -137,7 +146,8 @@ function scorecard(detail) {
 
 function trace(detail) {
   $("trace").innerHTML = list(detail.trace).map((e) => `<li data-ms="${e.media_ms ?? ""}">
-    <span class="ts">${e.media_ms == null ? "" : fmtDuration(e.media_ms)}</span> ${esc(e.kind)}${
+    <span class="ts">${e.media_ms == null ? "" : fmtDuration(e.media_ms)}</span> <span class="ev" data-kind="${
+      esc(e.kind)}">${esc(named("ev", e.kind))}</span>${
       e.party ? ` · ${esc(t(e.party))}` : ""}</li>`).join("");
 }
 
@@ -232,6 +242,7 @@ async function main() {
     await showCall(id);
   } else {
     $("search-view").hidden = false;
+    alertKinds();
     const form = $("search-form");
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
