@@ -24,6 +24,8 @@ from monitor.core.analysis import CallAnalyzer
 from monitor.core.events import UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
+from monitor.privacy.redactor import CallRedactor, HeardSegment, SegmentRedacted
+from monitor.privacy.scrub import DtmfMasker, scrub
 from monitor.runtime import findings
 from monitor.runtime.asr_service import AsrJob, AsrService
 from monitor.runtime.dnsmos_service import DnsmosService
@@ -114,6 +116,14 @@ class LiveCall:
         self._analysis_done = False
         self._dnsmos_scores: list[DnsmosScore] = []  # one per 9 s window scored
         self.grade: str | None = None
+        # Transcripts go through the redactor before they become records (README "Privacy").
+        p = settings.privacy
+        self._redactor = (
+            CallRedactor(classes=p.classes, hold_ms=p.hold_ms, max_held=p.max_held)
+            if p.redact_transcripts
+            else None
+        )
+        self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end)
 
     # -- records -----------------------------------------------------------------------
     def _trace(
@@ -126,7 +136,7 @@ class LiveCall:
             at=datetime.now(UTC),
             media_ms=media_ms,
             party=party,
-            data=data,
+            data=scrub(data),  # card numbers / IDs in switch payloads never stored in clear
         )
         self._seq += 1
         return rec
@@ -148,7 +158,7 @@ class LiveCall:
                     queue=m.queue,
                     caller=m.caller,
                     callee=m.callee,
-                    metadata=m.extra,
+                    metadata=scrub(m.extra),
                 ),
                 self._trace("connected", media_ms=0, peer=self.peer, protocol=self.protocol),
                 self._trace(
@@ -240,6 +250,10 @@ class LiveCall:
                     self._dnsmos.submit(window, self._on_dnsmos)
             if records:
                 await self._storage.put_many(records)
+        if self._redactor is not None and self._redactor.holding:
+            due = self._redactor.tick(self.session.duration_ms, earliest_pending_ms=self._oldest())
+            if due:
+                await self._storage.put_many(self._segment_records(due))
         if self.recorder.flush_due:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
@@ -316,33 +330,10 @@ class LiveCall:
             )
             if result.text:
                 self.segments += 1
-                # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
-                # stored with the call but judged no more: the analysis is finished.
-                if self.analyzer is not None and not self._analysis_done:
-                    records.extend(
-                        self._analysis_records(
-                            self.analyzer.on_segment(
-                                job,
-                                u.party.value,
-                                u.start_ms,
-                                u.end_ms,
-                                result.text,
-                                result.language,
-                            )
-                        )
-                    )
-                records.append(
-                    SegmentAdded(
-                        call_id=self.call_id,
-                        party=u.party.value,
-                        start_ms=u.start_ms,
-                        end_ms=u.end_ms,
-                        text=result.text,
-                        language=result.language,
-                        confidence=result.confidence,
-                        latency_ms=latency_ms,
-                    )
+                heard = HeardSegment(
+                    u.party.value, u.start_ms, u.end_ms, result.text, (job, result, latency_ms)
                 )
+                records.extend(self._segment_records(self._redact(heard, job)))
         late = self._analysis_done
         if self.analyzer is not None and not late and not (result is not None and result.text):
             self.analyzer.utterance_done(job)
@@ -350,6 +341,56 @@ class LiveCall:
         self._pending.discard(job)
         if not self._pending:
             self._drained.set()
+
+    def _oldest(self, but: AsrJob | None = None) -> int | None:
+        """Start of the earliest utterance still in ASR (other than `but`)."""
+        return min((j.utterance.start_ms for j in self._pending if j is not but), default=None)
+
+    def _redact(self, heard: HeardSegment, job: AsrJob) -> list[SegmentRedacted]:
+        if self._redactor is None:
+            return [SegmentRedacted(heard.party, heard.start_ms, heard.end_ms, heard.text, (),
+                                    0, heard.tag)]  # fmt: skip
+        out = self._redactor.add(
+            heard, self.session.duration_ms, earliest_pending_ms=self._oldest(job)
+        )
+        # After the verdict nothing more is held: there is no later segment to wait for.
+        return out + self._redactor.flush() if self._analysis_done else out
+
+    def _segment_records(self, released: list[SegmentRedacted]) -> list[Any]:
+        """Analysis, segment and redaction-trace records of segments the redactor released."""
+        records: list[Any] = []
+        for seg in released:
+            tag: tuple[AsrJob, AsrResult, int] = seg.tag  # type: ignore[assignment]
+            job, result, latency_ms = tag
+            # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
+            # stored with the call but judged no more: the analysis is finished.
+            if self.analyzer is not None and not self._analysis_done:
+                records.extend(
+                    self._analysis_records(
+                        self.analyzer.on_segment(
+                            job, seg.party, seg.start_ms, seg.end_ms, seg.text, result.language
+                        )
+                    )
+                )
+            records.append(
+                SegmentAdded(
+                    call_id=self.call_id,
+                    party=seg.party,
+                    start_ms=seg.start_ms,
+                    end_ms=seg.end_ms,
+                    text=seg.text,
+                    language=result.language,
+                    confidence=result.confidence,
+                    latency_ms=latency_ms,
+                )
+            )
+            if seg.entities:  # what was masked, where and when: never the masked text
+                records.append(self._trace(
+                    "redacted", media_ms=seg.start_ms, party=seg.party, held_ms=seg.held_ms,
+                    entities=[{"type": e.kind, "mask": e.mask, "chars": [e.start, e.end],
+                               "start_ms": e.start_ms, "end_ms": e.end_ms} for e in seg.entities],
+                ))  # fmt: skip
+        return records
 
     # -- end -------------------------------------------------------------------------------
     async def finish(
@@ -377,6 +418,7 @@ class LiveCall:
             )
         # Transcripts still owed: compliance and speaking rate were judged without them.
         asr_pending = len(self._pending)
+        held = self._segment_records(self._redactor.flush()) if self._redactor else []
         verdict_records: list[Any] = []
         scores: dict[str, Any] = {}
         if self.analyzer is not None:
@@ -393,7 +435,8 @@ class LiveCall:
             verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
         ended_at = datetime.now(UTC)
         await self._storage.put_many(
-            verdict_records
+            held
+            + verdict_records
             + [
                 self._trace(
                     "finalised",

@@ -10,7 +10,8 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   the recording always runs on call time;
 - the audio-rate limit (audio faster than `max_audio_rate` x real time after a burst allowance
   is a policy violation) and the facts the stall timer needs (`last_audio_at`, `paused`);
-- the trace: every DTMF, app event, pause/resume and the media counts, with media time;
+- the trace: every DTMF (masked: `monitor.privacy.scrub.DtmfMasker`), app event,
+  pause/resume and the media counts, with media time;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
@@ -111,17 +112,17 @@ class CallFeed:
             if frames:
                 await call.on_audio(frames)
         elif isinstance(event, Dtmf):
-            party = event.party.value if event.party else None
-            await call.trace(
-                "dtmf",
-                party=party,
-                media_ms=self._party_ms(event.party),
-                digit=event.digit,
-                duration_ms=event.duration_ms,
-            )
+            # Never the digit: a "*" per press, nothing at all in a secure-entry stage.
+            if (masked := call.dtmf.press()) is not None:
+                party = event.party.value if event.party else None
+                await call.trace("dtmf", party=party, media_ms=self._party_ms(event.party),
+                                 duration_ms=event.duration_ms, **masked)  # fmt: skip
         elif isinstance(event, AppEvent):
             payload = event.data.get("payload")
             name = payload.get("event") if isinstance(payload, dict) else None
+            if (stage := call.dtmf.marker(name or event.name)) is not None:
+                await call.trace(stage)
+                return []
             # IVR prompt spans go to the call too: the conversation tracker leaves them out of
             # talk time and dead air (the call traces them itself).
             if event.name == "app_message" and name in SWITCH_EVENTS and name != "ivr_prompt":
