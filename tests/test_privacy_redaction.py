@@ -96,14 +96,11 @@ def test_a_number_split_over_segments_and_turns_is_held_then_masked() -> None:
     assert r.add(first, 2500) == []  # it may go on: held, nothing released in clear
     [ack] = r.add(HeardSegment("agent", 2100, 2400, "Mm-hm."), 2900)
     assert ack.text == "Mm-hm." and r.holding == 1  # a backchannel passes straight through
-    assert r.add(HeardSegment("customer", 2600, 4000, "1111 1111"), 4500) == []
-    out = r.add(HeardSegment("agent", 4100, 5000, "Thanks. And the security code?"), 5500)
-    assert [s.text for s in out] == [
-        "My card number is [PAN]",
-        "[PAN]",
-        "Thanks. And the security code?",
-    ]
-    assert out[0].held_ms == 3500  # waited in media time for the rest of the number
+    # The number is whole (Luhn-valid, 16 digits): both halves go, masked, without waiting on.
+    out = r.add(HeardSegment("customer", 2600, 4000, "1111 1111"), 4500)
+    assert [s.text for s in out] == ["My card number is [PAN]", "[PAN]"]
+    assert out[0].held_ms == 2500  # waited in media time for the rest of the number
+    [ask] = r.add(HeardSegment("agent", 4100, 5000, "Thanks. And the security code?"), 5500)
     # The agent's question (released already) is the cue for the customer's code.
     assert r.add(HeardSegment("customer", 5200, 5800, "737"), 6200) == []
     assert r.tick(10_000) == []  # not yet: 5 s after it ended
@@ -115,9 +112,22 @@ def test_a_later_utterance_waits_for_an_earlier_one_still_in_asr() -> None:
     """Out-of-order transcripts: the second half comes back first."""
     r = CallRedactor(hold_ms=5000)
     second = HeardSegment("customer", 3000, 4000, "1111 1111. That's it.")
-    assert r.add(second, 4500, earliest_pending_ms=0) == []
+    assert r.add(second, 4500, pending=[0]) == []
     out = r.add(HeardSegment("customer", 0, 2500, "card 4111 1111"), 4700)
     assert [s.text for s in out] == ["card [PAN]", "[PAN]. That's it."]
+
+
+def test_a_held_number_waits_for_speech_and_asr_under_way_then_for_hold_ms_at_most_4x() -> None:
+    r = CallRedactor(hold_ms=1000)
+    assert r.add(HeardSegment("customer", 0, 1000, "card 4111 1111"), 1200) == []
+    # The rest is still being said, then still in ASR: past hold_ms, the segment waits.
+    assert r.tick(2500, speaking=True) == [] and r.tick(3000, pending=[2000]) == []
+    out = r.add(HeardSegment("customer", 2000, 3500, "1111 1111, that's it"), 3600)
+    assert [s.text for s in out] == ["card [PAN]", "[PAN], that's it"]
+    assert r.add(HeardSegment("customer", 4000, 5000, "4111"), 5000) == []
+    assert r.tick(8000, speaking=True) == []
+    [late] = r.tick(9000, speaking=True)  # 4 x hold_ms after it ended: released anyway
+    assert late.text == "4111" and late.held_ms == 4000
 
 
 def test_holding_is_bounded_and_flush_releases_everything() -> None:

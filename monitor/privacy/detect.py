@@ -29,10 +29,12 @@ customer's "123".
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from monitor.privacy.spoken import WEAK_ZERO, Kind, Unit
+from monitor.qa.pinyin import pinyin_keys
 
 __all__ = ["CLASSES", "Entity", "find_entities", "luhn_ok", "cn_id_ok"]
 
@@ -46,7 +48,7 @@ _CUES: dict[str, tuple[str, ...]] = {
             "银行卡", "銀行卡", "借记卡", "借記卡", "储蓄卡"),
     "cvv": ("cvv", "cvc", "cv2", "cvv2", "cid", "security code", "security number",
             "three digit", "three digits", "back of the card", "安全码", "安全碼", "校验码",
-            "校驗碼", "背面", "后三位", "後三位"),
+            "校驗碼", "背面"),
     "expiry": ("expiry", "expiration", "expires", "expire", "exp", "valid thru",
                "valid through", "valid until", "有效期", "到期", "过期", "過期"),
     "cn_id": ("身份证", "身份證", "证件号", "證件號", "id number", "identity number"),
@@ -165,14 +167,21 @@ def _context(segments: list[list[Unit]], run: list[_Digit], before: bool) -> str
 
 
 def _cue_at(kind: str, text: str) -> int:
-    """Where the last cue of `kind` in `text` ends (-1: none); larger is nearer the run."""
+    """Where the last cue of `kind` in `text` ends (-1: none); larger is nearer the run.
+    Chinese cues match by pinyin, so homophones the ASR wrote (身份正 for 身份证) count."""
     padded = f" {text} "
+    keys = pinyin_keys(padded)  # one key per character: positions are the text's
     best = -1
     for c in _CUES[kind]:
-        at = padded.rfind(f" {c} ") if c.isascii() else padded.rfind(c)
+        at = padded.rfind(f" {c} ") if c.isascii() else keys.rfind(_cue_keys(c))
         if at >= 0:
             best = max(best, at + len(c))
     return best
+
+
+@functools.cache
+def _cue_keys(cue: str) -> str:
+    return pinyin_keys(cue)
 
 
 def _cued(kind: str, text: str) -> bool:

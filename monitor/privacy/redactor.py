@@ -9,17 +9,18 @@ pause ... "1111 1111"), over both parties' turns (the agent's "mm-hm" in between
 agent's "what's the security code?" before the customer's "123"). Masking it afterwards would
 mean the first half was already stored, sent to the board and to webhooks in clear; a
 "redaction update" event cannot unsend a webhook or scrub a browser. So a segment whose digits
-run into its end (it may continue) is *held* until the next segment of the call arrives that
-does not continue the run, or until `hold_ms` of media time has passed after it. Likewise a
-segment that starts with digits is held while an earlier utterance of the call is still being
-transcribed (its transcript may end with the first part of the number). Segments held
-together are redacted together and released at once. Segments without digits at their edges
-(almost all of them) pass straight through: the added latency is paid only where a number is
-being said. The bounded look-back: at most `max_held` held segments (more forces a release),
-plus the last `context_segments` released ones kept for cue words only (never re-emitted).
+run into its end (it may continue) is *held* while the next words may continue it: someone on
+the call is still speaking, a later utterance is still in ASR, or less than `hold_ms` of media
+time has passed since it ended (a pause between digit groups). Likewise a segment that starts
+with digits is held while an earlier utterance of the call is still being transcribed (its
+transcript may end with the first part of the number). Segments held together are redacted
+together and released at once. Segments without digits at their edges (almost all of them)
+pass straight through: the added latency is paid only where a number is being said. The
+bounded look-back: at most `max_held` held segments (more forces a release), plus the last
+`context_segments` released ones kept for cue words only (never re-emitted).
 
-A number the speaker finishes after `hold_ms` has passed is redacted only in the part still
-held: raise `privacy.hold_ms` where callers pause long between digit groups.
+A number the speaker finishes after a pause longer than `hold_ms` is redacted only in the part
+still held: raise `privacy.hold_ms` where callers pause long between digit groups.
 
 Entities keep their type, the span of the mask in the redacted text and an estimate of their
 media time (segment time, split in proportion to the characters: faster-whisper word
@@ -29,7 +30,7 @@ timestamps are not part of the ASR seam yet).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from monitor.privacy.detect import CLASSES, Entity, find_entities
@@ -56,6 +57,8 @@ MASKS = {
     "email": "[EMAIL]",
 }
 BACKCHANNEL_WORDS = 3  # a segment of at most this many words (or 2x Han characters), no digits
+RECHECK_MS = 250  # how often a wait on speech or ASR is re-checked (media ms)
+MAX_WAIT_FACTOR = 4  # a wait on speech or ASR never outlasts this many hold_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +95,33 @@ class SegmentRedacted:
     tag: object = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What the call shell knows that the redactor cannot: utterances in ASR, live speech."""
+
+    pending: tuple[int, ...]  # start media ms of each utterance still being transcribed
+    speaking: bool
+
+    @property
+    def busy(self) -> bool:
+        return self.speaking or bool(self.pending)
+
+
 @dataclass(slots=True)
 class _Held:
     seg: HeardSegment
     units: list[Unit]
     head_open: bool = field(init=False)
     tail_open: bool = field(init=False)
+    last_digit_end: int = field(init=False)
     backchannel: bool = field(init=False)
 
     def __post_init__(self) -> None:
         solid = [u for u in self.units if u.kind is not Kind.JOINER]
         self.head_open = bool(solid) and solid[0].kind is Kind.DIGITS
         self.tail_open = bool(solid) and solid[-1].kind is Kind.DIGITS
+        digits = [u for u in solid if u.kind is Kind.DIGITS]
+        self.last_digit_end = digits[-1].end if digits else 0
         words = [u for u in solid if u.kind is Kind.WORD]
         han = sum(1 for u in words if not u.value.isascii())
         # "Oh." may be the last zero of a number, so it is never looked through.
@@ -176,38 +194,54 @@ class CallRedactor:
         return len(self._held)
 
     def add(
-        self, seg: HeardSegment, now_ms: int, *, earliest_pending_ms: int | None = None
+        self,
+        seg: HeardSegment,
+        now_ms: int,
+        *,
+        pending: Collection[int] = (),
+        speaking: bool = False,
     ) -> list[SegmentRedacted]:
         """A new transcript segment; returns every segment now safe to release.
 
-        `earliest_pending_ms`: start of the call's earliest utterance still in ASR, if any.
+        `pending`: start (media ms) of each utterance of the call still in ASR; `speaking`:
+        someone on the call is mid-utterance (the segmenter has not cut it yet).
         """
         self._held.append(_Held(seg, read_units(seg.text)))
         self._held.sort(key=lambda h: (h.seg.start_ms, h.seg.end_ms))
-        return self._release(now_ms, earliest_pending_ms, force=len(self._held) > self._max_held)
+        force = len(self._held) > self._max_held
+        return self._release(now_ms, _Call(tuple(pending), speaking), force=force)
 
-    def tick(self, now_ms: int, *, earliest_pending_ms: int | None = None) -> list[SegmentRedacted]:
-        """Media time moved on: release what waited `hold_ms` (cheap when nothing is due)."""
+    def tick(
+        self, now_ms: int, *, pending: Collection[int] = (), speaking: bool = False
+    ) -> list[SegmentRedacted]:
+        """Media time moved on: release what may go now (cheap when nothing is due)."""
         if self._deadline is None or now_ms < self._deadline:
             return []
-        return self._release(now_ms, earliest_pending_ms, force=False)
+        return self._release(now_ms, _Call(tuple(pending), speaking), force=False)
 
     def flush(self) -> list[SegmentRedacted]:
         """End of call: everything held, redacted as well as it can be."""
-        return self._release(None, None, force=True)
+        return self._release(None, _Call((), False), force=True)
 
-    def _release(
-        self, now_ms: int | None, pending: int | None, *, force: bool
-    ) -> list[SegmentRedacted]:
+    def _release(self, now_ms: int | None, call: _Call, *, force: bool) -> list[SegmentRedacted]:
         if not self._held:
             return []
-        waiting = set() if force else self._waiting(now_ms, pending)
         stream = list(self._context) + self._held
         transparent = {i for i, h in enumerate(stream) if h.backchannel}
         found: list[Entity] = find_entities(
             [h.units for h in stream], [h.seg.text for h in stream], self._classes, transparent
         )
         base = len(self._context)
+        # A segment whose last digits already make a whole card or ID number need not wait:
+        # digits said after it join the released ones in the look-back and are masked too.
+        complete = {
+            s - base
+            for e in found
+            if e.kind in ("pan", "cn_id")
+            for s, _, b in e.spans
+            if s >= base and b >= stream[s].last_digit_end
+        }
+        waiting = set() if force else self._waiting(now_ms, call, complete)
         released: list[SegmentRedacted] = []
         keep: list[_Held] = []
         for i, held in enumerate(self._held):
@@ -223,23 +257,35 @@ class CallRedactor:
             )
             self._context.append(held)
         self._held = keep
-        self._deadline = (
-            min(h.seg.end_ms for h in keep) + self._hold_ms if keep and now_ms is not None else None
-        )
+        self._deadline = None
+        if keep and now_ms is not None:
+            # Re-checked when the silence allowance runs out, or soon while speech or ASR
+            # that may continue the number is under way.
+            due = min(h.seg.end_ms for h in keep) + self._hold_ms
+            self._deadline = min(due, now_ms + RECHECK_MS) if call.busy else due
         return released
 
-    def _waiting(self, now_ms: int | None, pending: int | None) -> set[int]:
-        """Indices of held segments that must wait: their number may not be complete."""
+    def _waiting(self, now_ms: int | None, call: _Call, complete: set[int]) -> set[int]:
+        """Indices of held segments that must wait: their number may not be complete.
+
+        A segment ending in digits waits while the next words may continue them: someone is
+        speaking, an utterance after it is still in ASR, or less than `hold_ms` has passed
+        since it ended (a pause between digit groups). One starting with digits waits while an
+        earlier utterance is still in ASR. Waits on speech and ASR end after
+        `MAX_WAIT_FACTOR` x `hold_ms` whatever happens.
+        """
         held = self._held
         solid = [i for i, h in enumerate(held) if not h.backchannel]
         wait: set[int] = set()
         for pos, i in enumerate(solid):
             h = held[i]
             fresh = now_ms is None or now_ms < h.seg.end_ms + self._hold_ms
-            last = pos == len(solid) - 1
-            if fresh and h.tail_open and last:
+            bounded = now_ms is None or now_ms < h.seg.end_ms + self._hold_ms * MAX_WAIT_FACTOR
+            later = call.speaking or any(p > h.seg.start_ms for p in call.pending)
+            open_tail = h.tail_open and i not in complete and pos == len(solid) - 1
+            if open_tail and (fresh or (later and bounded)):
                 wait.add(i)  # what comes next may continue the number
-            if fresh and h.head_open and pending is not None and pending < h.seg.start_ms:
+            if h.head_open and bounded and any(p < h.seg.start_ms for p in call.pending):
                 wait.add(i)  # an earlier utterance still in ASR may hold its start
         # A chain of segments joined by one digit run waits as a whole.
         changed = True

@@ -43,7 +43,7 @@ def key_mask(key: str) -> str | None:
     for mask, names in _KEYS:
         for name in names:
             # Short names must be the whole key ("pan", "pin", "cid"): "company" is no PAN.
-            if norm == name or (len(name) > 4 and name in norm):
+            if norm == name or ((len(name) > 4 or not name.isascii()) and name in norm):
                 return mask
     return None
 

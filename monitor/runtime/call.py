@@ -251,7 +251,7 @@ class LiveCall:
             if records:
                 await self._storage.put_many(records)
         if self._redactor is not None and self._redactor.holding:
-            due = self._redactor.tick(self.session.duration_ms, earliest_pending_ms=self._oldest())
+            due = self._redactor.tick(self.session.duration_ms, **self._asr_state())
             if due:
                 await self._storage.put_many(self._segment_records(due))
         if self.recorder.flush_due:
@@ -342,17 +342,17 @@ class LiveCall:
         if not self._pending:
             self._drained.set()
 
-    def _oldest(self, but: AsrJob | None = None) -> int | None:
-        """Start of the earliest utterance still in ASR (other than `but`)."""
-        return min((j.utterance.start_ms for j in self._pending if j is not but), default=None)
+    def _asr_state(self, but: AsrJob | None = None) -> dict[str, Any]:
+        """What the redactor waits on: utterances still in ASR (but `but`), speech under way."""
+        pending = [j.utterance.start_ms for j in self._pending if j is not but]
+        speaking = any(leg.segmenter.in_speech for leg in self.session.legs.values())
+        return {"pending": pending, "speaking": speaking}
 
     def _redact(self, heard: HeardSegment, job: AsrJob) -> list[SegmentRedacted]:
         if self._redactor is None:
             return [SegmentRedacted(heard.party, heard.start_ms, heard.end_ms, heard.text, (),
                                     0, heard.tag)]  # fmt: skip
-        out = self._redactor.add(
-            heard, self.session.duration_ms, earliest_pending_ms=self._oldest(job)
-        )
+        out = self._redactor.add(heard, self.session.duration_ms, **self._asr_state(job))
         # After the verdict nothing more is held: there is no later segment to wait for.
         return out + self._redactor.flush() if self._analysis_done else out
 
