@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import soundfile as sf
 from websockets.asyncio.client import connect
 
 from ivr_sim import RenderedCall, render, stream_call
 from ivr_sim.script import script_from_dict
 from monitor.api import vcon
 from monitor.privacy.spoken import Kind, read_units
+from storage.access import AccessStore
 from storage.models import CallDetail
 from tests.fixtures_server import LiveServer
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "privacy"
 PAN, ID, DTMF_PAN = "4532015112830366", "110105199003071239", "4111111111111111"
+PASSWORD = "privacy test password"
 
 
 def _call(name: str, turns: list[tuple[str, str, float]]) -> RenderedCall:
@@ -153,3 +160,100 @@ def test_card_and_id_numbers_never_reach_storage_logs_or_exports(server: LiveSer
     assert not leaked(server.log(), PAN, ID, DTMF_PAN)
     for call in calls.values():
         assert not leaked(_vcon(server, call), PAN, ID, DTMF_PAN)
+
+
+PAUSED = _call("en-paused", [
+    ("agent", "en/p_ask.flac", 0.3),
+    ("customer", "en/p_pan_words.flac", 1.5),  # said while paused (from the API)
+    ("customer", "en/p_cvv.flac", 0.6),
+    ("agent", "en/p_ask.flac", 1.5),  # after the resume: captured again
+])  # fmt: skip
+PAUSED_ZH = _call("zh-paused", [
+    ("agent", "zh/p_ask.flac", 0.3),
+    ("customer", "zh/p_visa.flac", 1.5),  # said while paused (switch text frames)
+    ("agent", "zh/p_ask.flac", 1.5),
+])  # fmt: skip
+
+
+async def _stream_pausing(
+    server: LiveServer, call: RenderedCall, ext: str, pause: Any, resume: Any
+) -> None:
+    """Stream `call` at 4x real time; `pause` 0.7 s (media) before its second turn, `resume`
+    0.7 s after its turn that says the number ends (turns 1 and 2 for PAUSED)."""
+    rate, frame = call.sample_rate, 4
+    paused_turns = [t for t in call.turns[1:-1]]
+    marks = {int((paused_turns[0].start_s - 0.7) * rate) * frame: pause,
+             int((paused_turns[-1].end_s + 0.7) * rate) * frame: resume}  # fmt: skip
+    pcm, chunk = call.pcm(), rate // 50 * frame
+    async with connect(server.url, subprotocols=["audio.drachtio.org"]) as ws:
+        await ws.send(json.dumps({"callid": ext, "sampleRate": rate, "mixType": "stereo"}))
+        for pos in range(0, len(pcm), chunk):
+            for at in [m for m in marks if pos <= m < pos + chunk]:
+                await asyncio.sleep(0.3)  # the server has taken every frame sent so far
+                await marks.pop(at)(ws)
+            await ws.send(pcm[pos : pos + chunk])
+            await asyncio.sleep(0.02 / 4)
+        await ws.send(b"")
+
+
+def test_pause_from_the_api_and_the_switch_keeps_speech_out_of_everything(
+    server: LiveServer,
+) -> None:
+    """P1 (recording, ASR, transcript, trace, audit): the card number said while paused is
+    zeros in the recording, in no transcript, and nowhere in the database or the log."""
+    found = re.search(r"api listening on (http://\S+)", server.log())
+    assert found, server.log()[-2000:]
+    AccessStore(server.repo.engine).create_user(
+        "sup-1", PASSWORD, "supervisor", at=datetime.now(UTC)
+    )
+
+    async def go() -> list[int]:
+        async with httpx.AsyncClient(base_url=found.group(1), timeout=30) as api:
+            r = await api.post("/api/login", json={"username": "sup-1", "password": PASSWORD})
+            hdr = {"Authorization": f"Bearer {r.json()['token']}"}
+            codes = []
+
+            async def via_api(action: str) -> None:
+                r = await api.post(f"/api/calls/pause-api-1/{action}", headers=hdr)
+                codes.append(r.status_code)
+
+            def frame(event: str) -> Any:
+                async def send(ws: Any) -> None:
+                    await ws.send(json.dumps({"event": event, "by": "agent-7"}))
+
+                return send
+
+            await asyncio.gather(
+                _stream_pausing(server, PAUSED, "pause-api-1",
+                                lambda ws: via_api("pause"), lambda ws: via_api("resume")),
+                _stream_pausing(server, PAUSED_ZH, "pause-frame-1",
+                                frame("pause_recording"), frame("resume_recording")),
+            )  # fmt: skip
+            gone = await api.post("/api/calls/no-such-call/pause", headers=hdr)
+            return [*codes, gone.status_code]
+
+    assert asyncio.run(go()) == [200, 200, 404]
+    for ext, call, who, how in (("pause-api-1", PAUSED, "sup-1", "api"),
+                                ("pause-frame-1", PAUSED_ZH, "agent-7", "switch")):  # fmt: skip
+        stored = server.wait_call(ext)
+        [p] = [t for t in stored.trace if t.kind == "capture_paused"]
+        [r] = [t for t in stored.trace if t.kind == "capture_resumed"]
+        assert (p.data["by"], p.data["how"], r.data["by"]) == (who, how, who)
+        assert p.media_ms is not None and r.media_ms is not None
+        said = call.turns[1:-1]
+        assert p.media_ms <= said[0].start_s * 1000 and r.media_ms >= said[-1].end_s * 1000
+        rec, rate = sf.read(server.data_dir / "recordings" / stored.recording_path,
+                            dtype="int16", always_2d=True)  # fmt: skip
+        span = rec[p.media_ms * rate // 1000 : r.media_ms * rate // 1000]
+        assert len(span) > rate and not span.any()  # zeros, exactly
+        assert rec[r.media_ms * rate // 1000 :].any()  # captured again after the resume
+        assert all(s.end_ms <= p.media_ms or s.start_ms >= r.media_ms for s in stored.segments)
+        assert any(s.start_ms >= r.media_ms for s in stored.segments)  # heard again
+    rows = AccessStore(server.repo.engine).list_audit(
+        call_id=server.wait_call("pause-api-1").call_id
+    )
+    assert [(a.action, a.result) for a in rows] == [("capture.pause", "allowed"),
+                                                    ("capture.resume", "allowed")]  # fmt: skip
+    with sqlite3.connect(server.db_path) as db:
+        dump = "\n".join(db.iterdump())
+    assert not leaked(dump, PAN) and not leaked(server.log(), PAN)

@@ -5,6 +5,7 @@ presses leave only a "*" each, and nothing at all inside a secure-entry stage (P
 from __future__ import annotations
 
 from monitor.privacy.scrub import DtmfMasker, key_mask, scrub
+from storage.records import TraceAdded
 
 
 def test_sensitive_keys_are_masked_whatever_their_value() -> None:
@@ -58,3 +59,18 @@ def test_dtmf_leaves_a_star_per_press_and_nothing_in_a_secure_stage() -> None:
     assert [m.press() for _ in "737"] == [None, None, None]
     assert m.marker("secure_entry_end") == "secure_entry_ended"
     assert m.press() == {"digit": "*"}
+
+
+def test_the_board_shows_a_paused_call_until_it_resumes() -> None:
+    from datetime import UTC, datetime
+
+    from monitor.board.state import BoardState
+    from tests.test_board_state import opened
+
+    b = BoardState(today=datetime(2026, 11, 21, tzinfo=UTC).date())
+    b.apply(opened(), 0.0)
+    at = datetime(2026, 11, 21, 9, 0, 5, tzinfo=UTC)
+    b.apply(TraceAdded("c1", 5, "capture_paused", at, 5000, None, {"by": "sup-1"}), 0.1)
+    assert b.snapshot()["calls"][0]["status"] == "paused"
+    b.apply(TraceAdded("c1", 6, "capture_resumed", at, 9000, None, {"by": "sup-1"}), 0.2)
+    assert b.snapshot()["calls"][0]["status"] == "active"

@@ -255,6 +255,9 @@ class BoardState:
         elif isinstance(ev, FindingAdded):
             return self._finding(card, ev)
         elif isinstance(ev, TraceAdded):
+            if ev.kind in ("capture_paused", "capture_resumed"):  # PCI pause: board says so
+                card.status = "paused" if ev.kind == "capture_paused" else "active"
+                return True
             if ev.kind != "dead_air_started":
                 return False
             card.dead_air_now = True  # until its dead_air finding says it ended

@@ -170,7 +170,7 @@ def _cue_at(kind: str, text: str) -> int:
     """Where the last cue of `kind` in `text` ends (-1: none); larger is nearer the run.
     Chinese cues match by pinyin, so homophones the ASR wrote (身份正 for 身份证) count."""
     padded = f" {text} "
-    keys = pinyin_keys(padded)  # one key per character: positions are the text's
+    keys = _cue_keys(padded)  # one key per character: positions are the text's
     best = -1
     for c in _CUES[kind]:
         at = padded.rfind(f" {c} ") if c.isascii() else keys.rfind(_cue_keys(c))
@@ -179,9 +179,10 @@ def _cue_at(kind: str, text: str) -> int:
     return best
 
 
-@functools.cache
-def _cue_keys(cue: str) -> str:
-    return pinyin_keys(cue)
+@functools.lru_cache(maxsize=4096)
+def _cue_keys(text: str) -> str:
+    """Pinyin keys of a cue or a context (each context is checked for every kind of cue)."""
+    return pinyin_keys(text) if not text.isascii() else text
 
 
 def _cued(kind: str, text: str) -> bool:

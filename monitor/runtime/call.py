@@ -53,6 +53,9 @@ _TRACE_OWN = frozenset({"kind", "party", "source", "media_ms"})
 HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
 #: IVR prompts: a start/end pair, or one `{"event":"ivr_prompt","start_ms":..,"end_ms":..}`
 #: (media ms of this call; or `duration_ms` from now). Prompts are not talk or dead air.
+#: Text-frame events that pause / resume capture (README "Privacy and PCI"; also the API).
+CAPTURE_PAUSE = frozenset({"pause_recording", "recording_pause", "pause_capture"})
+CAPTURE_RESUME = frozenset({"resume_recording", "recording_resume", "resume_capture"})
 IVR_STARTED = frozenset({"ivr_prompt_start", "ivr_prompt_started", "prompt_start"})
 IVR_ENDED = frozenset({"ivr_prompt_end", "ivr_prompt_ended", "prompt_end"})
 #: Keys of an `ivr_prompt` text frame that the trace entry has as its own.
@@ -124,6 +127,7 @@ class LiveCall:
             else None
         )
         self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end)
+        self.capture_paused = False  # paused: the recording gets zeros, ASR hears nothing
 
     # -- records -----------------------------------------------------------------------
     def _trace(
@@ -177,7 +181,10 @@ class LiveCall:
         IVR prompts also tell the conversation tracker, so music on hold and prompts are not
         counted as dead air (or talk)."""
         event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
-        if self.analyzer is not None and event in HOLD_STARTED:
+        if event in CAPTURE_PAUSE | CAPTURE_RESUME:
+            by = str(payload.get("by") or "switch")[:64]
+            await self.set_capture(paused=event in CAPTURE_PAUSE, by=by, how="switch")
+        elif self.analyzer is not None and event in HOLD_STARTED:
             self.analyzer.hold_started(self.session.duration_ms)
             await self.trace("hold_started", event=event)
         elif self.analyzer is not None and event in HOLD_ENDED:
@@ -237,8 +244,23 @@ class LiveCall:
         """A call-wide result row (e.g. kind="media": the switch's media counts)."""
         await self._storage.put(ResultSaved(call_id=self.call_id, kind=kind, data=data))
 
+    async def set_capture(self, *, paused: bool, by: str, how: str) -> bool:
+        """Pause capture (PCI): from now the recording gets zeros and ASR and the quality
+        measures hear nothing; for the conversation metrics the pause is a hold, not dead air.
+        Or resume it. False when it already was so."""
+        if self.capture_paused == paused:
+            return False
+        self.capture_paused = paused
+        if self.analyzer is not None:
+            hold = self.analyzer.hold_started if paused else self.analyzer.hold_ended
+            hold(self.session.duration_ms)
+        await self.trace("capture_paused" if paused else "capture_resumed", by=by, how=how)
+        return True
+
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:
+        if self.capture_paused:
+            pcm = bytes(len(pcm))  # never written, transcribed or measured: zeros keep time
         self.recorder.append(pcm)
         for utterance in self.session.feed(pcm):
             self._submit(utterance)
