@@ -58,6 +58,8 @@ def _scrub_value(value: Any, mask: str | None) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and 13 <= len(str(abs(value))) <= 19:
+        if len(str(value)) == 13 and str(value)[0] == "1":
+            return value  # epoch milliseconds (2001-2286), not a 13-digit card
         return redact_text(str(value), _CONTENT_CLASSES)[0]
     if isinstance(value, str) and _DIGITS13.search(value):
         return redact_text(value, _CONTENT_CLASSES)[0]
