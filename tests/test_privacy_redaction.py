@@ -47,6 +47,10 @@ ID = "11010519491231002X"
         ("手机一三九 一二三四 五六七八", "手机[PHONE]"),
         ("Sure, my account number is 3-800-1247-55.", "Sure, my account number is [ACCOUNT]."),
         ("mail me at li.wei@example.com", "mail me at [EMAIL]"),
+        # ASR homophones next to written digits: "four" heard as "for" ...
+        ("My card number is for 532-0151-1283-0366.", "My card number is [PAN]."),
+        ("You can reach me on for 1 5 555 0142", "You can reach me on for [PHONE]"),
+        ("I paid for 4111 1111 1111 1111 today", "I paid for [PAN] today"),  # ... or a word
         ("it's john dot smith at example dot com", "it's [EMAIL]"),
     ],
 )  # fmt: skip
@@ -64,6 +68,7 @@ def test_spoken_entities_are_masked_by_type(text: str, expected: str) -> None:
         "我们一起去，两个人，三百块，十二点见",
         "Oh, one more thing: the code on the box is 123.",
         "Room 101, floor three, I'll be there at nine.",
+        "I've been waiting for 40 minutes to get through to 2 people.",
     ],
 )
 def test_ordinary_numbers_are_left_alone(text: str) -> None:

@@ -42,6 +42,7 @@ CLASSES = ("pan", "card_data", "cvv", "expiry", "cn_id", "account", "phone", "em
 CUE_WINDOW = 12  # units (a word or a Han character) before a run where a cue counts
 CUE_AFTER = 6
 PAN_LENGTHS = (16, 15, 19, 18, 17, 14, 13)  # most common first
+WEAK_MIN_RUN = 7  # a homophone ("for", "to") counts as a digit only in runs this long
 
 _CUES: dict[str, tuple[str, ...]] = {
     "pan": ("card", "credit", "debit", "visa", "mastercard", "amex", "卡号", "卡號", "信用卡",
@@ -234,6 +235,22 @@ def _windows(run: list[_Digit], cue: bool, classes: frozenset[str]) -> list[tupl
 
 
 def _classify(
+    segments: list[list[Unit]], run: list[_Digit], classes: frozenset[str], carry: str
+) -> tuple[list[Entity], str]:
+    """`_classify_run`; a homophone at either end ("for 4111 ...") is first taken for the
+    word it is, and for a digit only when that makes a long number ("for 532-0151-1283-0366"
+    said for 4532...): short runs with it would turn "on hold for 40 minutes" into a code."""
+    lo = 1 if run and run[0].unit.weak else 0
+    hi = len(run) - 1 if len(run) > 1 and run[-1].unit.weak else len(run)
+    if lo == 0 and hi == len(run):
+        return _classify_run(segments, run, classes, carry)
+    found, nxt = _classify_run(segments, run[lo:hi], classes, carry) if lo < hi else ([], "")
+    if found or len(run) < WEAK_MIN_RUN:
+        return found, nxt
+    return _classify_run(segments, run, classes, carry)
+
+
+def _classify_run(
     segments: list[list[Unit]], run: list[_Digit], classes: frozenset[str], carry: str
 ) -> tuple[list[Entity], str]:
     """The entities of one run, and the cue context to carry to the next run (after a PAN, the

@@ -46,6 +46,7 @@ class Unit:
     start: int  # character span in the source text
     end: int
     gap: bool = False  # a space, comma or other joiner came right before this unit
+    weak: bool = False  # a homophone read as a digit ("for 1111"): may be a plain word
 
 
 _EN_DIGITS = {
@@ -61,6 +62,9 @@ _EN_TENS = {
     "sixty": "6", "seventy": "7", "eighty": "8", "ninety": "9",
 }  # fmt: skip
 WEAK_ZERO = frozenset({"oh", "o"})  # a zero only between other digits
+#: Words the ASR writes for a digit it misheard ("for 1111 ..." for "four one one one ..."):
+#: a digit only right next to written digits, and dropped again where that makes the number.
+_HOMOPHONES = {"for": "4", "fore": "4", "to": "2", "too": "2", "won": "1", "ate": "8"}
 _EN_REPEAT = {"double": 2, "triple": 3}
 _ZH_DIGITS = {
     "零": "0", "〇": "0", "洞": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "兩": "2",
@@ -173,6 +177,10 @@ def _resolve_weak(units: list[Unit], text: str) -> list[Unit]:
             )
             if (before is not None and after is not None) or touches or edge:
                 out[k] = Unit(Kind.DIGITS, "0", unit.start, unit.end, unit.gap)
+        elif unit.kind is Kind.WORD and unit.value in _HOMOPHONES and _touches(out, k, text):
+            out[k] = Unit(
+                Kind.DIGITS, _HOMOPHONES[unit.value], unit.start, unit.end, unit.gap, True
+            )
     result: list[Unit] = []
     for unit in out:
         if unit.kind is Kind.DIGITS and result and result[-1].kind is Kind.DIGITS and not unit.gap:
@@ -180,6 +188,20 @@ def _resolve_weak(units: list[Unit], text: str) -> list[Unit]:
             unit = Unit(Kind.DIGITS, prev.value + unit.value, prev.start, unit.end, prev.gap)
         result.append(unit)
     return _check_chars(result, text)
+
+
+def _touches(units: list[Unit], k: int, text: str) -> bool:
+    """Written digits right before or after unit `k`, one space between ("for 1111")."""
+    u = units[k]
+    nxt = units[k + 1] if k + 1 < len(units) else None
+    prev = units[k - 1] if k else None
+    after = nxt is not None and nxt.kind is Kind.DIGITS and not nxt.weak
+    before = prev is not None and prev.kind is Kind.DIGITS and not prev.weak
+    return (after and nxt is not None and text[u.end : nxt.start] == " " and nxt.value.isdigit()
+            and text[nxt.start].isdigit()) or (
+        before and prev is not None and text[prev.end : u.start] == " "
+        and text[prev.end - 1].isdigit()
+    )  # fmt: skip
 
 
 def _neighbour(units: list[Unit], k: int, step: int, edge: bool = False) -> Unit | None:
