@@ -7,7 +7,8 @@ threshold names (`*_min_*`: below is bad; `*_max_*`: above is bad) and two level
 (None) gives no finding: the absence of evidence is not a fault.
 
 Score: 100 minus, per finding, the severity's penalty times the kind's weight
-(`ScoreSettings`), clamped to 0–100; the grade is the first of excellent / good / pass whose
+(`ScoreSettings`; each finding carries its `points`, so the score can be explained), clamped
+to 0–100; the grade is the first of excellent / good / pass whose
 minimum the score reaches, else needs_improvement. The score is meant to feed the call's
 overall grade later, alongside compliance.
 """
@@ -15,7 +16,7 @@ overall grade later, alongside compliance.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from audio_quality.conversation import ConversationSummary
@@ -35,6 +36,7 @@ class Finding:
     unit: str  # dB, dBov, MOS, ratio, per_min, ms, words_per_min, chars_per_min
     start_ms: int  # media-time span the finding is about
     end_ms: int
+    points: float = 0.0  # taken off the quality score for it (severity penalty × weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,8 @@ def assess(
             th.dropouts_per_min_max_warning, th.dropouts_per_min_max_critical, "per_min",
             span, low_is_bad=False)  # fmt: skip
 
-    if conversation is not None:
+    if conversation is not None and not conversation.absent:
+        # One party not streamed: nothing measured between the parties can be judged.
         c = conversation
         whole = (0, c.duration_ms)
         if c.dead_air_longest_start_ms is not None and c.dead_air_longest_end_ms is not None:
@@ -106,8 +109,11 @@ def assess(
                 (c.dead_air_longest_start_ms, c.dead_air_longest_end_ms),
                 low_is_bad=False)  # fmt: skip
         talk_minutes = (c.duration_ms - c.hold_ms - c.ivr_ms) / 60_000.0
+        # A rate over a short call is no evidence: one 0.6 s overlap in 51 s is 1.2/min.
+        enough = (c.overtalk_count >= th.overtalk_min_count
+                  or c.overtalk_total_ms >= th.overtalk_min_total_ms)  # fmt: skip
         add("excessive_overtalk", None,
-            c.overtalk_count / talk_minutes if talk_minutes > 0 else None,
+            c.overtalk_count / talk_minutes if talk_minutes > 0 and enough else None,
             th.overtalk_per_min_max_warning, th.overtalk_per_min_max_critical, "per_min",
             whole, low_is_bad=False)  # fmt: skip
         add("slow_response", "agent", c.response_gap_mean_ms,
@@ -125,12 +131,13 @@ def assess(
                 low_is_bad=False)  # fmt: skip
 
     sc = settings.score
-    penalty = sum(
-        (sc.critical_penalty if f.severity == "critical" else sc.warning_penalty)
-        * float(getattr(sc, f"{f.kind}_weight", 1.0))
+    found = [
+        replace(f, points=round(
+            (sc.critical_penalty if f.severity == "critical" else sc.warning_penalty)
+            * float(getattr(sc, f"{f.kind}_weight", 1.0)), 2))
         for f in found
-    )
-    score = max(0.0, min(100.0, 100.0 - penalty))
+    ]  # fmt: skip
+    score = max(0.0, min(100.0, 100.0 - sum(f.points for f in found)))
     grade: Grade
     if score >= sc.excellent_min:
         grade = "excellent"

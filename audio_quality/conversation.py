@@ -102,6 +102,11 @@ class ConversationSummary:
     agent_chars_per_min: float | None
     customer_words_per_min: float | None
     customer_chars_per_min: float | None
+    #: Parties whose audio was not streamed (a Twilio inbound-only fork, a mono fork): their
+    #: talk is not 0 but unknown, and so are every measure that needs both parties (dead
+    #: air, overtalk, response gaps, talk ratio): read those as n/a
+    #: (`monitor.core.analysis.one_sided`).
+    absent: tuple[str, ...] = ()
 
 
 def count_units(text: str, language: str | None) -> tuple[int, str]:

@@ -3,7 +3,7 @@
 Owns the per-party pipeline: 10 ms frames aligned to absolute media time → frame features
 (power, digital silence, clipped samples) → metric VAD (`activity.MetricVad`) → one block per
 reading interval → speech/noise frames (`noise_frames`) → level/noise/SNR
-(`snr.SpeechNoiseEstimator`), clipping and dropouts →
+(`snr.SpeechNoiseEstimator`), clipping and dropouts (`dropouts.DropoutDetector`) →
 `QualityReading`; plus the DNSMOS windows (`dnsmos.DnsmosWindow`) and the call summary.
 
 Chunk invariance: every decision is taken on frames or blocks at fixed media positions, with
@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from audio_quality.activity import FRAME_MS, MetricVad, Run
 from audio_quality.dnsmos import WINDOW_MS, DnsmosScore, DnsmosWindow
+from audio_quality.dropouts import DropoutDetector
 from audio_quality.errors import TrackerFinishedError
 from audio_quality.frame_features import HighBand
 from audio_quality.levels import POWER_FLOOR, canonical_codec, clip_count, frame_mean_square
@@ -47,8 +48,6 @@ from audio_quality.snr import IMPACT_SPREAD, SpeechNoiseEstimator
 SUPPORTED_RATES = (8000, 16000)
 #: Clipping: |x| ≥ this fraction of the codec's full scale, in runs of ≥ 2 samples.
 CLIP_LEVEL = 0.999
-#: A zero run is "inside speech" if raw speech was seen this many frames before it.
-_DROPOUT_CONTEXT_FRAMES = 10
 _WINDOW_FRAMES = WINDOW_MS // FRAME_MS  # 901 frames per DNSMOS window
 #: Decided frames past a block before it is read (`noise_frames`, impacts).
 _LOOKAHEAD_FRAMES = max(LOOKAHEAD, IMPACT_SPREAD)
@@ -97,18 +96,17 @@ class PartyQualityTracker:
         self._clipped = np.empty(0, dtype=np.int64)
         self._final = np.empty(0, dtype=np.bool_)  # decided frames only
         self._select = NoiseFrameSelector()
-        # Dropouts: the zero run in progress, the last raw-speech frame, finished runs
-        # waiting for their block as (end_frame, frames), and missing media as (frame, ms).
-        self._zero_run_start: int | None = None
-        self._last_raw_speech = -(10**9)
-        self._dropout_min = settings.dropout_min_ms // FRAME_MS
-        self._dropouts: list[tuple[int, int]] = []
+        # Dropouts (cuts inside speech), and missing media as (frame, ms).
+        self._drops = DropoutDetector(
+            self._frame_len, sample_rate, self._fs, settings.dropout_min_ms,
+            settings.dropout_max_ms, settings.dropout_edge_db,
+        )  # fmt: skip
         self._missing: list[tuple[int, int]] = []
         self._activity: list[ActivitySpan] = []
         self._seq = 0
         # Totals for the summary.
         self._speech_frames = self._clipped_total = self._dropout_count = 0
-        self._dropout_frames = self._missing_ms = 0
+        self._dropout_ms = self._missing_ms = 0
         self._snr_min: float | None = None
         # DNSMOS: one window of native audio filling, windows awaiting the VAD, queue out.
         dn = settings.dnsmos
@@ -156,7 +154,7 @@ class PartyQualityTracker:
         zero = np.asarray(~frames.any(axis=1), dtype=np.bool_)
         counts, self._clip_left = clip_count(body, self._clip_threshold, self._clip_left)
         raw, voiced, floor, runs = self._vad.process(frames)
-        self._track_dropouts(first, raw, zero)
+        self._drops.process(first, frames, power, raw)
         self._power = np.concatenate([self._power, power])
         self._high = np.concatenate([self._high, high])
         self._kurt = np.concatenate([self._kurt, kurt])
@@ -212,8 +210,7 @@ class PartyQualityTracker:
         self._flushed = True
         out = self._analyse() if self._pending_n else []
         self._take_runs(self._vad.finish())
-        if self._zero_run_start is not None:
-            self._end_zero_run(self._vad.frames_seen)
+        self._drops.finish()
         out += self._emit_blocks(flushing=True)
         if self._power.size:
             out.append(self._read_block(self._power.size))
@@ -245,7 +242,7 @@ class PartyQualityTracker:
             clipped_samples=self._clipped_total,
             clip_ratio=self._clipped_total / n if n else 0.0,
             dropouts=self._dropout_count,
-            dropout_ms=self._dropout_frames * FRAME_MS,
+            dropout_ms=self._dropout_ms,
             missing_ms=self._missing_ms,
             readings=self._seq,
             dnsmos_windows_scored=int(dns.shape[0]),
@@ -274,33 +271,6 @@ class PartyQualityTracker:
         if self._dns_enabled:
             self._dns_release()
 
-    def _track_dropouts(
-        self, first: int, raw: npt.NDArray[np.bool_], zero: npt.NDArray[np.bool_]
-    ) -> None:
-        edges = np.flatnonzero(np.diff(zero.view(np.int8))) + 1
-        starts = np.concatenate([[0], edges]).tolist()
-        ends = np.concatenate([edges, [zero.size]]).tolist()
-        for s, e in zip(starts, ends, strict=True):
-            if zero[s]:
-                if self._zero_run_start is None:
-                    self._zero_run_start = first + s
-            else:
-                if self._zero_run_start is not None:
-                    self._end_zero_run(first + s)
-                speech = np.flatnonzero(raw[s:e])
-                if speech.size:
-                    self._last_raw_speech = first + s + int(speech[-1])
-
-    def _end_zero_run(self, end: int) -> None:
-        start = self._zero_run_start
-        self._zero_run_start = None
-        if start is None:
-            return
-        if end - start >= self._dropout_min and start - self._last_raw_speech <= (
-            _DROPOUT_CONTEXT_FRAMES
-        ):
-            self._dropouts.append((end, end - start))
-
     def _emit_blocks(self, flushing: bool = False) -> list[QualityReading]:
         # A block is read once the VAD has decided it and the look-ahead after it.
         need = self._block_frames + (0 if flushing else _LOOKAHEAD_FRAMES)
@@ -327,13 +297,12 @@ class PartyQualityTracker:
             # Only full windows: the first seconds of a call give unstable figures.
             self._snr_min = est.snr_db if self._snr_min is None else min(self._snr_min, est.snr_db)
         clipped = int(self._clipped[:n].sum())
-        drops = [d for d in self._dropouts if d[0] <= end]
-        self._dropouts = [d for d in self._dropouts if d[0] > end]
+        drops = self._drops.take(end)
         missing = sum(ms for f, ms in self._missing if f < end)
         self._missing = [m for m in self._missing if m[0] >= end]
         self._clipped_total += clipped
         self._dropout_count += len(drops)
-        self._dropout_frames += sum(d[1] for d in drops)
+        self._dropout_ms += sum(d[1] for d in drops)
         self._missing_ms += missing
         reading = QualityReading(
             party=self.party,
@@ -349,7 +318,7 @@ class PartyQualityTracker:
             clipped_samples=clipped,
             clip_ratio=clipped / (n * self._frame_len),
             dropouts=len(drops),
-            dropout_ms=sum(d[1] for d in drops) * FRAME_MS,
+            dropout_ms=sum(d[1] for d in drops),
             missing_ms=missing,
             dnsmos_ovrl=self._dns_scores[-1][2] if self._dns_scores else None,
         )

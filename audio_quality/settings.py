@@ -91,6 +91,11 @@ class DnsmosSettings(_Section):
     #: Windows scored per model run, across parties and calls. Each costs ~470 MB of peak
     #: activations and larger batches measured no faster on CPU: keep it small.
     batch_size: int = Field(default=2, ge=1, le=16)
+    #: CPU budget: score at most one window per party per this many seconds of media, plus
+    #: each party's last window at the end of the call (0 = every window, ~0.065 CPU-s per
+    #: audio-second per party). 45 s scored 43 of 106 windows on the test calls and kept
+    #: per-call clarity within 0.09 MOS of scoring every window (tests/test_dnsmos_budget.py).
+    sample_every_s: float = Field(default=45.0, ge=0.0, le=3600.0)
 
 
 class ConversationSettings(_Section):
@@ -130,9 +135,12 @@ class ThresholdSettings(_Section):
     #: Longest single dead-air stretch.
     dead_air_max_ms_warning: int = Field(default=10_000, ge=0)
     dead_air_max_ms_critical: int = Field(default=30_000, ge=0)
-    #: Overtalk events per minute of conversation.
+    #: Overtalk events per minute of conversation, judged only once there were at least
+    #: `overtalk_min_count` overlaps or `overtalk_min_total_ms` of them in all.
     overtalk_per_min_max_warning: float = Field(default=1.0, ge=0.0)
     overtalk_per_min_max_critical: float = Field(default=3.0, ge=0.0)
+    overtalk_min_count: int = Field(default=3, ge=1)
+    overtalk_min_total_ms: int = Field(default=5000, ge=0)
     #: Speaking rate: English words per minute of the party's speech.
     words_per_min_max_warning: float = 190.0
     words_per_min_max_critical: float = 230.0
@@ -188,8 +196,14 @@ class QualitySettings(_Section):
     #: SNR is clamped to this range (no blind estimator is meaningful beyond it).
     snr_min_db: float = -10.0
     snr_max_db: float = 50.0
-    #: Zero runs at least this long, starting inside speech, are dropouts.
+    #: Dropouts (`audio_quality.dropouts`): runs of digital zeros that cut into speech, at
+    #: least `dropout_min_ms` and at most `dropout_max_ms` long (longer zeros are a pause, a
+    #: mute or a TTS engine's phrase break; media the switch never sent is `missing_ms`),
+    #: with the audio just before them within `dropout_edge_db` of the speech level of the
+    #: half second before (silence after a turn decays first, a cut does not).
     dropout_min_ms: int = Field(default=20, ge=10, le=1000, multiple_of=10)
+    dropout_max_ms: int = Field(default=200, ge=10, le=5000)
+    dropout_edge_db: float = Field(default=20.0, gt=0.0, le=60.0)
     vad: MetricVadSettings = MetricVadSettings()
     dnsmos: DnsmosSettings = DnsmosSettings()
     conversation: ConversationSettings = ConversationSettings()
@@ -202,6 +216,11 @@ class QualitySettings(_Section):
             raise ValueError(
                 f"reading_window_ms ({self.reading_window_ms}) must be at least "
                 f"reading_interval_ms ({self.reading_interval_ms})"
+            )
+        if self.dropout_max_ms < self.dropout_min_ms:
+            raise ValueError(
+                f"dropout_max_ms ({self.dropout_max_ms}) must be at least dropout_min_ms "
+                f"({self.dropout_min_ms})"
             )
         if self.reading_window_ms % self.reading_interval_ms:
             raise ValueError(

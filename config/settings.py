@@ -66,6 +66,14 @@ class GatewaySettings(_Section):
     reorder_window_ms: int = Field(default=200, ge=20, le=5000)
     #: A party this far behind the others (track stopped, leg not connected) gets silence.
     max_party_lag_ms: int = Field(default=1000, ge=100, le=30000)
+    #: The audio format of an audio fork (FreeSWITCH / jambonz / drachtio) whose metadata
+    #: names none; per path, `/audiofork?rate=16000&channels=1` overrides these, and the
+    #: metadata's own `sampleRate` / `channels` / `mixType` override both.
+    default_sample_rate: Literal[8000, 16000] = 8000
+    default_channels: Literal[1, 2] = 2
+    #: Look at the first seconds of each fork's loud audio for signs that it is read in the
+    #: wrong format (`audio_quality.format_check`): a warning, a trace entry, a board badge.
+    format_check: bool = True
     #: Subprotocols echoed when a switch offers them (PROTOCOLS.md §1, §3).
     subprotocols: tuple[str, ...] = ("audio.drachtio.org", "audio.jambonz.org")
     #: TLS for the websocket port (wss://) when both are set: PEM certificate chain and key.
@@ -161,9 +169,10 @@ class AsrSettings(_Section):
     #: CPU; corpus WER/CER move by <= 0.3 pt, but single Mandarin calls lost up to 6 pt CER
     #: against the full window, so accuracy stays the default. See asr/engine.py.
     window_margin_s: float = Field(default=0.0, ge=0.0, le=30.0)
-    #: How long a finished call waits for its last transcripts before it is closed anyway.
-    #: Segments that arrive later are still stored; the `finalised` trace entry counts the
-    #: utterances still pending. Raise it when ASR runs far behind (a busy CPU host).
+    #: A call is stored as ended the moment the switch hangs up; its verdict (compliance,
+    #: grade, end-of-call alerts) is made when its last transcript lands, or after this long
+    #: at most. Segments that arrive later are still stored; the `finalised` trace entry
+    #: counts the utterances still pending.
     final_wait_s: float = Field(default=120.0, gt=0.0, le=3600.0)
     #: Normalise Mandarin output to Simplified characters.
     simplified_chinese: bool = True
@@ -171,6 +180,26 @@ class AsrSettings(_Section):
     cache_dir: Path | None = None
     #: Refuse hub downloads (also honoured: HF_HUB_OFFLINE=1).
     offline: bool = False
+
+
+class LoadSettings(_Section):
+    """Overload: when the box cannot keep up, how the operator is told and what gives way.
+
+    Degradation order (monitor/runtime/load.py): 1. DNSMOS sampling is paused (each call's
+    end-of-call window is still scored); 2. partial metrics; 3. ASR last, and ASR work is
+    never dropped: utterances it cannot take live are transcribed later (late)."""
+
+    #: Declared capacity in concurrent calls; more are refused with HTTP 503 + Retry-After,
+    #: like `gateway.max_calls` (0 = none declared: only `gateway.max_calls` applies).
+    capacity_calls: int = Field(default=0, ge=0)
+    #: While overloaded, refuse new calls with 503 too (whatever the capacity).
+    refuse_when_overloaded: bool = False
+    #: Overloaded when the oldest utterance of a live call has waited this long for ASR, or
+    #: ASR deferred one (its transcript will come late) ...
+    overload_lag_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    #: ... and back to normal once the wait stays under half of that, with no deferral, this
+    #: long.
+    recover_s: float = Field(default=10.0, ge=0.0, le=3600.0)
 
 
 class StorageSettings(_Section):
@@ -196,14 +225,28 @@ class ComplianceSettings(_Section):
     scripts_dir: Path | None = None
 
 
+#: Call grades, best first.
+GRADES = ("excellent", "good", "pass", "needs_improvement")
+Grade = Literal["excellent", "good", "pass", "needs_improvement"]
+
+
 class GradingSettings(_Section):
-    """How the audio-quality and compliance scores (0-100) make the call's grade."""
+    """How the audio-quality and compliance scores (0-100) make the call's grade
+    (`monitor.core.grading`)."""
 
     #: Share of the audio-quality score in the call score; the rest is compliance.
     quality_weight: float = Field(default=0.4, ge=0.0, le=1.0)
     excellent: float = Field(default=90.0, ge=0, le=100)
     good: float = Field(default=80.0, ge=0, le=100)
     passing: float = Field(default=60.0, ge=0, le=100)
+    #: Caps: the best grade a call can get, whatever its score, when its compliance failed
+    #: (below the script's pass score), something critical went wrong (a critical stage
+    #: missed, a critical forbidden phrase), a required stage was missed (or heard outside
+    #: its window), or any forbidden phrase was said. "excellent" switches a cap off.
+    cap_compliance_failed: Grade = "needs_improvement"
+    cap_critical: Grade = "needs_improvement"
+    cap_missed_required: Grade = "needs_improvement"
+    cap_forbidden: Grade = "pass"
 
     @model_validator(mode="after")
     def _ordered(self) -> GradingSettings:
@@ -368,6 +411,7 @@ class Settings(_Section):
     recording: RecordingSettings = RecordingSettings()
     vad: VadSettings = VadSettings()
     asr: AsrSettings = AsrSettings()
+    load: LoadSettings = LoadSettings()
     storage: StorageSettings = StorageSettings()
     quality: QualitySettings = QualitySettings()
     compliance: ComplianceSettings = ComplianceSettings()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -261,6 +261,25 @@ def from_files(customer: Path | None, agent: Path | None, sample_rate: int = 800
         PlacedTurn(t.party, t.audio, 0.0, frames / sample_rate, None, None) for t in script.turns
     )
     return RenderedCall(script=script, audio=audio, turns=turns)
+
+
+#: The demo's comfort-noise floor (dBov, RMS re full scale): about what a switch's comfort
+#: noise generator fills silence-suppressed stretches with.
+DEMO_COMFORT_NOISE_DBOV = -65.0
+
+
+def with_comfort_noise(call: RenderedCall, level_dbov: float, seed: int = 0) -> RenderedCall:
+    """The call with a floor of white noise at `level_dbov` (RMS re 32768) on both channels,
+    as a switch's comfort noise fills the pauses (RFC 3389): without it the pauses between
+    turns are exact digital zeros, which a real line rarely carries. Seeded: the same call
+    and seed give the same audio."""
+    if not -120.0 <= level_dbov <= -20.0:
+        raise ScriptError(f"comfort noise level must be -120..-20 dBov, got {level_dbov}")
+    rng = np.random.default_rng(seed)
+    sigma = 32768.0 * 10.0 ** (level_dbov / 20.0)
+    noisy = call.audio.astype(np.float64) + rng.normal(0.0, sigma, call.audio.shape)
+    audio = np.clip(np.rint(noisy), -32768, 32767).astype(np.int16)
+    return replace(call, audio=audio)
 
 
 def builtin_scripts() -> list[Path]:

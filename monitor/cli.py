@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from typing import Any
 
 from asr.errors import AsrError
 from config.settings import ConfigError, Settings, load_settings
+from monitor.cli_show import fmt_ms as _fmt_ms
+from monitor.cli_show import show_analysis
 from storage.errors import StorageError
 
 log = logging.getLogger("callwatch")
@@ -35,13 +38,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     if asr:
         over["asr"] = asr
     return load_settings(getattr(args, "config", None), **over)
-
-
-def _fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return "--:--.-"
-    s = ms / 1000
-    return f"{int(s // 60):02d}:{s % 60:04.1f}"
 
 
 # -- serve ------------------------------------------------------------------------------
@@ -67,8 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- sim --------------------------------------------------------------------------------
 def cmd_sim(args: argparse.Namespace) -> int:
     from ivr_sim import builtin_scripts, load_script, render, stream_call
-    from ivr_sim.script import from_files
+    from ivr_sim.script import DEMO_COMFORT_NOISE_DBOV, from_files, with_comfort_noise
 
+    demo = not (args.customer or args.agent or args.script)
     if args.customer or args.agent:
         calls = [from_files(args.customer, args.agent, args.rate)] * args.calls
     else:
@@ -78,6 +75,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
             return 2
         scripts = [load_script(p) for p in paths]
         calls = [render(scripts[i % len(scripts)]) for i in range(args.calls)]
+    # The demo's pauses carry comfort noise, as a real line's do; elsewhere only on request.
+    noise = args.comfort_noise or (str(DEMO_COMFORT_NOISE_DBOV) if demo else "off")
+    if noise != "off":
+        calls = [with_comfort_noise(c, float(noise), seed=i) for i, c in enumerate(calls)]
 
     async def main() -> list[Any]:
         sem = asyncio.Semaphore(args.concurrency)
@@ -174,7 +175,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 1
     alerts = repo.list_alerts(call_id=call.call_id, limit=1000)
     if args.json:
-        doc = _plain(call) | {"alerts": [_plain(a) for a in alerts]}
+        analysis = repo.get_analysis(call.call_id).document(args.readings)
+        doc = _plain(call) | analysis | {"alerts": [_plain(a) for a in alerts]}
         print(json.dumps(doc, ensure_ascii=False, default=str, indent=1))
         return 0
     print(f"call        {call.call_id}  (switch id {call.external_id})")
@@ -191,7 +193,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  (none)")
     for seg in call.segments:
         print(f"  [{_fmt_ms(seg.start_ms)}-{_fmt_ms(seg.end_ms)}] {seg.party:8} {seg.text}")
-    _show_analysis(repo.get_analysis(call.call_id), call, args.readings)
+    show_analysis(repo.get_analysis(call.call_id), call, args.readings)
     print("\nalerts")
     if not alerts:
         print("  (none)")
@@ -205,79 +207,6 @@ def cmd_show(args: argparse.Namespace) -> int:
             data = json.dumps(t.data, ensure_ascii=False, default=str) if t.data else ""
             print(f"  {t.seq:4} {_fmt_ms(t.media_ms)} {t.kind:16} {t.party or '':8} {data}")
     return 0
-
-
-def _num(value: Any, fmt: str = ".1f", unit: str = "") -> str:
-    return "-" if value is None else f"{value:{fmt}}{unit}"
-
-
-def _show_analysis(analysis: Any, call: Any, readings: bool) -> None:
-    """Scores, per-party quality, conversation flow, compliance checklist and findings."""
-    if call.grade is not None:
-        print(
-            f"\ngrade       {call.grade} (score {_num(call.score)}: quality "
-            f"{_num(call.quality_score)}, compliance {_num(call.compliance_score)})"
-        )
-    parties = analysis.results.get("quality_party", {})
-    if parties:
-        print("\naudio quality")
-    for party, q in sorted(parties.items()):
-        print(
-            f"  {party:8} speech {_num(q.get('speech_level_dbov'), unit=' dBov')}, noise "
-            f"{_num(q.get('noise_level_dbov'), unit=' dBov')}, "
-            f"SNR {_num(q.get('snr_db'), unit=' dB')}"
-            f", DNSMOS SIG/BAK/OVRL {_num(q.get('dnsmos_sig_mean'), '.2f')}/"
-            f"{_num(q.get('dnsmos_bak_mean'), '.2f')}/{_num(q.get('dnsmos_ovrl_mean'), '.2f')}"
-            f" ({q.get('codec')} {q.get('sample_rate_hz')} Hz), clipping "
-            f"{_num(100 * (q.get('clip_ratio') or 0), '.2f', ' %')}, dropouts {q.get('dropouts')}"
-        )
-    conv = analysis.result("conversation")
-    if conv:
-        print(
-            f"  talk      agent {_fmt_ms(conv['agent_talk_ms'])}, customer "
-            f"{_fmt_ms(conv['customer_talk_ms'])}, "
-            f"agent ratio {_num(conv['agent_talk_ratio'], '.2f')}"
-            f", non-talk {_fmt_ms(conv['non_talk_ms'])}"
-        )
-        print(
-            f"  flow      dead air {conv['dead_air_count']} ({_fmt_ms(conv['dead_air_total_ms'])})"
-            f", overtalk {conv['overtalk_count']} ({_fmt_ms(conv['overtalk_total_ms'])}), "
-            f"response gap mean {_num(conv['response_gap_mean_ms'], '.0f', ' ms')} max "
-            f"{_num(conv['response_gap_max_ms'], 'd', ' ms')}, first response "
-            f"{_num(conv['first_response_ms'], 'd', ' ms')}"
-        )
-    comp = analysis.result("compliance")
-    if comp:
-        print(
-            f"\ncompliance  script {comp['script']}: score {_num(comp['score'])}, "
-            f"{'passed' if comp['passed'] else 'FAILED'}"
-        )
-        for st in comp["stages"]:
-            mark = {"passed": "+", "suspended": "~", "optional_missed": "."}.get(st["status"], "x")
-            where = (
-                f"[{_fmt_ms(st['start_ms'])}] {st['matched_text']!r}"
-                if st["start_ms"] is not None
-                else st["window"]
-            )
-            print(f"  {mark} {st['stage']:14} {st['status']:16} {where}")
-        for f in comp["forbidden"]:
-            print(f"  ! forbidden {f['rule']:10} [{_fmt_ms(f['start_ms'])}] {f['matched_text']!r}")
-    if analysis.findings:
-        print("\nfindings")
-    for f in analysis.findings:
-        print(
-            f"  [{_fmt_ms(f.start_ms)}-{_fmt_ms(f.end_ms)}] {f.source:12} {f.kind:16} "
-            f"{f.severity or '':8} {f.party or ''}"
-        )
-    if readings and analysis.readings:
-        print("\nquality readings (every 2 s)")
-        for r in analysis.readings:
-            v = r.values
-            print(
-                f"  [{_fmt_ms(r.start_ms)}-{_fmt_ms(r.end_ms)}] {r.party:8} speech "
-                f"{_num(v.get('speech_level_dbov'))} noise {_num(v.get('noise_level_dbov'))} "
-                f"SNR {_num(v.get('snr_db'))} clip {v.get('clipped_samples')}"
-            )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -384,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--concurrency", type=int, default=100)
     sp.add_argument("--stagger", type=float, default=0.5, help="seconds between call starts")
     sp.add_argument("--pace", type=float, default=1.0, help="1 = real time, 0 = flat out")
+    sp.add_argument(
+        "--comfort-noise",
+        metavar="DBOV|off",
+        help="fill pauses with comfort noise at this level (dBov, e.g. -65); default: on at "
+        "-65 for the built-in demo scripts, off for --script and recordings",
+    )
     sp.set_defaults(func=cmd_sim)
 
     sp = sub.add_parser("calls", help="list and search stored calls")
@@ -441,7 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        rc = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return rc
+    except BrokenPipeError:
+        # `callwatch calls | head`: the reader has all it wanted. Point stdout at /dev/null so
+        # the interpreter's final flush cannot raise again, and end quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"callwatch: {exc}", file=sys.stderr)
         return 2

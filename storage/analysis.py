@@ -9,7 +9,7 @@ for a retried batch: readings and findings are keyed by their per-call sequence 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, select, update
@@ -54,6 +54,23 @@ class CallAnalysis:
 
     def result(self, kind: str, party: str = "") -> dict[str, Any] | None:
         return self.results.get(kind, {}).get(party)
+
+    def document(self, readings: bool = False) -> dict[str, Any]:
+        """Quality, compliance, scorecard and findings (and the readings on request), as the
+        API's call detail and `callwatch show --json` carry them."""
+        doc: dict[str, Any] = {
+            "quality": {
+                "call": self.result("quality"),
+                "by_party": self.results.get("quality_party", {}),
+                "conversation": self.result("conversation"),
+            },
+            "compliance": self.result("compliance"),
+            "scorecard": self.result("scorecard"),  # every deduction and grade cap
+            "findings": [asdict(f) for f in self.findings],
+        }
+        if readings:
+            doc["readings"] = [asdict(r) for r in self.readings]
+        return doc
 
 
 def problem(rec: object) -> str | None:

@@ -45,6 +45,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -173,6 +174,8 @@ class Segment(Base):
     language: Mapped[str] = mapped_column(String(16))
     confidence: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
+    #: Transcribed off the live path (overload catch-up); see `SegmentAdded.late`.
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_segments_call_id_start_ms", "call_id", "start_ms"),
@@ -401,6 +404,7 @@ class SegmentInfo:
     language: str
     confidence: float
     latency_ms: int | None
+    late: bool = False  # transcribed off the live path (overload catch-up)
 
 
 @dataclass(frozen=True, slots=True)

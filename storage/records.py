@@ -40,6 +40,9 @@ class SegmentAdded:
     language: str
     confidence: float  # 0..1
     latency_ms: int | None = None  # end of utterance (wall) -> segment ready (wall)
+    #: Transcribed off the live path (ASR was overloaded: the catch-up lane, or re-read from
+    #: the recording after the call). Its latency says how late; compliance still saw it.
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,22 @@ class CallClosed:
     duration_ms: int
     recording_frames: int  # frames (samples per channel) in the recording
     party_samples: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The switch hung up: the call is over (its status, end time and length are final and
+    stored at once) while `transcripts_pending` utterances may still be in ASR. Its
+    `CallClosed`, with the same values, follows once they are in and the verdict is made."""
+
+    call_id: str
+    ended_at: datetime
+    status: str  # "completed" | "interrupted"
+    end_reason: str
+    duration_ms: int
+    recording_frames: int
+    party_samples: dict[str, int] = field(default_factory=dict)
+    transcripts_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +173,7 @@ class AlertChanged:
 
 
 Record = (
-    CallOpened | SegmentAdded | TraceAdded | CallClosed
+    CallOpened | SegmentAdded | TraceAdded | CallClosed | CallEnded
     | ReadingAdded | FindingAdded | ResultSaved | CallScored
     | AlertRaised | AlertChanged
 )  # fmt: skip

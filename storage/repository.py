@@ -48,6 +48,7 @@ from storage.records import (
     AlertChanged,
     AlertRaised,
     CallClosed,
+    CallEnded,
     CallOpened,
     CallScored,
     FindingAdded,
@@ -150,6 +151,20 @@ class Repository:
     def active_calls(self) -> list[CallSummary]:
         """Calls still 'active', oldest first: at start-up these were cut off by a crash."""
         stmt = select(Call).where(Call.status == "active").order_by(Call.started_at, Call.id)
+        with self._session() as session:
+            return [_summary(call) for call in session.scalars(stmt)]
+
+    def unfinalised_calls(self, since: datetime) -> list[CallSummary]:
+        """Calls that ended since `since` but never got their verdict (no `finalised` trace
+        entry): a crash came between hang-up and the call's last transcript."""
+        finalised = select(TraceEvent.call_id).where(
+            TraceEvent.call_id == Call.id, TraceEvent.kind == "finalised"
+        )
+        stmt = (
+            select(Call)
+            .where(Call.status != "active", Call.ended_at >= since, ~finalised.exists())
+            .order_by(Call.started_at, Call.id)
+        )
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 
@@ -269,6 +284,7 @@ class Repository:
                         s.language,
                         s.confidence,
                         s.latency_ms,
+                        s.late,
                     )
                     for s in segments
                 ),
@@ -446,7 +462,7 @@ def _problem(rec: Record) -> str | None:
                 return f".parties: channel {channel} of {party!r} is outside 0..{rec.channels - 1}"
     elif isinstance(rec, TraceAdded):
         times["at"], documents["data"] = rec.at, rec.data
-    elif isinstance(rec, CallClosed):
+    elif isinstance(rec, CallClosed | CallEnded):
         times["ended_at"] = rec.ended_at
         if rec.status not in _CLOSED_STATUSES:
             return f".status must be one of {_CLOSED_STATUSES}, got {rec.status!r}"
@@ -509,7 +525,7 @@ def _write(conn: Connection, records: Sequence[Record]) -> None:
             alerts.write(conn, run)
         else:
             for rec in run:
-                if isinstance(rec, CallClosed):
+                if isinstance(rec, CallClosed | CallEnded):
                     _close_call(conn, rec)
 
 
@@ -523,7 +539,8 @@ def _insert_new(conn: Connection, table: Table, key: list[str], rows: list[dict[
         conn.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=key), rows)
 
 
-def _close_call(conn: Connection, rec: CallClosed) -> None:
+def _close_call(conn: Connection, rec: CallClosed | CallEnded) -> None:
+    # CallEnded (hang-up) and the CallClosed after the verdict write the same values.
     result = conn.execute(
         update(_CALLS)
         .where(_CALLS.c.id == rec.call_id)
@@ -559,6 +576,7 @@ _CALL_UNSET = (
 _ANALYSIS_RECORDS = (ReadingAdded, FindingAdded, ResultSaved, CallScored)
 _SEGMENT_FIELDS = (
     "call_id", "party", "start_ms", "end_ms", "text", "language", "confidence", "latency_ms",
+    "late",
 )  # fmt: skip
 _TRACE_FIELDS = ("call_id", "seq", "kind", "at", "media_ms", "party", "data")
 

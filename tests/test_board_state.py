@@ -9,6 +9,7 @@ from storage.records import (
     AlertChanged,
     AlertRaised,
     CallClosed,
+    CallEnded,
     CallOpened,
     CallScored,
     FindingAdded,
@@ -202,6 +203,39 @@ def test_ended_call_shows_grade_then_leaves_and_kpis_count_it() -> None:
     assert [c["call_id"] for c in b.snapshot()["calls"]] == ["c2"]
     b.apply(SegmentAdded("c1", "agent", 0, 1, "late", "en", 1.0), 16.0)  # ignored, no error
     assert all(m["type"] != "call" for m in b.flush(16.0))
+
+
+def test_hang_up_leaves_the_active_list_at_once_pending_transcripts_keep_the_card() -> None:
+    b = board(linger_s=5.0)
+    b.apply(opened("c1"), 0.0)
+    b.flush(0.0)
+    end = T0 + timedelta(seconds=30)
+    b.apply(CallEnded("c1", end, "completed", "normal", 30_000, 1, transcripts_pending=3), 1.0)
+    msgs = b.flush(1.0)
+    card = next(m["call"] for m in msgs if m["type"] == "call")
+    assert (card["status"], card["transcripts_pending"], card["duration_ms"]) == (
+        "completed", True, 30_000,
+    )  # fmt: skip
+    k = next(m["kpis"] for m in msgs if m["type"] == "kpis")
+    assert k["active_calls"] == 0 and k["handled_today"] == 1
+    assert b.flush(60.0) == []  # still pending: the card stays (no linger yet)
+    # A late transcript shows as such; the verdict ends the wait and starts the linger.
+    b.apply(SegmentAdded("c1", "agent", 0, 900, "hello", "en", 0.9, 40_000, late=True), 61.0)
+    b.apply(CallScored("c1", 80.0, "good"), 61.0)
+    b.apply(CallClosed("c1", end, "completed", "normal", 30_000, 1), 61.0)
+    card = next(m["call"] for m in b.flush(61.0) if m["type"] == "call")
+    assert card["transcripts_pending"] is False and card["grade"] == "good"
+    assert card["parties"]["agent"]["lines"] == [
+        {"start_ms": 0, "end_ms": 900, "text": "hello", "late": True}
+    ]
+    assert b.kpis()["handled_today"] == 1  # counted once, at hang-up
+    assert "remove" in kinds(b.flush(66.0))
+    # Hung up with nothing pending: still waits for the verdict (its score counts) ...
+    b.apply(opened("c2"), 70.0)
+    b.apply(CallEnded("c2", end, "completed", "normal", 30_000, 1), 71.0)
+    assert "remove" not in kinds(b.flush(100.0))
+    # ... though not forever, when it never comes.
+    assert "remove" in kinds(b.flush(71.0 + b.verdict_wait_s + b.linger_s))
 
 
 def test_kpis_roll_over_at_midnight_and_seed() -> None:

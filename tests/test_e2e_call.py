@@ -309,3 +309,32 @@ def test_no_dead_air_during_a_marked_hold_or_ivr_prompt(server: LiveServer) -> N
     assert abs(dead_air.end_ms / 1000 - call.turns[1].start_s) < 0.5
     # The same silence marked as a hold or an IVR prompt by the switch: no dead air.
     assert found["hold"] == found["ivr"] == found["ivr_span"] == []
+
+
+def test_health_reports_load_dnsmos_cpu_and_memory(server: LiveServer) -> None:
+    """The real server's /api/health after a call: not overloaded, nothing owed, DNSMOS's CPU
+    seconds counted, and the RSS of the server and of each ASR worker."""
+    import json
+    import re
+    import urllib.request
+
+    server.wait_call(asyncio.run(stream_call(server.url, _script("en_billing_8k.toml"),
+                                             pace=4.0)).external_id)  # fmt: skip
+    api = re.findall(r"api listening on (http://\S+)", server.log())[-1]
+    deadline = time.monotonic() + 60
+    while True:  # a call streamed at 4x real time may leave it overloaded for a moment
+        with urllib.request.urlopen(f"{api}/api/health", timeout=10) as r:
+            h = json.load(r)
+        if h["status"] == "ok" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    print(json.dumps(h, indent=1))
+    assert h["status"] == "ok" and h["overloaded"] is False
+    assert h["calls"] == {"live": 0, "transcripts_pending": 0, "capacity": None}
+    assert h["asr"]["submitted"] > 0 and h["asr"]["deferred"] == 0
+    assert h["dnsmos"]["scored"] > 0 and h["dnsmos"]["cpu_s"] > 0
+    assert h["dnsmos"]["sample_every_s"] == 45.0
+    workers = h["memory"]["workers_rss_bytes"]
+    assert len(workers) == 2 and all(v > 50_000_000 for v in workers.values())
+    assert h["memory"]["server_rss_bytes"] > 50_000_000
+    assert h["memory"]["total_rss_bytes"] == h["memory"]["server_rss_bytes"] + sum(workers.values())

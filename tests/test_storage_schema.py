@@ -22,7 +22,7 @@ def test_upgrade_creates_the_schema_the_models_describe(db_url: str) -> None:
     try:
         assert db.current_revision(engine) is None
         db.upgrade(engine)
-        assert db.current_revision(engine) == db.head_revision() == "0004_access"
+        assert db.current_revision(engine) == db.head_revision() == "0005_late_segments"
         assert TABLES <= set(inspect(engine).get_table_names())
         assert db.schema_diffs(engine) == []
     finally:
@@ -68,7 +68,7 @@ def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0004_access",)]
+        assert versions == [("0005_late_segments",)]
     finally:
         engine.dispose()
 

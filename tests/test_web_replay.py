@@ -86,6 +86,19 @@ def test_search_then_click_a_line_seeks_the_audio(replay: Replay, browser: Any) 
         assert page.locator('.lane[data-party="customer"] .r.speech').count() >= 1
         assert page.locator(".lane .r.dead_air").count() >= 1
         assert page.locator("#scorecard .grade").inner_text().strip()
+        # The scorecard explains every deduction; optional stages not said are grey "not
+        # said", never a red cross (issue 19 item 10).
+        analysis = replay.web.server.repo.get_analysis(replay.call.call_id)
+        card, comp = analysis.result("scorecard"), analysis.result("compliance")
+        assert card is not None and comp is not None
+        assert page.locator("#scorecard .why li.ded").count() == len(card["lines"])
+        unsaid = [s for s in comp["stages"] if not s["required"] and s["status"] == "missed"]
+        assert unsaid
+        for st in unsaid:
+            stage = st["stage"]
+            li = page.locator(f'#scorecard .check[data-stage="{stage}"]')
+            assert "not_said" in (li.get_attribute("class") or "")
+            assert "✗" not in li.inner_text() and "not said" in li.inner_text()
         assert page.locator("#trace li").count() >= 3
     finally:
         page.close()

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from monitor.api import audit, auth, calls, capture, insights
+from monitor.api import audit, auth, calls, capture, health, insights
 from monitor.api.context import ApiContext
 from monitor.api.throttle import LoginThrottle
 from monitor.board.web import mount_board
@@ -49,6 +49,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(calls.router)
     app.include_router(capture.router)
     app.include_router(insights.router)
+    app.include_router(health.router)
     _add_error_handling(app)
     mount_board(app, ctx)  # the live board and replay pages (monitor/board)
     return app

@@ -136,15 +136,7 @@ def call_detail(
     body = asdict(call)
     body["transcript"] = body.pop("segments")
     body["recording_url"] = f"/api/calls/{call.call_id}/recording"
-    body["quality"] = {
-        "call": analysis.result("quality"),
-        "by_party": analysis.results.get("quality_party", {}),
-        "conversation": analysis.result("conversation"),
-    }
-    body["compliance"] = analysis.result("compliance")
-    body["findings"] = [asdict(f) for f in analysis.findings]
-    if readings:
-        body["readings"] = [asdict(r) for r in analysis.readings]
+    body |= analysis.document(readings)
     body["alerts"] = [asdict(a) for a in alerts]
     result: dict[str, Any] = jsonable_encoder(body)
     return result

@@ -32,6 +32,9 @@ class ApiContext:
     alerts: Any | None = None
     #: The live calls view (the gateway's calls by id), for the board.
     live: Any | None = None
+    #: The /api/health document (monitor/runtime/load.py `LoadMonitor.health`); None: a
+    #: read-only API, whose health says only that it answers.
+    health: Callable[[], dict[str, Any]] | None = None
     #: Wall clock for tokens and audit rows; tests pass their own.
     clock: Callable[[], datetime] = field(default=utc_now)
 

@@ -24,6 +24,7 @@ from storage.records import (
     AlertChanged,
     AlertRaised,
     CallClosed,
+    CallEnded,
     CallOpened,
     CallScored,
     FindingAdded,
@@ -67,7 +68,7 @@ class CallCard:
     queue: str | None
     caller: str | None
     parties: dict[str, PartyMeters]
-    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed"
+    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed" | "not_said" (optional)
     alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
     media_ms: int = 0
     dead_air_ms: int = 0
@@ -79,6 +80,10 @@ class CallCard:
     score: float | None = None
     grade: str | None = None
     ended_mono: float | None = None
+    format_suspect: list[str] = field(default_factory=list)  # why the audio format looks wrong
+    no_agent_leg: bool = False  # the agent's audio is not streamed: no script is checked
+    #: Hung up, but transcripts (and so the verdict) are still to come.
+    transcripts_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         total = sum(p.speech_ms for p in self.parties.values())
@@ -103,6 +108,9 @@ class CallCard:
             "duration_ms": self.duration_ms,
             "score": self.score,
             "grade": self.grade,
+            "format_suspect": self.format_suspect,
+            "no_agent_leg": self.no_agent_leg,
+            "transcripts_pending": self.transcripts_pending,
         }
 
 
@@ -168,6 +176,7 @@ class BoardState:
         *,
         interval_s: float = 0.3,
         linger_s: float = 8.0,
+        verdict_wait_s: float = 3600.0,
         lines_per_party: int = 3,
         checklist: tuple[str, ...] = DEFAULT_CHECKLIST,
         feed_size: int = 50,
@@ -175,6 +184,8 @@ class BoardState:
     ) -> None:
         self.interval_s = interval_s
         self.linger_s = linger_s
+        #: An ended call whose verdict never comes (it failed) leaves after this long.
+        self.verdict_wait_s = verdict_wait_s
         self._lines = lines_per_party
         self._checklist = checklist
         self.calls: dict[str, CallCard] = {}
@@ -220,7 +231,9 @@ class BoardState:
             queue=ev.queue,
             caller=ev.caller,
             parties=parties,
-            checklist=dict.fromkeys(self._checklist, "pending"),
+            # Without the agent's audio the agent's script is not checked (monitor.core.analysis)
+            checklist={} if "agent" not in parties else dict.fromkeys(self._checklist, "pending"),
+            no_agent_leg="agent" not in parties,
         )
         self._dirty.add(ev.call_id)
         self._kpi_dirty = True
@@ -238,6 +251,8 @@ class BoardState:
             if p is None or not ev.text.strip():
                 return False
             line = {"start_ms": ev.start_ms, "end_ms": ev.end_ms, "text": ev.text}
+            if ev.late:
+                line["late"] = True  # transcribed off the live path (overload catch-up)
             if line in p.lines:
                 return False
             p.lines.append(line)
@@ -258,6 +273,9 @@ class BoardState:
             if ev.kind in ("capture_paused", "capture_resumed"):  # PCI pause: board says so
                 card.status = "paused" if ev.kind == "capture_paused" else "active"
                 return True
+            if ev.kind == "format_suspect":  # the stream may be read in the wrong format
+                card.format_suspect = [str(r) for r in (ev.data or {}).get("reasons", [])]
+                return True
             if ev.kind != "dead_air_started":
                 return False
             card.dead_air_now = True  # until its dead_air finding says it ended
@@ -266,7 +284,7 @@ class BoardState:
         elif isinstance(ev, CallScored):
             card.score, card.grade = ev.score, ev.grade
             self._score_today(ev)
-        elif isinstance(ev, CallClosed):
+        elif isinstance(ev, CallEnded | CallClosed):
             self._close(card, ev, now)
         else:
             return False
@@ -284,15 +302,25 @@ class BoardState:
                 card.checklist[stage] = "ok"
                 return True
             if ev.kind == "phrase_missed" and card.checklist.get(stage) != "ok":
-                card.checklist[stage] = "missed"
+                # An optional stage not said is no failure: grey "not said", not a red cross.
+                optional = ev.data.get("required") is False
+                card.checklist[stage] = "not_said" if optional else "missed"
                 return True
         return False
 
-    def _close(self, card: CallCard, ev: CallClosed, now: float) -> None:
+    def _close(self, card: CallCard, ev: CallEnded | CallClosed, now: float) -> None:
+        """CallEnded (hang-up) takes the call off the active list at once; its card stays
+        (marked "transcripts pending" while any are) until CallClosed (the verdict, and its
+        score for the KPIs) starts the linger, or `verdict_wait_s` passed without one. A
+        CallClosed after a CallEnded only does that (the call was counted)."""
+        hung_up = isinstance(ev, CallEnded)
+        card.transcripts_pending = isinstance(ev, CallEnded) and ev.transcripts_pending > 0
+        card.ended_mono = now - self.linger_s + self.verdict_wait_s if hung_up else now
+        if card.ended_at is not None:
+            return
         card.ended_at, card.status = ev.ended_at, ev.status
         card.duration_ms = ev.duration_ms
         card.dead_air_now = False
-        card.ended_mono = now
         self._roll_day(ev.ended_at.date())
         if ev.ended_at.date() == self._day.day:
             self._day.handled += 1

@@ -10,7 +10,7 @@ phrase hits and misses) for the runtime to store and publish. No clocks: media t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,11 @@ import numpy as np
 from audio_quality.conversation import ConversationSummary, ConversationTracker
 from audio_quality.dnsmos import DnsmosScore, DnsmosWindow
 from audio_quality.party import PartyQualityTracker
-from audio_quality.records import PartyQualitySummary
+from audio_quality.records import ActivitySpan, PartyQualitySummary
 from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.core.events import Party
+from monitor.core.grading import Scorecard, score_call
 from monitor.core.metadata import CallMetadata
 from monitor.qa import (
     ComplianceChecker,
@@ -32,6 +33,8 @@ from monitor.qa import (
 )
 from monitor.qa.watermark import TranscriptWatermark
 
+#: Why a call's compliance was not checked when the agent's audio was not streamed.
+NO_AGENT_LEG = "no_agent_leg"
 #: Compliance misses are re-checked this often in media time (a miss is due within 1 s).
 ADVANCE_EVERY_MS = 250
 
@@ -46,16 +49,25 @@ class CallVerdict:
     compliance: ComplianceResult | None
     score: float
     grade: str
+    scorecard: Scorecard
 
 
-def grade_of(score: float, grading: GradingSettings) -> str:
-    if score >= grading.excellent:
-        return "excellent"
-    if score >= grading.good:
-        return "good"
-    if score >= grading.passing:
-        return "pass"
-    return "needs_improvement"
+def one_sided(summary: ConversationSummary, absent: tuple[str, ...]) -> ConversationSummary:
+    """This summary for a call where `absent` parties were not streamed: the present
+    party's talk stands; what needs both parties is emptied (and `absent` says n/a)."""
+    if not absent:
+        return summary
+    return replace(
+        summary, absent=absent, agent_talk_ratio=None, non_talk_ms=0, non_talk_ratio=None,
+        dead_air_count=0, dead_air_total_ms=0, dead_air_max_ms=0,
+        dead_air_longest_start_ms=None, dead_air_longest_end_ms=None, overtalk_count=0,
+        overtalk_total_ms=0, overtalk_max_ms=0, agent_interruptions=0,
+        customer_interruptions=0, response_gap_count=0, response_gap_mean_ms=None,
+        response_gap_max_ms=None,
+        first_response_ms=None if "agent" in absent else summary.first_response_ms,
+        agent_talk_share=None if "agent" in absent else summary.agent_talk_share,
+        customer_talk_share=None if "customer" in absent else summary.customer_talk_share,
+    )  # fmt: skip
 
 
 class CallAnalyzer:
@@ -76,6 +88,10 @@ class CallAnalyzer:
             for party in metadata.channel_of
         }
         self.conversation = ConversationTracker(quality)
+        # A party whose audio is not streamed (Twilio inbound only, a mono fork) is absent,
+        # not silent: the conversation tracker sees it as silence so the present party's
+        # talk is measured, and everything between the parties is dropped as n/a.
+        self.absent = tuple(p for p in (Party.AGENT, Party.CUSTOMER) if p not in self.trackers)
         # The compliance script depends on the call's language, known for sure only from its
         # first transcript (unless settings force one): the checker starts then. Segments carry
         # media time, so nothing said before that is lost.
@@ -93,6 +109,10 @@ class CallAnalyzer:
 
     def _start_checker(self, language: str | None) -> None:
         if self.checker is not None or self._scripts is None or self.script_problem:
+            return
+        if Party.AGENT in self.absent:
+            # An agent script judged on a call without the agent's audio fails every stage.
+            self.script_problem = NO_AGENT_LEG
             return
         fields = {"queue": self._meta.queue, "to": self._meta.callee, **self._meta.extra}
         try:
@@ -151,8 +171,7 @@ class CallAnalyzer:
             channel = self._meta.channel_of[party]
             out.extend(tracker.feed(np.ascontiguousarray(frames[:, channel])))
             spans.extend(tracker.take_activity())
-        if len(self.trackers) == 2:  # conversation needs both parties on their own channel
-            out.extend(self.conversation.add_activity(spans))
+        out.extend(self._conversation(spans))
         self._watermark.on_audio(self.media_ms, speaking or {})
         out.extend(self._advance())
         return out
@@ -169,6 +188,15 @@ class CallAnalyzer:
         self._watermark.on_done(key)
         out.extend(self._advance(force=True))
         return out
+
+    def _conversation(self, spans: list[ActivitySpan]) -> list[Any]:
+        if not self.trackers:
+            return []
+        # The absent party is silence on the present party's timeline; dead air and overtalk
+        # found that way are not real, so no event leaves.
+        spans += [replace(s, party=p.value, speech=False) for p in self.absent for s in spans]
+        events = self.conversation.add_activity(spans)
+        return [] if self.absent else list(events)
 
     def take_dnsmos_windows(self) -> list[DnsmosWindow]:
         windows: list[DnsmosWindow] = []
@@ -193,9 +221,8 @@ class CallAnalyzer:
         for tracker in self.trackers.values():
             out.extend(tracker.flush())
             spans.extend(tracker.take_activity())
-        if len(self.trackers) == 2:
-            out.extend(self.conversation.add_activity(spans))
-            out.extend(self.conversation.flush())
+        out.extend(self._conversation(spans))
+        out.extend(e for e in self.conversation.flush() if not self.absent)
         self._start_checker(self._language)  # a call with no transcript still gets its misses
         if self.checker is not None:
             out.extend(self.checker.close(self.media_ms))
@@ -206,15 +233,11 @@ class CallAnalyzer:
         from audio_quality.assessment import assess
 
         parties = {p.value: t.finish() for p, t in self.trackers.items()}
-        conversation = self.conversation.finish()
+        conversation = one_sided(self.conversation.finish(), tuple(p.value for p in self.absent))
         assessment = assess(list(parties.values()), conversation, self._quality)
         compliance = self.checker.finish(self.media_ms) if self.checker is not None else None
-        g = self._grading
-        if compliance is None:
-            score = float(assessment.score)
-        else:
-            score = g.quality_weight * assessment.score + (1 - g.quality_weight) * compliance.score
-        grade = grade_of(score, g)
-        if compliance is not None and compliance.critical:
-            grade = "needs_improvement"  # a critical miss or forbidden phrase fails the call
-        return CallVerdict(parties, conversation, assessment, compliance, round(score, 1), grade)
+        notes = (NO_AGENT_LEG,) if Party.AGENT in self.absent else ()
+        card = score_call(assessment, compliance, self._grading, notes)
+        return CallVerdict(
+            parties, conversation, assessment, compliance, card.score, card.grade, card
+        )

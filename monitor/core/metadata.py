@@ -20,7 +20,9 @@ SUPPORTED_RATES = (8000, 16000)
 MAX_METADATA_BYTES = 8192  # mod_audio_fork's MAX_METADATA_LEN
 
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "external_id": ("callid", "callId", "call_id", "callSid", "call_sid", "uuid", "CallSid"),
+    # jambonz sends its own id as `call_sid` / `callSid` beside the SIP Call-ID (`call_id` /
+    # `callId`): the sid names the call, so it comes first; the Call-ID stays in `extra`.
+    "external_id": ("callSid", "call_sid", "CallSid", "callid", "callId", "call_id", "uuid"),
     "agent_id": ("agent", "agentId", "agent_id"),
     "queue": ("queue", "queueName", "queue_name"),
     "caller": ("from", "caller", "ani", "callerNumber"),
@@ -56,6 +58,11 @@ def _pick(raw: Mapping[str, Any], name: str) -> Any:
         if alias in raw and raw[alias] not in (None, ""):
             return raw[alias]
     return None
+
+
+def _alias(raw: Mapping[str, Any], name: str) -> str | None:
+    """The key `_pick` read `name` from, if any."""
+    return next((a for a in _ALIASES[name] if a in raw and raw[a] not in (None, "")), None)
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -133,7 +140,9 @@ def parse_metadata(
             )
         channel_of = {Party.CUSTOMER: customer, Party.AGENT: agent}
 
-    mapped = {a for names in _ALIASES.values() for a in names} | {"mixType"}
+    # Keys read into a field leave `extra`; an unused alias (jambonz's SIP `call_id` beside
+    # its `call_sid`) is kept.
+    mapped = {_alias(raw, name) for name in _ALIASES} | {"mixType"}
     return CallMetadata(
         external_id=_as_text(_pick(raw, "external_id")),
         sample_rate=rate,

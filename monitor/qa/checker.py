@@ -454,5 +454,6 @@ class ComplianceChecker:
                 deduction,
                 at_ms,
                 heard_outside_window=st.outside is not None,
+                required=stage.required,
             )
         )

@@ -44,6 +44,7 @@ class PhraseMissed:
     deduction: float  # 0 for stages that are not required
     at_ms: int  # when the window closed
     heard_outside_window: bool = False  # said, but too late or too early
+    required: bool = True  # False: an optional stage not said (shown grey, no deduction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
@@ -25,6 +25,7 @@ from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
+from monitor.runtime.load import LoadMonitor
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
@@ -33,11 +34,15 @@ from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.app")
+#: How far back start-up looks for calls that ended without their verdict (a crash between
+#: hang-up and the last transcript; bounded so a large database is not scanned).
+UNFINALISED_LOOKBACK = timedelta(days=2)
 
 
 def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     """Close calls left `active` by a crash: repair each recording's header to the audio that
-    reached the disk, and mark the call interrupted (reason `server_crash`). Idempotent."""
+    reached the disk, and mark the call interrupted (reason `server_crash`); and end the trace
+    of calls that had hung up but not got their verdict. Idempotent."""
     recovered = []
     for call in repo.active_calls():
         path = settings.recordings_dir / call.recording_path
@@ -69,6 +74,26 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
             extra=fields(call_id=call.call_id, frames=frames),
         )
         recovered.append(call.call_id)
+    # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
+    # lost, so the trace ends (`finalised`) and nothing waits for it.
+    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
+        repo.apply(
+            [
+                TraceAdded(
+                    call_id=call.call_id,
+                    seq=repo.next_trace_seq(call.call_id),
+                    kind="finalised",
+                    at=datetime.now(UTC),
+                    media_ms=call.duration_ms,
+                    data={"status": call.status, "recovered": True, "verdict": "lost"},
+                )
+            ]
+        )
+        log.warning(
+            "call ended before a crash without its verdict; marked finalised",
+            extra=fields(call_id=call.call_id),
+        )
+        recovered.append(call.call_id)
     return recovered
 
 
@@ -88,6 +113,8 @@ class Callwatch:
         self.alerts: AlertService | None = None
         self.webhooks: WebhookDeliverer | None = None
         self.api: ApiServer | None = None
+        #: Overload state, degradation and /api/health.
+        self.load: LoadMonitor | None = None
 
     @property
     def api_url(self) -> str:
@@ -146,6 +173,10 @@ class Callwatch:
             self.audiosocket = AudioSocketServer(s, self.gateway)
             await self.audiosocket.start()
         await self.gateway.start()
+        self.load = LoadMonitor(s.load, gateway=self.gateway, asr=self.asr, dnsmos=self.dnsmos,
+                                pool=self.pool,
+                                dnsmos_sample_every_s=s.quality.dnsmos.sample_every_s)  # fmt: skip
+        self.load.start()
         if s.api.enabled:
             await self._start_api()
 
@@ -160,6 +191,7 @@ class Callwatch:
             bus=self.bus,
             alerts=self.alerts,
             live=self.gateway.calls,
+            health=self.load.health if self.load is not None else None,
         )
         self.api = ApiServer(create_app(ctx), self.settings.api.host, self.settings.api.port)
         await self.api.start()
@@ -173,6 +205,8 @@ class Callwatch:
             await self.audiosocket.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.load is not None:
+            await self.load.close()
         if self.asr is not None:
             await self.asr.close()
         if self.dnsmos is not None:

@@ -206,4 +206,4 @@ class AudioSocketServer:
             asr_wait_s=SHUTDOWN_ASR_WAIT_S if stopping else self._settings.asr.final_wait_s,
         )
         if joined.feed.call is not None:
-            self._gateway.calls.pop(joined.feed.call.call_id, None)
+            self._gateway.release(joined.feed.call)

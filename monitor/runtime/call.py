@@ -3,41 +3,41 @@
 A `LiveCall` owns the call's `CallSession` (sans-I/O), its `WavRecorder` (disk writes in a
 thread, serialized per call because the receive loop awaits them), the trace sequence, and the
 set of its utterances still in ASR. It maps core events to storage records. Whatever happens
-to the connection, `finish` runs once: the last utterance is cut, the recording closed, the
-pending transcripts awaited (bounded), and the call closed as completed or interrupted.
+to the connection, `finish` runs once: the last utterance is cut, the recording closed and the
+call stored as ended (completed or interrupted) at once; its verdict (compliance, grade,
+`CallClosed`) is made in `completion` when its last transcript lands, utterances that ASR
+deferred under overload included (re-read from the recording, `monitor.runtime.catchup`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asr.types import AsrResult
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
-from monitor.core.events import UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
-from monitor.privacy.redactor import CallRedactor, HeardSegment, SegmentRedacted
 from monitor.privacy.scrub import DtmfMasker, scrub
-from monitor.runtime import findings
-from monitor.runtime.asr_service import AsrJob, AsrService
-from monitor.runtime.dnsmos_service import DnsmosService
+from monitor.runtime import app_messages, findings
+from monitor.runtime.asr_service import AsrService
+from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
+from monitor.runtime.transcripts import CallTranscripts
 from storage.recordings import WavRecorder
 from storage.records import (
     CallClosed,
+    CallEnded,
     CallOpened,
     FindingAdded,
     ResultSaved,
-    SegmentAdded,
     TraceAdded,
 )
 
@@ -46,22 +46,8 @@ log = logging.getLogger("callwatch.call")
 #: How long a finished call waits for its last transcripts while the server shuts down (else
 #: `asr.final_wait_s`).
 SHUTDOWN_ASR_WAIT_S = 8.0
-#: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
-HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
 #: Finding fields the trace entry has as its own (kind, party, media time, source).
 _TRACE_OWN = frozenset({"kind", "party", "source", "media_ms"})
-HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
-#: IVR prompts: a start/end pair, or one `{"event":"ivr_prompt","start_ms":..,"end_ms":..}`
-#: (media ms of this call; or `duration_ms` from now). Prompts are not talk or dead air.
-#: Text-frame events that pause / resume capture (README "Privacy and PCI"; also the API).
-CAPTURE_PAUSE = frozenset({"pause_recording", "recording_pause", "pause_capture"})
-CAPTURE_RESUME = frozenset({"resume_recording", "recording_resume", "resume_capture"})
-IVR_STARTED = frozenset({"ivr_prompt_start", "ivr_prompt_started", "prompt_start"})
-IVR_ENDED = frozenset({"ivr_prompt_end", "ivr_prompt_ended", "prompt_end"})
-#: Keys of an `ivr_prompt` text frame that the trace entry has as its own.
-_IVR_OWN = frozenset(
-    {"event", "type", "start_ms", "end_ms", "duration_ms", "kind", "party", "media_ms"}
-)
 
 
 def new_call_id(now: datetime) -> str:
@@ -69,7 +55,7 @@ def new_call_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-class LiveCall:
+class LiveCall(CallTranscripts):
     def __init__(
         self,
         *,
@@ -101,31 +87,27 @@ class LiveCall:
         self._storage = storage
         self._asr = asr
         self._seq = 0
-        self._pending: set[AsrJob] = set()
+        self._init_transcripts()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._closed = False
+        self._end: dict[str, Any] = {}  # the CallEnded / CallClosed values, set at hang-up
+        self._deadline = 0.0  # loop time after which the verdict stops waiting for ASR
+        #: Makes the verdict once the last transcript is in (set by `finish`).
+        self.completion: asyncio.Task[None] | None = None
         self._language = None if settings.asr.language == "auto" else settings.asr.language
         self._log_fields = {"call_id": self.call_id, "external_id": metadata.external_id}
         self.peer = peer
         self.protocol = protocol
         self.raw_metadata = raw_metadata
-        self.segments = 0
-        self.shed = 0
         self.analyzer = analyzer
         self._dnsmos = dnsmos
         self._finding_seq = 0
         self._analysis_done = False
         self._dnsmos_scores: list[DnsmosScore] = []  # one per 9 s window scored
+        self._dnsmos_sampler = DnsmosSampler(settings.quality.dnsmos.sample_every_s)
+        self._dnsmos_out = 0  # windows submitted and not answered yet
         self.grade: str | None = None
-        # Transcripts go through the redactor before they become records (README "Privacy").
         p = settings.privacy
-        self._redactor = (
-            CallRedactor(classes=p.classes, hold_ms=p.hold_ms, max_held=p.max_held)
-            if p.redact_transcripts
-            else None
-        )
         self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end)
         self.capture_paused = False  # paused: the recording gets zeros, ASR hears nothing
 
@@ -177,53 +159,12 @@ class LiveCall:
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
 
     async def on_app_message(self, payload: Any) -> None:
-        """A mid-stream text frame (DTMF, app events) goes into the trace; hold markers and
-        IVR prompts also tell the conversation tracker, so music on hold and prompts are not
-        counted as dead air (or talk)."""
-        event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
-        if event in CAPTURE_PAUSE | CAPTURE_RESUME:
-            by = str(payload.get("by") or "switch")[:64]
-            await self.set_capture(paused=event in CAPTURE_PAUSE, by=by, how="switch")
-        elif self.analyzer is not None and event in HOLD_STARTED:
-            self.analyzer.hold_started(self.session.duration_ms)
-            await self.trace("hold_started", event=event)
-        elif self.analyzer is not None and event in HOLD_ENDED:
-            self.analyzer.hold_ended(self.session.duration_ms)
-            await self.trace("hold_ended", event=event)
-        elif self.analyzer is not None and event in IVR_STARTED | IVR_ENDED | {"ivr_prompt"}:
-            await self._on_ivr_prompt(event, payload)
-        else:
-            await self.trace("app_message", payload=payload)
+        """A mid-stream text frame: see `monitor.runtime.app_messages`."""
+        await app_messages.apply(self, payload)
 
-    async def _on_ivr_prompt(self, event: str, payload: dict[str, Any]) -> None:
-        assert self.analyzer is not None
-        analyzer, now = self.analyzer, self.session.duration_ms
-        if event in IVR_STARTED:
-            analyzer.ivr_prompt_started(now)
-            await self.trace("ivr_prompt_started", event=event)
-        elif event in IVR_ENDED:
-            analyzer.ivr_prompt_ended(now)
-            await self.trace("ivr_prompt_ended", event=event)
-        else:
-            extra = {k: v for k, v in payload.items() if k not in _IVR_OWN}
-            if "end_ms" not in payload and "duration_ms" not in payload:
-                # A bare marker (e.g. {"event":"ivr_prompt","prompt":"menu"}): traced, but with
-                # no span there is nothing to leave out of talk time and dead air.
-                await self.trace("ivr_prompt", event=event, **extra)
-                return
-            try:
-                start = int(payload.get("start_ms", now))
-                end = (
-                    int(payload["end_ms"])
-                    if "end_ms" in payload
-                    else start + int(payload["duration_ms"])
-                )
-                analyzer.ivr_prompt(start, end)
-            except (TypeError, ValueError) as exc:
-                # Kept in the trace as it came: nothing is lost, the span is just not applied.
-                await self.trace("app_message", payload=payload, problem=f"ivr_prompt: {exc}")
-                return
-            await self.trace("ivr_prompt", event=event, start_ms=start, end_ms=end, **extra)
+    async def set_capture(self, *, paused: bool, by: str, how: str) -> bool:
+        """Pause (PCI) or resume capture: see `monitor.runtime.app_messages.set_capture`."""
+        return await app_messages.set_capture(self, paused=paused, by=by, how=how)
 
     @property
     def next_trace_seq(self) -> int:
@@ -244,19 +185,6 @@ class LiveCall:
         """A call-wide result row (e.g. kind="media": the switch's media counts)."""
         await self._storage.put(ResultSaved(call_id=self.call_id, kind=kind, data=data))
 
-    async def set_capture(self, *, paused: bool, by: str, how: str) -> bool:
-        """Pause capture (PCI): from now the recording gets zeros and ASR and the quality
-        measures hear nothing; for the conversation metrics the pause is a hold, not dead air.
-        Or resume it. False when it already was so."""
-        if self.capture_paused == paused:
-            return False
-        self.capture_paused = paused
-        if self.analyzer is not None:
-            hold = self.analyzer.hold_started if paused else self.analyzer.hold_ended
-            hold(self.session.duration_ms)
-        await self.trace("capture_paused" if paused else "capture_resumed", by=by, how=how)
-        return True
-
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:
         if self.capture_paused:
@@ -267,21 +195,31 @@ class LiveCall:
         if self.analyzer is not None:
             speaking = {p.value: leg.segmenter.in_speech for p, leg in self.session.legs.items()}
             records = self._analysis_records(self.analyzer.feed(pcm, speaking))
-            if self._dnsmos is not None:
-                for window in self.analyzer.take_dnsmos_windows():
-                    self._dnsmos.submit(window, self._on_dnsmos)
+            self._offer_dnsmos()
             if records:
                 await self._storage.put_many(records)
-        if self._redactor is not None and self._redactor.holding:
-            due = self._redactor.tick(self.session.duration_ms, **self._asr_state())
-            if due:
-                await self._storage.put_many(self._segment_records(due))
+        await self._tick_redactor()
         if self.recorder.flush_due:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
-    def _on_dnsmos(self, score: DnsmosScore) -> None:
-        # Scores arriving until the verdict is made count (the call may already be closing).
-        if self.analyzer is not None and not self._analysis_done:
+    def _offer_dnsmos(self, *, final: bool = False) -> None:
+        """DNSMOS windows through the call's sampler (the CPU budget) to the shared scorer;
+        `final`: the end of the call, scored even when overload paused DNSMOS."""
+        if self._dnsmos is None or self.analyzer is None:
+            return
+        windows = self.analyzer.take_dnsmos_windows()
+        chosen = [(w, False) for window in windows for w in self._dnsmos_sampler.offer(window)]
+        if final:
+            chosen += [(w, True) for w in self._dnsmos_sampler.finish()]
+        for window, last in chosen:
+            self._dnsmos_out += 1
+            self._dnsmos.submit(window, self._on_dnsmos, final=last)
+
+    def _on_dnsmos(self, score: DnsmosScore | None) -> None:
+        # Scores arriving until the verdict is made count; the verdict waits for them.
+        self._dnsmos_out -= 1
+        self._changed.set()
+        if score is not None and self.analyzer is not None and not self._analysis_done:
             self.analyzer.add_dnsmos(score)
             self._dnsmos_scores.append(score)
 
@@ -305,115 +243,6 @@ class LiveCall:
             found.kind, media_ms=found.start_ms, party=found.party, source=found.source, **data
         )
 
-    def _submit(self, utterance: UtteranceEnded) -> None:
-        job = AsrJob(utterance=utterance, language=self._language, on_done=self._on_asr)
-        if self.analyzer is not None:
-            self.analyzer.utterance_queued(job, utterance.start_ms)
-        self._pending.add(job)
-        self._drained.clear()
-        self._asr.submit(job)
-
-    def _on_asr(self, job: AsrJob, result: AsrResult | None, problem: str | None) -> None:
-        # Called on the loop by the ASR consumer; storing may wait on backpressure, and the
-        # job only counts as done once its records are queued (so `finish` orders after them).
-        task = asyncio.get_running_loop().create_task(self._store_result(job, result, problem))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _store_result(
-        self, job: AsrJob, result: AsrResult | None, problem: str | None
-    ) -> None:
-        u = job.utterance
-        latency_ms = int((time.monotonic() - job.queued_at) * 1000)
-        records: list[Any] = []
-        if result is None:
-            self.shed += 1
-            records.append(
-                self._trace(
-                    "asr_shed",
-                    media_ms=u.start_ms,
-                    party=u.party.value,
-                    end_ms=u.end_ms,
-                    reason=problem,
-                )
-            )
-        else:
-            records.append(
-                self._trace(
-                    "utterance",
-                    media_ms=u.start_ms,
-                    party=u.party.value,
-                    end_ms=u.end_ms,
-                    voiced_ms=u.voiced_ms,
-                    capped=u.capped,
-                    chars=len(result.text),
-                    latency_ms=latency_ms,
-                )
-            )
-            if result.text:
-                self.segments += 1
-                heard = HeardSegment(
-                    u.party.value, u.start_ms, u.end_ms, result.text, (job, result, latency_ms)
-                )
-                records.extend(self._segment_records(self._redact(heard, job)))
-        late = self._analysis_done
-        if self.analyzer is not None and not late and not (result is not None and result.text):
-            self.analyzer.utterance_done(job)
-        await self._storage.put_many(records)
-        self._pending.discard(job)
-        if not self._pending:
-            self._drained.set()
-
-    def _asr_state(self, but: AsrJob | None = None) -> dict[str, Any]:
-        """What the redactor waits on: utterances still in ASR (but `but`), speech under way."""
-        pending = [j.utterance.start_ms for j in self._pending if j is not but]
-        speaking = any(leg.segmenter.in_speech for leg in self.session.legs.values())
-        return {"pending": pending, "speaking": speaking}
-
-    def _redact(self, heard: HeardSegment, job: AsrJob) -> list[SegmentRedacted]:
-        if self._redactor is None:
-            return [SegmentRedacted(heard.party, heard.start_ms, heard.end_ms, heard.text, (),
-                                    0, heard.tag)]  # fmt: skip
-        out = self._redactor.add(heard, self.session.duration_ms, **self._asr_state(job))
-        # After the verdict nothing more is held: there is no later segment to wait for.
-        return out + self._redactor.flush() if self._analysis_done else out
-
-    def _segment_records(self, released: list[SegmentRedacted]) -> list[Any]:
-        """Analysis, segment and redaction-trace records of segments the redactor released."""
-        records: list[Any] = []
-        for seg in released:
-            tag: tuple[AsrJob, AsrResult, int] = seg.tag  # type: ignore[assignment]
-            job, result, latency_ms = tag
-            # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
-            # stored with the call but judged no more: the analysis is finished.
-            if self.analyzer is not None and not self._analysis_done:
-                records.extend(
-                    self._analysis_records(
-                        self.analyzer.on_segment(
-                            job, seg.party, seg.start_ms, seg.end_ms, seg.text, result.language
-                        )
-                    )
-                )
-            records.append(
-                SegmentAdded(
-                    call_id=self.call_id,
-                    party=seg.party,
-                    start_ms=seg.start_ms,
-                    end_ms=seg.end_ms,
-                    text=seg.text,
-                    language=result.language,
-                    confidence=result.confidence,
-                    latency_ms=latency_ms,
-                )
-            )
-            if seg.entities:  # what was masked, where and when: never the masked text
-                records.append(self._trace(
-                    "redacted", media_ms=seg.start_ms, party=seg.party, held_ms=seg.held_ms,
-                    entities=[{"type": e.kind, "mask": e.mask, "chars": [e.start, e.end],
-                               "start_ms": e.start_ms, "end_ms": e.end_ms} for e in seg.entities],
-                ))  # fmt: skip
-        return records
-
     # -- end -------------------------------------------------------------------------------
     async def finish(
         self,
@@ -423,28 +252,79 @@ class LiveCall:
         detail: str | None = None,
         asr_wait_s: float,
     ) -> None:
-        """Close the call once; safe to call from any exit path."""
+        """The switch hung up: end the call now, safe to call once from any exit path.
+
+        The call is stored as ended (`CallEnded`: status, end time, length) at once; its
+        verdict (compliance, grade, quality, the `finalised` trace entry and `CallClosed`,
+        which triggers end-of-call alerts) follows in `self.completion` as soon as its last
+        transcript is in, deferred utterances included, or after `asr_wait_s` at most."""
         if self._closed:
             return
         self._closed = True
         await self.trace("disconnected", status=status, reason=reason, detail=detail)
         for utterance in self.session.finish():
             self._submit(utterance)
+        self._offer_dnsmos(final=True)
         frames = await asyncio.to_thread(self.recorder.close)
-        try:
-            await asyncio.wait_for(self._drained.wait(), asr_wait_s)
-        except TimeoutError:
-            log.warning(
-                "closing call before its last transcripts arrived",
-                extra=fields(**self._log_fields, pending=len(self._pending)),
-            )
+        self._end = {
+            "call_id": self.call_id,
+            "ended_at": datetime.now(UTC),
+            "status": status,
+            "end_reason": reason,
+            "duration_ms": self.session.duration_ms,
+            "recording_frames": frames,
+            "party_samples": {p.value: leg.samples for p, leg in self.session.legs.items()},
+        }
+        pending = self.asr_outstanding
+        await self._storage.put(CallEnded(**self._end, transcripts_pending=pending))
+        log.info(
+            "call ended" + ("; transcripts pending" if pending else ""),
+            extra=fields(**self._log_fields, status=status, reason=reason, pending=pending),
+        )
+        self._deadline = asyncio.get_running_loop().time() + asr_wait_s
+        self.completion = asyncio.get_running_loop().create_task(
+            self._complete(), name=f"call-complete-{self.call_id}"
+        )
+        self.completion.add_done_callback(self._completion_failed)
+
+    def _completion_failed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The call is stored as ended; only its verdict is missing. Say which call.
+            log.error("call verdict failed: %s: %s", type(exc).__name__, exc,
+                      extra=fields(**self._log_fields), exc_info=exc)  # fmt: skip
+
+    def hurry(self, wait_s: float) -> None:
+        """Wait at most `wait_s` more for transcripts (the server is stopping)."""
+        self._deadline = min(self._deadline, asyncio.get_running_loop().time() + wait_s)
+        self._changed.set()
+
+    async def _complete(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            if self._deferred:
+                await self._catch_up()
+            if not self.asr_outstanding and not self._dnsmos_out:
+                break
+            left = self._deadline - loop.time()
+            if left <= 0:
+                log.warning(
+                    "making the verdict before the last transcripts arrived",
+                    extra=fields(**self._log_fields, pending=self.asr_outstanding),
+                )
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        await self._verdict()
+
+    async def _verdict(self) -> None:
         # Transcripts still owed: compliance and speaking rate were judged without them.
-        asr_pending = len(self._pending)
-        held = self._segment_records(self._redactor.flush()) if self._redactor else []
-        verdict_records: list[Any] = []
+        asr_pending = self.asr_outstanding
+        # Segments the redactor still holds are released (redacted) and judged first.
+        verdict_records: list[Any] = self._flush_redactor()
         scores: dict[str, Any] = {}
         if self.analyzer is not None:
-            verdict_records = self._analysis_records(self.analyzer.flush())
+            verdict_records += self._analysis_records(self.analyzer.flush())
             verdict = self.analyzer.finish()
             self._analysis_done = True
             self.grade = verdict.grade
@@ -455,38 +335,20 @@ class LiveCall:
                     self._finding_seq = rec.seq + 1
                     verdict_records.append(self._finding_trace(rec))
             verdict_records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
-        ended_at = datetime.now(UTC)
         await self._storage.put_many(
-            held
-            + verdict_records
+            verdict_records
             + [
-                self._trace(
-                    "finalised",
-                    media_ms=self.session.duration_ms,
-                    status=status,
-                    segments=self.segments,
-                    asr_shed=self.shed,
-                    asr_pending=asr_pending,
-                    **scores,
-                ),
-                CallClosed(
-                    call_id=self.call_id,
-                    ended_at=ended_at,
-                    status=status,
-                    end_reason=reason,
-                    duration_ms=self.session.duration_ms,
-                    recording_frames=frames,
-                    party_samples={p.value: leg.samples for p, leg in self.session.legs.items()},
-                ),
+                self._trace("finalised", media_ms=self.session.duration_ms,
+                            status=self._end["status"], segments=self.segments,
+                            asr_shed=self.shed, asr_pending=asr_pending,
+                            asr_late=self.late_segments,
+                            asr_lost=self._deferred.lost + self.catchup_lost, **scores),
+                CallClosed(**self._end),
             ]
-        )
+        )  # fmt: skip
         log.info(
             "call finalised",
-            extra=fields(
-                **self._log_fields,
-                status=status,
-                reason=reason,
-                duration_ms=self.session.duration_ms,
-                segments=self.segments,
-            ),
-        )
+            extra=fields(**self._log_fields, status=self._end["status"],
+                         duration_ms=self.session.duration_ms, segments=self.segments,
+                         late=self.late_segments),
+        )  # fmt: skip

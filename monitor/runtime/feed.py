@@ -12,6 +12,9 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   is a policy violation) and the facts the stall timer needs (`last_audio_at`, `paused`);
 - the trace: every DTMF (masked: `monitor.privacy.scrub.DtmfMasker`), app event,
   pause/resume and the media counts, with media time;
+- the format check of raw L16 forks (`audio_quality.format_check`): a stream that looks read
+  in the wrong format (channels that are one interleaved signal, pitch out of any voice's
+  range) is logged and traced once as `format_suspect`;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
@@ -22,10 +25,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from audio_quality.format_check import StreamFormatCheck
 from config.settings import GatewaySettings
 from monitor.core.events import Party
 from monitor.errors import ProtocolError
 from monitor.runtime.call import LiveCall
+from monitor.runtime.logs import fields
 from monitor.wire.events import (
     AppEvent,
     CallEvent,
@@ -72,6 +79,7 @@ class CallFeed:
         self._finished = False
         self._early: list[CallEvent] = []
         self.extra_counts: dict[str, int] = {}  # protocol-specific (Twilio sequence gaps)
+        self._format_check: StreamFormatCheck | None = None  # raw L16 forks only
 
     @property
     def started(self) -> bool:
@@ -91,6 +99,11 @@ class CallFeed:
                 await self.handle(early, now)
             self._early.clear()
             return []
+        if self.call is None and isinstance(event, Stopped) and event.reason == "probe":
+            # An AudioHook connection probe was answered: no call, nothing stored.
+            log.info("AudioHook connection probe answered", extra=fields(protocol=self.protocol))
+            self.stopped = event
+            return []
         if self.call is None and isinstance(event, AppEvent) and len(self._early) < MAX_EARLY:
             self._early.append(event)  # e.g. Twilio `connected`: traced once the call opens
             return []
@@ -100,6 +113,7 @@ class CallFeed:
                 self.filled_frames += len(event.pcm) // call.metadata.frame_bytes
             else:
                 self._count_audio(len(event.pcm) // call.metadata.frame_bytes, now)
+                await self._check_format(call, event.pcm)
             await call.on_audio(event.pcm)
         elif isinstance(event, PartyAudio):
             assert self.timeline is not None
@@ -182,6 +196,32 @@ class CallFeed:
         )
         await self.call.open()
         await self.call.trace("media_format", codec=event.codec, sample_rate=rate, **event.info)
+        if self._cfg.format_check and event.codec == "L16":
+            self._format_check = StreamFormatCheck(rate, meta.channels)
+
+    async def _check_format(self, call: LiveCall, pcm: bytes, final: bool = False) -> None:
+        """A raw L16 fork read in the wrong format is flagged once, never silently: a
+        warning, a `format_suspect` trace entry (the board badges the call)."""
+        check = self._format_check
+        if check is None or check.done:
+            return
+        found = check.finish() if final else check.feed(np.frombuffer(pcm, dtype="<i2"))
+        if not found:
+            return
+        meta = call.metadata
+        log.warning(
+            "call %s: audio does not look like %d Hz, %d channel(s): %s",
+            call.call_id, meta.sample_rate, meta.channels, "; ".join(f.hint for f in found),
+            extra=fields(call_id=call.call_id, reasons=[f.reason for f in found]),
+        )  # fmt: skip
+        await call.trace(
+            "format_suspect",
+            sample_rate=meta.sample_rate,
+            channels=meta.channels,
+            reasons=[f.reason for f in found],
+            values=[f.value for f in found],
+            hints=[f.hint for f in found],
+        )
 
     def _require_call(self, what: str) -> LiveCall:
         if self.call is None:
@@ -240,6 +280,7 @@ class CallFeed:
             frames = self.timeline.finish()
             if frames:
                 await call.on_audio(frames)
+        await self._check_format(call, b"", final=True)  # a short call: judge what there is
         counts = self.counts()
         await call.trace("media", **counts)
         await call.save_result("media", counts)

@@ -130,6 +130,7 @@ def verdict_records(call_id: str, verdict: CallVerdict, next_seq: int) -> list[A
         next_seq += 1
     if verdict.compliance is not None:
         out.append(ResultSaved(call_id, "compliance", "", jsonable(verdict.compliance)))
+    out.append(ResultSaved(call_id, "scorecard", "", jsonable(verdict.scorecard)))
     out.append(
         CallScored(
             call_id=call_id,

@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from config.settings import Settings
+from config.settings import GatewaySettings, Settings
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
@@ -65,12 +65,17 @@ def route(path: str) -> str | None:
     return ROUTES.get(base)
 
 
-def new_decoder(protocol: str) -> Decoder:
+def new_decoder(protocol: str, cfg: GatewaySettings | None = None, path: str = "") -> Decoder:
     if protocol == "twilio":
         return TwilioDecoder()
     if protocol == "audiohook":
         return AudioHookDecoder()
-    return AudioForkDecoder(default_sample_rate=8000, default_channels=2)
+    cfg = cfg or GatewaySettings()
+    return AudioForkDecoder(
+        default_sample_rate=cfg.default_sample_rate,
+        default_channels=cfg.default_channels,
+        query=path.partition("?")[2],  # per-path format: /audiofork?rate=16000&channels=1
+    )
 
 
 class Gateway:
@@ -95,6 +100,7 @@ class Gateway:
         self.stopping = False
         self.calls: dict[str, LiveCall] = {}
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
+        self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
 
     @property
     def port(self) -> int:
@@ -108,8 +114,16 @@ class Gateway:
         scheme = "wss" if self._cfg.tls_cert_file else "ws"
         return f"{scheme}://{self._cfg.host}:{self.port}"
 
+    @property
+    def call_limit(self) -> int:
+        """`gateway.max_calls`, or the declared `load.capacity_calls` when lower."""
+        declared = self._settings.load.capacity_calls
+        return min(self._cfg.max_calls, declared) if declared else self._cfg.max_calls
+
     def at_capacity(self) -> bool:
-        return self._connections + self.extra_calls >= self._cfg.max_calls
+        if self.overloaded and self._settings.load.refuse_when_overloaded:
+            return True
+        return self._connections + self.extra_calls >= self.call_limit
 
     async def start(self) -> None:
         ctx = None
@@ -150,11 +164,29 @@ class Gateway:
         }
 
     async def stop(self) -> None:
-        """Stop accepting; open calls are closed with 1001 and finalised as interrupted."""
+        """Stop accepting; open calls are closed with 1001 and finalised as interrupted;
+        ended calls get their verdict with what ASR delivers within `SHUTDOWN_ASR_WAIT_S`."""
         self.stopping = True
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        await self.settle(SHUTDOWN_ASR_WAIT_S)
+
+    def release(self, call: LiveCall) -> None:
+        """The switch hung up on `call`: it stays in `calls` (the alert service numbers its
+        trace entries through it) until its verdict is made, then leaves."""
+        if call.completion is None or call.completion.done():
+            self.calls.pop(call.call_id, None)
+        else:
+            call.completion.add_done_callback(lambda _: self.calls.pop(call.call_id, None))
+
+    async def settle(self, wait_s: float) -> None:
+        """Make the verdict of every ended call, waiting at most `wait_s` for transcripts."""
+        pending = [c.completion for c in self.calls.values() if c.completion is not None]
+        for call in self.calls.values():
+            if call.completion is not None:
+                call.hurry(wait_s)
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _select_subprotocol(
         self, connection: ServerConnection, offered: Sequence[Subprotocol]
@@ -176,13 +208,15 @@ class Gateway:
                 HTTPStatus.NOT_FOUND, "unknown path: use /audiofork, /twilio or /audiohook\n"
             )
         if self.at_capacity():
+            shed = self.overloaded and self._settings.load.refuse_when_overloaded
+            why = "overloaded" if shed else f"limit {self.call_limit}"
             log.warning(
                 "call refused: too many concurrent calls",
-                extra=fields(limit=self._cfg.max_calls, peer=peer, protocol=protocol),
-            )
+                extra=fields(limit=self.call_limit, overloaded=self.overloaded, peer=peer,
+                             protocol=protocol),
+            )  # fmt: skip
             resp = connection.respond(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"too many concurrent calls (limit {self._cfg.max_calls}); retry later\n",
+                HTTPStatus.SERVICE_UNAVAILABLE, f"too many concurrent calls ({why}); retry later\n"
             )
             resp.headers = Headers(resp.headers)
             resp.headers["Retry-After"] = "5"
@@ -257,7 +291,7 @@ class Gateway:
 
     async def _serve_call(self, ws: ServerConnection, protocol: str) -> None:
         peer = _peer(ws)
-        decoder = new_decoder(protocol)
+        decoder = new_decoder(protocol, self._cfg, ws.request.path if ws.request else "")
         feed = CallFeed(
             self._cfg,
             lambda started: self.new_call(started, protocol, peer),
@@ -327,7 +361,7 @@ class Gateway:
                 feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
             )
             if feed.call is not None:
-                self.calls.pop(feed.call.call_id, None)
+                self.release(feed.call)
 
     def _timeout(self, feed: CallFeed, protocol: str) -> float:
         if not feed.started:

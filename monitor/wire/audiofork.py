@@ -7,11 +7,19 @@ frames are application messages (DTMF, `send_text`). A zero-length BINARY frame 
 `graceful-shutdown` signal.
 
 Mid-stream TEXT frames become call events: `{"event":"dtmf","digit":"1"}` (drachtio
-`send_text`) and `{"event":"dtmf","dtmf":"2","duration":"1600"}` (jambonz `passDtmf`, duration in
-8 kHz RTP units) -> `Dtmf`; `{"event":"paused"}` / `{"event":"resumed"}` pause markers (FreeSWITCH
-sends no audio while paused, so the app marks the pause; the gateway fills the wall-clock gap
-with silence) -> `Paused`/`Resumed`; anything else -> `AppEvent("app_message")`. The zero-length
-BINARY frame -> `AppEvent("graceful_shutdown")` (the switch closes the socket right after).
+`send_text`), `{"event":"dtmf","dtmf":"2","duration":"1600"}` (jambonz `passDtmf`, duration in
+8 kHz RTP units) and `{"dtmf":"1","duration":"1600"}` (drachtio's `audio_fork.js` forwarding
+the endpoint's DTMF event, no `event` key) -> `Dtmf`; `{"event":"paused"}` /
+`{"event":"resumed"}` pause markers (FreeSWITCH sends no audio while paused, so the app marks
+the pause; the gateway fills the wall-clock gap with silence) -> `Paused`/`Resumed`; anything
+else -> `AppEvent("app_message")`. The zero-length BINARY frame ->
+`AppEvent("graceful_shutdown")` (the switch closes the socket right after).
+A close 1000 ends the call `completed` with or without that frame before it (FreeSWITCH sends
+it on `uuid_audio_fork stop`, not on every hang-up).
+
+The format (rate, channels) comes from the metadata, else from the connection URL's query
+(`/audiofork?rate=16000&channels=1`, `path_format`), else from the gateway's defaults
+(`gateway.default_sample_rate`, `default_channels`).
 
 `AudioForkDecoder` is used by the gateway; `AudioForkEncoder` by `ivr_sim`, so the simulator can
 never drift from what the gateway accepts.
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import json
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -50,11 +59,14 @@ class _State(enum.Enum):
 class AudioForkDecoder:
     """Turns websocket messages into wire events. Raises `ProtocolError` on violations."""
 
-    def __init__(self, *, default_sample_rate: int = 8000, default_channels: int = 2) -> None:
+    def __init__(
+        self, *, default_sample_rate: int = 8000, default_channels: int = 2, query: str = ""
+    ) -> None:
         self._defaults = {
             "default_sample_rate": default_sample_rate,
             "default_channels": default_channels,
         }
+        self._query = query  # the URL's `?rate=16000&channels=1`, checked with the metadata
         self._state = _State.AWAITING_METADATA
         self._frame_bytes = 0
         self._carry = b""
@@ -72,7 +84,7 @@ class AudioForkDecoder:
 
     def receive_text(self, text: str) -> list[CallEvent]:
         if self._state is _State.AWAITING_METADATA:
-            meta = parse_metadata(text, **self._defaults)
+            meta = parse_metadata(text, **(self._defaults | path_format(self._query)))
             self._state = _State.STREAMING
             self._frame_bytes = meta.frame_bytes
             return [CallStarted(meta, text, "L16")]
@@ -86,6 +98,8 @@ class AudioForkDecoder:
         if not isinstance(payload, dict):
             return AppEvent("app_message", {"payload": payload})
         event = payload.get("event") or payload.get("type")
+        if event is None and "dtmf" in payload:
+            event = "dtmf"  # drachtio forwards FreeSWITCH's DTMF as {"dtmf":"1","duration":…}
         if event == "dtmf":
             digit = payload.get("digit", payload.get("dtmf"))
             duration = payload.get("duration")
@@ -115,6 +129,35 @@ class AudioForkDecoder:
         if not whole:
             return []
         return [FramesReceived(buf[:whole])]
+
+
+def path_format(query: str) -> dict[str, int]:
+    """A fork's format from its URL query (`rate=16000&channels=1`): a deployment names it
+    per path when its metadata carries none (drachtio's `uuid_audio_fork … mono 16k` sends
+    no rate). The metadata's own fields still win. Raises `ProtocolError` (1003) for values
+    that are not whole numbers; the rate and channel count are then checked as the
+    metadata's are."""
+    out: dict[str, int] = {}
+    for key, value in urllib.parse.parse_qsl(query):
+        name = _QUERY_FORMAT.get(key.lower())
+        if name is None:
+            continue  # other parameters belong to authentication or the switch
+        if not (value.isascii() and value.isdigit()):
+            raise ProtocolError(
+                ProtocolError.UNSUPPORTED_DATA,
+                f"URL parameter {key}={value[:16]!r} is not a whole number: use e.g. "
+                "?rate=16000&channels=1",
+            )
+        out[name] = int(value)
+    return out
+
+
+_QUERY_FORMAT = {
+    "rate": "default_sample_rate",
+    "sample_rate": "default_sample_rate",
+    "samplerate": "default_sample_rate",
+    "channels": "default_channels",
+}
 
 
 class AudioForkEncoder:

@@ -8,6 +8,17 @@ chosen offer, then BINARY frames carry the audio interleaved in the order of the
 timeline (the `discarded` duration is filled with silence so the recording stays on call time),
 and a `position` ahead of the audio received means frames went missing (also filled).
 
+Connection probes (Genesys Cloud's "test connection", the reference client's
+`--connection-probe`): an `open` whose `conversationId` or participant id is the nil UUID,
+with no audio. The server answers it as any session (`opened` with a chosen offer, `pong`,
+`closed`: the client checks exactly that) but it is no call: no `CallStarted`, nothing stored;
+its `close` ends it as `Stopped("probe")`, and audio sent anyway is ignored.
+
+`customConfig` (the JSON an organisation attaches to the AudioHook integration) names the
+agent and queue with the audio fork's metadata keys (`agent`/`agentId`, `queue`/`queueName`,
+`agentName`); it is kept whole in the call's metadata too. An `open` with
+`supportedLanguages: true` gets the languages callwatch transcribes in `opened`.
+
 Choice of offer: a two-channel offer first (PCMU, then L16), else one channel. Sequence
 numbers: the client's `seq` must increase by one; every server message carries its own `seq`
 and the last `clientseq`. `AudioHookDecoder` is used by the gateway (its `Reply` events are the
@@ -39,6 +50,10 @@ PROTOCOL_NAME = "audiohook"
 RATE = 8000
 CHANNEL_PARTY = {"external": Party.CUSTOMER, "internal": Party.AGENT}
 POSITION_SLACK = RATE // 50  # 20 ms: a position further ahead than this means lost audio
+NULL_UUID = "00000000-0000-0000-0000-000000000000"
+#: What `opened` lists when the client asks (`supportedLanguages: true`): the languages the
+#: bundled Whisper model transcribes and the shipped compliance scripts check.
+SUPPORTED_LANGUAGES = ("en-US", "zh-CN")
 
 
 def choose_offer(offers: list[Any]) -> dict[str, Any] | None:
@@ -60,8 +75,10 @@ def choose_offer(offers: list[Any]) -> dict[str, Any] | None:
 
 
 class AudioHookDecoder:
-    def __init__(self) -> None:
+    def __init__(self, supported_languages: tuple[str, ...] = SUPPORTED_LANGUAGES) -> None:
         self.session_id: str | None = None
+        self.supported_languages = supported_languages
+        self.probe = False  # a connection probe: answered, never a call
         self.opened = False
         self.closed = False
         self.paused = False
@@ -113,6 +130,11 @@ class AudioHookDecoder:
             if lost:
                 out.append(self._silence(lost))
             trace = Resumed(lost) if kind == "resumed" else AppEvent("discarded", {"samples": lost})
+        if self.probe:  # answer what the client checks, and nothing else
+            if kind == "close":
+                self.closed = True
+                return [self._reply("closed"), Stopped("probe")]
+            return [self._reply("pong")] if kind == "ping" else []
         if "position" in msg and not self.paused:  # while paused, `resumed` re-aligns
             out += self._catch_up(f.iso_seconds(msg["position"], f"{kind}.position"))
         if kind in ("resumed", "discarded"):
@@ -147,18 +169,32 @@ class AudioHookDecoder:
             )
         participant = f.opt(params, "participant", dict, "open.parameters", {})
         channels = [str(c) for c in offer["channels"]]
+        chosen = {"type": "audio", "format": str(offer["format"]), "channels": channels,
+                  "rate": RATE}  # fmt: skip
+        opened: dict[str, Any] = {"startPaused": False, "media": [chosen]}
+        if params.get("supportedLanguages") is True:
+            opened["supportedLanguages"] = list(self.supported_languages)
+        if NULL_UUID in (params.get("conversationId"), participant.get("id")):
+            self.probe = self.opened = True
+            return [self._reply("opened", opened)]
+        custom = params.get("customConfig")
+        custom = custom if isinstance(custom, dict) else {}
         extra = {
             "organizationId": params.get("organizationId"),
             "sessionId": self.session_id,
             "participantId": participant.get("id"),
             "language": params.get("language"),
             "customConfig": params.get("customConfig"),
+            # The agent's name from customConfig, where the compliance greeting looks for it.
+            "agentName": _text(custom.get("agentName", custom.get("agent_name"))),
         }
         meta = CallMetadata(
             external_id=_text(params.get("conversationId")) or self.session_id,
             sample_rate=RATE,
             channels=len(channels),
             channel_of={CHANNEL_PARTY[c]: i for i, c in enumerate(channels)},
+            agent_id=_text(_first(custom, "agent", "agentId", "agent_id")),
+            queue=_text(_first(custom, "queue", "queueName", "queue_name")),
             caller=_text(participant.get("ani")),
             callee=_text(participant.get("dnis")),
             extra={k: v for k, v in extra.items() if v is not None},
@@ -166,11 +202,10 @@ class AudioHookDecoder:
         self._codec = str(offer["format"])
         self._frame_bytes = f.CODEC_WIDTH[self._codec] * len(channels)
         self.opened = True
-        chosen = {"type": "audio", "format": self._codec, "channels": channels, "rate": RATE}
         raw = json.dumps({"conversationId": meta.external_id, **meta.extra}, default=str)
         return [
             CallStarted(meta, raw[:8192], self._codec, {"media": chosen}),
-            self._reply("opened", {"startPaused": False, "media": [chosen]}),
+            self._reply("opened", opened),
         ]
 
     def receive_bytes(self, data: bytes) -> list[CallEvent]:
@@ -178,8 +213,8 @@ class AudioHookDecoder:
             raise ProtocolError(
                 ProtocolError.POLICY_VIOLATION, "AudioHook audio before opened: send open first"
             )
-        if self.closed:
-            return []  # "no more audio after close": late frames are ignored
+        if self.closed or self.probe:
+            return []  # "no more audio after close"; a probe has no call to carry audio
         buf = self._carry + data
         whole = len(buf) - len(buf) % self._frame_bytes
         self._carry = buf[whole:]
@@ -201,6 +236,10 @@ class AudioHookDecoder:
 
 def _text(value: Any) -> str | None:
     return None if value in (None, "") else str(value)[:256]
+
+
+def _first(obj: dict[str, Any], *keys: str) -> Any:
+    return next((obj[k] for k in keys if obj.get(k) not in (None, "")), None)
 
 
 class AudioHookEncoder:

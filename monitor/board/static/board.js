@@ -21,7 +21,9 @@ function meter(label, value, unit = "") {
 
 function partyBlock(name, p) {
   const lines = p.lines
-    .map((l) => `<li data-start-ms="${l.start_ms}" data-end-ms="${l.end_ms}">${esc(l.text)}</li>`)
+    .map((l) => `<li data-start-ms="${l.start_ms}" data-end-ms="${l.end_ms}"${
+      l.late ? ` class="late" title="${esc(t("late_title"))}"` : ""}>${esc(l.text)}${
+      l.late ? ` <i class="late-tag">${esc(t("late"))}</i>` : ""}</li>`)
     .join("");
   const ratio = p.talk_ratio == null ? null : Math.round(p.talk_ratio * 100);
   return `<div class="party" data-party="${esc(name)}">
@@ -36,27 +38,33 @@ function cardHtml(c) {
   const parties = Object.entries(c.parties).map(([n, p]) => partyBlock(n, p)).join("");
   const checks = c.checklist
     .map((s) => `<li class="check ${s.state}" data-stage="${esc(s.stage)}">${esc(t(s.stage))} ${
-      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : "…"}</li>`)
+      s.state === "ok" ? "✓" : s.state === "missed" ? "✗" : s.state === "not_said" ? esc(t("not_said")) : "…"}</li>`)
     .join("");
   const badges = c.alerts
     .map((a) => `<span class="badge ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}">${
       esc(t(a.kind) === a.kind ? a.kind.replace(/_/g, " ") : t(a.kind))}</span>`)
     .join("");
+  const fmt = (c.format_suspect || []).length
+    ? `<span class="badge critical format-suspect" title="${esc(c.format_suspect.map((r) => t(r)).join(", "))}">${
+      esc(t("format_suspect"))}</span>`
+    : "";
   const da = c.dead_air;
   const grade = c.grade ? `<span class="grade g-${esc(c.grade)}">${esc(gradeText(c.grade))}</span>` : "";
+  const pending = c.transcripts_pending
+    ? `<span class="pending">${esc(t("transcripts_pending"))}</span>` : "";
   return `<div class="card-head">
       <span class="agent"><i>${esc(t("agent"))}</i> ${esc(c.agent ?? "–")}</span>
       <span class="queue"><i>${esc(t("queue"))}</i> ${esc(c.queue ?? "–")}</span>
       <span class="caller"><i>${esc(t("caller"))}</i> ${esc(c.caller ?? "–")}</span>
       <span class="duration" data-started="${esc(c.started_at)}">${fmtDuration(duration(c))}</span>
-      ${grade}
+      ${grade}${pending}
     </div>
     <div class="parties">${parties}</div>
     <div class="card-foot">
-      <ul class="checklist">${checks}</ul>
+      <ul class="checklist">${checks}</ul>${c.no_agent_leg ? `<span class="muted no-agent-leg">${esc(t("no_agent_leg"))}</span>` : ""}
       <span class="dead-air ${da.now ? "now" : ""}">${esc(t("dead_air"))} ${fmtDuration(da.total_ms)}${
         da.now ? ` · ${esc(t("dead_air_now"))}` : ""}</span>
-      <span class="badges">${badges}</span>
+      <span class="badges">${fmt}${badges}</span>
     </div>`;
 }
 
@@ -189,6 +197,24 @@ function connect() {
   };
 }
 
+// The server's load (GET /api/health): an "overloaded" badge, and how far transcripts lag,
+// said plainly whenever they are noticeably behind.
+async function pollHealth() {
+  const el = $("load");
+  try {
+    const r = await fetch("/api/health", { cache: "no-store" });
+    const h = await r.json();
+    const lag = h.asr ? h.asr.lag_s : 0;
+    const behind = lag >= 2 ? `${t("transcripts_behind")} ${Math.round(lag)} s` : "";
+    el.textContent = h.overloaded ? [t("overloaded"), behind].filter(Boolean).join(" · ") : behind;
+    el.className = h.overloaded ? "load overloaded" : "load lagging";
+    el.hidden = !el.textContent;
+    el.dataset.state = h.status;
+  } catch (e) {
+    el.hidden = true;
+  }
+}
+
 async function main() {
   translatePage();
   document.title = `callwatch · ${t("title_board")}`;
@@ -216,6 +242,8 @@ async function main() {
       el.textContent = fmtDuration(Date.now() - Date.parse(el.dataset.started));
     }
   }, 1000);
+  pollHealth();
+  setInterval(pollHealth, 2000);
   window.cwBoard = { cards, alerts, reconnect: () => ws && ws.close() }; // for tests
   connect();
 }

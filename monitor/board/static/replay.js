@@ -93,17 +93,46 @@ function highlight(ms) {
   $("playhead").style.left = `calc(78px + (100% - 78px) * ${frac})`; // lanes start after labels
 }
 
+function stageMark(s) {
+  if (s.status === "passed") return ["ok", "✓"];
+  if (s.status === "suspended") return ["ok", "–"];
+  if (s.required === false) return ["not_said", t("not_said")]; // optional: no failure
+  return ["missed", "✗"];
+}
+
+// Every deduction (points off its own score, and off the call score) and every grade cap.
+function why(card) {
+  if (!card) return "";
+  const label = (l) => {
+    const item = t(l.item) === l.item ? l.item.replace(/_/g, " ") : t(l.item);
+    const kind = l.kind === "forbidden" ? t("forbidden_kind") : t(l.kind);
+    const party = l.party ? ` · ${t(l.party)}` : "";
+    const num = (v) => (Math.abs(v) >= 100 ? Math.round(v) : Number(Number(v).toPrecision(3)));
+    const val = l.value == null ? "" : ` (${num(l.value)} ${l.unit} / ${num(l.threshold)})`;
+    return `${t(l.source)}: ${item} – ${kind}${party}${val}`;
+  };
+  const lines = list(card.lines).map((l) => `<li class="ded"><span class="pts">−${
+    esc(Number(l.points).toFixed(1))}</span> ${esc(label(l))} <span class="muted">(−${
+    esc(Number(l.call_points).toFixed(1))} ${esc(t("on_call"))})</span></li>`);
+  const caps = list(card.caps).map((c) => `<li class="cap">${esc(t("capped"))} ${
+    esc(gradeText(c.grade))}: ${esc(t(`cap_${c.reason}`))} (${esc(list(c.items).map((i) => t(i)).join(", "))})</li>`);
+  const notes = list(card.notes).map((n) => `<li class="note">${esc(t(n))}</li>`);
+  const body = notes.concat(lines, caps).join("") || `<li class="muted">${esc(t("no_deductions"))}</li>`;
+  return `<h3>${esc(t("why"))}</h3><ul class="why">${body}</ul>`;
+}
+
 function scorecard(detail) {
   const row = (k, v) => `<tr><th>${esc(k)}</th><td>${esc(v ?? "–")}</td></tr>`;
   const r = (v) => (v == null ? null : Math.round(v));
   const comp = detail.compliance || {};
-  const mark = { passed: "ok", suspended: "ok", missed: "missed", outside_window: "missed" };
-  const stages = list(comp.stages).map((s) => `<li class="check ${mark[s.status] ?? ""}" data-stage="${
-    esc(s.stage)}" title="${esc(s.status)}">${esc(t(s.stage) === s.stage ? s.title || s.stage : t(s.stage))} ${
-    s.status === "passed" ? "✓" : s.status === "suspended" ? "–" : "✗"}</li>`).join("");
+  const stages = list(comp.stages).map((s) => {
+    const [cls, mark] = stageMark(s);
+    return `<li class="check ${cls}" data-stage="${esc(s.stage)}" title="${esc(s.status)}">${
+      esc(t(s.stage) === s.stage ? s.title || s.stage : t(s.stage))} ${esc(mark)}</li>`;
+  }).join("");
   $("scorecard").innerHTML = `<div class="grade big g-${esc(detail.grade ?? "none")}">${esc(gradeText(detail.grade) || "–")}</div>
     <table>${row(t("score"), r(detail.score))}${row(t("quality"), r(detail.quality_score))}${
-      row(t("compliance"), r(detail.compliance_score))}</table><ul class="checklist">${stages}</ul>`;
+      row(t("compliance"), r(detail.compliance_score))}</table><ul class="checklist">${stages}</ul>${why(detail.scorecard)}`;
 }
 
 function trace(detail) {

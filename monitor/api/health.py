@@ -1,0 +1,35 @@
+"""`GET /api/health`: is callwatch keeping up? For load balancers, operators, the board's
+"overloaded" badge and `scripts/bench` (which polls it for CPU and memory figures).
+
+Unauthenticated, like most health checks: it holds counters and sizes only, never call data.
+Answers 200 whether or not the server is overloaded (`status` says which); the document is
+built by `monitor.runtime.load.LoadMonitor.health`:
+
+- `status` "ok" | "overloaded", `overloaded`, `since` (UTC, last transition), `reason`
+  ("asr_lag", "asr_deferred", "recovered"), `degraded` (live work given up, in order);
+- `calls`: `live` (connected), `transcripts_pending` (hung up, transcripts still coming),
+  `capacity` (declared `[load] capacity_calls`, or null);
+- `asr`: `lag_s` (oldest live utterance's wait), `backlog`, `in_flight`, `submitted`,
+  `deferred` (taken off the live path: transcribed later, stored late), `failed`;
+- `dnsmos`: `paused`, `sample_every_s`, `scored`, `skipped`, `dropped`, `failed`, `backlog`,
+  `cpu_s` (CPU seconds of the scoring thread), `audio_s` (audio seconds scored); null if off;
+- `memory`: `server_rss_bytes`, `workers_rss_bytes` ({pid: bytes} of the ASR workers),
+  `total_rss_bytes`; `process`: `cpu_s` (server process user+system), `uptime_s`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+router = APIRouter(prefix="/api", tags=["health"])
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, Any]:
+    ctx = request.app.state.ctx
+    if ctx.health is None:  # an API over a repository alone: nothing live to report
+        return {"status": "ok", "overloaded": False, "live": False}
+    doc: dict[str, Any] = ctx.health()
+    return doc

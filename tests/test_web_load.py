@@ -1,0 +1,88 @@
+"""The board's header tells the operator, in plain words (English and Chinese), when the
+server is overloaded and how far transcripts lag, from GET /api/health (Debian's Chromium,
+the real app served by the real API server; the health document is set by the test)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import load_settings
+from monitor.api.app import create_app
+from monitor.api.context import ApiContext
+from monitor.api.server import ApiServer
+from storage.repository import Repository
+from tests.web_support import login
+
+pytestmark = [pytest.mark.browser]
+
+
+class Served:
+    """The API app on a real port, in a thread with its own event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = ApiServer(app, "127.0.0.1", 0)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    settings = load_settings(env={}, data_dir=tmp_path)
+    repo = Repository.from_url(settings.database_url)
+    repo.upgrade()
+    doc: dict[str, Any] = {"status": "ok", "overloaded": False, "asr": {"lag_s": 0.0}}
+    ctx = ApiContext.for_repo(settings, repo, health=lambda: dict(doc))
+    from tests.web_support import PASSWORD
+
+    ctx.access.create_user("sup", PASSWORD, "supervisor", at=datetime.now(UTC))
+    served = Served(create_app(ctx))
+    try:
+        yield served.server.url, doc
+    finally:
+        served.close()
+        repo.close()
+
+
+def test_header_says_overloaded_and_transcript_lag_in_plain_words(site, browser) -> None:  # type: ignore[no-untyped-def]
+    base, doc = site
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        login(page, base, "sup")
+        page.goto(f"{base}/board?lang=en")
+        badge = page.locator("#load")
+        page.wait_for_selector('#load[data-state="ok"]', state="attached")  # first poll done
+        assert badge.is_hidden()  # all well: nothing to say
+        doc.update(status="overloaded", overloaded=True, asr={"lag_s": 7.4})
+        page.wait_for_selector("#load.overloaded", state="visible", timeout=6000)
+        assert (
+            badge.inner_text()
+            == "Overloaded: transcripts may come late · Transcripts behind by 7 s"
+        )
+        doc.update(status="ok", overloaded=False, asr={"lag_s": 2.6})  # recovering
+        page.wait_for_selector("#load.lagging", state="visible", timeout=6000)
+        assert badge.inner_text() == "Transcripts behind by 3 s"
+        doc.update(asr={"lag_s": 0.4})
+        page.wait_for_selector("#load", state="hidden", timeout=6000)
+        doc.update(status="overloaded", overloaded=True, asr={"lag_s": 12.0})
+        page.goto(f"{base}/board?lang=zh")
+        page.wait_for_selector("#load.overloaded", state="visible", timeout=6000)
+        assert badge.inner_text() == "系统过载：转写可能延迟 · 转写落后 12 s"
+        assert errors == []
+    finally:
+        page.close()
