@@ -5,7 +5,8 @@ customer reads out card data; README "Privacy and PCI").
 switch's id of a call that is live on this node). While paused, the call's recording gets
 zeros instead of the audio, ASR and the quality measures get nothing to hear, the board shows
 the call as paused, and the trace records who paused and resumed it and when. Each request is
-audited. A call that is not live answers 404; pausing a paused call changes nothing.
+audited. A call that is not live (or has hung up, its verdict still to come) answers 404;
+pausing a paused call changes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _live(ctx: Ctx, call_id: str) -> Any:
     )
     if call is None:
         raise HTTPException(404, f"call {call_id} is not live on this node: nothing to pause")
+    if call.completion is not None:  # hung up, its verdict still to come: nothing to capture
+        raise HTTPException(404, f"call {call_id} has ended: nothing to pause or resume")
     return call
 
 
