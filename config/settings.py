@@ -490,6 +490,34 @@ class ApiSettings(_Section):
     public_base_url: str = Field(default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")
 
 
+class PrivacySettings(_Section):
+    """Transcript, DTMF and metadata redaction (README "Privacy and PCI")."""
+
+    #: Redact transcripts before they are stored, published, searched or exported.
+    redact_transcripts: bool = True
+    #: Entity classes to mask: pan, card_data (expiry/code said right after a PAN), cvv,
+    #: expiry, cn_id (resident ID), account (after an account cue), phone, email.
+    classes: tuple[str, ...] = (
+        "pan", "card_data", "cvv", "expiry", "cn_id", "account", "phone", "email",
+    )  # fmt: skip
+    #: A segment ending in digits waits this long (media ms) for the rest of the number.
+    hold_ms: int = Field(default=5000, ge=0, le=60_000)
+    #: At most this many segments wait at once (more: released, redacted as they are).
+    max_held: int = Field(default=8, ge=1, le=64)
+    #: Text-frame events (`event` or `type`) that open / close a secure-entry stage: DTMF
+    #: inside it is not traced at all, not even its count.
+    secure_entry_start: tuple[str, ...] = ("secure_entry_start", "pci_start", "payment_start")
+    secure_entry_end: tuple[str, ...] = ("secure_entry_end", "pci_end", "payment_end")
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> PrivacySettings:
+        known = {"pan", "card_data", "cvv", "expiry", "cn_id", "account", "phone", "email"}
+        unknown = sorted(set(self.classes) - known)
+        if unknown:
+            raise ValueError(f"privacy.classes {unknown} unknown: use some of {sorted(known)}")
+        return self
+
+
 class Settings(_Section):
     """Everything callwatch can be told; see config/defaults.toml for the commented version."""
 
@@ -511,6 +539,7 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     webhooks: WebhookSettings = WebhookSettings()
     retention: RetentionSettings = RetentionSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from monitor.api import audit, auth, calls, health, insights, privacy
+from monitor.api import audit, auth, calls, capture, health, insights, privacy
 from monitor.api.context import ApiContext
 from monitor.api.headers import DOCS_URL, OPENAPI_URL, add_security_headers, docs_enabled
 from monitor.api.throttle import HashGate, LoginThrottle
@@ -52,6 +52,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(audit.router)
     app.include_router(calls.router)
+    app.include_router(capture.router)
     app.include_router(insights.router)
     app.include_router(health.router)
     app.include_router(privacy.router)

@@ -272,6 +272,9 @@ class BoardState:
         elif isinstance(ev, FindingAdded):
             return self._finding(card, ev)
         elif isinstance(ev, TraceAdded):
+            if ev.kind in ("capture_paused", "capture_resumed"):  # PCI pause: board says so
+                card.status = "paused" if ev.kind == "capture_paused" else "active"
+                return True
             if ev.kind == "format_suspect":  # the stream may be read in the wrong format
                 card.format_suspect = [str(r) for r in (ev.data or {}).get("reasons", [])]
                 return True

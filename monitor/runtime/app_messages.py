@@ -1,7 +1,10 @@
-"""Mid-stream text frames of a call (DTMF and app events aside): hold and IVR prompt markers.
+"""Mid-stream text frames of a call (DTMF and app events aside): hold and IVR prompt markers,
+and capture pause/resume (PCI, README "Privacy and PCI"; the API's pause goes through here too).
 
 Every frame goes into the call's trace; hold markers and IVR prompts also tell the call's
 conversation tracker, so music on hold and prompts are not counted as dead air (or talk).
+A capture pause makes the call's recording get zeros (ASR and the measures hear nothing) and
+is a hold for the conversation metrics, not dead air.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ if TYPE_CHECKING:
 #: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
 HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
 HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
+#: Text-frame events that pause / resume capture (README "Privacy and PCI"; also the API).
+CAPTURE_PAUSE = frozenset({"pause_recording", "recording_pause", "pause_capture"})
+CAPTURE_RESUME = frozenset({"resume_recording", "recording_resume", "resume_capture"})
 #: IVR prompts: a start/end pair, or one `{"event":"ivr_prompt","start_ms":..,"end_ms":..}`
 #: (media ms of this call; or `duration_ms` from now). Prompts are not talk or dead air.
 IVR_STARTED = frozenset({"ivr_prompt_start", "ivr_prompt_started", "prompt_start"})
@@ -29,7 +35,10 @@ async def apply(call: LiveCall, payload: Any) -> None:
     IVR prompts also tell the conversation tracker, so music on hold and prompts are not
     counted as dead air (or talk)."""
     event = payload.get("event") or payload.get("type") if isinstance(payload, dict) else None
-    if call.analyzer is not None and event in HOLD_STARTED:
+    if event in CAPTURE_PAUSE | CAPTURE_RESUME:
+        by = str(payload.get("by") or "switch")[:64]
+        await set_capture(call, paused=event in CAPTURE_PAUSE, by=by, how="switch")
+    elif call.analyzer is not None and event in HOLD_STARTED:
         call.analyzer.hold_started(call.session.duration_ms)
         await call.trace("hold_started", event=event)
     elif call.analyzer is not None and event in HOLD_ENDED:
@@ -39,6 +48,20 @@ async def apply(call: LiveCall, payload: Any) -> None:
         await _on_ivr_prompt(call, event, payload)
     else:
         await call.trace("app_message", payload=payload)
+
+
+async def set_capture(call: LiveCall, *, paused: bool, by: str, how: str) -> bool:
+    """Pause capture (PCI): from now the recording gets zeros and ASR and the quality
+    measures hear nothing; for the conversation metrics the pause is a hold, not dead air.
+    Or resume it. False when it already was so."""
+    if call.capture_paused == paused:
+        return False
+    call.capture_paused = paused
+    if call.analyzer is not None:
+        hold = call.analyzer.hold_started if paused else call.analyzer.hold_ended
+        hold(call.session.duration_ms)
+    await call.trace("capture_paused" if paused else "capture_resumed", by=by, how=how)
+    return True
 
 
 async def _on_ivr_prompt(call: LiveCall, event: str, payload: dict[str, Any]) -> None:

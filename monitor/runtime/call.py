@@ -24,6 +24,7 @@ from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
+from monitor.privacy.scrub import DtmfMasker, scrub
 from monitor.runtime import app_messages, findings
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
@@ -107,6 +108,9 @@ class LiveCall(CallTranscripts):
         self._dnsmos_sampler = DnsmosSampler(settings.quality.dnsmos.sample_every_s)
         self._dnsmos_out = 0  # windows submitted and not answered yet
         self.grade: str | None = None
+        p = settings.privacy
+        self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end)
+        self.capture_paused = False  # paused: the recording gets zeros, ASR hears nothing
 
     # -- records -----------------------------------------------------------------------
     def _trace(
@@ -119,7 +123,7 @@ class LiveCall(CallTranscripts):
             at=datetime.now(UTC),
             media_ms=media_ms,
             party=party,
-            data=data,
+            data=scrub(data),  # card numbers / IDs in switch payloads never stored in clear
         )
         self._seq += 1
         return rec
@@ -141,7 +145,7 @@ class LiveCall(CallTranscripts):
                     queue=m.queue,
                     caller=m.caller,
                     callee=m.callee,
-                    metadata=m.extra,
+                    metadata=scrub(m.extra),
                 ),
                 self._trace("connected", media_ms=0, peer=self.peer, protocol=self.protocol),
                 self._trace(
@@ -158,6 +162,10 @@ class LiveCall(CallTranscripts):
     async def on_app_message(self, payload: Any) -> None:
         """A mid-stream text frame: see `monitor.runtime.app_messages`."""
         await app_messages.apply(self, payload)
+
+    async def set_capture(self, *, paused: bool, by: str, how: str) -> bool:
+        """Pause (PCI) or resume capture: see `monitor.runtime.app_messages.set_capture`."""
+        return await app_messages.set_capture(self, paused=paused, by=by, how=how)
 
     @property
     def next_trace_seq(self) -> int:
@@ -180,6 +188,8 @@ class LiveCall(CallTranscripts):
 
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:
+        if self.capture_paused:
+            pcm = bytes(len(pcm))  # never written, transcribed or measured: zeros keep time
         self.recorder.append(pcm)
         for utterance in self.session.feed(pcm):
             self._submit(utterance)
@@ -189,6 +199,7 @@ class LiveCall(CallTranscripts):
             self._offer_dnsmos()
             if records:
                 await self._storage.put_many(records)
+        await self._tick_redactor()
         if self.recorder.flush_due:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
@@ -336,14 +347,17 @@ class LiveCall(CallTranscripts):
         verdict_records: list[Any] = []
         scores: dict[str, Any] = {}
         try:
+            # Segments the redactor still holds are released (redacted) and judged first.
+            verdict_records = self._flush_redactor()
             if self.analyzer is not None and self._failure is None:
-                verdict_records, scores = self._verdict_records()
+                records, scores = self._verdict_records()
+                verdict_records += records
         except Exception as exc:
             log.exception("call verdict failed", extra=fields(**self._log_fields))
             self._failure = type(exc).__name__
         if self._failure is not None:
             self._analysis_done = True
-            verdict_records = [self._trace("finalisation_error", error=self._failure)]
+            verdict_records.append(self._trace("finalisation_error", error=self._failure))
         await self._storage.put_many(
             verdict_records
             + [

@@ -15,7 +15,8 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   jump, a discarded span) and a call `max_gap_total_s` in all, checked before anything is
   filled; silence and long runs of audio reach the call in `DELIVER_S` pieces with a yield to
   the event loop between them, so no message costs the loop more than a piece's analysis;
-- the trace: every DTMF, app event, pause/resume and the media counts, with media time;
+- the trace: every DTMF (masked: `monitor.privacy.scrub.DtmfMasker`), app event,
+  pause/resume and the media counts, with media time;
 - the format check of raw L16 forks (`audio_quality.format_check`): a stream that looks read
   in the wrong format (channels that are one interleaved signal, pitch out of any voice's
   range) is logged and traced once as `format_suspect`;
@@ -154,17 +155,17 @@ class CallFeed:
             if frames:
                 await self._deliver(call, frames)
         elif isinstance(event, Dtmf):
-            party = event.party.value if event.party else None
-            await call.trace(
-                "dtmf",
-                party=party,
-                media_ms=self._party_ms(event.party),
-                digit=event.digit,
-                duration_ms=event.duration_ms,
-            )
+            # Never the digit: a "*" per press, nothing at all in a secure-entry stage.
+            if (masked := call.dtmf.press()) is not None:
+                party = event.party.value if event.party else None
+                await call.trace("dtmf", party=party, media_ms=self._party_ms(event.party),
+                                 duration_ms=event.duration_ms, **masked)  # fmt: skip
         elif isinstance(event, AppEvent):
             payload = event.data.get("payload")
             name = payload.get("event") if isinstance(payload, dict) else None
+            if (stage := call.dtmf.marker(name or event.name)) is not None:
+                await call.trace(stage)
+                return []
             # IVR prompt spans go to the call too: the conversation tracker leaves them out of
             # talk time and dead air (the call traces them itself).
             if event.name == "app_message" and name in SWITCH_EVENTS and name != "ivr_prompt":

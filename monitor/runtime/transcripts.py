@@ -9,6 +9,12 @@ span is kept (`monitor.runtime.catchup`) and, after hang-up, re-read from the re
 submitted again, at most `CATCH_UP_IN_FLIGHT` at a time; those segments are stored `late`.
 An utterance's analyzer key is (party, first sample), the same for its live and catch-up job,
 so the compliance watermark holds until either is transcribed.
+
+Every transcript goes through the call's `CallRedactor` (`privacy.redact_transcripts`) before
+it becomes a `SegmentAdded` or reaches the analysis, caught-up (`late`) ones too: a segment
+whose digits may continue in the next words is held (media time, see
+`monitor.privacy.redactor`) and released redacted; what is still held is released before the
+verdict. Only the masks' types and spans are traced (`redacted`), never the masked text.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.events import UtteranceEnded
 from monitor.core.metadata import CallMetadata
+from monitor.core.session import CallSession
+from monitor.privacy.redactor import CallRedactor, HeardSegment, SegmentRedacted
 from monitor.runtime.asr_service import AsrJob, AsrService
 from monitor.runtime.catchup import (
     CATCH_UP_IN_FLIGHT,
@@ -46,6 +54,7 @@ class CallTranscripts:
     metadata: CallMetadata
     recording_rel: str
     analyzer: CallAnalyzer | None
+    session: CallSession
     _asr: AsrService
     _storage: StorageWriter
     _language: str | None
@@ -68,6 +77,12 @@ class CallTranscripts:
         self.shed = 0
         # Each party's language, locked after confident detections (asr.language).
         self._trackers: dict[str, LanguageTracker] = {}
+        p = self.settings.privacy
+        self._redactor = (
+            CallRedactor(classes=p.classes, hold_ms=p.hold_ms, max_held=p.max_held)
+            if p.redact_transcripts
+            else None
+        )
 
     @property
     def asr_outstanding(self) -> int:
@@ -157,29 +172,72 @@ class CallTranscripts:
             return records
         self.segments += 1
         self.late_segments += late
-        # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is stored
-        # with the call but judged no more: the analysis is finished.
-        if self.analyzer is not None and not self._analysis_done:
-            records.extend(
-                self._analysis_records(
-                    self.analyzer.on_segment(
-                        key, u.party.value, u.start_ms, u.end_ms, result.text, result.language
+        heard = HeardSegment(
+            u.party.value, u.start_ms, u.end_ms, result.text, (key, result, latency_ms, late)
+        )
+        records.extend(self._segment_records(self._redact(heard, job)))
+        return records
+
+    def _asr_state(self, but: AsrJob | None = None) -> dict[str, Any]:
+        """What the redactor waits on: utterances still in ASR (but `but`), speech under way."""
+        pending = [j.utterance.start_ms for j in self._pending if j is not but]
+        speaking = any(leg.segmenter.in_speech for leg in self.session.legs.values())
+        return {"pending": pending, "speaking": speaking}
+
+    def _redact(self, heard: HeardSegment, job: AsrJob) -> list[SegmentRedacted]:
+        if self._redactor is None:
+            return [SegmentRedacted(heard.party, heard.start_ms, heard.end_ms, heard.text, (),
+                                    0, heard.tag)]  # fmt: skip
+        out = self._redactor.add(heard, self.session.duration_ms, **self._asr_state(job))
+        # After the verdict nothing more is held: there is no later segment to wait for.
+        return out + self._redactor.flush() if self._analysis_done else out
+
+    async def _tick_redactor(self) -> None:
+        """Media time moved on: store the held segments whose wait is over."""
+        if self._redactor is not None and self._redactor.holding:
+            due = self._redactor.tick(self.session.duration_ms, **self._asr_state())
+            if due:
+                await self._storage.put_many(self._segment_records(due))
+
+    def _flush_redactor(self) -> list[Any]:
+        """Records of every segment still held (the verdict is next: none can wait more)."""
+        return self._segment_records(self._redactor.flush()) if self._redactor else []
+
+    def _segment_records(self, released: list[SegmentRedacted]) -> list[Any]:
+        """Analysis, segment and redaction-trace records of segments the redactor released."""
+        records: list[Any] = []
+        for seg in released:
+            tag: tuple[tuple[str, int], AsrResult, int, bool] = seg.tag  # type: ignore[assignment]
+            key, result, latency_ms, late = tag
+            # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
+            # stored with the call but judged no more: the analysis is finished.
+            if self.analyzer is not None and not self._analysis_done:
+                records.extend(
+                    self._analysis_records(
+                        self.analyzer.on_segment(
+                            key, seg.party, seg.start_ms, seg.end_ms, seg.text, result.language
+                        )
                     )
                 )
+            records.append(
+                SegmentAdded(
+                    call_id=self.call_id,
+                    party=seg.party,
+                    start_ms=seg.start_ms,
+                    end_ms=seg.end_ms,
+                    text=seg.text,
+                    language=result.language,
+                    confidence=result.confidence,
+                    latency_ms=latency_ms,
+                    late=late,
+                )
             )
-        records.append(
-            SegmentAdded(
-                call_id=self.call_id,
-                party=u.party.value,
-                start_ms=u.start_ms,
-                end_ms=u.end_ms,
-                text=result.text,
-                language=result.language,
-                confidence=result.confidence,
-                latency_ms=latency_ms,
-                late=late,
-            )  # fmt: skip
-        )
+            if seg.entities:  # what was masked, where and when: never the masked text
+                records.append(self._trace(
+                    "redacted", media_ms=seg.start_ms, party=seg.party, held_ms=seg.held_ms,
+                    entities=[{"type": e.kind, "mask": e.mask, "chars": [e.start, e.end],
+                               "start_ms": e.start_ms, "end_ms": e.end_ms} for e in seg.entities],
+                ))  # fmt: skip
         return records
 
     async def _catch_up(self) -> None:
