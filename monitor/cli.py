@@ -419,8 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # Recordings, the database (and its -wal/-shm) and tokens are for this user only: every
     # file a callwatch command creates is 0600 and every directory 0700.
-    os.umask(0o077)
-    args = build_parser().parse_args(argv)
+    umask = os.umask(0o077)
+    try:
+        return _run(build_parser().parse_args(argv))
+    finally:  # the process's own setting again (matters when main() is called in-process)
+        os.umask(umask)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         rc = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush

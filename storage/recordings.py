@@ -55,8 +55,8 @@ class WavRecorder:
     """One call's recording, growing on disk while the call runs.
 
     Creating it creates the file (and missing parent directories) with a valid header; an
-    existing file is never overwritten (`FileExistsError`). The file is created mode 0o640:
-    recordings hold personal data.
+    existing file is never overwritten (`FileExistsError`). The file is created mode 0o600:
+    recordings hold personal data (readable by the service's user only, whatever the umask).
 
     Thread contract: `append`, `flush_due` and `drain` belong to one thread (the event loop);
     `write` and `close` to another (a worker), and the caller serialises them per recorder.
@@ -94,7 +94,7 @@ class WavRecorder:
 
         self._path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self._path, flags, 0o640)
+        self._fd = os.open(self._path, flags, 0o600)
         try:
             _write_all(self._fd, wav_header(sample_rate, channels, 0))
             if fsync:

@@ -30,7 +30,9 @@ def test_pages_by_role(api: ApiHarness, path: str, allowed: set[str]) -> None:
         if role in allowed:
             assert r.status_code == 200 and '<script type="module"' in r.text, role
         else:
-            assert r.status_code == 403 and f"({role})" in r.text, role
+            # The role in plain words, in the page's language (issue 19 item 11).
+            shown = {"supervisor": "supervisor", "qa": "QA analyst", "admin": "administrator"}
+            assert r.status_code == 403 and f"({shown[role]})" in r.text, role
 
 
 def test_login_page_and_static_modules_are_public(api: ApiHarness) -> None:

@@ -109,8 +109,8 @@ def _vcon(server: LiveServer, call: CallDetail) -> str:
         call,
         server.repo.get_analysis(call.call_id),
         server.repo.list_alerts(call_id=call.call_id, limit=1000),
-        recording=server.data_dir / "recordings" / call.recording_path,
-        recording_url=f"/api/calls/{call.call_id}/recording",
+        recording=[(server.data_dir / "recordings" / call.recording_path).read_bytes()],
+        recording_url=f"http://callwatch.test/api/calls/{call.call_id}/recording",
     )
     return json.dumps(doc, ensure_ascii=False, default=str)
 

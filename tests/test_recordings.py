@@ -42,7 +42,7 @@ def test_new_recording_is_a_valid_empty_wav(tmp_path: Path) -> None:
     params, _ = read_wave(path)
     assert (params.nchannels, params.sampwidth, params.framerate, params.nframes) == (2, 2, 8000, 0)
     assert path.stat().st_size == HEADER_BYTES
-    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_mode & 0o777 == 0o600  # the owner's only (issue 17 item 10)
     assert rec.close() == 0
 
 

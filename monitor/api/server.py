@@ -177,3 +177,8 @@ class ApiServer:
         if self._sock is not None:
             self._sock.close()
         self._server = self._task = None
+        # The board's live feed (monitor.board) runs on this loop: stop it with the server
+        # rather than leave its tasks to be destroyed pending when the loop ends.
+        hub = getattr(self._app.state, "board_hub", None)
+        if hub is not None:
+            await hub.close()
