@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.errors import ScriptInvalid, ScriptNotFound
 from monitor.qa.rules import ComplianceScript
 from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file
@@ -43,8 +44,14 @@ def _field(metadata: Mapping[str, Any] | object, keys: tuple[str, ...]) -> str |
 class ScriptBook:
     """Immutable after construction; safe to share between calls."""
 
-    def __init__(self, scripts: Iterable[ComplianceScript]) -> None:
+    def __init__(
+        self, scripts: Iterable[ComplianceScript], encoder: SentenceEncoder | None = None
+    ) -> None:
         self.scripts: tuple[ComplianceScript, ...] = tuple(scripts)
+        #: The sentence encoder the scripts' intents use (None: no script has intents).
+        self.encoder = encoder or next(
+            (s.intents.encoder for s in self.scripts if s.intents is not None), None
+        )
         if not self.scripts:
             raise ScriptInvalid("a script book needs at least one compliance script")
         names: dict[str, str] = {}
@@ -123,4 +130,7 @@ def load_compliance_scripts(directory: Path | str | None = None) -> ScriptBook:
     paths = sorted(folder.glob("*.toml"))
     if not paths:
         raise ScriptInvalid(f"{folder}: no *.toml compliance scripts in it")
-    return ScriptBook(load_script_file(p) for p in paths)
+    # One sentence encoder for the whole book: the model loads once, example vectors and
+    # transcript clauses share its cache, and the runtime prepares segments through it.
+    encoder = SentenceEncoder()
+    return ScriptBook((load_script_file(p, encoder) for p in paths), encoder)

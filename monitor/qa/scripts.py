@@ -70,7 +70,9 @@ from typing import Any, TypeVar
 
 import config
 from monitor.qa.align import confusable_cap
+from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.errors import ScriptInvalid
+from monitor.qa.intents import Intent, IntentIndex, parse_intent
 from monitor.qa.rules import (
     Anchor,
     ComplianceScript,
@@ -123,8 +125,9 @@ _STAGE_KEYS = {
     "phrases",
     "element",
     "tolerance",
+    "intent",
 }
-_FORBIDDEN_KEYS = {"id", "title", "party", "severity", "deduction", "phrases", "tolerance"}
+_FORBIDDEN_KEYS = {"id", "title", "party", "severity", "deduction", "phrases", "tolerance", "intent"}
 _EXCEPTION_KEYS = {"id", "title", "party", "phrases", "suspends", "for_s", "tolerance"}
 
 
@@ -300,13 +303,16 @@ def _stage(
     sid = r.ident(raw, where)
     where = f"stage {sid!r}"
     m = m.override(r, raw, where)
-    if ("phrases" in raw) == ("element" in raw):
+    intent = _intent(r, raw, sid, where)
+    if ("phrases" in raw) and ("element" in raw):
         raise r.fail(where, "give either phrases = [...] or [[stage.element]] tables, not both")
+    if "phrases" not in raw and "element" not in raw and intent is None:
+        raise r.fail(where, "give phrases = [...], [[stage.element]] tables or an intent")
     elements = []
     if "phrases" in raw:
         phrases = r.strings(raw, "phrases", where, required=True)
         elements.append(Element(sid, m.compile(r, phrases, where, synonyms)))
-    else:
+    elif "element" in raw:
         if not isinstance(raw["element"], list) or not raw["element"]:
             raise r.fail(where, "[[stage.element]] must list at least one element")
         for j, el in enumerate(raw["element"]):
@@ -340,7 +346,14 @@ def _stage(
         after=r.strings(raw, "after", where),
         order_severity=r.choice(raw, "order_severity", where, Severity, Severity.MINOR),
         order_deduction=r.number(raw, "order_deduction", where, 0.0, hi=100),
+        intent=intent,
     )
+
+
+def _intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
+    if "intent" not in raw:
+        return None
+    return parse_intent(raw["intent"], rule, f"{r.source}: {where}")
 
 
 def _rule_tables(
@@ -357,8 +370,11 @@ def _rule_tables(
         yield table, rid, where, m.override(r, table, where)
 
 
-def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> ComplianceScript:
-    """Validate one parsed TOML document; every problem raises `ScriptInvalid`."""
+def script_from_dict(
+    raw: Mapping[str, Any], source: str = "<script>", encoder: SentenceEncoder | None = None
+) -> ComplianceScript:
+    """Validate one parsed TOML document; every problem raises `ScriptInvalid`. Intents'
+    examples are encoded with `encoder` (shared by a `ScriptBook`; a new one if None)."""
     r = _Reader(source)
     r.keys(raw, _TOP_KEYS, "top level")
     language = raw.get("language")
@@ -390,10 +406,11 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
                 title=r.text(f, "title", where, default=fid),
                 party=r.choice(f, "party", where, Speaker, Speaker.AGENT),
                 phrases=fm.compile(
-                    r, r.strings(f, "phrases", where, required=True), where, synonyms
+                    r, r.strings(f, "phrases", where, required="intent" not in f), where, synonyms
                 ),
                 severity=r.choice(f, "severity", where, Severity, Severity.MAJOR),
                 deduction=r.number(f, "deduction", where, 0.0, hi=100),
+                intent=_intent(r, f, fid, where),
             )
         )
     exceptions = []
@@ -431,7 +448,15 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
         pass_score=r.number(raw, "pass_score", "top level", 80.0, hi=100),
         turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
         turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
+        intents=_index(stages, forbidden, encoder),
     )
+
+
+def _index(
+    stages: tuple[Stage, ...], forbidden: list[ForbiddenRule], encoder: SentenceEncoder | None
+) -> IntentIndex | None:
+    intents = tuple(x.intent for x in (*stages, *forbidden) if x.intent is not None)
+    return IntentIndex(intents, encoder or SentenceEncoder()) if intents else None
 
 
 def _guard_confusables(
@@ -503,7 +528,9 @@ def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
         visit(stage.id, ())
 
 
-def load_script_file(path: Path | str) -> ComplianceScript:
+def load_script_file(
+    path: Path | str, encoder: SentenceEncoder | None = None
+) -> ComplianceScript:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -511,4 +538,4 @@ def load_script_file(path: Path | str) -> ComplianceScript:
         raise ScriptInvalid(f"{path}: cannot read compliance script: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScriptInvalid(f"{path}: not valid TOML: {exc}") from None
-    return script_from_dict(raw, source=str(path))
+    return script_from_dict(raw, source=str(path), encoder=encoder)
