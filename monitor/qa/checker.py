@@ -297,7 +297,7 @@ class ComplianceChecker:
             stage = st.stage
             if not stage.party.hears(turn.party) or not self._wants_hit(st, turn):
                 continue
-            hit = self._stage_hit(st, turn, lo)
+            hit = self._stage_hit(st, turn, lo, meant)
             if hit is None and stage.id in meant:
                 # Said in the agent's own words: the intent matched where no phrase did.
                 hit = meant[stage.id]
@@ -339,7 +339,9 @@ class ComplianceChecker:
             return False
         return st.hit is None or st.hit.turn != (turn.party, turn.number)
 
-    def _stage_hit(self, st: StageState, turn: Turn, lo: int) -> Hit | None:
+    def _stage_hit(
+        self, st: StageState, turn: Turn, lo: int, meant: dict[str, Hit]
+    ) -> Hit | None:
         """All the stage's elements in this turn, at least one of them new in this segment.
 
         Each element's best hit so far in the turn is kept, so a segment is searched only
@@ -364,6 +366,8 @@ class ComplianceChecker:
         fresh = False
         for i, element in enumerate(stage.elements):
             hit = best_hit(element.phrases, turn, lo, relax)
+            if hit is None and element.intent is not None:
+                hit = meant.get(element.intent.rule)  # this part in the agent's own words
             old = st.cache[i]
             if hit is None or (late and self._claimed(st, hit)):
                 continue

@@ -37,10 +37,12 @@ WINDOW_CLAUSES = 4
 #: Clauses of a turn kept for windows (older ones can no longer start a window).
 KEEP_CLAUSES = WINDOW_CLAUSES
 #: Cosine an example must reach (a rule may set its own `threshold`); tuned on the tuning set.
-DEFAULT_THRESHOLD = 0.62
+DEFAULT_THRESHOLD = 0.6
 #: How far the nearest example must beat every near miss and every other intent's example.
 DEFAULT_MARGIN = 0.03
 _CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、…]+")
+#: Where a sentence ends: no window runs across it (the next sentence is another act).
+_SENTENCE_END = re.compile(r"[.!?。！？]")
 #: Courtesy words that contain a negation character or word but negate nothing.
 _NOT_NEGATIONS = re.compile(
     r"不好意思|不客气|没问题|不用谢|没关系|\bno problem\b|\bnot a problem\b|\bno worries\b",
@@ -73,7 +75,7 @@ class Intent:
     description: str
     examples: tuple[str, ...]
     near_misses: tuple[str, ...] = ()
-    threshold: float = 0.62  # DEFAULT_THRESHOLD
+    threshold: float = 0.6  # DEFAULT_THRESHOLD
     margin: float = 0.03  # DEFAULT_MARGIN
     #: The window must contain one of these (when any are given): the words that tell a
     #: step from a confusable one ("else" / 其他 for "anything else?" vs the offer of help).
@@ -81,12 +83,16 @@ class Intent:
     #: The segment must contain none of these: a farewell makes "thank you for your
     #: patience, goodbye" a closing, not a hold return.
     vetoes: tuple[str, ...] = ()
+    #: A whole step (stage or forbidden rule): the steps' examples are each other's rivals.
+    #: An element's intent (one part of a step, "offer of help") is not: the closing's
+    #: "thank you for calling" may mean the same as the greeting's.
+    exclusive: bool = True
 
     def admits(self, window: str, segment: str) -> bool:
         """Whether the anchors and vetoes allow a match of `window` within `segment`."""
         if self.anchors and not any(_has(a, window) for a in self.anchors):
             return False
-        return not any(_has(v, segment) for v in self.vetoes)
+        return not any(_has(v, segment) or _has(v, window) for v in self.vetoes)
 
 
 def _has(term: str, text: str) -> bool:
@@ -100,7 +106,7 @@ def _has(term: str, text: str) -> bool:
 _INTENT_KEYS = {"description", "examples", "near_misses", "anchors", "vetoes", "threshold", "margin"}
 
 
-def parse_intent(raw: object, rule: str, where: str) -> Intent:
+def parse_intent(raw: object, rule: str, where: str, exclusive: bool = True) -> Intent:
     """An `intent = { ... }` table of a script (see `monitor.qa.scripts`), validated."""
     if not isinstance(raw, dict):
         raise ScriptInvalid(f"{where}: intent must be a table (description, examples, ...)")
@@ -138,6 +144,7 @@ def parse_intent(raw: object, rule: str, where: str) -> Intent:
         numbers["margin"],
         lists["anchors"],
         lists["vetoes"],
+        exclusive,
     )
 
 
@@ -172,31 +179,53 @@ class IntentIndex:
         for intent in self.intents:
             self._nm.append(slice(len(self._rows), len(self._rows) + len(intent.near_misses)))
             self._rows += [(t, negated(t)) for t in intent.near_misses]
-        self._vectors = self.encoder.encode([r[0] for r in self._rows])
+        self._vectors = self._clause_sums([r[0] for r in self._rows])
         self._neg = np.array([r[1] for r in self._rows])
+        self._exclusive = np.array([x.exclusive for x in self.intents], dtype=bool)
 
-    def match(self, windows: np.ndarray, negs: list[bool]) -> list[tuple[int, int, float, int]]:
-        """For windows (rows of unit vectors): every (window, intent, score, example row)
-        that passes threshold, margin and negation agreement."""
+    def _clause_sums(self, texts: list[str]) -> np.ndarray:
+        """Each text as the transcript windows are scored: the normalised sum of its
+        clauses' vectors (a whole-sentence vector of a three-part greeting sits far from
+        the sum of its parts)."""
+        parts = [[c for c, _, _ in clauses(t)] or [t] for t in texts]
+        flat = self.encoder.encode([c for p in parts for c in p])
+        out, k = np.zeros((len(texts), flat.shape[1]), dtype=np.float32), 0
+        for i, p in enumerate(parts):
+            out[i] = flat[k : k + len(p)].sum(axis=0)
+            k += len(p)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+
+    def match(
+        self, windows: np.ndarray, texts: list[str], negs: list[bool], segment: str
+    ) -> list[tuple[int, int, float, int]]:
+        """For windows (rows of unit vectors, with their texts, all ending in `segment`):
+        every (window, intent, score, example row) that passes threshold, margin, negation
+        agreement, anchors and vetoes. An intent whose anchors or vetoes rule a window out
+        is no rival there either."""
         sims = windows @ self._vectors.T  # windows x rows
         sims[np.array(negs)[:, None] != self._neg[None, :]] = -1.0
         n = len(self.intents)
         best = np.empty((len(negs), n), dtype=np.float32)
         rows = np.empty((len(negs), n), dtype=np.int64)
         near = np.full((len(negs), n), -2.0, dtype=np.float32)
+        admitted = np.array(
+            [[x.admits(t, segment) for x in self.intents] for t in texts], dtype=bool
+        ).reshape(len(texts), n)
         for i in range(n):
             part = sims[:, self._ex[i]]
             rows[:, i] = part.argmax(axis=1) + self._ex[i].start
             best[:, i] = part.max(axis=1)
             if self._nm[i].stop > self._nm[i].start:
                 near[:, i] = sims[:, self._nm[i]].max(axis=1)
-        # Every other intent's best example is a rival too: the best and second best per
-        # window give "the best of the others" for each intent.
+        best[~admitted] = -2.0
+        # Every other intent's best example is a rival of a whole step's intent (an element's
+        # intent has only its near misses): the best and second best per window give "the
+        # best of the others" for each intent.
         order = np.sort(best, axis=1)
         top = order[:, -1:]
         second = order[:, -2:-1] if n > 1 else np.full_like(top, -2.0)
         others = np.where(best >= top, second, top)
-        rival = np.maximum(near, others)
+        rival = np.where(self._exclusive[None, :], np.maximum(near, others), near)
         thresholds = np.array([x.threshold for x in self.intents], dtype=np.float32)
         margins = np.array([x.margin for x in self.intents], dtype=np.float32)
         ok = (best >= thresholds) & (best >= rival + margins)
@@ -208,6 +237,10 @@ class IntentIndex:
         return self._rows[row][0]
 
 
+def _inside(h: IntentHit, g: IntentHit) -> bool:
+    return g is not h and g.start_ms <= h.start_ms and h.end_ms <= g.end_ms
+
+
 @dataclass(slots=True)
 class _Clause:
     text: str
@@ -215,6 +248,7 @@ class _Clause:
     end_ms: int
     vector: np.ndarray
     negated: bool
+    final: bool = False  # ends a sentence
 
 
 class IntentTracker:
@@ -223,6 +257,7 @@ class IntentTracker:
     def __init__(self, index: IntentIndex) -> None:
         self.index = index
         self._turns: dict[str, tuple[int, list[_Clause]]] = {}
+        self._tail: dict[str, str] = {}  # each party's last segment's last character
 
     def add(self, party: str, turn: int, start_ms: int, end_ms: int, text: str) -> list[IntentHit]:
         """A new segment of `party`'s turn number `turn`: the best hit per intent among the
@@ -248,6 +283,10 @@ class IntentTracker:
         vectors = self.index.encoder.encode([c for c, _, _ in spans])
         size = max(1, len(text))
         first_new = len(kept)
+        if kept:
+            # A segment that ended without punctuation may go on in this one (the ASR cut a
+            # sentence at a pause); one that ended a sentence does not.
+            kept[-1].final = kept[-1].final or bool(_SENTENCE_END.search(self._tail.get(party, "")))
         for (clause, a, b), vector in zip(spans, vectors, strict=True):
             kept.append(
                 _Clause(
@@ -256,33 +295,44 @@ class IntentTracker:
                     start_ms + (end_ms - start_ms) * b // size,
                     vector,
                     negated(clause),
+                    bool(_SENTENCE_END.match(text[b : b + 1])),
                 )
             )
+        self._tail[party] = text.rstrip()[-1:]
         windows: list[tuple[int, int]] = [
             (j - n + 1, j)
             for j in range(first_new, len(kept))
             for n in range(1, WINDOW_CLAUSES + 1)
-            if j - n + 1 >= 0
+            if j - n + 1 >= 0 and not any(kept[k].final for k in range(j - n + 1, j))
         ]
         sums = np.stack([sum(kept[k].vector for k in range(a, b + 1)) for a, b in windows])
         sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-6)
+        texts = [" ".join(c.text for c in kept[a : b + 1]) for a, b in windows]
         negs = [any(kept[k].negated for k in range(a, b + 1)) for a, b in windows]
         best: dict[int, IntentHit] = {}
-        for w, i, score, row in self.index.match(sums, negs):
+        for w, i, score, row in self.index.match(sums, texts, negs, text):
             a, b = windows[w]
             intent = self.index.intents[i]
             if i in best and best[i].score >= score:
-                continue
-            if not intent.admits(" ".join(c.text for c in kept[a : b + 1]), text):
                 continue
             best[i] = IntentHit(
                 intent.rule,
                 score,
                 self.index.example(row),
-                " ".join(c.text for c in kept[a : b + 1]),
+                texts[w],
                 kept[a].start_ms,
                 kept[b].end_ms,
                 score - intent.threshold,
             )
         self._turns[party] = (turn, kept[-KEEP_CLAUSES:])
-        return list(best.values())
+        hits = list(best.values())
+        # One stretch of speech is one step: a hit inside another intent's better-scoring
+        # window is part of that step ("thank you for your patience" in a closing is no
+        # hold return; "很高兴为您服务" in a greeting neither).
+        exclusive = {x.rule for x in self.index.intents if x.exclusive}
+        return [
+            h
+            for h in hits
+            if h.rule not in exclusive
+            or not any(_inside(h, g) and g.score > h.score for g in hits if g.rule in exclusive)
+        ]

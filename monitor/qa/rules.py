@@ -102,6 +102,8 @@ class Element:
     own_name: bool = False
     tolerance: float = 0.2
     min_score: float = 75.0
+    #: This part by meaning (`monitor.qa.intents`), besides its phrases.
+    intent: Intent | None = None
 
     def with_name(self, name: str | None) -> Element:
         """This element for a call whose agent is `name` (full name and first name)."""

@@ -319,7 +319,7 @@ def _stage(
             ew = f"{where}: element[{j}]"
             if not isinstance(el, dict):
                 raise r.fail(ew, "each [[stage.element]] must be a table")
-            r.keys(el, {"name", "phrases", "optional", "own_name"}, ew)
+            r.keys(el, {"name", "phrases", "optional", "own_name", "intent"}, ew)
             name = r.text(el, "name", ew, default=f"part{j + 1}")
             phrases = r.strings(el, "phrases", ew, required=True)
             elements.append(
@@ -330,6 +330,7 @@ def _stage(
                     r.flag(el, "own_name", ew, False),
                     m.tolerance,
                     m.min_score,
+                    _element_intent(r, el, f"{sid}:{name}", ew),
                 )
             )
         if all(e.optional for e in elements):
@@ -348,6 +349,12 @@ def _stage(
         order_deduction=r.number(raw, "order_deduction", where, 0.0, hi=100),
         intent=intent,
     )
+
+
+def _element_intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
+    if "intent" not in raw:
+        return None
+    return parse_intent(raw["intent"], rule, f"{r.source}: {where}", exclusive=False)
 
 
 def _intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
@@ -455,7 +462,8 @@ def script_from_dict(
 def _index(
     stages: tuple[Stage, ...], forbidden: list[ForbiddenRule], encoder: SentenceEncoder | None
 ) -> IntentIndex | None:
-    intents = tuple(x.intent for x in (*stages, *forbidden) if x.intent is not None)
+    parts = [*stages, *forbidden, *(e for s in stages for e in s.elements)]
+    intents = tuple(x.intent for x in parts if x.intent is not None)
     return IntentIndex(intents, encoder or SentenceEncoder()) if intents else None
 
 
