@@ -30,6 +30,7 @@ from monitor.qa import (
     ScriptNotFound,
     agent_name_of,
 )
+from monitor.qa.intents import clauses
 from monitor.qa.watermark import TranscriptWatermark
 
 #: Compliance misses are re-checked this often in media time (a miss is due within 1 s).
@@ -156,6 +157,13 @@ class CallAnalyzer:
         self._watermark.on_audio(self.media_ms, speaking or {})
         out.extend(self._advance())
         return out
+
+    async def prepare_segment(self, text: str) -> None:
+        """Encode a segment's clauses for the scripts' intents in the encoder's own thread,
+        before `on_segment`: the sentence model never runs on the event loop."""
+        encoder = self._scripts.encoder if self._scripts is not None else None
+        if encoder is not None:
+            await encoder.prepare(c for c, _, _ in clauses(text))
 
     def on_segment(
         self, key: object, party: str, start_ms: int, end_ms: int, text: str, language: str

@@ -339,9 +339,7 @@ class ComplianceChecker:
             return False
         return st.hit is None or st.hit.turn != (turn.party, turn.number)
 
-    def _stage_hit(
-        self, st: StageState, turn: Turn, lo: int, meant: dict[str, Hit]
-    ) -> Hit | None:
+    def _stage_hit(self, st: StageState, turn: Turn, lo: int, meant: dict[str, Hit]) -> Hit | None:
         """All the stage's elements in this turn, at least one of them new in this segment.
 
         Each element's best hit so far in the turn is kept, so a segment is searched only

@@ -117,9 +117,9 @@ class SentenceEncoder:
     async def prepare(self, texts: Iterable[str]) -> None:
         """Encode `texts` in the encoder's own thread (not the event loop's), filling the
         cache for the synchronous checker that reads them next."""
+        # Always through the pool, even when everything is cached: one worker finishes jobs
+        # in the order they came, so segments awaiting this reach the checker in order.
         todo = [t for t in texts if self.key(t) and not self.cached(t)]
-        if not todo:
-            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cw-encoder")
         await asyncio.wrap_future(self._pool.submit(self._encode_one_thread, todo))

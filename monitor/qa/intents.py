@@ -103,7 +103,15 @@ def _has(term: str, text: str) -> bool:
     return term in text
 
 
-_INTENT_KEYS = {"description", "examples", "near_misses", "anchors", "vetoes", "threshold", "margin"}
+_INTENT_KEYS = {
+    "description",
+    "examples",
+    "near_misses",
+    "anchors",
+    "vetoes",
+    "threshold",
+    "margin",
+}
 
 
 def parse_intent(raw: object, rule: str, where: str, exclusive: bool = True) -> Intent:
@@ -113,7 +121,8 @@ def parse_intent(raw: object, rule: str, where: str, exclusive: bool = True) -> 
     unknown = sorted(set(raw) - _INTENT_KEYS)
     if unknown:
         raise ScriptInvalid(
-            f"{where}: intent: unknown key {unknown[0]!r} (known: {', '.join(sorted(_INTENT_KEYS))})"
+            f"{where}: intent: unknown key {unknown[0]!r} "
+            f"(known: {', '.join(sorted(_INTENT_KEYS))})"
         )
     description = raw.get("description")
     if not isinstance(description, str) or not description.strip():
@@ -133,7 +142,9 @@ def parse_intent(raw: object, rule: str, where: str, exclusive: bool = True) -> 
     ):
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise ScriptInvalid(f"{where}: intent: {key} must be a number from {lo} to {hi}, got {value!r}")
+            raise ScriptInvalid(
+                f"{where}: intent: {key} must be a number from {lo} to {hi}, got {value!r}"
+            )
         numbers[key] = float(value)
     return Intent(
         rule,
@@ -193,7 +204,8 @@ class IntentIndex:
         for i, p in enumerate(parts):
             out[i] = flat[k : k + len(p)].sum(axis=0)
             k += len(p)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+        return out
 
     def match(
         self, windows: np.ndarray, texts: list[str], negs: list[bool], segment: str
@@ -229,9 +241,7 @@ class IntentIndex:
         thresholds = np.array([x.threshold for x in self.intents], dtype=np.float32)
         margins = np.array([x.margin for x in self.intents], dtype=np.float32)
         ok = (best >= thresholds) & (best >= rival + margins)
-        return [
-            (int(w), int(i), float(best[w, i]), int(rows[w, i])) for w, i in np.argwhere(ok)
-        ]
+        return [(int(w), int(i), float(best[w, i]), int(rows[w, i])) for w, i in np.argwhere(ok)]
 
     def example(self, row: int) -> str:
         return self._rows[row][0]

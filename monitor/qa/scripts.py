@@ -127,7 +127,16 @@ _STAGE_KEYS = {
     "tolerance",
     "intent",
 }
-_FORBIDDEN_KEYS = {"id", "title", "party", "severity", "deduction", "phrases", "tolerance", "intent"}
+_FORBIDDEN_KEYS = {
+    "id",
+    "title",
+    "party",
+    "severity",
+    "deduction",
+    "phrases",
+    "tolerance",
+    "intent",
+}
 _EXCEPTION_KEYS = {"id", "title", "party", "phrases", "suspends", "for_s", "tolerance"}
 
 
@@ -462,8 +471,9 @@ def script_from_dict(
 def _index(
     stages: tuple[Stage, ...], forbidden: list[ForbiddenRule], encoder: SentenceEncoder | None
 ) -> IntentIndex | None:
-    parts = [*stages, *forbidden, *(e for s in stages for e in s.elements)]
-    intents = tuple(x.intent for x in parts if x.intent is not None)
+    found: list[Intent | None] = [s.intent for s in stages] + [f.intent for f in forbidden]
+    found += [e.intent for s in stages for e in s.elements]
+    intents = tuple(x for x in found if x is not None)
     return IntentIndex(intents, encoder or SentenceEncoder()) if intents else None
 
 
@@ -536,9 +546,7 @@ def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
         visit(stage.id, ())
 
 
-def load_script_file(
-    path: Path | str, encoder: SentenceEncoder | None = None
-) -> ComplianceScript:
+def load_script_file(path: Path | str, encoder: SentenceEncoder | None = None) -> ComplianceScript:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

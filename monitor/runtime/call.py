@@ -319,6 +319,8 @@ class LiveCall:
                 # A transcript that arrives after the verdict (`asr.final_wait_s` ran out) is
                 # stored with the call but judged no more: the analysis is finished.
                 if self.analyzer is not None and not self._analysis_done:
+                    await self.analyzer.prepare_segment(result.text)  # the model, off the loop
+                if self.analyzer is not None and not self._analysis_done:
                     records.extend(
                         self._analysis_records(
                             self.analyzer.on_segment(
