@@ -30,12 +30,16 @@ import numpy as np
 
 from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.errors import ScriptInvalid
+from monitor.qa.pinyin import is_cjk
 from monitor.qa.textmatch import count_negations, normalize
 
 #: Consecutive clauses a window may span (a greeting is typically three).
 WINDOW_CLAUSES = 4
 #: Clauses of a turn kept for windows (older ones can no longer start a window).
 KEEP_CLAUSES = WINDOW_CLAUSES
+#: A whole step's window needs this many Chinese characters plus Latin words: two or three
+#: syllables ("请讲", "Yes please") carry too little meaning to tell one step from another.
+MIN_STEP_SIZE = 4
 #: Cosine an example must reach (a rule may set its own `threshold`); tuned on the tuning set.
 DEFAULT_THRESHOLD = 0.6
 #: How far the nearest example must beat every near miss and every other intent's example.
@@ -89,10 +93,18 @@ class Intent:
     exclusive: bool = True
 
     def admits(self, window: str, segment: str) -> bool:
-        """Whether the anchors and vetoes allow a match of `window` within `segment`."""
+        """Whether the anchors and vetoes allow a match of `window` within `segment`; a
+        whole step needs a window of some substance ("请讲" is no hold notice)."""
+        if self.exclusive and _size(window) < MIN_STEP_SIZE:
+            return False
         if self.anchors and not any(_has(a, window) for a in self.anchors):
             return False
         return not any(_has(v, segment) or _has(v, window) for v in self.vetoes)
+
+
+def _size(text: str) -> int:
+    """Chinese characters plus Latin words: how much was said."""
+    return sum(1 for ch in text if is_cjk(ch)) + len(re.findall(r"[A-Za-z]+", text))
 
 
 def _has(term: str, text: str) -> bool:
