@@ -200,3 +200,11 @@ def test_heldout_recall_rises_and_precision_holds() -> None:
             assert semantic.precision(lang, what) >= 0.97, (lang, what, semantic.table())
         for what in ("greeting", "verification", "hold", "closing", "forbidden"):
             assert semantic.recall(lang, what) >= lexical.recall(lang, what), (lang, what)
+
+
+def test_the_semantic_setting_off_leaves_the_phrases_alone() -> None:
+    lexical = load_compliance_scripts(semantic=False)
+    assert lexical.encoder is None
+    assert all(s.intents is None for s in lexical.scripts)
+    checker = ComplianceChecker(lexical.select({}, "zh"))
+    assert checker.on_segment("agent", 0, 2000, "这个不归我们管。") == []

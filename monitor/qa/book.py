@@ -122,8 +122,12 @@ def _prefer_language(found: list[ComplianceScript], language: str | None) -> Com
     return found[0]
 
 
-def load_compliance_scripts(directory: Path | str | None = None) -> ScriptBook:
-    """Every `*.toml` in `directory` (default: the shipped `config/scripts/`), by file name."""
+def load_compliance_scripts(
+    directory: Path | str | None = None, semantic: bool = True
+) -> ScriptBook:
+    """Every `*.toml` in `directory` (default: the shipped `config/scripts/`), by file name.
+    `semantic=False` (setting `compliance.semantic`): the scripts' phrases alone, their
+    intents dropped (no sentence model is loaded)."""
     folder = Path(directory) if directory is not None else DEFAULT_SCRIPTS_DIR
     if not folder.is_dir():
         raise ScriptInvalid(f"{folder}: compliance scripts folder not found")
@@ -132,5 +136,7 @@ def load_compliance_scripts(directory: Path | str | None = None) -> ScriptBook:
         raise ScriptInvalid(f"{folder}: no *.toml compliance scripts in it")
     # One sentence encoder for the whole book: the model loads once, example vectors and
     # transcript clauses share its cache, and the runtime prepares segments through it.
+    if not semantic:
+        return ScriptBook(load_script_file(p, semantic=False) for p in paths)
     encoder = SentenceEncoder()
     return ScriptBook((load_script_file(p, encoder) for p in paths), encoder)

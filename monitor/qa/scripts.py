@@ -387,10 +387,14 @@ def _rule_tables(
 
 
 def script_from_dict(
-    raw: Mapping[str, Any], source: str = "<script>", encoder: SentenceEncoder | None = None
+    raw: Mapping[str, Any],
+    source: str = "<script>",
+    encoder: SentenceEncoder | None = None,
+    semantic: bool = True,
 ) -> ComplianceScript:
     """Validate one parsed TOML document; every problem raises `ScriptInvalid`. Intents'
-    examples are encoded with `encoder` (shared by a `ScriptBook`; a new one if None)."""
+    examples are encoded with `encoder` (shared by a `ScriptBook`; a new one if None);
+    `semantic=False` validates the intents but leaves them unmatched (no model loads)."""
     r = _Reader(source)
     r.keys(raw, _TOP_KEYS, "top level")
     language = raw.get("language")
@@ -464,7 +468,7 @@ def script_from_dict(
         pass_score=r.number(raw, "pass_score", "top level", 80.0, hi=100),
         turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
         turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
-        intents=_index(stages, forbidden, encoder),
+        intents=_index(stages, forbidden, encoder) if semantic else None,
     )
 
 
@@ -546,7 +550,9 @@ def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
         visit(stage.id, ())
 
 
-def load_script_file(path: Path | str, encoder: SentenceEncoder | None = None) -> ComplianceScript:
+def load_script_file(
+    path: Path | str, encoder: SentenceEncoder | None = None, semantic: bool = True
+) -> ComplianceScript:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -554,4 +560,4 @@ def load_script_file(path: Path | str, encoder: SentenceEncoder | None = None) -
         raise ScriptInvalid(f"{path}: cannot read compliance script: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScriptInvalid(f"{path}: not valid TOML: {exc}") from None
-    return script_from_dict(raw, source=str(path), encoder=encoder)
+    return script_from_dict(raw, source=str(path), encoder=encoder, semantic=semantic)
