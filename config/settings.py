@@ -271,6 +271,9 @@ class ComplianceSettings(_Section):
     enabled: bool = True
     #: A directory of compliance script TOML files (default: the shipped `config/scripts/`).
     scripts_dir: Path | None = None
+    #: Match the scripts' intents by meaning (example utterances, a bundled sentence encoder:
+    #: `monitor/qa/embedding.py`) besides their phrases; false = the phrases alone.
+    semantic: bool = True
 
 
 #: Call grades, best first.

@@ -93,7 +93,12 @@ from storage.repository import Repository
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TTS_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "tts"
 SPEECH_DIR = REPO_ROOT / "tests" / "data" / "speech"
-HELDOUT = REPO_ROOT / "tests" / "data" / "tts" / "heldout.tsv"
+#: Agent lines never used for tuning the scripts' phrases (heldout.tsv) or their intents
+#: (heldout_semantic.tsv, written before any intent example).
+HELDOUT = (
+    REPO_ROOT / "tests" / "data" / "tts" / "heldout.tsv",
+    REPO_ROOT / "tests" / "data" / "tts" / "heldout_semantic.tsv",
+)
 CHUNK_MS = 20
 CER_LEVELS = (0.05, 0.10, 0.15, 0.20)
 POLL_S = 0.25
@@ -148,10 +153,12 @@ def check(
     segments: list[Segment],
     duration_ms: int,
     timings: list[float],
+    semantic: bool = True,
 ) -> ComplianceResult:
-    """Feed segments in the order they would arrive (by end time), advancing the watermark."""
+    """Feed segments in the order they would arrive (by end time), advancing the watermark;
+    `semantic=False`: the phrases alone (the lexical checker before intents)."""
     spans = [(s.party, s.start_ms, s.end_ms, s.text, s.language) for s in segments]
-    return check_call(book, plan, spans, duration_ms, timings)
+    return check_call(book, plan, spans, duration_ms, timings, semantic)
 
 
 # -- offline ASR ---------------------------------------------------------------------------
@@ -315,14 +322,23 @@ def score_offline(
     figures: dict[str, Any],
 ) -> dict[str, Any]:
     settings = load_settings()
-    tally, timings = Tally(), list[float]()
+    lexical, tally, timings = Tally(), Tally(), list[float]()
+    old_cost: tuple[list[float], list[float]] = ([], [])
+    new_cost: tuple[list[float], list[float]] = (timings, [])
     for plan, segments, duration in zip(plans, per_call, durations, strict=True):
+        seen = len(old_cost[0])
+        lexical.score(plan, check(book, plan, segments, duration, old_cost[0], semantic=False))
+        old_cost[1].append(sum(old_cost[0][seen:]))
+        seen = len(timings)
         tally.score(plan, check(book, plan, segments, duration, timings))
+        new_cost[1].append(sum(timings[seen:]))
     print(
         f"\n== offline: segmenter + ASR ({settings.asr.model}, language {args.language}) + "
-        f"checker, {len(plans)} calls at {args.rate} Hz =="
+        f"checker, {len(plans)} calls at {args.rate} Hz: lexical | semantic =="
     )
-    print(tally.table())
+    print(side_by_side(lexical, tally))
+    print(cost_line(old_cost, new_cost))
+    figures["checker_cost_ms"] = cost_figures(old_cost, new_cost)
     if args.errors:
         print("\n".join(tally.errors))
     figures["checker_ms_p50"] = round(1000 * statistics.median(timings), 3)
@@ -337,7 +353,7 @@ def score_offline(
         f"checker per segment: p50 {figures['checker_ms_p50']} ms, "
         f"max {figures['checker_ms_max']} ms"
     )
-    return {"offline": _figures(tally), "timing": figures}
+    return {"offline": _figures(tally), "offline_lexical": _figures(lexical), "timing": figures}
 
 
 # -- text level ----------------------------------------------------------------------------
@@ -348,31 +364,89 @@ def bench_text(
     label: str = "",
 ) -> dict[str, Any]:
     """Every variant over every set of calls, pooled: (seed, plans) per set, the seed also
-    drives that set's injected errors."""
+    drives that set's injected errors. Each variant is scored twice, by the phrases alone
+    (the lexical checker) and with the scripts' intents, printed side by side with the
+    checker's CPU per segment and per call."""
     out: dict[str, Any] = {}
     variants: list[tuple[str, float | None]] = [("exact", None), ("asr_text", None)]
     variants += [(f"cer{int(c * 100)}", c) for c in CER_LEVELS]
     calls = sum(len(plans) for _, plans in plan_sets)
     for name, cer in variants:
-        tally, timings = Tally(), list[float]()
-        for seed, plans in plan_sets:
-            rng = random.Random(seed)
-            for plan in plans:
-                segments = []
-                for party, start, end, text, asr_text in plan.timeline():
-                    if name == "asr_text":
-                        text = asr_text
-                    elif cer is not None:
-                        text = inject_errors(text, plan.language, cer, rng)
-                    segments.append(Segment(party, start, end, text, plan.language))
-                duration = max(s.end_ms for s in segments) + 600
-                tally.score(plan, check(book, plan, segments, duration, timings), name)
-        print(f"\n== text level{label}: {name} ({calls} calls) ==")
-        print(tally.table())
+        tallies: dict[bool, Tally] = {}
+        cost: dict[bool, tuple[list[float], list[float]]] = {}
+        for semantic in (False, True):
+            tally, timings, per_call = Tally(), list[float](), list[float]()
+            for seed, plans in plan_sets:
+                rng = random.Random(seed)  # the same injected errors for both checkers
+                for plan in plans:
+                    segments = []
+                    for party, start, end, text, asr_text in plan.timeline():
+                        if name == "asr_text":
+                            text = asr_text
+                        elif cer is not None:
+                            text = inject_errors(text, plan.language, cer, rng)
+                        segments.append(Segment(party, start, end, text, plan.language))
+                    duration = max(s.end_ms for s in segments) + 600
+                    seen = len(timings)
+                    result = check(book, plan, segments, duration, timings, semantic)
+                    tally.score(plan, result, name)
+                    per_call.append(sum(timings[seen:]))
+            tallies[semantic], cost[semantic] = tally, (timings, per_call)
+        print(f"\n== text level{label}: {name} ({calls} calls): lexical | semantic ==")
+        print(side_by_side(tallies[False], tallies[True]))
+        print(cost_line(cost[False], cost[True]))
         if args.errors:
-            print("\n".join(tally.errors))
-        out[name] = _figures(tally)
+            print("\n".join(tallies[True].errors))
+        out[name] = {
+            "lexical": _figures(tallies[False]),
+            "semantic": _figures(tallies[True]),
+            "cost_ms": cost_figures(cost[False], cost[True]),
+        }
     return out
+
+
+def side_by_side(old: Tally, new: Tally) -> str:
+    """Per (language, what): the lexical checker's P/R beside the semantic one's."""
+    rows = [f"{'lang':4} {'what':13} {'lexical P':>9} {'R':>6}   {'semantic P':>10} {'R':>6}"]
+    for lang, key in sorted(set(old.counts) | set(new.counts)):
+        rows.append(
+            f"{lang:4} {key:13} {old.precision(lang, key):9.3f} {old.recall(lang, key):6.3f}"
+            f"   {new.precision(lang, key):10.3f} {new.recall(lang, key):6.3f}"
+        )
+    return "\n".join(rows)
+
+
+def cost_figures(
+    old: tuple[list[float], list[float]], new: tuple[list[float], list[float]]
+) -> dict[str, float]:
+    """Checker CPU (ms): per segment (mean, p50, p95) and per call, and what intents add."""
+
+    def ms(values: list[float], q: float | None = None) -> float:
+        if q is None:
+            return round(1000 * statistics.fmean(values), 3)
+        return round(1000 * statistics.quantiles(values, n=100)[int(q) - 1], 3)
+
+    return {
+        "lexical_segment_mean": ms(old[0]),
+        "semantic_segment_mean": ms(new[0]),
+        "semantic_segment_p50": ms(new[0], 50),
+        "semantic_segment_p95": ms(new[0], 95),
+        "added_segment_mean": round(ms(new[0]) - ms(old[0]), 3),
+        "lexical_call_mean": ms(old[1]),
+        "semantic_call_mean": ms(new[1]),
+        "added_call_mean": round(ms(new[1]) - ms(old[1]), 3),
+    }
+
+
+def cost_line(old: tuple[list[float], list[float]], new: tuple[list[float], list[float]]) -> str:
+    c = cost_figures(old, new)
+    return (
+        f"checker CPU per segment: lexical {c['lexical_segment_mean']} ms, semantic "
+        f"{c['semantic_segment_mean']} ms (p50 {c['semantic_segment_p50']}, p95 "
+        f"{c['semantic_segment_p95']}): +{c['added_segment_mean']} ms; per call: lexical "
+        f"{c['lexical_call_mean']} ms, semantic {c['semantic_call_mean']} ms: "
+        f"+{c['added_call_mean']} ms"
+    )
 
 
 def _figures(tally: Tally) -> dict[str, Any]:

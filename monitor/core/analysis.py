@@ -31,6 +31,7 @@ from monitor.qa import (
     ScriptNotFound,
     agent_name_of,
 )
+from monitor.qa.intents import clauses
 from monitor.qa.watermark import TranscriptWatermark
 
 #: Why a call's compliance was not checked when the agent's audio was not streamed.
@@ -186,6 +187,13 @@ class CallAnalyzer:
             else e
             for e in events
         ]
+
+    async def prepare_segment(self, text: str) -> None:
+        """Encode a segment's clauses for the scripts' intents in the encoder's own thread,
+        before `on_segment`: the sentence model never runs on the event loop."""
+        encoder = self._scripts.encoder if self._scripts is not None else None
+        if encoder is not None:
+            await encoder.prepare(c for c, _, _ in clauses(text))
 
     def on_segment(
         self, key: object, party: str, start_ms: int, end_ms: int, text: str, language: str

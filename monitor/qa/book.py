@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.errors import ScriptInvalid, ScriptNotFound
 from monitor.qa.rules import ComplianceScript
 from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file
@@ -43,8 +44,14 @@ def _field(metadata: Mapping[str, Any] | object, keys: tuple[str, ...]) -> str |
 class ScriptBook:
     """Immutable after construction; safe to share between calls."""
 
-    def __init__(self, scripts: Iterable[ComplianceScript]) -> None:
+    def __init__(
+        self, scripts: Iterable[ComplianceScript], encoder: SentenceEncoder | None = None
+    ) -> None:
         self.scripts: tuple[ComplianceScript, ...] = tuple(scripts)
+        #: The sentence encoder the scripts' intents use (None: no script has intents).
+        self.encoder = encoder or next(
+            (s.intents.encoder for s in self.scripts if s.intents is not None), None
+        )
         if not self.scripts:
             raise ScriptInvalid("a script book needs at least one compliance script")
         names: dict[str, str] = {}
@@ -115,12 +122,21 @@ def _prefer_language(found: list[ComplianceScript], language: str | None) -> Com
     return found[0]
 
 
-def load_compliance_scripts(directory: Path | str | None = None) -> ScriptBook:
-    """Every `*.toml` in `directory` (default: the shipped `config/scripts/`), by file name."""
+def load_compliance_scripts(
+    directory: Path | str | None = None, semantic: bool = True
+) -> ScriptBook:
+    """Every `*.toml` in `directory` (default: the shipped `config/scripts/`), by file name.
+    `semantic=False` (setting `compliance.semantic`): the scripts' phrases alone, their
+    intents dropped (no sentence model is loaded)."""
     folder = Path(directory) if directory is not None else DEFAULT_SCRIPTS_DIR
     if not folder.is_dir():
         raise ScriptInvalid(f"{folder}: compliance scripts folder not found")
     paths = sorted(folder.glob("*.toml"))
     if not paths:
         raise ScriptInvalid(f"{folder}: no *.toml compliance scripts in it")
-    return ScriptBook(load_script_file(p) for p in paths)
+    # One sentence encoder for the whole book: the model loads once, example vectors and
+    # transcript clauses share its cache, and the runtime prepares segments through it.
+    if not semantic:
+        return ScriptBook(load_script_file(p, semantic=False) for p in paths)
+    encoder = SentenceEncoder()
+    return ScriptBook((load_script_file(p, encoder) for p in paths), encoder)

@@ -42,6 +42,7 @@ from monitor.qa.events import (
     RuleSuspended,
     StageStatus,
 )
+from monitor.qa.intents import IntentHit, IntentTracker
 from monitor.qa.rules import MISSING_OPTIONAL_PENALTY, Anchor, ComplianceScript, Stage, WindowKind
 from monitor.qa.scoring import StageState, build_result
 from monitor.qa.textmatch import Alignment, CompiledPhrase, normalize
@@ -111,11 +112,34 @@ def best_hit(
     )
 
 
+def _intent_hit(found: IntentHit, turn: Turn) -> Hit:
+    """A `Hit` for an intent match: the phrase is the nearest example ("≈ ..."), the score
+    the cosine x 100, the margin over the intent's threshold on the same scale."""
+    return Hit(
+        f"≈ {found.example}",
+        found.text,
+        round(100 * found.score, 1),
+        found.start_ms,
+        found.end_ms,
+        turn.party,
+        False,
+        (turn.party, turn.number),
+        len(turn.text.text) if turn.text is not None else 0,
+        100 * found.margin,
+    )
+
+
 class ComplianceChecker:
-    def __init__(self, script: ComplianceScript, agent_name: str | None = None) -> None:
+    def __init__(
+        self, script: ComplianceScript, agent_name: str | None = None, semantic: bool = True
+    ) -> None:
         """`agent_name`: the agent's name from the call metadata, for the elements that
-        accept it (`own_name = true` in the script)."""
+        accept it (`own_name = true` in the script). `semantic=False` checks the phrases
+        only (the lexical layer alone, for comparison), ignoring the script's intents."""
         self.script = script
+        self._intents = (
+            IntentTracker(script.intents) if semantic and script.intents is not None else None
+        )
         self.state = CheckerState.OPEN
         self._transcripts = PartyTranscripts(script.turn_break_ms, script.turn_gap_ms)
         self._stages = {s.id: StageState(s.for_agent(agent_name)) for s in script.stages}
@@ -149,10 +173,14 @@ class ComplianceChecker:
             return []
         self._first_speech.setdefault(party, start_ms)
         turn, lo = self._transcripts.add(Segment(party, start_ms, end_ms, norm))
+        meant: dict[str, Hit] = {}
+        if self._intents is not None:
+            for found in self._intents.add(party, turn.number, start_ms, end_ms, text):
+                meant[found.rule] = _intent_hit(found, turn)
         events: list[ComplianceEvent] = []
         self._check_exceptions(turn, lo, events)
-        self._check_forbidden(turn, lo, events)
-        self._check_stages(turn, lo, events)
+        self._check_forbidden(turn, lo, events, meant)
+        self._check_stages(turn, lo, events, meant)
         return events
 
     def advance(self, media_ms: int) -> list[ComplianceEvent]:
@@ -240,11 +268,13 @@ class ComplianceChecker:
                 self._suspensions.append(event)
                 events.append(event)
 
-    def _check_forbidden(self, turn: Turn, lo: int, events: list[ComplianceEvent]) -> None:
+    def _check_forbidden(
+        self, turn: Turn, lo: int, events: list[ComplianceEvent], meant: dict[str, Hit]
+    ) -> None:
         for rule in self.script.forbidden:
             if not rule.party.hears(turn.party):
                 continue
-            hit = best_hit(rule.phrases, turn, lo)
+            hit = best_hit(rule.phrases, turn, lo) or meant.get(rule.id)
             if hit is None or self._suspended(rule.id, hit.start_ms):
                 continue
             key = (rule.id, turn.party)
@@ -259,13 +289,20 @@ class ComplianceChecker:
             self._forbidden.append(event)
             events.append(event)
 
-    def _check_stages(self, turn: Turn, lo: int, events: list[ComplianceEvent]) -> None:
+    def _check_stages(
+        self, turn: Turn, lo: int, events: list[ComplianceEvent], meant: dict[str, Hit]
+    ) -> None:
         # Stages already missed look last, so they see what the others claimed (`_claimed`).
         for st in sorted(self._stages.values(), key=lambda s: s.status is StageStatus.MISSED):
             stage = st.stage
             if not stage.party.hears(turn.party) or not self._wants_hit(st, turn):
                 continue
-            hit = self._stage_hit(st, turn, lo)
+            hit = self._stage_hit(st, turn, lo, meant)
+            if hit is None and stage.id in meant:
+                # Said in the agent's own words: the intent matched where no phrase did.
+                hit = meant[stage.id]
+                if st.status is StageStatus.MISSED and self._claimed(st, hit):
+                    continue
             if hit is None:
                 continue
             if st.status is StageStatus.MISSED:
@@ -302,7 +339,7 @@ class ComplianceChecker:
             return False
         return st.hit is None or st.hit.turn != (turn.party, turn.number)
 
-    def _stage_hit(self, st: StageState, turn: Turn, lo: int) -> Hit | None:
+    def _stage_hit(self, st: StageState, turn: Turn, lo: int, meant: dict[str, Hit]) -> Hit | None:
         """All the stage's elements in this turn, at least one of them new in this segment.
 
         Each element's best hit so far in the turn is kept, so a segment is searched only
@@ -327,6 +364,8 @@ class ComplianceChecker:
         fresh = False
         for i, element in enumerate(stage.elements):
             hit = best_hit(element.phrases, turn, lo, relax)
+            if hit is None and element.intent is not None:
+                hit = meant.get(element.intent.rule)  # this part in the agent's own words
             old = st.cache[i]
             if hit is None or (late and self._claimed(st, hit)):
                 continue

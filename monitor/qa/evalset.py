@@ -138,11 +138,13 @@ def load_lines(tts_manifest: Path, speech_manifest: Path | None = None) -> list[
 CONTEXT_CATEGORIES = frozenset({"neutral", "customer", "pii", "filler"})
 
 
-def heldout_lines(heldout_tsv: Path, lines: Iterable[Line]) -> list[Line]:
-    """The held-out agent lines (`tests/data/tts/heldout.tsv`: wordings, companies and agent
-    names written apart from the ones the scripts were tuned on, text only) with the
-    unlabelled context lines (neutral agent talk, customers, read speech) of `lines`."""
-    held = load_lines(heldout_tsv)
+def heldout_lines(heldout_tsv: Path | Iterable[Path], lines: Iterable[Line]) -> list[Line]:
+    """The held-out agent lines (`tests/data/tts/heldout.tsv`, `heldout_semantic.tsv`:
+    wordings, companies and agent names written apart from the ones the scripts and their
+    intents were tuned on, text only) with the unlabelled context lines (neutral agent talk,
+    customers, read speech) of `lines`."""
+    files = [heldout_tsv] if isinstance(heldout_tsv, Path) else list(heldout_tsv)
+    held = [line for f in files for line in load_lines(f)]
     return held + [x for x in lines if x.category in CONTEXT_CATEGORIES]
 
 
@@ -177,11 +179,11 @@ class CallPlan:
         return out
 
 
-def checker_for(book: ScriptBook, plan: CallPlan) -> ComplianceChecker:
+def checker_for(book: ScriptBook, plan: CallPlan, semantic: bool = True) -> ComplianceChecker:
     """The checker the runtime would start for this call (script and agent name from the
-    metadata the simulated switch sends)."""
+    metadata the simulated switch sends); `semantic=False`: phrases only, no intents."""
     script = book.select(plan.metadata, plan.language)
-    return ComplianceChecker(script, agent_name=agent_name_of(plan.metadata))
+    return ComplianceChecker(script, agent_name=agent_name_of(plan.metadata), semantic=semantic)
 
 
 def check_call(
@@ -190,17 +192,19 @@ def check_call(
     segments: Iterable[tuple[str, int, int, str, str]],
     duration_ms: int,
     timings: list[float] | None = None,
+    semantic: bool = True,
 ) -> ComplianceResult:
     """Check one call's (party, start_ms, end_ms, text, language) segments in the order they
     would arrive (by end time), advancing the watermark after each; `timings` gets the
-    seconds each segment took."""
-    checker = checker_for(book, plan)
+    CPU seconds each segment took (this thread's CPU time: on a shared machine, wall time
+    mostly measures the neighbours)."""
+    checker = checker_for(book, plan, semantic)
     for party, start, end, text, language in sorted(segments, key=lambda s: (s[2], s[1])):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         checker.on_segment(party, start, end, text, language)
         checker.advance(end)
         if timings is not None:
-            timings.append(time.perf_counter() - t0)
+            timings.append(time.thread_time() - t0)
     return checker.finish(duration_ms)
 
 

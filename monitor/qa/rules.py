@@ -11,6 +11,8 @@ This module owns the vocabulary of a service script once it has been loaded and 
   when it is missed.
 * `ForbiddenRule` - phrases that must never be said (rude, shirking, improper promises),
   with a severity and a deduction, raised the moment they are heard.
+* `Intent` (`monitor.qa.intents`) - a stage or forbidden rule by meaning: a description and
+  example utterances, matched semantically besides the rule's phrases.
 * `ExceptionRule` - phrases (usually the customer's) that suspend other rules, for a while or
   for the rest of the call: "I'm in a hurry" suspends the closing script.
 
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from monitor.qa.intents import Intent, IntentIndex
 from monitor.qa.textmatch import CompiledPhrase, normalize
 
 
@@ -99,6 +102,8 @@ class Element:
     own_name: bool = False
     tolerance: float = 0.2
     min_score: float = 75.0
+    #: This part by meaning (`monitor.qa.intents`), besides its phrases.
+    intent: Intent | None = None
 
     def with_name(self, name: str | None) -> Element:
         """This element for a call whose agent is `name` (full name and first name)."""
@@ -141,6 +146,8 @@ class Stage:
     after: tuple[str, ...] = ()  # stage ids that must be said before this one
     order_severity: Severity = Severity.MINOR
     order_deduction: float = 0.0
+    #: The step by meaning (examples, near misses), besides its phrases; None = phrases only.
+    intent: Intent | None = None
 
     def for_agent(self, name: str | None) -> Stage:
         """This stage with the agent's own name added where an element accepts it."""
@@ -156,6 +163,7 @@ class ForbiddenRule:
     phrases: tuple[CompiledPhrase, ...]
     severity: Severity = Severity.MAJOR
     deduction: float = 0.0  # taken once per call, however often the rule is broken
+    intent: Intent | None = None  # the behaviour by meaning, besides its phrases
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +202,9 @@ class ComplianceScript:
     turn_break_ms: int = 1200
     #: A pause this long in one party's speech also ends its turn.
     turn_gap_ms: int = 8000
+    #: The intents of its stages and forbidden rules with their example vectors (None when
+    #: the script has none): what `monitor.qa.intents.IntentTracker` matches against.
+    intents: IntentIndex | None = field(default=None, compare=False)
 
     def stage(self, stage_id: str) -> Stage:
         for stage in self.stages:

@@ -70,7 +70,9 @@ from typing import Any, TypeVar
 
 import config
 from monitor.qa.align import confusable_cap
+from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.errors import ScriptInvalid
+from monitor.qa.intents import Intent, IntentIndex, parse_intent
 from monitor.qa.rules import (
     Anchor,
     ComplianceScript,
@@ -123,8 +125,18 @@ _STAGE_KEYS = {
     "phrases",
     "element",
     "tolerance",
+    "intent",
 }
-_FORBIDDEN_KEYS = {"id", "title", "party", "severity", "deduction", "phrases", "tolerance"}
+_FORBIDDEN_KEYS = {
+    "id",
+    "title",
+    "party",
+    "severity",
+    "deduction",
+    "phrases",
+    "tolerance",
+    "intent",
+}
 _EXCEPTION_KEYS = {"id", "title", "party", "phrases", "suspends", "for_s", "tolerance"}
 
 
@@ -300,20 +312,23 @@ def _stage(
     sid = r.ident(raw, where)
     where = f"stage {sid!r}"
     m = m.override(r, raw, where)
-    if ("phrases" in raw) == ("element" in raw):
+    intent = _intent(r, raw, sid, where)
+    if ("phrases" in raw) and ("element" in raw):
         raise r.fail(where, "give either phrases = [...] or [[stage.element]] tables, not both")
+    if "phrases" not in raw and "element" not in raw and intent is None:
+        raise r.fail(where, "give phrases = [...], [[stage.element]] tables or an intent")
     elements = []
     if "phrases" in raw:
         phrases = r.strings(raw, "phrases", where, required=True)
         elements.append(Element(sid, m.compile(r, phrases, where, synonyms)))
-    else:
+    elif "element" in raw:
         if not isinstance(raw["element"], list) or not raw["element"]:
             raise r.fail(where, "[[stage.element]] must list at least one element")
         for j, el in enumerate(raw["element"]):
             ew = f"{where}: element[{j}]"
             if not isinstance(el, dict):
                 raise r.fail(ew, "each [[stage.element]] must be a table")
-            r.keys(el, {"name", "phrases", "optional", "own_name"}, ew)
+            r.keys(el, {"name", "phrases", "optional", "own_name", "intent"}, ew)
             name = r.text(el, "name", ew, default=f"part{j + 1}")
             phrases = r.strings(el, "phrases", ew, required=True)
             elements.append(
@@ -324,6 +339,7 @@ def _stage(
                     r.flag(el, "own_name", ew, False),
                     m.tolerance,
                     m.min_score,
+                    _element_intent(r, el, f"{sid}:{name}", ew),
                 )
             )
         if all(e.optional for e in elements):
@@ -340,7 +356,20 @@ def _stage(
         after=r.strings(raw, "after", where),
         order_severity=r.choice(raw, "order_severity", where, Severity, Severity.MINOR),
         order_deduction=r.number(raw, "order_deduction", where, 0.0, hi=100),
+        intent=intent,
     )
+
+
+def _element_intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
+    if "intent" not in raw:
+        return None
+    return parse_intent(raw["intent"], rule, f"{r.source}: {where}", exclusive=False)
+
+
+def _intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
+    if "intent" not in raw:
+        return None
+    return parse_intent(raw["intent"], rule, f"{r.source}: {where}")
 
 
 def _rule_tables(
@@ -357,8 +386,15 @@ def _rule_tables(
         yield table, rid, where, m.override(r, table, where)
 
 
-def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> ComplianceScript:
-    """Validate one parsed TOML document; every problem raises `ScriptInvalid`."""
+def script_from_dict(
+    raw: Mapping[str, Any],
+    source: str = "<script>",
+    encoder: SentenceEncoder | None = None,
+    semantic: bool = True,
+) -> ComplianceScript:
+    """Validate one parsed TOML document; every problem raises `ScriptInvalid`. Intents'
+    examples are encoded with `encoder` (shared by a `ScriptBook`; a new one if None);
+    `semantic=False` validates the intents but leaves them unmatched (no model loads)."""
     r = _Reader(source)
     r.keys(raw, _TOP_KEYS, "top level")
     language = raw.get("language")
@@ -390,10 +426,11 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
                 title=r.text(f, "title", where, default=fid),
                 party=r.choice(f, "party", where, Speaker, Speaker.AGENT),
                 phrases=fm.compile(
-                    r, r.strings(f, "phrases", where, required=True), where, synonyms
+                    r, r.strings(f, "phrases", where, required="intent" not in f), where, synonyms
                 ),
                 severity=r.choice(f, "severity", where, Severity, Severity.MAJOR),
                 deduction=r.number(f, "deduction", where, 0.0, hi=100),
+                intent=_intent(r, f, fid, where),
             )
         )
     exceptions = []
@@ -431,7 +468,17 @@ def script_from_dict(raw: Mapping[str, Any], source: str = "<script>") -> Compli
         pass_score=r.number(raw, "pass_score", "top level", 80.0, hi=100),
         turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
         turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
+        intents=_index(stages, forbidden, encoder) if semantic else None,
     )
+
+
+def _index(
+    stages: tuple[Stage, ...], forbidden: list[ForbiddenRule], encoder: SentenceEncoder | None
+) -> IntentIndex | None:
+    found: list[Intent | None] = [s.intent for s in stages] + [f.intent for f in forbidden]
+    found += [e.intent for s in stages for e in s.elements]
+    intents = tuple(x for x in found if x is not None)
+    return IntentIndex(intents, encoder or SentenceEncoder()) if intents else None
 
 
 def _guard_confusables(
@@ -503,7 +550,9 @@ def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
         visit(stage.id, ())
 
 
-def load_script_file(path: Path | str) -> ComplianceScript:
+def load_script_file(
+    path: Path | str, encoder: SentenceEncoder | None = None, semantic: bool = True
+) -> ComplianceScript:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -511,4 +560,4 @@ def load_script_file(path: Path | str) -> ComplianceScript:
         raise ScriptInvalid(f"{path}: cannot read compliance script: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScriptInvalid(f"{path}: not valid TOML: {exc}") from None
-    return script_from_dict(raw, source=str(path))
+    return script_from_dict(raw, source=str(path), encoder=encoder, semantic=semantic)

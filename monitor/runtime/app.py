@@ -180,7 +180,10 @@ class Callwatch:
         self.asr.start()
         scripts = None
         if s.compliance.enabled:
-            scripts = load_compliance_scripts(s.compliance.scripts_dir)
+            # The sentence model loads here (a second or two): off the loop.
+            scripts = await asyncio.to_thread(
+                load_compliance_scripts, s.compliance.scripts_dir, s.compliance.semantic
+            )
         if s.quality.dnsmos.enabled:
             dn = s.quality.dnsmos
             scorer = await asyncio.to_thread(

@@ -150,6 +150,9 @@ class CallTranscripts:
                             end_ms=u.end_ms, reason=problem)
             )  # fmt: skip
         else:
+            if self.analyzer is not None and not self._analysis_done and result.text:
+                # The sentence model encodes its clauses in its own thread, not on the loop.
+                await self.analyzer.prepare_segment(result.text)
             records.extend(self._result_records(job, result, latency_ms, late))
         await self._storage.put_many(records)
         self._pending.discard(job)

