@@ -142,13 +142,13 @@ class RecordingSettings(_Section):
     flush_interval_s: float = Field(default=0.5, gt=0, le=1.0)
     #: fsync after each flush too (survives power loss, costs IOPS).
     fsync: bool = False
-    #: Encrypt finished recordings at rest (AES-256-GCM, README "Privacy and PCI").
+    #: Encrypt finished recordings at rest (AES-256-GCM, docs/privacy.md).
     encrypt: bool = False
     #: The 32-byte key: a file holding it (raw, hex or base64) or the value itself
     #: (`CALLWATCH_RECORDING__ENCRYPTION_KEY`, hex or base64); one is needed when `encrypt`.
     encryption_key_file: Path | None = None
     encryption_key: SecretStr | None = None
-    #: Older keys still accepted for reading, by key id (rotation: README).
+    #: Older keys still accepted for reading, by key id (rotation: docs/privacy.md).
     old_key_files: tuple[Path, ...] = ()
 
     @model_validator(mode="after")
@@ -414,7 +414,7 @@ class RetentionRule(_Section):
 
 
 class RetentionSettings(RetentionRule):
-    """[retention]: storage limitation and erasure (README "Privacy and PCI"). Per-queue
+    """[retention]: storage limitation and erasure (docs/privacy.md). Per-queue
     overrides: `[retention.queues.payments]` `days = 90`. Calls under legal hold are kept."""
 
     #: Run the retention job in the server this often (seconds; 0 = only by
@@ -494,7 +494,7 @@ class ApiSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """Transcript, DTMF and metadata redaction (README "Privacy and PCI")."""
+    """Transcript, DTMF and metadata redaction (docs/privacy.md)."""
 
     #: Redact transcripts before they are stored, published, searched or exported.
     redact_transcripts: bool = True

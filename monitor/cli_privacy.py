@@ -77,8 +77,8 @@ def cmd_recordings(args: argparse.Namespace, settings: Any, repo: Any) -> int:
 
     key, keys = recording_keys(settings)
     if key is None:
-        print("callwatch: set recording.encrypt = true and a key first (README "
-              '"Privacy and PCI")', file=sys.stderr)  # fmt: skip
+        print("callwatch: set recording.encrypt = true and a key first (docs/privacy.md)",
+              file=sys.stderr)  # fmt: skip
         return 2
     rotate = args.recordings_command == "rekey"
     n = sweep(repo.engine, settings.recordings_dir, key, rotate=rotate, keys=keys)

@@ -12,7 +12,7 @@ the chunks that hold it; at 64 KiB chunks a seek decrypts at most two extra part
 Each chunk's associated data is the file header plus the chunk index: chunks cannot be
 reordered, moved between files or re-keyed unnoticed, and the plaintext size in the header
 makes truncation detectable. The key id (first 8 bytes of SHA-256 of the key) says which key
-sealed a file, so old keys can still read after a rotation (README "Privacy and PCI").
+sealed a file, so old keys can still read after a rotation (docs/privacy.md).
 
 Nonces are random per chunk and a chunk is encrypted once: sealing happens when the call is
 finished (never on a growing file whose header is rewritten at every flush), so no nonce is

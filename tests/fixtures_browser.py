@@ -49,7 +49,7 @@ def browser() -> Iterator[object]:
 
 
 def screenshot(page: object, name: str) -> Path:
-    """Save a full-page screenshot to docs/screenshots/NAME.png (shown in the README)."""
+    """Save a full-page screenshot to docs/screenshots/NAME.png (shown in docs/board.md)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]

@@ -154,7 +154,7 @@ def test_recording_range_requests(seeded: ApiHarness) -> None:
 
 
 def test_roles_allowed_and_denied_as_designed_with_audit(seeded: ApiHarness) -> None:
-    """The access matrix of README "HTTP API", each cell checked and each denial audited."""
+    """The access matrix of docs/api.md "HTTP API", each cell checked and each denial audited."""
     matrix = [  # method, path, action (None: not audited), roles allowed
         ("GET", "/api/calls", None, {"supervisor", "qa", "admin"}),
         ("GET", "/api/calls/c1", "transcript.view", {"supervisor", "qa", "admin"}),

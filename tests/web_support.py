@@ -23,7 +23,7 @@ PASSWORD = "board-test-password"
 USERS = {"sup": "supervisor", "qa": "qa"}
 API_RE = re.compile(r"api listening on (http://\S+)")
 #: Low thresholds so the 4 s gap of dead_air_en_16k.toml is dead air and raises an alert;
-#: the opt-in short ASR window (README, Benchmarks) for transcripts within 3 s on 2 cores.
+#: the opt-in short ASR window (docs/benchmarks.md) for transcripts within 3 s on 2 cores.
 WEB_ENV = {
     "CALLWATCH_ASR__WINDOW_MARGIN_S": "10",
     "CALLWATCH_API__PORT": "0",

@@ -1,7 +1,7 @@
 """Call routes: search, detail (the transcript view), the recording with range requests, the
 vCon export and QA reviews. Every access to call content writes an audit row.
 
-Roles (see README "HTTP API"): every role may search, open a call and play its recording;
+Roles (see docs/api.md "HTTP API"): every role may search, open a call and play its recording;
 downloading the recording (`?download=true`), exporting a vCon and QA reviews are for
 `qa` and `admin`.
 """

@@ -1,5 +1,5 @@
 """Pausing and resuming a live call's capture from the API (PCI DSS: stop recording while a
-customer reads out card data; README "Privacy and PCI").
+customer reads out card data; docs/privacy.md).
 
 `POST /api/calls/{call_id}/pause` and `/resume` (supervisor or admin; the call id or the
 switch's id of a call that is live on this node). While paused, the call's recording gets

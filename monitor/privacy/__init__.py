@@ -5,5 +5,5 @@
 - `redactor`: per call, segments in and masked segments out, held back across segments;
 - `scrub`: DTMF key presses and switch metadata / trace payloads.
 
-All sans-I/O; `monitor.runtime.call.LiveCall` applies them (README "Privacy and PCI").
+All sans-I/O; `monitor.runtime.call.LiveCall` applies them (docs/privacy.md).
 """

@@ -1,5 +1,5 @@
 """Mid-stream text frames of a call (DTMF and app events aside): hold and IVR prompt markers,
-and capture pause/resume (PCI, README "Privacy and PCI"; the API's pause goes through here too).
+and capture pause/resume (PCI, docs/privacy.md; the API's pause goes through here too).
 
 Every frame goes into the call's trace; hold markers and IVR prompts also tell the call's
 conversation tracker, so music on hold and prompts are not counted as dead air (or talk).
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 #: Text-frame `event` (or `type`) values that mark the customer being put on / taken off hold.
 HOLD_STARTED = frozenset({"hold", "hold_start", "hold_started", "on_hold"})
 HOLD_ENDED = frozenset({"unhold", "hold_end", "hold_ended", "off_hold", "resume"})
-#: Text-frame events that pause / resume capture (README "Privacy and PCI"; also the API).
+#: Text-frame events that pause / resume capture (docs/privacy.md; also the API).
 CAPTURE_PAUSE = frozenset({"pause_recording", "recording_pause", "pause_capture"})
 CAPTURE_RESUME = frozenset({"resume_recording", "recording_resume", "resume_capture"})
 #: IVR prompts: a start/end pair, or one `{"event":"ivr_prompt","start_ms":..,"end_ms":..}`

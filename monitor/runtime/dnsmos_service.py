@@ -67,8 +67,8 @@ class DnsmosSampler:
         return out
 
 
-#: Niceness of the scoring thread: DNSMOS is the first thing to give way (README "Overload"),
-#: so the kernel serves the ASR workers first when both want a core.
+#: Niceness of the scoring thread: DNSMOS is the first thing to give way (docs/architecture.md,
+#: "Overload"), so the kernel serves the ASR workers first when both want a core.
 DNSMOS_NICE = 10
 
 

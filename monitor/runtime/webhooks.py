@@ -11,7 +11,7 @@ Delivery is at least once: a receiver whose 2xx response is lost gets the same d
 Each delivery carries a stable id (`X-Callwatch-Delivery`, also `delivery_id` in the body) for
 receivers to drop repeats.
 
-Signature (documented in README): header
+Signature (documented in docs/api.md): header
     X-Callwatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
 Receivers recompute the HMAC over the timestamp, a dot and the raw request body, compare in
 constant time, and reject timestamps more than 5 minutes from their clock (replay).
