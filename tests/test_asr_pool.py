@@ -54,10 +54,11 @@ async def test_pool_matches_the_engine_and_keeps_the_loop_responsive(
         assert [(r.tag, r.text, r.language) for r in got] == [
             (r.tag, r.text, r.language) for r in expected
         ]
-    # Transcription took seconds, yet the loop kept ticking every ~10 ms.
-    assert elapsed > 1.0
+    # Transcription took real time (short encoder windows make it well under a second), yet
+    # the loop kept ticking every ~10 ms: ASR blocking the loop would show one gap ~ elapsed.
+    assert elapsed > 0.2
     assert len(gaps) > elapsed / 0.1
-    assert max(gaps) < 0.5, f"event loop stalled for {max(gaps):.2f} s"
+    assert max(gaps) < min(0.5, elapsed / 2), f"event loop stalled for {max(gaps):.2f} s"
 
 
 async def test_a_killed_worker_fails_its_batch_and_is_restarted(
