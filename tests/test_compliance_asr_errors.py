@@ -130,6 +130,7 @@ def test_targets_up_to_15_percent_cer(cer: float) -> None:
     assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
+@pytest.mark.long  # 90 s: the 1,000-call sweep; scripts/test --long and the compliance bench
 def test_targets_at_20_percent_cer_over_1000_calls() -> None:
     """The heaviest damage, on the bench's five sets of 200 calls: every stage, forbidden
     phrases and order violations keep the targets in both languages. (One set alone is too

@@ -108,6 +108,7 @@ def test_every_scripted_line_alone_is_classified_as_labelled(column: str) -> Non
     assert not wrong, "\n".join(wrong)
 
 
+@pytest.mark.long  # 60 s with the sentence model: scripts/test --long
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(max_size=40), min_size=1, max_size=6))
 def test_any_text_is_checked_without_error(texts: list[str]) -> None:
