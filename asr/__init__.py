@@ -9,8 +9,9 @@ Modules (import the heavy ones explicitly; importing `asr` itself loads no model
 * `asr.window` - the encoder window, the fallback gates and the speech gates (pure).
 * `asr.language` - `LanguageTracker`, a party's language locked after confident detections.
 * `asr.pool` - `AsrPool`, worker processes that keep decoding off the event loop.
-* `asr.textnorm` - Simplified Chinese, phantom-phrase removal, spacing.
-* `asr.scoring` - WER / CER for tests and benchmarks.
+* `asr.textnorm` - Simplified Chinese, phantom-phrase removal, spacing, numbers in words.
+
+WER / CER scoring for tests and benchmarks lives in `evaluation.scoring`, outside the product.
 """
 
 from asr.errors import AsrError, AsrWorkerError, ModelLoadError, ModelNotFoundError

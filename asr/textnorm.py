@@ -13,7 +13,7 @@ This module owns what happens to Whisper's text after decoding and before it bec
   characters, and return "" when no letter or digit is left.
 * `normalize_transcript(text, language, simplified)` - the three above, in order.
 
-Scoring normalisation (lower-casing, digit spelling for WER/CER) lives in `asr.scoring`:
+Scoring normalisation (lower-casing, digit spelling for WER/CER) lives in `evaluation.scoring`:
 transcripts keep their case and punctuation for people to read.
 """
 
@@ -153,3 +153,32 @@ def normalize_transcript(text: str, language: str, simplified: bool) -> str:
     if simplified and language == "zh":
         text = to_simplified(text)
     return clean_text(strip_phantoms(text))
+
+
+# Live as well as for scoring: the compliance matcher spells numbers the way WER does.
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
+
+
+def number_words(n: int) -> str:
+    """Spell a non-negative integer in English words: 1455 -> "one thousand four hundred
+    fifty five" (no "and", no hyphens; 10**12 and more are read digit by digit)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n >= 10**12:  # account and card numbers: read digit by digit
+        return " ".join(ONES[int(d)] for d in str(n))
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        tens, ones = divmod(n, 10)
+        return _TENS[tens] + (f" {ONES[ones]}" if ones else "")
+    for scale, word in _SCALES:
+        if n >= scale:
+            head, rest = divmod(n, scale)
+            tail = f" {number_words(rest)}" if rest else ""
+            return f"{number_words(head)} {word}{tail}"
+    raise AssertionError(f"no scale for {n}")  # unreachable: every n >= 100 has one

@@ -61,9 +61,9 @@ from bench_live import OfflineBaseline, ServerMeter, asr_counters, dnsmos_cpu_s,
 
 from asr.engine import EngineConfig
 from asr.pool import AsrPool
-from asr.scoring import corpus_cer, corpus_wer
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from config.settings import Settings, load_settings
+from evaluation.scoring import corpus_cer, corpus_wer
 from ivr_sim.harness import MODEL_CACHE, REPO_ROOT, ServerProcess
 from ivr_sim.script import RenderedCall, builtin_scripts, load_clip, load_script, render
 from ivr_sim.stream import call_metadata, stream_call

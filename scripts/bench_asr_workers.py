@@ -36,9 +36,9 @@ from scipy.signal import resample_poly
 
 from asr.engine import EngineConfig, WhisperEngine
 from asr.pool import AsrPool
-from asr.scoring import corpus_cer, corpus_wer
 from asr.types import SAMPLE_RATE, AsrRequest
 from config.settings import AsrSettings
+from evaluation.scoring import corpus_cer, corpus_wer
 
 Clip = tuple[str, str, str, npt.NDArray[np.float32]]  # file, language, reference, audio
 

@@ -9,7 +9,7 @@ language, on labelled simulated calls.
     scripts/bench-compliance --live-url ws://127.0.0.1:8765/ --data-dir DIR   # a running one
     scripts/bench-compliance --errors        # also list every false positive / negative
 
-The calls (`monitor.qa.evalset.build_plans`) are assembled from the synthetic agent and
+The calls (`evaluation.evalset.build_plans`) are assembled from the synthetic agent and
 customer lines in shared/data/speech/tts (greetings, verification, hold notices, closings,
 paraphrases, near misses that must not count, forbidden lines) and real read speech from
 tests/data/speech, rendered by `ivr_sim` at 8 kHz (a telephone call) or `--rate 16000`.
@@ -20,7 +20,7 @@ built from the default settings (the server's models, language `auto` unless `--
 and the transcripts, in media-time order with the watermark advanced after each, through
 `ComplianceChecker` for the script `ScriptBook.select` picks. Text mode skips audio: the same
 calls' exact lines, faster-whisper's `asr_text` of each line, and the exact lines with
-injected ASR errors at 5, 10, 15 and 20 % CER (`monitor.qa.noise`), pooled over `--sets`
+injected ASR errors at 5, 10, 15 and 20 % CER (`evaluation.noise`), pooled over `--sets`
 sets of calls (default 5 x 200, seeds 7-11): one set has only ten order violations per
 language, too few to measure 0.95 on.
 
@@ -62,6 +62,15 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from asr.pool import AsrPool
 from asr.types import AsrRequest, AsrResult
 from config.settings import Settings, load_settings
+from evaluation.evalset import (
+    CallPlan,
+    Tally,
+    build_plans,
+    check_call,
+    heldout_lines,
+    load_lines,
+)
+from evaluation.noise import inject_errors
 from ivr_sim.harness import ServerProcess, server_env
 from ivr_sim.script import CallScript, RenderedCall, Turn, render
 from ivr_sim.stream import call_metadata, stream_call
@@ -79,15 +88,6 @@ from monitor.qa import (
     StageChecked,
     load_compliance_scripts,
 )
-from monitor.qa.evalset import (
-    CallPlan,
-    Tally,
-    build_plans,
-    check_call,
-    heldout_lines,
-    load_lines,
-)
-from monitor.qa.noise import inject_errors
 from storage.repository import Repository
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -31,8 +31,8 @@ import numpy.typing as npt
 from scipy.signal import resample_poly
 
 from asr.engine import EngineConfig
-from asr.scoring import corpus_cer, corpus_wer
 from asr.types import SAMPLE_RATE, AsrRequest
+from evaluation.scoring import corpus_cer, corpus_wer
 from ivr_sim.script import RenderedCall
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")

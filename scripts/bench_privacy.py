@@ -16,7 +16,7 @@ recall 1.00 on the heard entities.
 
 Precision: masks on the lines that say no number of that kind (the Luhn-invalid reference
 number, the agent's question) are false positives, and so is every mask on the ordinary calls
-of the compliance evaluation set (`monitor.qa.evalset.build_plans` over the 154 contact-centre
+of the compliance evaluation set (`evaluation.evalset.build_plans` over the 154 contact-centre
 lines of tests/data/tts/lines.tsv, without the `pii` lines, as faster-whisper transcribed them
 and as written). Target: precision >= 0.99 over the ordinary segments.
 
@@ -39,9 +39,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from evaluation.evalset import build_plans, load_lines  # noqa: E402
 from monitor.privacy.redactor import MASKS, CallRedactor, HeardSegment  # noqa: E402
 from monitor.privacy.spoken import Kind, read_units  # noqa: E402
-from monitor.qa.evalset import build_plans, load_lines  # noqa: E402
 
 DATA = REPO_ROOT / "tests" / "data" / "privacy"
 LINES = REPO_ROOT / "tests" / "data" / "tts" / "lines.tsv"

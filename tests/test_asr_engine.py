@@ -9,9 +9,9 @@ import pytest
 
 from asr.engine import WhisperEngine
 from asr.models import resolve_model
-from asr.scoring import cer, corpus_cer, corpus_wer, wer
 from asr.textnorm import to_simplified
 from asr.types import AsrRequest, AsrResult
+from evaluation.scoring import cer, corpus_cer, corpus_wer, wer
 from tests.fixtures_asr import (
     REFERENCE_BATCHES,
     load_clip,

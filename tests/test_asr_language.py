@@ -7,8 +7,8 @@ import pytest
 
 from asr.engine import WhisperEngine
 from asr.language import LanguageTracker
-from asr.scoring import corpus_cer
 from asr.types import AsrRequest, AsrResult
+from evaluation.scoring import corpus_cer
 from tests.fixtures_asr import load_clip, reference
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asr.scoring import (
+from evaluation.scoring import (
     cer,
     corpus_cer,
     corpus_wer,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from asr.engine import EngineConfig, WhisperEngine
-from asr.scoring import corpus_cer, corpus_wer
 from asr.types import AsrRequest
 from asr.window import Decoded, FallbackGates, boost_quiet, bucket, loudness_dbfs, window_frames
 from config.settings import AsrSettings
+from evaluation.scoring import corpus_cer, corpus_wer
 from tests.fixtures_asr import load_clip, reference, requests_for
 
 CLIPS_EN = ("en/ljspeech_LJ001-0004.flac", "en/asterisk_invalid.flac")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.qa import load_compliance_scripts
-from monitor.qa.evalset import (
+from evaluation.evalset import (
     CallPlan,
     Tally,
     build_plans,
@@ -26,7 +25,8 @@ from monitor.qa.evalset import (
     heldout_lines,
     load_lines,
 )
-from monitor.qa.noise import inject_errors
+from evaluation.noise import inject_errors
+from monitor.qa import load_compliance_scripts
 
 DATA = Path(__file__).resolve().parent / "data"
 TARGET = {"en": 0.95, "zh": 0.90}

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evaluation.evalset import load_lines
 from monitor.qa import ComplianceChecker, ForbiddenPhraseSaid, PhraseMatched
 from monitor.qa.book import load_compliance_scripts
-from monitor.qa.evalset import load_lines
 from monitor.qa.textmatch import CompiledPhrase, normalize
 from monitor.qa.transcript import PartyTranscripts, Segment
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.evalset import Tally, build_plans, check_call, heldout_lines, load_lines
+from evaluation.noise import inject_errors
 from monitor.qa import ComplianceChecker, ScriptBook, ScriptInvalid, load_compliance_scripts
 from monitor.qa.embedding import SentenceEncoder
-from monitor.qa.evalset import Tally, build_plans, check_call, heldout_lines, load_lines
 from monitor.qa.intents import clauses, negated
-from monitor.qa.noise import inject_errors
 from monitor.qa.scripts import script_from_dict
 
 DATA = Path(__file__).parent / "data"

@@ -17,7 +17,7 @@ import soundfile as sf
 from faster_whisper import WhisperModel
 
 from asr.models import resolve_model
-from asr.scoring import cer, wer
+from evaluation.scoring import cer, wer
 from ivr_sim import RenderedCall, builtin_scripts, load_script, render, stream_call
 from ivr_sim.script import DEFAULT_DATA_ROOT, load_clip
 from tests.fixtures_server import MODEL_CACHE, LiveServer

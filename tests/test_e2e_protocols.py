@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.scoring import wer
 from audio_quality.g711 import round_trip
+from evaluation.scoring import wer
 from ivr_sim import RenderedCall, render, stream_call
 from ivr_sim.protocols import audio_8k
 from ivr_sim.script import script_from_dict

@@ -12,9 +12,8 @@ Modules: `textmatch` (normalisation, pinyin keys, fuzzy alignment), `align` (the
 sound-aware weighted alignment for heavily damaged transcripts), `transcript` (turns and
 media-time spans), `rules` (the script model), `scripts` (TOML format and validation),
 `book` (selection), `checker` (the live state machine), `scoring` (checklist and score),
-`events` (what comes out), `watermark` (when a window may be judged). For evaluation only,
-never on the live path: `evalset` (the labelled calls for the shipped scripts) and `noise`
-(injected ASR errors).
+`events` (what comes out), `watermark` (when a window may be judged). The evaluation sets
+and error injection live outside the product, in the top-level `evaluation` package.
 """
 
 from monitor.qa.book import ScriptBook, load_compliance_scripts

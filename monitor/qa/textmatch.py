@@ -45,8 +45,7 @@ from dataclasses import dataclass
 import cn2an
 from rapidfuzz import fuzz
 
-from asr.scoring import number_words
-from asr.textnorm import to_simplified
+from asr.textnorm import number_words, to_simplified
 from monitor.qa.align import EN_LIGHT_WORDS, Sequence, sequence, weighted_search
 from monitor.qa.pinyin import initials, is_cjk, keys_to_letters, pinyin_keys
 

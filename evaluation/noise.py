@@ -1,7 +1,7 @@
 """Realistic ASR errors injected into exact transcripts, for the text-level compliance suite.
 
 `inject_errors(text, language, cer, rng)` returns `text` damaged to about `cer` character
-error rate (Levenshtein distance / reference length, as `asr.scoring` counts it), with the
+error rate (Levenshtein distance / reference length, as `evaluation.scoring` counts it), with the
 errors small Whisper models make here (see shared/data/speech/tts/README.md, "Checks"):
 
 * Mandarin: homophone substitutions (核实 -> 和时: another character with the same toneless

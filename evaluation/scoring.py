@@ -26,37 +26,12 @@ from collections.abc import Callable, Sequence
 
 import cn2an
 
-from asr.textnorm import to_simplified
+from asr.textnorm import ONES as _ONES
+from asr.textnorm import number_words, to_simplified
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _DIGIT_RANGE = re.compile(r"(?<=\d)\s*[-–~]\s*(?=\d)")
 _SHORT_YEARS = re.compile(r"(?<![\d.])\d{1,3}(?=\s*年)")
-
-
-def number_words(n: int) -> str:
-    """Spell a non-negative integer in English words: 1455 -> "one thousand four hundred
-    fifty five" (no "and", no hyphens; 10**12 and more are read digit by digit)."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if n >= 10**12:  # account and card numbers: read digit by digit
-        return " ".join(_ONES[int(d)] for d in str(n))
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
-    for scale, word in _SCALES:
-        if n >= scale:
-            head, rest = divmod(n, scale)
-            tail = f" {number_words(rest)}" if rest else ""
-            return f"{number_words(head)} {word}{tail}"
-    raise AssertionError(f"no scale for {n}")  # unreachable: every n >= 100 has one
 
 
 def _spell(match: re.Match[str]) -> str:
