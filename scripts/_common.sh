@@ -195,7 +195,7 @@ cw_bootstrap() {
     stamp="$CW_VENV/.callwatch-installed.sha256"
     want=$(_cw_sha256 "$CW_ROOT/pyproject.toml")
     have=$(cat "$stamp" 2>/dev/null || true)
-    if [[ "$want" == "$have" && -x "$CW_VENV/bin/callwatch" && -z "${CW_FORCE_INSTALL:-}" ]]; then
+    if [[ "$want" == "$have" && -x "$CW_VENV/bin/callwatch" && -x "$CW_VENV/bin/callwatch-sim" && -z "${CW_FORCE_INSTALL:-}" ]]; then
         cw_step 2 $total "Python packages up to date (pyproject.toml unchanged)"
     else
         if [[ -z "$have" ]]; then

@@ -100,7 +100,7 @@ def test_the_same_ivr_call_over_every_protocol(server: LiveServer) -> None:
 
 
 def test_ivr_sim_cli_streams_over_each_protocol(server: LiveServer, tmp_path: Path) -> None:
-    """`callwatch sim --protocol X` reaches the server (short call, no transcript checks)."""
+    """`callwatch-sim --protocol X` reaches the server (short call, no transcript checks)."""
     import subprocess
     import sys
 
@@ -109,7 +109,7 @@ def test_ivr_sim_cli_streams_over_each_protocol(server: LiveServer, tmp_path: Pa
         url = (f"tcp://{server.audiosocket[0]}:{server.audiosocket[1]}"
                if protocol == "audiosocket" else server.url)  # fmt: skip
         out = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", "sim", "--url", url, "--protocol", protocol,
+            [sys.executable, "-m", "ivr_sim", "--url", url, "--protocol", protocol,
              "--customer", str(Path(__file__).parent / "data/speech/en/ljspeech_LJ001-0013.flac"),
              "--calls", "1", "--pace", "0"],
             capture_output=True, text=True, env=server.env, timeout=120,
