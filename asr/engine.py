@@ -30,6 +30,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from asr.errors import ModelLoadError
 from asr.models import fetch_model, hub_offline, pick_device, resolve_model
+from asr.settings import AsrSettings
 from asr.textnorm import normalize_transcript
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from asr.window import (
@@ -43,7 +44,6 @@ from asr.window import (
     loudness_dbfs,
     window_frames,
 )
-from config.settings import AsrSettings
 
 WINDOW_S = 30.0
 _WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)

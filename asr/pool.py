@@ -39,8 +39,8 @@ from types import TracebackType
 from asr.engine import EngineConfig
 from asr.errors import AsrError, AsrWorkerError, ModelLoadError
 from asr.models import pick_device
+from asr.settings import AsrSettings
 from asr.types import AsrRequest, AsrResult
-from config.settings import AsrSettings
 
 log = logging.getLogger(__name__)
 

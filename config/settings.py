@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from asr.settings import AsrSettings, VadSettings
 from audio_quality.settings import QualitySettings
 
 ENV_PREFIX = "CALLWATCH_"
@@ -159,75 +160,6 @@ class RecordingSettings(_Section):
                 "CALLWATCH_RECORDING__ENCRYPTION_KEY (32 bytes, hex or base64)"
             )
         return self
-
-
-class VadSettings(_Section):
-    """Utterance segmentation for ASR (not for audio-quality metrics)."""
-
-    #: webrtcvad aggressiveness 0..3.
-    aggressiveness: int = Field(default=2, ge=0, le=3)
-    frame_ms: Literal[10, 20, 30] = 30
-    #: Speech must last this long to open an utterance.
-    min_speech_ms: int = Field(default=150, ge=0)
-    #: Silence that closes an utterance.
-    end_silence_ms: int = Field(default=500, ge=60)
-    #: Audio kept before the detected start and after the end.
-    pad_ms: int = Field(default=200, ge=0)
-    #: Cap: an utterance longer than this is cut (Whisper's window is 30 s).
-    max_utterance_s: float = Field(default=15.0, ge=1.0, le=29.0)
-    #: Utterances shorter than this (voiced part) are dropped as clicks and breaths.
-    min_utterance_ms: int = Field(default=300, ge=0)
-
-
-class AsrSettings(_Section):
-    """Speech recognition: which model, where, and how many workers."""
-
-    #: A directory, a bundled model (`base`, `tiny.en`) or any faster-whisper model name.
-    model: str = "base"
-    #: `auto` detects per utterance; `zh` or `en` forces the language.
-    language: Literal["auto", "zh", "en"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: `auto` = int8 on CPU, float16 on GPU.
-    compute_type: str = "auto"
-    #: Worker processes, each holding one copy of the model shared by all calls.
-    workers: int = Field(default=0, ge=0)  # 0 = one per CPU core
-    #: CPU threads inside each worker.
-    cpu_threads: int = Field(default=1, ge=1)
-    #: Utterances waiting in the live lane (deadline order); past it, the oldest moves to the
-    #: catch-up lane (transcribed when no live work waits, flagged late). Nothing is shed.
-    queue_size: int = Field(default=256, ge=1)
-    #: A live utterance waiting longer than this (from the end of its speech) moves to the
-    #: catch-up lane, so fresh speech is transcribed first when the box cannot keep up.
-    live_budget_s: float = Field(default=3.0, gt=0.0, le=600.0)
-    #: Audio seconds the catch-up lane holds in memory (32 kB per second); past it an
-    #: utterance's audio is released and it is transcribed from the recording after its call.
-    catchup_max_s: float = Field(default=1800.0, ge=0.0)
-    #: Utterances handed to a worker in one batch. On CPU 1 is best (a batch costs as much as
-    #: its utterances one by one, and every result waits for the whole batch); GPUs gain from 4-8.
-    batch_size: int = Field(default=1, ge=1)
-    beam_size: int = Field(default=1, ge=1)
-    #: Encode an utterance in a window of its length plus this margin instead of Whisper's
-    #: padded 30 s (0 = always 30 s). A decode that looks wrong (asr/window.py) is redone on
-    #: the full window; the margin was chosen by measurement (docs/benchmarks.md).
-    window_margin_s: float = Field(default=3.0, ge=0.0, le=30.0)
-    #: Lock a party's language after this many detections in a row of the same language,
-    #: each with probability >= `language_lock_p`; later utterances skip detection (0 = never).
-    language_lock_after: int = Field(default=2, ge=0)
-    #: Raise a quieter utterance to this loudness (dBFS of its loud part) before decoding, by
-    #: at most 20 dB; 0 = off. Quiet lines (-31 dBFS) decoded worse on short windows.
-    quiet_boost_dbfs: float = Field(default=-25.0, ge=-60.0, le=0.0)
-    language_lock_p: float = Field(default=0.9, gt=0.5, le=1.0)
-    #: A call is stored as ended the moment the switch hangs up; its verdict (compliance,
-    #: grade, end-of-call alerts) is made when its last transcript lands, or after this long
-    #: at most. Segments that arrive later are still stored; the `finalised` trace entry
-    #: counts the utterances still pending.
-    final_wait_s: float = Field(default=120.0, gt=0.0, le=3600.0)
-    #: Normalise Mandarin output to Simplified characters.
-    simplified_chinese: bool = True
-    #: Where joined bundled models are cached (default: <data_dir>/models).
-    cache_dir: Path | None = None
-    #: Refuse hub downloads (also honoured: HF_HUB_OFFLINE=1).
-    offline: bool = False
 
 
 class LoadSettings(_Section):

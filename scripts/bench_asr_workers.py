@@ -36,8 +36,8 @@ from scipy.signal import resample_poly
 
 from asr.engine import EngineConfig, WhisperEngine
 from asr.pool import AsrPool
+from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest
-from config.settings import AsrSettings
 from evaluation.scoring import corpus_cer, corpus_wer
 
 Clip = tuple[str, str, str, npt.NDArray[np.float32]]  # file, language, reference, audio

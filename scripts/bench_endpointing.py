@@ -29,9 +29,9 @@ import numpy.typing as npt
 from scipy.signal import resample_poly
 
 from asr.engine import EngineConfig, WhisperEngine
+from asr.settings import AsrSettings, VadSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from audio_quality.resample import Upsampler2x
-from config.settings import AsrSettings, VadSettings
 from evaluation.scoring import corpus_cer, corpus_wer
 from ivr_sim.script import RenderedCall, builtin_scripts, load_script, render
 from monitor.core.events import Party, UtteranceEnded

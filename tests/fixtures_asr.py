@@ -28,8 +28,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from asr.engine import WhisperEngine
+from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
-from config.settings import AsrSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEECH_DIR = Path(__file__).resolve().parent / "data" / "speech"

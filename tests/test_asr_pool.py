@@ -13,8 +13,8 @@ import pytest
 
 from asr.errors import AsrWorkerError, ModelLoadError, ModelNotFoundError
 from asr.pool import AsrPool
+from asr.settings import AsrSettings
 from asr.types import AsrRequest, AsrResult
-from config.settings import AsrSettings
 from tests.fixtures_asr import REFERENCE_BATCHES, requests_for
 
 

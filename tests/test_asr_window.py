@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from asr.engine import EngineConfig, WhisperEngine
+from asr.settings import AsrSettings
 from asr.types import AsrRequest
 from asr.window import Decoded, FallbackGates, boost_quiet, bucket, loudness_dbfs, window_frames
-from config.settings import AsrSettings
 from evaluation.scoring import corpus_cer, corpus_wer
 from tests.fixtures_asr import load_clip, reference, requests_for
 

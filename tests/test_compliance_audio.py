@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from asr.engine import WhisperEngine
+from asr.settings import VadSettings
 from asr.types import AsrRequest
-from config.settings import VadSettings
 from ivr_sim.script import CallScript, Turn, render
 from monitor.core.events import Party, UtteranceEnded
 from monitor.core.metadata import CallMetadata

@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from asr.settings import VadSettings
 from audio_quality.resample import Upsampler2x
-from config.settings import VadSettings
 from ivr_sim.script import builtin_scripts, load_script, render
 from monitor.core.events import Party
 from monitor.core.segmenter import UtteranceSegmenter

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
-from config.settings import VadSettings
+from asr.settings import VadSettings
 from monitor.core.events import ANALYSIS_RATE, Party, UtteranceEnded
 
 

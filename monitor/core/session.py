@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asr.settings import VadSettings
 from audio_quality.resample import Upsampler2x
-from config.settings import VadSettings
 from monitor.core.events import ANALYSIS_RATE, Party, UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.segmenter import UtteranceSegmenter

@@ -37,9 +37,9 @@ from typing import Protocol
 import numpy as np
 
 from asr.language import LanguageTracker
+from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from asr.window import bucket
-from config.settings import AsrSettings
 from monitor.core.events import UtteranceEnded
 
 log = logging.getLogger("callwatch.asr")
