@@ -44,7 +44,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # -- serve ------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from monitor.runtime.app import Callwatch
+    from monitor.app import Callwatch
     from monitor.runtime.logs import configure_logging
 
     settings = _settings(args)

@@ -45,7 +45,7 @@ _AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
 _REVIEWS: Table = QaReview.__table__  # type: ignore[assignment]
 _CALLS: Table = Call.__table__  # type: ignore[assignment]
 # scrypt cost: N * 8 * 128 B. OWASP's current recommendation is N = 2**17 (128 MiB, ~0.4-1.2 s
-# per hash on a 2-core host; the API runs few at once, see monitor/api/throttle.py). The cost
+# per hash on a 2-core host; the API runs few at once, see monitor/web/api/throttle.py). The cost
 # is stored with each hash, so raising it later keeps old passwords working.
 SCRYPT_N = 2**17
 _SCRYPT_R, _SCRYPT_P = 8, 1

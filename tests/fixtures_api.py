@@ -18,8 +18,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from config.settings import Settings, load_settings
-from monitor.api.app import create_app
-from monitor.api.context import ApiContext
+from monitor.web.api.app import create_app
+from monitor.web.api.context import ApiContext
 from storage.repository import Repository
 
 PASSWORD = "correct horse battery"

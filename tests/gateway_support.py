@@ -101,7 +101,7 @@ class LoopLag:
 @dataclass
 class ServedApi:
     url: str
-    ctx: Any  # monitor.api.context.ApiContext
+    ctx: Any  # monitor.web.api.context.ApiContext
     app: Any  # the FastAPI app
 
 
@@ -111,9 +111,9 @@ async def served_api(
 ) -> AsyncIterator[ServedApi]:
     """The real API app served by uvicorn (`ApiServer`) on this loop, on a SQLite file in
     `tmp`, with `users` {name: (password, role)} created; `api` overrides `[api]` settings."""
-    from monitor.api.app import create_app
-    from monitor.api.context import ApiContext
-    from monitor.api.server import ApiServer
+    from monitor.web.api.app import create_app
+    from monitor.web.api.context import ApiContext
+    from monitor.web.api.server import ApiServer
 
     repo = Repository.from_url(f"sqlite:///{tmp / 'cw.db'}")
     repo.upgrade()

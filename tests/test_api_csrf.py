@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.api.auth import COOKIE, CSRF_HEADER
+from monitor.web.api.auth import COOKIE, CSRF_HEADER
 from storage.repository import Repository
 from tests.fixtures_api import ApiHarness, make_api
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.api.headers import CSP
+from monitor.web.api.headers import CSP
 from storage.repository import Repository
 from tests.fixtures_api import ApiHarness, make_api
 

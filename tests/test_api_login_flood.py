@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import text
 
 from config.settings import load_settings
-from monitor.api.context import ApiContext
+from monitor.web.api.context import ApiContext
 from storage.access import AccessStore
 from storage.repository import Repository
 from tests.gateway_support import LoopLag, served_api

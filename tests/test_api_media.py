@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.api.media import ByteRange, RangeNotSatisfiable, media_span_ms, parse_range
+from monitor.web.api.media import ByteRange, RangeNotSatisfiable, media_span_ms, parse_range
 
 SIZE = 44 + 32000  # 1 s of 8 kHz stereo PCM16 after the header
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 
 from config.settings import load_settings
-from monitor.api.app import create_app
-from monitor.api.context import ApiContext
-from monitor.api.server import ApiServer
+from monitor.web.api.app import create_app
+from monitor.web.api.context import ApiContext
+from monitor.web.api.server import ApiServer
 from storage.repository import Repository
 
 

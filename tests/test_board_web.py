@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from monitor.api.auth import COOKIE
+from monitor.web.api.auth import COOKIE
 from tests.fixtures_api import ApiHarness
 
 

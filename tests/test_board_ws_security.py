@@ -23,8 +23,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from monitor.api.auth import COOKIE
-from monitor.api.context import ApiContext
+from monitor.web.api.auth import COOKIE
+from monitor.web.api.context import ApiContext
 from tests.gateway_support import served_api
 
 PASSWORD = "board-ws-password-1"

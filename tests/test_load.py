@@ -19,10 +19,10 @@ from audio_quality.dnsmos import WINDOW_SAMPLES, DnsmosScorer, DnsmosWindow
 from config.settings import LoadSettings
 from ivr_sim import stream_call
 from ivr_sim.stream import call_metadata
-from monitor.api.app import create_app
-from monitor.api.context import ApiContext
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.load import LoadMonitor, LoadWatch, rss_bytes
+from monitor.web.api.app import create_app
+from monitor.web.api.context import ApiContext
 from tests.runtime_support import Rig, rig_factory, script, until
 
 __all__ = ["rig_factory"]  # the fixture

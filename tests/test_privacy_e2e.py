@@ -24,8 +24,8 @@ from websockets.asyncio.client import connect
 
 from ivr_sim import RenderedCall, render, stream_call
 from ivr_sim.script import script_from_dict
-from monitor.api import vcon
 from monitor.privacy.spoken import Kind, read_units
+from monitor.web.api import vcon
 from storage.access import AccessStore
 from storage.models import CallDetail
 from tests.fixtures_server import LiveServer

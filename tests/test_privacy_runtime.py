@@ -20,8 +20,8 @@ import httpx
 from asr.types import AsrRequest, AsrResult
 from ivr_sim import stream_call
 from ivr_sim.stream import call_metadata
-from monitor.api.app import create_app
-from monitor.api.context import ApiContext
+from monitor.web.api.app import create_app
+from monitor.web.api.context import ApiContext
 from storage.access import AccessStore
 from storage.repository import CallDetail
 from tests.runtime_support import (

@@ -18,7 +18,6 @@ from pathlib import Path
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
-from monitor.api.server import ApiServer
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
@@ -32,6 +31,7 @@ from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
+from monitor.web.api.server import ApiServer
 from storage.recordings import repair_wav
 from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
@@ -204,8 +204,8 @@ class Callwatch:
             await self._start_api()
 
     async def _start_api(self) -> None:
-        from monitor.api.app import create_app
-        from monitor.api.context import ApiContext
+        from monitor.web.api.app import create_app
+        from monitor.web.api.context import ApiContext
 
         assert self.repo is not None and self.gateway is not None
         ctx = ApiContext.for_repo(

@@ -1,6 +1,6 @@
 """What the API needs from the running callwatch, in one object handed to `create_app`.
 
-Built by `Callwatch` (monitor/runtime/app.py) from its own parts, or by tests from a
+Built by `Callwatch` (monitor/app.py) from its own parts, or by tests from a
 repository alone. Everything is optional except settings and the repository: without an alert
 service the alert routes answer 503, without a live view the board shows stored calls only.
 """

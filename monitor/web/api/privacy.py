@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 
-from monitor.api.audit import record
-from monitor.api.auth import Ctx, Principal, require_role
-from monitor.api.context import ApiContext
 from monitor.runtime.retention import privacy_store, retention_pass
+from monitor.web.api.audit import record
+from monitor.web.api.auth import Ctx, Principal, require_role
+from monitor.web.api.context import ApiContext
 
 router = APIRouter(prefix="/api/admin", tags=["privacy"])
 _ADMIN_ONLY: dict[int | str, dict[str, Any]] = {

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
-from monitor.api.audit import record
-from monitor.api.auth import Ctx, Principal, authorize, optional_user
+from monitor.web.api.audit import record
+from monitor.web.api.auth import Ctx, Principal, authorize, optional_user
 
 router = APIRouter(prefix="/api", tags=["calls"])
 CallId = Annotated[str, Path(min_length=1, max_length=128)]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.api.insights import AlertOut
+from monitor.web.api.insights import AlertOut
 from storage.models import TraceInfo
 
 

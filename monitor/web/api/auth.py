@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, StringConstraints
 
-from monitor.api.context import ApiContext
-from monitor.api.throttle import HashBusy, HashGate, LoginThrottle
+from monitor.web.api.context import ApiContext
+from monitor.web.api.throttle import HashBusy, HashGate, LoginThrottle
 from storage.access import ROLES, UserExists, UserInfo
 
 COOKIE = "cw_token"

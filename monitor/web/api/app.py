@@ -1,9 +1,9 @@
 """The FastAPI application: routers, error mapping and the OpenAPI document.
 
 `create_app(ctx)` builds one app around an `ApiContext`; `Callwatch` serves it in-process
-(monitor/api/server.py) and tests drive it with httpx. The OpenAPI document is at
+(monitor/web/api/server.py) and tests drive it with httpx. The OpenAPI document is at
 /api/openapi.json and interactive docs at /api/docs, when `api.docs` is on (by default only on
-a loopback API). Security headers on every response: monitor/api/headers.py.
+a loopback API). Security headers on every response: monitor/web/api/headers.py.
 
 Route handlers that touch the database are plain `def` functions: FastAPI runs them in its
 thread pool, so a slow query never blocks the event loop that also carries live call audio.
@@ -20,11 +20,11 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from monitor.api import audit, auth, calls, capture, health, insights, privacy
-from monitor.api.context import ApiContext
-from monitor.api.headers import DOCS_URL, OPENAPI_URL, add_security_headers, docs_enabled
-from monitor.api.throttle import HashGate, LoginThrottle
-from monitor.board.web import mount_board
+from monitor.web.api import audit, auth, calls, capture, health, insights, privacy
+from monitor.web.api.context import ApiContext
+from monitor.web.api.headers import DOCS_URL, OPENAPI_URL, add_security_headers, docs_enabled
+from monitor.web.api.throttle import HashGate, LoginThrottle
+from monitor.web.board import mount_board
 from storage.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger("callwatch.api")
@@ -58,7 +58,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(privacy.router)
     _add_error_handling(app)
     add_security_headers(app)
-    mount_board(app, ctx)  # the live board and replay pages (monitor/board)
+    mount_board(app, ctx)  # the live board and replay pages (monitor/web/board.py)
     return app
 
 

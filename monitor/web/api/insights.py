@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
 
-from monitor.api.auth import ANY_ROLE, Ctx, Principal, require_role
-from monitor.api.params import aware
+from monitor.web.api.auth import ANY_ROLE, Ctx, Principal, require_role
+from monitor.web.api.params import aware
 from storage.errors import AlertNotFound, InvalidAlertTransition
 from storage.models import AlertInfo
 

@@ -18,14 +18,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
 
-from monitor.api import media, vcon
-from monitor.api.audit import record
-from monitor.api.auth import ANY_ROLE, Ctx, Principal, authorize, optional_user, require_role
-from monitor.api.context import ApiContext
-from monitor.api.params import aware
-from monitor.api.privacy import gone_410
-from monitor.api.schemas import CallDetailOut, CallItem, CallPage, VconOut, in_media_order
 from monitor.runtime.sealer import recording_keys
+from monitor.web.api import media, vcon
+from monitor.web.api.audit import record
+from monitor.web.api.auth import ANY_ROLE, Ctx, Principal, authorize, optional_user, require_role
+from monitor.web.api.context import ApiContext
+from monitor.web.api.params import aware
+from monitor.web.api.privacy import gone_410
+from monitor.web.api.schemas import CallDetailOut, CallItem, CallPage, VconOut, in_media_order
 from storage.encryption import DecryptionError
 from storage.models import CallDetail
 from storage.search import CallQuery

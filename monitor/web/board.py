@@ -31,8 +31,8 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from monitor.api.auth import COOKIE
 from monitor.board.hub import BoardHub, Client
+from monitor.web.api.auth import COOKIE
 
 STATIC = Path(__file__).resolve().parent / "static"
 BOARD_ROLES = ("supervisor", "admin")

@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from monitor.api.auth import Ctx, Principal, require_role
-from monitor.api.context import ApiContext
-from monitor.api.params import aware
+from monitor.web.api.auth import Ctx, Principal, require_role
+from monitor.web.api.context import ApiContext
+from monitor.web.api.params import aware
 
 router = APIRouter(prefix="/api", tags=["audit"])
 
