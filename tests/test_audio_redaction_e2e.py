@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import RenderedCall, render
 from ivr_sim.script import script_from_dict
+from storage.encryption import RecordingKey, read_header, unseal
 from tests.fixtures_server import LiveServer, make_server
 
 pytestmark = pytest.mark.slow
@@ -179,7 +181,11 @@ def test_keypad_pause_and_resume(server: LiveServer) -> None:
 
 
 def test_kill_9_while_the_number_is_said_then_restart_silences_it(tmp_path: Path) -> None:
-    srv = make_server(tmp_path)
+    """With encryption at rest on: recovery masks before the recording is sealed."""
+    key_hex = os.urandom(32).hex()
+    key = RecordingKey.parse(key_hex)
+    srv = make_server(tmp_path, CALLWATCH_RECORDING__ENCRYPT="true",
+                      CALLWATCH_RECORDING__ENCRYPTION_KEY=key_hex)  # fmt: skip
     srv.start()
     ext = f"kill-redact-{uuid.uuid4()}"
     ask, pan = PAYMENT.turns[0], PAYMENT.turns[1]
@@ -204,15 +210,19 @@ def test_kill_9_while_the_number_is_said_then_restart_silences_it(tmp_path: Path
         assert path.with_name(path.name + ".redact").exists()  # the journal, left by the crash
         before = _recording(srv, row.recording_path)
         assert before[_at(pan.start_s + 1.1) : _at(pan.end_s - 0.7)].any()  # audible now
-        srv.start()  # recovery
+        srv.start()  # recovery, then the sweep seals it
         stored = srv.wait_call(ext)
+        deadline = time.monotonic() + 30
+        while read_header(path) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         srv.stop()
     assert stored.end_reason == "server_crash"
     [fin] = [t for t in stored.trace if t.kind == "finalised"]
     assert fin.data["unchecked_masked_ms"] > 0
     assert not path.with_name(path.name + ".redact").exists()
-    rec, sent = _recording(srv, row.recording_path), _frames(PAYMENT)
+    plain = np.frombuffer(unseal(path, [key])[44:], dtype="<i2").reshape(-1, 2)
+    rec, sent = plain, _frames(PAYMENT)
     assert len(rec) == len(before)
     assert not rec[_at(pan.start_s + 1.1) : _at(pan.end_s - 0.7)].any()  # the number: gone
     # The agent's question was transcribed and checked before the crash: kept exactly.
