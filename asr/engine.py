@@ -61,7 +61,7 @@ _NUMBERISH = re.compile(
     r"[0-9０-９〇零一二三四五六七八九十百千万幺两@]|\b(?:zero|oh|one|two|three|four|five|six|seven"
     r"|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen"
     r"|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand"
-    r"|double|triple|at|dot)\b",
+    r"|double|triple|dot)\b",
     re.IGNORECASE,
 )
 #: A word as aligned: its text (as decoded) and its times from the start of the audio.
