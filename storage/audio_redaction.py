@@ -98,10 +98,16 @@ class RedactingRecorder(WavRecorder):
         self._journaled = -1
         self.masked_frames = 0  # frames overwritten (or written masked), for the trace
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        # Created before any audio is written: a recording without its journal is clean.
-        self._journal = os.open(journal_path(self.path), flags, 0o600)
-        self._rw = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        self._persist(0)
+        self._journal = self._rw = -1
+        try:
+            # Created before any audio is written: a recording without its journal is clean.
+            self._journal = os.open(journal_path(self.path), flags, 0o600)
+            self._rw = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            self._persist(0)
+        except BaseException:
+            self.abandon()
+            super().close()
+            raise
 
     # -- loop side ---------------------------------------------------------------------
     def redact(self, first: int, end: int) -> None:
