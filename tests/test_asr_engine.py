@@ -191,3 +191,17 @@ def test_word_times_for_texts_with_numbers_only(whisper_engine: WhisperEngine) -
         ]
         # "My card number is four ..." / "我的信用卡号是4532...": the number from ~1 s on.
         assert 0.6 <= digits[0].start_s <= 1.5 and digits[-1].end_s >= len(audio) / 16_000 - 1.0
+
+
+def test_word_times_the_same_when_the_encoder_output_is_not_host_memory(
+    whisper_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU a language group's rows are re-encoded rather than sliced from host memory:
+    that path (run here on the CPU) gives the same word times."""
+    privacy = Path(__file__).parent / "data" / "privacy"
+    batch = [AsrRequest(load_clip(str(privacy / f)), word_timestamps=True)
+             for f in ("en/p_cvv.flac", "zh/p_cvv.flac")]  # fmt: skip
+    sliced = whisper_engine.transcribe_batch(batch)
+    monkeypatch.setattr(whisper_engine, "device", "cuda")
+    encoded = whisper_engine.transcribe_batch(batch)
+    assert [r.words for r in sliced] == [r.words for r in encoded] and sliced[0].words
