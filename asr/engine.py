@@ -12,24 +12,19 @@ on the full 30 s window with detection (`AsrResult.fallback`). A party's locked 
 skips detection. Greedy at temperature 0, no timestamps, no previous-text conditioning, new
 tokens capped by the utterance's duration. Audio over 30 s goes through `transcribe()`.
 
-Word times (`AsrRequest.word_timestamps`, asked for by audio redaction) come from the
-decoder's cross-attention over the encoder output already computed (`WhisperModel.
-find_alignment`, as `transcribe(word_timestamps=True)` does), one `align` call per language in
-the batch, and only for texts that hold a digit, a number word or an address
-(`may_hold_numbers`): that is all audio redaction needs, and it keeps the cost off ordinary
-speech (about 40 ms per 5 s utterance on one CPU thread with `base`, ~10 % of its decode).
+Word times (`AsrRequest.word_timestamps`, for audio redaction): aligned from the encoder
+output already computed, only for texts that may hold numbers (`asr.words`; +8.5 % compute on
+lines with numbers, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ctranslate2
 import numpy as np
 import numpy.typing as npt
 from faster_whisper import WhisperModel
@@ -39,8 +34,8 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from asr.errors import ModelLoadError
 from asr.models import fetch_model, hub_offline, pick_device, resolve_model
-from asr.textnorm import normalize_transcript, to_simplified
-from asr.types import SAMPLE_RATE, AsrRequest, AsrResult, WordTiming
+from asr.textnorm import normalize_transcript
+from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from asr.window import (
     FULL_FRAMES,
     Decoded,
@@ -52,26 +47,12 @@ from asr.window import (
     loudness_dbfs,
     window_frames,
 )
+from asr.words import AlignItem, RawWord, align_words, may_hold_numbers, place_words
 from config.settings import AsrSettings
 
 WINDOW_S = 30.0
 _WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)
 _MAX_LENGTH = 448  # Whisper's decoder context, prompt included
-_NUMBERISH = re.compile(
-    r"[0-9０-９〇零一二三四五六七八九十百千万幺两@]|\b(?:zero|oh|one|two|three|four|five|six|seven"
-    r"|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen"
-    r"|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand"
-    r"|double|triple|dot)\b",
-    re.IGNORECASE,
-)
-#: A word as aligned: its text (as decoded) and its times from the start of the audio.
-RawWord = tuple[str, float, float]
-
-
-def may_hold_numbers(text: str) -> bool:
-    """Whether `text` has a digit, a numeral, a number word or an address cue: the texts whose
-    word times audio redaction may need (a superset of what `monitor.privacy` masks)."""
-    return _NUMBERISH.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +306,7 @@ class WhisperEngine:
             max_initial_timestamp_index=50,
         )
         out: list[tuple[Decoded, str, float | None, list[RawWord]]] = []
-        to_align: list[tuple[int, Tokenizer, list[int], int]] = []
+        to_align: list[AlignItem] = []
         for i, (audio, lang, p, tok, prompt, result) in enumerate(
             zip(audios, chosen, probs, tokenizers, prompts, results, strict=True)
         ):
@@ -348,42 +329,10 @@ class WhisperEngine:
             if want_words[i] and may_hold_numbers(text):
                 text_tokens = [t for t in tokens if t < tok.eot]
                 to_align.append((i, tok, text_tokens, min(len(audio) // hop, mels.shape[-1])))
-        for i, words in self._align(encoded, mels, to_align).items():
+        # On a GPU the encoder output is not host memory: a group's rows are re-encoded.
+        reencode = None if self.device == "cpu" else self._model.encode
+        for i, words in align_words(self._model, encoded, mels, to_align, reencode).items():
             out[i] = (*out[i][:3], words)
-        return out
-
-    def _align(
-        self,
-        encoded: ctranslate2.StorageView,
-        mels: npt.NDArray[np.float32],
-        items: list[tuple[int, Tokenizer, list[int], int]],
-    ) -> dict[int, list[RawWord]]:
-        """Word times of decoded texts from the encoder output already computed: one
-        `align` per language (the start sequence names it). items: (batch index, tokenizer,
-        text tokens, frames of real audio)."""
-        groups: dict[str, list[tuple[int, Tokenizer, list[int], int]]] = {}
-        for item in items:
-            if item[2]:
-                groups.setdefault(item[1].language_code, []).append(item)
-        out: dict[int, list[RawWord]] = {}
-        for group in groups.values():
-            index = [i for i, *_ in group]
-            enc = encoded
-            if len(index) != mels.shape[0]:
-                # The group's rows only; on a GPU the output is not host memory: re-encode.
-                if self.device == "cpu":
-                    rows = np.ascontiguousarray(np.asarray(encoded)[index])
-                    enc = ctranslate2.StorageView.from_array(rows)
-                else:
-                    enc = self._model.encode(mels[index])
-            found = self._model.find_alignment(
-                group[0][1],
-                [tokens for _, _, tokens, _ in group],
-                enc,
-                [frames for *_, frames in group],
-            )
-            for (i, *_), words in zip(group, found, strict=True):
-                out[i] = [(w["word"], float(w["start"]), float(w["end"])) for w in words]
         return out
 
     def _decode_long(
@@ -483,25 +432,3 @@ class _Outcome:
     fallback: str | None = None
     #: Word times per part (parallel to `parts`; empty lists where none were asked for).
     words: list[list[RawWord]] = field(default_factory=list)
-
-
-def place_words(
-    words: list[RawWord], text: str, simplified: bool, audio_s: float
-) -> tuple[WordTiming, ...]:
-    """Find each aligned word in the normalised `text`, in order (normalisation keeps the
-    order: it only converts characters, removes phantom phrases and tidies spaces). A word
-    not found near the cursor (normalisation dropped it) is left out; times are clamped to
-    the audio."""
-    out: list[WordTiming] = []
-    cursor = 0
-    for word, start, end in words:
-        needle = (to_simplified(word) if simplified else word).strip()
-        if not needle:
-            continue
-        at = text.find(needle, cursor)
-        if at < 0 or at - cursor > 2 * len(needle) + 8:
-            continue  # dropped or rewritten: the caller falls back to the segment's time
-        start = min(max(0.0, start), audio_s)
-        out.append(WordTiming(start, min(max(start, end), audio_s), at, at + len(needle)))
-        cursor = at + len(needle)
-    return tuple(out)
