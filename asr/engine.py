@@ -11,6 +11,10 @@ one CTranslate2 call. The window is the batch's longest utterance plus `window_m
 on the full 30 s window with detection (`AsrResult.fallback`). A party's locked language
 skips detection. Greedy at temperature 0, no timestamps, no previous-text conditioning, new
 tokens capped by the utterance's duration. Audio over 30 s goes through `transcribe()`.
+
+Word times (`AsrRequest.word_timestamps`, for audio redaction): aligned from the encoder
+output already computed, only for texts that may hold numbers (`asr.words`; +8.5 % compute on
+lines with numbers, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +48,7 @@ from asr.window import (
     loudness_dbfs,
     window_frames,
 )
+from asr.words import AlignItem, RawWord, align_words, may_hold_numbers, place_words
 
 WINDOW_S = 30.0
 _WINDOW_SAMPLES = int(WINDOW_S * SAMPLE_RATE)
@@ -208,15 +213,19 @@ class WhisperEngine:
             if self._is_silent(audio):
                 continue
             if len(audio) > _WINDOW_SAMPLES:
-                out[i] = self._decode_long(audio, forced[i])
+                out[i] = self._decode_long(audio, forced[i], requests[i].word_timestamps)
             else:
                 window_items.append(i)
+        want = [r.word_timestamps for r in requests]
         if window_items:
             langs = [forced[i] or locked[i] for i in window_items]
-            first = self._decode_windows([audios[i] for i in window_items], langs, self._margin_s)
+            first = self._decode_windows(
+                [audios[i] for i in window_items], langs, self._margin_s,
+                [want[i] for i in window_items],
+            )  # fmt: skip
             redo = []
-            for i, (part, lang, p) in zip(window_items, first, strict=True):
-                out[i] = _Outcome([part], lang, p)
+            for i, (part, lang, p, words) in zip(window_items, first, strict=True):
+                out[i] = _Outcome([part], lang, p, words=[words])
                 if self._margin_s and self._fallback is not None:
                     loud = loudness_dbfs(audios[i])
                     if reason := self._fallback.suspect(part, lang, p, loud):
@@ -225,10 +234,11 @@ class WhisperEngine:
             if redo:
                 # The full window, and detection again unless the language is forced.
                 again = self._decode_windows(
-                    [audios[i] for i in redo], [forced[i] for i in redo], 0
-                )
-                for i, (part, lang, p) in zip(redo, again, strict=True):
-                    out[i] = _Outcome([part], lang, p, out[i].fallback)
+                    [audios[i] for i in redo], [forced[i] for i in redo], 0,
+                    [want[i] for i in redo],
+                )  # fmt: skip
+                for i, (part, lang, p, words) in zip(redo, again, strict=True):
+                    out[i] = _Outcome([part], lang, p, out[i].fallback, [words])
         wall = time.perf_counter() - started
         # Gated silence cost next to nothing; decoded audio shares the wall time by length.
         weights = [0.0 if self._is_silent(a) else len(a) / SAMPLE_RATE for a in audios]
@@ -246,10 +256,15 @@ class WhisperEngine:
     # -- decoding -------------------------------------------------------------------------
 
     def _decode_windows(
-        self, audios: list[npt.NDArray[np.float32]], langs: list[str | None], margin_s: float
-    ) -> list[tuple[Decoded, str, float | None]]:
+        self,
+        audios: list[npt.NDArray[np.float32]],
+        langs: list[str | None],
+        margin_s: float,
+        want_words: list[bool],
+    ) -> list[tuple[Decoded, str, float | None, list[RawWord]]]:
         """Encode every <=30 s utterance once, detect the languages not given, decode
-        greedily. Returns (decoded, language, detection probability or None if given)."""
+        greedily. Returns (decoded, language, detection probability or None if given, word
+        times where asked for and the text may hold numbers, else [])."""
         extractor = self._model.feature_extractor
         if self._boost_dbfs is not None:
             audios = [boost_quiet(a, self._boost_dbfs) for a in audios]
@@ -290,9 +305,10 @@ class WhisperEngine:
             suppress_tokens=self._suppress,
             max_initial_timestamp_index=50,
         )
-        out = []
-        for audio, lang, p, tok, prompt, result in zip(
-            audios, chosen, probs, tokenizers, prompts, results, strict=True
+        out: list[tuple[Decoded, str, float | None, list[RawWord]]] = []
+        to_align: list[AlignItem] = []
+        for i, (audio, lang, p, tok, prompt, result) in enumerate(
+            zip(audios, chosen, probs, tokenizers, prompts, results, strict=True)
         ):
             tokens = result.sequences_ids[0]
             text = tok.decode(tokens).strip()
@@ -309,10 +325,19 @@ class WhisperEngine:
                 len(tokens),
                 cap,
             )
-            out.append((decoded, lang, p))
+            out.append((decoded, lang, p, []))
+            if want_words[i] and may_hold_numbers(text):
+                text_tokens = [t for t in tokens if t < tok.eot]
+                to_align.append((i, tok, text_tokens, min(len(audio) // hop, mels.shape[-1])))
+        # On a GPU the encoder output is not host memory: a group's rows are re-encoded.
+        reencode = None if self.device == "cpu" else self._model.encode
+        for i, words in align_words(self._model, encoded, mels, to_align, reencode).items():
+            out[i] = (*out[i][:3], words)
         return out
 
-    def _decode_long(self, audio: npt.NDArray[np.float32], lang: str | None) -> _Outcome:
+    def _decode_long(
+        self, audio: npt.NDArray[np.float32], lang: str | None, words: bool
+    ) -> _Outcome:
         """Longer than one window: faster-whisper's long-form path, generator materialised."""
         segments, info = self._model.transcribe(
             audio,
@@ -323,7 +348,9 @@ class WhisperEngine:
             without_timestamps=True,
             vad_filter=False,
             max_new_tokens=self._gates.max_new_tokens(WINDOW_S),
+            word_timestamps=words,
         )
+        got = list(segments)
         parts = [
             Decoded(
                 s.text.strip(),
@@ -332,16 +359,19 @@ class WhisperEngine:
                 s.no_speech_prob,
                 s.compression_ratio,
             )
-            for s in list(segments)
+            for s in got
         ]
-        return _Outcome(parts, info.language, None if lang else info.language_probability)
+        timed = [[(w.word, w.start, w.end) for w in s.words or ()] for s in got]
+        p = None if lang else info.language_probability
+        return _Outcome(parts, info.language, p, words=timed)
 
     def _result(
         self, outcome: _Outcome, audio_s: float, compute_s: float, tag: object
     ) -> AsrResult:
         texts, weights, confidences = [], [], []
         lang = outcome.language
-        for part in outcome.parts:
+        raw_words: list[RawWord] = []
+        for n, part in enumerate(outcome.parts):
             if not self._gates.kept(part):
                 continue
             text = normalize_transcript(part.text, lang, self._simplified)
@@ -349,14 +379,18 @@ class WhisperEngine:
                 texts.append(text)
                 weights.append(max(part.seconds, 1e-3))
                 confidences.append(math.exp(part.avg_logprob))
+                if n < len(outcome.words):
+                    raw_words += outcome.words[n]
         confidence = (
             sum(c * w for c, w in zip(confidences, weights, strict=True)) / sum(weights)
             if weights
             else 0.0
         )
         joiner = "" if lang == "zh" else " "
+        joined = joiner.join(texts)
+        simplified = self._simplified and lang == "zh"
         return AsrResult(
-            joiner.join(texts),
+            joined,
             lang,
             confidence,
             audio_s,
@@ -364,6 +398,7 @@ class WhisperEngine:
             tag,
             language_p=outcome.language_p,
             fallback=outcome.fallback,
+            words=place_words(raw_words, joined, simplified, audio_s),
         )
 
     # -- helpers --------------------------------------------------------------------------
@@ -395,3 +430,5 @@ class _Outcome:
     language: str
     language_p: float | None = None
     fallback: str | None = None
+    #: Word times per part (parallel to `parts`; empty lists where none were asked for).
+    words: list[list[RawWord]] = field(default_factory=list)

@@ -22,6 +22,19 @@ class AsrRequest:
     #: detection, but a decode that looks wrong is redone with detection. Ignored when
     #: `language` forces one.
     locked_language: str | None = None
+    #: Time each word (cross-attention alignment, about 10 % more compute): see `words`.
+    word_timestamps: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """One word of `AsrResult.text` and when it was said, from the start of the audio."""
+
+    start_s: float
+    end_s: float
+    #: The word's characters in `AsrResult.text` ([start_char, end_char)).
+    start_char: int
+    end_char: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +49,10 @@ class AsrResult:
     language_p: float | None = None
     #: Why the short-window decode was redone on the full 30 s window (asr.window), or None.
     fallback: str | None = None
+    #: With `AsrRequest.word_timestamps`: the words of `text` with their times, where the
+    #: text holds a digit, a number word or an address (the only places that need them); words
+    #: normalisation changed beyond recognition are left out. Empty otherwise.
+    words: tuple[WordTiming, ...] = ()
 
 
 class Engine(Protocol):

@@ -120,6 +120,9 @@ class PartyQualityTracker:
         self._dns_up = Upsampler2x() if sample_rate == 8000 else None
         self._dns_skipped = self._dns_dropped = 0
         self._dns_scores: list[tuple[float, float, float]] = []
+        #: Capture pauses (PCI), [start, end) media ms, end None while paused: the samples
+        #: there are zeros put in place of the call, so no window that touches one is scored.
+        self._paused: list[tuple[int, int | None]] = []
 
     # ---- input -------------------------------------------------------------------------
     def feed(self, samples: npt.NDArray[np.int16]) -> list[QualityReading]:
@@ -182,6 +185,21 @@ class PartyQualityTracker:
         frame = (self._vad.frames_seen * self._frame_len + self._pending_n) // self._frame_len
         self._missing.append((frame, n_samples * 1000 // self.sample_rate))
         return self.feed(np.zeros(n_samples, dtype=np.int16))
+
+    def capture_paused(self, media_ms: int) -> None:
+        """Capture is paused from `media_ms` (PCI): DNSMOS windows overlapping the pause are
+        not scored (counted as skipped)."""
+        if not self._paused or self._paused[-1][1] is not None:
+            self._paused.append((media_ms, None))
+
+    def capture_resumed(self, media_ms: int) -> None:
+        if self._paused and self._paused[-1][1] is None:
+            self._paused[-1] = (self._paused[-1][0], max(media_ms, self._paused[-1][0]))
+
+    def _touches_pause(self, start_ms: int, end_ms: int) -> bool:
+        # Pauses that ended before this window cannot touch a later one: forgotten (bounded).
+        self._paused = [(a, b) for a, b in self._paused if b is None or b > start_ms]
+        return any(a < end_ms for a, _ in self._paused)
 
     def take_activity(self) -> list[ActivitySpan]:
         """Speech/silence spans decided since the last call (for `ConversationTracker`)."""
@@ -350,7 +368,7 @@ class PartyQualityTracker:
             ratio = self._dns_speech.pop(seq, 0) / _WINDOW_FRAMES
             # The up-sampler must see every window in order to stay continuous.
             up = self._dns_up.process(audio) if self._dns_up is not None else audio
-            if ratio < min_ratio:
+            if ratio < min_ratio or self._touches_pause(seq * WINDOW_MS, (seq + 1) * WINDOW_MS):
                 self._dns_skipped += 1
                 continue
             if len(self._dns_queue) >= self._settings.dnsmos.max_pending_windows:

@@ -443,6 +443,16 @@ class PrivacySettings(_Section):
     #: inside it is not traced at all, not even its count.
     secure_entry_start: tuple[str, ...] = ("secure_entry_start", "pci_start", "payment_start")
     secure_entry_end: tuple[str, ...] = ("secure_entry_end", "pci_end", "payment_end")
+    #: Mask the audio of every entity redacted from a transcript in the recording (needs
+    #: redact_transcripts; word times from the ASR, ~10 % more ASR compute on numbers only).
+    redact_audio: bool = True
+    #: What replaces it: "silence" (zero samples) or "tone" (1 kHz at -20 dBFS).
+    audio_fill: Literal["silence", "tone"] = "silence"
+    #: Widen each masked span by this much on each side (word times are ~0.1-0.2 s off).
+    audio_pad_ms: int = Field(default=250, ge=0, le=5000)
+    #: Key sequences that pause / resume capture from a phone's keypad ("" = off).
+    pause_keys: str = Field(default="*1", pattern=r"^[0-9*#A-D]{0,4}$")
+    resume_keys: str = Field(default="*2", pattern=r"^[0-9*#A-D]{0,4}$")
 
     @model_validator(mode="after")
     def _check_classes(self) -> PrivacySettings:

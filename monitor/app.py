@@ -21,6 +21,7 @@ from config.settings import Settings
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.audio_redaction import recover_audio_redaction
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosService
@@ -50,6 +51,8 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     for call in repo.active_calls():
         path = settings.recordings_dir / call.recording_path
         frames = repair_wav(path) if path.exists() else 0
+        # [hook: audio redaction] what its journal does not confirm checked is masked
+        redaction = recover_audio_redaction(path, call.sample_rate)
         duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
         now = datetime.now(UTC)
         repo.apply(
@@ -60,7 +63,12 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
                     kind="finalised",
                     at=now,
                     media_ms=duration_ms,
-                    data={"status": "interrupted", "recovered": True, "frames": frames},
+                    data={
+                        "status": "interrupted",
+                        "recovered": True,
+                        "frames": frames,
+                        **redaction,
+                    },  # fmt: skip
                 ),
                 CallClosed(
                     call_id=call.call_id,
@@ -80,6 +88,8 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
     # lost, so the trace ends (`finalised`) and nothing waits for it.
     for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
+        path = settings.recordings_dir / call.recording_path
+        redaction = recover_audio_redaction(path, call.sample_rate)  # [hook: audio redaction]
         repo.apply(
             [
                 TraceAdded(
@@ -88,7 +98,12 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
                     kind="finalised",
                     at=datetime.now(UTC),
                     media_ms=call.duration_ms,
-                    data={"status": call.status, "recovered": True, "verdict": "lost"},
+                    data={
+                        "status": call.status,
+                        "recovered": True,
+                        "verdict": "lost",
+                        **redaction,
+                    },  # fmt: skip
                 )
             ]
         )
@@ -176,7 +191,9 @@ class Callwatch:
         )
         if s.alerts.enabled:
             await self.alerts.start()
-        self.asr = AsrService.from_settings(self.pool, s.asr)
+        # [hook: audio redaction] word times for the masked spans
+        words = s.privacy.redact_audio and s.privacy.redact_transcripts
+        self.asr = AsrService.from_settings(self.pool, s.asr, word_timestamps=words)
         self.asr.start()
         scripts = None
         if s.compliance.enabled:

@@ -5,6 +5,7 @@ and what it adds per segment.
     scripts/bench-privacy --rate 16000     # lines at 16 kHz instead of a telephone's 8 kHz
     scripts/bench-privacy --calls 400      # more ordinary calls (default 200)
     scripts/bench-privacy --text           # skip ASR: the lines' stored `asr_text`
+    scripts/bench-privacy --word-cost      # also: what word times (audio redaction) cost
 
 Recall: the rendered lines of `tests/data/privacy` (card numbers in one turn and split over two,
 security codes, expiry dates, resident IDs) are transcribed by the server's ASR engine (the
@@ -22,6 +23,10 @@ and as written). Target: precision >= 0.99 over the ordinary segments.
 
 Latency: the wall time of `CallRedactor.add` per segment (the CPU the redactor adds), and the
 media time a segment ending in digits waits for the rest of its number (`held_ms`).
+
+Word-time cost (`--word-cost`): each line decoded with and without `word_timestamps` (what
+audio redaction asks the ASR for), alternating, the fastest of three of each; the extra
+compute over the plain decodes, and how many lines came back with word times.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def digits_of(text: str) -> str:
     return "".join(u.value for u in read_units(text) if u.kind is Kind.DIGITS)
 
 
-def transcribe(rows: list[dict[str, str]], rate: int) -> list[str]:
+def transcribe(rows: list[dict[str, str]], rate: int, word_cost: bool = False) -> list[str]:
     from scipy.signal import resample_poly
 
     from asr.engine import WhisperEngine
@@ -66,12 +71,28 @@ def transcribe(rows: list[dict[str, str]], rate: int) -> list[str]:
         settings.asr, cache if cache.exists() else settings.model_cache_dir
     )
     out = []
+    best = {False: 0.0, True: 0.0}
+    timed = 0
     for row in rows:
         pcm = load_clip(DATA / row["file"], rate).astype(np.float32) / 32768.0
         audio = resample_poly(pcm, 16000 // rate, 1).astype(np.float32) if rate != 16000 else pcm
         [result] = engine.transcribe_batch([AsrRequest(audio=audio)])
         out.append(result.text)
         print(f"  {row['file']}: {result.text}", file=sys.stderr)
+        if word_cost:
+            runs: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(3):
+                for words in (False, True):
+                    t0 = time.perf_counter()
+                    [r] = engine.transcribe_batch([AsrRequest(audio, word_timestamps=words)])
+                    runs[words].append(time.perf_counter() - t0)
+            timed += bool(r.words)
+            for words, times in runs.items():
+                best[words] += min(times)
+    if word_cost:
+        print(f"\nword times (audio redaction): +{(best[True] / best[False] - 1) * 100:.1f} % ASR "
+              f"compute ({best[False]:.2f} s -> {best[True]:.2f} s over {len(rows)} lines, "
+              f"fastest of 3 each); {timed}/{len(rows)} lines came back timed")  # fmt: skip
     return out
 
 
@@ -165,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200, help="ordinary calls (default 200)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--text", action="store_true", help="use the manifest's asr_text")
+    parser.add_argument("--word-cost", action="store_true", help="measure word-time cost")
     args = parser.parse_args(argv)
     with (DATA / "MANIFEST.tsv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     print(f"transcribing {len(rows)} lines at {args.rate} Hz ...", file=sys.stderr)
-    texts = [r["asr_text"] for r in rows] if args.text else transcribe(rows, args.rate)
+    texts = (
+        [r["asr_text"] for r in rows] if args.text else transcribe(rows, args.rate, args.word_cost)
+    )
     tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     bench_lines(rows, texts, tally)
     line_us = tally.pop("_timings")

@@ -129,9 +129,14 @@ def test_audio_longer_than_one_window(whisper_engine: WhisperEngine) -> None:
     audio = np.concatenate([load_clip(f) for f in files])
     assert len(audio) / 16_000 > 30
     # Forced language: auto-detection would cost a third encoder pass on this slow path.
-    [result] = whisper_engine.transcribe_batch([AsrRequest(audio, language="en")])
+    [result] = whisper_engine.transcribe_batch(
+        [AsrRequest(audio, language="en", word_timestamps=True)]
+    )
     assert result.language == "en"
     assert wer(" ".join(reference(f) for f in files), result.text) < 0.15
+    # Word times on this path come from faster-whisper's own `word_timestamps`.
+    assert len(result.words) >= 0.9 * len(result.text.split())
+    assert all(a.start_s <= b.start_s for a, b in zip(result.words, result.words[1:], strict=False))
 
 
 def test_english_only_model(tmp_path: Path) -> None:
@@ -157,3 +162,46 @@ def test_bad_audio_is_rejected_by_name(whisper_engine: WhisperEngine) -> None:
     with pytest.raises(ValueError, match="language"):
         whisper_engine.transcribe_batch([AsrRequest(good, language="klingon")])
     assert whisper_engine.transcribe_batch([]) == []
+
+
+def test_word_times_for_texts_with_numbers_only(whisper_engine: WhisperEngine) -> None:
+    """Audio redaction's word times: asked for, they come with texts that hold numbers (in a
+    batch of two languages: one alignment per language), map onto the normalised text, and
+    say when the digits were said; ordinary speech and requests without them get none."""
+    privacy = Path(__file__).parent / "data" / "privacy"
+    pan_en, pan_zh = (load_clip(str(privacy / f)) for f in ("en/p_pan_words.flac",
+                                                            "zh/p_visa.flac"))  # fmt: skip
+    plain = load_clip("en/ljspeech_LJ001-0001.flac")
+    en, zh, other, unasked = whisper_engine.transcribe_batch(
+        [AsrRequest(pan_en, word_timestamps=True), AsrRequest(pan_zh, word_timestamps=True),
+         AsrRequest(plain, word_timestamps=True), AsrRequest(pan_en)]
+    )  # fmt: skip
+    assert not other.words and not unasked.words and unasked.text == en.text
+    for result, audio in ((en, pan_en), (zh, pan_zh)):
+        assert result.words, result.text
+        ends = [0.0]
+        for w in result.words:
+            assert result.text[w.start_char : w.end_char].strip()
+            assert ends[-1] - 0.05 <= w.start_s <= w.end_s <= len(audio) / 16_000
+            ends.append(w.end_s)
+        digits = [
+            w
+            for w in result.words
+            if any(c.isdigit() for c in result.text[w.start_char : w.end_char])
+        ]
+        # "My card number is four ..." / "我的信用卡号是4532...": the number from ~1 s on.
+        assert 0.6 <= digits[0].start_s <= 1.5 and digits[-1].end_s >= len(audio) / 16_000 - 1.0
+
+
+def test_word_times_the_same_when_the_encoder_output_is_not_host_memory(
+    whisper_engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU a language group's rows are re-encoded rather than sliced from host memory:
+    that path (run here on the CPU) gives the same word times."""
+    privacy = Path(__file__).parent / "data" / "privacy"
+    batch = [AsrRequest(load_clip(str(privacy / f)), word_timestamps=True)
+             for f in ("en/p_cvv.flac", "zh/p_cvv.flac")]  # fmt: skip
+    sliced = whisper_engine.transcribe_batch(batch)
+    monkeypatch.setattr(whisper_engine, "device", "cuda")
+    encoded = whisper_engine.transcribe_batch(batch)
+    assert [r.words for r in sliced] == [r.words for r in encoded] and sliced[0].words

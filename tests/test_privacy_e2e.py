@@ -5,7 +5,8 @@ server; and a switch that sends DTMF 4111111111111111, a secure-entry stage and 
 metadata key. Afterwards the database dump, the server log and the vCon export hold none of
 those digits, read the way an ASR writes them (digits, number words, 数字); the Luhn-invalid
 number is kept; the masks, with their type and media time, are. RELIABILITY.md §10 P2 (text
-and storage; the audio spans are issue 18 item 2, not done) and P3."""
+and storage; every masked entity's audio span is silent in the recording, in detail in
+tests/test_audio_redaction_e2e.py) and P3."""
 
 from __future__ import annotations
 
@@ -137,6 +138,10 @@ def test_card_and_id_numbers_never_reach_storage_logs_or_exports(server: LiveSer
             assert mask in text and not spoken_digits(text), (turn.audio, text)
         entities = [e for t in stored.trace if t.kind == "redacted" for e in t.data["entities"]]
         assert entities and all(e["start_ms"] <= e["end_ms"] for e in entities)
+        rec, rate = sf.read(server.data_dir / "recordings" / stored.recording_path,
+                            dtype="int16", always_2d=True)  # fmt: skip
+        for e in entities:  # said where the word times put it: silent in the recording
+            assert not rec[e["start_ms"] * rate // 1000 : e["end_ms"] * rate // 1000].any(), e
     en_text = " ".join(s.text for s in calls[en_id].segments)
     assert "[CVV]" in en_text and "[EXPIRY]" in en_text
     # The Luhn-invalid reference number is no card: kept as the ASR wrote it (P2).

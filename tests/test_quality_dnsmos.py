@@ -145,3 +145,35 @@ def test_readings_carry_the_latest_clarity_for_live_meters(scorer: DnsmosScorer)
         tr.add_dnsmos(sc)
     after = tr.feed(audio[half:]) + tr.flush()
     assert after and all(r.dnsmos_ovrl == scores[-1].ovrl_mos for r in after)
+
+
+def test_no_window_overlaps_a_capture_pause() -> None:
+    """RELIABILITY P1: DNSMOS never scores paused audio. A 40 s call of real speech paused
+    (PCI) from 7.0 s to 12.5 s, zeros in the pause as the live call feeds them: the windows
+    touching the pause (0 and 1) are not scored, the others are; without the pause marks the
+    same audio would have had windows 0 and 1 scored (the default speech-share rule alone
+    does not keep them out)."""
+    rate = 8000
+    speech = speech_track(path_files("8k-ulaw"), rate, 2, 40.0, (0.3, 0.8))
+    audio = mix_at_snr(speech, "bike", 25, rate, "PCMU").audio.copy()
+    pause = (7000, 12_500)
+    audio[pause[0] * rate // 1000 : pause[1] * rate // 1000] = 0
+
+    def scored(marks: bool) -> list[tuple[int, int]]:
+        tr = PartyQualityTracker("customer", rate, "PCMU", QualitySettings())
+        step, wins = rate // 50, []
+        for i in range(0, audio.size, step):
+            ms = i * 1000 // rate
+            if marks and ms == pause[0]:
+                tr.capture_paused(ms)
+            if marks and ms == pause[1]:
+                tr.capture_resumed(ms)
+            tr.feed(audio[i : i + step])
+            wins += tr.take_dnsmos_windows()  # as the live call takes them
+        tr.flush()
+        return [(w.start_ms, w.end_ms) for w in wins + tr.take_dnsmos_windows()]
+
+    unmarked, marked = scored(False), scored(True)
+    assert (0, 9010) in unmarked and (9010, 18020) in unmarked
+    assert marked and all(end <= pause[0] or start >= pause[1] for start, end in marked)
+    assert marked == [w for w in unmarked if w[0] >= pause[1]]

@@ -141,6 +141,18 @@ class CallAnalyzer:
         self.conversation.ivr_prompt_ended(media_ms)
         self._mark(media_ms)
 
+    def capture_paused(self, media_ms: int) -> None:
+        """Capture paused (PCI): a hold for the conversation, and no DNSMOS window that
+        overlaps the pause is scored (its samples are zeros in place of the call)."""
+        self.hold_started(media_ms)
+        for tracker in self.trackers.values():
+            tracker.capture_paused(media_ms)
+
+    def capture_resumed(self, media_ms: int) -> None:
+        self.hold_ended(media_ms)
+        for tracker in self.trackers.values():
+            tracker.capture_resumed(media_ms)
+
     def ivr_prompt(self, start_ms: int, end_ms: int) -> None:
         """A prompt over [start_ms, end_ms), sent as one marker (before, during or after)."""
         self.conversation.ivr_prompt(start_ms, end_ms)

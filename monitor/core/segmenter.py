@@ -66,6 +66,15 @@ class UtteranceSegmenter:
     def in_speech(self) -> bool:
         return self._state is _State.SPEECH
 
+    @property
+    def open_from_sample(self) -> int:
+        """The earliest sample an utterance not emitted yet may hold: the start of the one
+        being spoken (padding included), or in silence how far back an opening one reaches
+        (its pad and its opening run; audio redaction counts what is before as checked)."""
+        if self._state is _State.SPEECH:
+            return self._utt_first_sample()
+        return max(0, self._pos - self._keep_silent)
+
     def feed(self, audio: npt.NDArray[np.int16]) -> list[UtteranceEnded]:
         """Feed 16 kHz int16 samples; return the utterances that ended inside them."""
         if self._carry.size:

@@ -80,6 +80,10 @@ class MaskedEntity:
     end: int
     start_ms: int  # estimated media span of what was said
     end_ms: int
+    #: What the mask replaced: its character span in the segment's heard text (word times
+    #: map it to the audio, monitor.privacy.audio_redact).
+    src_start: int = -1
+    src_end: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,8 @@ def _apply(held: _Held, spans: list[tuple[int, int, str]]) -> tuple[str, tuple[M
                 at + len(mask),
                 seg.start_ms + span * start // max(1, len(text)),
                 seg.start_ms + span * end // max(1, len(text)),
+                start,
+                end,
             )
         )
         pos = end
@@ -192,6 +198,11 @@ class CallRedactor:
     def holding(self) -> int:
         """Segments waiting for the rest of a number."""
         return len(self._held)
+
+    @property
+    def held_from_ms(self) -> int | None:
+        """Where the earliest held segment starts (its audio may still need masking)."""
+        return min((h.seg.start_ms for h in self._held), default=None)
 
     def add(
         self,

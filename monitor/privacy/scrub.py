@@ -11,7 +11,8 @@ event or a log line:
 - `DtmfMasker`: each key press becomes ``*`` (only the count of presses survives, as the
   number of trace rows); between the switch's secure-entry markers (`privacy.secure_entry_*`
   text-frame events) presses are not traced at all, so not even the length of what was keyed
-  is kept.
+  is kept. It also recognises the keypad pause / resume sequences (`privacy.pause_keys`,
+  `resume_keys`: ``*1`` / ``*2``), keys pressed at most `KEY_GAP_MS` of media time apart.
 """
 
 from __future__ import annotations
@@ -71,13 +72,43 @@ def scrub(data: dict[str, Any]) -> dict[str, Any]:
     return {k: _scrub_value(v, key_mask(str(k))) for k, v in data.items()}
 
 
-class DtmfMasker:
-    """Per call: what a key press may leave in the trace."""
+KEY_GAP_MS = 3000  # a keypad sequence's keys are pressed at most this far apart
 
-    def __init__(self, start_events: Iterable[str], end_events: Iterable[str]) -> None:
+
+class DtmfMasker:
+    """Per call: what a key press may leave in the trace, and keypad pause / resume."""
+
+    def __init__(
+        self,
+        start_events: Iterable[str],
+        end_events: Iterable[str],
+        *,
+        pause_keys: str = "*1",
+        resume_keys: str = "*2",
+    ) -> None:
+        if pause_keys and pause_keys == resume_keys:
+            raise ValueError(f"pause_keys and resume_keys must differ, both {pause_keys!r}")
         self._start = frozenset(start_events)
         self._end = frozenset(end_events)
         self.secure = False
+        self._sequences = {k: a for k, a in ((pause_keys, "pause"), (resume_keys, "resume")) if k}
+        self._longest = max((len(k) for k in self._sequences), default=0)
+        self._keys: list[tuple[str, int]] = []  # the last presses (key, media ms)
+
+    def keyed(self, key: str, media_ms: int) -> str | None:
+        """One key press: "pause" or "resume" when it completes that sequence, else None.
+        Bounded: only the last few presses are kept; the keys are never returned."""
+        if not self._longest:
+            return None
+        if self._keys and media_ms - self._keys[-1][1] > KEY_GAP_MS:
+            self._keys = []
+        self._keys = [*self._keys, (key.upper()[:1], media_ms)][-self._longest :]
+        typed = "".join(k for k, _ in self._keys)
+        for sequence, action in self._sequences.items():
+            if typed.endswith(sequence):
+                self._keys = []
+                return action
+        return None
 
     def marker(self, event: object) -> str | None:
         """`secure_entry_started` / `secure_entry_ended` when a text-frame event opens or

@@ -57,9 +57,9 @@ async def set_capture(call: LiveCall, *, paused: bool, by: str, how: str) -> boo
     if call.capture_paused == paused:
         return False
     call.capture_paused = paused
-    if call.analyzer is not None:
-        hold = call.analyzer.hold_started if paused else call.analyzer.hold_ended
-        hold(call.session.duration_ms)
+    if call.analyzer is not None:  # a hold, and no DNSMOS window over the pause
+        mark = call.analyzer.capture_paused if paused else call.analyzer.capture_resumed
+        mark(call.session.duration_ms)
     await call.trace("capture_paused" if paused else "capture_resumed", by=by, how=how)
     return True
 

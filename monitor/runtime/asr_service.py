@@ -148,8 +148,11 @@ class AsrService:
         live_budget_s: float = 3.0,
         catchup_max_s: float = 1800.0,
         window_margin_s: float = 0.0,
+        word_timestamps: bool = False,
     ) -> None:
         self._pool = pool
+        #: Ask for word times (audio redaction needs them: privacy.redact_audio).
+        self._word_timestamps = word_timestamps
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._live_budget_s = live_budget_s
@@ -174,7 +177,9 @@ class AsrService:
         self._was_overloaded = False
 
     @classmethod
-    def from_settings(cls, pool: BatchTranscriber, settings: AsrSettings) -> AsrService:
+    def from_settings(
+        cls, pool: BatchTranscriber, settings: AsrSettings, *, word_timestamps: bool = False
+    ) -> AsrService:
         return cls(
             pool,
             queue_size=settings.queue_size,
@@ -182,6 +187,7 @@ class AsrService:
             live_budget_s=settings.live_budget_s,
             catchup_max_s=settings.catchup_max_s,
             window_margin_s=settings.window_margin_s,
+            word_timestamps=word_timestamps,
         )
 
     # -- what the runtime reads -------------------------------------------------------------
@@ -353,6 +359,7 @@ class AsrService:
                     audio=(job.utterance.audio.astype(np.float32) / 32768.0),
                     language=job.language,
                     locked_language=locked,
+                    word_timestamps=self._word_timestamps,
                 )
             )
         self.in_flight += len(batch)

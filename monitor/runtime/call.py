@@ -27,11 +27,11 @@ from monitor.core.session import CallSession
 from monitor.privacy.scrub import DtmfMasker, scrub
 from monitor.runtime import app_messages, findings
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.audio_redaction import audio_redaction_for, finish_audio_redaction
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.transcripts import CallTranscripts
-from storage.recordings import WavRecorder
 from storage.records import (
     CallClosed,
     CallEnded,
@@ -77,12 +77,9 @@ class LiveCall(CallTranscripts):
         self.session = CallSession(metadata, settings.vad)
         rel = Path(f"{connected_at:%Y/%m/%d}") / f"{self.call_id}.wav"
         self.recording_rel = rel.as_posix()
-        self.recorder = WavRecorder(
-            settings.recordings_dir / rel,
-            metadata.sample_rate,
-            metadata.channels,
-            flush_interval_s=settings.recording.flush_interval_s,
-            fsync=settings.recording.fsync,
+        # [hook: audio redaction, issue 18] the recorder masks spans in place (with a journal)
+        self.recorder, self._audio_redactor = audio_redaction_for(
+            settings, settings.recordings_dir / rel, metadata.sample_rate, metadata.channels
         )
         self._storage = storage
         self._asr = asr
@@ -109,7 +106,8 @@ class LiveCall(CallTranscripts):
         self._dnsmos_out = 0  # windows submitted and not answered yet
         self.grade: str | None = None
         p = settings.privacy
-        self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end)
+        self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end,
+                               pause_keys=p.pause_keys, resume_keys=p.resume_keys)  # fmt: skip
         self.capture_paused = False  # paused: the recording gets zeros, ASR hears nothing
 
     # -- records -----------------------------------------------------------------------
@@ -201,6 +199,7 @@ class LiveCall(CallTranscripts):
                 await self._storage.put_many(records)
         await self._tick_redactor()
         if self.recorder.flush_due:
+            self._confirm_audio()  # [hook: audio redaction] how far the recording is checked
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
     def _offer_dnsmos(self, *, final: bool = False) -> None:
@@ -358,6 +357,9 @@ class LiveCall(CallTranscripts):
         if self._failure is not None:
             self._analysis_done = True
             verdict_records.append(self._trace("finalisation_error", error=self._failure))
+        # [hook: audio redaction] the last masks (and unchecked audio) before CallClosed,
+        # which seals the recording.
+        verdict_records += await finish_audio_redaction(self)
         await self._storage.put_many(
             verdict_records
             + [

@@ -63,6 +63,11 @@ class DeferredSpans:
     def __len__(self) -> int:
         return len(self._spans)
 
+    @property
+    def spans(self) -> tuple[Span, ...]:
+        """The spans waiting, oldest first."""
+        return tuple(self._spans)
+
     def add(self, utterance: UtteranceEnded) -> bool:
         """Keep the span; False when the list is full (the utterance is lost)."""
         if len(self._spans) >= self._limit:

@@ -156,10 +156,14 @@ class CallFeed:
                 await self._deliver(call, frames)
         elif isinstance(event, Dtmf):
             # Never the digit: a "*" per press, nothing at all in a secure-entry stage.
+            party = event.party.value if event.party else None
+            at_ms = self._party_ms(event.party)
             if (masked := call.dtmf.press()) is not None:
-                party = event.party.value if event.party else None
-                await call.trace("dtmf", party=party, media_ms=self._party_ms(event.party),
+                await call.trace("dtmf", party=party, media_ms=at_ms,
                                  duration_ms=event.duration_ms, **masked)  # fmt: skip
+            key_ms = call.session.duration_ms if at_ms is None else at_ms
+            if (action := call.dtmf.keyed(event.digit, key_ms)) is not None:  # *1 / *2
+                await call.set_capture(paused=action == "pause", by=party or "keypad", how="dtmf")
         elif isinstance(event, AppEvent):
             payload = event.data.get("payload")
             name = payload.get("event") if isinstance(payload, dict) else None

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, Table, select
 
 from config.settings import Settings
 from monitor.runtime.bus import EventBus, Subscription
+from storage.audio_redaction import journal_path
 from storage.encryption import RecordingKey, read_header, rekey, seal
 from storage.models import Call
 from storage.records import CallClosed, CallOpened
@@ -53,8 +54,8 @@ def sweep(engine: Engine, recordings_dir: Path, key: RecordingKey, *, rotate: bo
         paths = [recordings_dir / r.recording_path for r in rows]
     done = 0
     for path in paths:
-        if not path.is_file():
-            continue
+        if not path.is_file() or journal_path(path).exists():
+            continue  # (a journal: audio redaction unfinished; recovery masks it first)
         if rotate:
             done += rekey(path, keys or [key], key)
         elif read_header(path) is None:
@@ -115,6 +116,9 @@ class RecordingSealer:
 
 
 def _seal_quietly(path: Path, key: RecordingKey) -> bool:
+    if journal_path(path).exists():  # audio redaction unfinished: recovery masks it first
+        log.error("not sealing a recording whose audio redaction did not finish")
+        return False
     try:
         return path.is_file() and seal(path, key)
     except OSError as exc:  # left in clear; the next start's sweep retries

@@ -26,12 +26,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asr.language import LanguageTracker
-from asr.types import AsrResult
+from asr.types import AsrResult, WordTiming
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
-from monitor.core.events import UtteranceEnded
+from monitor.core.events import UtteranceEnded, samples_to_ms
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
+from monitor.privacy.audio_redact import CallAudioRedactor
 from monitor.privacy.redactor import CallRedactor, HeardSegment, SegmentRedacted
 from monitor.runtime.asr_service import AsrJob, AsrService
 from monitor.runtime.catchup import (
@@ -64,6 +65,21 @@ class CallTranscripts:
     _trace: Callable[..., TraceAdded]
     trace: Callable[..., Coroutine[Any, Any, None]]
     _analysis_records: Callable[[list[Any]], list[Any]]
+    _audio_redactor: CallAudioRedactor | None
+
+    def _confirm_audio(self) -> None:
+        """[hook: audio redaction] Tell the recording how far it is checked: up to the
+        earliest utterance still in ASR or deferred, segment held by the redactor, or
+        utterance a party may be speaking (monitor.privacy.audio_redact)."""
+        if self._audio_redactor is None:
+            return
+        open_from = [j.utterance.start_ms for j in self._pending]
+        open_from += [samples_to_ms(s.start_sample) for s in self._deferred.spans]
+        open_from += [samples_to_ms(leg.segmenter.open_from_sample)
+                      for leg in self.session.legs.values()]  # fmt: skip
+        if self._redactor is not None and (held := self._redactor.held_from_ms) is not None:
+            open_from.append(held)
+        self._audio_redactor.progress(self.session.duration_ms, open_from)
 
     def _init_transcripts(self) -> None:
         self._pending: set[AsrJob] = set()
@@ -208,6 +224,8 @@ class CallTranscripts:
 
     def _segment_records(self, released: list[SegmentRedacted]) -> list[Any]:
         """Analysis, segment and redaction-trace records of segments the redactor released."""
+        if self._audio_redactor is not None:  # [hook: audio redaction] mask their audio
+            released = self._audio_redactor.released(released, _words)
         records: list[Any] = []
         for seg in released:
             tag: tuple[tuple[str, int], AsrResult, int, bool] = seg.tag  # type: ignore[assignment]
@@ -264,6 +282,11 @@ class CallTranscripts:
         for utterance in found:
             self._submit(utterance, late=True)
         await self.trace("asr_catch_up", utterances=len(found))
+
+
+def _words(seg: SegmentRedacted) -> tuple[WordTiming, ...]:
+    """The word times of a released segment (its tag is `_result_records`' tuple)."""
+    return seg.tag[1].words  # type: ignore[index,no-any-return]
 
 
 def _key(job: AsrJob) -> tuple[str, int]:
