@@ -27,7 +27,7 @@ Signs, each measured over the loud 20 ms frames (≥ `LOUD_DBOV`) only:
   time, so media read at the right rate and channel count arrives at 1× real time. After
   `PACE_WALL_S`, media arriving at 2× (`PACE_DOUBLE`) means the stream carries twice the
   samples per second it is read with (16 kHz read as 8 kHz, the misread that costs clarity
-  0.3–1.3 MOS: docs/board.md, "Same audio, same clarity"), 0.5× half of them. It does not
+  up to 1.3 MOS: docs/board.md, "Same audio, same clarity"), 0.5× half of them. It does not
   depend on the voice, so it catches the wrong-rate cases the pitch misses. Faster paces
   (a replay, a simulator at `--pace 3`) say nothing; a simulator at exactly `--pace 2` is
   flagged like a wrong rate (a warning, never a change to the audio).
