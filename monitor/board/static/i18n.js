@@ -58,6 +58,7 @@ const TEXTS = {
     ev_hold_started: "on hold", ev_hold_ended: "hold ended", ev_ivr_prompt: "IVR prompt",
     ev_ivr_prompt_started: "IVR prompt started", ev_ivr_prompt_ended: "IVR prompt ended",
     ev_leg_joined: "leg joined", ev_leg_ended: "leg ended", ev_leg_uuid: "leg id",
+    ev_participant_joined: "participant joined", ev_graceful_shutdown: "switch ended the stream",
     ev_media: "media started", ev_media_format: "audio format", ev_paused: "paused",
     ev_resumed: "resumed", ev_stall: "audio stalled", ev_stop: "stop requested",
     ev_protocol_error: "protocol error", ev_format_suspect: "audio format suspect",
@@ -124,6 +125,7 @@ const TEXTS = {
     ev_hold_started: "保持", ev_hold_ended: "结束保持", ev_ivr_prompt: "IVR 提示音",
     ev_ivr_prompt_started: "IVR 提示音开始", ev_ivr_prompt_ended: "IVR 提示音结束",
     ev_leg_joined: "通话方加入", ev_leg_ended: "通话方离开", ev_leg_uuid: "通话方标识",
+    ev_participant_joined: "新参与方加入", ev_graceful_shutdown: "交换机结束推流",
     ev_media: "开始收到音频", ev_media_format: "音频格式", ev_paused: "已暂停",
     ev_resumed: "已恢复", ev_stall: "音频停滞", ev_stop: "请求停止",
     ev_protocol_error: "协议错误", ev_format_suspect: "音频格式存疑",
@@ -137,6 +139,11 @@ const TEXTS = {
     ev_fast_speech: "语速过快",
   },
 };
+
+// Dates and times in the page's language (a Chinese page shows 10:08:27, not "10:08:27 AM").
+export function locale() {
+  return lang() === "zh" ? "zh-CN" : "en";
+}
 
 export function lang() {
   const q = new URLSearchParams(location.search).get("lang");
