@@ -29,8 +29,9 @@ Signs, each measured over the loud 20 ms frames (≥ `LOUD_DBOV`) only:
   samples per second it is read with (16 kHz read as 8 kHz, the misread that costs clarity
   up to 1.3 MOS: docs/board.md, "Same audio, same clarity"), 0.5× half of them. It does not
   depend on the voice, so it catches the wrong-rate cases the pitch misses. Faster paces
-  (a replay, a simulator at `--pace 3`) say nothing; a simulator at exactly `--pace 2` is
-  flagged like a wrong rate (a warning, never a change to the audio).
+  (a replay) say nothing. The gateway checks the pace only where the format is a guess (the
+  path's query or the defaults, not the switch's own metadata), so a simulator that states
+  its format and replays at exactly 2× (`--pace 2`) is not flagged.
 
 Pitch: 40 ms windows, autocorrelation normalised and unbiased, the shortest lag within 90 %
 of the best one in 2–25 ms (40–500 Hz), voiced where that peak is ≥ 0.5 (Rabiner 1977).
@@ -101,7 +102,7 @@ class StreamFormatCheck:
     `feed` returns the content verdict once (a list, empty when nothing looks wrong), else
     None; `pace` the pace verdict likewise. Memory: at most `NEED_LOUD_S` of loud frames."""
 
-    def __init__(self, sample_rate: int, channels: int) -> None:
+    def __init__(self, sample_rate: int, channels: int, *, check_pace: bool = True) -> None:
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, got {channels}")
         if sample_rate <= 0:
@@ -115,7 +116,7 @@ class StreamFormatCheck:
         self._seen = 0
         self.done = False
         self._samples = 0  # samples (all channels) fed, for the pace
-        self.pace_done = False
+        self.pace_done = not check_pace
 
     def feed(self, samples: npt.NDArray[np.int16]) -> list[FormatSuspicion] | None:
         self._samples += samples.size

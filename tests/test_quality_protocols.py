@@ -43,7 +43,8 @@ def zh_call(rate: int) -> RenderedCall:
 
 def test_the_same_audio_scores_the_same_clarity_over_each_protocol(server: LiveServer) -> None:
     c16, c8 = zh_call(16000), zh_call(8000)
-    misread = call_metadata(c16, {"sampleRate": 8000})  # 16 kHz read as 8 kHz
+    # drachtio's metadata names no format: the gateway's defaults (8 kHz stereo) read it.
+    misread = {k: v for k, v in call_metadata(c16).items() if k not in ("sampleRate", "mixType")}
 
     async def go() -> list[str]:
         reports = await asyncio.gather(

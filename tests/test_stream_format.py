@@ -165,3 +165,24 @@ def test_pace_flags_a_wrong_rate_whatever_the_voice(files: list[str]) -> None:
     assert _paced(m16, 8000, 2, 16000) == []
     # A replay faster than twice real time says nothing (nothing to tell from its pace).
     assert _paced(np.tile(m16, 3), 8000, 1, 16000, speed=4.0) == []
+
+
+def test_the_pace_is_checked_only_where_the_format_is_a_guess() -> None:
+    """A format the switch states itself is taken at its word (a simulator replaying at 2x
+    is not a wrong rate); one from the path or the defaults gets the pace check."""
+    m16 = mono(ZH, 16000, seconds=12.0)
+    c = StreamFormatCheck(8000, 1, check_pace=False)
+    c.feed(m16)
+    assert c.pace(11.0) is None and c.pace_done
+
+    def started(query: str, meta: str) -> str:
+        decoder = new_decoder("audiofork", GatewaySettings(), query)
+        assert isinstance(decoder, AudioForkDecoder)
+        [ev] = decoder.receive_text(meta)
+        assert isinstance(ev, CallStarted)
+        return str(ev.info["format_from"])
+
+    assert started("/", '{"callid":"c1","sampleRate":8000,"mixType":"stereo"}') == "metadata"
+    assert started("/", '{"callid":"c1","sample_rate":16000,"channels":1}') == "metadata"
+    assert started("/", '{"callid":"c1","sampleRate":16000}') == "path or defaults"
+    assert started("/?rate=16000&channels=1", '{"callid":"c1"}') == "path or defaults"

@@ -226,7 +226,9 @@ class CallFeed:
         await self.call.open()
         await self.call.trace("media_format", codec=event.codec, sample_rate=rate, **event.info)
         if self._cfg.format_check and event.codec == "L16":
-            self._format_check = StreamFormatCheck(rate, meta.channels)
+            self._format_check = StreamFormatCheck(
+                rate, meta.channels, check_pace=event.info.get("format_from") != "metadata"
+            )
 
     async def _check_format(
         self, call: LiveCall, pcm: bytes, final: bool = False, now: float | None = None
