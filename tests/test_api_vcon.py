@@ -58,6 +58,7 @@ def test_vcon_export_loads_in_the_vcon_library(seeded: ApiHarness) -> None:
     assert loaded.vcon == "0.4.0"
     assert loaded.uuid == doc["uuid"]
     # The two callers, then callwatch itself: the provenance party of the attachments.
+    assert [p["type"] for p in doc["parties"]] == ["person", "person", "bot"]
     assert [(p.role, p.name) for p in loaded.parties] == [
         ("customer", "customer"), ("agent", "a1"), ("monitor", "callwatch")]  # fmt: skip
     assert loaded.find_attachment_by_type("alerts")["body"][0]["kind"] == "duration_long"

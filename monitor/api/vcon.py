@@ -8,9 +8,11 @@ Mapping:
   must_support -> critical, session_id). `uuid` stable per call (UUID 5 of our call id, so
   exporting twice names the same conversation), `created_at` = call start, `subject`.
 * `parties` - one per recorded party, in recording-channel order: the customer's `tel` is the
-  caller number, the agent's `tel` the callee and `name` the agent id, `role` customer/agent;
-  then callwatch itself (`role` "monitor"), the party the draft asks attachments to name as
-  their provenance ("the organization that adds the attachment SHOULD be a Party Object").
+  caller number, the agent's `tel` the callee and `name` the agent id, `type` "person" (the
+  draft's party type) and `role` customer/agent (an earlier draft's parameter, still read by
+  the `vcon` library); then callwatch itself (`type` "bot", `role` "monitor"), the party the
+  draft asks attachments to name as their provenance ("the organization that adds the
+  attachment SHOULD be a Party Object").
 * `dialog[0]` - the recording: type "recording", `start`, `duration` (s), `parties` as channel
   -> party index (a multi-channel recording), `mediatype` audio/x-wav (also as `mimetype`,
   the earlier name that the `vcon` library still reads), `filename`, and either an absolute
@@ -77,7 +79,7 @@ def build(
     parties: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for p in call.parties:
-        party: dict[str, Any] = {"role": p.party, "name": p.party}
+        party: dict[str, Any] = {"type": "person", "role": p.party, "name": p.party}
         if p.party == "customer" and call.caller:
             party["tel"] = call.caller
         if p.party == "agent":
@@ -88,7 +90,7 @@ def build(
         index[p.party] = len(parties)
         parties.append(party)
     monitor = len(parties)
-    parties.append({"role": MONITOR_ROLE, "name": "callwatch"})
+    parties.append({"type": "bot", "role": MONITOR_ROLE, "name": "callwatch"})
     duration_ms = call.duration_ms
     if duration_ms is None and call.recording_frames and call.sample_rate:
         duration_ms = call.recording_frames * 1000 // call.sample_rate
