@@ -113,7 +113,8 @@ function stageMark(s) {
 function why(card) {
   if (!card) return "";
   const label = (l) => {
-    const item = t(l.item) === l.item ? l.item.replace(/_/g, " ") : t(l.item);
+    // A quality finding's kind reads as its trace name ("slow response", "响应慢").
+    const item = t(l.item) === l.item ? named("ev", l.item) : t(l.item);
     const kind = l.kind === "forbidden" ? t("forbidden_kind") : t(l.kind);
     const party = l.party ? ` · ${t(l.party)}` : "";
     const num = (v) => (Math.abs(v) >= 100 ? Math.round(v) : Number(Number(v).toPrecision(3)));
