@@ -21,7 +21,17 @@ Signs, each measured over the loud 20 ms frames (≥ `LOUD_DBOV`) only:
 * **pitch out of range**: the median voice pitch at the assumed rate is below `PITCH_LOW_HZ`
   (the stream runs faster than assumed: 16 kHz read as 8 kHz) or above `PITCH_HIGH_HZ` (it
   runs slower). Speech at the right rate sits at 80–350 Hz; a low female voice read at half
-  its rate (~100 Hz) looks plausible, so this catches only part of the wrong-rate cases.
+  its rate (~100 Hz) looks plausible, so this catches only part of the wrong-rate cases
+  (2 of 8 test speakers read at half their rate).
+* **pace** (`pace`, given the wall time since the first audio): a live switch streams in real
+  time, so media read at the right rate and channel count arrives at 1× real time. After
+  `PACE_WALL_S`, media arriving at 2× (`PACE_DOUBLE`) means the stream carries twice the
+  samples per second it is read with (16 kHz read as 8 kHz, the misread that costs clarity
+  up to 1.3 MOS: docs/board.md, "Same audio, same clarity"), 0.5× half of them. It does not
+  depend on the voice, so it catches the wrong-rate cases the pitch misses. Faster paces
+  (a replay) say nothing. The gateway checks the pace only where the format is a guess (the
+  path's query or the defaults, not the switch's own metadata), so a simulator that states
+  its format and replays at exactly 2× (`--pace 2`) is not flagged.
 
 Pitch: 40 ms windows, autocorrelation normalised and unbiased, the shortest lag within 90 %
 of the best one in 2–25 ms (40–500 Hz), voiced where that peak is ≥ 0.5 (Rabiner 1977).
@@ -40,6 +50,12 @@ IDENTICAL_CORR = 0.98
 ROUGH_MIN = 1.2
 PITCH_LOW_HZ = 70.0
 PITCH_HIGH_HZ = 340.0
+#: Wall time after the first audio when the pace is judged (once), and the paces that mean the
+#: stream carries twice or half the samples per second it is read with (±15 %: jitter
+#: buffers and a switch's start-up burst move a 10 s figure by a few per cent).
+PACE_WALL_S = 10.0
+PACE_DOUBLE = (1.7, 2.3)
+PACE_HALF = (0.43, 0.57)
 #: Loud audio the check waits for, and the most media it looks at before deciding anyway.
 NEED_LOUD_S = 3.0
 MAX_MEDIA_S = 60.0
@@ -48,7 +64,7 @@ _MIN_VOICED = 20  # pitch frames needed for a pitch verdict
 
 @dataclass(frozen=True, slots=True)
 class FormatSuspicion:
-    reason: str  # channels_interleaved | channels_identical | mono_interleaved | pitch_*
+    reason: str  # channels_interleaved | channels_identical | mono_interleaved | pitch_* | pace_*
     value: float  # the measure behind it
     hint: str  # what it likely means and what to do
 
@@ -82,11 +98,11 @@ def median_pitch_hz(x: npt.NDArray[np.float64], rate: int) -> float | None:
 
 
 class StreamFormatCheck:
-    """Feed interleaved int16 samples as they arrive; `feed` returns the verdict once (a
-    list, empty when nothing looks wrong), else None. Memory: at most `NEED_LOUD_S` of loud
-    frames."""
+    """Feed interleaved int16 samples as they arrive (all of them: the pace counts them);
+    `feed` returns the content verdict once (a list, empty when nothing looks wrong), else
+    None; `pace` the pace verdict likewise. Memory: at most `NEED_LOUD_S` of loud frames."""
 
-    def __init__(self, sample_rate: int, channels: int) -> None:
+    def __init__(self, sample_rate: int, channels: int, *, check_pace: bool = True) -> None:
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, got {channels}")
         if sample_rate <= 0:
@@ -99,8 +115,11 @@ class StreamFormatCheck:
         self._loud: list[npt.NDArray[np.int16]] = []
         self._seen = 0
         self.done = False
+        self._samples = 0  # samples (all channels) fed, for the pace
+        self.pace_done = not check_pace
 
     def feed(self, samples: npt.NDArray[np.int16]) -> list[FormatSuspicion] | None:
+        self._samples += samples.size
         if self.done:
             return None
         x = np.concatenate([self._carry, samples]) if self._carry.size else samples
@@ -115,6 +134,28 @@ class StreamFormatCheck:
             return None
         self.done = True
         return self.verdict()
+
+    def pace(self, wall_s: float) -> list[FormatSuspicion] | None:
+        """The pace verdict, once, at the first call with `wall_s` (seconds since the stream's
+        first audio, by the gateway's clock) ≥ `PACE_WALL_S`: a list (empty when the pace is
+        plausible), else None. Media the switch claimed as gaps is not counted."""
+        if self.pace_done or wall_s < PACE_WALL_S:
+            return None
+        self.pace_done = True
+        ratio = self._samples / self.channels / self.rate / wall_s
+        fmt = f"{self.rate} Hz x {self.channels} channel(s)"
+        if PACE_DOUBLE[0] <= ratio <= PACE_DOUBLE[1]:
+            return [FormatSuspicion("pace_double", round(ratio, 2),
+                f"read as {fmt}, the audio arrives at {ratio:.1f}x real time: the stream "
+                f"probably carries twice the samples per second (rate {2 * self.rate}, or "
+                "two channels); set the rate and channels (metadata, the path's "
+                "?rate=&channels=, or gateway.default_*)")]  # fmt: skip
+        if PACE_HALF[0] <= ratio <= PACE_HALF[1]:
+            return [FormatSuspicion("pace_half", round(ratio, 2),
+                f"read as {fmt}, the audio arrives at {ratio:.1f}x real time: the stream "
+                f"probably carries half the samples per second (rate {self.rate // 2}, or "
+                "one channel); set the rate and channels")]  # fmt: skip
+        return []
 
     def finish(self) -> list[FormatSuspicion]:
         """End of the stream before a verdict: judge what was collected (once)."""

@@ -199,8 +199,8 @@ def test_vcon_export_validates_against_the_draft_schema(seeded: ApiHarness) -> N
     assert r.status_code == 200
     doc = r.json()
     jsonschema.Draft202012Validator(SCHEMA).validate(doc)
-    assert doc["vcon"] == "0.0.2" and doc["created_at"] == "2026-11-20T09:00:00Z"
-    assert [p["role"] for p in doc["parties"]] == ["customer", "agent"]
+    assert doc["vcon"] == "0.4.0" and doc["created_at"] == "2026-11-20T09:00:00Z"
+    assert [p["role"] for p in doc["parties"]] == ["customer", "agent", "monitor"]
     assert doc["parties"][0]["tel"] == "+15550001" and doc["parties"][1]["name"] == "a1"
     (dialog,) = doc["dialog"]
     assert dialog["type"] == "recording" and dialog["duration"] == 60.0
@@ -221,9 +221,9 @@ def test_vcon_export_validates_against_the_draft_schema(seeded: ApiHarness) -> N
     assert "content_hash" not in c2["dialog"][0]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SCHEMA).validate(c2)
-    broken = {**doc, "uuid": "not-a-uuid"}
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft202012Validator(SCHEMA).validate(broken)
+    for broken in ({**doc, "uuid": "not-a-uuid"}, {**doc, "vcon": "0.0.2"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft202012Validator(SCHEMA).validate(broken)
     rows = seeded.ctx.access.list_audit(action="export.vcon")
     assert [(a.username, a.call_id, a.result) for a in rows] == [
         ("qa1", "c1", "allowed"),

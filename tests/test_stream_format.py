@@ -133,3 +133,56 @@ def test_gateway_reads_the_path_format_and_flags_a_wrong_one(server: LiveServer)
     [flag] = [t for t in bad.trace if t.kind == "format_suspect"]
     assert flag.data["reasons"] == ["channels_interleaved"]
     assert "does not look like 8000 Hz, 2 channel(s)" in server.log()
+
+
+def _paced(
+    samples: npt.NDArray[np.int16], rate: int, channels: int, true_rate: int, speed: float = 1.0
+) -> list[str]:
+    """Mono `samples`, really at `true_rate`, read as `rate` x `channels`, arriving at
+    `speed` x real time; the pace verdict, asked after every 20 ms message."""
+    c = StreamFormatCheck(rate, channels)
+    step = true_rate // 50  # what a switch sends every 20 ms
+    for k, i in enumerate(range(0, samples.size, step)):
+        c.feed(samples[i : i + step])
+        got = c.pace((k + 1) * 0.02 / speed)
+        if got is not None:
+            return [f.reason for f in got]
+    return ["undecided"]
+
+
+@pytest.mark.parametrize("files", [ZH, LJ], ids=["zh", "en"])
+def test_pace_flags_a_wrong_rate_whatever_the_voice(files: list[str]) -> None:
+    """16 kHz read as 8 kHz: the pitch check misses 6 of 8 test speakers (their halved pitch,
+    100-120 Hz, is a plausible voice), the pace never: a live switch streams in real time."""
+    m16 = mono(files, 16000, seconds=14.0)
+    assert check(m16, 8000, 1) == []  # the content check alone does not see it ...
+    assert _paced(m16, 8000, 1, 16000) == ["pace_double"]  # ... the pace does
+    assert _paced(m16, 16000, 1, 16000) == []
+    m8 = mono(files, 8000, seconds=14.0)
+    assert _paced(m8, 16000, 1, 8000) == ["pace_half"]
+    assert _paced(m8, 8000, 1, 8000) == []
+    # 16 kHz mono read as 8 kHz stereo arrives at the right pace (its layout check flags it).
+    assert _paced(m16, 8000, 2, 16000) == []
+    # A replay faster than twice real time says nothing (nothing to tell from its pace).
+    assert _paced(np.tile(m16, 3), 8000, 1, 16000, speed=4.0) == []
+
+
+def test_the_pace_is_checked_only_where_the_format_is_a_guess() -> None:
+    """A format the switch states itself is taken at its word (a simulator replaying at 2x
+    is not a wrong rate); one from the path or the defaults gets the pace check."""
+    m16 = mono(ZH, 16000, seconds=12.0)
+    c = StreamFormatCheck(8000, 1, check_pace=False)
+    c.feed(m16)
+    assert c.pace(11.0) is None and c.pace_done
+
+    def started(query: str, meta: str) -> str:
+        decoder = new_decoder("audiofork", GatewaySettings(), query)
+        assert isinstance(decoder, AudioForkDecoder)
+        [ev] = decoder.receive_text(meta)
+        assert isinstance(ev, CallStarted)
+        return str(ev.info["format_from"])
+
+    assert started("/", '{"callid":"c1","sampleRate":8000,"mixType":"stereo"}') == "metadata"
+    assert started("/", '{"callid":"c1","sample_rate":16000,"channels":1}') == "metadata"
+    assert started("/", '{"callid":"c1","sampleRate":16000}') == "path or defaults"
+    assert started("/?rate=16000&channels=1", '{"callid":"c1"}') == "path or defaults"

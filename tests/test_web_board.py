@@ -35,6 +35,33 @@ RECORDER = """() => {
 }"""
 
 
+def board_in_chinese(web: WebServer, browser: Any) -> None:
+    """The same live board in Chinese (a supervisor's own session, `?lang=zh`): the cards,
+    the alert feed's titles and the page's labels in Chinese; docs/screenshots/board-zh.png."""
+    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = ctx.new_page()
+        login(page, web.base, "sup")
+        page.goto(f"{web.base}/board?lang=zh")
+        page.wait_for_selector("#conn.up")
+        page.wait_for_function(
+            """() => document.querySelectorAll('.call').length === 2 && [...document
+                 .querySelectorAll('.call')].every(c => c.querySelector('.party li'))""",
+            timeout=30_000,
+        )
+        alert = page.locator('#alert-feed li.alert.open[data-kind="dead_air"]')
+        alert.wait_for(timeout=10_000)
+        text = alert.inner_text()
+        assert "线路长时间静默" in text  # the alert's title in the page's language ...
+        assert "AM" not in text and "PM" not in text  # ... and its time
+        card = page.locator(".call", has_text="2001")
+        assert card.locator(".badge", has_text="线路长时间静默").count() == 1
+        assert page.locator("html").get_attribute("lang") == "zh-CN"
+        screenshot(page, "board-zh")
+    finally:
+        ctx.close()
+
+
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     w = start_web_server(tmp_path_factory.mktemp("web-board"))
@@ -76,6 +103,7 @@ def test_board_shows_live_calls_alert_and_grades(web: WebServer, browser: Any) -
         assert card.locator(".badge", has_text="Long silence on the line").count() == 1
         assert page.locator("#kpi-alerts").inner_text() != "0"
         screenshot(page, "board")
+        board_in_chinese(web, browser)
         alert_id = int(alert.get_attribute("data-alert-id") or "0")
         alert.locator("button.ack").click()
         page.locator(f'#alert-feed li.acknowledged[data-alert-id="{alert_id}"]').wait_for(

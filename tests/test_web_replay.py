@@ -118,6 +118,9 @@ def test_click_the_alert_marker_seeks_to_the_alert(replay: Replay, browser: Any)
         page.goto(f"{replay.url}&lang=zh")  # the same page in Chinese
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator("#transcript").locator("xpath=..").locator("h2").inner_text() == "转写"
+        why = page.locator("#scorecard .why").inner_text()  # deductions in Chinese too
+        english = ("slow response", "fast speech", "overtalk", "clarity", "dead air", "snr")
+        assert not [w for w in english if w in why.lower()], why
         screenshot(page, "replay-zh")
     finally:
         page.close()

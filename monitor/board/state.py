@@ -276,7 +276,8 @@ class BoardState:
                 card.status = "paused" if ev.kind == "capture_paused" else "active"
                 return True
             if ev.kind == "format_suspect":  # the stream may be read in the wrong format
-                card.format_suspect = [str(r) for r in (ev.data or {}).get("reasons", [])]
+                new = [str(r) for r in (ev.data or {}).get("reasons", [])]  # content, then pace
+                card.format_suspect += [r for r in new if r not in card.format_suspect]
                 return True
             if ev.kind != "dead_air_started":
                 return False

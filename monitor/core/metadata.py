@@ -83,6 +83,15 @@ def _as_text(value: Any) -> str | None:
     return None if value is None else str(value)[:256]
 
 
+def format_declared(text: str) -> bool:
+    """Whether metadata that `parse_metadata` accepted names both the rate and the channel
+    count itself (else one of them came from the path or the gateway's defaults: a guess)."""
+    raw = json.loads(text)
+    return _pick(raw, "sample_rate") is not None and (
+        _pick(raw, "channels") is not None or raw.get("mixType") is not None
+    )
+
+
 def parse_metadata(
     text: str, *, default_sample_rate: int = 8000, default_channels: int = 2
 ) -> CallMetadata:

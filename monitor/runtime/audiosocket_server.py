@@ -1,11 +1,14 @@
-"""Asterisk AudioSocket: a raw TCP server on its own port; two legs make one call.
+"""Asterisk AudioSocket: a raw TCP server on its own port; two legs (or more) make one call.
 
 Asterisk dials us once per leg (`AudioSocket(<uuid>,host:port)`), each connection carrying one
 mono leg. `monitor.wire.audiosocket.leg_of` maps the leg's UUID to (call key, party); the first
 leg of a key opens the call (two parties, one channel each) and the second joins it: its audio
 starts at the call's current media time (`CallFeed.align`), and until it joins the missing
-party is silence (the timeline's lag fill). The call ends when its last leg ends; it is
-"completed" when every leg ended with a hangup message, else "interrupted".
+party is silence (the timeline's lag fill). Further legs of a side (a transfer, a barge-in,
+a conference; at most `MAX_LEGS_PER_SIDE` at once) join that side's channel through its
+`SideMixer` (monitor/wire/legmix.py says how such calls are stored). The call ends when its
+last leg ends; it is "completed" when every leg ended with a hangup message, else
+"interrupted".
 
 Admission: the peer address must be in `switch_auth.audiosocket_allow` (else the socket is
 closed at once, logged without payload); the gateway's `max_calls` counts these calls too.
@@ -39,17 +42,22 @@ from monitor.wire.audiosocket import (
     leg_of,
 )
 from monitor.wire.events import CallStarted, Dtmf, PartyAudio, Stopped
+from monitor.wire.legmix import SideMixer
 
 log = logging.getLogger("callwatch.audiosocket")
 READ_BYTES = 65536
+#: Legs of one side at the same time (agent + supervisor + conference guests): bounded work.
+MAX_LEGS_PER_SIDE = 4
 
 
 @dataclass
 class _JoinedCall:
     key: str
     feed: CallFeed
-    legs: set[Party] = field(default_factory=set)
-    ended: dict[Party, str] = field(default_factory=dict)  # party -> how the leg ended
+    mixers: dict[Party, SideMixer]
+    legs: dict[str, Party] = field(default_factory=dict)  # connected legs by leg id
+    ended: dict[str, tuple[Party, str]] = field(default_factory=dict)  # how each leg ended
+    count: int = 0  # legs ever joined (leg ids)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -97,6 +105,7 @@ class AudioSocketServer:
         )
         joined: _JoinedCall | None = None
         party = Party.CUSTOMER
+        leg_id = ""
         ended = "transport"
         try:
             while not decoder.ended:
@@ -117,12 +126,12 @@ class AudioSocketServer:
                     ended = "closed_by_switch"
                     for event in decoder.flush():  # a resampler's delayed tail
                         if joined is not None and isinstance(event, PartyAudio):
-                            await joined.feed.handle(event, time.monotonic())
+                            await self._audio(joined, leg_id, event, time.monotonic())
                     break
                 now = time.monotonic()
                 for event in decoder.receive_bytes(data):
                     if isinstance(event, LegIdentified):
-                        joined, party = await self._join(event.uuid, peer, decoder)
+                        joined, party, leg_id = await self._join(event.uuid, peer, decoder)
                     elif isinstance(event, Stopped):
                         ended = "normal" if event.reason == "normal" else event.reason
                         assert joined is not None
@@ -131,7 +140,10 @@ class AudioSocketServer:
                         # Parsed in the same read as the UUID: before the leg's party was known.
                         if isinstance(event, PartyAudio | Dtmf) and event.party is not party:
                             event = replace(event, party=party)
-                        await joined.feed.handle(event, now)
+                        if isinstance(event, PartyAudio):
+                            await self._audio(joined, leg_id, event, now)
+                        else:
+                            await joined.feed.handle(event, now)
         except ProtocolError as exc:
             ended = "protocol_error"
             log.warning("audiosocket protocol error: %s", exc.reason, extra=fields(peer=peer))
@@ -146,11 +158,18 @@ class AudioSocketServer:
             self._writers.discard(writer)
             writer.close()
             if joined is not None:
-                await asyncio.shield(self._leave(joined, party, ended))
+                await asyncio.shield(self._leave(joined, leg_id, ended))
+
+    @staticmethod
+    async def _audio(joined: _JoinedCall, leg_id: str, event: PartyAudio, now: float) -> None:
+        """A leg's audio, mixed with the other legs of its side (passed through when alone)."""
+        pcm = joined.mixers[event.party].push(leg_id, event.pcm)
+        if pcm:
+            await joined.feed.handle(replace(event, pcm=pcm), now)
 
     async def _join(
         self, leg: uuidlib.UUID, peer: str, decoder: AudioSocketDecoder
-    ) -> tuple[_JoinedCall, Party]:
+    ) -> tuple[_JoinedCall, Party, str]:
         key, party = leg_of(leg, self._cfg.audiosocket_legs)
         decoder.party = party
         joined = self._calls.get(key)
@@ -163,7 +182,8 @@ class AudioSocketServer:
                 protocol=PROTOCOL_NAME,
                 now=time.monotonic(),
             )
-            joined = _JoinedCall(key, feed)
+            lag = self._cfg.max_party_lag_ms * self._cfg.audiosocket_sample_rate // 1000
+            joined = _JoinedCall(key, feed, {p: SideMixer(max(1, lag)) for p in Party})
             self._calls[key] = joined
             self._gateway.extra_calls += 1
             rate = self._cfg.audiosocket_sample_rate
@@ -176,34 +196,57 @@ class AudioSocketServer:
             )
             started = CallStarted(meta, f'{{"uuid":"{key}"}}', "L16", {"first_leg": str(leg)})
             await feed.handle(started, time.monotonic())
-        elif party in joined.legs:
+        mixer = joined.mixers[party]
+        if mixer.legs >= MAX_LEGS_PER_SIDE:
             raise ProtocolError(
-                ProtocolError.POLICY_VIOLATION, f"AudioSocket {party.value} leg connected twice"
+                ProtocolError.POLICY_VIOLATION,
+                f"AudioSocket: {MAX_LEGS_PER_SIDE} {party.value} legs connected at once",
             )
-        joined.legs.add(party)
-        await joined.feed.align(party)
+        # A side that had a leg before: a transfer (none left now) or a barge-in/conference.
+        mode = None
+        if any(p is party for p, _ in joined.ended.values()) or mixer.legs:
+            mode = "conference" if mixer.legs else "transfer"
+        joined.count += 1
+        leg_id = f"{leg}#{joined.count}"
+        joined.legs[leg_id] = party
+        if not mixer.legs:
+            await joined.feed.align(party)  # the side's channel goes on from now
+        mixer.join(leg_id)
         if joined.feed.call is not None:
             await joined.feed.call.trace("leg_uuid", party=party.value, uuid=str(leg))
-        return joined, party
+            if mode is not None:
+                await joined.feed.call.trace(
+                    "participant_joined", party=party.value, uuid=str(leg), mode=mode,
+                    legs=mixer.legs,
+                )  # fmt: skip
+        return joined, party, leg_id
 
-    async def _leave(self, joined: _JoinedCall, party: Party, how: str) -> None:
+    async def _leave(self, joined: _JoinedCall, leg_id: str, how: str) -> None:
         async with joined.lock:
-            joined.ended[party] = how
-            await joined.feed.leg_left(party)
+            party = joined.legs.pop(leg_id)
+            joined.ended[leg_id] = (party, how)
+            mixer = joined.mixers[party]
+            tail = mixer.leave(leg_id)
+            if tail:
+                await joined.feed.handle(PartyAudio(party, None, tail), time.monotonic())
+            if not mixer.legs:
+                await joined.feed.leg_left(party)
             if joined.feed.call is not None:
-                await joined.feed.call.trace("leg_ended", party=party.value, reason=how)
-            if set(joined.ended) != joined.legs or self._calls.get(joined.key) is not joined:
+                await joined.feed.call.trace(
+                    "leg_ended", party=party.value, reason=how, legs=mixer.legs
+                )
+            if joined.legs or self._calls.get(joined.key) is not joined:
                 return
             del self._calls[joined.key]
             self._gateway.extra_calls -= 1
-        clean = all(h == "normal" for h in joined.ended.values())
-        reasons = sorted(set(joined.ended.values()))
+        clean = all(h == "normal" for _, h in joined.ended.values())
+        reasons = sorted({h for _, h in joined.ended.values()})
         stopping = self._gateway.stopping
         try:
             await joined.feed.finish(
                 status="completed" if clean else "interrupted",
                 reason="normal" if clean else ("shutdown" if stopping else reasons[-1]),
-                detail=", ".join(f"{p.value}: {h}" for p, h in joined.ended.items()),
+                detail=", ".join(f"{p.value}: {h}" for p, h in joined.ended.values()),
                 asr_wait_s=SHUTDOWN_ASR_WAIT_S if stopping else self._settings.asr.final_wait_s,
             )
         finally:  # the registry entry goes whatever happened while finalising

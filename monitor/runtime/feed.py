@@ -136,7 +136,7 @@ class CallFeed:
                 await self._silence(call, count)
             else:
                 self._count_audio(len(event.pcm) // call.metadata.frame_bytes, now)
-                await self._check_format(call, event.pcm)
+                await self._check_format(call, event.pcm, now=now)
                 await self._deliver(call, event.pcm)
         elif isinstance(event, PartyAudio):
             assert self.timeline is not None
@@ -230,15 +230,22 @@ class CallFeed:
         await self.call.open()
         await self.call.trace("media_format", codec=event.codec, sample_rate=rate, **event.info)
         if self._cfg.format_check and event.codec == "L16":
-            self._format_check = StreamFormatCheck(rate, meta.channels)
+            self._format_check = StreamFormatCheck(
+                rate, meta.channels, check_pace=event.info.get("format_from") != "metadata"
+            )
 
-    async def _check_format(self, call: LiveCall, pcm: bytes, final: bool = False) -> None:
-        """A raw L16 fork read in the wrong format is flagged once, never silently: a
-        warning, a `format_suspect` trace entry (the board badges the call)."""
+    async def _check_format(
+        self, call: LiveCall, pcm: bytes, final: bool = False, now: float | None = None
+    ) -> None:
+        """A raw L16 fork read in the wrong format is flagged, never silently: a warning, a
+        `format_suspect` trace entry (the board badges the call); once for what the audio
+        looks like, once for the pace it arrives at (`now`: the gateway's clock)."""
         check = self._format_check
-        if check is None or check.done:
+        if check is None or (check.done and check.pace_done):
             return
-        found = check.finish() if final else check.feed(np.frombuffer(pcm, dtype="<i2"))
+        found = check.finish() if final else check.feed(np.frombuffer(pcm, dtype="<i2")) or []
+        if now is not None and self.first_audio_at is not None:
+            found = [*found, *(check.pace(now - self.first_audio_at) or [])]
         if not found:
             return
         meta = call.metadata

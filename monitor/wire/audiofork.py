@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from monitor.core.metadata import parse_metadata
+from monitor.core.metadata import format_declared, parse_metadata
 from monitor.errors import ProtocolError
 from monitor.wire.events import (
     AppEvent,
@@ -87,7 +87,9 @@ class AudioForkDecoder:
             meta = parse_metadata(text, **(self._defaults | path_format(self._query)))
             self._state = _State.STREAMING
             self._frame_bytes = meta.frame_bytes
-            return [CallStarted(meta, text, "L16")]
+            # Traced with the format: a guessed format is checked harder (the pace).
+            source = "metadata" if format_declared(text) else "path or defaults"
+            return [CallStarted(meta, text, "L16", {"format_from": source})]
         try:
             payload: Any = json.loads(text)
         except (json.JSONDecodeError, RecursionError):

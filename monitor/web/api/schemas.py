@@ -166,7 +166,9 @@ class VconAnalysis(_Open):
 
 class VconAttachment(_Open):
     type: str
+    purpose: str
     start: str | None = None
+    party: int = Field(description="the callwatch party (role monitor): who added it")
     dialog: int | None = None
     mediatype: str
     encoding: Literal["json"]

@@ -1,11 +1,18 @@
 """A stored call as a vCon (IETF draft-ietf-vcon-vcon-core, JSON form, unsigned).
 
 Mapping:
-* `vcon` "0.0.2" (the syntax version of the core draft, the one `pydantic-vcon` checks),
-  `uuid` stable per call (UUID 5 of our call id, so exporting twice names the same
-  conversation), `created_at` = call start, `subject`.
+* `vcon` "0.4.0": the syntax version that draft-ietf-vcon-vcon-core-01 to -03 (July 2026, the
+  current one) require. "0.0.2" was the syntax of the older individual draft
+  (draft-petrie-vcon), the only one `pydantic-vcon` 0.0.2 accepts; from 0.0.2 to 0.4.0 only
+  names we do not use changed (transfer_target, target_dialog, appended -> amended,
+  must_support -> critical, session_id). `uuid` stable per call (UUID 5 of our call id, so
+  exporting twice names the same conversation), `created_at` = call start, `subject`.
 * `parties` - one per recorded party, in recording-channel order: the customer's `tel` is the
-  caller number, the agent's `tel` the callee and `name` the agent id, `role` customer/agent.
+  caller number, the agent's `tel` the callee and `name` the agent id, `type` "person" (the
+  draft's party type) and `role` customer/agent (an earlier draft's parameter, still read by
+  the `vcon` library); then callwatch itself (`type` "bot", `role` "monitor"), the party the
+  draft asks attachments to name as their provenance ("the organization that adds the
+  attachment SHOULD be a Party Object").
 * `dialog[0]` - the recording: type "recording", `start`, `duration` (s), `parties` as channel
   -> party index (a multi-channel recording), `mediatype` audio/x-wav (also as `mimetype`,
   the earlier name that the `vcon` library still reads), `filename`, and either an absolute
@@ -16,8 +23,10 @@ Mapping:
 * `analysis` - the transcript (type "transcript", body = the segments as JSON, each with
   party index, media-time span, text, language and confidence); the quality and compliance
   results and the grade as type "report"; all with `vendor` "callwatch" and `dialog` 0.
-* `attachments` - the call's switch metadata and the alerts, as JSON, each with a `type`
-  and tied to the dialog (they describe the whole call, not one party).
+* `attachments` - the call's switch metadata and the alerts, as JSON, tied to the dialog (they
+  describe the whole call, not one caller), `party` = the callwatch party (the draft's MUST for
+  provenance), `purpose` (the draft's name) and `type` (the same word: the `vcon` reference
+  library requires it).
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from typing import Any
 from storage.analysis import CallAnalysis
 from storage.models import AlertInfo, CallDetail
 
-VCON_VERSION = "0.0.2"
+VCON_VERSION = "0.4.0"
+#: Role of the party that stands for callwatch itself (the attachments' provenance).
+MONITOR_ROLE = "monitor"
 _NAMESPACE = uuid.UUID("5f1d7a70-8f7e-4a43-9a55-6b2c0e3c1a11")
 
 
@@ -68,7 +79,7 @@ def build(
     parties: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for p in call.parties:
-        party: dict[str, Any] = {"role": p.party, "name": p.party}
+        party: dict[str, Any] = {"type": "person", "role": p.party, "name": p.party}
         if p.party == "customer" and call.caller:
             party["tel"] = call.caller
         if p.party == "agent":
@@ -78,6 +89,8 @@ def build(
                 party["name"] = call.agent_id
         index[p.party] = len(parties)
         parties.append(party)
+    monitor = len(parties)
+    parties.append({"type": "bot", "role": MONITOR_ROLE, "name": "callwatch"})
     duration_ms = call.duration_ms
     if duration_ms is None and call.recording_frames and call.sample_rate:
         duration_ms = call.recording_frames * 1000 // call.sample_rate
@@ -126,7 +139,9 @@ def build(
     attachments: list[dict[str, Any]] = [
         {
             "type": "metadata",
+            "purpose": "metadata",
             "start": _time(call.started_at),
+            "party": monitor,
             "dialog": 0,
             "mediatype": "application/json",
             "encoding": "json",
@@ -145,7 +160,9 @@ def build(
         attachments.append(
             {
                 "type": "alerts",
+                "purpose": "alerts",
                 "start": _time(call.started_at),
+                "party": monitor,
                 "dialog": 0,
                 "mediatype": "application/json",
                 "encoding": "json",

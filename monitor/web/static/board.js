@@ -2,7 +2,7 @@
 // The server sends a snapshot on connect and coalesced updates after; a gap in `seq` or a
 // lost connection makes the page resynchronise from a fresh snapshot.
 import { api, esc, fmtDuration, header, me } from "./api.js";
-import { ALERT_KINDS, gradeText, lang, named, t, translatePage } from "./i18n.js";
+import { ALERT_KINDS, gradeText, lang, locale, named, t, translatePage } from "./i18n.js";
 
 const cards = new Map(); // call_id -> card json
 const alerts = new Map(); // alert id -> alert json (feed order kept by `feedOrder`)
@@ -155,7 +155,7 @@ function drawFeed() {
     const ack = canAck && a.state === "open"
       ? `<button class="ack" data-alert-id="${a.id}">${esc(t("acknowledge"))}</button>` : "";
     const party = a.party ? ` · ${esc(t(a.party))}` : "";
-    const wall = a.raised_at ? new Date(a.raised_at).toLocaleTimeString() : "";
+    const wall = a.raised_at ? new Date(a.raised_at).toLocaleTimeString(locale()) : "";
     const media = a.media_start_ms == null ? "" : `${t("in_call")} ${fmtDuration(a.media_start_ms)}`;
     const msg = lang() === "en" && a.message ? `<div class="msg">${esc(a.message)}</div>` : "";
     return `<li class="alert ${esc(a.severity)} ${esc(a.state)}" data-alert-id="${a.id}" data-kind="${

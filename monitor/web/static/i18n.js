@@ -34,6 +34,8 @@ const TEXTS = {
     format_suspect: "audio format?", channels_interleaved: "one mono signal read as two channels",
     channels_identical: "both channels identical", mono_interleaved: "two channels read as one",
     pitch_too_low: "rate probably too low", pitch_too_high: "rate probably too high",
+    pace_double: "arrives at 2x real time: rate or channels too low",
+    pace_half: "arrives at half real time: rate or channels too high",
     no_agent_leg: "agent audio not streamed: script not checked",
     overloaded: "Overloaded: transcripts may come late", transcripts_behind: "Transcripts behind by",
     transcripts_pending: "Ended · transcripts pending", late: "late",
@@ -56,6 +58,7 @@ const TEXTS = {
     ev_hold_started: "on hold", ev_hold_ended: "hold ended", ev_ivr_prompt: "IVR prompt",
     ev_ivr_prompt_started: "IVR prompt started", ev_ivr_prompt_ended: "IVR prompt ended",
     ev_leg_joined: "leg joined", ev_leg_ended: "leg ended", ev_leg_uuid: "leg id",
+    ev_participant_joined: "participant joined", ev_graceful_shutdown: "switch ended the stream",
     ev_media: "media started", ev_media_format: "audio format", ev_paused: "paused",
     ev_resumed: "resumed", ev_stall: "audio stalled", ev_stop: "stop requested",
     ev_protocol_error: "protocol error", ev_format_suspect: "audio format suspect",
@@ -101,6 +104,8 @@ const TEXTS = {
     format_suspect: "音频格式存疑", channels_interleaved: "单声道被当作双声道读取",
     channels_identical: "两个声道相同", mono_interleaved: "双声道被当作单声道读取",
     pitch_too_low: "采样率可能设得过低", pitch_too_high: "采样率可能设得过高",
+    pace_double: "音频以两倍实时速度到达：采样率或声道数设得过低",
+    pace_half: "音频以一半实时速度到达：采样率或声道数设得过高",
     no_agent_leg: "未接入坐席音频：不检查话术",
     overloaded: "系统过载：转写可能延迟", transcripts_behind: "转写落后",
     transcripts_pending: "已结束 · 转写待完成", late: "延迟",
@@ -120,6 +125,7 @@ const TEXTS = {
     ev_hold_started: "保持", ev_hold_ended: "结束保持", ev_ivr_prompt: "IVR 提示音",
     ev_ivr_prompt_started: "IVR 提示音开始", ev_ivr_prompt_ended: "IVR 提示音结束",
     ev_leg_joined: "通话方加入", ev_leg_ended: "通话方离开", ev_leg_uuid: "通话方标识",
+    ev_participant_joined: "新参与方加入", ev_graceful_shutdown: "交换机结束推流",
     ev_media: "开始收到音频", ev_media_format: "音频格式", ev_paused: "已暂停",
     ev_resumed: "已恢复", ev_stall: "音频停滞", ev_stop: "请求停止",
     ev_protocol_error: "协议错误", ev_format_suspect: "音频格式存疑",
@@ -133,6 +139,11 @@ const TEXTS = {
     ev_fast_speech: "语速过快",
   },
 };
+
+// Dates and times in the page's language (a Chinese page shows 10:08:27, not "10:08:27 AM").
+export function locale() {
+  return lang() === "zh" ? "zh-CN" : "en";
+}
 
 export function lang() {
   const q = new URLSearchParams(location.search).get("lang");

@@ -2,7 +2,7 @@
 // scorecard and the QA review form. The audio streams from the API with range requests (the
 // `cw_token` cookie authenticates them), so seeking anywhere starts playing at once.
 import { api, esc, fmtDuration, header, HttpError, me } from "./api.js";
-import { ALERT_KINDS, gradeText, named, t, translatePage } from "./i18n.js";
+import { ALERT_KINDS, gradeText, locale, named, t, translatePage } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -24,7 +24,7 @@ async function search(form) {
   const items = Array.isArray(rows) ? rows : list(rows && rows.items);
   const cell = (v) => `<td>${v == null || v === "" ? EMPTY : esc(v)}</td>`;
   $("results").querySelector("tbody").innerHTML = items.map((c) => `<tr data-call-id="${esc(c.call_id)}">
-    ${cell(new Date(c.started_at).toLocaleString())}${cell(c.agent_id)}${cell(c.queue)}${cell(c.caller)}
+    ${cell(new Date(c.started_at).toLocaleString(locale()))}${cell(c.agent_id)}${cell(c.queue)}${cell(c.caller)}
     ${cell(c.duration_ms == null ? null : fmtDuration(c.duration_ms))}
     <td class="status st-${esc(c.status)}">${esc(named("st", c.status))}</td>
     ${cell(c.score == null ? null : Math.round(c.score))}${cell(gradeText(c.grade))}
@@ -113,7 +113,8 @@ function stageMark(s) {
 function why(card) {
   if (!card) return "";
   const label = (l) => {
-    const item = t(l.item) === l.item ? l.item.replace(/_/g, " ") : t(l.item);
+    // A quality finding's kind reads as its trace name ("slow response", "响应慢").
+    const item = t(l.item) === l.item ? named("ev", l.item) : t(l.item);
     const kind = l.kind === "forbidden" ? t("forbidden_kind") : t(l.kind);
     const party = l.party ? ` · ${t(l.party)}` : "";
     const num = (v) => (Math.abs(v) >= 100 ? Math.round(v) : Number(Number(v).toPrecision(3)));
@@ -154,7 +155,7 @@ function trace(detail) {
 function reviews(items) {
   $("reviews").innerHTML = items.map((r) => `<li class="review"><b>${esc(r.score ?? "–")}</b> ${
     esc(r.comment ?? "")} <span class="muted">${esc(r.username ?? "")} ${
-      esc(r.created_at ? new Date(r.created_at).toLocaleString() : "")}</span></li>`).join("");
+      esc(r.created_at ? new Date(r.created_at).toLocaleString(locale()) : "")}</span></li>`).join("");
   const last = items[items.length - 1];
   if (last) {
     $("review-score").value = last.score ?? "";
@@ -187,7 +188,7 @@ async function showCall(id) {
   $("call-head").innerHTML = `<span class="agent"><i>${esc(t("agent"))}</i> ${esc(detail.agent_id ?? "–")}</span>
     <span class="queue"><i>${esc(t("queue"))}</i> ${esc(detail.queue ?? "–")}</span>
     <span class="caller"><i>${esc(t("caller"))}</i> ${esc(detail.caller ?? "–")}</span>
-    <span><i>${esc(t("started"))}</i> ${esc(new Date(detail.started_at).toLocaleString())}</span>
+    <span><i>${esc(t("started"))}</i> ${esc(new Date(detail.started_at).toLocaleString(locale()))}</span>
     <span><i>${esc(t("duration"))}</i> ${fmtDuration(detail.duration_ms)}</span>
     <span class="grade g-${esc(detail.grade ?? "none")}">${esc(gradeText(detail.grade))}</span>`;
   const audio = $("audio");
