@@ -1,7 +1,7 @@
 """The live call board's state: sans-I/O, fed with bus events, read as snapshots and deltas.
 
-`BoardState.apply(event, now)` folds one bus event (a storage record of a live call, or an
-alert record) into the card of its call and into the KPI strip; nothing is sent from here.
+`BoardState.apply(event, now)` folds one bus event (`monitor.events`: a live call's, or an
+alert) into the card of its call and into the KPI strip; nothing is sent from here.
 `BoardState.flush(now)` returns the messages to broadcast: each changed call's whole card at
 most once per `interval_s` (so a call that produces twenty readings and segments a second costs
 the browsers four small messages, and 100 live calls stay smooth), the KPIs when they changed,
@@ -14,25 +14,29 @@ themselves (UTC), so tests drive the state with plain numbers.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from audio_quality.conversation import talk_share
-from storage.models import AlertInfo
-from storage.records import (
+from monitor.events import (
     AlertChanged,
     AlertRaised,
-    CallClosed,
     CallEnded,
-    CallOpened,
+    CallEvent,
+    CallFinalised,
     CallScored,
-    FindingAdded,
-    ReadingAdded,
-    SegmentAdded,
-    TraceAdded,
+    CallStarted,
+    FindingMade,
+    FindingSource,
+    Marked,
+    ReadingTaken,
+    SegmentTranscribed,
+    TraceKind,
 )
+from monitor.qa.events import PhraseMatched, PhraseMissed
 
 #: The checklist shown before any compliance event arrived (more stages appear as seen).
 DEFAULT_CHECKLIST = ("greeting", "verification", "closing")
@@ -130,7 +134,7 @@ class _Day:
 
 
 def alert_raised(ev: AlertRaised) -> dict[str, Any]:
-    """The feed entry for an AlertRaised record (an open alert)."""
+    """The feed entry for an AlertRaised event (an open alert)."""
     return {
         "id": int(ev.alert_id),
         "call_id": ev.call_id,
@@ -141,30 +145,10 @@ def alert_raised(ev: AlertRaised) -> dict[str, Any]:
         "message": ev.message,
         "party": ev.party,
         "media_start_ms": ev.media_start_ms,
-        "raised_at": _iso(ev.raised_at),
+        "raised_at": _iso(ev.at),
         "agent_id": ev.agent_id,
         "queue": ev.queue,
         "by": None,
-    }
-
-
-def stored_alert(info: AlertInfo) -> dict[str, Any]:
-    """The feed entry for an alert read from the database."""
-    by = info.resolved_by or info.acknowledged_by
-    return {
-        "id": int(info.id),
-        "call_id": info.call_id,
-        "rule": info.rule,
-        "kind": info.kind,
-        "severity": info.severity,
-        "state": info.state,
-        "message": info.message,
-        "party": info.party,
-        "media_start_ms": info.media_start_ms,
-        "raised_at": _iso(info.raised_at),
-        "agent_id": info.agent_id,
-        "queue": info.queue,
-        "by": by,
     }
 
 
@@ -202,7 +186,7 @@ class BoardState:
         self.seq = 0  # messages flushed so far (a client sees gaps after a resync)
 
     # ------------------------------------------------------------------ input
-    def apply(self, event: Any, now: float) -> None:
+    def apply(self, event: CallEvent, now: float) -> None:
         """Fold one bus event in; events of unknown calls (opened before we started) and of
         unknown types are ignored, except that alerts always reach the feed."""
         if isinstance(event, AlertRaised):
@@ -211,24 +195,24 @@ class BoardState:
         if isinstance(event, AlertChanged):
             self._alert_changed(event)
             return
-        if isinstance(event, CallOpened):
+        if isinstance(event, CallStarted):
             self._open(event)
             return
-        card = self.calls.get(getattr(event, "call_id", ""))
+        card = self.calls.get(event.call_id)
         if card is None:
             return
         changed = self._apply_to_card(card, event, now)
         if changed:
             self._dirty.add(card.call_id)
 
-    def _open(self, ev: CallOpened) -> None:
+    def _open(self, ev: CallStarted) -> None:
         parties = {
             name: PartyMeters(lines=deque(maxlen=self._lines)) for name, _ in ev.parties
         } or {p: PartyMeters(lines=deque(maxlen=self._lines)) for p in ("customer", "agent")}
         self.calls[ev.call_id] = CallCard(
             call_id=ev.call_id,
             external_id=ev.external_id,
-            started_at=ev.started_at,
+            started_at=ev.at,
             agent=ev.agent_id,
             queue=ev.queue,
             caller=ev.caller,
@@ -247,8 +231,8 @@ class BoardState:
             card.parties[party] = PartyMeters(lines=deque(maxlen=self._lines))
         return card.parties[party]
 
-    def _apply_to_card(self, card: CallCard, ev: Any, now: float) -> bool:
-        if isinstance(ev, SegmentAdded):
+    def _apply_to_card(self, card: CallCard, ev: CallEvent, now: float) -> bool:
+        if isinstance(ev, SegmentTranscribed):
             p = self._party(card, ev.party)
             if p is None or not ev.text.strip():
                 return False
@@ -259,26 +243,30 @@ class BoardState:
                 return False
             p.lines.append(line)
             card.media_ms = max(card.media_ms, ev.end_ms)
-        elif isinstance(ev, ReadingAdded):
-            p = self._party(card, ev.party)
+        elif isinstance(ev, ReadingTaken):
+            r = ev.reading
+            p = self._party(card, r.party)
             if p is None:
                 return False
-            v = ev.values
-            p.level_dbov = _num(v.get("speech_level_dbov"), _num(v.get("rms_dbov")))
-            p.snr_db = _num(v.get("snr_db"), p.snr_db)
-            p.clarity = _num(v.get("dnsmos_ovrl"), p.clarity)
-            p.talk_ms = int(v.get("talk_ms") or p.talk_ms)  # a running total, not a delta
-            card.media_ms = max(card.media_ms, ev.end_ms)
-        elif isinstance(ev, FindingAdded):
+            p.level_dbov = _num(r.speech_level_dbov, _num(r.rms_dbov))
+            p.snr_db = _num(r.snr_db, p.snr_db)
+            p.clarity = _num(r.dnsmos_ovrl, p.clarity)
+            p.talk_ms = int(r.talk_ms or p.talk_ms)  # a running total, not a delta
+            card.media_ms = max(card.media_ms, r.end_ms)
+        elif isinstance(ev, FindingMade):
             return self._finding(card, ev)
-        elif isinstance(ev, TraceAdded):
-            if ev.kind in ("capture_paused", "capture_resumed"):  # PCI pause: board says so
-                card.status = "paused" if ev.kind == "capture_paused" else "active"
+        elif isinstance(ev, Marked):
+            paused = (TraceKind.CAPTURE_PAUSED, TraceKind.CAPTURE_RESUMED)
+            if ev.kind in paused:  # PCI pause: board says so
+                card.status = "paused" if ev.kind is TraceKind.CAPTURE_PAUSED else "active"
                 return True
-            if ev.kind == "format_suspect":  # the stream may be read in the wrong format
-                card.format_suspect = [str(r) for r in (ev.data or {}).get("reasons", [])]
+            if ev.kind is TraceKind.FORMAT_SUSPECT:  # the stream may be read in the wrong format
+                reasons = ev.data.get("reasons")
+                card.format_suspect = (
+                    [str(r) for r in reasons or []] if isinstance(reasons, list) else []
+                )
                 return True
-            if ev.kind != "dead_air_started":
+            if ev.kind is not TraceKind.DEAD_AIR_STARTED:
                 return False
             card.dead_air_now = True  # until its dead_air finding says it ended
             if ev.media_ms is not None:
@@ -286,45 +274,46 @@ class BoardState:
         elif isinstance(ev, CallScored):
             card.score, card.grade = ev.score, ev.grade
             self._score_today(ev)
-        elif isinstance(ev, CallEnded | CallClosed):
+        elif isinstance(ev, CallEnded | CallFinalised):
             self._close(card, ev, now)
         else:
             return False
         return True
 
-    def _finding(self, card: CallCard, ev: FindingAdded) -> bool:
+    def _finding(self, card: CallCard, ev: FindingMade) -> bool:
         if ev.kind == "dead_air" and ev.start_ms is not None and ev.end_ms is not None:
             card.dead_air_ms += ev.end_ms - ev.start_ms
             card.dead_air_count += 1
             card.dead_air_now = False
             return True
-        stage = ev.data.get("stage") if isinstance(ev.data, dict) else None
-        if ev.source == "compliance" and isinstance(stage, str):
-            if ev.kind == "phrase_matched":
-                card.checklist[stage] = "ok"
-                return True
-            if ev.kind == "phrase_missed" and card.checklist.get(stage) != "ok":
-                # An optional stage not said is no failure: grey "not said", not a red cross.
-                optional = ev.data.get("required") is False
-                card.checklist[stage] = "not_said" if optional else "missed"
-                return True
+        if ev.source is not FindingSource.COMPLIANCE:
+            return False
+        d = ev.detail
+        if isinstance(d, PhraseMatched):
+            card.checklist[d.stage] = "ok"
+            return True
+        if isinstance(d, PhraseMissed) and card.checklist.get(d.stage) != "ok":
+            # An optional stage not said is no failure: grey "not said", not a red cross.
+            card.checklist[d.stage] = "missed" if d.required else "not_said"
+            return True
         return False
 
-    def _close(self, card: CallCard, ev: CallEnded | CallClosed, now: float) -> None:
+    def _close(self, card: CallCard, ev: CallEnded | CallFinalised, now: float) -> None:
         """CallEnded (hang-up) takes the call off the active list at once; its card stays
-        (marked "transcripts pending" while any are) until CallClosed (the verdict, and its
+        (marked "transcripts pending" while any are) until CallFinalised (the verdict, and its
         score for the KPIs) starts the linger, or `verdict_wait_s` passed without one. A
-        CallClosed after a CallEnded only does that (the call was counted)."""
+        CallFinalised after a CallEnded only does that (the call was counted)."""
         hung_up = isinstance(ev, CallEnded)
         card.transcripts_pending = isinstance(ev, CallEnded) and ev.transcripts_pending > 0
         card.ended_mono = now - self.linger_s + self.verdict_wait_s if hung_up else now
         if card.ended_at is not None:
             return
-        card.ended_at, card.status = ev.ended_at, ev.status
+        ended_at = ev.at if isinstance(ev, CallEnded) else ev.ended_at
+        card.ended_at, card.status = ended_at, ev.status
         card.duration_ms = ev.duration_ms
         card.dead_air_now = False
-        self._roll_day(ev.ended_at.date())
-        if ev.ended_at.date() == self._day.day:
+        self._roll_day(ended_at.date())
+        if ended_at.date() == self._day.day:
             self._day.handled += 1
             self._day.handle_ms += ev.duration_ms
         self._kpi_dirty = True
@@ -467,6 +456,6 @@ class BoardState:
 
 
 def _num(value: Any, default: float | None = None) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return round(float(value), 1)
     return default

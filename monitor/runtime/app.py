@@ -2,7 +2,7 @@
 
 Start order: migrate the database, recover calls a crash left open (mark them interrupted,
 repair their recordings), start the ASR workers (the model is loaded once per worker and
-shared by all calls), start the storage writer (the tap of the event bus `self.bus`), the
+shared by all calls), start the storage writer (a subscriber of the event bus `self.bus`), the
 webhook delivery task and the alert service, then open the gateway. Stop order is the
 reverse, so every call still open is finalised, its last alerts raised, and every queued
 record written before the process exits.
@@ -19,6 +19,7 @@ from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.api.server import ApiServer
+from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
@@ -28,18 +29,24 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
 from monitor.runtime.logs import fields
+from monitor.runtime.registry import CallRegistry
 from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
+from monitor.runtime.storage_rows import rows_for
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from storage.recordings import repair_wav
-from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
 #: hang-up and the last transcript; bounded so a large database is not scanned).
 UNFINALISED_LOOKBACK = timedelta(days=2)
+
+
+def store(repo: Repository, *events: CallEvent) -> None:
+    """Write events straight to the database (start-up, before the bus runs)."""
+    repo.apply([row for event in events for row in rows_for(event)])
 
 
 def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
@@ -52,26 +59,15 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
         frames = repair_wav(path) if path.exists() else 0
         duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
         now = datetime.now(UTC)
-        repo.apply(
-            [
-                TraceAdded(
-                    call_id=call.call_id,
-                    seq=repo.next_trace_seq(call.call_id),
-                    kind="finalised",
-                    at=now,
-                    media_ms=duration_ms,
-                    data={"status": "interrupted", "recovered": True, "frames": frames},
-                ),
-                CallClosed(
-                    call_id=call.call_id,
-                    ended_at=now,
-                    status="interrupted",
-                    end_reason="server_crash",
-                    duration_ms=duration_ms,
-                    recording_frames=frames,
-                ),
-            ]
-        )
+        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
+        store(
+            repo,
+            seq.make(Marked, media_ms=duration_ms, at=now, kind=TraceKind.FINALISED,
+                     data={"status": "interrupted", "recovered": True, "frames": frames}),
+            seq.make(CallFinalised, media_ms=duration_ms, at=now, ended_at=now,
+                     status="interrupted", end_reason="server_crash", duration_ms=duration_ms,
+                     recording_frames=frames),
+        )  # fmt: skip
         log.warning(
             "recovered call left open by a crash",
             extra=fields(call_id=call.call_id, frames=frames),
@@ -80,18 +76,12 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
     # lost, so the trace ends (`finalised`) and nothing waits for it.
     for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
-        repo.apply(
-            [
-                TraceAdded(
-                    call_id=call.call_id,
-                    seq=repo.next_trace_seq(call.call_id),
-                    kind="finalised",
-                    at=datetime.now(UTC),
-                    media_ms=call.duration_ms,
-                    data={"status": call.status, "recovered": True, "verdict": "lost"},
-                )
-            ]
-        )
+        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
+        store(
+            repo,
+            seq.make(Marked, media_ms=call.duration_ms, kind=TraceKind.FINALISED,
+                     data={"status": call.status, "recovered": True, "verdict": "lost"}),
+        )  # fmt: skip
         log.warning(
             "call ended before a crash without its verdict; marked finalised",
             extra=fields(call_id=call.call_id),
@@ -113,9 +103,11 @@ def private_dirs(*dirs: Path) -> None:
 class Callwatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: Every storage record the live side emits, plus alert changes (see bus.py).
+        #: Every live call's events and the alerts on them (see bus.py); storage listens.
         self.bus = EventBus()
         self.repo: Repository | None = None
+        #: The live calls (both transports), found by alerts and the API.
+        self.calls = CallRegistry()
         self.pool: AsrPool | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
@@ -148,6 +140,7 @@ class Callwatch:
         )
         await asyncio.to_thread(self.repo.upgrade)
         await asyncio.to_thread(recover_interrupted, self.repo, s)
+        self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         self.pool = AsrPool(s.asr, s.model_cache_dir)
         await self.pool.start()
         self.storage = StorageWriter(
@@ -171,7 +164,7 @@ class Callwatch:
             bus=self.bus,
             settings=s.alerts,
             webhooks=s.webhooks,
-            live_calls=lambda: self.gateway.calls if self.gateway is not None else {},
+            registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
         )
         if s.alerts.enabled:
@@ -191,7 +184,8 @@ class Callwatch:
             )
             self.dnsmos = DnsmosService(scorer, max_batch=dn.batch_size)
             self.dnsmos.start()
-        self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
+        self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos,
+                               registry=self.calls)  # fmt: skip
         if s.gateway.audiosocket_port >= 0:
             self.audiosocket = AudioSocketServer(s, self.gateway)
             await self.audiosocket.start()
@@ -213,7 +207,7 @@ class Callwatch:
             self.repo,
             bus=self.bus,
             alerts=self.alerts,
-            live=self.gateway.calls,
+            live=self.calls,
             health=self.load.health if self.load is not None else None,
         )
         api = self.settings.api

@@ -2,7 +2,10 @@
 
 A `LiveCall` owns the call's `CallSession` (sans-I/O), its `WavRecorder` (disk writes in a
 thread, serialized per call because the receive loop awaits them), the trace sequence, and the
-set of its utterances still in ASR. It maps core events to storage records. Whatever happens
+set of its utterances still in ASR, and the call's `CallSequencer`: it publishes the call's
+events (`monitor.events`) on the bus, where storage, alerts and the board hear them; it never
+waits for the database while audio flows (`storage.room()` is awaited only at open, hang-up
+and when an ASR result is stored). Whatever happens
 to the connection, `finish` runs once: the last utterance is cut, the recording closed and the
 call stored as ended (completed or interrupted) at once; its verdict (compliance, grade,
 `CallClosed`) is made in `completion` when its last transcript lands, utterances that ASR
@@ -24,22 +27,26 @@ from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
+from monitor.events import (
+    CallEnded,
+    CallEvent,
+    CallFinalised,
+    CallSequencer,
+    CallStarted,
+    Marked,
+    ResultComputed,
+    TraceKind,
+)
+from monitor.events.documents import jsonable
 from monitor.privacy.scrub import DtmfMasker, scrub
 from monitor.runtime import app_messages, findings
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.transcripts import CallTranscripts
 from storage.recordings import WavRecorder
-from storage.records import (
-    CallClosed,
-    CallEnded,
-    CallOpened,
-    FindingAdded,
-    ResultSaved,
-    TraceAdded,
-)
 
 log = logging.getLogger("callwatch.call")
 
@@ -67,6 +74,7 @@ class LiveCall(CallTranscripts):
         connected_at: datetime,
         storage: StorageWriter,
         asr: AsrService,
+        bus: EventBus | None = None,
         analyzer: CallAnalyzer | None = None,
         dnsmos: DnsmosService | None = None,
     ) -> None:
@@ -85,8 +93,10 @@ class LiveCall(CallTranscripts):
             fsync=settings.recording.fsync,
         )
         self._storage = storage
+        self._bus = bus if bus is not None else storage.bus
+        #: Numbers every event of this call (its own and the alerts raised on it).
+        self.events = CallSequencer(self.call_id)
         self._asr = asr
-        self._seq = 0
         self._init_transcripts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -102,7 +112,6 @@ class LiveCall(CallTranscripts):
         self.raw_metadata = raw_metadata
         self.analyzer = analyzer
         self._dnsmos = dnsmos
-        self._finding_seq = 0
         self._analysis_done = False
         self._dnsmos_scores: list[DnsmosScore] = []  # one per 9 s window scored
         self._dnsmos_sampler = DnsmosSampler(settings.quality.dnsmos.sample_every_s)
@@ -112,30 +121,29 @@ class LiveCall(CallTranscripts):
         self.dtmf = DtmfMasker(p.secure_entry_start, p.secure_entry_end)
         self.capture_paused = False  # paused: the recording gets zeros, ASR hears nothing
 
-    # -- records -----------------------------------------------------------------------
+    # -- events ------------------------------------------------------------------------
+    def publish(self, events: list[CallEvent]) -> None:
+        """Hand the call's events to the bus, in the order they were numbered."""
+        for event in events:
+            self._bus.publish(event)
+
     def _trace(
         self, kind: str, *, media_ms: int | None = None, party: str | None = None, **data: Any
-    ) -> TraceAdded:
-        rec = TraceAdded(
-            call_id=self.call_id,
-            seq=self._seq,
-            kind=kind,
-            at=datetime.now(UTC),
-            media_ms=media_ms,
-            party=party,
-            data=scrub(data),  # card numbers / IDs in switch payloads never stored in clear
-        )
-        self._seq += 1
-        return rec
+    ) -> Marked:
+        # card numbers / IDs in switch payloads never stored in clear; JSON values only
+        doc = jsonable(scrub(data))
+        return self.events.make(Marked, media_ms=media_ms, kind=kind, party=party, data=doc)
 
     async def open(self) -> None:
         m = self.metadata
-        await self._storage.put_many(
+        await self._storage.room()
+        self.publish(
             [
-                CallOpened(
-                    call_id=self.call_id,
+                self.events.make(
+                    CallStarted,
+                    media_ms=0,
+                    at=self.started_at,
                     external_id=m.external_id or self.call_id,
-                    started_at=self.started_at,
                     protocol=self.protocol,
                     sample_rate=m.sample_rate,
                     channels=m.channels,
@@ -145,18 +153,19 @@ class LiveCall(CallTranscripts):
                     queue=m.queue,
                     caller=m.caller,
                     callee=m.callee,
-                    metadata=scrub(m.extra),
+                    metadata=jsonable(scrub(m.extra)),
                 ),
-                self._trace("connected", media_ms=0, peer=self.peer, protocol=self.protocol),
+                self._trace(TraceKind.CONNECTED, media_ms=0, peer=self.peer,
+                            protocol=self.protocol),
                 self._trace(
-                    "metadata",
+                    TraceKind.METADATA,
                     media_ms=0,
                     sample_rate=m.sample_rate,
                     channels=m.channels,
                     parties={p.value: ch for p, ch in m.channel_of.items()},
                 ),
             ]
-        )
+        )  # fmt: skip
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
 
     async def on_app_message(self, payload: Any) -> None:
@@ -167,24 +176,19 @@ class LiveCall(CallTranscripts):
         """Pause (PCI) or resume capture: see `monitor.runtime.app_messages.set_capture`."""
         return await app_messages.set_capture(self, paused=paused, by=by, how=how)
 
-    @property
-    def next_trace_seq(self) -> int:
-        """The seq the call's next trace entry gets (others appending to this call's trace,
-        like the alert service, go through `trace` and read this to stay in step)."""
-        return self._seq
-
     async def trace(
         self, kind: str, *, party: str | None = None, media_ms: int | None = None, **data: Any
     ) -> None:
         """A trace event at the call's current media time (or `media_ms` when the switch's
         own clock for that party is ahead of the mixed timeline, e.g. a DTMF on one leg)."""
         at = self.session.duration_ms if media_ms is None else media_ms
-        rec = self._trace(kind, media_ms=at, party=party, **data)
-        await self._storage.put(rec)
+        self.publish([self._trace(kind, media_ms=at, party=party, **data)])
 
     async def save_result(self, kind: str, data: dict[str, Any]) -> None:
-        """A call-wide result row (e.g. kind="media": the switch's media counts)."""
-        await self._storage.put(ResultSaved(call_id=self.call_id, kind=kind, data=data))
+        """A call-wide result document (e.g. kind="media": the switch's media counts)."""
+        doc = jsonable(data)
+        now = self.session.duration_ms
+        self.publish([self.events.make(ResultComputed, media_ms=now, kind=kind, data=doc)])
 
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:
@@ -195,11 +199,9 @@ class LiveCall(CallTranscripts):
             self._submit(utterance)
         if self.analyzer is not None:
             speaking = {p.value: leg.segmenter.in_speech for p, leg in self.session.legs.items()}
-            records = self._analysis_records(self.analyzer.feed(pcm, speaking))
+            self.publish(self._analysis_records(self.analyzer.feed(pcm, speaking)))
             self._offer_dnsmos()
-            if records:
-                await self._storage.put_many(records)
-        await self._tick_redactor()
+        self._tick_redactor()
         if self.recorder.flush_due:
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
 
@@ -224,40 +226,21 @@ class LiveCall(CallTranscripts):
             self.analyzer.add_dnsmos(score)
             self._dnsmos_scores.append(score)
 
-    def _analysis_records(self, events: list[Any]) -> list[Any]:
-        """Readings, findings (with a trace entry each) for the analysis events."""
-        out: list[Any] = []
-        for event in events:
-            if (rec := findings.reading(self.call_id, event)) is not None:
-                out.append(rec)
-            elif (found := findings.finding(self.call_id, self._finding_seq, event)) is not None:
-                self._finding_seq += 1
-                out.append(found)
-                out.append(self._finding_trace(found))
-            elif findings.is_dead_air_start(event):
-                out.append(self._trace("dead_air_started", media_ms=event.start_ms))
-        return out
-
-    def _finding_trace(self, found: FindingAdded) -> TraceAdded:
-        data = {k: v for k, v in found.data.items() if k not in _TRACE_OWN}
-        return self._trace(
-            found.kind, media_ms=found.start_ms, party=found.party, source=found.source, **data
-        )
+    def _analysis_records(self, events: list[Any]) -> list[CallEvent]:
+        """Readings, findings and dead-air marks for the analysis cores' output."""
+        return findings.analysis_events(self.events, events)
 
     # -- end -------------------------------------------------------------------------------
-    def _verdict_records(self) -> tuple[list[Any], dict[str, Any]]:
-        """The end-of-call analysis: its last findings, the verdict and the DNSMOS rows."""
+    def _verdict_records(self) -> tuple[list[CallEvent], dict[str, Any]]:
+        """The end-of-call analysis: its last findings, the verdict and the DNSMOS documents."""
         assert self.analyzer is not None
         records = self._analysis_records(self.analyzer.flush())
         verdict = self.analyzer.finish()
         self._analysis_done = True
         self.grade = verdict.grade
-        for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
-            records.append(rec)
-            if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
-                self._finding_seq = rec.seq + 1
-                records.append(self._finding_trace(rec))
-        records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
+        now = self.session.duration_ms
+        records += findings.verdict_events(self.events, verdict, now)
+        records += findings.dnsmos_events(self.events, self._dnsmos_scores, now)
         return records, {"grade": verdict.grade, "score": verdict.score}
 
     async def finish(
@@ -281,7 +264,7 @@ class LiveCall(CallTranscripts):
             return
         self._closed = True
         try:
-            await self.trace("disconnected", status=status, reason=reason, detail=detail)
+            await self.trace(TraceKind.DISCONNECTED, status=status, reason=reason, detail=detail)
             for utterance in self.session.finish():
                 self._submit(utterance)
             self._offer_dnsmos(final=True)
@@ -300,7 +283,11 @@ class LiveCall(CallTranscripts):
             "party_samples": {p.value: leg.samples for p, leg in self.session.legs.items()},
         }
         pending = self.asr_outstanding
-        await self._storage.put(CallEnded(**self._end, transcripts_pending=pending))
+        await self._storage.room()
+        end = {k: v for k, v in self._end.items() if k not in ("call_id", "ended_at")}
+        self.publish([self.events.make(CallEnded, media_ms=self.session.duration_ms,
+                                       at=self._end["ended_at"], **end,
+                                       transcripts_pending=pending)])  # fmt: skip
         log.info(
             "call ended" + ("; transcripts pending" if pending else ""),
             extra=fields(**self._log_fields, status=status, reason=reason, pending=pending),
@@ -344,7 +331,7 @@ class LiveCall(CallTranscripts):
     async def _verdict(self) -> None:
         # Transcripts still owed: compliance and speaking rate were judged without them.
         asr_pending = self.asr_outstanding
-        verdict_records: list[Any] = []
+        verdict_records: list[CallEvent] = []
         scores: dict[str, Any] = {}
         try:
             # Segments the redactor still holds are released (redacted) and judged first.
@@ -357,16 +344,19 @@ class LiveCall(CallTranscripts):
             self._failure = type(exc).__name__
         if self._failure is not None:
             self._analysis_done = True
-            verdict_records.append(self._trace("finalisation_error", error=self._failure))
-        await self._storage.put_many(
+            verdict_records.append(self._trace(TraceKind.FINALISATION_ERROR, error=self._failure))
+        await self._storage.room()
+        end = {k: v for k, v in self._end.items() if k != "call_id"}
+        now = self.session.duration_ms
+        self.publish(
             verdict_records
             + [
-                self._trace("finalised", media_ms=self.session.duration_ms,
+                self._trace(TraceKind.FINALISED, media_ms=now,
                             status=self._end["status"], segments=self.segments,
                             asr_shed=self.shed, asr_pending=asr_pending,
                             asr_late=self.late_segments,
                             asr_lost=self._deferred.lost + self.catchup_lost, **scores),
-                CallClosed(**self._end),
+                self.events.make(CallFinalised, media_ms=now, **end),
             ]
         )  # fmt: skip
         log.info(

@@ -42,6 +42,7 @@ from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.feed import CallFeed
 from monitor.runtime.logs import fields
+from monitor.runtime.registry import CallRegistry
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.wire import auth
 from monitor.wire.audiofork import AudioForkDecoder
@@ -87,6 +88,7 @@ class Gateway:
         *,
         scripts: ScriptBook | None = None,
         dnsmos: DnsmosService | None = None,
+        registry: CallRegistry | None = None,
     ) -> None:
         self._settings = settings
         self._scripts = scripts
@@ -98,7 +100,8 @@ class Gateway:
         self._server: Server | None = None
         self._connections = 0
         self.stopping = False
-        self.calls: dict[str, LiveCall] = {}
+        #: The live calls of both transports (this one and the AudioSocket server's).
+        self.calls = registry if registry is not None else CallRegistry()
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
         self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
         self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
@@ -178,12 +181,8 @@ class Gateway:
         await self.settle(SHUTDOWN_ASR_WAIT_S)
 
     def release(self, call: LiveCall) -> None:
-        """The switch hung up on `call`: it stays in `calls` (the alert service numbers its
-        trace entries through it) until its verdict is made, then leaves."""
-        if call.completion is None or call.completion.done():
-            self.calls.pop(call.call_id, None)
-        else:
-            call.completion.add_done_callback(lambda _: self.calls.pop(call.call_id, None))
+        """The switch hung up on `call`: see `CallRegistry.release`."""
+        self.calls.release(call)
 
     async def settle(self, wait_s: float) -> None:
         """Make the verdict of every ended call, waiting at most `wait_s` for transcripts."""
@@ -296,7 +295,7 @@ class Gateway:
             storage=self._storage,
             asr=self._asr,
         )
-        self.calls[call.call_id] = call
+        self.calls.add(call)
         return call
 
     async def _serve_call(self, ws: ServerConnection, protocol: str) -> None:
