@@ -208,4 +208,4 @@ class AudioSocketServer:
             )
         finally:  # the registry entry goes whatever happened while finalising
             if joined.feed.call is not None:
-                self._gateway.release(joined.feed.call)
+                self._gateway.calls.release(joined.feed.call)  # the CallRegistry
