@@ -1,11 +1,11 @@
 """The asyncio shell around one call: recording, ASR jobs, trace and the call's final record.
 
-A `LiveCall` owns the call's `CallSession` (sans-I/O), its `WavRecorder` (disk writes in a
-thread, serialized per call because the receive loop awaits them), the trace sequence, and the
-set of its utterances still in ASR, and the call's `CallSequencer`: it publishes the call's
-events (`monitor.events`) on the bus, where storage, alerts and the board hear them; it never
-waits for the database while audio flows (`storage.room()` is awaited only at open, hang-up
-and when an ASR result is stored). Whatever happens
+A `LiveCall` owns the call's `CallCore` (sans-I/O: legs, segmenters, analysis, markers), its
+`WavRecorder` (disk writes in a thread, serialized per call because the receive loop awaits
+them), the set of its utterances still in ASR, and the call's `CallSequencer`: it publishes
+the call's events (`monitor.events`) on the bus, where storage, alerts and the board hear
+them; it never waits for the database while audio flows (`storage.room()` is awaited only
+at open, hang-up and when an ASR result is stored). Whatever happens
 to the connection, `finish` runs once: the last utterance is cut, the recording closed and the
 call stored as ended (completed or interrupted) at once; its verdict (compliance, grade,
 `CallClosed`) is made in `completion` when its last transcript lands, utterances that ASR
@@ -25,8 +25,8 @@ from typing import Any
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
+from monitor.core.call_core import CallCore
 from monitor.core.metadata import CallMetadata
-from monitor.core.session import CallSession
 from monitor.events import (
     CallEnded,
     CallEvent,
@@ -82,7 +82,9 @@ class LiveCall(CallTranscripts):
         self.metadata = metadata
         self.started_at = connected_at
         self.call_id = new_call_id(connected_at)
-        self.session = CallSession(metadata, settings.vad)
+        #: The call's sans-I/O core; `session` (its legs) is the core's, for the shell's clocks.
+        self.core = CallCore(metadata, settings.vad, analyzer)
+        self.session = self.core.session
         rel = Path(f"{connected_at:%Y/%m/%d}") / f"{self.call_id}.wav"
         self.recording_rel = rel.as_posix()
         self.recorder = WavRecorder(
@@ -195,11 +197,11 @@ class LiveCall(CallTranscripts):
         if self.capture_paused:
             pcm = bytes(len(pcm))  # never written, transcribed or measured: zeros keep time
         self.recorder.append(pcm)
-        for utterance in self.session.feed(pcm):
+        fed = self.core.feed(pcm)
+        for utterance in fed.utterances:
             self._submit(utterance)
         if self.analyzer is not None:
-            speaking = {p.value: leg.segmenter.in_speech for p, leg in self.session.legs.items()}
-            self.publish(self._analysis_records(self.analyzer.feed(pcm, speaking)))
+            self.publish(self._analysis_records(fed.found))
             self._offer_dnsmos()
         self._tick_redactor()
         if self.recorder.flush_due:
@@ -265,7 +267,7 @@ class LiveCall(CallTranscripts):
         self._closed = True
         try:
             await self.trace(TraceKind.DISCONNECTED, status=status, reason=reason, detail=detail)
-            for utterance in self.session.finish():
+            for utterance in self.core.finish():
                 self._submit(utterance)
             self._offer_dnsmos(final=True)
             frames = await asyncio.to_thread(self.recorder.close)

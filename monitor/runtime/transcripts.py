@@ -30,6 +30,7 @@ from asr.language import LanguageTracker
 from asr.types import AsrResult
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
+from monitor.core.call_core import utterance_key
 from monitor.core.events import UtteranceEnded
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
@@ -112,9 +113,7 @@ class CallTranscripts:
         job = AsrJob(
             utterance=utterance, language=self._language, on_done=self._on_asr, tracker=tracker
         )
-        key = _key(job)
-        if self.analyzer is not None and not late:  # a catch-up job keeps the live key
-            self.analyzer.utterance_queued(key, utterance.start_ms)
+        key = _key(job)  # the call core queued it with the analysis when it was cut
         self._pending.add(job)
         if late:
             self._late.add(key)
@@ -272,6 +271,4 @@ class CallTranscripts:
 
 
 def _key(job: AsrJob) -> tuple[str, int]:
-    """An utterance's identity in its call (party, first sample): the same for its live job
-    and its catch-up job, so the compliance watermark holds until either is transcribed."""
-    return (job.utterance.party.value, job.utterance.start_sample)
+    return utterance_key(job.utterance)
