@@ -242,7 +242,7 @@ class Callwatch:
         if self.storage is not None:
             await self.storage.close()
         if self.sealer is not None:
-            await self.sealer.stop()  # after storage: every CallClosed has been published
+            await self.sealer.stop()  # after storage: every CallFinalised has been heard
         if self.webhooks is not None:
             await self.webhooks.close()
         if self.pool is not None:

@@ -4,12 +4,13 @@ A `LiveCall` owns the call's `CallCore` (sans-I/O: legs, segmenters, analysis, m
 `WavRecorder` (disk writes in a thread, serialized per call because the receive loop awaits
 them), the set of its utterances still in ASR, and the call's `CallSequencer`: it publishes
 the call's events (`monitor.events`) on the bus, where storage, alerts and the board hear
-them; it never waits for the database while audio flows (`storage.room()` is awaited only
-at open, hang-up and when an ASR result is stored). Whatever happens
-to the connection, `finish` runs once: the last utterance is cut, the recording closed and the
-call stored as ended (completed or interrupted) at once; its verdict (compliance, grade,
-`CallClosed`) is made in `completion` when its last transcript lands, utterances that ASR
-deferred under overload included (re-read from the recording, `monitor.runtime.catchup`).
+them; its receive loop never waits for the database (`storage.room()`, the writer's
+back-pressure, is awaited only by the tasks that store ASR results and make the verdict).
+Whatever happens to the connection, `finish` runs once: the last utterance is cut, the
+recording closed and the call published as ended (`CallEnded`: completed or interrupted) at
+once; its verdict (compliance, grade, `CallFinalised`) is made in `completion` when its last
+transcript lands, utterances that ASR deferred under overload included (re-read from the
+recording, `monitor.runtime.catchup`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class LiveCall(CallTranscripts):
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._failure: str | None = None  # what broke while winding down (finalisation_error)
-        self._end: dict[str, Any] = {}  # the CallEnded / CallClosed values, set at hang-up
+        self._end: dict[str, Any] = {}  # the CallEnded / CallFinalised values, set at hang-up
         self._deadline = 0.0  # loop time after which the verdict stops waiting for ASR
         #: Makes the verdict once the last transcript is in (set by `finish`).
         self.completion: asyncio.Task[None] | None = None
@@ -138,7 +139,6 @@ class LiveCall(CallTranscripts):
 
     async def open(self) -> None:
         m = self.metadata
-        await self._storage.room()
         self.publish(
             [
                 self.events.make(
@@ -256,7 +256,7 @@ class LiveCall(CallTranscripts):
         """The switch hung up: end the call now, safe to call once from any exit path.
 
         The call is stored as ended (`CallEnded`: status, end time, length) at once; its
-        verdict (compliance, grade, quality, the `finalised` trace entry and `CallClosed`,
+        verdict (compliance, grade, quality, the `finalised` trace entry and `CallFinalised`,
         which triggers end-of-call alerts) follows in `self.completion` as soon as its last
         transcript is in, deferred utterances included, or after `asr_wait_s` at most.
         Never leaves the call `active`: a failure while winding down (the recorder, the
@@ -285,7 +285,6 @@ class LiveCall(CallTranscripts):
             "party_samples": {p.value: leg.samples for p, leg in self.session.legs.items()},
         }
         pending = self.asr_outstanding
-        await self._storage.room()
         end = {k: v for k, v in self._end.items() if k not in ("call_id", "ended_at")}
         self.publish([self.events.make(CallEnded, media_ms=self.session.duration_ms,
                                        at=self._end["ended_at"], **end,

@@ -12,9 +12,11 @@ Under pressure (more than `queue_size` rows waiting):
 * rows that may be shed (`Policy.SHED`: readings, trace entries) are dropped on arrival and
   counted per class in `shed` (the health document and metrics show it);
 * rows that are kept (`Policy.KEEP`: lifecycle, segments, findings, results, alerts) are
-  always queued; producers that can afford to wait (an ASR result being stored, a call's
-  open and end, never the audio path) call `await room()` first, which returns once the
-  kept backlog is under `queue_size` again: back-pressure on that producer only.
+  always queued; producers that can afford to wait (a call's task storing an ASR result or
+  making its verdict; never a receive loop) call `await room()` first, which returns once
+  the kept backlog is under `queue_size` again: back-pressure on those tasks only. A call's
+  receive loop only queues (its open, hang-up and live findings are few and bounded per
+  call; its readings and trace entries are what is shed).
 
 Errors: only `StorageUnavailable` (the database is down, locked or restarting) is retried,
 with backoff, until it lands (logged once per outage). Any other error means something in
