@@ -25,6 +25,7 @@ from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
+from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
@@ -184,8 +185,9 @@ class Callwatch:
             )
             self.dnsmos = DnsmosService(scorer, max_batch=dn.batch_size)
             self.dnsmos.start()
-        self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos,
-                               registry=self.calls)  # fmt: skip
+        factory = CallFactory(s, storage=self.storage, asr=self.asr, registry=self.calls,
+                              bus=self.bus, scripts=scripts, dnsmos=self.dnsmos)  # fmt: skip
+        self.gateway = Gateway(s, self.storage, self.asr, registry=self.calls, factory=factory)
         if s.gateway.audiosocket_port >= 0:
             self.audiosocket = AudioSocketServer(s, self.gateway)
             await self.audiosocket.start()

@@ -159,7 +159,7 @@ class AudioSocketServer:
                 raise ProtocolError(ProtocolError.TRY_AGAIN_LATER, "too many concurrent calls")
             feed = CallFeed(
                 self._cfg,
-                lambda started: self._gateway.new_call(started, PROTOCOL_NAME, peer),
+                lambda started: self._gateway.factory.new_call(started, PROTOCOL_NAME, peer),
                 protocol=PROTOCOL_NAME,
                 now=time.monotonic(),
             )
