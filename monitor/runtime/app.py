@@ -201,6 +201,7 @@ class Callwatch:
 
     async def _start_api(self) -> None:
         from monitor.api.app import create_app
+        from monitor.api.board_reader import RepositoryBoardReader
         from monitor.api.context import ApiContext
 
         assert self.repo is not None and self.gateway is not None
@@ -210,6 +211,7 @@ class Callwatch:
             bus=self.bus,
             alerts=self.alerts,
             live=self.calls,
+            board_reader=RepositoryBoardReader(self.repo),  # the board's view of the database
             health=self.load.health if self.load is not None else None,
         )
         api = self.settings.api
