@@ -9,6 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from audio_quality.conversation import talk_share
+from monitor.board.source import DayTotals
 
 
 @dataclass
@@ -89,13 +90,7 @@ class CallCard:
 
 
 @dataclass
-class Day:
+class Day(DayTotals):
     """Today's finished calls, for the KPI strip (reset at UTC midnight)."""
 
-    day: date
-    handled: int = 0
-    handle_ms: int = 0
-    scored: int = 0
-    compliance_sum: float = 0.0
-    compliance_n: int = 0
-    needs_improvement: int = 0
+    day: date = date.min

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from monitor.events import CallEvent
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class DayTotals:
     """Today's finished calls (UTC day), totalled by the database."""
 

@@ -91,7 +91,7 @@ class BoardState:
         self._pending_alerts: list[dict[str, Any]] = []
         self._kpi_dirty = True
         self._kpi_sent_at = float("-inf")
-        self._day = Day(today or datetime.now(UTC).date())
+        self._day = Day(day=today or datetime.now(UTC).date())
         self.seq = 0  # messages flushed so far (a client sees gaps after a resync)
 
     # ------------------------------------------------------------------ input
@@ -238,7 +238,7 @@ class BoardState:
 
     def _roll_day(self, day: date) -> None:
         if day > self._day.day:
-            self._day = Day(day)
+            self._day = Day(day=day)
 
     def _alert_changed(self, ev: AlertChanged) -> None:
         known = self.alerts.get(int(ev.alert_id))
