@@ -349,15 +349,17 @@ class LiveCall(CallTranscripts):
         await self._storage.room()
         end = {k: v for k, v in self._end.items() if k != "call_id"}
         now = self.session.duration_ms
+        # The `finalised` mark is the call's last own event: its seq is then the highest
+        # stored one, and numbering resumes after it (CallRegistry.sequencer) without reuse.
         self.publish(
             verdict_records
             + [
+                self.events.make(CallFinalised, media_ms=now, **end),
                 self._trace(TraceKind.FINALISED, media_ms=now,
                             status=self._end["status"], segments=self.segments,
                             asr_shed=self.shed, asr_pending=asr_pending,
                             asr_late=self.late_segments,
                             asr_lost=self._deferred.lost + self.catchup_lost, **scores),
-                self.events.make(CallFinalised, media_ms=now, **end),
             ]
         )  # fmt: skip
         log.info(

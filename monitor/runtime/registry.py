@@ -7,7 +7,9 @@ hang-up its last transcripts may still be arriving, and alerts on it are still n
 its own sequencer); then it leaves, and its sequencer is kept among the last `keep_ended`
 ended calls, for the alerts its `CallFinalised` raises. For an older call (an alert
 acknowledged hours later, or after a restart) `sequencer` resumes numbering after the
-call's last stored event (`resume_seq`, read from the database in a thread).
+call's last stored trace entry (`resume_seq`, read from the database in a thread): a call's
+own last event is its `finalised` mark and every alert event has its trace entry, so no
+number is given twice.
 
 It is a read-only mapping of call id -> `LiveCall` for everyone but the transports.
 """
