@@ -1,4 +1,4 @@
-"""A call's side of ASR: its utterances in flight, deferred, caught up, and their records.
+"""A call's side of ASR: its utterances in flight, deferred, caught up, and their events.
 
 `CallTranscripts` is the part of `LiveCall` that talks to the shared `AsrService`: it submits
 each utterance the call's session cuts, turns each result into the `utterance` mark, the
@@ -206,7 +206,7 @@ class CallTranscripts:
                 self.publish(self._segment_records(due))
 
     def _flush_redactor(self) -> list[CallEvent]:
-        """Records of every segment still held (the verdict is next: none can wait more)."""
+        """Events of every segment still held (the verdict is next: none can wait more)."""
         return self._segment_records(self._redactor.flush()) if self._redactor else []
 
     def _segment_records(self, released: list[SegmentRedacted]) -> list[CallEvent]:
