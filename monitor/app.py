@@ -2,7 +2,7 @@
 
 Start order: migrate the database, recover calls a crash left open (mark them interrupted,
 repair their recordings), start the ASR workers (the model is loaded once per worker and
-shared by all calls), start the storage writer (the tap of the event bus `self.bus`), the
+shared by all calls), start the storage writer (a subscriber of the event bus `self.bus`), the
 webhook delivery task and the alert service, then open the gateway. Stop order is the
 reverse, so every call still open is finalised, its last alerts raised, and every queued
 record written before the process exits.
@@ -18,29 +18,37 @@ from pathlib import Path
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
+from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.audio_redaction import recover_audio_redaction
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
+from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
 from monitor.runtime.logs import fields
+from monitor.runtime.registry import CallRegistry
 from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
+from monitor.runtime.storage_rows import rows_for
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from monitor.web.api.server import ApiServer
 from storage.recordings import repair_wav
-from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
 #: hang-up and the last transcript; bounded so a large database is not scanned).
 UNFINALISED_LOOKBACK = timedelta(days=2)
+
+
+def store(repo: Repository, *events: CallEvent) -> None:
+    """Write events straight to the database (start-up, before the bus runs)."""
+    repo.apply([row for event in events for row in rows_for(event)])
 
 
 def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
@@ -55,31 +63,16 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
         redaction = recover_audio_redaction(path, call.sample_rate)
         duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
         now = datetime.now(UTC)
-        repo.apply(
-            [
-                TraceAdded(
-                    call_id=call.call_id,
-                    seq=repo.next_trace_seq(call.call_id),
-                    kind="finalised",
-                    at=now,
-                    media_ms=duration_ms,
-                    data={
-                        "status": "interrupted",
-                        "recovered": True,
-                        "frames": frames,
-                        **redaction,
-                    },  # fmt: skip
-                ),
-                CallClosed(
-                    call_id=call.call_id,
-                    ended_at=now,
-                    status="interrupted",
-                    end_reason="server_crash",
-                    duration_ms=duration_ms,
-                    recording_frames=frames,
-                ),
-            ]
-        )
+        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
+        store(
+            repo,
+            seq.make(Marked, media_ms=duration_ms, at=now, kind=TraceKind.FINALISED,
+                     data={"status": "interrupted", "recovered": True, "frames": frames,
+                           **redaction}),
+            seq.make(CallFinalised, media_ms=duration_ms, at=now, ended_at=now,
+                     status="interrupted", end_reason="server_crash", duration_ms=duration_ms,
+                     recording_frames=frames),
+        )  # fmt: skip
         log.warning(
             "recovered call left open by a crash",
             extra=fields(call_id=call.call_id, frames=frames),
@@ -90,23 +83,13 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
         path = settings.recordings_dir / call.recording_path
         redaction = recover_audio_redaction(path, call.sample_rate)  # [hook: audio redaction]
-        repo.apply(
-            [
-                TraceAdded(
-                    call_id=call.call_id,
-                    seq=repo.next_trace_seq(call.call_id),
-                    kind="finalised",
-                    at=datetime.now(UTC),
-                    media_ms=call.duration_ms,
-                    data={
-                        "status": call.status,
-                        "recovered": True,
-                        "verdict": "lost",
-                        **redaction,
-                    },  # fmt: skip
-                )
-            ]
-        )
+        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
+        store(
+            repo,
+            seq.make(Marked, media_ms=call.duration_ms, kind=TraceKind.FINALISED,
+                     data={"status": call.status, "recovered": True, "verdict": "lost",
+                           **redaction}),
+        )  # fmt: skip
         log.warning(
             "call ended before a crash without its verdict; marked finalised",
             extra=fields(call_id=call.call_id),
@@ -128,9 +111,11 @@ def private_dirs(*dirs: Path) -> None:
 class Callwatch:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: Every storage record the live side emits, plus alert changes (see bus.py).
+        #: Every live call's events and the alerts on them (see bus.py); storage listens.
         self.bus = EventBus()
         self.repo: Repository | None = None
+        #: The live calls (both transports), found by alerts and the API.
+        self.calls = CallRegistry()
         self.pool: AsrPool | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
@@ -163,6 +148,7 @@ class Callwatch:
         )
         await asyncio.to_thread(self.repo.upgrade)
         await asyncio.to_thread(recover_interrupted, self.repo, s)
+        self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         self.pool = AsrPool(s.asr, s.model_cache_dir)
         await self.pool.start()
         self.storage = StorageWriter(
@@ -186,7 +172,7 @@ class Callwatch:
             bus=self.bus,
             settings=s.alerts,
             webhooks=s.webhooks,
-            live_calls=lambda: self.gateway.calls if self.gateway is not None else {},
+            registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
         )
         if s.alerts.enabled:
@@ -208,13 +194,15 @@ class Callwatch:
             )
             self.dnsmos = DnsmosService(scorer, max_batch=dn.batch_size)
             self.dnsmos.start()
-        self.gateway = Gateway(s, self.storage, self.asr, scripts=scripts, dnsmos=self.dnsmos)
+        factory = CallFactory(s, storage=self.storage, asr=self.asr, registry=self.calls,
+                              bus=self.bus, scripts=scripts, dnsmos=self.dnsmos)  # fmt: skip
+        self.gateway = Gateway(s, self.storage, self.asr, registry=self.calls, factory=factory)
         if s.gateway.audiosocket_port >= 0:
             self.audiosocket = AudioSocketServer(s, self.gateway)
             await self.audiosocket.start()
         await self.gateway.start()
         self.load = LoadMonitor(s.load, gateway=self.gateway, asr=self.asr, dnsmos=self.dnsmos,
-                                pool=self.pool,
+                                pool=self.pool, storage=self.storage,
                                 dnsmos_sample_every_s=s.quality.dnsmos.sample_every_s)  # fmt: skip
         self.load.start()
         if s.api.enabled:
@@ -222,6 +210,7 @@ class Callwatch:
 
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app
+        from monitor.web.api.board_reader import RepositoryBoardReader
         from monitor.web.api.context import ApiContext
 
         assert self.repo is not None and self.gateway is not None
@@ -230,7 +219,8 @@ class Callwatch:
             self.repo,
             bus=self.bus,
             alerts=self.alerts,
-            live=self.gateway.calls,
+            live=self.calls,
+            board_reader=RepositoryBoardReader(self.repo),  # the board's view of the database
             health=self.load.health if self.load is not None else None,
         )
         api = self.settings.api
@@ -265,7 +255,7 @@ class Callwatch:
         if self.storage is not None:
             await self.storage.close()
         if self.sealer is not None:
-            await self.sealer.stop()  # after storage: every CallClosed has been published
+            await self.sealer.stop()  # after storage: every CallFinalised has been heard
         if self.webhooks is not None:
             await self.webhooks.close()
         if self.pool is not None:

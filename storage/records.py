@@ -48,7 +48,7 @@ class SegmentAdded:
 @dataclass(frozen=True, slots=True)
 class TraceAdded:
     call_id: str
-    seq: int  # per-call order, starting at 0, gapless
+    seq: int  # per-call order (the call's event number): unique, increasing, may have gaps
     kind: str  # connected, metadata, utterance, asr_shed, protocol_error, disconnected, finalised
     at: datetime
     media_ms: int | None = None

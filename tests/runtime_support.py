@@ -32,6 +32,7 @@ from monitor.runtime.asr_service import AsrService
 from monitor.runtime.bus import EventBus
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.storage_sink import StorageWriter
+from monitor.web.api.board_reader import RepositoryBoardReader
 from storage.repository import CallDetail, Repository
 
 
@@ -83,7 +84,12 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[object]:
     made: list[Rig] = []
 
     async def make(
-        *, queue_size: int = 256, delay_s: float = 0.0, open_gate: bool = True, **kw: Any
+        *,
+        queue_size: int = 256,
+        delay_s: float = 0.0,
+        open_gate: bool = True,
+        storage_queue: int = 10_000,
+        **kw: Any,
     ) -> Rig:
         settings = load_settings(
             env={}, data_dir=tmp_path, gateway={"port": 0, "audiosocket_port": -1}, **kw
@@ -91,8 +97,8 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[object]:
         repo = Repository.from_url(settings.database_url)
         await asyncio.to_thread(repo.upgrade)
         bus = EventBus()
-        storage = StorageWriter(repo, batch_size=200, group_commit_s=0.0, queue_size=10_000,
-                                bus=bus)  # fmt: skip
+        storage = StorageWriter(repo, batch_size=200, group_commit_s=0.0,
+                                queue_size=storage_queue, bus=bus)  # fmt: skip
         storage.start()
         transcriber = ScriptedTranscriber(delay_s=delay_s)
         if open_gate:
@@ -106,7 +112,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[object]:
         scripts = load_compliance_scripts(settings.compliance.scripts_dir)
         gateway = Gateway(settings, storage, asr, scripts=scripts)
         await gateway.start()
-        hub = BoardHub(bus, repo, tick_s=0.05)
+        hub = BoardHub(bus, RepositoryBoardReader(repo), tick_s=0.05)
         await hub.ensure_started()
         rig = Rig(settings, repo, storage, asr, gateway, hub, transcriber)
         made.append(rig)

@@ -1,11 +1,10 @@
-"""The alert rules (sans-I/O), driven with records and media ticks on a clock the test owns:
+"""The alert rules (sans-I/O), driven with call events and media ticks on a clock the test owns:
 each rule fires once per call at its threshold and not below it; per-queue overrides apply;
 learned baselines are robust statistics of log duration."""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,25 +12,19 @@ import pytest
 from config.settings import AlertSettings, ConfigError, load_settings
 from monitor.alerts import AlertEngine, Baselines, MediaTick
 from monitor.alerts.baselines import MIN_SIGMA, baseline
-from storage.records import (
-    CallClosed,
-    CallOpened,
-    FindingAdded,
-    ReadingAdded,
-    SegmentAdded,
-    TraceAdded,
-)
-
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+from monitor.events import CallFinalised, CallStarted
+from monitor.qa.events import ForbiddenPhraseSaid, PhraseMatched, PhraseMissed
+from tests.call_events import T0, dead_air, finalised, finding, mark, segment
+from tests.call_events import reading as reading_event
 
 
 def opened(call_id: str = "c1", queue: str | None = "billing", agent: str | None = "a1") -> Any:
-    return CallOpened(call_id, f"x-{call_id}", T0, "audiofork", 8000, 2, "r.wav",
-                      (("customer", 0), ("agent", 1)), agent_id=agent, queue=queue)  # fmt: skip
+    return CallStarted(call_id, 0, 0, T0, f"x-{call_id}", "audiofork", 8000, 2, "r.wav",
+                       (("customer", 0), ("agent", 1)), agent_id=agent, queue=queue)  # fmt: skip
 
 
-def closed(call_id: str = "c1", ms: int = 60_000, status: str = "completed") -> CallClosed:
-    return CallClosed(call_id, T0, status, "normal", ms, ms * 8)
+def closed(call_id: str = "c1", ms: int = 60_000, status: str = "completed") -> CallFinalised:
+    return finalised(call_id, T0, status, ms)
 
 
 def engine(**settings: Any) -> AlertEngine:
@@ -107,22 +100,21 @@ def test_dead_air_while_it_lasts_and_from_the_finding() -> None:
     eng = engine(dead_air_s=10, learned=False)
     eng.feed(opened())
     eng.tick(MediaTick("c1", 20_000, 20))
-    eng.feed(TraceAdded("c1", 5, "dead_air_started", T0, 20_000))  # silence since 20 s
+    eng.feed(mark("c1", 5, "dead_air_started", 20_000))  # silence since 20 s
     assert eng.tick(MediaTick("c1", 29_000, 29)) == []
     [alert] = eng.tick(MediaTick("c1", 30_000, 30))
     assert (alert.rule, alert.media_start_ms) == ("dead_air", 20_000)
     assert alert.evidence["ongoing"] is True
     eng.feed(opened("c2"))
-    short = FindingAdded("c2", 0, "conversation", "dead_air", None, None, 1000, 9000, {})
-    long = FindingAdded("c2", 1, "conversation", "dead_air", None, None, 20_000, 31_000, {})
+    short = dead_air("c2", 0, 1000, 9000)
+    long = dead_air("c2", 1, 20_000, 31_000)
     assert eng.feed(short) == []
     [alert] = eng.feed(long)
     assert alert.evidence["duration_ms"] == 11_000 and alert.evidence["ongoing"] is False
 
 
-def reading(seq: int, snr: float | None, party: str = "agent", **values: Any) -> ReadingAdded:
-    return ReadingAdded("c1", party, seq, seq * 2000, seq * 2000 + 2000,
-                        {"snr_db": snr, "clip_ratio": 0.0, "dropout_ms": 0} | values)  # fmt: skip
+def reading(seq: int, snr: float | None, party: str = "agent", **values: Any) -> Any:
+    return reading_event("c1", party, seq, snr_db=snr, **values)
 
 
 def test_poor_audio_must_be_sustained() -> None:
@@ -150,44 +142,18 @@ def test_poor_audio_must_be_sustained() -> None:
 def test_compliance_misses_and_forbidden_phrases_by_severity() -> None:
     eng = engine(compliance_min_severity="major", learned=False)
     eng.feed(opened())
-    minor = FindingAdded(
-        "c1",
-        0,
-        "compliance",
-        "phrase_missed",
-        "minor",
-        None,
-        9000,
-        9000,
-        {"stage": "thanks", "window": "last 10 s"},
+    minor = finding("c1", 0, PhraseMissed("thanks", "last 10 s", "minor", 0.0, 9000))
+    major = finding(
+        "c1", 1, PhraseMissed("greeting", "first 10 s of agent speech", "major", 10.0, 10_000)
     )
-    major = FindingAdded(
-        "c1",
-        1,
-        "compliance",
-        "phrase_missed",
-        "major",
-        None,
-        10_000,
-        10_000,
-        {"stage": "greeting", "window": "first 10 s of agent speech"},
-    )
-    forbidden = FindingAdded(
+    forbidden = finding(
         "c1",
         2,
-        "compliance",
-        "forbidden_phrase",
-        "critical",
-        "agent",
-        4000,
-        5000,
-        {
-            "rule": "guarantee",
-            "phrase": "guaranteed returns",
-            "matched_text": "guaranteed return",
-            "score": 0.93,
-        },
-    )
+        ForbiddenPhraseSaid(
+            "guarantee", "guaranteed returns", "guaranteed return", 0.93, 4000, 5000, "agent",
+            "critical",
+        ),
+    )  # fmt: skip
     assert eng.feed(minor) == []
     [miss] = eng.feed(major)
     assert (miss.rule, miss.kind, miss.severity) == (
@@ -199,19 +165,19 @@ def test_compliance_misses_and_forbidden_phrases_by_severity() -> None:
     assert (said.rule, said.severity) == ("forbidden_phrase:guarantee", "critical")
     assert said.party == "agent"
     assert said.evidence["score"] == 0.93
-    matched = FindingAdded("c1", 3, "compliance", "phrase_matched", "critical", "agent", 0, 1, {})
+    matched = finding("c1", 3, PhraseMatched("greeting", "hello", "hello", 99.0, 0, 1, "agent"))
     assert eng.feed(matched) == []
 
 
 def test_asr_falling_behind() -> None:
     eng = engine(asr_latency_s=10, asr_shed=2, learned=False)
     eng.feed(opened())
-    seg = SegmentAdded("c1", "agent", 1000, 3000, "hi", "en", 0.9, latency_ms=9000)
+    seg = segment("c1", "agent", 1000, 3000, "hi", latency_ms=9000)
     assert eng.feed(seg) == []
-    [late] = eng.feed(SegmentAdded("c1", "agent", 4000, 6000, "x", "en", 0.9, latency_ms=12_500))
+    [late] = eng.feed(segment("c1", "agent", 4000, 6000, "x", latency_ms=12_500))
     assert late.rule == "asr_lag:latency" and late.evidence["latency_ms"] == 12_500
-    assert eng.feed(TraceAdded("c1", 3, "asr_shed", T0, 7000, "agent")) == []
-    [shed] = eng.feed(TraceAdded("c1", 4, "asr_shed", T0, 9000, "customer"))
+    assert eng.feed(mark("c1", 3, "asr_shed", 7000, "agent")) == []
+    [shed] = eng.feed(mark("c1", 4, "asr_shed", 9000, "customer"))
     assert shed.rule == "asr_lag:shed" and shed.evidence["shed"] == 2
 
 
@@ -230,7 +196,7 @@ def test_media_stalled_on_wall_time() -> None:
     # A call that hung up and waits for its last transcripts is not stalled.
     eng.feed(opened("c2"))
     assert eng.tick(MediaTick("c2", 10_000, 100.0)) == []
-    eng.feed(TraceAdded("c2", 9, "disconnected", T0, 10_000))
+    eng.feed(mark("c2", 9, "disconnected", 10_000))
     assert eng.tick(MediaTick("c2", 10_000, 200.0)) == []
 
 
@@ -248,8 +214,8 @@ def test_media_falling_behind_wall_time_is_a_stall_too() -> None:
 def test_hold_ends_dead_air() -> None:
     eng = engine(dead_air_s=10, learned=False)
     eng.feed(opened())
-    eng.feed(TraceAdded("c1", 5, "dead_air_started", T0, 20_000))
-    eng.feed(TraceAdded("c1", 6, "hold_started", T0, 24_000))
+    eng.feed(mark("c1", 5, "dead_air_started", 20_000))
+    eng.feed(mark("c1", 6, "hold_started", 24_000))
     assert eng.tick(MediaTick("c1", 60_000, 60)) == []
 
 

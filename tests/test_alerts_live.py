@@ -94,7 +94,7 @@ def test_live_call_alerts_trace_webhook_and_show(
     stalled = alerts["media_stalled"]
     assert stalled.severity == "critical" and stalled.evidence["stalled_s"] >= 1.5
     trace = call.trace
-    assert [t.seq for t in trace] == list(range(len(trace)))
+    assert [t.seq for t in trace] == sorted({t.seq for t in trace})  # unique, in order
     traced = {t.data["alert_id"]: t.seq for t in trace if t.kind == "alert"}
     assert set(traced) == {a.id for a in alerts.values()}  # each alert once in the trace
     disconnected = next(t.seq for t in trace if t.kind == "disconnected")

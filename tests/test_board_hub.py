@@ -1,4 +1,5 @@
-"""BoardHub: the real event bus and a real SQLite database feeding browsers' queues."""
+"""BoardHub: the real event bus and a real SQLite database (through the repository's
+`BoardReader`) feeding browsers' queues."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 
 from monitor.board.hub import BoardHub, Client
 from monitor.runtime.bus import EventBus
+from monitor.web.api.board_reader import RepositoryBoardReader
 from storage.records import AlertRaised, CallClosed, CallOpened, CallScored, SegmentAdded
 from storage.repository import Repository
+from tests.call_events import alert_raised, segment, started
 
 NOW = datetime.now(UTC)
 
@@ -55,7 +58,7 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
         [AlertRaised(5, "old", "dead_air", "dead_air", "warning", NOW, 0, None, "gap")]
     )
     bus = EventBus()
-    hub = BoardHub(bus, sqlite_repo, interval_s=0.05, tick_s=0.02)
+    hub = BoardHub(bus, RepositoryBoardReader(sqlite_repo), interval_s=0.05, tick_s=0.02)
     await hub.ensure_started()
     try:
         snap = hub.state.snapshot()
@@ -68,12 +71,12 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
         )
         client = hub.join()
         t0 = asyncio.get_running_loop().time()
-        bus.publish(opened("new"))
+        bus.publish(started("new"))
         text = await asyncio.wait_for(client.queue.get(), 1.0)
         assert text is not None and json.loads(text)["call"]["call_id"] == "new"
         assert asyncio.get_running_loop().time() - t0 < 1.0  # within 1 s of the event
-        bus.publish(SegmentAdded("new", "customer", 0, 800, "我想查账单", "zh", 0.9))
-        bus.publish(AlertRaised(1, "new", "dead_air", "dead_air", "warning", NOW, 0, None, "gap"))
+        bus.publish(segment("new", "customer", 0, 800, "我想查账单"))
+        bus.publish(alert_raised(1, "new", "dead_air", "dead_air", "warning", NOW, 0, None, "gap"))
         msgs = [m for m in await drain(client, 0.5) if m is not None]
         cards = [m["call"] for m in msgs if m["type"] == "call" and m["call"]["call_id"] == "new"]
         assert cards[-1]["parties"]["customer"]["lines"][0]["text"] == "我想查账单"
@@ -87,12 +90,14 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
 
 async def test_slow_browser_gets_a_snapshot_instead_of_a_backlog(sqlite_repo: Repository) -> None:
     bus = EventBus()
-    hub = BoardHub(bus, sqlite_repo, interval_s=0.0, tick_s=0.01, max_backlog=5)
+    hub = BoardHub(
+        bus, RepositoryBoardReader(sqlite_repo), interval_s=0.0, tick_s=0.01, max_backlog=5
+    )
     await hub.ensure_started()
     try:
         client = hub.join()
         for i in range(20):
-            bus.publish(opened(f"c{i}"))
+            bus.publish(started(f"c{i}"))
         await asyncio.sleep(0.2)
         queued = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
         assert None in queued and len(queued) <= 6 and client.resyncs >= 1
@@ -102,15 +107,15 @@ async def test_slow_browser_gets_a_snapshot_instead_of_a_backlog(sqlite_repo: Re
 
 async def test_bus_overflow_reseeds_from_the_database(sqlite_repo: Repository) -> None:
     bus = EventBus()
-    hub = BoardHub(bus, sqlite_repo, interval_s=0.0, tick_s=0.01, bus_maxsize=5)
+    hub = BoardHub(
+        bus, RepositoryBoardReader(sqlite_repo), interval_s=0.0, tick_s=0.01, bus_maxsize=5
+    )
     await hub.ensure_started()
     try:
         client = hub.join()
         sqlite_repo.apply([opened("db-only")])  # stored; its bus event is among those lost
         for i in range(10):  # more than the subscription holds, before the hub runs again
-            bus.publish(
-                opened("db-only") if i == 0 else SegmentAdded("x", "agent", 0, 1, "", "en", 1)
-            )
+            bus.publish(started("db-only") if i == 0 else segment("x", "agent", 0, 1, ""))
         await asyncio.sleep(0.2)
         assert "db-only" in hub.state.calls and client.resyncs == 1
     finally:
@@ -131,7 +136,7 @@ async def test_today_kpis_count_every_call_of_the_day(sqlite_repo: Repository) -
         ]
     sqlite_repo.apply(records)  # type: ignore[arg-type]
     sqlite_repo.apply([opened("live")])  # still active: not handled yet
-    hub = BoardHub(EventBus(), sqlite_repo, interval_s=0.05, tick_s=0.02)
+    hub = BoardHub(EventBus(), RepositoryBoardReader(sqlite_repo), interval_s=0.05, tick_s=0.02)
     await hub.ensure_started()
     try:
         k = hub.state.snapshot()["kpis"]

@@ -5,36 +5,46 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from monitor.board.state import BoardState
-from storage.records import (
-    AlertChanged,
-    AlertRaised,
-    CallClosed,
-    CallEnded,
-    CallOpened,
-    CallScored,
-    FindingAdded,
-    ReadingAdded,
-    SegmentAdded,
-    TraceAdded,
+from monitor.events import CallEvent, CallStarted
+from monitor.qa.events import PhraseMatched, PhraseMissed
+from tests.call_events import (
+    alert_changed,
+    alert_raised,
+    dead_air,
+    ended,
+    finalised,
+    finding,
+    mark,
+    reading,
+    scored,
 )
+from tests.call_events import segment as _segment
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
 
-def opened(call_id: str = "c1", agent: str = "1031", queue: str = "billing") -> CallOpened:
-    return CallOpened(
-        call_id=call_id,
-        external_id=f"ext-{call_id}",
-        started_at=T0,
-        protocol="audiofork",
-        sample_rate=8000,
-        channels=2,
-        recording_path=f"{call_id}.wav",
-        parties=(("customer", 0), ("agent", 1)),
-        agent_id=agent,
-        queue=queue,
-        caller="+1415",
-    )
+def opened(call_id: str = "c1", agent: str = "1031", queue: str = "billing") -> CallStarted:
+    return CallStarted(call_id, 0, 0, T0, f"ext-{call_id}", "audiofork", 8000, 2,
+                       f"{call_id}.wav", (("customer", 0), ("agent", 1)), agent_id=agent,
+                       queue=queue, caller="+1415")  # fmt: skip
+
+
+def segment(
+    call_id: str,
+    party: str,
+    start: int,
+    end: int,
+    text: str,
+    lang: str = "en",
+    conf: float = 0.9,
+    latency_ms: int | None = None,
+    late: bool = False,
+) -> CallEvent:
+    return _segment(call_id, party, start, end, text, latency_ms=latency_ms, late=late)
+
+
+def missed(call_id: str, seq: int, stage: str) -> CallEvent:
+    return finding(call_id, seq, PhraseMissed(stage, "first 10 s", "major", 10.0, 10_000))
 
 
 def board(**kw: object) -> BoardState:
@@ -49,47 +59,15 @@ def test_card_collects_transcript_meters_and_checklist() -> None:
     b = board(lines_per_party=2)
     b.apply(opened(), 0.0)
     for i, text in enumerate(["hello", "", "how can I help", "bye now"]):
-        b.apply(SegmentAdded("c1", "agent", i * 1000, i * 1000 + 800, text, "en", 0.9), 0.1)
-    b.apply(SegmentAdded("c1", "customer", 500, 900, "hi", "en", 0.9), 0.1)
-    b.apply(
-        ReadingAdded(
-            "c1",
-            "agent",
-            0,
-            0,
-            2000,
-            {"speech_level_dbov": -21.27, "snr_db": 30.04, "speech_ms": 1800, "talk_ms": 1500},
-        ),
-        0.1,
-    )
-    b.apply(
-        ReadingAdded(
-            "c1",
-            "customer",
-            0,
-            0,
-            2000,
-            {"speech_level_dbov": None, "rms_dbov": -50.0, "snr_db": None, "talk_ms": 500},
-        ),
-        0.1,
-    )
-    b.apply(
-        FindingAdded(
-            "c1",
-            0,
-            "compliance",
-            "phrase_matched",
-            party="agent",
-            start_ms=0,
-            end_ms=800,
-            data={"stage": "greeting"},
-        ),
-        0.1,
-    )
-    b.apply(
-        FindingAdded("c1", 1, "compliance", "phrase_missed", data={"stage": "verification"}), 0.1
-    )
-    b.apply(FindingAdded("c1", 2, "compliance", "phrase_missed", data={"stage": "greeting"}), 0.1)
+        b.apply(segment("c1", "agent", i * 1000, i * 1000 + 800, text, "en", 0.9), 0.1)
+    b.apply(segment("c1", "customer", 500, 900, "hi", "en", 0.9), 0.1)
+    b.apply(reading("c1", "agent", 0, speech_level_dbov=-21.27, snr_db=30.04, speech_ms=1800,
+                    talk_ms=1500), 0.1)  # fmt: skip
+    b.apply(reading("c1", "customer", 0, speech_level_dbov=None, rms_dbov=-50.0, snr_db=None,
+                    talk_ms=500), 0.1)  # fmt: skip
+    b.apply(finding("c1", 0, PhraseMatched("greeting", "hi", "hi", 99.0, 0, 800, "agent")), 0.1)
+    b.apply(missed("c1", 1, "verification"), 0.1)
+    b.apply(missed("c1", 2, "greeting"), 0.1)
     card = b.snapshot()["calls"][0]
     agent = card["parties"]["agent"]
     assert [ln["text"] for ln in agent["lines"]] == ["how can I help", "bye now"]  # empty skipped
@@ -106,9 +84,9 @@ def test_card_collects_transcript_meters_and_checklist() -> None:
 def test_dead_air_live_flag_and_total() -> None:
     b = board()
     b.apply(opened(), 0.0)
-    b.apply(TraceAdded("c1", 3, "dead_air_started", T0, media_ms=4000), 0.0)
+    b.apply(mark("c1", 3, "dead_air_started", 4000), 0.0)
     assert b.snapshot()["calls"][0]["dead_air"]["now"] is True
-    b.apply(FindingAdded("c1", 0, "conversation", "dead_air", start_ms=4000, end_ms=9500), 0.0)
+    b.apply(dead_air("c1", 0, 4000, 9500), 0.0)
     da = b.snapshot()["calls"][0]["dead_air"]
     assert da == {"total_ms": 5500, "count": 1, "now": False}
 
@@ -121,7 +99,7 @@ def test_deltas_are_coalesced_per_call_and_never_lost() -> None:
     assert sorted(m["call"]["call_id"] for m in first if m["type"] == "call") == ["c1", "c2"]
     # 50 events for c1 within 0.1 s: nothing goes out before the interval, then one card
     for i in range(50):
-        b.apply(SegmentAdded("c1", "agent", i, i + 1, f"w{i}", "en", 1.0), 0.05)
+        b.apply(segment("c1", "agent", i, i + 1, f"w{i}", "en", 1.0), 0.05)
     assert [m for m in b.flush(0.1) if m["type"] == "call"] == []
     due = [m for m in b.flush(0.31) if m["type"] == "call"]
     assert len(due) == 1 and due[0]["call"]["parties"]["agent"]["lines"][-1]["text"] == "w49"
@@ -141,7 +119,7 @@ def test_hundred_calls_cost_one_message_per_call_per_interval() -> None:
         t = step * 0.1
         for i in range(100):
             for k in range(10):
-                b.apply(ReadingAdded(f"c{i}", "agent", k, 0, 100, {"snr_db": 20.0 + k}), t)
+                b.apply(reading(f"c{i}", "agent", k, snr_db=20.0 + k, span_ms=100), t)
         sent += sum(1 for m in b.flush(t) if m["type"] == "call")
     # at most one card per call per 250 ms (4 s -> 16 or 17 rounds), instead of 40 000 events
     assert 100 * 13 <= sent <= 100 * 17
@@ -151,7 +129,7 @@ def test_alerts_feed_badges_and_kpis() -> None:
     b = board()
     b.apply(opened(), 0.0)
     b.flush(0.0)
-    raised = AlertRaised(7, "c1", "dead_air", "dead_air", "warning", T0, 4000, None, "gap")
+    raised = alert_raised(7, "c1", "dead_air", "dead_air", "warning", T0, 4000, None, "gap")
     b.apply(raised, 1.0)
     msgs = b.flush(1.0)
     assert kinds(msgs) == ["alert", "call", "kpis"]
@@ -165,7 +143,7 @@ def test_alerts_feed_badges_and_kpis() -> None:
             "media_start_ms": 4000,
         }
     ]
-    b.apply(AlertChanged(7, "c1", "acknowledged", "sue", T0), 2.0)
+    b.apply(alert_changed(7, "c1", "acknowledged", "sue", T0), 2.0)
     msgs = b.flush(2.0)
     assert (msgs[0]["alert"]["state"], msgs[0]["alert"]["by"]) == ("acknowledged", "sue")
     assert msgs[0]["alert"]["kind"] == "dead_air"  # the change keeps what was raised
@@ -173,7 +151,7 @@ def test_alerts_feed_badges_and_kpis() -> None:
     assert [a["state"] for a in b.snapshot()["alerts"]] == ["acknowledged"]
     # an alert of a call the board does not know still reaches the feed
     b.apply(
-        AlertRaised(8, "zz", "duration_long", "duration_long", "critical", T0, 0, None, ""), 3.0
+        alert_raised(8, "zz", "duration_long", "duration_long", "critical", T0, 0, None, ""), 3.0
     )
     assert [a["id"] for a in b.snapshot()["alerts"]] == [7, 8]
 
@@ -183,8 +161,8 @@ def test_ended_call_shows_grade_then_leaves_and_kpis_count_it() -> None:
     b.apply(opened("c1"), 0.0)
     b.apply(opened("c2"), 0.0)
     b.flush(0.0)
-    b.apply(CallScored("c1", 58.0, "needs_improvement", 70.0, 40.0), 10.0)
-    b.apply(CallClosed("c1", T0 + timedelta(seconds=90), "completed", "normal", 90_000, 1), 10.0)
+    b.apply(scored("c1", 58.0, "needs_improvement", 40.0), 10.0)
+    b.apply(finalised("c1", T0 + timedelta(seconds=90), "completed", 90_000), 10.0)
     msgs = b.flush(10.0)
     card = next(m["call"] for m in msgs if m["type"] == "call")
     assert (card["grade"], card["status"], card["duration_ms"]) == (
@@ -201,7 +179,7 @@ def test_ended_call_shows_grade_then_leaves_and_kpis_count_it() -> None:
         {k: v for k, v in m.items() if k != "seq"} for m in gone
     ]
     assert [c["call_id"] for c in b.snapshot()["calls"]] == ["c2"]
-    b.apply(SegmentAdded("c1", "agent", 0, 1, "late", "en", 1.0), 16.0)  # ignored, no error
+    b.apply(segment("c1", "agent", 0, 1, "late", "en", 1.0), 16.0)  # ignored, no error
     assert all(m["type"] != "call" for m in b.flush(16.0))
 
 
@@ -210,7 +188,7 @@ def test_hang_up_leaves_the_active_list_at_once_pending_transcripts_keep_the_car
     b.apply(opened("c1"), 0.0)
     b.flush(0.0)
     end = T0 + timedelta(seconds=30)
-    b.apply(CallEnded("c1", end, "completed", "normal", 30_000, 1, transcripts_pending=3), 1.0)
+    b.apply(ended("c1", end, "completed", 30_000, 3), 1.0)
     msgs = b.flush(1.0)
     card = next(m["call"] for m in msgs if m["type"] == "call")
     assert (card["status"], card["transcripts_pending"], card["duration_ms"]) == (
@@ -220,9 +198,9 @@ def test_hang_up_leaves_the_active_list_at_once_pending_transcripts_keep_the_car
     assert k["active_calls"] == 0 and k["handled_today"] == 1
     assert b.flush(60.0) == []  # still pending: the card stays (no linger yet)
     # A late transcript shows as such; the verdict ends the wait and starts the linger.
-    b.apply(SegmentAdded("c1", "agent", 0, 900, "hello", "en", 0.9, 40_000, late=True), 61.0)
-    b.apply(CallScored("c1", 80.0, "good"), 61.0)
-    b.apply(CallClosed("c1", end, "completed", "normal", 30_000, 1), 61.0)
+    b.apply(segment("c1", "agent", 0, 900, "hello", "en", 0.9, 40_000, late=True), 61.0)
+    b.apply(scored("c1", 80.0, "good"), 61.0)
+    b.apply(finalised("c1", end, "completed", 30_000), 61.0)
     card = next(m["call"] for m in b.flush(61.0) if m["type"] == "call")
     assert card["transcripts_pending"] is False and card["grade"] == "good"
     assert card["parties"]["agent"]["lines"] == [
@@ -232,7 +210,7 @@ def test_hang_up_leaves_the_active_list_at_once_pending_transcripts_keep_the_car
     assert "remove" in kinds(b.flush(66.0))
     # Hung up with nothing pending: still waits for the verdict (its score counts) ...
     b.apply(opened("c2"), 70.0)
-    b.apply(CallEnded("c2", end, "completed", "normal", 30_000, 1), 71.0)
+    b.apply(ended("c2", end, "completed", 30_000), 71.0)
     assert "remove" not in kinds(b.flush(100.0))
     # ... though not forever, when it never comes.
     assert "remove" in kinds(b.flush(71.0 + b.verdict_wait_s + b.linger_s))
@@ -250,7 +228,7 @@ def test_kpis_roll_over_at_midnight_and_seed() -> None:
     )
     assert b.kpis()["avg_handle_ms"] == 50_000 and b.kpis()["compliance_rate"] == 90.0
     b.apply(opened("c1"), 0.0)
-    b.apply(CallClosed("c1", T0 + timedelta(days=1), "completed", "normal", 30_000, 1), 1.0)
+    b.apply(finalised("c1", T0 + timedelta(days=1), "completed", 30_000), 1.0)
     k = b.kpis()
     assert k["handled_today"] == 1 and k["avg_handle_ms"] == 30_000 and k["needs_improvement"] == 0
 
@@ -258,7 +236,7 @@ def test_kpis_roll_over_at_midnight_and_seed() -> None:
 def test_snapshot_after_reconnect_matches_applied_deltas() -> None:
     b = board(interval_s=0.0)
     b.apply(opened(), 0.0)
-    b.apply(SegmentAdded("c1", "customer", 0, 900, "我想查一下账单", "zh", 0.9), 0.0)
+    b.apply(segment("c1", "customer", 0, 900, "我想查一下账单", "zh", 0.9), 0.0)
     last = [m for m in b.flush(0.0) if m["type"] == "call"][-1]["call"]
     snap = b.snapshot()
     assert snap["calls"] == [last] and snap["seq"] == b.seq

@@ -14,6 +14,7 @@ from config.settings import GradingSettings
 from monitor.board.state import BoardState
 from monitor.core.analysis import CallAnalyzer
 from monitor.core.metadata import parse_metadata
+from monitor.events import CallSequencer, ReadingTaken
 from monitor.qa import load_compliance_scripts
 from monitor.runtime import findings
 from tests.quality_support import LJ, speech_track
@@ -32,20 +33,20 @@ def test_live_talk_share_equals_the_stored_one() -> None:
     board = BoardState(today=T0.date())
     board.apply(opened("t1"), now=0.0)
     shares: list[float] = []
+    seq = CallSequencer("t1", start=1)
     analyzer.ivr_prompt_started(0)
     for i in range(0, len(stereo), 640):  # 40 ms of two channels
         if i == 8000 * 4 * 8:  # 8 s in
             analyzer.ivr_prompt_ended(8000)
-        events = analyzer.feed(stereo[i : i + 640])
-        for ev in events:
-            if (rec := findings.reading("t1", ev)) is not None:
-                board.apply(rec, now=0.0)
+        for ev in findings.analysis_events(seq, analyzer.feed(stereo[i : i + 640])):
+            if isinstance(ev, ReadingTaken):
+                board.apply(ev, now=0.0)
         card = board.snapshot()["calls"][0]
         if (live := card["parties"]["agent"]["talk_ratio"]) is not None:
             shares.append(live)
-    for ev in analyzer.flush():
-        if (rec := findings.reading("t1", ev)) is not None:
-            board.apply(rec, now=0.0)
+    for ev in findings.analysis_events(seq, analyzer.flush()):
+        if isinstance(ev, ReadingTaken):
+            board.apply(ev, now=0.0)
     stored = analyzer.finish().conversation.agent_talk_ratio
     card = board.snapshot()["calls"][0]["parties"]
     assert stored is not None and 0.55 < stored < 0.9  # the agent talks most

@@ -1,19 +1,14 @@
 """The event bus: fan-out in publish order, bounded per subscriber with drop-oldest counted,
-close ends iteration, and the storage writer publishes every record it accepts."""
+close ends iteration, and attached listeners (the storage writer) hear every event in line.
+(The writer's own behaviour: tests/test_storage_sink.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from monitor.runtime.bus import EventBus
-from monitor.runtime.storage_sink import StorageWriter
-from storage.records import TraceAdded
-from storage.repository import Repository
-from tests.test_storage_repository import opened
 
 
 async def test_every_subscriber_gets_every_event_in_order() -> None:
@@ -66,21 +61,12 @@ def test_maxsize_must_be_positive() -> None:
         EventBus().subscribe(maxsize=0)
 
 
-async def test_storage_writer_publishes_each_accepted_record(tmp_path: Path) -> None:
-    repo = Repository.from_url(f"sqlite:///{tmp_path / 'cw.db'}")
-    repo.upgrade()
+async def test_attached_listeners_hear_every_event_first_and_in_order() -> None:
     bus = EventBus()
+    heard: list[object] = []
     sub = bus.subscribe()
-    writer = StorageWriter(repo, batch_size=10, group_commit_s=0, queue_size=10, bus=bus)
-    writer.start()
-    try:
-        now = datetime.now(UTC)
-        records = [opened("c1"), TraceAdded("c1", 0, "connected", now, 0)]
-        await writer.put_many(records)
-        await writer.drain()
-        assert [sub.get_nowait() for _ in range(2)] == records
-        call = repo.get_call("c1")
-        assert call is not None and [t.kind for t in call.trace] == ["connected"]
-    finally:
-        await writer.close()
-        repo.close()
+    bus.attach(lambda e: heard.append((e, len(sub))))  # type: ignore[arg-type,func-returns-value]
+    for i in range(3):
+        bus.publish(i)  # type: ignore[arg-type]
+    assert heard == [(0, 0), (1, 1), (2, 2)]  # before the subscriptions got it
+    assert [sub.get_nowait() for _ in range(3)] == [0, 1, 2]

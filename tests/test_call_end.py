@@ -53,7 +53,8 @@ async def test_hang_up_ends_the_call_at_once_and_the_verdict_follows_the_last_tr
     assert entry.data["asr_pending"] == 0 and entry.data["segments"] == len(expected)
     kinds = [t.kind for t in final.trace]
     assert kinds.index("finalised") > max(i for i, k in enumerate(kinds) if k == "utterance")
-    assert [t.seq for t in final.trace] == list(range(len(kinds)))
+    seqs = [t.seq for t in final.trace]  # the call's event numbers: unique, in order
+    assert seqs == sorted(set(seqs))
     await until(lambda: _false_pending(rig, final.call_id), 1.0)
 
 
@@ -127,5 +128,5 @@ async def test_a_crash_between_hang_up_and_verdict_is_finalised_at_the_next_star
     assert stored is not None and recovered == [stored.call_id]
     [entry] = [t for t in stored.trace if t.kind == "finalised"]
     assert entry.data == {"status": "completed", "recovered": True, "verdict": "lost"}
-    assert entry.seq == len(stored.trace) - 1
+    assert entry.seq == max(t.seq for t in stored.trace)  # the last entry
     assert await asyncio.to_thread(recover_interrupted, rig.repo, rig.settings) == []

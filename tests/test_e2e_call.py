@@ -73,7 +73,8 @@ def test_two_calls_english_and_mandarin_end_to_end(server: LiveServer) -> None:
         ending = [k for k in kinds if k not in ("alert", "alert_changed")]
         assert kinds[:2] == ["connected", "metadata"] and ending[-1] == "finalised"
         assert "disconnected" in kinds and "utterance" in kinds
-        assert [t.seq for t in stored.trace] == list(range(len(kinds)))
+        seqs = [t.seq for t in stored.trace]  # the call's event numbers: unique, in order
+        assert seqs == sorted(set(seqs))
         [final] = [t for t in stored.trace if t.kind == "finalised"]
         assert final.data["asr_pending"] == 0  # every transcript was in before the verdict
 

@@ -13,9 +13,9 @@ from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.board.state import BoardState
 from monitor.core.grading import score_call
+from monitor.events import CallSequencer, FindingMade
 from monitor.qa import ComplianceChecker, ComplianceResult, PhraseMissed, load_compliance_scripts
-from monitor.runtime.findings import finding
-from storage.records import FindingAdded
+from monitor.runtime.findings import analysis_events
 from tests.test_board_state import T0, opened
 from tests.test_quality_assessment import GOOD_CALL, GOOD_PARTY
 
@@ -101,10 +101,9 @@ def test_optional_stage_not_said_is_grey_on_the_board() -> None:
     assert missed["hold"].required is False and missed["verification"].required is True
     board = BoardState(today=T0.date())
     board.apply(opened(), now=0.0)
-    for seq, ev in enumerate(events):
-        rec = finding("c1", seq, ev)
-        assert isinstance(rec, FindingAdded)
-        board.apply(rec, now=1.0)
+    for ev in analysis_events(CallSequencer("c1", start=1), events):
+        assert isinstance(ev, FindingMade)
+        board.apply(ev, now=1.0)
     states = {s["stage"]: s["state"] for s in board.snapshot()["calls"][0]["checklist"]}
     assert states["hold"] == "not_said" and states["pre_closing"] == "not_said"
     assert states["verification"] == "missed" and states["closing"] == "missed"

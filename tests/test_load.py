@@ -66,7 +66,7 @@ async def test_overload_is_told_in_health_and_log_dnsmos_gives_way_and_new_calls
     dnsmos = DnsmosService(await asyncio.to_thread(DnsmosScorer), max_batch=2)
     dnsmos.start()
     monitor = LoadMonitor(rig.settings.load, gateway=rig.gateway, asr=rig.asr, dnsmos=dnsmos,
-                          dnsmos_sample_every_s=45.0)  # fmt: skip
+                          dnsmos_sample_every_s=45.0, storage=rig.storage)  # fmt: skip
     app = create_app(ApiContext.for_repo(rig.settings, rig.repo, health=monitor.health))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
     try:
@@ -74,6 +74,8 @@ async def test_overload_is_told_in_health_and_log_dnsmos_gives_way_and_new_calls
         assert h["status"] == "ok" and h["overloaded"] is False and h["degraded"] == []
         assert h["memory"]["server_rss_bytes"] > 0 and h["dnsmos"]["cpu_s"] == 0
         assert set(h["asr"]) >= {"lag_s", "backlog", "deferred"} and h["calls"]["live"] == 0
+        assert h["storage"] == {"backlog": 0, "written": 0, "rejected": 0, "shed": {},
+                                "shed_total": 0}  # fmt: skip
 
         # A call whose transcripts cannot come (ASR is held): its lag passes 1 s.
         call = script("en_billing_8k.toml")

@@ -4,8 +4,8 @@ presses leave only a "*" each, and nothing at all inside a secure-entry stage (P
 
 from __future__ import annotations
 
+from monitor.events import Marked
 from monitor.privacy.scrub import DtmfMasker, key_mask, scrub
-from storage.records import TraceAdded
 
 
 def test_sensitive_keys_are_masked_whatever_their_value() -> None:
@@ -72,7 +72,7 @@ def test_the_board_shows_a_paused_call_until_it_resumes() -> None:
     b = BoardState(today=datetime(2026, 11, 21, tzinfo=UTC).date())
     b.apply(opened(), 0.0)
     at = datetime(2026, 11, 21, 9, 0, 5, tzinfo=UTC)
-    b.apply(TraceAdded("c1", 5, "capture_paused", at, 5000, None, {"by": "sup-1"}), 0.1)
+    b.apply(Marked("c1", 5, 5000, at, "capture_paused", None, {"by": "sup-1"}), 0.1)
     assert b.snapshot()["calls"][0]["status"] == "paused"
-    b.apply(TraceAdded("c1", 6, "capture_resumed", at, 9000, None, {"by": "sup-1"}), 0.2)
+    b.apply(Marked("c1", 6, 9000, at, "capture_resumed", None, {"by": "sup-1"}), 0.2)
     assert b.snapshot()["calls"][0]["status"] == "active"

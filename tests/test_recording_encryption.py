@@ -1,5 +1,5 @@
 """Encryption at rest of recordings (issue 18 item 7): the chunked AES-GCM format, ranges
-served decrypted by the API, tampering refused, key rotation, the sealer after CallClosed
+served decrypted by the API, tampering refused, key rotation, the sealer after CallFinalised
 and after a crash, and `kill -9` in the middle of sealing."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from config.settings import ConfigError, Settings, load_settings
 from monitor.cli import main as cli_main
+from monitor.events import CallFinalised, CallStarted
 from monitor.runtime.bus import EventBus
 from monitor.runtime.sealer import RecordingSealer, sweep
 from storage.encryption import (
@@ -30,7 +31,6 @@ from storage.encryption import (
     seal,
     unseal,
 )
-from storage.records import CallClosed, CallOpened
 from storage.repository import Repository
 from tests.api_data import DAY, seed, write_wav
 from tests.fixtures_api import ApiHarness
@@ -168,15 +168,14 @@ def test_sealer_seals_after_call_closed_and_sweeps_what_a_crash_left(tmp_path: P
         bus = EventBus()
         sealer = RecordingSealer(settings, repo.engine, bus)
         sealer.start()
-        bus.publish(CallOpened(call_id="L", external_id="x", started_at=DAY, protocol="t",
-                               sample_rate=8000, channels=2, recording_path="live.wav",
-                               parties=(("customer", 0),)))  # fmt: skip
+        bus.publish(CallStarted("L", 0, 0, DAY, "x", "t", 8000, 2, "live.wav",
+                                (("customer", 0),)))  # fmt: skip
         for _ in range(100):  # the start sweep seals c1
             if read_header(settings.recordings_dir / "2026/11/20/c1.wav") is not None:
                 break
             await asyncio.sleep(0.02)
         assert read_header(live) is None  # still running: left alone
-        bus.publish(CallClosed("L", DAY, "completed", "normal", 500, 4000, {}))
+        bus.publish(CallFinalised("L", 9, 500, DAY, DAY, "completed", "normal", 500, 4000))
         await sealer.stop()
         assert read_header(live) is not None and sealer.sealed == 2
 

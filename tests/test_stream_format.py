@@ -20,10 +20,10 @@ from config.settings import GatewaySettings
 from ivr_sim.script import builtin_scripts, load_script, render
 from monitor.board.state import BoardState
 from monitor.errors import ProtocolError
+from monitor.events import Marked
 from monitor.runtime.gateway import new_decoder
 from monitor.wire.audiofork import AudioForkDecoder, path_format
 from monitor.wire.events import CallStarted
-from storage.records import TraceAdded
 from tests.fixtures_server import LiveServer
 from tests.quality_support import SPEECH_DIR, load, speech_track
 from tests.test_board_state import T0, opened
@@ -103,8 +103,8 @@ def test_format_from_path_query_defaults_and_metadata() -> None:
 def test_board_badges_a_format_suspect() -> None:
     board = BoardState(today=T0.date())
     board.apply(opened(), now=0.0)
-    board.apply(TraceAdded("c1", 3, "format_suspect", datetime.now(UTC), 3000, None,
-                           {"reasons": ["channels_interleaved"]}), now=1.0)  # fmt: skip
+    board.apply(Marked("c1", 3, 3000, datetime.now(UTC), "format_suspect", None,
+                       {"reasons": ["channels_interleaved"]}), now=1.0)  # fmt: skip
     [card] = board.snapshot()["calls"]
     assert card["format_suspect"] == ["channels_interleaved"]
 

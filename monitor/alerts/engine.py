@@ -1,6 +1,6 @@
-"""The alert rules (sans-I/O): storage records and media-time ticks in, `Alert`s out.
+"""The alert rules (sans-I/O): call events and media-time ticks in, `Alert`s out.
 
-The engine sees what the live side stores (`storage.records`, from the event bus) and, for
+The engine sees the live calls' events (`monitor.events`, from the event bus) and, for
 running calls, a `MediaTick` every fraction of a second (the call's media position and the
 shell's wall clock). No clock, no I/O, no database: the shell owns those, so tests drive it
 with a clock they control.
@@ -13,7 +13,7 @@ Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
 * `duration_short:limit` / `duration_short:learned` - a completed call ended below the fixed
   minimum or the learned lower bound.
 * `dead_air` - silence between the parties for `dead_air_s`: while it lasts (from the
-  conversation tracker's `dead_air_started` trace and ticks), or from the finished finding.
+  conversation tracker's `DEAD_AIR_STARTED` mark and ticks), or from the finished finding.
 * `poor_audio:<party>` - consecutive readings of one party below the SNR / above the clipping
   or dropout limits for `poor_audio_s` of media; `quality:<kind>:<party>` - end-of-call
   quality findings of high severity.
@@ -24,7 +24,7 @@ Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
 * `media_stalled` - a connected call's media position did not move for `media_stall_s` of
   wall time, or fell that far behind the wall clock since its first tick (a switch sending
   audio slower than real time, or a gateway too loaded to keep up). Ticks stop counting at
-  the call's `disconnected` trace: a call waiting for its last transcripts is not stalled.
+  the call's `DISCONNECTED` mark: a call waiting for its last transcripts is not stalled.
 
 Each rule fires at most once per call (the rule name is the de-duplication key; the shell
 seeds the keys of stored alerts so a restart does not raise them again).
@@ -32,31 +32,32 @@ seeds the keys of stored alerts so a restart does not raise them again).
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import AlertRuleSettings, AlertSettings
 from monitor.alerts.baselines import Baselines
-from storage.records import (
-    CallClosed,
-    CallOpened,
-    FindingAdded,
-    ReadingAdded,
-    SegmentAdded,
-    TraceAdded,
+from monitor.events import (
+    CallEvent,
+    CallFinalised,
+    CallStarted,
+    FindingMade,
+    FindingSource,
+    Marked,
+    ReadingTaken,
+    SegmentTranscribed,
+    TraceKind,
 )
+from monitor.qa.events import ForbiddenPhraseSaid, OrderViolated, PhraseMissed
 
 _LEVELS = {"info": 0, "minor": 1, "major": 2, "critical": 3, "off": 99}
 #: finding severity -> alert severity
 _RESERVED = frozenset({"party", "severity", "finding", "finding_severity"})
 _ALERT_SEVERITY = {"info": "info", "minor": "info", "major": "warning", "critical": "critical"}
-#: Compliance finding kind -> (alert kind, the field the alert is de-duplicated on, message).
-_COMPLIANCE_ALERTS = {
-    "phrase_missed": ("compliance_miss", "stage", "required phrase missed: {subject} ({window})"),
-    "order_violated": ("compliance_order", "stage", "{subject} said before {expected_after}"),
-    "forbidden_phrase": ("forbidden_phrase", "rule", "forbidden phrase: {phrase}"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class _Call:
     dead_air_from: int | None = None
     poor_from: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
     shed: int = 0
-    connected: bool = True  # until the `disconnected` trace: the call is only finishing then
+    connected: bool = True  # until the `DISCONNECTED` mark: the call is only finishing then
 
 
 class AlertEngine:
@@ -121,9 +122,9 @@ class AlertEngine:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def feed(self, record: object) -> list[Alert]:
-        """One storage record from the bus; the alerts it raises."""
-        if isinstance(record, CallOpened):
+    def feed(self, record: CallEvent) -> list[Alert]:
+        """One call event from the bus; the alerts it raises."""
+        if isinstance(record, CallStarted):
             self._calls[record.call_id] = _Call(
                 record.call_id,
                 record.queue,
@@ -132,17 +133,17 @@ class AlertEngine:
                 self._seeded.pop(record.call_id, set()),
             )
             return []
-        call = self._calls.get(getattr(record, "call_id", ""))
+        call = self._calls.get(record.call_id)
         if call is None:
             return []
         out: list[Alert | None] = []
-        if isinstance(record, TraceAdded):
+        if isinstance(record, Marked):
             out.extend(self._on_trace(call, record))
-        elif isinstance(record, ReadingAdded):
+        elif isinstance(record, ReadingTaken):
             out.append(self._on_reading(call, record))
-        elif isinstance(record, FindingAdded):
+        elif isinstance(record, FindingMade):
             out.append(self._on_finding(call, record))
-        elif isinstance(record, SegmentAdded):
+        elif isinstance(record, SegmentTranscribed):
             limit = call.rules.asr_latency_s * 1000
             if limit and record.latency_ms is not None and record.latency_ms > limit:
                 out.append(
@@ -152,7 +153,7 @@ class AlertEngine:
                                record.start_ms, record.end_ms, party=record.party,
                                latency_ms=record.latency_ms, threshold_ms=limit)
                 )  # fmt: skip
-        elif isinstance(record, CallClosed):
+        elif isinstance(record, CallFinalised):
             out.extend(self._on_closed(call, record))
             del self._calls[call.call_id]
         return [a for a in out if a is not None]
@@ -237,7 +238,7 @@ class AlertEngine:
                 )  # fmt: skip
         return out
 
-    def _on_closed(self, call: _Call, rec: CallClosed) -> list[Alert | None]:
+    def _on_closed(self, call: _Call, rec: CallFinalised) -> list[Alert | None]:
         out = self._duration_long(call, rec.duration_ms)
         if rec.status != "completed":
             return out  # an interrupted call's length says nothing about the conversation
@@ -270,15 +271,15 @@ class AlertEngine:
             start, end, duration_ms=end - start, threshold_ms=limit, ongoing=ongoing,
         )  # fmt: skip
 
-    def _on_trace(self, call: _Call, rec: TraceAdded) -> list[Alert | None]:
+    def _on_trace(self, call: _Call, rec: Marked) -> list[Alert | None]:
         if rec.media_ms is not None:
             call.media_ms = max(call.media_ms, rec.media_ms)
-        if rec.kind == "dead_air_started" and rec.media_ms is not None:
+        if rec.kind is TraceKind.DEAD_AIR_STARTED and rec.media_ms is not None:
             call.dead_air_from = rec.media_ms
-        elif rec.kind in ("hold_started", "disconnected"):
+        elif rec.kind in (TraceKind.HOLD_STARTED, TraceKind.DISCONNECTED):
             call.dead_air_from = None  # music on hold is not dead air; a hang-up ends it
-            call.connected = rec.kind != "disconnected"
-        elif rec.kind == "asr_shed":
+            call.connected = rec.kind is not TraceKind.DISCONNECTED
+        elif rec.kind is TraceKind.ASR_SHED:
             call.shed += 1
             if call.rules.asr_shed and call.shed >= call.rules.asr_shed:
                 return [
@@ -289,16 +290,17 @@ class AlertEngine:
                 ]  # fmt: skip
         return []
 
-    def _on_reading(self, call: _Call, rec: ReadingAdded) -> Alert | None:
-        r, v = call.rules, rec.values
+    def _on_reading(self, call: _Call, event: ReadingTaken) -> Alert | None:
+        r, rec = call.rules, event.reading
         reasons = []
-        snr = v.get("snr_db")
-        if isinstance(snr, int | float) and snr < r.poor_snr_db:
+        snr = rec.snr_db if rec.snr_db is not None and math.isfinite(rec.snr_db) else None
+        if snr is not None and snr < r.poor_snr_db:
             reasons.append("snr")
-        if float(v.get("clip_ratio") or 0.0) > r.poor_clip_ratio:
+        clip_ratio = rec.clip_ratio if math.isfinite(rec.clip_ratio) else None
+        if (clip_ratio or 0.0) > r.poor_clip_ratio:
             reasons.append("clipping")
         span = max(rec.end_ms - rec.start_ms, 1)
-        if float(v.get("dropout_ms") or 0) / span > r.poor_dropout_ratio:
+        if rec.dropout_ms / span > r.poor_dropout_ratio:
             reasons.append("dropouts")
         if not reasons:
             call.poor_from.pop(rec.party, None)
@@ -313,13 +315,13 @@ class AlertEngine:
             call, f"poor_audio:{rec.party}", "poor_audio", "warning",
             f"poor audio from the {rec.party} for {(rec.end_ms - start) / 1000:.0f} s "
             f"({', '.join(seen)})", start, rec.end_ms, party=rec.party,
-            reasons=seen, snr_db=snr, clip_ratio=v.get("clip_ratio"),
-            dropout_ms=v.get("dropout_ms"), threshold_ms=limit, snr_limit_db=r.poor_snr_db,
+            reasons=seen, snr_db=snr, clip_ratio=clip_ratio,
+            dropout_ms=rec.dropout_ms, threshold_ms=limit, snr_limit_db=r.poor_snr_db,
             clip_limit=r.poor_clip_ratio, dropout_limit=r.poor_dropout_ratio,
         )  # fmt: skip
 
-    def _on_finding(self, call: _Call, rec: FindingAdded) -> Alert | None:
-        r, d = call.rules, rec.data
+    def _on_finding(self, call: _Call, rec: FindingMade) -> Alert | None:
+        r, d = call.rules, rec.detail
         level = _LEVELS.get(rec.severity or "info", 0)
         if rec.kind == "dead_air":
             call.dead_air_from = None
@@ -329,7 +331,7 @@ class AlertEngine:
                     return self._dead_air(call, rec.start_ms, rec.end_ms, ongoing=False)
             return None
         severity = _ALERT_SEVERITY.get(rec.severity or "info", "warning")
-        if rec.source == "quality":
+        if rec.source is FindingSource.QUALITY:
             if level < _LEVELS[r.quality_min_severity]:
                 return None
             party = rec.party or ""
@@ -338,19 +340,21 @@ class AlertEngine:
                 f"audio quality: {rec.kind.replace('_', ' ')}" + (f" ({party})" if party else ""),
                 rec.start_ms, rec.end_ms, party=rec.party, finding=rec.kind, **_brief(d),
             )  # fmt: skip
-        if rec.source != "compliance" or level < _LEVELS[r.compliance_min_severity]:
+        if rec.source is not FindingSource.COMPLIANCE:
             return None
-        spec = _COMPLIANCE_ALERTS.get(rec.kind)
-        if spec is None:
+        if level < _LEVELS[r.compliance_min_severity]:
             return None
-        kind, key, template = spec
-        subject = str(d.get(key, "?"))
-        message = template.format(
-            subject=subject,
-            window=d.get("window", ""),
-            expected_after=d.get("expected_after", "?"),
-            phrase=d.get("phrase", subject),
-        )
+        if isinstance(d, PhraseMissed):
+            kind, subject = "compliance_miss", d.stage
+            message = f"required phrase missed: {d.stage} ({d.window})"
+        elif isinstance(d, OrderViolated):
+            kind, subject = "compliance_order", d.stage
+            message = f"{d.stage} said before {d.expected_after}"
+        elif isinstance(d, ForbiddenPhraseSaid):
+            kind, subject = "forbidden_phrase", d.rule
+            message = f"forbidden phrase: {d.phrase}"
+        else:
+            return None
         return self._fire(
             call, f"{kind}:{subject}", kind, severity, message, rec.start_ms, rec.end_ms,
             party=rec.party,
@@ -358,9 +362,15 @@ class AlertEngine:
         )  # fmt: skip
 
 
-def _brief(data: dict[str, Any]) -> dict[str, Any]:
-    """The scalar fields of a finding's document (evidence stays small)."""
-    return {
-        k: v for k, v in data.items()
-        if isinstance(v, str | int | float | bool) and k not in _RESERVED
-    }  # fmt: skip
+def _brief(detail: object) -> dict[str, Any]:
+    """The scalar fields of a finding's detail (evidence stays small; no NaN or infinity)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(detail):  # type: ignore[arg-type]
+        v = getattr(detail, f.name)
+        if isinstance(v, enum.Enum):
+            v = v.value
+        if isinstance(v, float) and not math.isfinite(v):
+            continue
+        if isinstance(v, str | int | float | bool) and f.name not in _RESERVED:
+            out[f.name] = v
+    return out

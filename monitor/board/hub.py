@@ -1,26 +1,28 @@
 """The board's asyncio shell: one bus subscription feeding one `BoardState`, fanned out to
 every connected browser.
 
-`BoardHub.start()` subscribes to the event bus, seeds the state from the database (calls
-already active, today's KPIs, unresolved alerts), then folds bus events in as they come and
-broadcasts `state.flush()` every `tick_s`. Each browser has its own bounded queue: a browser
-that falls `max_backlog` messages behind is not slowed down to, nor does it slow anyone; its
-queue is cleared and it gets a fresh snapshot (resync). When the bus itself dropped events
-for us (we fell behind), the state is re-seeded from the database and everyone resyncs.
+`BoardHub.start()` subscribes to the event bus, seeds the state from the database through a
+`BoardReader` (calls already active, today's KPIs, unresolved alerts), then folds bus events
+in as they come and broadcasts `state.flush()` every `tick_s`. Each browser has its own
+bounded queue: a browser that falls `max_backlog` messages behind is not slowed down to, nor
+does it slow anyone; its queue is cleared and it gets a fresh snapshot (resync). When the bus
+itself dropped events for us (we fell behind), the state is re-seeded from the database and
+everyone resyncs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any
 
-from monitor.board.state import BoardState, stored_alert
-from storage.records import CallOpened, SegmentAdded
-from storage.repository import Repository
+from monitor.board.source import BoardReader
+from monitor.board.state import BoardState
+from monitor.events import CallEvent
 
 if TYPE_CHECKING:
     from monitor.runtime.bus import EventBus, Subscription
@@ -57,7 +59,7 @@ class BoardHub:
     def __init__(
         self,
         bus: EventBus | None,
-        repo: Repository,
+        reader: BoardReader,
         *,
         interval_s: float = 0.3,
         tick_s: float = 0.1,
@@ -66,7 +68,7 @@ class BoardHub:
         bus_maxsize: int = 10_000,
     ) -> None:
         self._bus = bus
-        self._repo = repo
+        self._reader = reader
         self._interval_s = interval_s
         self._tick_s = tick_s
         self._max_backlog = max_backlog
@@ -159,60 +161,16 @@ class BoardHub:
         for event in events:
             state.apply(event, now)
         for alert in alerts:
-            state.put_alert(stored_alert(alert), announce=False)
+            state.put_alert(alert, announce=False)
         state.seed_today(**await asyncio.to_thread(self._today))
         state.seq = self.state.seq
         self.state = state
 
-    def _seed_events(self) -> tuple[list[Any], list[Any]]:
-        out: list[Any] = []
-        alerts: list[Any] = []
-        for call in self._repo.active_calls():
-            detail = self._repo.get_call(call.call_id)
-            if detail is None:
-                continue
-            out.append(
-                CallOpened(
-                    call_id=detail.call_id,
-                    external_id=detail.external_id,
-                    started_at=detail.started_at,
-                    protocol=detail.protocol,
-                    sample_rate=detail.sample_rate,
-                    channels=detail.channels,
-                    recording_path=detail.recording_path,
-                    parties=tuple((p.party, p.channel) for p in detail.parties),
-                    agent_id=detail.agent_id,
-                    queue=detail.queue,
-                    caller=detail.caller,
-                )
-            )
-            for s in detail.segments[-2 * self._lines :]:
-                out.append(
-                    SegmentAdded(
-                        detail.call_id,
-                        s.party,
-                        s.start_ms,
-                        s.end_ms,
-                        s.text,
-                        s.language,
-                        s.confidence,
-                    )
-                )
-        for state in ("open", "acknowledged"):
-            alerts.extend(self._repo.list_alerts(state=state, limit=50))
-        alerts.sort(key=lambda a: a.id)
-        return out, alerts
+    def _seed_events(self) -> tuple[list[CallEvent], list[dict[str, Any]]]:
+        return self._reader.active_call_events(self._lines), self._reader.open_alerts()
 
     def _today(self) -> dict[str, Any]:
         # Totalled in SQL over all of today's (UTC) calls, however many: a seed, the live
         # feed adds on.
         start = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
-        t = self._repo.day_totals(start)
-        return {
-            "handled": t.handled,
-            "handle_ms": t.handle_ms,
-            "scored": t.scored,
-            "compliance_sum": t.compliance_sum,
-            "compliance_n": t.compliance_n,
-            "needs_improvement": t.needs_improvement,
-        }
+        return dataclasses.asdict(self._reader.day_totals(start))

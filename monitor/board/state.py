@@ -1,7 +1,7 @@
 """The live call board's state: sans-I/O, fed with bus events, read as snapshots and deltas.
 
-`BoardState.apply(event, now)` folds one bus event (a storage record of a live call, or an
-alert record) into the card of its call and into the KPI strip; nothing is sent from here.
+`BoardState.apply(event, now)` folds one bus event (`monitor.events`: a live call's, or an
+alert) into the card of its call and into the KPI strip; nothing is sent from here.
 `BoardState.flush(now)` returns the messages to broadcast: each changed call's whole card at
 most once per `interval_s` (so a call that produces twenty readings and segments a second costs
 the browsers four small messages, and 100 live calls stay smooth), the KPIs when they changed,
@@ -14,123 +14,36 @@ themselves (UTC), so tests drive the state with plain numbers.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from audio_quality.conversation import talk_share
-from storage.models import AlertInfo
-from storage.records import (
+from monitor.board.cards import CallCard, Day, PartyMeters
+from monitor.events import (
     AlertChanged,
     AlertRaised,
-    CallClosed,
     CallEnded,
-    CallOpened,
+    CallEvent,
+    CallFinalised,
     CallScored,
-    FindingAdded,
-    ReadingAdded,
-    SegmentAdded,
-    TraceAdded,
+    CallStarted,
+    FindingMade,
+    FindingSource,
+    Marked,
+    ReadingTaken,
+    SegmentTranscribed,
+    TraceKind,
 )
+from monitor.qa.events import PhraseMatched, PhraseMissed
 
 #: The checklist shown before any compliance event arrived (more stages appear as seen).
 DEFAULT_CHECKLIST = ("greeting", "verification", "closing")
 _OPEN_ALERT_STATES = ("open", "acknowledged")
 
 
-@dataclass
-class PartyMeters:
-    """One party's latest measures and transcript lines."""
-
-    lines: deque[dict[str, Any]]
-    level_dbov: float | None = None
-    snr_db: float | None = None
-    clarity: float | None = None  # DNSMOS OVRL (1..5), when the call has it
-    #: talk so far as the call's conversation tracker counts it (the stored ratio's input)
-    talk_ms: int = 0
-
-    def to_json(self, total_talk_ms: int) -> dict[str, Any]:
-        ratio = talk_share(self.talk_ms, total_talk_ms)
-        return {
-            "lines": list(self.lines),
-            "level_dbov": self.level_dbov,
-            "snr_db": self.snr_db,
-            "clarity": self.clarity,
-            "talk_ratio": None if ratio is None else round(ratio, 3),
-        }
-
-
-@dataclass
-class CallCard:
-    call_id: str
-    external_id: str
-    started_at: datetime
-    agent: str | None
-    queue: str | None
-    caller: str | None
-    parties: dict[str, PartyMeters]
-    checklist: dict[str, str]  # stage -> "pending" | "ok" | "missed" | "not_said" (optional)
-    alerts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    media_ms: int = 0
-    dead_air_ms: int = 0
-    dead_air_count: int = 0
-    dead_air_now: bool = False  # a dead-air stretch has started and not ended yet
-    ended_at: datetime | None = None
-    status: str = "active"
-    duration_ms: int | None = None
-    score: float | None = None
-    grade: str | None = None
-    ended_mono: float | None = None
-    format_suspect: list[str] = field(default_factory=list)  # why the audio format looks wrong
-    no_agent_leg: bool = False  # the agent's audio is not streamed: no script is checked
-    #: Hung up, but transcripts (and so the verdict) are still to come.
-    transcripts_pending: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        total = sum(p.talk_ms for p in self.parties.values())
-        return {
-            "call_id": self.call_id,
-            "external_id": self.external_id,
-            "started_at": self.started_at.isoformat(),
-            "agent": self.agent,
-            "queue": self.queue,
-            "caller": self.caller,
-            "media_ms": self.media_ms,
-            "parties": {name: p.to_json(total) for name, p in self.parties.items()},
-            "dead_air": {
-                "total_ms": self.dead_air_ms,
-                "count": self.dead_air_count,
-                "now": self.dead_air_now,
-            },
-            "checklist": [{"stage": s, "state": v} for s, v in self.checklist.items()],
-            "alerts": sorted(self.alerts.values(), key=lambda a: a["id"]),
-            "status": self.status,
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-            "duration_ms": self.duration_ms,
-            "score": self.score,
-            "grade": self.grade,
-            "format_suspect": self.format_suspect,
-            "no_agent_leg": self.no_agent_leg,
-            "transcripts_pending": self.transcripts_pending,
-        }
-
-
-@dataclass
-class _Day:
-    """Today's finished calls, for the KPI strip (reset at UTC midnight)."""
-
-    day: date
-    handled: int = 0
-    handle_ms: int = 0
-    scored: int = 0
-    compliance_sum: float = 0.0
-    compliance_n: int = 0
-    needs_improvement: int = 0
-
-
 def alert_raised(ev: AlertRaised) -> dict[str, Any]:
-    """The feed entry for an AlertRaised record (an open alert)."""
+    """The feed entry for an AlertRaised event (an open alert)."""
     return {
         "id": int(ev.alert_id),
         "call_id": ev.call_id,
@@ -141,30 +54,10 @@ def alert_raised(ev: AlertRaised) -> dict[str, Any]:
         "message": ev.message,
         "party": ev.party,
         "media_start_ms": ev.media_start_ms,
-        "raised_at": _iso(ev.raised_at),
+        "raised_at": _iso(ev.at),
         "agent_id": ev.agent_id,
         "queue": ev.queue,
         "by": None,
-    }
-
-
-def stored_alert(info: AlertInfo) -> dict[str, Any]:
-    """The feed entry for an alert read from the database."""
-    by = info.resolved_by or info.acknowledged_by
-    return {
-        "id": int(info.id),
-        "call_id": info.call_id,
-        "rule": info.rule,
-        "kind": info.kind,
-        "severity": info.severity,
-        "state": info.state,
-        "message": info.message,
-        "party": info.party,
-        "media_start_ms": info.media_start_ms,
-        "raised_at": _iso(info.raised_at),
-        "agent_id": info.agent_id,
-        "queue": info.queue,
-        "by": by,
     }
 
 
@@ -198,11 +91,11 @@ class BoardState:
         self._pending_alerts: list[dict[str, Any]] = []
         self._kpi_dirty = True
         self._kpi_sent_at = float("-inf")
-        self._day = _Day(today or datetime.now(UTC).date())
+        self._day = Day(day=today or datetime.now(UTC).date())
         self.seq = 0  # messages flushed so far (a client sees gaps after a resync)
 
     # ------------------------------------------------------------------ input
-    def apply(self, event: Any, now: float) -> None:
+    def apply(self, event: CallEvent, now: float) -> None:
         """Fold one bus event in; events of unknown calls (opened before we started) and of
         unknown types are ignored, except that alerts always reach the feed."""
         if isinstance(event, AlertRaised):
@@ -211,24 +104,24 @@ class BoardState:
         if isinstance(event, AlertChanged):
             self._alert_changed(event)
             return
-        if isinstance(event, CallOpened):
+        if isinstance(event, CallStarted):
             self._open(event)
             return
-        card = self.calls.get(getattr(event, "call_id", ""))
+        card = self.calls.get(event.call_id)
         if card is None:
             return
         changed = self._apply_to_card(card, event, now)
         if changed:
             self._dirty.add(card.call_id)
 
-    def _open(self, ev: CallOpened) -> None:
+    def _open(self, ev: CallStarted) -> None:
         parties = {
             name: PartyMeters(lines=deque(maxlen=self._lines)) for name, _ in ev.parties
         } or {p: PartyMeters(lines=deque(maxlen=self._lines)) for p in ("customer", "agent")}
         self.calls[ev.call_id] = CallCard(
             call_id=ev.call_id,
             external_id=ev.external_id,
-            started_at=ev.started_at,
+            started_at=ev.at,
             agent=ev.agent_id,
             queue=ev.queue,
             caller=ev.caller,
@@ -247,8 +140,8 @@ class BoardState:
             card.parties[party] = PartyMeters(lines=deque(maxlen=self._lines))
         return card.parties[party]
 
-    def _apply_to_card(self, card: CallCard, ev: Any, now: float) -> bool:
-        if isinstance(ev, SegmentAdded):
+    def _apply_to_card(self, card: CallCard, ev: CallEvent, now: float) -> bool:
+        if isinstance(ev, SegmentTranscribed):
             p = self._party(card, ev.party)
             if p is None or not ev.text.strip():
                 return False
@@ -259,27 +152,30 @@ class BoardState:
                 return False
             p.lines.append(line)
             card.media_ms = max(card.media_ms, ev.end_ms)
-        elif isinstance(ev, ReadingAdded):
-            p = self._party(card, ev.party)
+        elif isinstance(ev, ReadingTaken):
+            r = ev.reading
+            p = self._party(card, r.party)
             if p is None:
                 return False
-            v = ev.values
-            p.level_dbov = _num(v.get("speech_level_dbov"), _num(v.get("rms_dbov")))
-            p.snr_db = _num(v.get("snr_db"), p.snr_db)
-            p.clarity = _num(v.get("dnsmos_ovrl"), p.clarity)
-            p.talk_ms = int(v.get("talk_ms") or p.talk_ms)  # a running total, not a delta
-            card.media_ms = max(card.media_ms, ev.end_ms)
-        elif isinstance(ev, FindingAdded):
+            p.level_dbov = _num(r.speech_level_dbov, _num(r.rms_dbov))
+            p.snr_db = _num(r.snr_db, p.snr_db)
+            p.clarity = _num(r.dnsmos_ovrl, p.clarity)
+            p.talk_ms = int(r.talk_ms or p.talk_ms)  # a running total, not a delta
+            card.media_ms = max(card.media_ms, r.end_ms)
+        elif isinstance(ev, FindingMade):
             return self._finding(card, ev)
-        elif isinstance(ev, TraceAdded):
-            if ev.kind in ("capture_paused", "capture_resumed"):  # PCI pause: board says so
-                card.status = "paused" if ev.kind == "capture_paused" else "active"
+        elif isinstance(ev, Marked):
+            paused = (TraceKind.CAPTURE_PAUSED, TraceKind.CAPTURE_RESUMED)
+            if ev.kind in paused:  # PCI pause: board says so
+                card.status = "paused" if ev.kind is TraceKind.CAPTURE_PAUSED else "active"
                 return True
-            if ev.kind == "format_suspect":  # the stream may be read in the wrong format
-                new = [str(r) for r in (ev.data or {}).get("reasons", [])]  # content, then pace
+            if ev.kind is TraceKind.FORMAT_SUSPECT:  # the stream may be read in the wrong format
+                reasons = ev.data.get("reasons")
+                new = [str(r) for r in reasons] if isinstance(reasons, list) else []
+                # content, then pace: reasons accumulate
                 card.format_suspect += [r for r in new if r not in card.format_suspect]
                 return True
-            if ev.kind != "dead_air_started":
+            if ev.kind is not TraceKind.DEAD_AIR_STARTED:
                 return False
             card.dead_air_now = True  # until its dead_air finding says it ended
             if ev.media_ms is not None:
@@ -287,45 +183,46 @@ class BoardState:
         elif isinstance(ev, CallScored):
             card.score, card.grade = ev.score, ev.grade
             self._score_today(ev)
-        elif isinstance(ev, CallEnded | CallClosed):
+        elif isinstance(ev, CallEnded | CallFinalised):
             self._close(card, ev, now)
         else:
             return False
         return True
 
-    def _finding(self, card: CallCard, ev: FindingAdded) -> bool:
+    def _finding(self, card: CallCard, ev: FindingMade) -> bool:
         if ev.kind == "dead_air" and ev.start_ms is not None and ev.end_ms is not None:
             card.dead_air_ms += ev.end_ms - ev.start_ms
             card.dead_air_count += 1
             card.dead_air_now = False
             return True
-        stage = ev.data.get("stage") if isinstance(ev.data, dict) else None
-        if ev.source == "compliance" and isinstance(stage, str):
-            if ev.kind == "phrase_matched":
-                card.checklist[stage] = "ok"
-                return True
-            if ev.kind == "phrase_missed" and card.checklist.get(stage) != "ok":
-                # An optional stage not said is no failure: grey "not said", not a red cross.
-                optional = ev.data.get("required") is False
-                card.checklist[stage] = "not_said" if optional else "missed"
-                return True
+        if ev.source is not FindingSource.COMPLIANCE:
+            return False
+        d = ev.detail
+        if isinstance(d, PhraseMatched):
+            card.checklist[d.stage] = "ok"
+            return True
+        if isinstance(d, PhraseMissed) and card.checklist.get(d.stage) != "ok":
+            # An optional stage not said is no failure: grey "not said", not a red cross.
+            card.checklist[d.stage] = "missed" if d.required else "not_said"
+            return True
         return False
 
-    def _close(self, card: CallCard, ev: CallEnded | CallClosed, now: float) -> None:
+    def _close(self, card: CallCard, ev: CallEnded | CallFinalised, now: float) -> None:
         """CallEnded (hang-up) takes the call off the active list at once; its card stays
-        (marked "transcripts pending" while any are) until CallClosed (the verdict, and its
+        (marked "transcripts pending" while any are) until CallFinalised (the verdict, and its
         score for the KPIs) starts the linger, or `verdict_wait_s` passed without one. A
-        CallClosed after a CallEnded only does that (the call was counted)."""
+        CallFinalised after a CallEnded only does that (the call was counted)."""
         hung_up = isinstance(ev, CallEnded)
         card.transcripts_pending = isinstance(ev, CallEnded) and ev.transcripts_pending > 0
         card.ended_mono = now - self.linger_s + self.verdict_wait_s if hung_up else now
         if card.ended_at is not None:
             return
-        card.ended_at, card.status = ev.ended_at, ev.status
+        ended_at = ev.at if isinstance(ev, CallEnded) else ev.ended_at
+        card.ended_at, card.status = ended_at, ev.status
         card.duration_ms = ev.duration_ms
         card.dead_air_now = False
-        self._roll_day(ev.ended_at.date())
-        if ev.ended_at.date() == self._day.day:
+        self._roll_day(ended_at.date())
+        if ended_at.date() == self._day.day:
             self._day.handled += 1
             self._day.handle_ms += ev.duration_ms
         self._kpi_dirty = True
@@ -341,7 +238,7 @@ class BoardState:
 
     def _roll_day(self, day: date) -> None:
         if day > self._day.day:
-            self._day = _Day(day)
+            self._day = Day(day=day)
 
     def _alert_changed(self, ev: AlertChanged) -> None:
         known = self.alerts.get(int(ev.alert_id))
@@ -468,6 +365,6 @@ class BoardState:
 
 
 def _num(value: Any, default: float | None = None) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return round(float(value), 1)
     return default

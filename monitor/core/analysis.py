@@ -177,6 +177,10 @@ class CallAnalyzer:
         """Whole interleaved frames, as recorded, and whether each party is inside an
         utterance (from the ASR segmenter). Returns readings and live findings."""
         frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, self._meta.channels)
+        return self.feed_frames(frames, speaking)
+
+    def feed_frames(self, frames: np.ndarray, speaking: dict[str, bool] | None = None) -> list[Any]:
+        """`feed` for frames already split into channels (shape (frames, channels))."""
         self._frames += frames.shape[0]
         out: list[Any] = []
         spans = []

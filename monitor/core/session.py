@@ -69,7 +69,12 @@ class CallSession:
             raise ValueError(
                 f"pcm must hold whole frames of {self.metadata.frame_bytes} bytes, got {len(pcm)}"
             )
-        frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, self.metadata.channels)
+        return self.feed_frames(np.frombuffer(pcm, dtype="<i2").reshape(-1, self.metadata.channels))
+
+    def feed_frames(self, frames: np.ndarray) -> list[UtteranceEnded]:
+        """Whole frames already split into channels: shape (frames, channels), int16."""
+        if self.state is not CallState.ACTIVE:
+            raise SessionError(f"feed() on a call in state {self.state.value}")
         self.frames += frames.shape[0]
         out: list[UtteranceEnded] = []
         for leg in self.legs.values():

@@ -1,11 +1,11 @@
 """The alert service: the asyncio shell of the alert engine (`monitor.alerts`).
 
-It listens on the event bus (every storage record a live call emits), feeds the records and,
-every `[alerts] tick_s`, each running call's media position to the sans-I/O engine, and turns
-the engine's alerts into `AlertRaised` records written through the storage writer (which also
-publishes them to the bus, i.e. to the live board). Each alert's webhook outbox rows ride in
-the same record, so they are committed in the same transaction. Each alert also appends an
-`alert` entry to its call's trace; an acknowledge / resolve appends `alert_changed`.
+It listens on the event bus (every event of every live call), feeds the events and, every
+`[alerts] tick_s`, each running call's media position to the sans-I/O engine, and publishes
+the engine's alerts as `AlertRaised` events on the bus, numbered by the call's own sequencer
+(found in the `CallRegistry`); storage (which also writes the alert's trace entry and its
+webhook outbox rows in the same transaction) and the live board hear them there. An
+acknowledge / resolve changes the stored alert at once and publishes `AlertChanged`.
 
 Ids: the service numbers alerts itself (one past the highest stored at start), so the bus and
 the board know an alert's id before it is committed. This relies on one callwatch instance
@@ -28,15 +28,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from config.settings import AlertSettings, WebhookSettings
 from monitor.alerts import Alert, AlertEngine, Baselines, MediaTick
+from monitor.events import AlertChanged, AlertRaised, CallEvent, CallSequencer
+from monitor.events.documents import jsonable
 from monitor.runtime.bus import EventBus, Subscription
 from monitor.runtime.logs import fields
+from monitor.runtime.registry import CallRegistry
 from monitor.runtime.storage_sink import StorageWriter
 from storage.models import AlertInfo
-from storage.records import AlertChanged, AlertRaised, CallClosed, TraceAdded
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.alerts")
@@ -57,7 +58,7 @@ class AlertService:
         bus: EventBus,
         settings: AlertSettings | None = None,
         webhooks: WebhookSettings | None = None,
-        live_calls: Callable[[], Mapping[str, Any]] = dict,
+        registry: CallRegistry | None = None,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         auto_tick: bool = True,
@@ -68,7 +69,10 @@ class AlertService:
         self._bus = bus
         self.settings = settings or AlertSettings()
         self._webhooks = webhooks or WebhookSettings()
-        self._live_calls = live_calls
+        #: Live calls (their media positions) and every call's event sequencer.
+        self.registry = (
+            registry if registry is not None else CallRegistry(resume_seq=repo.next_trace_seq)
+        )
         self._clock = clock
         self._monotonic = monotonic
         self._auto_tick = auto_tick
@@ -78,7 +82,6 @@ class AlertService:
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = False
-        self._last_seq: dict[str, int] = {}  # highest trace seq seen per call on the bus
         self.raised = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -152,7 +155,7 @@ class AlertService:
     async def tick(self, positions: Mapping[str, int] | None = None) -> list[AlertInfo]:
         """Check running calls at their media positions (default: the live calls' own)."""
         if positions is None:
-            positions = {cid: call.session.duration_ms for cid, call in self._live_calls().items()}
+            positions = {cid: call.session.duration_ms for cid, call in self.registry.items()}
         wall = self._monotonic()
         alerts: list[Alert] = []
         for call_id, media_ms in positions.items():
@@ -176,14 +179,10 @@ class AlertService:
             finally:
                 self._busy = False
 
-    async def _handle(self, event: object) -> None:
+    async def _handle(self, event: CallEvent) -> None:
         if isinstance(event, AlertRaised | AlertChanged):
             return
-        if isinstance(event, TraceAdded):
-            self._last_seq[event.call_id] = max(self._last_seq.get(event.call_id, -1), event.seq)
         await self._raise(self.engine.feed(event))
-        if isinstance(event, CallClosed):
-            self._last_seq.pop(event.call_id, None)
 
     async def _ticker(self) -> None:
         while True:
@@ -215,65 +214,46 @@ class AlertService:
         out = []
         for alert in alerts:
             alert_id, self._next_id = self._next_id, self._next_id + 1
-            rec = AlertRaised(
+            seq = await self._sequencer(alert.call_id)
+            live = self.registry.get(alert.call_id)
+            # On a running call the alert sits at the call's media time now (as its timeline
+            # entry did before); on a finished one, at the end of what it is about.
+            media_ms = live.session.duration_ms if live is not None else alert.media_end_ms
+            event = seq.make(
+                AlertRaised,
+                media_ms=media_ms,
+                at=self._clock(),
                 alert_id=alert_id,
-                call_id=alert.call_id,
                 rule=alert.rule,
                 kind=alert.kind,
                 severity=alert.severity,
-                raised_at=self._clock(),
+                message=alert.message,
                 media_start_ms=alert.media_start_ms,
                 media_end_ms=alert.media_end_ms,
-                message=alert.message,
                 party=alert.party,
-                evidence=alert.evidence,
+                evidence=jsonable(alert.evidence),
                 agent_id=alert.agent_id,
                 queue=alert.queue,
                 webhooks=self._targets(alert.severity),
             )
-            await self._storage.put(rec)
-            await self._trace(
-                alert.call_id,
-                "alert",
-                media_ms=alert.media_end_ms,
-                party=alert.party,
-                alert_id=alert_id,
-                rule=alert.rule,
-                alert_kind=alert.kind,
-                severity=alert.severity,
-                message=alert.message,
-                media_start_ms=alert.media_start_ms,
-                media_end_ms=alert.media_end_ms,
-            )
+            self._bus.publish(event)
             self.raised += 1
             log.info(
                 "alert raised: %s",
                 alert.message,
                 extra=fields(call_id=alert.call_id, alert_id=alert_id, rule=alert.rule),
             )
-            out.append(_info(rec))
+            out.append(_info(event))
         if alerts and self._webhooks.targets:
             self._notify_outbox()
         return out
 
-    async def _trace(
-        self, call_id: str, kind: str, *, media_ms: int | None, party: str | None, **data: Any
-    ) -> None:
-        live = self._live_calls().get(call_id)
-        if live is not None:
-            # The live call numbers its own trace; going through it keeps seq gapless.
-            await live.trace(kind, party=party, **data)
-            self._last_seq[call_id] = live.next_trace_seq - 1
-            return
-        if call_id in self._last_seq:
-            seq = self._last_seq[call_id] + 1
-        else:
+    async def _sequencer(self, call_id: str) -> CallSequencer:
+        """The call's own sequencer; for a call no longer known here, its stored events are
+        written first, so numbering resumes after the last of them."""
+        if self.registry.known_sequencer(call_id) is None:
             await self._storage.drain()
-            seq = await asyncio.to_thread(self._repo.next_trace_seq, call_id)
-        self._last_seq[call_id] = seq
-        await self._storage.put(
-            TraceAdded(call_id, seq, kind, self._clock(), media_ms, party, data)
-        )
+        return await self.registry.sequencer(call_id)
 
     def _notify_outbox(self) -> None:
         if self._on_outbox is None:
@@ -315,16 +295,11 @@ class AlertService:
             webhooks=targets,
         )
         if before is not None and before.state != alert.state:
-            self._bus.publish(AlertChanged(alert_id, alert.call_id, state, user, at, targets))
-            await self._trace(
-                alert.call_id,
-                "alert_changed",
-                media_ms=None,
-                party=None,
-                alert_id=alert_id,
-                state=state,
-                by=user,
-            )
+            seq = await self._sequencer(alert.call_id)
+            self._bus.publish(
+                seq.make(AlertChanged, media_ms=None, at=at, alert_id=alert_id, state=state,
+                         by=user, webhooks=targets)
+            )  # fmt: skip
             if targets:
                 self._notify_outbox()
         return alert
@@ -338,7 +313,7 @@ def _info(rec: AlertRaised) -> AlertInfo:
         kind=rec.kind,
         severity=rec.severity,
         state="open",
-        raised_at=rec.raised_at,
+        raised_at=rec.at,
         media_start_ms=rec.media_start_ms,
         media_end_ms=rec.media_end_ms,
         party=rec.party,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
 from monitor.core.events import samples_to_ms
+from monitor.events import TraceKind
 from monitor.privacy.audio_redact import CallAudioRedactor
 from monitor.runtime.logs import fields
 from storage.audio_redaction import RedactingRecorder, recover_redaction
@@ -68,13 +69,13 @@ async def finish_audio_redaction(call: LiveCall) -> list[Any]:
         recorder.abandon()
         recovered = await asyncio.to_thread(recover_redaction, recorder.path)
         frames = recovered or 0
-        return [call._trace("audio_redacted", failed=type(exc).__name__,
+        return [call._trace(TraceKind.AUDIO_REDACTED, failed=type(exc).__name__,
                             masked_ms=frames * 1000 // recorder.sample_rate)]  # fmt: skip
     if not frames:
         return []
     return [
         call._trace(
-            "audio_redacted",
+            TraceKind.AUDIO_REDACTED,
             media_ms=call.session.duration_ms,
             masked_ms=frames * 1000 // recorder.sample_rate,
             unchecked_ms=sum(b - a for a, b in open_spans),

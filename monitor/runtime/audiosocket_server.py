@@ -178,7 +178,7 @@ class AudioSocketServer:
                 raise ProtocolError(ProtocolError.TRY_AGAIN_LATER, "too many concurrent calls")
             feed = CallFeed(
                 self._cfg,
-                lambda started: self._gateway.new_call(started, PROTOCOL_NAME, peer),
+                lambda started: self._gateway.factory.new_call(started, PROTOCOL_NAME, peer),
                 protocol=PROTOCOL_NAME,
                 now=time.monotonic(),
             )
@@ -251,4 +251,4 @@ class AudioSocketServer:
             )
         finally:  # the registry entry goes whatever happened while finalising
             if joined.feed.call is not None:
-                self._gateway.release(joined.feed.call)
+                self._gateway.calls.release(joined.feed.call)  # the CallRegistry

@@ -1,9 +1,13 @@
-"""The in-process event bus: every storage record a live call emits, plus alert changes, fanned
-out to whoever listens (the alert service, the live board feed, the API's streams).
+"""The in-process event bus: every event of every live call (`monitor.events`: the call's own,
+and the alerts raised on it), fanned out to whoever listens (the storage writer, the alert
+service, the live board feed, the sealer).
 
 `EventBus.publish` is synchronous and never blocks: it is called on the event-loop thread by
-the storage writer's tap for each record it accepts, so a slow listener must never slow a
-call down. Each `Subscription` therefore has its own bounded buffer; when it is full the
+the live call (and the alert service) for each event it makes, so a slow listener must never
+slow a call down. Listeners come in two kinds. An attached listener (`attach`: the storage
+writer) is called in line, in publish order, and must only queue the event (it owns its
+queue and its policy: see `monitor.runtime.storage_sink`). Each `Subscription` has its own
+bounded buffer; when it is full the
 *oldest* event is dropped and counted in `dropped` (a board that fell behind wants the newest
 state, and the count tells it to resynchronise from the database). Publishing with no
 subscribers costs a loop over an empty list.
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+
+from monitor.events import CallEvent
 
 __all__ = ["EventBus", "Subscription"]
 
@@ -37,7 +43,7 @@ class Subscription:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self._bus = bus
-        self._events: deque[object] = deque()
+        self._events: deque[CallEvent] = deque()
         self._maxsize = maxsize
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -51,18 +57,18 @@ class Subscription:
     def __len__(self) -> int:
         return len(self._events)
 
-    def _offer(self, event: object) -> None:
+    def _offer(self, event: CallEvent) -> None:
         if len(self._events) >= self._maxsize:
             self._events.popleft()
             self.dropped += 1
         self._events.append(event)
         self._wakeup.set()
 
-    def get_nowait(self) -> object | None:
+    def get_nowait(self) -> CallEvent | None:
         """The next waiting event, or None when none is waiting."""
         return self._events.popleft() if self._events else None
 
-    async def get(self) -> object:
+    async def get(self) -> CallEvent:
         """Wait for the next event; raises `StopAsyncIteration` once closed and drained."""
         while not self._events:
             if self._closed:
@@ -79,10 +85,10 @@ class Subscription:
             self._bus._remove(self)
             self._wakeup.set()
 
-    def __aiter__(self) -> AsyncIterator[object]:
+    def __aiter__(self) -> AsyncIterator[CallEvent]:
         return self
 
-    async def __anext__(self) -> object:
+    async def __anext__(self) -> CallEvent:
         return await self.get()
 
 
@@ -91,11 +97,19 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
+        self._listeners: list[Callable[[CallEvent], None]] = []
         self.published = 0
 
-    def publish(self, event: object) -> None:
+    def attach(self, listener: Callable[[CallEvent], None]) -> None:
+        """Call `listener(event)` in line for every event, before the subscriptions see it.
+        It must not block or raise (it queues: the storage writer)."""
+        self._listeners.append(listener)
+
+    def publish(self, event: CallEvent) -> None:
         """Hand `event` to every subscriber now (sync, non-blocking, loop thread only)."""
         self.published += 1
+        for listener in self._listeners:
+            listener(event)
         for sub in self._subs:
             sub._offer(event)
 

@@ -1,12 +1,16 @@
 """The asyncio shell around one call: recording, ASR jobs, trace and the call's final record.
 
-A `LiveCall` owns the call's `CallSession` (sans-I/O), its `WavRecorder` (disk writes in a
-thread, serialized per call because the receive loop awaits them), the trace sequence, and the
-set of its utterances still in ASR. It maps core events to storage records. Whatever happens
-to the connection, `finish` runs once: the last utterance is cut, the recording closed and the
-call stored as ended (completed or interrupted) at once; its verdict (compliance, grade,
-`CallClosed`) is made in `completion` when its last transcript lands, utterances that ASR
-deferred under overload included (re-read from the recording, `monitor.runtime.catchup`).
+A `LiveCall` owns the call's `CallCore` (sans-I/O: legs, segmenters, analysis, markers), its
+`WavRecorder` (disk writes in a thread, serialized per call because the receive loop awaits
+them), the set of its utterances still in ASR, and the call's `CallSequencer`: it publishes
+the call's events (`monitor.events`) on the bus, where storage, alerts and the board hear
+them; its receive loop never waits for the database (`storage.room()`, the writer's
+back-pressure, is awaited only by the tasks that store ASR results and make the verdict).
+Whatever happens to the connection, `finish` runs once: the last utterance is cut, the
+recording closed and the call published as ended (`CallEnded`: completed or interrupted) at
+once; its verdict (compliance, grade, `CallFinalised`) is made in `completion` when its last
+transcript lands, utterances that ASR deferred under overload included (re-read from the
+recording, `monitor.runtime.catchup`).
 """
 
 from __future__ import annotations
@@ -22,24 +26,28 @@ from typing import Any
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
+from monitor.core.call_core import CallCore
 from monitor.core.metadata import CallMetadata
-from monitor.core.session import CallSession
+from monitor.events import (
+    CallEnded,
+    CallEvent,
+    CallFinalised,
+    CallSequencer,
+    CallStarted,
+    Marked,
+    ResultComputed,
+    TraceKind,
+)
+from monitor.events.documents import jsonable
 from monitor.privacy.scrub import DtmfMasker, scrub
 from monitor.runtime import app_messages, findings
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.audio_redaction import audio_redaction_for, finish_audio_redaction
+from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.transcripts import CallTranscripts
-from storage.records import (
-    CallClosed,
-    CallEnded,
-    CallOpened,
-    FindingAdded,
-    ResultSaved,
-    TraceAdded,
-)
 
 log = logging.getLogger("callwatch.call")
 
@@ -67,6 +75,7 @@ class LiveCall(CallTranscripts):
         connected_at: datetime,
         storage: StorageWriter,
         asr: AsrService,
+        bus: EventBus | None = None,
         analyzer: CallAnalyzer | None = None,
         dnsmos: DnsmosService | None = None,
     ) -> None:
@@ -74,7 +83,9 @@ class LiveCall(CallTranscripts):
         self.metadata = metadata
         self.started_at = connected_at
         self.call_id = new_call_id(connected_at)
-        self.session = CallSession(metadata, settings.vad)
+        #: The call's sans-I/O core; `session` (its legs) is the core's, for the shell's clocks.
+        self.core = CallCore(metadata, settings.vad, analyzer)
+        self.session = self.core.session
         rel = Path(f"{connected_at:%Y/%m/%d}") / f"{self.call_id}.wav"
         self.recording_rel = rel.as_posix()
         # [hook: audio redaction, issue 18] the recorder masks spans in place (with a journal)
@@ -82,13 +93,15 @@ class LiveCall(CallTranscripts):
             settings, settings.recordings_dir / rel, metadata.sample_rate, metadata.channels
         )
         self._storage = storage
+        self._bus = bus if bus is not None else storage.bus
+        #: Numbers every event of this call (its own and the alerts raised on it).
+        self.events = CallSequencer(self.call_id)
         self._asr = asr
-        self._seq = 0
         self._init_transcripts()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._failure: str | None = None  # what broke while winding down (finalisation_error)
-        self._end: dict[str, Any] = {}  # the CallEnded / CallClosed values, set at hang-up
+        self._end: dict[str, Any] = {}  # the CallEnded / CallFinalised values, set at hang-up
         self._deadline = 0.0  # loop time after which the verdict stops waiting for ASR
         #: Makes the verdict once the last transcript is in (set by `finish`).
         self.completion: asyncio.Task[None] | None = None
@@ -99,7 +112,6 @@ class LiveCall(CallTranscripts):
         self.raw_metadata = raw_metadata
         self.analyzer = analyzer
         self._dnsmos = dnsmos
-        self._finding_seq = 0
         self._analysis_done = False
         self._dnsmos_scores: list[DnsmosScore] = []  # one per 9 s window scored
         self._dnsmos_sampler = DnsmosSampler(settings.quality.dnsmos.sample_every_s)
@@ -110,30 +122,28 @@ class LiveCall(CallTranscripts):
                                pause_keys=p.pause_keys, resume_keys=p.resume_keys)  # fmt: skip
         self.capture_paused = False  # paused: the recording gets zeros, ASR hears nothing
 
-    # -- records -----------------------------------------------------------------------
+    # -- events ------------------------------------------------------------------------
+    def publish(self, events: list[CallEvent]) -> None:
+        """Hand the call's events to the bus, in the order they were numbered."""
+        for event in events:
+            self._bus.publish(event)
+
     def _trace(
         self, kind: str, *, media_ms: int | None = None, party: str | None = None, **data: Any
-    ) -> TraceAdded:
-        rec = TraceAdded(
-            call_id=self.call_id,
-            seq=self._seq,
-            kind=kind,
-            at=datetime.now(UTC),
-            media_ms=media_ms,
-            party=party,
-            data=scrub(data),  # card numbers / IDs in switch payloads never stored in clear
-        )
-        self._seq += 1
-        return rec
+    ) -> Marked:
+        # card numbers / IDs in switch payloads never stored in clear; JSON values only
+        doc = jsonable(scrub(data))
+        return self.events.make(Marked, media_ms=media_ms, kind=kind, party=party, data=doc)
 
     async def open(self) -> None:
         m = self.metadata
-        await self._storage.put_many(
+        self.publish(
             [
-                CallOpened(
-                    call_id=self.call_id,
+                self.events.make(
+                    CallStarted,
+                    media_ms=0,
+                    at=self.started_at,
                     external_id=m.external_id or self.call_id,
-                    started_at=self.started_at,
                     protocol=self.protocol,
                     sample_rate=m.sample_rate,
                     channels=m.channels,
@@ -143,18 +153,19 @@ class LiveCall(CallTranscripts):
                     queue=m.queue,
                     caller=m.caller,
                     callee=m.callee,
-                    metadata=scrub(m.extra),
+                    metadata=jsonable(scrub(m.extra)),
                 ),
-                self._trace("connected", media_ms=0, peer=self.peer, protocol=self.protocol),
+                self._trace(TraceKind.CONNECTED, media_ms=0, peer=self.peer,
+                            protocol=self.protocol),
                 self._trace(
-                    "metadata",
+                    TraceKind.METADATA,
                     media_ms=0,
                     sample_rate=m.sample_rate,
                     channels=m.channels,
                     parties={p.value: ch for p, ch in m.channel_of.items()},
                 ),
             ]
-        )
+        )  # fmt: skip
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
 
     async def on_app_message(self, payload: Any) -> None:
@@ -165,39 +176,32 @@ class LiveCall(CallTranscripts):
         """Pause (PCI) or resume capture: see `monitor.runtime.app_messages.set_capture`."""
         return await app_messages.set_capture(self, paused=paused, by=by, how=how)
 
-    @property
-    def next_trace_seq(self) -> int:
-        """The seq the call's next trace entry gets (others appending to this call's trace,
-        like the alert service, go through `trace` and read this to stay in step)."""
-        return self._seq
-
     async def trace(
         self, kind: str, *, party: str | None = None, media_ms: int | None = None, **data: Any
     ) -> None:
         """A trace event at the call's current media time (or `media_ms` when the switch's
         own clock for that party is ahead of the mixed timeline, e.g. a DTMF on one leg)."""
         at = self.session.duration_ms if media_ms is None else media_ms
-        rec = self._trace(kind, media_ms=at, party=party, **data)
-        await self._storage.put(rec)
+        self.publish([self._trace(kind, media_ms=at, party=party, **data)])
 
     async def save_result(self, kind: str, data: dict[str, Any]) -> None:
-        """A call-wide result row (e.g. kind="media": the switch's media counts)."""
-        await self._storage.put(ResultSaved(call_id=self.call_id, kind=kind, data=data))
+        """A call-wide result document (e.g. kind="media": the switch's media counts)."""
+        doc = jsonable(data)
+        now = self.session.duration_ms
+        self.publish([self.events.make(ResultComputed, media_ms=now, kind=kind, data=doc)])
 
     # -- audio ---------------------------------------------------------------------------
     async def on_audio(self, pcm: bytes) -> None:
         if self.capture_paused:
             pcm = bytes(len(pcm))  # never written, transcribed or measured: zeros keep time
         self.recorder.append(pcm)
-        for utterance in self.session.feed(pcm):
+        fed = self.core.feed(pcm)
+        for utterance in fed.utterances:
             self._submit(utterance)
         if self.analyzer is not None:
-            speaking = {p.value: leg.segmenter.in_speech for p, leg in self.session.legs.items()}
-            records = self._analysis_records(self.analyzer.feed(pcm, speaking))
+            self.publish(self._analysis_records(fed.found))
             self._offer_dnsmos()
-            if records:
-                await self._storage.put_many(records)
-        await self._tick_redactor()
+        self._tick_redactor()
         if self.recorder.flush_due:
             self._confirm_audio()  # [hook: audio redaction] how far the recording is checked
             await asyncio.to_thread(self.recorder.write, self.recorder.drain())
@@ -223,40 +227,21 @@ class LiveCall(CallTranscripts):
             self.analyzer.add_dnsmos(score)
             self._dnsmos_scores.append(score)
 
-    def _analysis_records(self, events: list[Any]) -> list[Any]:
-        """Readings, findings (with a trace entry each) for the analysis events."""
-        out: list[Any] = []
-        for event in events:
-            if (rec := findings.reading(self.call_id, event)) is not None:
-                out.append(rec)
-            elif (found := findings.finding(self.call_id, self._finding_seq, event)) is not None:
-                self._finding_seq += 1
-                out.append(found)
-                out.append(self._finding_trace(found))
-            elif findings.is_dead_air_start(event):
-                out.append(self._trace("dead_air_started", media_ms=event.start_ms))
-        return out
-
-    def _finding_trace(self, found: FindingAdded) -> TraceAdded:
-        data = {k: v for k, v in found.data.items() if k not in _TRACE_OWN}
-        return self._trace(
-            found.kind, media_ms=found.start_ms, party=found.party, source=found.source, **data
-        )
+    def _analysis_records(self, events: list[Any]) -> list[CallEvent]:
+        """Readings, findings and dead-air marks for the analysis cores' output."""
+        return findings.analysis_events(self.events, events)
 
     # -- end -------------------------------------------------------------------------------
-    def _verdict_records(self) -> tuple[list[Any], dict[str, Any]]:
-        """The end-of-call analysis: its last findings, the verdict and the DNSMOS rows."""
+    def _verdict_records(self) -> tuple[list[CallEvent], dict[str, Any]]:
+        """The end-of-call analysis: its last findings, the verdict and the DNSMOS documents."""
         assert self.analyzer is not None
         records = self._analysis_records(self.analyzer.flush())
         verdict = self.analyzer.finish()
         self._analysis_done = True
         self.grade = verdict.grade
-        for rec in findings.verdict_records(self.call_id, verdict, self._finding_seq):
-            records.append(rec)
-            if isinstance(rec, FindingAdded):  # end-of-call quality findings: traced too
-                self._finding_seq = rec.seq + 1
-                records.append(self._finding_trace(rec))
-        records += findings.dnsmos_records(self.call_id, self._dnsmos_scores)
+        now = self.session.duration_ms
+        records += findings.verdict_events(self.events, verdict, now)
+        records += findings.dnsmos_events(self.events, self._dnsmos_scores, now)
         return records, {"grade": verdict.grade, "score": verdict.score}
 
     async def finish(
@@ -270,7 +255,7 @@ class LiveCall(CallTranscripts):
         """The switch hung up: end the call now, safe to call once from any exit path.
 
         The call is stored as ended (`CallEnded`: status, end time, length) at once; its
-        verdict (compliance, grade, quality, the `finalised` trace entry and `CallClosed`,
+        verdict (compliance, grade, quality, the `finalised` trace entry and `CallFinalised`,
         which triggers end-of-call alerts) follows in `self.completion` as soon as its last
         transcript is in, deferred utterances included, or after `asr_wait_s` at most.
         Never leaves the call `active`: a failure while winding down (the recorder, the
@@ -280,8 +265,8 @@ class LiveCall(CallTranscripts):
             return
         self._closed = True
         try:
-            await self.trace("disconnected", status=status, reason=reason, detail=detail)
-            for utterance in self.session.finish():
+            await self.trace(TraceKind.DISCONNECTED, status=status, reason=reason, detail=detail)
+            for utterance in self.core.finish():
                 self._submit(utterance)
             self._offer_dnsmos(final=True)
             frames = await asyncio.to_thread(self.recorder.close)
@@ -299,7 +284,10 @@ class LiveCall(CallTranscripts):
             "party_samples": {p.value: leg.samples for p, leg in self.session.legs.items()},
         }
         pending = self.asr_outstanding
-        await self._storage.put(CallEnded(**self._end, transcripts_pending=pending))
+        end = {k: v for k, v in self._end.items() if k not in ("call_id", "ended_at")}
+        self.publish([self.events.make(CallEnded, media_ms=self.session.duration_ms,
+                                       at=self._end["ended_at"], **end,
+                                       transcripts_pending=pending)])  # fmt: skip
         log.info(
             "call ended" + ("; transcripts pending" if pending else ""),
             extra=fields(**self._log_fields, status=status, reason=reason, pending=pending),
@@ -343,7 +331,7 @@ class LiveCall(CallTranscripts):
     async def _verdict(self) -> None:
         # Transcripts still owed: compliance and speaking rate were judged without them.
         asr_pending = self.asr_outstanding
-        verdict_records: list[Any] = []
+        verdict_records: list[CallEvent] = []
         scores: dict[str, Any] = {}
         try:
             # Segments the redactor still holds are released (redacted) and judged first.
@@ -356,19 +344,24 @@ class LiveCall(CallTranscripts):
             self._failure = type(exc).__name__
         if self._failure is not None:
             self._analysis_done = True
-            verdict_records.append(self._trace("finalisation_error", error=self._failure))
-        # [hook: audio redaction] the last masks (and unchecked audio) before CallClosed,
+            verdict_records.append(self._trace(TraceKind.FINALISATION_ERROR, error=self._failure))
+        # [hook: audio redaction] the last masks (and unchecked audio) before CallFinalised,
         # which seals the recording.
         verdict_records += await finish_audio_redaction(self)
-        await self._storage.put_many(
+        await self._storage.room()
+        end = {k: v for k, v in self._end.items() if k != "call_id"}
+        now = self.session.duration_ms
+        # The `finalised` mark is the call's last own event: its seq is then the highest
+        # stored one, and numbering resumes after it (CallRegistry.sequencer) without reuse.
+        self.publish(
             verdict_records
             + [
-                self._trace("finalised", media_ms=self.session.duration_ms,
+                self.events.make(CallFinalised, media_ms=now, **end),
+                self._trace(TraceKind.FINALISED, media_ms=now,
                             status=self._end["status"], segments=self.segments,
                             asr_shed=self.shed, asr_pending=asr_pending,
                             asr_late=self.late_segments,
                             asr_lost=self._deferred.lost + self.catchup_lost, **scores),
-                CallClosed(**self._end),
             ]
         )  # fmt: skip
         log.info(

@@ -1,21 +1,31 @@
-"""Map the analysis cores' events and verdict to storage records (and trace entries).
+"""Map the analysis cores' events and verdict to call events (`monitor.events`).
 
-Readings become `ReadingAdded`; dead air, overtalk and compliance events become `FindingAdded`
-(plus a trace entry, so the call's timeline shows them); the end-of-call verdict becomes
-`ResultSaved` documents and `CallScored`. Documents are made JSON-safe here: non-finite floats
-become null, enums their values.
+Readings become `ReadingTaken` (the typed `QualityReading` inside); dead air, overtalk and
+compliance events become `FindingMade` with the detector's own event as `detail`; the start of
+a dead-air stretch becomes a `dead_air_started` mark; the end-of-call verdict becomes
+`ResultComputed` documents, a `FindingMade` per quality finding and `CallScored`. Every event
+is numbered by the call's sequencer as it is made: publish them in the order returned.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import math
 from typing import Any
 
 from audio_quality.conversation import DeadAirDetected, DeadAirStarted, OvertalkDetected
 from audio_quality.records import QualityReading
 from monitor.core.analysis import CallVerdict
+from monitor.events import (
+    CallEvent,
+    CallScored,
+    CallSequencer,
+    FindingMade,
+    FindingSource,
+    Marked,
+    ReadingTaken,
+    ResultComputed,
+    TraceKind,
+)
+from monitor.events.documents import jsonable
 from monitor.qa import (
     ForbiddenPhraseSaid,
     OrderViolated,
@@ -23,35 +33,17 @@ from monitor.qa import (
     PhraseMissed,
     RuleSuspended,
 )
-from storage.records import CallScored, FindingAdded, ReadingAdded, ResultSaved
 
 #: event class -> (source, finding kind)
-_FINDINGS: dict[type, tuple[str, str]] = {
-    DeadAirDetected: ("conversation", "dead_air"),
-    OvertalkDetected: ("conversation", "overtalk"),
-    PhraseMatched: ("compliance", "phrase_matched"),
-    PhraseMissed: ("compliance", "phrase_missed"),
-    ForbiddenPhraseSaid: ("compliance", "forbidden_phrase"),
-    OrderViolated: ("compliance", "order_violated"),
-    RuleSuspended: ("compliance", "rule_suspended"),
+_FINDINGS: dict[type, tuple[FindingSource, str]] = {
+    DeadAirDetected: (FindingSource.CONVERSATION, "dead_air"),
+    OvertalkDetected: (FindingSource.CONVERSATION, "overtalk"),
+    PhraseMatched: (FindingSource.COMPLIANCE, "phrase_matched"),
+    PhraseMissed: (FindingSource.COMPLIANCE, "phrase_missed"),
+    ForbiddenPhraseSaid: (FindingSource.COMPLIANCE, "forbidden_phrase"),
+    OrderViolated: (FindingSource.COMPLIANCE, "order_violated"),
+    RuleSuspended: (FindingSource.COMPLIANCE, "rule_suspended"),
 }
-_READING_KEYS = ("party", "seq", "start_ms", "end_ms")
-
-
-def jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)
 
 
 def _span(event: Any) -> tuple[int | None, int | None]:
@@ -62,82 +54,58 @@ def _span(event: Any) -> tuple[int | None, int | None]:
     return getattr(event, "start_ms", None), getattr(event, "end_ms", None)
 
 
-def finding(call_id: str, seq: int, event: Any) -> FindingAdded | None:
-    """The finding for a live event, or None for events that are not findings."""
-    kind = _FINDINGS.get(type(event))
-    if kind is None:
-        return None
-    start, end = _span(event)
-    party = getattr(event, "party", None) or getattr(event, "interrupter", None)
-    return FindingAdded(
-        call_id=call_id,
-        seq=seq,
-        source=kind[0],
-        kind=kind[1],
-        severity=getattr(event, "severity", None),
-        party=party,
-        start_ms=start,
-        end_ms=end,
-        data=jsonable(event),
-    )
+def analysis_events(seq: CallSequencer, found: list[Any]) -> list[CallEvent]:
+    """The call events for the analysis cores' output (other outputs are ignored)."""
+    out: list[CallEvent] = []
+    for event in found:
+        if isinstance(event, QualityReading):
+            out.append(seq.make(ReadingTaken, media_ms=event.end_ms, reading=event))
+        elif (kind := _FINDINGS.get(type(event))) is not None:
+            start, end = _span(event)
+            party = getattr(event, "party", None) or getattr(event, "interrupter", None)
+            out.append(
+                seq.make(FindingMade, media_ms=start, source=kind[0], kind=kind[1],
+                         detail=event, severity=getattr(event, "severity", None),
+                         party=party, start_ms=start, end_ms=end)
+            )  # fmt: skip
+        elif isinstance(event, DeadAirStarted):
+            out.append(seq.make(Marked, media_ms=event.start_ms, kind=TraceKind.DEAD_AIR_STARTED))
+    return out
 
 
-def reading(call_id: str, event: Any) -> ReadingAdded | None:
-    if not isinstance(event, QualityReading):
-        return None
-    doc = jsonable(event)
-    values = {k: v for k, v in doc.items() if k not in _READING_KEYS}
-    return ReadingAdded(call_id, event.party, event.seq, event.start_ms, event.end_ms, values)
-
-
-def is_dead_air_start(event: Any) -> bool:
-    return isinstance(event, DeadAirStarted)
-
-
-def dnsmos_records(call_id: str, scores: list[Any]) -> list[ResultSaved]:
+def dnsmos_events(seq: CallSequencer, scores: list[Any], media_ms: int) -> list[CallEvent]:
     """Every DNSMOS window score of the call, per party, each with its source sample rate,
     codec, model and model rate beside it (scores are only comparable on the same path)."""
     by_party: dict[str, list[Any]] = {}
     for score in sorted(scores, key=lambda sc: (sc.party, sc.seq)):
         by_party.setdefault(score.party, []).append(jsonable(score))
     return [
-        ResultSaved(call_id, "dnsmos_windows", party, {"windows": windows})
+        seq.make(ResultComputed, media_ms=media_ms, kind="dnsmos_windows", party=party,
+                 data={"windows": windows})
         for party, windows in by_party.items()
-    ]
+    ]  # fmt: skip
 
 
-def verdict_records(call_id: str, verdict: CallVerdict, next_seq: int) -> list[Any]:
-    out: list[Any] = [
-        ResultSaved(call_id, "quality_party", party, jsonable(summary))
-        for party, summary in verdict.parties.items()
-    ]
-    out.append(ResultSaved(call_id, "conversation", "", jsonable(verdict.conversation)))
-    out.append(ResultSaved(call_id, "quality", "", jsonable(verdict.assessment)))
-    for f in getattr(verdict.assessment, "findings", ()):
+def verdict_events(seq: CallSequencer, verdict: CallVerdict, media_ms: int) -> list[CallEvent]:
+    def doc(kind: str, value: Any, party: str = "") -> CallEvent:
+        return seq.make(ResultComputed, media_ms=media_ms, kind=kind, party=party,
+                        data=jsonable(value))  # fmt: skip
+
+    out = [doc("quality_party", summary, party) for party, summary in verdict.parties.items()]
+    out.append(doc("conversation", verdict.conversation))
+    out.append(doc("quality", verdict.assessment))
+    for f in verdict.assessment.findings:
         out.append(
-            FindingAdded(
-                call_id=call_id,
-                seq=next_seq,
-                source="quality",
-                kind=f.kind,
-                severity=f.severity,
-                party=getattr(f, "party", None),
-                start_ms=getattr(f, "start_ms", None),
-                end_ms=getattr(f, "end_ms", None),
-                data=jsonable(f),
-            )
-        )
-        next_seq += 1
+            seq.make(FindingMade, media_ms=f.start_ms, source=FindingSource.QUALITY,
+                     kind=f.kind, detail=f, severity=f.severity, party=f.party,
+                     start_ms=f.start_ms, end_ms=f.end_ms)
+        )  # fmt: skip
     if verdict.compliance is not None:
-        out.append(ResultSaved(call_id, "compliance", "", jsonable(verdict.compliance)))
-    out.append(ResultSaved(call_id, "scorecard", "", jsonable(verdict.scorecard)))
+        out.append(doc("compliance", verdict.compliance))
+    out.append(doc("scorecard", verdict.scorecard))
     out.append(
-        CallScored(
-            call_id=call_id,
-            score=verdict.score,
-            grade=verdict.grade,
-            quality_score=float(verdict.assessment.score),
-            compliance_score=verdict.compliance.score if verdict.compliance else None,
-        )
-    )
+        seq.make(CallScored, media_ms=media_ms, score=verdict.score, grade=verdict.grade,
+                 quality_score=float(verdict.assessment.score),
+                 compliance_score=verdict.compliance.score if verdict.compliance else None)
+    )  # fmt: skip
     return out

@@ -7,7 +7,9 @@ Routing by URL path on one port: `/audiofork` (and `/`, for existing deployments
 messages into the same call events, applied by a `CallFeed`; this module is the thin shell:
 handshake (admission, per-protocol authentication before any audio, subprotocol echo, no
 permessage-deflate, TLS when configured), one generic receive loop, and exactly one place where
-a call ends (`_serve_call`'s `finally`). A failure of one call never reaches another.
+a call ends (`_serve_call`'s `finally`). A failure of one call never reaches another. Calls
+are built by the `CallFactory` and found in the `CallRegistry` (both shared with the
+AudioSocket server, the alerts and the API).
 
 Close codes (RFC 6455): 1003 unsupported audio, 1007 malformed message, 1008 protocol order or
 policy (audio too fast), 1009 message too big, 1001 going away / idle or stalled peer.
@@ -22,7 +24,6 @@ import logging
 import ssl
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -33,15 +34,15 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from config.settings import GatewaySettings, Settings, is_loopback
-from monitor.core.analysis import CallAnalyzer
-from monitor.core.metadata import CallMetadata
 from monitor.errors import ProtocolError
 from monitor.qa import ScriptBook
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S, LiveCall
+from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.feed import CallFeed
 from monitor.runtime.logs import fields
+from monitor.runtime.registry import CallRegistry
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.wire import auth
 from monitor.wire.audiofork import AudioForkDecoder
@@ -87,18 +88,21 @@ class Gateway:
         *,
         scripts: ScriptBook | None = None,
         dnsmos: DnsmosService | None = None,
+        registry: CallRegistry | None = None,
+        factory: CallFactory | None = None,
     ) -> None:
         self._settings = settings
-        self._scripts = scripts
-        self._dnsmos = dnsmos
         self._cfg = settings.gateway
         self._auth = settings.switch_auth
-        self._storage = storage
-        self._asr = asr
         self._server: Server | None = None
         self._connections = 0
         self.stopping = False
-        self.calls: dict[str, LiveCall] = {}
+        #: The live calls of both transports (this one and the AudioSocket server's).
+        self.calls = registry if registry is not None else CallRegistry()
+        #: Builds and registers each call (shared with the AudioSocket server).
+        self.factory = factory or CallFactory(
+            settings, storage=storage, asr=asr, registry=self.calls, scripts=scripts, dnsmos=dnsmos
+        )
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
         self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
         self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
@@ -178,12 +182,8 @@ class Gateway:
         await self.settle(SHUTDOWN_ASR_WAIT_S)
 
     def release(self, call: LiveCall) -> None:
-        """The switch hung up on `call`: it stays in `calls` (the alert service numbers its
-        trace entries through it) until its verdict is made, then leaves."""
-        if call.completion is None or call.completion.done():
-            self.calls.pop(call.call_id, None)
-        else:
-            call.completion.add_done_callback(lambda _: self.calls.pop(call.call_id, None))
+        """The switch hung up on `call`: see `CallRegistry.release`."""
+        self.calls.release(call)
 
     async def settle(self, wait_s: float) -> None:
         """Make the verdict of every ended call, waiting at most `wait_s` for transcripts."""
@@ -278,26 +278,7 @@ class Gateway:
             self._connections -= 1
 
     def new_call(self, started: CallStarted, protocol: str, peer: str) -> LiveCall:
-        s = self._settings
-        language = None if s.asr.language == "auto" else s.asr.language
-        meta: CallMetadata = started.metadata
-        call = LiveCall(
-            settings=s,
-            # The wire codec sets the full scale for level/clipping metrics (μ-law: 32124).
-            analyzer=CallAnalyzer(
-                meta, s.quality, s.grading, self._scripts, language, codec=started.codec
-            ),
-            dnsmos=self._dnsmos,
-            metadata=meta,
-            raw_metadata=started.raw,
-            protocol=protocol,
-            peer=peer,
-            connected_at=datetime.now(UTC),
-            storage=self._storage,
-            asr=self._asr,
-        )
-        self.calls[call.call_id] = call
-        return call
+        return self.factory.new_call(started, protocol, peer)
 
     async def _serve_call(self, ws: ServerConnection, protocol: str) -> None:
         peer = _peer(ws)

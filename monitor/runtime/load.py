@@ -113,10 +113,12 @@ class LoadMonitor:
     """The asyncio shell: measure, transition, degrade, report."""
 
     def __init__(self, settings: LoadSettings, *, gateway: Any, asr: Any, dnsmos: Any = None,
-                 pool: Any = None, dnsmos_sample_every_s: float = 0.0) -> None:  # fmt: skip
+                 pool: Any = None, dnsmos_sample_every_s: float = 0.0,
+                 storage: Any = None) -> None:  # fmt: skip
         self.watch = LoadWatch(settings)
         self._s = settings
         self._gateway, self._asr, self._dnsmos, self._pool = gateway, asr, dnsmos, pool
+        self._storage = storage
         self._every_s = dnsmos_sample_every_s
         self._deferred_seen = self._asr_deferred()
         self._since_wall: datetime | None = None
@@ -208,6 +210,11 @@ class LoadMonitor:
                 "skipped": dn.skipped, "dropped": dn.dropped, "failed": dn.failed,
                 "backlog": dn.backlog, "cpu_s": round(dn.cpu_s, 3),
                 "audio_s": round(dn.audio_s, 1),
+            },
+            "storage": None if self._storage is None else {
+                "backlog": self._storage.backlog, "written": self._storage.records_written,
+                "rejected": self._storage.records_rejected,
+                "shed": dict(self._storage.shed), "shed_total": self._storage.shed_total,
             },
             "memory": {
                 "server_rss_bytes": server,

@@ -4,11 +4,11 @@ finalised, and a sweep at start that also covers calls a crash left behind.
 Why at finalisation and not while recording: see storage/encryption.py (the live recorder
 rewrites its header in place and crash recovery repairs raw frames; a finished file is
 encrypted once, chunk by chunk, with fresh nonces). The sealer listens on the event bus for
-`CallClosed` (the recorder is closed before that record is emitted) and seals the file in a
+`CallFinalised` (the recorder is closed before that event is published) and seals the file in a
 worker thread. The bus drops the oldest events of a listener that falls behind, so a drop
 triggers a sweep; the sweep at start seals what recovery of a crash (`recover_interrupted`
 marks such calls interrupted first) and any earlier run left in clear. Redaction of audio
-(issue 18 item 2) must be finished before `CallClosed`, as sealing is the last write.
+(issue 18 item 2) must be finished before `CallFinalised`, as sealing is the last write.
 
 `recording_keys` turns the settings into keys for the API and the CLI too.
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 from sqlalchemy import Engine, Table, select
 
 from config.settings import Settings
+from monitor.events import CallFinalised, CallStarted
 from monitor.runtime.bus import EventBus, Subscription
 from storage.audio_redaction import journal_path
 from storage.encryption import RecordingKey, read_header, rekey, seal
 from storage.models import Call
-from storage.records import CallClosed, CallOpened
 
 log = logging.getLogger("callwatch.sealer")
 _CALLS: Table = Call.__table__  # type: ignore[assignment]
@@ -96,17 +96,17 @@ class RecordingSealer:
 
     async def _run(self, sub: Subscription, key: RecordingKey) -> None:
         rec_dir = self._settings.recordings_dir
-        paths: dict[str, str] = {}  # running calls' recordings, from CallOpened
+        paths: dict[str, str] = {}  # running calls' recordings, from CallStarted
         try:
             self.sealed += await asyncio.to_thread(sweep, self._engine, rec_dir, key, rotate=False)
             seen_drops = 0
             async for event in sub:
-                if isinstance(event, CallOpened):
+                if isinstance(event, CallStarted):
                     paths[event.call_id] = event.recording_path
-                elif isinstance(event, CallClosed) and event.call_id in paths:
+                elif isinstance(event, CallFinalised) and event.call_id in paths:
                     path = rec_dir / paths.pop(event.call_id)
                     self.sealed += await asyncio.to_thread(_seal_quietly, path, key)
-                if sub.dropped != seen_drops:  # missed a CallClosed, perhaps: sweep
+                if sub.dropped != seen_drops:  # missed a CallFinalised, perhaps: sweep
                     seen_drops = sub.dropped
                     self.sealed += await asyncio.to_thread(
                         sweep, self._engine, rec_dir, key, rotate=False

@@ -1,30 +1,40 @@
-"""The storage writer: the only path from the live side to the database.
+"""The storage writer: a subscriber of the event bus, the only path from the live side to the
+database, and never on the audio path.
 
-Records are queued (bounded) and written by one task with group commit: each transaction
-takes everything waiting (up to `batch_size`) and runs in a worker thread, so the event loop
-never waits on SQL and an idle system adds no batching delay. Policy when the queue is full:
-the producer waits (backpressure on that call only). A batch that fails because the database
-is unavailable is retried with backoff until it lands (logged once per outage); a batch the
-database rejects for good (`BatchRejected`: a malformed record) is split and written record by
-record, so only the bad record is dropped, with an error log, and never stalls the other calls'
-writes.
+Every event published on the bus is handed to `accept` in line (`EventBus.attach`), mapped to
+rows (`monitor.runtime.storage_rows`, which also says each row class's policy) and queued
+without waiting: a call's receive loop never awaits the database, whatever it is doing.
+One task writes the queue with group commit (each transaction takes everything waiting, up to
+`batch_size`, in a worker thread; an idle system adds no batching delay). One queue, in
+publish order, so each call's rows keep their order (its `CallOpened` before its segments).
 
-The writer is also the tap of the event bus (`monitor.runtime.bus`): every record it accepts
-is published, in acceptance order (the order the database will see), right after it enters the
-queue; so listeners (alerts, the live board) see each call's records without LiveCall or the
-gateway knowing about the bus. A record is published before it is committed: listeners that
-need the row itself read it after `drain()`.
+Under pressure (more than `queue_size` rows waiting):
+* rows that may be shed (`Policy.SHED`: readings, trace entries) are dropped on arrival and
+  counted per class in `shed` (the health document and metrics show it);
+* rows that are kept (`Policy.KEEP`: lifecycle, segments, findings, results, alerts) are
+  always queued; producers that can afford to wait (a call's task storing an ASR result or
+  making its verdict; never a receive loop) call `await room()` first, which returns once
+  the kept backlog is under `queue_size` again: back-pressure on those tasks only. A call's
+  receive loop only queues (its open, hang-up and live findings are few and bounded per
+  call; its readings and trace entries are what is shed).
+
+Errors: only `StorageUnavailable` (the database is down, locked or restarting) is retried,
+with backoff, until it lands (logged once per outage). Any other error means something in
+the batch is wrong: the batch is split in halves, recursively, so the good rows are stored
+and the bad one is isolated, logged with its traceback and dropped (`records_rejected`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter, deque
 from collections.abc import Sequence
 
+from monitor.events import CallEvent
 from monitor.runtime.bus import EventBus
-from storage.errors import BatchRejected
-from storage.records import Record
+from monitor.runtime.storage_rows import Policy, Row, policy_of, rows_for
+from storage.errors import BatchRejected, StorageUnavailable
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.storage")
@@ -41,30 +51,77 @@ class StorageWriter:
         bus: EventBus | None = None,
     ) -> None:
         self._repo = repo
-        self._bus = bus
+        #: The bus this writer stores (a private one when none is given).
+        self.bus = bus if bus is not None else EventBus()
+        self.bus.attach(self.accept)
         self._batch_size = batch_size
         self._pause = group_commit_s
-        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        self._queue: deque[Row] = deque()
+        self._kept = 0  # KEEP rows waiting (the back-pressure measure)
+        self._in_flight = 0  # rows taken by the writer and not yet stored or dropped
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
         self.batches_written = 0
         self.records_written = 0
         self.records_rejected = 0
+        #: Rows shed under pressure, by row class name ("ReadingAdded", "TraceAdded").
+        self.shed: Counter[str] = Counter()
 
-    async def put(self, record: Record) -> None:
-        await self._queue.put(record)
-        if self._bus is not None:
-            self._bus.publish(record)
+    # -- input -----------------------------------------------------------------------------
 
-    async def put_many(self, records: Sequence[Record]) -> None:
-        for record in records:
-            await self.put(record)
+    def accept(self, event: CallEvent) -> None:
+        """Queue the rows of one bus event now (never waits; sheds what may be shed)."""
+        self.offer(rows_for(event))
+
+    def offer(self, rows: Sequence[Row]) -> None:
+        for row in rows:
+            keep = policy_of(row) is Policy.KEEP
+            if not keep and len(self._queue) >= self._queue_size:
+                self.shed[type(row).__name__] += 1
+                continue
+            self._queue.append(row)
+            self._kept += keep
+        if self._kept >= self._queue_size:
+            self._room.clear()
+        if self._queue:
+            self._idle.clear()
+            self._wakeup.set()
+
+    async def room(self) -> None:
+        """Wait while the kept backlog is full (callers off the audio path only)."""
+        await self._room.wait()
+
+    async def put(self, row: Row) -> None:
+        """Queue a row made outside the bus (crash recovery, tests), waiting for room."""
+        await self.room()
+        self.offer([row])
+
+    async def put_many(self, rows: Sequence[Row]) -> None:
+        await self.room()
+        self.offer(rows)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue) + self._in_flight
+
+    @property
+    def shed_total(self) -> int:
+        return sum(self.shed.values())
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="storage-writer")
 
     async def drain(self) -> None:
-        """Wait until everything queued so far is committed."""
-        await self._queue.join()
+        """Wait until everything queued so far is stored (or dropped as bad)."""
+        while self._queue or self._in_flight:
+            await self._idle.wait()
 
     async def close(self) -> None:
         await self.drain()
@@ -77,51 +134,58 @@ class StorageWriter:
 
     async def _run(self) -> None:
         # Group commit: write whatever is waiting as soon as the previous transaction is done.
-        # An idle system commits each record at once (no added latency); under load records
-        # pile up during a commit and the next transaction takes them all, up to batch_size.
+        # An idle system commits each row at once (no added latency); under load rows pile
+        # up during a commit and the next transaction takes them all, up to batch_size.
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            await self._write(batch)
-            for _ in batch:
-                self._queue.task_done()
-            if self._pause and self._queue.qsize() < self._batch_size:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+            self._in_flight = len(batch)
+            self._kept -= sum(policy_of(r) is Policy.KEEP for r in batch)
+            if self._kept < self._queue_size:
+                self._room.set()
+            try:
+                await self._write(batch)
+            finally:
+                self._in_flight = 0
+            if not self._queue:
+                self._idle.set()
+            if self._pause and len(self._queue) < self._batch_size:
                 # A short pause lets a burst (a call's open, a finished batch) share a commit.
                 await asyncio.sleep(self._pause)
 
-    async def _write(self, batch: list[Record]) -> None:
-        try:
-            await self._write_until_stored(batch)
-        except BatchRejected:
-            for record in batch:
-                try:
-                    await self._write_until_stored([record])
-                except BatchRejected as exc:
-                    self.records_rejected += 1
-                    log.error(
-                        "storage rejected a record, dropped: %s: %s",
-                        type(record).__name__,
-                        str(exc).splitlines()[0][:200],
-                    )
+    # -- writing ---------------------------------------------------------------------------
 
-    async def _write_until_stored(self, batch: list[Record]) -> None:
+    async def _write(self, batch: list[Row]) -> None:
+        """Store `batch`; on an error other than unavailability, isolate the bad row."""
+        try:
+            await self._write_until_available(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                await self._write(batch[:half])
+                await self._write(batch[half:])
+                return
+            self.records_rejected += 1
+            if isinstance(exc, BatchRejected):  # the database said why: no trace needed
+                log.error("storage rejected a record, dropped: %s: %s",
+                          type(batch[0]).__name__, str(exc).splitlines()[0][:200])  # fmt: skip
+            else:  # a bug, here or in the repository: say where
+                log.error("storing a record failed, dropped: %s", type(batch[0]).__name__,
+                          exc_info=exc)  # fmt: skip
+
+    async def _write_until_available(self, batch: list[Row]) -> None:
         delay, failing = 0.2, False
         while True:
             try:
                 await asyncio.to_thread(self._repo.apply, batch)
-            except BatchRejected:
-                raise
-            except Exception as exc:  # database unavailable, locked, restarting: retry
+            except StorageUnavailable as exc:  # down, locked, restarting: the same batch later
                 if not failing:
-                    log.error(
-                        "storage write failed, retrying until it succeeds: %s: %s",
-                        type(exc).__name__,
-                        str(exc).splitlines()[0][:200],
-                    )
+                    log.error("storage unavailable, retrying until it is back: %s",
+                              str(exc).splitlines()[0][:200])  # fmt: skip
                     failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

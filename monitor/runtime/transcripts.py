@@ -1,17 +1,18 @@
-"""A call's side of ASR: its utterances in flight, deferred, caught up, and their records.
+"""A call's side of ASR: its utterances in flight, deferred, caught up, and their events.
 
 `CallTranscripts` is the part of `LiveCall` that talks to the shared `AsrService`: it submits
-each utterance the call's session cuts, turns each result into the `utterance` trace entry,
-the `SegmentAdded` and the compliance events, and keeps what is still owed a transcript
-(`asr_outstanding`), which the call's verdict waits for. Under overload the service may let
-an utterance go (`deferred`, or `queue_full` from a service without a catch-up lane): its
-span is kept (`monitor.runtime.catchup`) and, after hang-up, re-read from the recording and
-submitted again, at most `CATCH_UP_IN_FLIGHT` at a time; those segments are stored `late`.
+each utterance the call's session cuts, turns each result into the `utterance` mark, the
+`SegmentTranscribed` and the compliance findings (published on the bus), and keeps what is
+still owed a transcript (`asr_outstanding`), which the call's verdict waits for. Under
+overload the service may let an utterance go (`deferred`, or `queue_full` from a service
+without a catch-up lane): its span is kept (`monitor.runtime.catchup`) and, after hang-up,
+re-read from the recording and submitted again, at most `CATCH_UP_IN_FLIGHT` at a time;
+those segments are stored `late`.
 An utterance's analyzer key is (party, first sample), the same for its live and catch-up job,
 so the compliance watermark holds until either is transcribed.
 
 Every transcript goes through the call's `CallRedactor` (`privacy.redact_transcripts`) before
-it becomes a `SegmentAdded` or reaches the analysis, caught-up (`late`) ones too: a segment
+it becomes a `SegmentTranscribed` or reaches the analysis, caught-up (`late`) ones too: a segment
 whose digits may continue in the next words is held (media time, see
 `monitor.privacy.redactor`) and released redacted; what is still held is released before the
 verdict. Only the masks' types and spans are traced (`redacted`), never the masked text.
@@ -29,9 +30,11 @@ from asr.language import LanguageTracker
 from asr.types import AsrResult, WordTiming
 from config.settings import Settings
 from monitor.core.analysis import CallAnalyzer
+from monitor.core.call_core import utterance_key
 from monitor.core.events import UtteranceEnded, samples_to_ms
 from monitor.core.metadata import CallMetadata
 from monitor.core.session import CallSession
+from monitor.events import CallEvent, CallSequencer, Marked, SegmentTranscribed, TraceKind
 from monitor.privacy.audio_redact import CallAudioRedactor
 from monitor.privacy.redactor import CallRedactor, HeardSegment, SegmentRedacted
 from monitor.runtime.asr_service import AsrJob, AsrService
@@ -43,7 +46,6 @@ from monitor.runtime.catchup import (
 )
 from monitor.runtime.logs import fields
 from monitor.runtime.storage_sink import StorageWriter
-from storage.records import SegmentAdded, TraceAdded
 
 log = logging.getLogger("callwatch.call")
 
@@ -62,9 +64,11 @@ class CallTranscripts:
     _analysis_done: bool
     _log_fields: dict[str, Any]
     _tasks: set[asyncio.Task[None]]
-    _trace: Callable[..., TraceAdded]
+    events: CallSequencer
+    _trace: Callable[..., Marked]
     trace: Callable[..., Coroutine[Any, Any, None]]
-    _analysis_records: Callable[[list[Any]], list[Any]]
+    publish: Callable[[list[CallEvent]], None]
+    _analysis_records: Callable[[list[Any]], list[CallEvent]]
     _audio_redactor: CallAudioRedactor | None
 
     def _confirm_audio(self) -> None:
@@ -125,9 +129,7 @@ class CallTranscripts:
         job = AsrJob(
             utterance=utterance, language=self._language, on_done=self._on_asr, tracker=tracker
         )
-        key = _key(job)
-        if self.analyzer is not None and not late:  # a catch-up job keeps the live key
-            self.analyzer.utterance_queued(key, utterance.start_ms)
+        key = _key(job)  # the call core queued it with the analysis when it was cut
         self._pending.add(job)
         if late:
             self._late.add(key)
@@ -137,7 +139,7 @@ class CallTranscripts:
 
     def _on_asr(self, job: AsrJob, result: AsrResult | None, problem: str | None) -> None:
         # Called on the loop by the ASR consumer; storing may wait on backpressure, and the
-        # job only counts as done once its records are queued (so the verdict orders after).
+        # job only counts as done once its events are published (so the verdict orders after).
         task = asyncio.get_running_loop().create_task(self._store_result(job, result, problem))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -148,13 +150,14 @@ class CallTranscripts:
         u, key = job.utterance, _key(job)
         latency_ms = int((time.monotonic() - job.queued_at) * 1000)
         late = key in self._late or bool(getattr(job, "late", False))
-        records: list[Any] = []
+        await self._storage.room()  # back-pressure here, on this call's ASR results only
+        records: list[CallEvent] = []
         if result is None and problem in CATCH_UP_REASONS and not self._deferred.add(u):
             problem = "deferred_list_full"
         if result is None and problem in CATCH_UP_REASONS:
             # The audio was released, not lost: re-read from the recording after hang-up.
             records.append(
-                self._trace("asr_deferred", media_ms=u.start_ms, party=u.party.value,
+                self._trace(TraceKind.ASR_DEFERRED, media_ms=u.start_ms, party=u.party.value,
                             end_ms=u.end_ms, reason=problem)
             )  # fmt: skip
         elif result is None:
@@ -162,7 +165,7 @@ class CallTranscripts:
             if self.analyzer is not None and not self._analysis_done:
                 self.analyzer.utterance_done(key)
             records.append(
-                self._trace("asr_shed", media_ms=u.start_ms, party=u.party.value,
+                self._trace(TraceKind.ASR_SHED, media_ms=u.start_ms, party=u.party.value,
                             end_ms=u.end_ms, reason=problem)
             )  # fmt: skip
         else:
@@ -170,20 +173,20 @@ class CallTranscripts:
                 # The sentence model encodes its clauses in its own thread, not on the loop.
                 await self.analyzer.prepare_segment(result.text)
             records.extend(self._result_records(job, result, latency_ms, late))
-        await self._storage.put_many(records)
+        self.publish(records)
         self._pending.discard(job)
         self._late.discard(key)
         self._changed.set()
 
     def _result_records(
         self, job: AsrJob, result: AsrResult, latency_ms: int, late: bool
-    ) -> list[Any]:
+    ) -> list[CallEvent]:
         u, key = job.utterance, _key(job)
         extra = {"late": True} if late else {}
-        records: list[Any] = [
-            self._trace("utterance", media_ms=u.start_ms, party=u.party.value, end_ms=u.end_ms,
-                        voiced_ms=u.voiced_ms, capped=u.capped, chars=len(result.text),
-                        latency_ms=latency_ms, **extra)
+        records: list[CallEvent] = [
+            self._trace(TraceKind.UTTERANCE, media_ms=u.start_ms, party=u.party.value,
+                        end_ms=u.end_ms, voiced_ms=u.voiced_ms, capped=u.capped,
+                        chars=len(result.text), latency_ms=latency_ms, **extra)
         ]  # fmt: skip
         if not result.text:
             if self.analyzer is not None and not self._analysis_done:
@@ -211,22 +214,22 @@ class CallTranscripts:
         # After the verdict nothing more is held: there is no later segment to wait for.
         return out + self._redactor.flush() if self._analysis_done else out
 
-    async def _tick_redactor(self) -> None:
-        """Media time moved on: store the held segments whose wait is over."""
+    def _tick_redactor(self) -> None:
+        """Media time moved on: publish the held segments whose wait is over."""
         if self._redactor is not None and self._redactor.holding:
             due = self._redactor.tick(self.session.duration_ms, **self._asr_state())
             if due:
-                await self._storage.put_many(self._segment_records(due))
+                self.publish(self._segment_records(due))
 
-    def _flush_redactor(self) -> list[Any]:
-        """Records of every segment still held (the verdict is next: none can wait more)."""
+    def _flush_redactor(self) -> list[CallEvent]:
+        """Events of every segment still held (the verdict is next: none can wait more)."""
         return self._segment_records(self._redactor.flush()) if self._redactor else []
 
-    def _segment_records(self, released: list[SegmentRedacted]) -> list[Any]:
-        """Analysis, segment and redaction-trace records of segments the redactor released."""
+    def _segment_records(self, released: list[SegmentRedacted]) -> list[CallEvent]:
+        """Analysis, segment and redaction-mark events of segments the redactor released."""
         if self._audio_redactor is not None:  # [hook: audio redaction] mask their audio
             released = self._audio_redactor.released(released, _words)
-        records: list[Any] = []
+        records: list[CallEvent] = []
         for seg in released:
             tag: tuple[tuple[str, int], AsrResult, int, bool] = seg.tag  # type: ignore[assignment]
             key, result, latency_ms, late = tag
@@ -241,8 +244,9 @@ class CallTranscripts:
                     )
                 )
             records.append(
-                SegmentAdded(
-                    call_id=self.call_id,
+                self.events.make(
+                    SegmentTranscribed,
+                    media_ms=seg.start_ms,
                     party=seg.party,
                     start_ms=seg.start_ms,
                     end_ms=seg.end_ms,
@@ -255,7 +259,7 @@ class CallTranscripts:
             )
             if seg.entities:  # what was masked, where and when: never the masked text
                 records.append(self._trace(
-                    "redacted", media_ms=seg.start_ms, party=seg.party, held_ms=seg.held_ms,
+                    TraceKind.REDACTED, media_ms=seg.start_ms, party=seg.party, held_ms=seg.held_ms,
                     entities=[{"type": e.kind, "mask": e.mask, "chars": [e.start, e.end],
                                "start_ms": e.start_ms, "end_ms": e.end_ms} for e in seg.entities],
                 ))  # fmt: skip
@@ -281,7 +285,7 @@ class CallTranscripts:
             return
         for utterance in found:
             self._submit(utterance, late=True)
-        await self.trace("asr_catch_up", utterances=len(found))
+        await self.trace(TraceKind.ASR_CATCH_UP, utterances=len(found))
 
 
 def _words(seg: SegmentRedacted) -> tuple[WordTiming, ...]:
@@ -290,6 +294,4 @@ def _words(seg: SegmentRedacted) -> tuple[WordTiming, ...]:
 
 
 def _key(job: AsrJob) -> tuple[str, int]:
-    """An utterance's identity in its call (party, first sample): the same for its live job
-    and its catch-up job, so the compliance watermark holds until either is transcribed."""
-    return (job.utterance.party.value, job.utterance.start_sample)
+    return utterance_key(job.utterance)

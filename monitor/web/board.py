@@ -73,7 +73,7 @@ def _user(ctx: Any, token: str | None) -> Any:
 def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
     """Add the board and replay pages and the live feed to the API app; returns the hub (its
     feed starts with the first browser and stops with `hub.close()`)."""
-    hub = BoardHub(ctx.bus, ctx.repo)
+    hub = BoardHub(ctx.bus, ctx.board_reader)
     app.state.board_hub = hub
     app.mount("/static", StaticFiles(directory=STATIC), name="board-static")
 

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config.settings import Settings
+from monitor.board.source import BoardReader
+from monitor.web.api.board_reader import RepositoryBoardReader
 from storage.access import AccessStore
 from storage.repository import Repository
 
@@ -40,6 +42,13 @@ class ApiContext:
     #: Bumped on every user or token change made through the API (role, disable, logout):
     #: open board sockets see it within a second and re-check their user.
     users_changed: int = 0
+    #: What the live board reads from the database (a `monitor.board.source.BoardReader`);
+    #: the repository's, unless a test or the composition root gives another.
+    board_reader: BoardReader | None = None
+
+    def __post_init__(self) -> None:
+        if self.board_reader is None:
+            self.board_reader = RepositoryBoardReader(self.repo)
 
     @classmethod
     def for_repo(cls, settings: Settings, repo: Repository, **kw: Any) -> ApiContext:

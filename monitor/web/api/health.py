@@ -13,6 +13,9 @@ built by `monitor.runtime.load.LoadMonitor.health`:
   `deferred` (taken off the live path: transcribed later, stored late), `failed`;
 - `dnsmos`: `paused`, `sample_every_s`, `scored`, `skipped`, `dropped`, `failed`, `backlog`,
   `cpu_s` (CPU seconds of the scoring thread), `audio_s` (audio seconds scored); null if off;
+- `storage`: `backlog` (rows waiting for the database), `written`, `rejected` (bad rows
+  dropped, each logged), `shed` ({row class: count} of readings and trace rows dropped
+  under pressure), `shed_total`;
 - `memory`: `server_rss_bytes`, `workers_rss_bytes` ({pid: bytes} of the ASR workers),
   `total_rss_bytes`; `process`: `cpu_s` (server process user+system), `uptime_s`.
 """
