@@ -195,6 +195,7 @@ class RedactingRecorder(WavRecorder):
         os.close(self._rw)
         self._rw = -1
         os.close(self._journal)
+        self._journal = -1  # closed: `abandon` after a failure below must not close it again
         os.unlink(journal_path(self.path))
         if self._fsync:
             _fsync_dir(self.path.parent)
