@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monitor.runtime.logs import configure_logging
 
     settings = _settings(args)
+    settings.check_bus_mode()  # NATS mode on SQLite: a clear error before anything starts
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
