@@ -14,6 +14,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
@@ -35,6 +36,11 @@ from monitor.runtime.webhooks import WebhookDeliverer
 from storage.recordings import repair_wav
 from storage.records import CallClosed, TraceAdded
 from storage.repository import Repository
+
+if TYPE_CHECKING:  # NATS is imported only in NATS mode
+    from nats.aio.client import Client
+
+    from monitor.scale.asr_remote import RemoteTranscriber
 
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
@@ -117,6 +123,9 @@ class Callwatch:
         self.bus = EventBus()
         self.repo: Repository | None = None
         self.pool: AsrPool | None = None
+        #: NATS mode (`bus.url`): the connection, and the transcriber of `asr.remote`.
+        self.bus_client: Client | None = None
+        self.remote_asr: RemoteTranscriber | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
@@ -148,8 +157,16 @@ class Callwatch:
         )
         await asyncio.to_thread(self.repo.upgrade)
         await asyncio.to_thread(recover_interrupted, self.repo, s)
-        self.pool = AsrPool(s.asr, s.model_cache_dir)
-        await self.pool.start()
+        if s.asr.remote:
+            # Shared `callwatch asr-worker`s over NATS (monitor.scale, docs/scale-out.md).
+            from monitor.scale.asr_remote import RemoteTranscriber
+            from monitor.scale.connect import connect_bus
+
+            self.bus_client = await connect_bus(s.bus, f"callwatch-node-{s.node.resolved_name}")
+            self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
+        else:
+            self.pool = AsrPool(s.asr, s.model_cache_dir)
+            await self.pool.start()
         self.storage = StorageWriter(
             self.repo,
             batch_size=s.storage.batch_size,
@@ -176,7 +193,9 @@ class Callwatch:
         )
         if s.alerts.enabled:
             await self.alerts.start()
-        self.asr = AsrService.from_settings(self.pool, s.asr)
+        transcriber = self.remote_asr or self.pool
+        assert transcriber is not None
+        self.asr = AsrService.from_settings(transcriber, s.asr)
         self.asr.start()
         scripts = None
         if s.compliance.enabled:
@@ -253,6 +272,8 @@ class Callwatch:
             await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
+        if self.bus_client is not None:
+            await self.bus_client.drain()
         if self.retention is not None:
             await self.retention.stop()
         if self.repo is not None:
@@ -260,8 +281,8 @@ class Callwatch:
         log.info("stopped")
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
+        try:  # a failed start (e.g. the bus refused us) still closes what it opened
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()

@@ -69,6 +69,11 @@ class CallTranscripts:
         self._pending: set[AsrJob] = set()
         self._deferred = DeferredSpans()  # released by ASR under overload: caught up later
         self._late: set[tuple[str, int]] = set()  # keys of catch-up jobs (stored `late`)
+        #: Keys whose transcript was applied: a result for one of them again (a retried
+        #: remote request answered twice, a live and a catch-up job both transcribed) is
+        #: dropped, so no segment is applied twice. One entry per utterance of this call.
+        self._applied: set[tuple[str, int]] = set()
+        self.duplicates = 0
         #: Set when an outstanding transcript (or DNSMOS score) lands or is deferred.
         self._changed = asyncio.Event()
         self.segments = 0
@@ -110,6 +115,7 @@ class CallTranscripts:
             utterance=utterance, language=self._language, on_done=self._on_asr, tracker=tracker
         )
         key = _key(job)
+        job.key = (self.call_id, *key)
         if self.analyzer is not None and not late:  # a catch-up job keeps the live key
             self.analyzer.utterance_queued(key, utterance.start_ms)
         self._pending.add(job)
@@ -133,6 +139,15 @@ class CallTranscripts:
         latency_ms = int((time.monotonic() - job.queued_at) * 1000)
         late = key in self._late or bool(getattr(job, "late", False))
         records: list[Any] = []
+        if result is not None:
+            if key in self._applied:
+                self.duplicates += 1
+                log.info("duplicate transcript dropped", extra=fields(**self._log_fields,
+                         party=u.party.value, start_ms=u.start_ms))  # fmt: skip
+                self._pending.discard(job)
+                self._changed.set()
+                return
+            self._applied.add(key)
         if result is None and problem in CATCH_UP_REASONS and not self._deferred.add(u):
             problem = "deferred_list_full"
         if result is None and problem in CATCH_UP_REASONS:
