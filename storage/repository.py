@@ -148,9 +148,12 @@ class Repository:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def active_calls(self) -> list[CallSummary]:
-        """Calls still 'active', oldest first: at start-up these were cut off by a crash."""
+    def active_calls(self, node: str | None = None) -> list[CallSummary]:
+        """Calls still 'active', oldest first: at start-up these were cut off by a crash.
+        With `node` (scale-out), only that node's calls: the others' are alive elsewhere."""
         stmt = select(Call).where(Call.status == "active").order_by(Call.started_at, Call.id)
+        if node is not None:
+            stmt = stmt.where(Call.node == node)
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 
@@ -579,7 +582,7 @@ def _close_call(conn: Connection, rec: CallClosed | CallEnded) -> None:
 # Record fields copied as is into columns of the same name.
 _CALL_FIELDS = (
     "external_id", "protocol", "started_at", "sample_rate", "channels", "recording_path",
-    "agent_id", "queue", "caller", "callee",
+    "agent_id", "queue", "caller", "callee", "node",
 )  # fmt: skip
 _CALL_UNSET = (
     "ended_at", "end_reason", "duration_ms", "recording_frames", "score", "grade",

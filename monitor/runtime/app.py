@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # NATS is imported only in NATS mode
     from nats.aio.client import Client
 
     from monitor.scale.asr_remote import RemoteTranscriber
+    from monitor.scale.heartbeat import NodeHeartbeat
 
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
@@ -53,7 +54,9 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     reached the disk, and mark the call interrupted (reason `server_crash`); and end the trace
     of calls that had hung up but not got their verdict. Idempotent."""
     recovered = []
-    for call in repo.active_calls():
+    # Several nodes on one database: only this node's calls are ours to recover.
+    node = settings.node.resolved_name if settings.bus.enabled else None
+    for call in repo.active_calls(node):
         path = settings.recordings_dir / call.recording_path
         frames = repair_wav(path) if path.exists() else 0
         duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
@@ -126,6 +129,7 @@ class Callwatch:
         #: NATS mode (`bus.url`): the connection, and the transcriber of `asr.remote`.
         self.bus_client: Client | None = None
         self.remote_asr: RemoteTranscriber | None = None
+        self.heartbeat: NodeHeartbeat | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
@@ -157,12 +161,19 @@ class Callwatch:
         )
         await asyncio.to_thread(self.repo.upgrade)
         await asyncio.to_thread(recover_interrupted, self.repo, s)
-        if s.asr.remote:
-            # Shared `callwatch asr-worker`s over NATS (monitor.scale, docs/scale-out.md).
-            from monitor.scale.asr_remote import RemoteTranscriber
+        if s.bus.enabled:
+            # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
             from monitor.scale.connect import connect_bus
+            from monitor.scale.heartbeat import NodeHeartbeat
 
-            self.bus_client = await connect_bus(s.bus, f"callwatch-node-{s.node.resolved_name}")
+            node = s.node.resolved_name
+            self.bus_client = await connect_bus(s.bus, f"callwatch-node-{node}")
+            self.heartbeat = NodeHeartbeat(self.bus_client, s.bus, node, self.repo.engine)
+            await self.heartbeat.start()
+        if s.asr.remote and self.bus_client is not None:
+            # Shared `callwatch asr-worker`s over NATS instead of this node's own workers.
+            from monitor.scale.asr_remote import RemoteTranscriber
+
             self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
         else:
             self.pool = AsrPool(s.asr, s.model_cache_dir)
@@ -272,6 +283,8 @@ class Callwatch:
             await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
+        if self.heartbeat is not None:
+            await self.heartbeat.close()
         if self.bus_client is not None:
             await self.bus_client.drain()
         if self.retention is not None:
