@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,16 +22,6 @@ from storage.repository import Repository
 from tests.fixtures_nats import NatsEndpoint
 
 pytestmark = pytest.mark.scaleout
-
-
-@pytest.fixture
-def pg_repo(pg_database_url: str) -> Iterator[Repository]:
-    repo = Repository.from_url(pg_database_url)
-    repo.upgrade()
-    try:
-        yield repo
-    finally:
-        repo.close()
 
 
 def _open(repo: Repository, call_id: str, node: str | None) -> None:
