@@ -102,11 +102,14 @@ class Proc:
 
 
 @contextmanager
-def scripted_worker(endpoint: NatsEndpoint, name: str, delay_s: float) -> Iterator[Proc]:
+def scripted_worker(
+    endpoint: NatsEndpoint, name: str, delay_s: float, *, prefix: str | None = None
+) -> Iterator[Proc]:
     """A started `tests.scripted_asr_worker` process (ready on the bus), stopped afterwards."""
-    proc = Proc(
-        [sys.executable, "-m", "tests.scripted_asr_worker", name, str(delay_s)], bus_env(endpoint)
-    )
+    env = bus_env(endpoint)
+    if prefix is not None:
+        env["CALLWATCH_BUS__PREFIX"] = prefix
+    proc = Proc([sys.executable, "-m", "tests.scripted_asr_worker", name, str(delay_s)], env)
     try:
         proc.wait_for("asr-worker ready", timeout_s=30)
         yield proc
