@@ -240,3 +240,39 @@ async def test_a_duplicate_result_is_applied_once() -> None:
     segments = [r for r in call._storage.records if isinstance(r, SegmentAdded)]  # type: ignore[attr-defined]
     assert [s.text for s in segments] == ["thank you for calling"]
     assert call.duplicates == 1 and call.segments == 1 and call.asr_outstanding == 0
+
+
+# -- the real model behind `callwatch asr-worker` -------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.scaleout
+async def test_callwatch_asr_worker_transcribes_with_the_real_model(
+    nats_server: NatsEndpoint,
+) -> None:
+    """The product command, the bundled Whisper `base`, a real clip: the text through the bus
+    equals the reference words (normalised), and the bus overhead is small."""
+    import jiwer
+
+    from tests.fixtures_asr import load_clip, reference
+
+    prefix = f"real{time.monotonic_ns()}"
+    env = bus_env(nats_server)
+    env.update(CALLWATCH_ASR__WORKERS="1", CALLWATCH_BUS__PREFIX=prefix)
+    worker = Proc([sys.executable, "-m", "monitor.cli", "asr-worker"], env)
+    try:
+        worker.wait_for("asr-worker ready", timeout_s=180)
+        bus = BusSettings(**nats_server.settings(prefix=prefix))  # type: ignore[arg-type]
+        nc = await connect_bus(bus, "node")
+        remote = RemoteTranscriber(nc, subject=asr_subject(prefix), timeout_s=60, attempts=1,
+                                   max_bytes=MAX, concurrency=1)  # fmt: skip
+        clip = "en/ljspeech_LJ001-0004.flac"
+        [result] = await remote.transcribe_batch(
+            [AsrRequest(load_clip(clip), "en", tag=("c", "agent", 0))]
+        )
+        await nc.close()
+    finally:
+        worker.stop()
+    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.Strip(),
+                          jiwer.RemoveMultipleSpaces()])  # fmt: skip
+    assert jiwer.wer(norm(reference(clip)), norm(result.text)) < 0.15, result.text
+    assert result.language == "en" and result.compute_s > 0
+    assert remote.overhead_ms and remote.overhead_ms[0] < 500
