@@ -77,6 +77,7 @@ class _Scripted:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.seen: list[object] = []
+        self.took = asyncio.Event()
 
     @property
     def worker_count(self) -> int:
@@ -84,6 +85,7 @@ class _Scripted:
 
     async def transcribe_batch(self, requests: list[AsrRequest]) -> list[AsrResult]:
         self.seen.extend(r.tag for r in requests)
+        self.took.set()
         await asyncio.sleep(self.delay_s)
         return [AsrResult(f"{len(r.audio)} samples", "en", 0.9, 1.0, self.delay_s, tag=r.tag)
                 for r in requests]  # fmt: skip
@@ -116,6 +118,38 @@ async def test_remote_batch_in_order_and_a_full_worker_says_busy(nats_server: Na
         await server.close()
         await worker_nc.close()
         await node_nc.close()
+
+
+@pytest.mark.scaleout
+async def test_a_slow_worker_is_overtaken_and_its_late_answer_unused(
+    nats_server: NatsEndpoint,
+) -> None:
+    """Past the deadline the request goes again; the fast worker's answer is used and the slow
+    one's, arriving later, is not delivered a second time."""
+    bus = _bus(nats_server, f"t{time.monotonic_ns()}")
+    subject = asr_subject(bus.prefix)
+    ncs = [await connect_bus(bus, n) for n in ("slow", "fast", "node")]
+    slow, fast = _Scripted(delay_s=2.0), _Scripted(delay_s=0.0)
+    slow_srv = AsrWorkerServer(ncs[0], slow, subject=subject, max_bytes=MAX, capacity=1)
+    fast_srv = AsrWorkerServer(ncs[1], fast, subject=subject, max_bytes=MAX, capacity=1)
+    remote = RemoteTranscriber(ncs[2], subject=subject, timeout_s=0.5, attempts=3,
+                               max_bytes=MAX, concurrency=1)  # fmt: skip
+    await slow_srv.start()
+    try:
+        request = AsrRequest(_tone(1.0), tag=("c2", "agent", 8000))
+        pending = asyncio.create_task(remote.transcribe_batch([request]))
+        await slow.took.wait()  # only the slow worker is there: it takes the first attempt
+        await fast_srv.start()
+        [result] = await pending
+        assert result.tag == ("c2", "agent", 8000) and fast.seen == [("c2", "agent", 8000)]
+        assert remote.retries >= 1
+        await asyncio.sleep(2.0)  # the slow worker answers now: nobody is listening
+        assert slow_srv.served == 1 and remote.requests == 1
+    finally:
+        for srv in (slow_srv, fast_srv):
+            await srv.close()
+        for nc in ncs:
+            await nc.close()
 
 
 @pytest.mark.scaleout
