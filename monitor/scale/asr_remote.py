@@ -145,6 +145,7 @@ class RemoteTranscriber:
                     timeout=min(self._timeout_s, left),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                again = False
                 for task in done:
                     attempts.discard(task)
                     outcome = task.result()
@@ -153,12 +154,19 @@ class RemoteTranscriber:
                         return outcome
                     if outcome in _FREE:
                         sent -= 1  # no worker spent time on it: does not use up an attempt
-                if not done and sent < self._attempts:
+                        again = True
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
+                if again and attempts:
+                    # Busy, while an earlier attempt is still open: send again now, not only
+                    # once that one gave up (an empty set is re-sent at the top of the loop).
+                    attempts.add(asyncio.create_task(self._attempt(key, data, left)))
+                    sent += 1
+                elif not done and sent < self._attempts:
                     # This attempt's deadline passed: send it again (the queue group gives it
                     # to a live worker) while the earlier one stays open: a slow worker's
                     # answer still counts, and only the first answer is used.
                     self.retries += 1
-                    left = deadline - time.monotonic()
                     attempts.add(asyncio.create_task(self._attempt(key, data, left)))
                     sent += 1
         finally:
