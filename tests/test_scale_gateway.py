@@ -61,6 +61,7 @@ async def test_two_nodes_remote_asr_and_a_node_killed_mid_call(
         CALLWATCH_BUS__NODE_TTL_S="3",
         CALLWATCH_API__ENABLED="false",
         CALLWATCH_GATEWAY__AUDIOSOCKET_PORT="-1",
+        CALLWATCH_GATEWAY__MAX_AUDIO_RATE="0",  # the first call is streamed flat out
     )
     with scripted_worker(nats_server, "W1", 0.05, prefix=env["CALLWATCH_BUS__PREFIX"]):
         a, b = _node(tmp_path / "a", "gw-a", env), _node(tmp_path / "b", "gw-b", env)
