@@ -29,6 +29,7 @@ import logging
 import time
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -183,7 +184,7 @@ class RemoteTranscriber:
 
     async def _attempt(self, key: UtteranceKey, data: bytes, timeout_s: float) -> AsrResult | str:
         """One request: its result, or why it should be sent again ("busy", "no_responders",
-        "timeout", "bad_reply")."""
+        "timeout", "bad_reply", "unavailable")."""
         try:
             msg = await self._nc.request(self._subject, data, timeout=max(0.01, timeout_s))
         except NoRespondersError:
@@ -191,6 +192,10 @@ class RemoteTranscriber:
             return "no_responders"
         except NatsTimeoutError:
             return "timeout"
+        except (NatsError, OSError) as exc:  # disconnected, outbound buffer full: wait a bit
+            log.debug("ASR request not sent: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(min(1.0, timeout_s))
+            return "unavailable"
         try:
             reply = decode_reply(msg.data, self._max_bytes)
         except EnvelopeError as exc:
