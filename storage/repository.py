@@ -157,9 +157,10 @@ class Repository:
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 
-    def unfinalised_calls(self, since: datetime) -> list[CallSummary]:
+    def unfinalised_calls(self, since: datetime, node: str | None = None) -> list[CallSummary]:
         """Calls that ended since `since` but never got their verdict (no `finalised` trace
-        entry): a crash came between hang-up and the call's last transcript."""
+        entry): a crash came between hang-up and the call's last transcript. With `node`
+        (scale-out), only that node's: another node's may still be waiting for transcripts."""
         finalised = select(TraceEvent.call_id).where(
             TraceEvent.call_id == Call.id, TraceEvent.kind == "finalised"
         )
@@ -168,6 +169,8 @@ class Repository:
             .where(Call.status != "active", Call.ended_at >= since, ~finalised.exists())
             .order_by(Call.started_at, Call.id)
         )
+        if node is not None:
+            stmt = stmt.where(Call.node == node)
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 

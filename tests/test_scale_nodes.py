@@ -17,7 +17,7 @@ from monitor.runtime.app import recover_interrupted
 from monitor.scale.connect import connect_bus
 from monitor.scale.heartbeat import NodeHeartbeat
 from storage.nodes import close_lost_calls
-from storage.records import CallOpened
+from storage.records import CallEnded, CallOpened
 from storage.repository import Repository
 from tests.fixtures_nats import NatsEndpoint
 
@@ -88,9 +88,16 @@ def test_a_restarting_node_recovers_only_its_own_calls(
 ) -> None:
     _open(pg_repo, "mine", "gw-a")
     _open(pg_repo, "theirs", "gw-b")
+    # gw-b's other call has hung up and waits for its last transcripts (no verdict yet).
+    _open(pg_repo, "theirs-ending", "gw-b")
+    pg_repo.apply([CallEnded(call_id="theirs-ending", ended_at=datetime.now(UTC),
+                             status="completed", end_reason="hangup", duration_ms=1000,
+                             recording_frames=8000, transcripts_pending=1)])  # fmt: skip
     settings = load_settings(env={}, data_dir=tmp_path, storage={"url": pg_database_url},
                              node={"name": "gw-a"}, bus={"url": "nats://127.0.0.1:1",
                              "credentials": {"user": "u", "password": "p"}})  # fmt: skip
     assert recover_interrupted(pg_repo, settings) == ["mine"]
     assert _status(pg_repo, "mine") == ("interrupted", "server_crash")
     assert _status(pg_repo, "theirs") == ("active", None)
+    ending = pg_repo.get_call("theirs-ending")
+    assert ending is not None and not any(t.kind == "finalised" for t in ending.trace)

@@ -88,7 +88,7 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
         recovered.append(call.call_id)
     # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
     # lost, so the trace ends (`finalised`) and nothing waits for it.
-    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
+    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK, node):
         repo.apply(
             [
                 TraceAdded(
