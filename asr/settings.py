@@ -83,3 +83,11 @@ class AsrSettings(_Section):
     cache_dir: Path | None = None
     #: Refuse hub downloads (also honoured: HF_HUB_OFFLINE=1).
     offline: bool = False
+    #: Send utterances to shared `callwatch asr-worker` processes over the bus (needs
+    #: `bus.url`) instead of this process's own workers.
+    remote: bool = False
+    #: Seconds one remote attempt may take before it is sent again (another worker of the
+    #: queue group takes it) ...
+    remote_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    #: ... and attempts in all before the utterance goes to the catch-up path.
+    remote_attempts: int = Field(default=3, ge=1, le=10)

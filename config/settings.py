@@ -162,6 +162,95 @@ class RecordingSettings(_Section):
         return self
 
 
+class BusCredentials(_Section):
+    """How this process logs in to NATS: a user and password, an nkey seed file, or a
+    `.creds` file (JWT + nkey). The bus is always authenticated: one of them is required."""
+
+    user: str | None = None
+    #: Or `CALLWATCH_BUS__CREDENTIALS__PASSWORD`, so it stays out of the config file.
+    password: SecretStr | None = None
+    nkey_seed_file: Path | None = None
+    creds_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> BusCredentials:
+        ways = [
+            self.user is not None or self.password is not None,
+            self.nkey_seed_file is not None,
+            self.creds_file is not None,
+        ]
+        if sum(ways) > 1:
+            raise ValueError(
+                "bus.credentials: give one of user + password, nkey_seed_file or creds_file"
+            )
+        if ways[0] and (not self.user or self.password is None):
+            raise ValueError("bus.credentials: user and password go together")
+        return self
+
+    @property
+    def given(self) -> bool:
+        return self.user is not None or bool(self.nkey_seed_file or self.creds_file)
+
+
+class BusSettings(_Section):
+    """Scale-out (docs/scale-out.md): NATS with JetStream between gateway nodes, ASR workers
+    and storage. Unset `url`: embedded mode, everything in this one process (the default)."""
+
+    #: e.g. `nats://nats-1:4222` (several, comma-separated, for a cluster); `tls://` for TLS.
+    url: str | None = None
+    credentials: BusCredentials = BusCredentials()
+    #: Events buffered in memory while NATS is unreachable; past it the oldest buffered are
+    #: dropped, counted and logged (never silently) ...
+    buffer_events: int = Field(default=20_000, ge=1)
+    #: ... or past this many bytes of them.
+    buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    #: Largest message this process sends or accepts (NATS' default `max_payload` is 1 MB;
+    #: a 15 s utterance is 480 kB of PCM16).
+    max_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024)
+    #: Seconds between node heartbeats; a node silent for `node_ttl_s` is lost, and a
+    #: surviving node closes its active calls as interrupted / node_lost.
+    heartbeat_s: float = Field(default=2.0, gt=0.0, le=60.0)
+    node_ttl_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    #: Subject prefix, stream and bucket names, so two deployments can share one NATS.
+    prefix: str = Field(default="callwatch", pattern=r"^[A-Za-z0-9_-]+$")
+
+    @model_validator(mode="after")
+    def _check(self) -> BusSettings:
+        if self.url is not None and not self.credentials.given:
+            raise ValueError(
+                "bus.url is set but bus.credentials is not: the bus is always authenticated; "
+                "set [bus.credentials] user + password (CALLWATCH_BUS__CREDENTIALS__PASSWORD), "
+                "nkey_seed_file or creds_file"
+            )
+        if self.node_ttl_s < 2 * self.heartbeat_s:
+            raise ValueError("bus.node_ttl_s must be at least twice bus.heartbeat_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+class NodeSettings(_Section):
+    """This process as one node of several (only matters with `bus.url`)."""
+
+    #: Unique per node; empty = the host name. Calls are owned by the node that took them.
+    name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
+    #: Where this node writes recordings (default: <data_dir>/recordings). Point every node
+    #: at shared storage (NFS, a mounted object store) for any node's API to play any call.
+    recordings_dir: Path | None = None
+
+    @property
+    def resolved_name(self) -> str:
+        return self.name or _hostname()
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0] or "node"
+
+
 class LoadSettings(_Section):
     """Overload: when the box cannot keep up, how the operator is told and what gives way.
 
@@ -485,9 +574,13 @@ class Settings(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     retention: RetentionSettings = RetentionSettings()
     privacy: PrivacySettings = PrivacySettings()
+    bus: BusSettings = BusSettings()
+    node: NodeSettings = NodeSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.asr.remote and not self.bus.enabled:
+            raise ValueError("asr.remote = true needs bus.url (the NATS the ASR workers serve)")
         if self.vad.pad_ms >= self.vad.end_silence_ms:
             raise ValueError(
                 f"vad.pad_ms ({self.vad.pad_ms}) must be smaller than "
@@ -519,7 +612,18 @@ class Settings(_Section):
 
     @property
     def recordings_dir(self) -> Path:
-        return self.data_dir / "recordings"
+        return self.node.recordings_dir or self.data_dir / "recordings"
+
+    def check_bus_mode(self) -> None:
+        """Refuse a gateway node in NATS mode on SQLite (called by `callwatch serve`): nodes
+        share one database, which SQLite cannot be across machines. ASR workers need none."""
+        if self.bus.enabled and not self.database_url.startswith("postgresql"):
+            raise ConfigError(
+                f"bus.url is set (NATS mode, several nodes) but the database is "
+                f"{self.database_url.split(':', 1)[0]}: NATS mode needs one PostgreSQL shared "
+                'by every node. Set storage.url = "postgresql+psycopg://user@host/callwatch" '
+                "(or CALLWATCH_STORAGE__URL), or unset bus.url for the single-box mode"
+            )
 
     @property
     def model_cache_dir(self) -> Path:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
@@ -40,6 +41,12 @@ from monitor.web.api.server import ApiServer
 from storage.recordings import repair_wav
 from storage.repository import Repository
 
+if TYPE_CHECKING:  # NATS is imported only in NATS mode
+    from nats.aio.client import Client
+
+    from monitor.scale.asr_remote import RemoteTranscriber
+    from monitor.scale.heartbeat import NodeHeartbeat
+
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
 #: hang-up and the last transcript; bounded so a large database is not scanned).
@@ -56,7 +63,9 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     reached the disk, and mark the call interrupted (reason `server_crash`); and end the trace
     of calls that had hung up but not got their verdict. Idempotent."""
     recovered = []
-    for call in repo.active_calls():
+    # Several nodes on one database: only this node's calls are ours to recover.
+    node = settings.node.resolved_name if settings.bus.enabled else None
+    for call in repo.active_calls(node):
         path = settings.recordings_dir / call.recording_path
         frames = repair_wav(path) if path.exists() else 0
         # [hook: audio redaction] what its journal does not confirm checked is masked
@@ -80,7 +89,7 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
         recovered.append(call.call_id)
     # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
     # lost, so the trace ends (`finalised`) and nothing waits for it.
-    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK):
+    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK, node):
         path = settings.recordings_dir / call.recording_path
         redaction = recover_audio_redaction(path, call.sample_rate)  # [hook: audio redaction]
         seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
@@ -117,6 +126,10 @@ class Callwatch:
         #: The live calls (both transports), found by alerts and the API.
         self.calls = CallRegistry()
         self.pool: AsrPool | None = None
+        #: NATS mode (`bus.url`): the connection, and the transcriber of `asr.remote`.
+        self.bus_client: Client | None = None
+        self.remote_asr: RemoteTranscriber | None = None
+        self.heartbeat: NodeHeartbeat | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
@@ -149,8 +162,23 @@ class Callwatch:
         await asyncio.to_thread(self.repo.upgrade)
         await asyncio.to_thread(recover_interrupted, self.repo, s)
         self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
-        self.pool = AsrPool(s.asr, s.model_cache_dir)
-        await self.pool.start()
+        if s.bus.enabled:
+            # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
+            from monitor.scale.connect import connect_bus
+            from monitor.scale.heartbeat import NodeHeartbeat
+
+            node = s.node.resolved_name
+            self.bus_client = await connect_bus(s.bus, f"callwatch-node-{node}")
+            self.heartbeat = NodeHeartbeat(self.bus_client, s.bus, node, self.repo.engine)
+            await self.heartbeat.start()
+        if s.asr.remote and self.bus_client is not None:
+            # Shared `callwatch asr-worker`s over NATS instead of this node's own workers.
+            from monitor.scale.asr_remote import RemoteTranscriber
+
+            self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
+        else:
+            self.pool = AsrPool(s.asr, s.model_cache_dir)
+            await self.pool.start()
         self.storage = StorageWriter(
             self.repo,
             batch_size=s.storage.batch_size,
@@ -179,7 +207,9 @@ class Callwatch:
             await self.alerts.start()
         # [hook: audio redaction] word times for the masked spans
         words = s.privacy.redact_audio and s.privacy.redact_transcripts
-        self.asr = AsrService.from_settings(self.pool, s.asr, word_timestamps=words)
+        transcriber = self.remote_asr or self.pool
+        assert transcriber is not None
+        self.asr = AsrService.from_settings(transcriber, s.asr, word_timestamps=words)
         self.asr.start()
         scripts = None
         if s.compliance.enabled:
@@ -260,6 +290,10 @@ class Callwatch:
             await self.webhooks.close()
         if self.pool is not None:
             await self.pool.close()
+        if self.heartbeat is not None:
+            await self.heartbeat.close()
+        if self.bus_client is not None:
+            await self.bus_client.drain()
         if self.retention is not None:
             await self.retention.stop()
         if self.repo is not None:
@@ -267,8 +301,8 @@ class Callwatch:
         log.info("stopped")
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
+        try:  # a failed start (e.g. the bus refused us) still closes what it opened
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()

@@ -1,5 +1,4 @@
-"""The `callwatch` command: serve, calls, show, migrate, user (+ monitor/cli_privacy.py).
-The simulated switch is its own command, `callwatch-sim` (`python -m ivr_sim`).
+"""The `callwatch` command: serve, asr-worker, calls, show, migrate, user (+ cli_privacy).
 
 Each command loads the settings once (file, environment, then its own flags) and exits with a
 message that says what to do next when something is missing, never a bare traceback.
@@ -48,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monitor.runtime.logs import configure_logging
 
     settings = _settings(args)
+    settings.check_bus_mode()  # NATS mode on SQLite: a clear error before anything starts
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
@@ -58,7 +58,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = Callwatch(settings)
         await app.run_forever(stop)
 
-    asyncio.run(main())
+    from monitor.scale.connect import BusError
+
+    try:
+        asyncio.run(main())
+    except BusError as exc:  # wrong bus credentials, NATS unreachable: say which, exit
+        print(f"callwatch serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -155,6 +161,26 @@ def cmd_show(args: argparse.Namespace) -> int:
             data = json.dumps(t.data, ensure_ascii=False, default=str) if t.data else ""
             print(f"  {t.seq:4} {_fmt_ms(t.media_ms)} {t.kind:16} {t.party or '':8} {data}")
     return 0
+
+
+# -- asr-worker -------------------------------------------------------------------------
+def cmd_asr_worker(args: argparse.Namespace) -> int:
+    from monitor.runtime.logs import configure_logging
+    from monitor.scale.asr_worker import run_asr_worker
+    from monitor.scale.connect import BusError
+
+    settings = _settings(args)
+    if not settings.bus.enabled:
+        raise ConfigError(
+            "asr-worker serves utterances over NATS: set bus.url and bus.credentials "
+            "(CALLWATCH_BUS__URL, CALLWATCH_BUS__CREDENTIALS__USER / __PASSWORD)"
+        )
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return run_asr_worker(settings)
+    except BusError as exc:
+        print(f"callwatch asr-worker: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -256,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", help="Whisper model: directory, base, tiny.en or a hub name")
     sp.add_argument("--language", choices=["auto", "zh", "en"])
     sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser(
+        "asr-worker", help="serve speech recognition to gateway nodes over NATS (bus.url)"
+    )
+    common(sp)
+    sp.add_argument("--model", help="Whisper model: directory, base, tiny.en or a hub name")
+    sp.add_argument("--language", choices=["auto", "zh", "en"])
+    sp.set_defaults(func=cmd_asr_worker)
 
     sp = sub.add_parser("calls", help="list and search stored calls")
     common(sp)

@@ -127,6 +127,8 @@ class Call(Base):
     compliance_score: Mapped[float | None] = mapped_column(Float)
     # `metadata` is reserved on declarative classes, hence the attribute name.
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    #: The gateway node that owns the call (scale-out, `node.name`); None on a single box.
+    node: Mapped[str | None] = mapped_column(String(64))
 
     parties: Mapped[list[Party]] = relationship(
         back_populates="call", order_by="Party.channel", cascade="all, delete-orphan"
@@ -141,6 +143,7 @@ class Call(Base):
         Index("ix_calls_queue_started_at", "queue", "started_at"),
         Index("ix_calls_caller_started_at", "caller", "started_at"),
         Index("ix_calls_external_id_started_at", "external_id", "started_at"),
+        Index("ix_calls_node_status", "node", "status"),
     )
 
 

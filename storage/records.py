@@ -28,6 +28,8 @@ class CallOpened:
     caller: str | None = None
     callee: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The gateway node that owns the call (scale-out); None on a single box.
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

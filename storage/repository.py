@@ -148,15 +148,19 @@ class Repository:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def active_calls(self) -> list[CallSummary]:
-        """Calls still 'active', oldest first: at start-up these were cut off by a crash."""
+    def active_calls(self, node: str | None = None) -> list[CallSummary]:
+        """Calls still 'active', oldest first: at start-up these were cut off by a crash.
+        With `node` (scale-out), only that node's calls: the others' are alive elsewhere."""
         stmt = select(Call).where(Call.status == "active").order_by(Call.started_at, Call.id)
+        if node is not None:
+            stmt = stmt.where(Call.node == node)
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 
-    def unfinalised_calls(self, since: datetime) -> list[CallSummary]:
+    def unfinalised_calls(self, since: datetime, node: str | None = None) -> list[CallSummary]:
         """Calls that ended since `since` but never got their verdict (no `finalised` trace
-        entry): a crash came between hang-up and the call's last transcript."""
+        entry): a crash came between hang-up and the call's last transcript. With `node`
+        (scale-out), only that node's: another node's may still be waiting for transcripts."""
         finalised = select(TraceEvent.call_id).where(
             TraceEvent.call_id == Call.id, TraceEvent.kind == "finalised"
         )
@@ -165,6 +169,8 @@ class Repository:
             .where(Call.status != "active", Call.ended_at >= since, ~finalised.exists())
             .order_by(Call.started_at, Call.id)
         )
+        if node is not None:
+            stmt = stmt.where(Call.node == node)
         with self._session() as session:
             return [_summary(call) for call in session.scalars(stmt)]
 
@@ -579,7 +585,7 @@ def _close_call(conn: Connection, rec: CallClosed | CallEnded) -> None:
 # Record fields copied as is into columns of the same name.
 _CALL_FIELDS = (
     "external_id", "protocol", "started_at", "sample_rate", "channels", "recording_path",
-    "agent_id", "queue", "caller", "callee",
+    "agent_id", "queue", "caller", "callee", "node",
 )  # fmt: skip
 _CALL_UNSET = (
     "ended_at", "end_reason", "duration_ms", "recording_frames", "score", "grade",

@@ -5,6 +5,7 @@
   dropped afterwards). Without that variable the postgres case is skipped locally and fails
   under `CI=true`, so CI can never pass by silently not testing PostgreSQL.
 * `repo` - a `Repository` on `db_url`, migrated to head, closed afterwards.
+* `pg_repo` - the same on a fresh PostgreSQL database only (the scale-out tests).
 * `pg_server_url` - the server URL itself, for tests that need PostgreSQL specifically.
 
 Test modules read only fixtures; the environment is read here, once per test.
@@ -74,12 +75,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def repo(db_url: str) -> Iterator[Repository]:
-    """A repository on `db_url`, migrated to head like the application does at start."""
-    repository = Repository.from_url(db_url)
+def _migrated(url: str) -> Iterator[Repository]:
+    repository = Repository.from_url(url)
     repository.upgrade()
     try:
         yield repository
     finally:
         repository.close()
+
+
+@pytest.fixture
+def repo(db_url: str) -> Iterator[Repository]:
+    """A repository on `db_url`, migrated to head like the application does at start."""
+    yield from _migrated(db_url)
+
+
+@pytest.fixture
+def pg_repo(pg_database_url: str) -> Iterator[Repository]:
+    """A repository on a fresh PostgreSQL database, migrated to head (scale-out tests)."""
+    yield from _migrated(pg_database_url)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from audio_quality.settings import QualitySettings
 from asr.settings import VadSettings
+from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from ivr_sim.script import RenderedCall, builtin_scripts, load_script, render
 from monitor.core.analysis import CallAnalyzer

@@ -91,6 +91,8 @@ class CallStarted:
     caller: str | None = None
     callee: str | None = None
     metadata: JsonDoc = field(default_factory=dict)
+    #: The gateway node that owns the call (scale-out); None on a single box.
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

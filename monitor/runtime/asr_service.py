@@ -72,6 +72,9 @@ class AsrJob:
     #: Set by the service: the job went through the catch-up lane; its result is late.
     late: bool = False
     attempts: int = 0
+    #: Idempotency key (call id, party, utterance sequence), handed to the transcriber as
+    #: the request's tag: a remote one sends it along (monitor.scale.asr_remote).
+    key: tuple[str, str, int] | None = None
 
     @property
     def audio_s(self) -> float:
@@ -360,6 +363,7 @@ class AsrService:
                     language=job.language,
                     locked_language=locked,
                     word_timestamps=self._word_timestamps,
+                    tag=job.key,
                 )
             )
         self.in_flight += len(batch)

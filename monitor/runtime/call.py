@@ -154,6 +154,8 @@ class LiveCall(CallTranscripts):
                     caller=m.caller,
                     callee=m.callee,
                     metadata=jsonable(scrub(m.extra)),
+                    # Scale-out: the owning node, so a survivor can close it if this node dies.
+                    node=self.settings.node.resolved_name if self.settings.bus.enabled else None,
                 ),
                 self._trace(TraceKind.CONNECTED, media_ms=0, peer=self.peer,
                             protocol=self.protocol),

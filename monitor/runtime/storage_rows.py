@@ -116,7 +116,7 @@ def rows_for(e: ev.CallEvent) -> list[Row]:
         return [
             rec.CallOpened(e.call_id, e.external_id, e.at, e.protocol, e.sample_rate,
                            e.channels, e.recording_path, e.parties, e.agent_id, e.queue,
-                           e.caller, e.callee, dict(e.metadata))
+                           e.caller, e.callee, dict(e.metadata), e.node)
         ]  # fmt: skip
     if isinstance(e, ev.ResultComputed):
         return [rec.ResultSaved(e.call_id, e.kind, e.party, dict(e.data))]

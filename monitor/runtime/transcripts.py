@@ -89,6 +89,11 @@ class CallTranscripts:
         self._pending: set[AsrJob] = set()
         self._deferred = DeferredSpans()  # released by ASR under overload: caught up later
         self._late: set[tuple[str, int]] = set()  # keys of catch-up jobs (stored `late`)
+        #: Keys whose transcript was applied: a result for one of them again (a retried
+        #: remote request answered twice, a live and a catch-up job both transcribed) is
+        #: dropped, so no segment is applied twice. One entry per utterance of this call.
+        self._applied: set[tuple[str, int]] = set()
+        self.duplicates = 0
         #: Set when an outstanding transcript (or DNSMOS score) lands or is deferred.
         self._changed = asyncio.Event()
         self.segments = 0
@@ -130,6 +135,7 @@ class CallTranscripts:
             utterance=utterance, language=self._language, on_done=self._on_asr, tracker=tracker
         )
         key = _key(job)  # the call core queued it with the analysis when it was cut
+        job.key = (self.call_id, *key)  # idempotency across ASR workers and retries
         self._pending.add(job)
         if late:
             self._late.add(key)
@@ -152,6 +158,15 @@ class CallTranscripts:
         late = key in self._late or bool(getattr(job, "late", False))
         await self._storage.room()  # back-pressure here, on this call's ASR results only
         records: list[CallEvent] = []
+        if result is not None:
+            if key in self._applied:
+                self.duplicates += 1
+                log.info("duplicate transcript dropped", extra=fields(**self._log_fields,
+                         party=u.party.value, start_ms=u.start_ms))  # fmt: skip
+                self._pending.discard(job)
+                self._changed.set()
+                return
+            self._applied.add(key)
         if result is None and problem in CATCH_UP_REASONS and not self._deferred.add(u):
             problem = "deferred_list_full"
         if result is None and problem in CATCH_UP_REASONS:
