@@ -233,33 +233,38 @@ def test_wrong_credentials_refuse_a_worker_and_a_node(
 
 
 # -- idempotent apply, where results are applied ------------------------------------------------
-class _Collecting:
-    def __init__(self) -> None:
-        self.records: list[object] = []
+class _Room:
+    """The storage writer's back-pressure seam: always room (storage is not under test)."""
 
-    async def put_many(self, records: list[object]) -> None:
-        self.records.extend(records)
+    async def room(self) -> None:
+        return None
 
 
 async def test_a_duplicate_result_is_applied_once() -> None:
     """Two results for one utterance key (a retried remote request answered twice, or a live
     and a catch-up job both transcribed): the call applies the first, drops and counts the
-    second; no second segment is produced."""
+    second; no second segment is published."""
     from config.settings import load_settings
+    from monitor.events import CallEvent, CallSequencer, Marked, SegmentTranscribed
     from monitor.runtime.transcripts import CallTranscripts
-    from storage.records import TraceAdded
+
+    published: list[CallEvent] = []
 
     class Call(CallTranscripts):
         def __init__(self) -> None:
             self.call_id = "c-dup"
-            self.settings = load_settings(env={}, privacy={"redact_transcripts": False})
+            self.settings = load_settings(env={}, privacy={"redact_transcripts": False,
+                                                           "redact_audio": False})  # fmt: skip
             self.analyzer = None
-            self._storage = _Collecting()  # type: ignore[assignment]
+            self._storage = _Room()  # type: ignore[assignment]
             self._analysis_done = False
             self._log_fields = {}
             self._tasks = set()
-            self._trace = lambda kind, media_ms=None, **data: TraceAdded(  # type: ignore[method-assign]
-                self.call_id, 0, kind, datetime.now(UTC), media_ms, data)  # fmt: skip
+            self._audio_redactor = None
+            self.events = CallSequencer(self.call_id)
+            self._trace = lambda kind, media_ms=None, **data: self.events.make(  # type: ignore[method-assign]
+                Marked, media_ms=media_ms, kind=kind, data=data)  # fmt: skip
+            self.publish = published.extend  # type: ignore[method-assign]
             self._init_transcripts()
 
     call = Call()
@@ -271,7 +276,7 @@ async def test_a_duplicate_result_is_applied_once() -> None:
     call._pending.update({first, again})
     await call._store_result(first, result, None)
     await call._store_result(again, result, None)
-    segments = [r for r in call._storage.records if isinstance(r, SegmentAdded)]  # type: ignore[attr-defined]
+    segments = [e for e in published if isinstance(e, SegmentTranscribed)]
     assert [s.text for s in segments] == ["thank you for calling"]
     assert call.duplicates == 1 and call.segments == 1 and call.asr_outstanding == 0
 
