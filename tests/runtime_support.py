@@ -72,6 +72,7 @@ class Rig:
     gateway: Gateway
     hub: BoardHub
     transcriber: ScriptedTranscriber
+    bus: EventBus
 
     async def call(self, external_id: str) -> CallDetail | None:
         await self.storage.drain()
@@ -108,7 +109,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[object]:
         await gateway.start()
         hub = BoardHub(bus, repo, tick_s=0.05)
         await hub.ensure_started()
-        rig = Rig(settings, repo, storage, asr, gateway, hub, transcriber)
+        rig = Rig(settings, repo, storage, asr, gateway, hub, transcriber, bus)
         made.append(rig)
         return rig
 

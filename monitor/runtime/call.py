@@ -29,9 +29,9 @@ from monitor.runtime import app_messages, findings
 from monitor.runtime.asr_service import AsrService
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
+from monitor.runtime.recording import CallRecording, RecordingFailure
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.transcripts import CallTranscripts
-from storage.recordings import WavRecorder
 from storage.records import (
     CallClosed,
     CallEnded,
@@ -77,7 +77,8 @@ class LiveCall(CallTranscripts):
         self.session = CallSession(metadata, settings.vad)
         rel = Path(f"{connected_at:%Y/%m/%d}") / f"{self.call_id}.wav"
         self.recording_rel = rel.as_posix()
-        self.recorder = WavRecorder(
+        # A disk that fails (full, I/O error) stops the recording, never the call.
+        self.recorder = CallRecording(
             settings.recordings_dir / rel,
             metadata.sample_rate,
             metadata.channels,
@@ -158,6 +159,18 @@ class LiveCall(CallTranscripts):
             ]
         )
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
+        if self.recorder.failure is not None:  # the file could not even be created
+            await self._recording_failed(self.recorder.failure)
+
+    async def _recording_failed(self, failure: RecordingFailure) -> None:
+        # The trace entry raises the critical alert (monitor.alerts) and marks the call's
+        # recording failed from here on (the API); the call itself goes on.
+        log.error(
+            "recording failed, the call continues unrecorded: %s", failure.reason,
+            extra=fields(**self._log_fields, error=failure.error, at_ms=failure.at_ms),
+        )  # fmt: skip
+        await self.trace("recording_failed", media_ms=failure.at_ms, error=failure.error,
+                         reason=failure.reason, frames_kept=failure.frames_kept)  # fmt: skip
 
     async def on_app_message(self, payload: Any) -> None:
         """A mid-stream text frame: see `monitor.runtime.app_messages`."""
@@ -200,8 +213,8 @@ class LiveCall(CallTranscripts):
             if records:
                 await self._storage.put_many(records)
         await self._tick_redactor()
-        if self.recorder.flush_due:
-            await asyncio.to_thread(self.recorder.write, self.recorder.drain())
+        if (failure := await self.recorder.flush()) is not None:
+            await self._recording_failed(failure)
 
     def _offer_dnsmos(self, *, final: bool = False) -> None:
         """DNSMOS windows through the call's sampler (the CPU budget) to the shared scorer;
@@ -285,7 +298,9 @@ class LiveCall(CallTranscripts):
             for utterance in self.session.finish():
                 self._submit(utterance)
             self._offer_dnsmos(final=True)
-            frames = await asyncio.to_thread(self.recorder.close)
+            frames, failure = await self.recorder.close()
+            if failure is not None:
+                await self._recording_failed(failure)
         except Exception as exc:
             log.exception("call finalisation failed", extra=fields(**self._log_fields))
             self._failure = type(exc).__name__

@@ -49,6 +49,8 @@ const TEXTS = {
     ak_compliance_miss: "Required script step missed", ak_compliance_order: "Script steps out of order",
     ak_forbidden_phrase: "Forbidden phrase said", ak_asr_lag: "Transcripts running late",
     ak_media_stalled: "Audio stopped arriving",
+    ak_recording_failed: "Recording stopped (disk full or disk error)",
+    ev_recording_failed: "recording stopped",
     // trace events
     ev_connected: "connected", ev_metadata: "call details received", ev_utterance: "utterance transcribed",
     ev_asr_shed: "utterance not transcribed (overload)", ev_disconnected: "disconnected",
@@ -114,6 +116,8 @@ const TEXTS = {
     ak_compliance_miss: "漏说必需话术", ak_compliance_order: "话术顺序错误",
     ak_forbidden_phrase: "说了禁用语", ak_asr_lag: "转写延迟",
     ak_media_stalled: "音频中断",
+    ak_recording_failed: "录音已停止（磁盘已满或磁盘故障）",
+    ev_recording_failed: "录音已停止",
     ev_connected: "已连接", ev_metadata: "收到通话信息", ev_utterance: "语句已转写",
     ev_asr_shed: "语句未转写（过载）", ev_disconnected: "已断开",
     ev_finalised: "分析完成", ev_dead_air_started: "开始静默",
@@ -161,7 +165,7 @@ export function named(prefix, name) {
 
 export const ALERT_KINDS = [
   "duration_long", "duration_short", "dead_air", "poor_audio", "compliance_miss",
-  "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled",
+  "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled", "recording_failed",
 ];
 
 export function gradeText(grade) {
