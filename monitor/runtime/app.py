@@ -197,7 +197,7 @@ class Callwatch:
             await self.audiosocket.start()
         await self.gateway.start()
         self.load = LoadMonitor(s.load, gateway=self.gateway, asr=self.asr, dnsmos=self.dnsmos,
-                                pool=self.pool,
+                                pool=self.pool, storage=self.storage,
                                 dnsmos_sample_every_s=s.quality.dnsmos.sample_every_s)  # fmt: skip
         self.load.start()
         if s.api.enabled:

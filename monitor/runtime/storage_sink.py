@@ -9,6 +9,13 @@ database rejects for good (`BatchRejected`: a malformed record) is split and wri
 record, so only the bad record is dropped, with an error log, and never stalls the other calls'
 writes.
 
+An outage is visible (issue 17 item 11, RELIABILITY.md S1): `health()` says "degraded" while
+a write has waited longer than `degraded_after_s` (a lock held elsewhere makes SQLite wait out
+its busy timeout before any error surfaces, so waiting counts, not only failures) or the last
+attempt failed; /api/health and the board show it (`monitor.runtime.load`). Audio keeps landing
+on disk meanwhile (the recorder does not go through here) and the queued records are written,
+in order and idempotently, once the database answers.
+
 The writer is also the tap of the event bus (`monitor.runtime.bus`): every record it accepts
 is published, in acceptance order (the order the database will see), right after it enters the
 queue; so listeners (alerts, the live board) see each call's records without LiveCall or the
@@ -20,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from monitor.runtime.bus import EventBus
 from storage.errors import BatchRejected
@@ -39,8 +49,12 @@ class StorageWriter:
         group_commit_s: float,
         queue_size: int,
         bus: EventBus | None = None,
+        degraded_after_s: float = 2.0,
     ) -> None:
         self._repo = repo
+        self._degraded_after_s = degraded_after_s
+        self._writing_since: float | None = None  # monotonic start of the write in progress
+        self._failing = False  # the write in progress has failed at least once
         self._bus = bus
         self._batch_size = batch_size
         self._pause = group_commit_s
@@ -108,7 +122,31 @@ class StorageWriter:
                         str(exc).splitlines()[0][:200],
                     )
 
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """`status` "ok" | "degraded" (a write waiting over `degraded_after_s`, or failing),
+        `since` (UTC, when the write now waiting began), `waiting_s`, `failing`, `queued`
+        (records not written yet). Counters only: no error text, no data."""
+        now = time.monotonic() if now is None else now
+        started = self._writing_since
+        waiting = 0.0 if started is None else max(0.0, now - started)
+        degraded = started is not None and (self._failing or waiting >= self._degraded_after_s)
+        since = datetime.now(UTC) - timedelta(seconds=waiting) if degraded else None
+        return {
+            "status": "degraded" if degraded else "ok",
+            "since": since.isoformat() if since else None,
+            "waiting_s": round(waiting, 1) if degraded else 0.0,
+            "failing": self._failing,
+            "queued": self._queue.qsize(),
+        }
+
     async def _write_until_stored(self, batch: list[Record]) -> None:
+        self._writing_since, self._failing = time.monotonic(), False
+        try:
+            await self._write_with_retries(batch)
+        finally:
+            self._writing_since, self._failing = None, False
+
+    async def _write_with_retries(self, batch: list[Record]) -> None:
         delay, failing = 0.2, False
         while True:
             try:
@@ -122,7 +160,7 @@ class StorageWriter:
                         type(exc).__name__,
                         str(exc).splitlines()[0][:200],
                     )
-                    failing = True
+                    failing = self._failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

@@ -235,8 +235,9 @@ function connect() {
   };
 }
 
-// The server's load (GET /api/health): an "overloaded" badge, and how far transcripts lag,
-// said plainly whenever they are noticeably behind.
+// The server's state (GET /api/health): "storage degraded" while the database takes no
+// writes, an "overloaded" badge, and how far transcripts lag, said plainly whenever they are
+// noticeably behind.
 async function pollHealth() {
   const el = $("load");
   try {
@@ -244,8 +245,9 @@ async function pollHealth() {
     const h = await r.json();
     const lag = h.asr ? h.asr.lag_s : 0;
     const behind = lag >= 2 ? `${t("transcripts_behind")} ${Math.round(lag)} s` : "";
-    el.textContent = h.overloaded ? [t("overloaded"), behind].filter(Boolean).join(" · ") : behind;
-    el.className = h.overloaded ? "load overloaded" : "load lagging";
+    const storage = h.storage && h.storage.status === "degraded" ? t("storage_degraded") : "";
+    el.textContent = [storage, h.overloaded ? t("overloaded") : "", behind].filter(Boolean).join(" · ");
+    el.className = storage ? "load degraded" : h.overloaded ? "load overloaded" : "load lagging";
     el.hidden = !el.textContent;
     el.dataset.state = h.status;
   } catch (e) {

@@ -36,6 +36,7 @@ const TEXTS = {
     pitch_too_low: "rate probably too low", pitch_too_high: "rate probably too high",
     no_agent_leg: "agent audio not streamed: script not checked",
     overloaded: "Overloaded: transcripts may come late", transcripts_behind: "Transcripts behind by",
+    storage_degraded: "Storage degraded: calls are still recorded, saving them is delayed",
     transcripts_pending: "Ended · transcripts pending", late: "late",
     late_title: "Transcribed late: the server was overloaded when it was said",
     // call status, severities, roles (the 403 page)
@@ -105,6 +106,7 @@ const TEXTS = {
     pitch_too_low: "采样率可能设得过低", pitch_too_high: "采样率可能设得过高",
     no_agent_leg: "未接入坐席音频：不检查话术",
     overloaded: "系统过载：转写可能延迟", transcripts_behind: "转写落后",
+    storage_degraded: "存储异常：通话仍在录音，保存延迟",
     transcripts_pending: "已结束 · 转写待完成", late: "延迟",
     late_title: "延迟转写：说话时系统过载",
     st_active: "进行中", st_completed: "已完成", st_interrupted: "中断",
