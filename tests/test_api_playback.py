@@ -9,12 +9,14 @@ the file whole, as an attachment.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from monitor.api import media
 from storage.records import CallClosed, CallOpened, TraceAdded
 from storage.repository import Repository
 from tests import api_data
@@ -92,3 +94,23 @@ def test_a_failed_recording_is_marked_and_never_served_as_complete(seeded: ApiHa
     ])  # fmt: skip
     r = seeded.client.get("/api/calls/e1/recording", headers=qa)
     assert r.status_code == 404 and "disk full" in r.json()["detail"]
+
+
+def test_a_read_error_is_a_5xx_with_an_error_id_and_audited(
+    seeded: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RELIABILITY.md S4: EIO while reading a recording for replay gives a 500 naming an
+    error id, an audit row that failed, and no audio presented as the recording."""
+
+    def broken(path: Path, start: int, length: int) -> Iterator[bytes]:
+        raise OSError(errno.EIO, "Input/output error")
+        yield b""  # a generator, like the real reader
+
+    monkeypatch.setattr(media, "read_file", broken)
+    r = seeded.client.get(URL, headers={**seeded.headers("qa"), "Range": "bytes=0-"})
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    error_id = r.json()["detail"].rsplit("error id ", 1)[1].rstrip(")")
+    assert len(error_id) == 8
+    [row] = seeded.ctx.access.list_audit(action="recording.play")
+    assert (row.result, row.status, row.detail["error_id"]) == ("failed", 500, error_id)
+    assert row.detail["reason"] == "read error EIO"

@@ -8,6 +8,9 @@ downloading the recording (`?download=true`), exporting a vCon and QA reviews ar
 
 from __future__ import annotations
 
+import errno
+import logging
+import secrets
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -31,6 +34,7 @@ from storage.models import CallDetail
 from storage.recordings import HEADER_BYTES
 from storage.search import CallQuery
 
+log = logging.getLogger("callwatch.api")
 router = APIRouter(prefix="/api", tags=["calls"])
 QA_ROLES = ("qa", "admin")
 CallId = Annotated[str, Path(min_length=1, max_length=128)]
@@ -223,7 +227,19 @@ def recording(
     start_ms, end_ms = media.media_span_ms(rng, size, call.sample_rate, call.channels)
     status = 200 if rng is None else 206
     head = request.method == "HEAD"
+    body: Iterator[bytes] = iter(())
     if not head:
+        try:  # a disk error on the first read is a 5xx, never a short 2xx (RELIABILITY S4)
+            body = media.primed(source.read(start, length))
+        except OSError as exc:
+            error_id = secrets.token_hex(4)
+            reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            log.error("recording read failed: %s (error id %s)", reason, error_id,
+                      extra={"call_id": call.call_id})  # fmt: skip
+            record(ctx, who, action, call_id=call.call_id, status=500,
+                   reason=f"read error {reason}", error_id=error_id)  # fmt: skip
+            raise HTTPException(500, f"the recording could not be read from disk "
+                                f"(error id {error_id})") from None  # fmt: skip
         record(ctx, who, action, call_id=call.call_id, status=status, start_ms=start_ms,
                end_ms=end_ms, bytes=f"{start}-{start + length - 1}/{size}")  # fmt: skip
     headers = {
@@ -243,10 +259,9 @@ def recording(
         headers["X-Recording-Failed-At-Ms"] = str(failed["at_ms"])
     if head:  # Content-Length is the body a GET would send (RFC 9110 §9.3.2)
         return Response(status_code=status, media_type="audio/wav", headers=headers)
-    return StreamingResponse(
-        source.read(start, length), status_code=status, media_type="audio/wav",
-        headers=headers,
-    )  # fmt: skip
+    # A read error later in the stream aborts it: the client sees fewer bytes than
+    # Content-Length promised, never a complete-looking file.
+    return StreamingResponse(body, status_code=status, media_type="audio/wav", headers=headers)
 
 
 def _content(ctx: ApiContext, call: CallDetail) -> Iterator[bytes] | None:

@@ -21,6 +21,7 @@ time of the request (the header's sizes are rewritten at every flush, see storag
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,13 @@ def read_file(path: Path, start: int, length: int) -> Iterator[bytes]:
                 return
             left -= len(chunk)
             yield chunk
+
+
+def primed(body: Iterator[bytes]) -> Iterator[bytes]:
+    """`body` with its first chunk already read: a read error (EIO, a file gone) is raised
+    here, before the response starts, so it can still be a 5xx."""
+    first = next(body, b"")
+    return itertools.chain((first,), body)
 
 
 @dataclass(frozen=True, slots=True)
