@@ -78,6 +78,7 @@ class CallCard:
     dead_air_now: bool = False  # a dead-air stretch has started and not ended yet
     ended_at: datetime | None = None
     status: str = "active"
+    end_reason: str | None = None  # why an interrupted call ended ("transport", "stalled" ...)
     duration_ms: int | None = None
     score: float | None = None
     grade: str | None = None
@@ -106,6 +107,7 @@ class CallCard:
             "checklist": [{"stage": s, "state": v} for s, v in self.checklist.items()],
             "alerts": sorted(self.alerts.values(), key=lambda a: a["id"]),
             "status": self.status,
+            "end_reason": self.end_reason,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration_ms": self.duration_ms,
             "score": self.score,
@@ -320,7 +322,7 @@ class BoardState:
         card.ended_mono = now - self.linger_s + self.verdict_wait_s if hung_up else now
         if card.ended_at is not None:
             return
-        card.ended_at, card.status = ev.ended_at, ev.status
+        card.ended_at, card.status, card.end_reason = ev.ended_at, ev.status, ev.end_reason
         card.duration_ms = ev.duration_ms
         card.dead_air_now = False
         self._roll_day(ev.ended_at.date())

@@ -52,12 +52,14 @@ function cardHtml(c) {
   const grade = c.grade ? `<span class="grade g-${esc(c.grade)}">${esc(gradeText(c.grade))}</span>` : "";
   const pending = c.transcripts_pending
     ? `<span class="pending">${esc(t("transcripts_pending"))}</span>` : "";
+  const ended = c.status === "interrupted" // said plainly: why the call ended early
+    ? `<span class="ended-reason">${esc(t("st_interrupted"))} · ${esc(named("er", c.end_reason))}</span>` : "";
   return `<div class="card-head">
       <span class="agent"><i>${esc(t("agent"))}</i> ${esc(c.agent ?? "–")}</span>
       <span class="queue"><i>${esc(t("queue"))}</i> ${esc(c.queue ?? "–")}</span>
       <span class="caller"><i>${esc(t("caller"))}</i> ${esc(c.caller ?? "–")}</span>
       <span class="duration" data-started="${esc(c.started_at)}">${fmtDuration(duration(c))}</span>
-      ${grade}${pending}
+      ${grade}${pending}${ended}
     </div>
     <div class="parties">${parties}</div>
     <div class="card-foot">

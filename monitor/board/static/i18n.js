@@ -52,6 +52,8 @@ const TEXTS = {
     ak_media_stalled: "Audio stopped arriving",
     ak_recording_failed: "Recording stopped (disk full or disk error)",
     ev_recording_failed: "recording stopped",
+    er_transport: "connection dropped", er_stalled: "audio stopped", er_shutdown: "server stopping",
+    er_server_crash: "server restarted", er_protocol: "bad data from the switch",
     // trace events
     ev_connected: "connected", ev_metadata: "call details received", ev_utterance: "utterance transcribed",
     ev_asr_shed: "utterance not transcribed (overload)", ev_disconnected: "disconnected",
@@ -120,6 +122,8 @@ const TEXTS = {
     ak_media_stalled: "音频中断",
     ak_recording_failed: "录音已停止（磁盘已满或磁盘故障）",
     ev_recording_failed: "录音已停止",
+    er_transport: "连接断开", er_stalled: "音频中断", er_shutdown: "服务器正在停止",
+    er_server_crash: "服务器已重启", er_protocol: "交换机数据有误",
     ev_connected: "已连接", ev_metadata: "收到通话信息", ev_utterance: "语句已转写",
     ev_asr_shed: "语句未转写（过载）", ev_disconnected: "已断开",
     ev_finalised: "分析完成", ev_dead_air_started: "开始静默",
