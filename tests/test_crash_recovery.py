@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ivr_sim import builtin_scripts, load_script, render
 from tests.fixtures_server import make_server
@@ -76,33 +76,64 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
 
 
 def test_sigterm_closes_open_calls_as_interrupted_and_exits_cleanly(tmp_path: Path) -> None:
+    """RELIABILITY.md C3: three open calls and SIGTERM. Each call gets close 1001 and is
+    finalised `interrupted/shutdown` with every frame sent; a new connection is refused; the
+    process exits 0 within 15 s."""
     srv = make_server(tmp_path)
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "zh_cards_8k" in p.name)))
     pcm = call.pcm()[: 8000 * 4 * 3]  # 3 s, then the switch stays connected
-    ext = f"term-{uuid.uuid4()}"
+    exts = [f"term-{uuid.uuid4()}" for _ in range(3)]
+    opened = asyncio.Event()
 
-    async def stream_then_wait() -> int | None:
+    async def stream_then_wait(ext: str) -> int | None:
         async with connect(srv.url, subprotocols=["audio.drachtio.org"]) as ws:
             await ws.send(json.dumps({"callid": ext, "sampleRate": 8000, "channels": 2}))
             for i in range(0, len(pcm), 640):
                 await ws.send(pcm[i : i + 640])
-            await asyncio.sleep(1.0)
-            assert srv.proc is not None
-            srv.proc.terminate()  # SIGTERM while the call is open
+            opened.set()
             try:
                 await asyncio.wait_for(ws.recv(), 30)
             except ConnectionClosed:
                 pass
             return ws.close_code
 
+    async def late_caller() -> str:
+        try:
+            async with connect(srv.url, subprotocols=["audio.drachtio.org"], open_timeout=5) as ws:
+                await ws.send(json.dumps({"callid": "late", "sampleRate": 8000, "channels": 2}))
+                await asyncio.wait_for(ws.recv(), 10)
+        except ConnectionClosed as exc:
+            return f"closed {exc.rcvd.code if exc.rcvd else None}"
+        except (OSError, InvalidStatus, TimeoutError) as exc:
+            return f"refused {type(exc).__name__}"
+        return "accepted"
+
+    async def scenario() -> tuple[list[int | None], str, float]:
+        calls = [asyncio.create_task(stream_then_wait(e)) for e in exts]
+        await opened.wait()
+        await asyncio.sleep(1.0)
+        assert srv.proc is not None
+        srv.proc.terminate()  # SIGTERM while the three calls are open
+        sent_at = time.monotonic()
+        await asyncio.sleep(0.2)
+        late = await late_caller()
+        codes = list(await asyncio.gather(*calls))
+        code = await asyncio.to_thread(srv.proc.wait, 30)
+        assert code == 0
+        return codes, late, time.monotonic() - sent_at
+
     try:
-        assert asyncio.run(stream_then_wait()) == 1001  # going away
-        assert srv.proc is not None and srv.proc.wait(30) == 0
-        stored = srv.repo.get_call(ext)
-        assert stored is not None
-        assert (stored.status, stored.end_reason) == ("interrupted", "shutdown")
-        with wave.open(str(srv.data_dir / "recordings" / stored.recording_path), "rb") as w:
-            assert w.readframes(w.getnframes()) == pcm
+        codes, late, exit_s = asyncio.run(scenario())
+        assert codes == [1001, 1001, 1001]  # going away
+        assert late.startswith("refused") or late in ("closed 1001", "closed 1012"), late
+        assert exit_s < 15.0
+        for ext in exts:
+            stored = srv.repo.get_call(ext)
+            assert stored is not None
+            assert (stored.status, stored.end_reason) == ("interrupted", "shutdown")
+            with wave.open(str(srv.data_dir / "recordings" / stored.recording_path), "rb") as w:
+                assert w.readframes(w.getnframes()) == pcm
+        assert srv.repo.get_call("late") is None
     finally:
         srv.stop()
