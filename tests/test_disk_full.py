@@ -186,3 +186,12 @@ def test_a_recording_that_cannot_be_created_leaves_no_file(tmp_path: Path) -> No
         rec.append(bytes(3200))
         assert rec.frames_lost == 800 and rec.frames_written == 0
         assert recording_module.RecordingFailure(0, 0, "ENOSPC").reason == "disk full"
+
+
+async def test_a_healthy_recording_reports_its_frames_after_close(tmp_path: Path) -> None:
+    rec = CallRecording(tmp_path / "ok.wav", 8000, 2, flush_interval_s=0.5, fsync=False)
+    rec.append(bytes(16000))  # 0.5 s: a flush is due
+    assert await rec.flush() is None and rec.frames_written == 4000
+    rec.append(bytes(400))
+    assert await rec.close() == (4100, None)
+    assert rec.frames_written == 4100 and rec.frames_lost == 0 and rec.failure is None

@@ -68,6 +68,7 @@ class CallRecording:
         self._frames = 0  # appended, whether written, buffered or lost
         self.failure: RecordingFailure | None = None
         self._rec: WavRecorder | None = None
+        self._closed_frames = 0  # what the file held when it was closed
         try:
             self._rec = WavRecorder(path, sample_rate, channels,
                                     flush_interval_s=flush_interval_s, fsync=fsync)  # fmt: skip
@@ -79,7 +80,7 @@ class CallRecording:
         """Frames on disk (what a process crash cannot lose; what a failed recording keeps)."""
         if self.failure is not None:
             return self.failure.frames_kept
-        return 0 if self._rec is None else self._rec.frames_written
+        return self._closed_frames if self._rec is None else self._rec.frames_written
 
     @property
     def frames_lost(self) -> int:
@@ -114,10 +115,10 @@ class CallRecording:
             await asyncio.to_thread(self._discard, rec)
             return self.frames_written, None
         try:
-            frames = await asyncio.to_thread(rec.close)
+            self._closed_frames = await asyncio.to_thread(rec.close)
         except OSError as exc:
             return self.frames_written, await self._failed(rec, exc)
-        return frames, None
+        return self._closed_frames, None
 
     async def _failed(self, rec: WavRecorder, exc: OSError) -> RecordingFailure:
         failure = self._fail(exc, rec.frames_written)
