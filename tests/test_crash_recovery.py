@@ -1,9 +1,12 @@
-"""`kill -9` of a real server mid-call, then a restart: the call is marked interrupted, its
-recording plays in a strict reader and holds the audio up to at most 1 s before the kill."""
+"""`kill -9` of a real server mid-call, then a restart (RELIABILITY.md C1): the call is marked
+interrupted, its recording plays in a strict reader and holds the audio up to at most 1 s
+before the kill, its transcript covers what was said before, and no other call changed. And
+SIGTERM with calls open (C3)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -14,19 +17,46 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ivr_sim import builtin_scripts, load_script, render
-from tests.fixtures_server import make_server
+from config.settings import Settings
+from ivr_sim import builtin_scripts, load_script, render, stream_call
+from ivr_sim.stream import call_metadata
+from monitor.core.metadata import parse_metadata
+from monitor.core.session import CallSession
+from tests.fixtures_server import LiveServer, make_server
 
 pytestmark = pytest.mark.slow
 
 
+def _utterances(pcm: bytes, rate: int) -> list[tuple[str, int, int]]:
+    """(party, start_ms, end_ms) of the utterances the live path cuts from `pcm` (run offline:
+    the same VAD, deterministic)."""
+    meta = parse_metadata(json.dumps({"callid": "x", "sampleRate": rate, "channels": 2}))
+    session = CallSession(meta, Settings().vad)
+    cut = session.feed(pcm) + session.finish()
+    return [(u.party.value, u.start_ms, u.end_ms) for u in cut]
+
+
+def _snapshot(srv: LiveServer, ext: str) -> tuple[object, ...]:
+    call = srv.repo.get_call(ext)
+    assert call is not None
+    wav = (srv.data_dir / "recordings" / call.recording_path).read_bytes()
+    return call, srv.repo.get_analysis(call.call_id), hashlib.sha256(wav).hexdigest()
+
+
 def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
+    """RELIABILITY.md C1: a 60 s call, SIGKILL at 30 s, restart."""
     srv = make_server(tmp_path)
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "en_support_16k" in p.name)))
-    pcm = call.pcm()
+    one = call.pcm()
+    pcm = (one * 2)[: 60 * 64000]  # 60 s of 16 kHz stereo
     ext = f"crash-{uuid.uuid4()}"
     sent_at_kill = 0
+    # Another call, finished before the crash: it must come through it unchanged.
+    other = render(load_script(next(p for p in builtin_scripts() if "zh_cards_8k" in p.name)))
+    done = asyncio.run(stream_call(srv.url, other, pace=4.0, metadata=call_metadata(other)))
+    srv.wait_call(done.external_id)
+    before = _snapshot(srv, done.external_id)
 
     async def stream_until_killed() -> None:
         nonlocal sent_at_kill
@@ -36,7 +66,7 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
             t0 = time.monotonic()
             try:
                 for i in range(0, len(pcm), 1280):  # 20 ms, real time
-                    if time.monotonic() - t0 > 6.0 and sent_at_kill == 0:
+                    if time.monotonic() - t0 > 30.0 and sent_at_kill == 0:
                         sent_at_kill = sent
                         srv.kill9()
                     await ws.send(pcm[i : i + 1280])
@@ -46,7 +76,7 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
                 pass
 
     asyncio.run(stream_until_killed())
-    assert sent_at_kill > 0
+    assert sent_at_kill >= 30 * 64000
     # Before any recovery: the file on disk already plays in a strict reader.
     row = next(c for c in srv.repo.list_calls(limit=5) if c.external_id == ext)
     assert row.status == "active"
@@ -60,12 +90,25 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
         assert stored is not None
         assert (stored.status, stored.end_reason) == ("interrupted", "server_crash")
         with wave.open(str(path), "rb") as w:
+            assert w.getnframes() * 4 == path.stat().st_size - 44  # the header says it all
             frames = w.readframes(w.getnframes())
         lost_s = (sent_at_kill - len(frames)) / 64000
         assert lost_s <= 1.0, f"lost {lost_s:.2f} s"
+        assert len(frames) >= 29 * 64000
         assert frames == pcm[: len(frames)]  # what was kept is exactly what was sent
         assert stored.duration_ms == len(frames) // 4 * 1000 // 16000
         assert any(t.kind == "finalised" and t.data.get("recovered") for t in stored.trace)
+        # The transcript covers what was said before 28 s (each party's last utterance, which
+        # may still have been in ASR at the kill, excepted).
+        said = [u for u in _utterances(pcm[: 28 * 64000], 16000) if u[2] <= 28_000]
+        last = {party: max(u for u in said if u[0] == party) for party, _, _ in said}
+        have = {(s.party, s.start_ms, s.end_ms) for s in stored.segments}
+        missing = [u for u in said if u not in have and u not in last.values()]
+        assert not missing, (missing, sorted(have))
+        # No other call changed, and no temporary file is left.
+        assert _snapshot(srv, done.external_id) == before
+        assert [p.name for p in (srv.data_dir / "recordings").rglob("*")
+                if p.is_file() and p.suffix != ".wav"] == []  # fmt: skip
         # Recovery is idempotent: a second restart changes nothing.
         srv.stop()
         srv.start()
