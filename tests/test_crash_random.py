@@ -1,15 +1,16 @@
 """`kill -9` at random points, again and again (RELIABILITY.md §10 C2).
 
-A real `callwatch serve` process takes a 60 s two-party call (16 kHz, streamed at 4x real
-time) and is killed with SIGKILL at a uniformly random moment of it, then restarted on the same
+A real `callwatch serve` process takes a 60 s two-party call (16 kHz, in real time) and is
+killed with SIGKILL at a uniformly random moment of it, then restarted on the same
 data directory; every fourth run instead kills it just after the switch hangs up, while the
 call is being finalised. Each run must meet C1's criteria (tests/test_crash_recovery.py): the
 call is never left `active` (killed mid-call: `interrupted/server_crash`); its recording plays
 in the strict stdlib reader, holds exactly the audio sent up to what it kept, and loses at most
-1 s + one flush interval; no temporary file is left. Across runs: recovery is idempotent and
+1 s + one flush interval; its transcript covers what was said until 2 s before the kill (each
+party's last utterance excepted); no temporary file is left. Across runs: recovery is idempotent and
 no earlier call changes (its row, trace and recording checksum are the same at every start).
 
-`long` (20 runs, `CALLWATCH_C2_RUNS`, about 12 minutes here) and `ci` (5 runs under CI=true).
+`long` (20 runs, `CALLWATCH_C2_RUNS`, about 17 minutes here) and `ci` (5 runs under CI=true).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import builtin_scripts, load_script, render
 from tests.fixtures_server import LiveServer, make_server
+from tests.runtime_support import transcript_gaps
 
 pytestmark = [pytest.mark.long, pytest.mark.ci]
-RATE, BYTES_PER_S, PACE = 16000, 16000 * 4, 4.0
+RATE, BYTES_PER_S, PACE = 16000, 16000 * 4, 1.0  # real time, as C1
 CALL_S = 60.0
 FLUSH_S = 0.5  # recording.flush_interval_s (the default)
 
@@ -107,6 +109,9 @@ def test_c2_kill9_at_random_points(tmp_path: Path) -> None:
             lost_s = (sent - len(frames)) / BYTES_PER_S
             assert lost_s <= 1.0 + FLUSH_S, (run, kill_at, lost_s)
             assert any(t.kind == "finalised" for t in call.trace)
+            have = {(s.party, s.start_ms, s.end_ms) for s in call.segments}
+            said_by = int(min(sent / BYTES_PER_S - 2.0, CALL_S) * 1000)  # C1: 28 s of 30
+            assert transcript_gaps(pcm, RATE, said_by, have) == [], (run, kill_at)
             leftovers = [p.name for p in (srv.data_dir / "recordings").rglob("*")
                          if p.is_file() and p.suffix != ".wav"]  # fmt: skip
             assert leftovers == [], leftovers

@@ -17,23 +17,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from config.settings import Settings
 from ivr_sim import builtin_scripts, load_script, render, stream_call
 from ivr_sim.stream import call_metadata
-from monitor.core.metadata import parse_metadata
-from monitor.core.session import CallSession
 from tests.fixtures_server import LiveServer, make_server
+from tests.runtime_support import transcript_gaps
 
 pytestmark = pytest.mark.slow
-
-
-def _utterances(pcm: bytes, rate: int) -> list[tuple[str, int, int]]:
-    """(party, start_ms, end_ms) of the utterances the live path cuts from `pcm` (run offline:
-    the same VAD, deterministic)."""
-    meta = parse_metadata(json.dumps({"callid": "x", "sampleRate": rate, "channels": 2}))
-    session = CallSession(meta, Settings().vad)
-    cut = session.feed(pcm) + session.finish()
-    return [(u.party.value, u.start_ms, u.end_ms) for u in cut]
 
 
 def _snapshot(srv: LiveServer, ext: str) -> tuple[object, ...]:
@@ -100,11 +89,8 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
         assert any(t.kind == "finalised" and t.data.get("recovered") for t in stored.trace)
         # The transcript covers what was said before 28 s (each party's last utterance, which
         # may still have been in ASR at the kill, excepted).
-        said = [u for u in _utterances(pcm[: 28 * 64000], 16000) if u[2] <= 28_000]
-        last = {party: max(u for u in said if u[0] == party) for party, _, _ in said}
         have = {(s.party, s.start_ms, s.end_ms) for s in stored.segments}
-        missing = [u for u in said if u not in have and u not in last.values()]
-        assert not missing, (missing, sorted(have))
+        assert transcript_gaps(pcm, 16000, 28_000, have) == [], sorted(have)
         # No other call changed, and no temporary file is left.
         assert _snapshot(srv, done.external_id) == before
         assert [p.name for p in (srv.data_dir / "recordings").rglob("*")
