@@ -80,7 +80,7 @@ def make_seeds(folder: Path) -> None:
             *AudioForkEncoder.audio(pcm * 2, 640), '{"event":"hold"}',
             AudioForkEncoder.graceful_shutdown()]  # fmt: skip
     tw = TwilioEncoder(stream_sid="MZ" + "0" * 32, call_sid="CA" + "0" * 32)
-    twilio = [tw.connected(), tw.start(["inbound_track", "outbound_track"], {"agent": "a1"}),
+    twilio = [tw.connected(), tw.start(["inbound", "outbound"], {"agent": "a1"}),
               tw.media("inbound", 0, pcm[:320]), tw.media("outbound", 0, pcm[:320]),
               tw.dtmf("5"), tw.mark("m1"), tw.stop()]  # fmt: skip
     hook = AudioHookEncoder(session_id=str(uuid.UUID(int=1)))
