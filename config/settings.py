@@ -506,6 +506,9 @@ class ApiSettings(_Section):
     #: two, at least 2**14). Stored with each hash: raising it keeps old passwords working.
     scrypt_n: int = Field(default=2**17, ge=2**14, le=2**18)
     login_queue: int = Field(default=32, ge=0)
+    #: "Play" is a ranged stream, not a file (issue 17 item 6): each play response is a 206
+    #: of at most this much audio, `inline`; the whole file is `?download=true` (qa, admin).
+    play_window_s: float = Field(default=30.0, ge=1, le=600)
     #: Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs, or "*"); empty:
     #: none, the peer address is the client (throttling and audit use it).
     trusted_proxies: tuple[str, ...] = ()

@@ -19,11 +19,14 @@ How the work is split so the event loop never touches the disk:
 So `kill -9` loses at most what was buffered (one flush interval, ≤ 1 s by the settings) plus a
 write in flight. After a crash `repair_wav` makes the header match the whole frames on disk.
 Files larger than the WAV format's 4 GiB are refused with `RecordingError` (at 8 kHz stereo
-that is 37 hours).
+that is 37 hours). A failed write (`OSError`: disk full, I/O error) is raised after the file is
+cut back to the frames its header describes; a file whose header could not be written is
+removed. What a call does then is the caller's (monitor/runtime/recording.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from pathlib import Path
@@ -101,7 +104,10 @@ class WavRecorder:
                 os.fsync(self._fd)
                 _fsync_dir(self._path.parent)  # the new directory entry, too
         except BaseException:
+            # A disk full at the header must not leave an empty file that looks like a
+            # recording: the call has none.
             os.close(self._fd)
+            self._path.unlink(missing_ok=True)
             raise
 
     @property
@@ -170,7 +176,14 @@ class WavRecorder:
             )
         if not data:
             return
-        _write_all(self._fd, data)
+        try:
+            _write_all(self._fd, data)
+        except OSError:
+            # Disk full or I/O error part-way: cut the file back to what the header already
+            # describes, so it stays a valid WAV and holds no torn frame (and frees the blocks).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, HEADER_BYTES + self._written_bytes)
+            raise
         self._written_bytes += len(data)
         # One pwrite of the whole header (offset 0, within one page) rather than two 4-byte
         # patches, so a reader never sees a RIFF size from one write and a data size from
@@ -195,6 +208,14 @@ class WavRecorder:
             self._closed = True
             os.close(self._fd)
         return self.frames_written
+
+    def abandon(self) -> None:
+        """Close without writing what is buffered (after a failed write: the file keeps the
+        frames its header describes). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._chunks, self._buffered_bytes = [], 0
+            os.close(self._fd)
 
     def __enter__(self) -> WavRecorder:
         return self

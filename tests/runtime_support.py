@@ -73,6 +73,7 @@ class Rig:
     gateway: Gateway
     hub: BoardHub
     transcriber: ScriptedTranscriber
+    bus: EventBus
 
     async def call(self, external_id: str) -> CallDetail | None:
         await self.storage.drain()
@@ -114,7 +115,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[object]:
         await gateway.start()
         hub = BoardHub(bus, RepositoryBoardReader(repo), tick_s=0.05)
         await hub.ensure_started()
-        rig = Rig(settings, repo, storage, asr, gateway, hub, transcriber)
+        rig = Rig(settings, repo, storage, asr, gateway, hub, transcriber, bus)
         made.append(rig)
         return rig
 
@@ -138,6 +139,25 @@ def expected_utterances(call: RenderedCall, meta: dict[str, object]) -> dict[tup
     session = CallSession(parse_metadata(json.dumps(meta)), Settings().vad)
     utterances = session.feed(call.pcm()) + session.finish()
     return {(u.party.value, u.start_ms, u.end_ms): fingerprint(u.audio) for u in utterances}
+
+
+def cut_utterances(pcm: bytes, rate: int) -> list[tuple[str, int, int]]:
+    """(party, start_ms, end_ms) of the utterances the live path cuts from two-channel `pcm`
+    (run offline: the same VAD, deterministic)."""
+    meta = parse_metadata(json.dumps({"callid": "x", "sampleRate": rate, "channels": 2}))
+    session = CallSession(meta, Settings().vad)
+    return [(u.party.value, u.start_ms, u.end_ms) for u in session.feed(pcm) + session.finish()]
+
+
+def transcript_gaps(
+    pcm: bytes, rate: int, before_ms: int, stored: set[tuple[str, int, int]]
+) -> list[tuple[str, int, int]]:
+    """Utterances that ended before `before_ms` with no stored segment, each party's last one
+    excepted (it may still have been in ASR): RELIABILITY.md C1's transcript check."""
+    said = [u for u in cut_utterances(pcm[: before_ms * rate * 4 // 1000], rate)
+            if u[2] <= before_ms]  # fmt: skip
+    last = {max(u for u in said if u[0] == party) for party, _, _ in said}
+    return [u for u in said if u not in stored and u not in last]
 
 
 async def until(predicate, timeout_s: float) -> float:  # type: ignore[no-untyped-def]

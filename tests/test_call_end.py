@@ -9,6 +9,7 @@ a segment proves which samples were transcribed (live, or re-read from the recor
 from __future__ import annotations
 
 import asyncio
+import wave
 from typing import Any
 
 from ivr_sim import RenderedCall, stream_call
@@ -112,6 +113,16 @@ async def test_overload_defers_utterances_and_the_stored_transcript_is_complete(
     assert entry.data["asr_late"] == len(late) and entry.data["asr_pending"] == 0
     assert entry.data["asr_shed"] == 0 and entry.data["asr_lost"] == 0
     assert not any(t.kind == "asr_shed" for t in final.trace)
+    # Recording and live metrics unaffected by the slow ASR (RELIABILITY.md B2): the recording
+    # is the call sample for sample; each party's 2 s readings run gapless to the end.
+    with wave.open(str(rig.settings.recordings_dir / final.recording_path), "rb") as w:
+        assert w.readframes(w.getnframes()) == call.pcm()
+    readings = rig.repo.get_analysis(final.call_id).readings
+    assert final.duration_ms is not None
+    for party in ("agent", "customer"):
+        mine = sorted((r.start_ms, r.end_ms) for r in readings if r.party == party)
+        assert mine[0][0] == 0 and mine[-1][1] >= final.duration_ms - 2000
+        assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))
 
 
 async def test_a_crash_between_hang_up_and_verdict_is_finalised_at_the_next_start(

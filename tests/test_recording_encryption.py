@@ -117,7 +117,7 @@ def test_api_serves_sealed_recordings_with_ranges_and_rotation(api: ApiHarness) 
     qa = api.headers("qa")
 
     def check() -> None:
-        r = api.client.get("/api/calls/c1/recording", headers=qa)
+        r = api.client.get("/api/calls/c1/recording?download=true", headers=qa)
         assert r.status_code == 200 and r.content == original
         r = api.client.get("/api/calls/c1/recording", headers={**qa, "Range": "bytes=100-50000"})
         assert r.status_code == 206 and r.content == original[100:50001]

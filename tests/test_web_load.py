@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,16 +61,26 @@ def site(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         repo.close()
 
 
-def test_header_says_overloaded_and_transcript_lag_in_plain_words(site, browser) -> None:  # type: ignore[no-untyped-def]
-    base, doc = site
+@contextmanager
+def board(browser: Any, base: str) -> Iterator[tuple[Any, Any]]:
+    """The English board after its first health poll: (page, the header's badge); no page
+    error by the end."""
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         login(page, base, "sup")
         page.goto(f"{base}/board?lang=en")
-        badge = page.locator("#load")
         page.wait_for_selector('#load[data-state="ok"]', state="attached")  # first poll done
+        yield page, page.locator("#load")
+        assert errors == []
+    finally:
+        page.close()
+
+
+def test_header_says_overloaded_and_transcript_lag_in_plain_words(site, browser) -> None:  # type: ignore[no-untyped-def]
+    base, doc = site
+    with board(browser, base) as (page, badge):
         assert badge.is_hidden()  # all well: nothing to say
         doc.update(status="overloaded", overloaded=True, asr={"lag_s": 7.4})
         page.wait_for_selector("#load.overloaded", state="visible", timeout=6000)
@@ -86,6 +97,21 @@ def test_header_says_overloaded_and_transcript_lag_in_plain_words(site, browser)
         page.goto(f"{base}/board?lang=zh")
         page.wait_for_selector("#load.overloaded", state="visible", timeout=6000)
         assert badge.inner_text() == "系统过载：转写可能延迟 · 转写落后 12 s"
-        assert errors == []
-    finally:
-        page.close()
+
+
+def test_header_says_storage_degraded_in_plain_words_and_clears(site, browser) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17 item 11: the database not taking writes shows on the board (en, zh)."""
+    base, doc = site
+    with board(browser, base) as (page, badge):
+        doc.update(status="degraded", storage={"status": "degraded", "queued": 120})
+        page.wait_for_selector("#load.degraded", state="visible", timeout=6000)
+        assert badge.inner_text() == (
+            "Storage degraded: calls are still recorded, saving them is delayed"
+        )
+        doc.update(status="ok", storage={"status": "ok", "queued": 0})  # recovered
+        page.wait_for_selector("#load", state="hidden", timeout=6000)
+        doc.update(status="degraded", storage={"status": "degraded", "queued": 5},
+                   overloaded=True)  # fmt: skip
+        page.goto(f"{base}/board?lang=zh")
+        page.wait_for_selector("#load.degraded", state="visible", timeout=6000)
+        assert badge.inner_text() == "存储异常：通话仍在录音，保存延迟 · 系统过载：转写可能延迟"

@@ -26,6 +26,9 @@ Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
   audio slower than real time, or a gateway too loaded to keep up). Ticks stop counting at
   the call's `DISCONNECTED` mark: a call waiting for its last transcripts is not stalled.
 
+* `recording_failed` - the call's recording stopped (disk full, I/O error), from the call's
+  `recording_failed` trace entry: critical, raised as soon as the failed write is traced.
+
 Each rule fires at most once per call (the rule name is the de-duplication key; the shell
 seeds the keys of stored alerts so a restart does not raise them again).
 """
@@ -279,6 +282,18 @@ class AlertEngine:
         elif rec.kind in (TraceKind.HOLD_STARTED, TraceKind.DISCONNECTED):
             call.dead_air_from = None  # music on hold is not dead air; a hang-up ends it
             call.connected = rec.kind is not TraceKind.DISCONNECTED
+        elif rec.kind is TraceKind.RECORDING_FAILED:  # the disk refused a write: the call goes on
+            data = rec.data
+            reason = data.get("reason")
+            why = reason if isinstance(reason, str) else "write failed"
+            error = data.get("error")
+            return [
+                self._fire(call, "recording_failed", "recording_failed", "critical",
+                           f"recording stopped: {why} "
+                           "(the call continues, unrecorded from here)",
+                           rec.media_ms, rec.media_ms,
+                           error=error if isinstance(error, str) else None)
+            ]  # fmt: skip
         elif rec.kind is TraceKind.ASR_SHED:
             call.shed += 1
             if call.rules.asr_shed and call.shed >= call.rules.asr_shed:

@@ -51,6 +51,7 @@ class CallCard:
     dead_air_now: bool = False  # a dead-air stretch has started and not ended yet
     ended_at: datetime | None = None
     status: str = "active"
+    end_reason: str | None = None  # why an interrupted call ended ("transport", "stalled" ...)
     duration_ms: int | None = None
     score: float | None = None
     grade: str | None = None
@@ -79,6 +80,7 @@ class CallCard:
             "checklist": [{"stage": s, "state": v} for s, v in self.checklist.items()],
             "alerts": sorted(self.alerts.values(), key=lambda a: a["id"]),
             "status": self.status,
+            "end_reason": self.end_reason,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration_ms": self.duration_ms,
             "score": self.score,

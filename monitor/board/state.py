@@ -218,7 +218,7 @@ class BoardState:
         if card.ended_at is not None:
             return
         ended_at = ev.at if isinstance(ev, CallEnded) else ev.ended_at
-        card.ended_at, card.status = ended_at, ev.status
+        card.ended_at, card.status, card.end_reason = ended_at, ev.status, ev.end_reason
         card.duration_ms = ev.duration_ms
         card.dead_air_now = False
         self._roll_day(ended_at.date())

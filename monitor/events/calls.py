@@ -49,6 +49,7 @@ class TraceKind(enum.StrEnum):
     ASR_CATCH_UP = "asr_catch_up"
     REDACTED = "redacted"
     AUDIO_REDACTED = "audio_redacted"
+    RECORDING_FAILED = "recording_failed"
     PARTICIPANT_JOINED = "participant_joined"
     LEG_ENDED = "leg_ended"
     DEAD_AIR_STARTED = "dead_air_started"

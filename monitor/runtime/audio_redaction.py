@@ -51,7 +51,7 @@ async def finish_audio_redaction(call: LiveCall) -> list[Any]:
     the `audio_redacted` trace entry (counts and times only), or nothing when nothing was
     masked. On a write failure the unchecked part of the recording is masked from the
     journal (as recovery after a crash does) before the call is closed."""
-    recorder, planner = call.recorder, call._audio_redactor
+    recorder, planner = call.recorder.opened, call._audio_redactor
     if not isinstance(recorder, RedactingRecorder) or planner is None:
         return []
     open_spans = [(j.utterance.start_ms, j.utterance.end_ms) for j in call._pending]

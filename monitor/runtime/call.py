@@ -46,8 +46,10 @@ from monitor.runtime.audio_redaction import audio_redaction_for, finish_audio_re
 from monitor.runtime.bus import EventBus
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
+from monitor.runtime.recording import CallRecording, RecordingFailure
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.transcripts import CallTranscripts
+from storage.recordings import WavRecorder
 
 log = logging.getLogger("callwatch.call")
 
@@ -88,9 +90,24 @@ class LiveCall(CallTranscripts):
         self.session = self.core.session
         rel = Path(f"{connected_at:%Y/%m/%d}") / f"{self.call_id}.wav"
         self.recording_rel = rel.as_posix()
-        # [hook: audio redaction, issue 18] the recorder masks spans in place (with a journal)
-        self.recorder, self._audio_redactor = audio_redaction_for(
-            settings, settings.recordings_dir / rel, metadata.sample_rate, metadata.channels
+        # A disk that fails (full, I/O error) stops the recording, never the call; the
+        # recorder masks redacted spans in place, with a journal (issue 18, audio redaction).
+        path = settings.recordings_dir / rel
+        self._audio_redactor = None
+
+        def open_recorder() -> WavRecorder:
+            recorder, self._audio_redactor = audio_redaction_for(
+                settings, path, metadata.sample_rate, metadata.channels
+            )
+            return recorder
+
+        self.recorder = CallRecording(
+            path,
+            metadata.sample_rate,
+            metadata.channels,
+            flush_interval_s=settings.recording.flush_interval_s,
+            fsync=settings.recording.fsync,
+            open_recorder=open_recorder,
         )
         self._storage = storage
         self._bus = bus if bus is not None else storage.bus
@@ -169,6 +186,18 @@ class LiveCall(CallTranscripts):
             ]
         )  # fmt: skip
         log.info("call started", extra=fields(**self._log_fields, peer=self.peer))
+        if self.recorder.failure is not None:  # the file could not even be created
+            await self._recording_failed(self.recorder.failure)
+
+    async def _recording_failed(self, failure: RecordingFailure) -> None:
+        # The trace entry raises the critical alert (monitor.alerts) and marks the call's
+        # recording failed from here on (the API); the call itself goes on.
+        log.error(
+            "recording failed, the call continues unrecorded: %s", failure.reason,
+            extra=fields(**self._log_fields, error=failure.error, at_ms=failure.at_ms),
+        )  # fmt: skip
+        await self.trace(TraceKind.RECORDING_FAILED, media_ms=failure.at_ms, error=failure.error,
+                         reason=failure.reason, frames_kept=failure.frames_kept)  # fmt: skip
 
     async def on_app_message(self, payload: Any) -> None:
         """A mid-stream text frame: see `monitor.runtime.app_messages`."""
@@ -206,7 +235,8 @@ class LiveCall(CallTranscripts):
         self._tick_redactor()
         if self.recorder.flush_due:
             self._confirm_audio()  # [hook: audio redaction] how far the recording is checked
-            await asyncio.to_thread(self.recorder.write, self.recorder.drain())
+        if (failure := await self.recorder.flush()) is not None:
+            await self._recording_failed(failure)
 
     def _offer_dnsmos(self, *, final: bool = False) -> None:
         """DNSMOS windows through the call's sampler (the CPU budget) to the shared scorer;
@@ -271,7 +301,9 @@ class LiveCall(CallTranscripts):
             for utterance in self.core.finish():
                 self._submit(utterance)
             self._offer_dnsmos(final=True)
-            frames = await asyncio.to_thread(self.recorder.close)
+            frames, failure = await self.recorder.close()
+            if failure is not None:
+                await self._recording_failed(failure)
         except Exception as exc:
             log.exception("call finalisation failed", extra=fields(**self._log_fields))
             self._failure = type(exc).__name__

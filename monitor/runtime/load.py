@@ -116,9 +116,10 @@ class LoadMonitor:
                  pool: Any = None, dnsmos_sample_every_s: float = 0.0,
                  storage: Any = None) -> None:  # fmt: skip
         self.watch = LoadWatch(settings)
+        self._storage = storage  # the StorageWriter: its outage shows as "degraded"
+        self._storage_degraded = False
         self._s = settings
         self._gateway, self._asr, self._dnsmos, self._pool = gateway, asr, dnsmos, pool
-        self._storage = storage
         self._every_s = dnsmos_sample_every_s
         self._deferred_seen = self._asr_deferred()
         self._since_wall: datetime | None = None
@@ -141,8 +142,27 @@ class LoadMonitor:
         deferred = getattr(self._asr, "deferred", None)
         return int(self._asr.shed if deferred is None else deferred)
 
+    def _storage_health(self) -> dict[str, Any] | None:
+        health = getattr(self._storage, "health", None)
+        return None if health is None else dict(health())
+
+    def _watch_storage(self) -> None:
+        # Said once per outage in the log, as the board and /api/health say it meanwhile.
+        doc = self._storage_health()
+        degraded = doc is not None and doc["status"] == "degraded"
+        if degraded != self._storage_degraded:
+            self._storage_degraded = degraded
+            log.log(
+                logging.ERROR if degraded else logging.INFO,
+                "storage degraded: database writes waiting (calls go on; records queued)"
+                if degraded else "storage recovered",
+                extra=fields(event="storage_changed", degraded=degraded,
+                             queued=(doc or {}).get("queued")),
+            )  # fmt: skip
+
     def step(self, now: float) -> LoadChanged | None:
         """One observation (the loop calls this every TICK_S; tests call it directly)."""
+        self._watch_storage()
         deferred = self._asr_deferred()
         new, self._deferred_seen = deferred - self._deferred_seen, deferred
         # A service with a catch-up lane says itself when live work is past its budget or
@@ -185,8 +205,10 @@ class LoadMonitor:
         workers = {str(pid): rss_bytes(pid) for pid in pids}
         server = rss_bytes()
         times = os.times()
+        storage = self._storage_health()
+        degraded = storage is not None and storage["status"] == "degraded"
         return {
-            "status": "overloaded" if w.overloaded else "ok",
+            "status": "degraded" if degraded else "overloaded" if w.overloaded else "ok",
             "overloaded": w.overloaded,
             "since": self._since_wall.isoformat() if self._since_wall else None,
             "reason": self._reason,
@@ -211,11 +233,7 @@ class LoadMonitor:
                 "backlog": dn.backlog, "cpu_s": round(dn.cpu_s, 3),
                 "audio_s": round(dn.audio_s, 1),
             },
-            "storage": None if self._storage is None else {
-                "backlog": self._storage.backlog, "written": self._storage.records_written,
-                "rejected": self._storage.records_rejected,
-                "shed": dict(self._storage.shed), "shed_total": self._storage.shed_total,
-            },
+            "storage": storage,
             "memory": {
                 "server_rss_bytes": server,
                 "workers_rss_bytes": workers,

@@ -68,6 +68,7 @@ KEPT_TRACE = frozenset(
         ev.TraceKind.CAPTURE_RESUMED,
         ev.TraceKind.REDACTED,  # what was masked, where: the audit of a redaction
         ev.TraceKind.AUDIO_REDACTED,
+        ev.TraceKind.RECORDING_FAILED,  # what the recording lacks, and why
         ev.TraceKind.ALERT,
         ev.TraceKind.ALERT_CHANGED,
     }

@@ -22,14 +22,24 @@ Errors: only `StorageUnavailable` (the database is down, locked or restarting) i
 with backoff, until it lands (logged once per outage). Any other error means something in
 the batch is wrong: the batch is split in halves, recursively, so the good rows are stored
 and the bad one is isolated, logged with its traceback and dropped (`records_rejected`).
+
+An outage is visible (issue 17 item 11, RELIABILITY.md S1): `health()` says "degraded" while
+a write has waited longer than `degraded_after_s` (a lock held elsewhere makes SQLite wait out
+its busy timeout before any error surfaces, so waiting counts, not only failures) or the last
+attempt failed; /api/health and the board show it (`monitor.runtime.load`). Audio keeps landing
+on disk meanwhile (the recorder does not go through here) and the queued rows are written, in
+order and idempotently, once the database answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from monitor.events import CallEvent
 from monitor.runtime.bus import EventBus
@@ -49,8 +59,12 @@ class StorageWriter:
         group_commit_s: float,
         queue_size: int,
         bus: EventBus | None = None,
+        degraded_after_s: float = 2.0,
     ) -> None:
         self._repo = repo
+        self._degraded_after_s = degraded_after_s
+        self._writing_since: float | None = None  # monotonic start of the write in progress
+        self._failing = False  # the write in progress has failed at least once
         #: The bus this writer stores (a private one when none is given).
         self.bus = bus if bus is not None else EventBus()
         self.bus.attach(self.accept)
@@ -112,6 +126,29 @@ class StorageWriter:
     @property
     def shed_total(self) -> int:
         return sum(self.shed.values())
+
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """`status` "ok" | "degraded" (a write waiting over `degraded_after_s`, or failing),
+        `since` (UTC, when the write now waiting began), `waiting_s`, `failing`, and the
+        counters: `backlog`, `written`, `rejected`, `shed` per row class, `shed_total`.
+        Counters only: no error text, no data."""
+        now = time.monotonic() if now is None else now
+        started = self._writing_since
+        waiting = 0.0 if started is None else max(0.0, now - started)
+        degraded = started is not None and (self._failing or waiting >= self._degraded_after_s)
+        since = datetime.now(UTC) - timedelta(seconds=waiting) if degraded else None
+        return {
+            "status": "degraded" if degraded else "ok",
+            "since": since.isoformat() if since else None,
+            "waiting_s": round(waiting, 1) if degraded else 0.0,
+            "failing": self._failing,
+            "queued": self.backlog,
+            "backlog": self.backlog,
+            "written": self.records_written,
+            "rejected": self.records_rejected,
+            "shed": dict(self.shed),
+            "shed_total": self.shed_total,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -178,6 +215,13 @@ class StorageWriter:
                           exc_info=exc)  # fmt: skip
 
     async def _write_until_available(self, batch: list[Row]) -> None:
+        self._writing_since, self._failing = time.monotonic(), False
+        try:
+            await self._write_with_retries(batch)
+        finally:
+            self._writing_since, self._failing = None, False
+
+    async def _write_with_retries(self, batch: list[Row]) -> None:
         delay, failing = 0.2, False
         while True:
             try:
@@ -186,7 +230,7 @@ class StorageWriter:
                 if not failing:
                     log.error("storage unavailable, retrying until it is back: %s",
                               str(exc).splitlines()[0][:200])  # fmt: skip
-                    failing = True
+                    failing = self._failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

@@ -76,6 +76,8 @@ class TwilioDecoder:
                 ProtocolError.POLICY_VIOLATION, f"Twilio {event!r} before start: send start first"
             )
         if event == "media":
+            if self.stopped:  # no audio after stop (as AudioHook after close): ignored
+                return []
             return [self._media(msg)]
         if event == "dtmf":
             body = f.get(msg, "dtmf", dict, "dtmf")

@@ -8,6 +8,9 @@ downloading the recording (`?download=true`), exporting a vCon and QA reviews ar
 
 from __future__ import annotations
 
+import errno
+import logging
+import secrets
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -28,8 +31,10 @@ from monitor.web.api.privacy import gone_410
 from monitor.web.api.schemas import CallDetailOut, CallItem, CallPage, VconOut, in_media_order
 from storage.encryption import DecryptionError
 from storage.models import CallDetail
+from storage.recordings import HEADER_BYTES
 from storage.search import CallQuery
 
+log = logging.getLogger("callwatch.api")
 router = APIRouter(prefix="/api", tags=["calls"])
 QA_ROLES = ("qa", "admin")
 CallId = Annotated[str, Path(min_length=1, max_length=128)]
@@ -100,6 +105,16 @@ def _find(ctx: ApiContext, user: Principal, call_id: str, action: str) -> CallDe
     return call
 
 
+def recording_failure(call: CallDetail) -> dict[str, Any] | None:
+    """Where and why the call's recording stopped (its `recording_failed` trace entry, from
+    monitor/runtime/recording.py), or None: the recording covers the call."""
+    for t in call.trace:
+        if t.kind == "recording_failed":
+            return {"at_ms": t.media_ms or 0, "error": str(t.data.get("error", "")),
+                    "reason": str(t.data.get("reason", "write failed"))}  # fmt: skip
+    return None
+
+
 def _duration_ms(call: CallDetail) -> int | None:
     if call.duration_ms is not None:
         return call.duration_ms
@@ -126,6 +141,7 @@ def call_detail(
     body["transcript"] = body.pop("segments")
     body["trace"] = [asdict(t) for t in in_media_order(call.trace)]
     body["recording_url"] = f"/api/calls/{call.call_id}/recording"
+    body["recording_failed"] = recording_failure(call)
     body |= analysis.document(readings)
     body["alerts"] = [asdict(a) for a in alerts]
     return CallDetailOut.model_validate(body)
@@ -164,15 +180,22 @@ def recording(
     download: Annotated[bool, Query(description="as an attachment (qa, admin)")] = False,
 ) -> Response:
     """The call's WAV recording (one channel per party). Supports `Range: bytes=...` for
-    seeking (206); each request is audited with the media-time span it covers. `HEAD`
-    answers the same headers (size, ranges) without the audio, and is not audited as a
-    playback."""
+    seeking (206); each request is audited with the media-time span it covers. Playing is a
+    ranged stream: every play response is a 206 of at most `api.play_window_s` of audio
+    (`inline`; the player asks on from there); only `?download=true` sends the whole file
+    (200, attachment). `HEAD` answers the same headers without the audio, and is not
+    audited as a playback."""
     action = "recording.download" if download else "recording.play"
     who = authorize(request, ctx, user, QA_ROLES if download else ANY_ROLE, action)
     call = _find(ctx, who, call_id, action)
     path = ctx.settings.recordings_dir / call.recording_path
+    failed = recording_failure(call)
     if not path.is_file():
         gone_410(ctx, who, call.call_id, action, "recording")
+        if failed is not None:  # the disk refused it before any audio: there is none
+            record(ctx, who, action, call_id=call.call_id, status=404, reason="recording failed")
+            raise HTTPException(404, f"call {call.call_id} has no recording: it failed at "
+                                f"{failed['at_ms'] / 1000:g} s ({failed['reason']})")  # fmt: skip
         record(ctx, who, action, call_id=call.call_id, status=404, reason="recording missing")
         raise HTTPException(404, f"the recording of call {call.call_id} is missing on disk")
     try:
@@ -192,11 +215,31 @@ def recording(
     except media.RangeNotSatisfiable as exc:
         record(ctx, who, action, call_id=call.call_id, status=416, reason=str(exc))
         return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    if not download:  # play: a window of the call, never the file (docstring of media.py)
+        block = 2 * max(call.channels, 1)
+        window = round(ctx.settings.api.play_window_s * call.sample_rate) * block
+        try:
+            rng = media.play_window(rng, size, HEADER_BYTES + window)
+        except media.RangeNotSatisfiable as exc:
+            record(ctx, who, action, call_id=call.call_id, status=416, reason=str(exc))
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
     start, length = (0, size) if rng is None else (rng.start, rng.length)
     start_ms, end_ms = media.media_span_ms(rng, size, call.sample_rate, call.channels)
     status = 200 if rng is None else 206
     head = request.method == "HEAD"
+    body: Iterator[bytes] = iter(())
     if not head:
+        try:  # a disk error on the first read is a 5xx, never a short 2xx (RELIABILITY S4)
+            body = media.primed(source.read(start, length))
+        except OSError as exc:
+            error_id = secrets.token_hex(4)
+            reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            log.error("recording read failed: %s (error id %s)", reason, error_id,
+                      extra={"call_id": call.call_id})  # fmt: skip
+            record(ctx, who, action, call_id=call.call_id, status=500,
+                   reason=f"read error {reason}", error_id=error_id)  # fmt: skip
+            raise HTTPException(500, f"the recording could not be read from disk "
+                                f"(error id {error_id})") from None  # fmt: skip
         record(ctx, who, action, call_id=call.call_id, status=status, start_ms=start_ms,
                end_ms=end_ms, bytes=f"{start}-{start + length - 1}/{size}")  # fmt: skip
     headers = {
@@ -212,12 +255,13 @@ def recording(
     }
     if rng is not None:
         headers["Content-Range"] = f"bytes {rng.start}-{rng.end}/{size}"
+    if failed is not None:  # a player must not take it for the whole call
+        headers["X-Recording-Failed-At-Ms"] = str(failed["at_ms"])
     if head:  # Content-Length is the body a GET would send (RFC 9110 §9.3.2)
         return Response(status_code=status, media_type="audio/wav", headers=headers)
-    return StreamingResponse(
-        source.read(start, length), status_code=status, media_type="audio/wav",
-        headers=headers,
-    )  # fmt: skip
+    # A read error later in the stream aborts it: the client sees fewer bytes than
+    # Content-Length promised, never a complete-looking file.
+    return StreamingResponse(body, status_code=status, media_type="audio/wav", headers=headers)
 
 
 def _content(ctx: ApiContext, call: CallDetail) -> Iterator[bytes] | None:

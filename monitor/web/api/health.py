@@ -5,8 +5,12 @@ Unauthenticated, like most health checks: it holds counters and sizes only, neve
 Answers 200 whether or not the server is overloaded (`status` says which); the document is
 built by `monitor.runtime.load.LoadMonitor.health`:
 
-- `status` "ok" | "overloaded", `overloaded`, `since` (UTC, last transition), `reason`
+- `status` "ok" | "overloaded" | "degraded" (storage: the database is not taking writes;
+  takes precedence), `overloaded`, `since` (UTC, last load transition), `reason`
   ("asr_lag", "asr_deferred", "recovered"), `degraded` (live work given up, in order);
+- `storage`: `status` "ok" | "degraded" (a database write waiting over 2 s, or failing),
+  `since`, `waiting_s`, `failing`, `queued` (records waiting to be written); null without a
+  live writer;
 - `calls`: `live` (connected), `transcripts_pending` (hung up, transcripts still coming),
   `capacity` (declared `[load] capacity_calls`, or null);
 - `asr`: `lag_s` (oldest live utterance's wait), `backlog`, `in_flight`, `submitted`,

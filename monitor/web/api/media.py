@@ -10,12 +10,18 @@ A recording sealed at rest (storage/encryption.py) is served decrypted: `open_re
 gives its plaintext size and reads any range by decrypting only the chunks that hold it, so
 clients see the same WAV bytes, sizes and ranges either way.
 
+Play and download differ (issue 17 item 6): a play request is always answered with a window
+of at most `api.play_window_s` of audio (206 and `Content-Range`, `inline`), which is what an
+<audio> element asks for anyway; only `?download=true` (qa, admin) sends the file whole, as an
+attachment. Both are audited per response with the media time served.
+
 A call still running has a growing recording: each response covers the file as it is at the
 time of the request (the header's sizes are rewritten at every flush, see storage/recordings).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -72,6 +78,17 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, min(end, size - 1))
 
 
+def play_window(rng: ByteRange | None, size: int, window_bytes: int) -> ByteRange:
+    """What a play request gets: the range asked for (the whole file when none), cut to at
+    most `window_bytes` from its start. A player asks on from where the answer ended (its
+    `Content-Range` names the full size), so listening works and seeking stays free, but no
+    single play response is the recording as a file."""
+    if size <= 0:
+        raise RangeNotSatisfiable("an empty file")
+    start, end = (0, size - 1) if rng is None else (rng.start, rng.end)
+    return ByteRange(start, min(end, start + max(window_bytes, 1) - 1))
+
+
 def media_span_ms(
     rng: ByteRange | None, size: int, sample_rate: int, channels: int
 ) -> tuple[int, int]:
@@ -98,6 +115,13 @@ def read_file(path: Path, start: int, length: int) -> Iterator[bytes]:
                 return
             left -= len(chunk)
             yield chunk
+
+
+def primed(body: Iterator[bytes]) -> Iterator[bytes]:
+    """`body` with its first chunk already read: a read error (EIO, a file gone) is raised
+    here, before the response starts, so it can still be a 5xx."""
+    first = next(body, b"")
+    return itertools.chain((first,), body)
 
 
 @dataclass(frozen=True, slots=True)

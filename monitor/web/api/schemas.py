@@ -108,12 +108,22 @@ class ReadingOut(BaseModel):
     values: dict[str, Any]
 
 
+class RecordingFailedOut(BaseModel):
+    at_ms: int = Field(description="media time from which the call is not recorded")
+    error: str = Field(description="errno name, e.g. ENOSPC")
+    reason: str = Field(description="in plain words, e.g. 'disk full'")
+
+
 class CallDetailOut(CallItem):
     sample_rate: int
     channels: int
     recording_path: str
     recording_frames: int | None
     recording_url: str
+    recording_failed: RecordingFailedOut | None = Field(
+        None, description="the recording stopped (disk full, I/O error): it holds the call up "
+        "to `at_ms` only (none at all from 0), never presented as complete"
+    )  # fmt: skip
     metadata: dict[str, Any]
     parties: list[PartyOut]
     transcript: list[SegmentOut]

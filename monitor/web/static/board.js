@@ -52,12 +52,14 @@ function cardHtml(c) {
   const grade = c.grade ? `<span class="grade g-${esc(c.grade)}">${esc(gradeText(c.grade))}</span>` : "";
   const pending = c.transcripts_pending
     ? `<span class="pending">${esc(t("transcripts_pending"))}</span>` : "";
+  const ended = c.status === "interrupted" // said plainly: why the call ended early
+    ? `<span class="ended-reason">${esc(t("st_interrupted"))} · ${esc(named("er", c.end_reason))}</span>` : "";
   return `<div class="card-head">
       <span class="agent"><i>${esc(t("agent"))}</i> ${esc(c.agent ?? "–")}</span>
       <span class="queue"><i>${esc(t("queue"))}</i> ${esc(c.queue ?? "–")}</span>
       <span class="caller"><i>${esc(t("caller"))}</i> ${esc(c.caller ?? "–")}</span>
       <span class="duration" data-started="${esc(c.started_at)}">${fmtDuration(duration(c))}</span>
-      ${grade}${pending}
+      ${grade}${pending}${ended}
     </div>
     <div class="parties">${parties}</div>
     <div class="card-foot">
@@ -235,8 +237,9 @@ function connect() {
   };
 }
 
-// The server's load (GET /api/health): an "overloaded" badge, and how far transcripts lag,
-// said plainly whenever they are noticeably behind.
+// The server's state (GET /api/health): "storage degraded" while the database takes no
+// writes, an "overloaded" badge, and how far transcripts lag, said plainly whenever they are
+// noticeably behind.
 async function pollHealth() {
   const el = $("load");
   try {
@@ -244,8 +247,9 @@ async function pollHealth() {
     const h = await r.json();
     const lag = h.asr ? h.asr.lag_s : 0;
     const behind = lag >= 2 ? `${t("transcripts_behind")} ${Math.round(lag)} s` : "";
-    el.textContent = h.overloaded ? [t("overloaded"), behind].filter(Boolean).join(" · ") : behind;
-    el.className = h.overloaded ? "load overloaded" : "load lagging";
+    const storage = h.storage && h.storage.status === "degraded" ? t("storage_degraded") : "";
+    el.textContent = [storage, h.overloaded ? t("overloaded") : "", behind].filter(Boolean).join(" · ");
+    el.className = storage ? "load degraded" : h.overloaded ? "load overloaded" : "load lagging";
     el.hidden = !el.textContent;
     el.dataset.state = h.status;
   } catch (e) {

@@ -38,6 +38,7 @@ const TEXTS = {
     pace_half: "arrives at half real time: rate or channels too high",
     no_agent_leg: "agent audio not streamed: script not checked",
     overloaded: "Overloaded: transcripts may come late", transcripts_behind: "Transcripts behind by",
+    storage_degraded: "Storage degraded: calls are still recorded, saving them is delayed",
     transcripts_pending: "Ended · transcripts pending", late: "late",
     late_title: "Transcribed late: the server was overloaded when it was said",
     // call status, severities, roles (the 403 page)
@@ -51,6 +52,10 @@ const TEXTS = {
     ak_compliance_miss: "Required script step missed", ak_compliance_order: "Script steps out of order",
     ak_forbidden_phrase: "Forbidden phrase said", ak_asr_lag: "Transcripts running late",
     ak_media_stalled: "Audio stopped arriving",
+    ak_recording_failed: "Recording stopped (disk full or disk error)",
+    ev_recording_failed: "recording stopped",
+    er_transport: "connection dropped", er_stalled: "audio stopped", er_shutdown: "server stopping",
+    er_server_crash: "server restarted", er_protocol: "bad data from the switch",
     // trace events
     ev_connected: "connected", ev_metadata: "call details received", ev_utterance: "utterance transcribed",
     ev_asr_shed: "utterance not transcribed (overload)", ev_disconnected: "disconnected",
@@ -108,6 +113,7 @@ const TEXTS = {
     pace_half: "音频以一半实时速度到达：采样率或声道数设得过高",
     no_agent_leg: "未接入坐席音频：不检查话术",
     overloaded: "系统过载：转写可能延迟", transcripts_behind: "转写落后",
+    storage_degraded: "存储异常：通话仍在录音，保存延迟",
     transcripts_pending: "已结束 · 转写待完成", late: "延迟",
     late_title: "延迟转写：说话时系统过载",
     st_active: "进行中", st_completed: "已完成", st_interrupted: "中断",
@@ -119,6 +125,10 @@ const TEXTS = {
     ak_compliance_miss: "漏说必需话术", ak_compliance_order: "话术顺序错误",
     ak_forbidden_phrase: "说了禁用语", ak_asr_lag: "转写延迟",
     ak_media_stalled: "音频中断",
+    ak_recording_failed: "录音已停止（磁盘已满或磁盘故障）",
+    ev_recording_failed: "录音已停止",
+    er_transport: "连接断开", er_stalled: "音频中断", er_shutdown: "服务器正在停止",
+    er_server_crash: "服务器已重启", er_protocol: "交换机数据有误",
     ev_connected: "已连接", ev_metadata: "收到通话信息", ev_utterance: "语句已转写",
     ev_asr_shed: "语句未转写（过载）", ev_disconnected: "已断开",
     ev_finalised: "分析完成", ev_dead_air_started: "开始静默",
@@ -172,7 +182,7 @@ export function named(prefix, name) {
 
 export const ALERT_KINDS = [
   "duration_long", "duration_short", "dead_air", "poor_audio", "compliance_miss",
-  "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled",
+  "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled", "recording_failed",
 ];
 
 export function gradeText(grade) {
