@@ -75,7 +75,8 @@ async def test_overload_is_told_in_health_and_log_dnsmos_gives_way_and_new_calls
         assert h["memory"]["server_rss_bytes"] > 0 and h["dnsmos"]["cpu_s"] == 0
         assert set(h["asr"]) >= {"lag_s", "backlog", "deferred"} and h["calls"]["live"] == 0
         assert h["storage"] == {"backlog": 0, "written": 0, "rejected": 0, "shed": {},
-                                "shed_total": 0}  # fmt: skip
+                                "shed_total": 0, "status": "ok", "since": None,
+                                "waiting_s": 0.0, "failing": False, "queued": 0}  # fmt: skip
 
         # A call whose transcripts cannot come (ASR is held): its lag passes 1 s.
         call = script("en_billing_8k.toml")

@@ -54,6 +54,16 @@ async def finish_audio_redaction(call: LiveCall) -> list[Any]:
     recorder, planner = call.recorder.opened, call._audio_redactor
     if not isinstance(recorder, RedactingRecorder) or planner is None:
         return []
+    failure = call.recorder.failure
+    if failure is not None:
+        # The disk refused a write (monitor.runtime.recording): the file keeps what it held
+        # then, and its journal says how far that was checked. Mask the rest from the journal,
+        # as recovery after a crash does, so no unchecked audio stays in the final recording.
+        recorder.abandon()
+        recovered = await asyncio.to_thread(recover_redaction, recorder.path)
+        frames = recovered or 0
+        return [call._trace(TraceKind.AUDIO_REDACTED, recording_failed=failure.error,
+                            masked_ms=frames * 1000 // recorder.sample_rate)]  # fmt: skip
     open_spans = [(j.utterance.start_ms, j.utterance.end_ms) for j in call._pending]
     open_spans += [
         (samples_to_ms(s.start_sample), samples_to_ms(s.end_sample)) for s in call._deferred.spans
