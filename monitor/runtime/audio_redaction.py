@@ -83,12 +83,3 @@ async def finish_audio_redaction(call: LiveCall) -> list[Any]:
             fill=call.settings.privacy.audio_fill,
         )
     ]
-
-
-def recover_audio_redaction(path: Path, sample_rate: int) -> dict[str, int]:
-    """Start-up, for a call a crash cut off: mask what its journal does not confirm (see
-    `storage.audio_redaction.recover_redaction`); the trace fields saying how much."""
-    frames = recover_redaction(path)
-    if frames is None:
-        return {}
-    return {"unchecked_masked_ms": frames * 1000 // max(1, sample_rate)}

@@ -94,6 +94,15 @@ class RecordingSealer:
             await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
+    async def seal(self, path: Path) -> bool:
+        """Seal one recording now (a recovered one whose audio redaction was just finished:
+        its `CallFinalised` came long before); False when sealing is off or not done."""
+        if self._key is None:
+            return False
+        done = await asyncio.to_thread(_seal_quietly, path, self._key)
+        self.sealed += done
+        return done
+
     async def _run(self, sub: Subscription, key: RecordingKey) -> None:
         rec_dir = self._settings.recordings_dir
         paths: dict[str, str] = {}  # running calls' recordings, from CallStarted

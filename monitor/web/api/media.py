@@ -10,6 +10,10 @@ A recording sealed at rest (storage/encryption.py) is served decrypted: `open_re
 gives its plaintext size and reads any range by decrypting only the chunks that hold it, so
 clients see the same WAV bytes, sizes and ranges either way.
 
+A recording a crash left with unchecked audio (its audio-redaction journal is still there
+after the call was closed) is withheld, 503, until start-up has checked it for card numbers
+(monitor/runtime/redaction_check.py); then it is served as usual.
+
 A call still running has a growing recording: each response covers the file as it is at the
 time of the request (the header's sizes are rewritten at every flush, see storage/recordings).
 """
@@ -21,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.audio_redaction import journal_path
 from storage.encryption import RecordingKey, SealedReader, read_header
 from storage.recordings import HEADER_BYTES
 
@@ -31,6 +36,7 @@ VERSION_HEADERS = {
              "schema": {"type": "string"}},
     "Last-Modified": {"description": "when the file last changed", "schema": {"type": "string"}},
 }  # fmt: skip
+WITHHELD = "the recording is being checked for card numbers after a crash; try again shortly"
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
@@ -84,6 +90,12 @@ def media_span_ms(
         return max(0, byte - HEADER_BYTES) // frame * 1000 // max(sample_rate, 1)
 
     return ms(start), ms(end + 1)
+
+
+def withheld(path: Path, status: str) -> bool:
+    """A closed call whose recording still has audio-redaction work to do (module doc). A
+    live call's journal is its running state: its growing recording plays as before."""
+    return status != "active" and journal_path(path).exists()
 
 
 def read_file(path: Path, start: int, length: int) -> Iterator[bytes]:
