@@ -238,7 +238,10 @@ def test_kill_9_while_the_number_is_said_then_restart_silences_it(tmp_path: Path
     assert len(rec) == len(before)
     assert not rec[_at(pan.start_s + 1.1) : _at(pan.end_s - 0.7)].any()  # the number: gone
     text = " ".join(s.text for s in stored.segments)
-    assert "[PAN]" in text and not any(d in text for d in ("4532", "0366")), text
+    # Cut short by the crash, the number fails its check digit: masked as card data all the
+    # same (the live redactor would have held it for the rest), never kept in clear.
+    assert "[CARD]" in text or "[PAN]" in text, text
+    assert not any(d in text for d in ("4532", "0151", "1283")), text
     # Everything else is exactly what was sent: the agent's question (checked before the
     # crash) and the unchecked tail outside the number's words (+ the pad).
     spans = _masked_ms(stored.trace)

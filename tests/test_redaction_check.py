@@ -8,6 +8,7 @@ scripted transcriber at the ASR seam. The end-to-end proof with the real model a
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def _sent() -> np.ndarray:
 
 
 class ScriptedPool:
-    """The ASR seam: every utterance "says" `text`; the digits timed 1.0-2.6 s into it."""
+    """The ASR seam: every utterance "says" `text`; its digit groups timed from 1.0 s, 0.4 s
+    each."""
 
     worker_count = 1
 
@@ -60,11 +62,8 @@ class ScriptedPool:
         self.requests += requests
         if self.text is None:
             raise RuntimeError("model worker died")
-        words, at = [], self.text.find("4111")
-        while at >= 0:
-            t = 1.0 + 0.4 * len(words)
-            words.append(WordTiming(t, t + 0.4, at, at + 4))
-            at = self.text.find("1111", at + 4)
+        words = [WordTiming(1.0 + 0.4 * i, 1.4 + 0.4 * i, m.start(), m.end())
+                 for i, m in enumerate(re.finditer(r"\d+", self.text))]  # fmt: skip
         return [AsrResult(self.text, "en", 0.9, len(r.audio) / RATE, 0.01,
                           words=tuple(words) if r.word_timestamps else ())
                 for r in requests]  # fmt: skip
@@ -185,6 +184,28 @@ def test_a_number_in_the_unchecked_audio_is_masked_and_only_it(crashed) -> None:
     [done] = [t for t in call.trace if t.kind == "audio_redacted"]
     assert done.data["checked"] is True and done.data["masked_ms"] > 1500
     assert done.data["untimed"] == 0
+
+
+def test_digits_the_crash_cut_short_are_masked_though_no_check_digit_fits(crashed) -> None:  # type: ignore[no-untyped-def]
+    """The customer was still saying the number when the server died: 14 digits heard, no
+    Luhn check can call them a PAN, but the live redactor would have held them for the rest.
+    Only the last utterance (ending within `hold_ms` of the cut) is treated so."""
+    settings, repo, sent = crashed(hold_ms=2000)
+    _run(settings, repo, ScriptedPool("My card number is 4532 0151 1283 03."))
+    call = repo.get_call("call-1")
+    assert call is not None
+    texts = {s.party: s.text for s in call.segments}
+    assert texts["customer"] == "My card number is [CARD]."  # ends 0.46 s before the cut
+    assert texts["agent"] == "My card number is 4532 0151 1283 03."  # ended 7.7 s before it
+    [marked] = [t for t in call.trace if t.kind == "redacted"]
+    assert [e["type"] for e in marked.data["entities"]] == ["card_data"]
+    rec = _recording(settings)
+    customer = next(s for s in call.segments if s.party == "customer")
+    # From the first digit's word (1.0 s into it, less the pad) to the cut: silent, as the
+    # number went on past what was heard; everything before it exactly as sent.
+    first = (customer.start_ms + 1000 - 250) * RATE // 1000
+    assert not rec[first:].any()
+    np.testing.assert_array_equal(rec[:first], sent[:first])
 
 
 def test_asr_failing_at_recovery_masks_the_unchecked_audio_and_says_so(crashed) -> None:  # type: ignore[no-untyped-def]
