@@ -13,11 +13,12 @@ that it can never *become the final recording*. That is the job of the **journal
 the *confirmed frame*: every frame before it has been heard by ASR, released by the redactor
 and had its masks written. The order of writes keeps it honest: masks first (and, with
 `fsync`, synced), the journal second; so the journal is at worst behind. At the end of the
-call the journal is removed after the last masks are synced. On start-up, a recording that
-still has a journal (the process died in between) gets everything from the confirmed frame
-to its end silenced (`recover_redaction`), before it is sealed or served: what was not
-checked for card numbers is not kept. That costs the unconfirmed tail (typically the last few
-seconds, ASR latency plus hold), which is the trade PCI DSS asks for.
+call the journal is removed after the last masks are synced. A recording that
+still has a journal after the process died is withheld (not sealed, not served) until
+start-up has *checked* the audio after the confirmed frame (monitor.runtime.redaction_check:
+ASR and the transcript redactor, then `mask_spans` over the entities and `drop_journal`);
+where that cannot be done, everything from the confirmed frame to the end is silenced
+(`recover_redaction`): what was not checked for card numbers never becomes final.
 
 **Where the writes happen.** `RedactingRecorder` is a `WavRecorder` whose `write` (the worker
 thread, serialised per call) also applies the masks queued by the event loop (`redact`,

@@ -1,5 +1,6 @@
-"""The asyncio side of audio redaction (issue 18 item 2): building a call's recorder, the
-last masks before the call is closed, and recovery at start-up.
+"""The asyncio side of audio redaction (issue 18 item 2): building a call's recorder and the
+last masks before the call is closed. (After a crash, start-up checks what the journal left
+unchecked: monitor.runtime.redaction_check.)
 
 The planning is `monitor.privacy.audio_redact` (sans-I/O), the bytes and the crash journal
 `storage.audio_redaction` (why in place, not a holding area: see there and docs/privacy.md).

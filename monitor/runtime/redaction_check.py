@@ -15,8 +15,8 @@ would have done, late:
    live, cut into utterances by the same VAD segmenter;
 3. each utterance goes to the server's `AsrService` catch-up lane (served only when no live
    call waits, so live transcripts stay fresh) with word times;
-4. `redact_checked` (sans-I/O): the transcript redactor over the text, the audio planner
-   over the entities: only the entities' spans (+pad) are masked;
+4. `monitor.privacy.recovered.redact_recovered` (sans-I/O): the transcript redactor over the
+   text, the audio planner over the entities: only the entities' spans (+pad) are masked;
 5. the masks are written and synced, the segments stored like catch-up ones (`late`, with
    their `redacted` marks and an `audio_redacted` mark saying `checked`), the journal is
    dropped, and only then is the recording sealed (encryption at rest).
@@ -34,7 +34,6 @@ segments, which a crash between storing them and dropping the journal would stor
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import wave
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,19 +47,12 @@ from asr.language import LanguageTracker
 from asr.settings import VadSettings
 from asr.types import AsrResult
 from audio_quality.resample import Upsampler2x
-from config.settings import PrivacySettings, Settings
+from config.settings import Settings
 from monitor.core.events import ANALYSIS_RATE, Party, UtteranceEnded
 from monitor.core.segmenter import UtteranceSegmenter
 from monitor.events import CallEvent, CallSequencer, Marked, SegmentTranscribed, TraceKind
-from monitor.privacy.audio_redact import CallAudioRedactor
-from monitor.privacy.redactor import (
-    MASKS,
-    CallRedactor,
-    HeardSegment,
-    MaskedEntity,
-    SegmentRedacted,
-)
-from monitor.privacy.spoken import Kind, read_units
+from monitor.privacy.recovered import redact_recovered
+from monitor.privacy.redactor import SegmentRedacted
 from monitor.runtime.asr_service import AsrJob, AsrService
 from monitor.runtime.catchup import FILTER_LEAD
 from monitor.runtime.logs import fields
@@ -80,9 +72,6 @@ log = logging.getLogger("callwatch.redaction")
 LOOKBACK = timedelta(days=2)
 #: Calls looked at for such journals (newest first): bounded, whatever the database holds.
 MAX_CANDIDATES = 1000
-#: Digits a crash cut short are masked as this class (`mask_cut_tails`).
-CUT_KIND = "card_data"
-CUT_MASK = MASKS[CUT_KIND]
 #: Native frames read at once per channel while segmenting (10 s at 16 kHz).
 READ_FRAMES = 160_000
 
@@ -166,98 +155,6 @@ def segment_unchecked(u: Unchecked, vad: VadSettings) -> list[UtteranceEnded]:
             out += [UtteranceEnded(party, e.start_sample + offset, e.end_sample + offset,
                                    e.audio, e.voiced_ms, e.capped) for e in found]  # fmt: skip
     return sorted(out, key=lambda e: (e.start_sample, e.party.value))
-
-
-class _Spans:
-    """A `MaskSink` that only collects the frame spans to mask."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[int, int]] = []
-
-    def redact(self, first: int, end: int) -> None:
-        if end > first:
-            self.spans.append((max(0, first), end))
-
-    def confirm(self, frame: int) -> None:
-        pass
-
-
-def mask_cut_tails(
-    segments: Sequence[SegmentRedacted], end_ms: int, hold_ms: int
-) -> tuple[list[SegmentRedacted], set[tuple[str, int, int]]]:
-    """Digits the crash may have cut short: a segment whose text ends in digits, and that
-    ended less than `hold_ms` before the end of the recording, is the one the live
-    redactor would still have held for the rest of the number, which the crash lost. The
-    part heard (often a card number short of its last digits, so no Luhn check can find
-    it) is masked as card data, never kept in clear: in the text, and in the audio from its
-    first word (word times) to the end of the recording (`redact_checked`). Returns the
-    segments and the (party, start ms, heard character) of each such mask."""
-    out, cuts = [], set()
-    for seg in segments:
-        heard: str = getattr(seg.tag, "text", "")
-        solid = [u for u in read_units(heard) if u.kind is not Kind.JOINER]
-        tail = []
-        for unit in reversed(solid):
-            if unit.kind is not Kind.DIGITS:
-                break
-            tail.append(unit)
-        if seg.end_ms < end_ms - hold_ms or not tail:
-            out.append(seg)
-            continue
-        a, b = tail[-1].start, tail[0].end
-        last = max(seg.entities, key=lambda e: e.src_end, default=None)
-        if last is not None:
-            if last.src_end >= b:
-                out.append(seg)  # already masked to its end
-                continue
-            a = max(a, last.src_end)
-        shift = 0 if last is None else last.end - last.src_end  # heard -> redacted text
-        at = a + shift
-        span = max(1, seg.end_ms - seg.start_ms)
-        cut = MaskedEntity(CUT_KIND, CUT_MASK, at, at + len(CUT_MASK),
-                           seg.start_ms + span * a // max(1, len(heard)),
-                           seg.start_ms + span * b // max(1, len(heard)), a, b)  # fmt: skip
-        text = seg.text[:at] + cut.mask + seg.text[b + shift :]
-        out.append(dataclasses.replace(seg, text=text, entities=(*seg.entities, cut)))
-        cuts.add((seg.party, seg.start_ms, a))
-    return out, cuts
-
-
-def redact_checked(
-    heard: Sequence[tuple[UtteranceEnded, AsrResult]],
-    privacy: PrivacySettings,
-    sample_rate: int,
-    end_ms: int,
-) -> tuple[list[SegmentRedacted], list[tuple[int, int]], int]:
-    """Sans-I/O: the transcript redactor over the recovered text (in media order, so a
-    number split over utterances or parties is found), digits cut short by the crash at
-    `end_ms` (`mask_cut_tails`), then the audio planner over what was masked. Returns
-    the redacted segments (tag: the `AsrResult`), the frame spans to mask,
-    and how many entities had no word times (masked as their whole utterance)."""
-    redactor = CallRedactor(classes=privacy.classes, hold_ms=privacy.hold_ms,
-                            max_held=privacy.max_held)  # fmt: skip
-    released: list[SegmentRedacted] = []
-    for u, r in sorted(heard, key=lambda h: (h[0].start_ms, h[0].party.value)):
-        if r.text:
-            seg = HeardSegment(u.party.value, u.start_ms, u.end_ms, r.text, r)
-            released += redactor.add(seg, u.end_ms)
-    released += redactor.flush()
-    released, cuts = mask_cut_tails(released, end_ms, privacy.hold_ms)
-    sink = _Spans()
-    planner = CallAudioRedactor(sink, sample_rate, pad_ms=privacy.audio_pad_ms)
-    segments = planner.released(released, lambda s: s.tag.words)  # type: ignore[attr-defined]
-    out = []
-    for done in segments:
-        entities = []
-        for e in done.entities:
-            if (done.party, done.start_ms, e.src_start) in cuts:
-                # The number went on past the last word heard: masked up to the cut itself
-                # (and the trace says so).
-                sink.redact(planner.frame(e.start_ms - privacy.audio_pad_ms), 1 << 62)
-                e = dataclasses.replace(e, end_ms=max(e.end_ms, end_ms))
-            entities.append(e)
-        out.append(dataclasses.replace(done, entities=tuple(entities)))
-    return out, sink.spans, planner.untimed
 
 
 def check_events(
@@ -344,11 +241,17 @@ class RedactionCheck:
     async def _check(self, u: Unchecked) -> None:
         utterances = await asyncio.to_thread(segment_unchecked, u, self._settings.vad)
         results = await self._transcribe(utterances)
-        segments, spans, untimed = redact_checked(
-            list(zip(utterances, results, strict=True)),
-            self._settings.privacy,
+        heard = [(u.party.value, u.start_ms, u.end_ms, r)
+                 for u, r in zip(utterances, results, strict=True)]  # fmt: skip
+        p = self._settings.privacy
+        segments, spans, untimed = redact_recovered(
+            heard,
             u.sample_rate,
             u.frames * 1000 // max(1, u.sample_rate),
+            classes=p.classes,
+            hold_ms=p.hold_ms,
+            max_held=p.max_held,
+            pad_ms=p.audio_pad_ms,
         )
         masked = await asyncio.to_thread(mask_spans, u.path, spans, u.journal.fill)
         events = await asyncio.to_thread(
