@@ -542,6 +542,11 @@ class PrivacySettings(_Section):
     audio_fill: Literal["silence", "tone"] = "silence"
     #: Widen each masked span by this much on each side (word times are ~0.1-0.2 s off).
     audio_pad_ms: int = Field(default=250, ge=0, le=5000)
+    #: After a crash, the audio a recording's journal does not confirm checked is
+    #: transcribed and redacted at start-up (in the background): at most this many seconds
+    #: of it per start, all recordings together; a recording past the bound is silenced
+    #: from its confirmed point instead (docs/privacy.md).
+    recovery_check_max_s: int = Field(default=900, ge=0, le=86_400)
     #: Key sequences that pause / resume capture from a phone's keypad ("" = off).
     pause_keys: str = Field(default="*1", pattern=r"^[0-9*#A-D]{0,4}$")
     resume_keys: str = Field(default="*2", pattern=r"^[0-9*#A-D]{0,4}$")

@@ -23,7 +23,6 @@ from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, Trac
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
-from monitor.runtime.audio_redaction import recover_audio_redaction
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.call_factory import CallFactory
@@ -31,6 +30,7 @@ from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
 from monitor.runtime.logs import fields
+from monitor.runtime.redaction_check import RedactionCheck, unchecked_ms
 from monitor.runtime.registry import CallRegistry
 from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
@@ -68,8 +68,9 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     for call in repo.active_calls(node):
         path = settings.recordings_dir / call.recording_path
         frames = repair_wav(path) if path.exists() else 0
-        # [hook: audio redaction] what its journal does not confirm checked is masked
-        redaction = recover_audio_redaction(path, call.sample_rate)
+        # [hook: audio redaction] what its journal does not confirm checked is checked after
+        # start (monitor.runtime.redaction_check); withheld until then
+        redaction = unchecked_ms(path, call.sample_rate, frames)
         duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
         now = datetime.now(UTC)
         seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
@@ -91,7 +92,8 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     # lost, so the trace ends (`finalised`) and nothing waits for it.
     for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK, node):
         path = settings.recordings_dir / call.recording_path
-        redaction = recover_audio_redaction(path, call.sample_rate)  # [hook: audio redaction]
+        frames = repair_wav(path) if path.exists() else 0
+        redaction = unchecked_ms(path, call.sample_rate, frames)  # [hook: audio redaction]
         seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
         store(
             repo,
@@ -145,6 +147,8 @@ class Callwatch:
         self.retention: RetentionTask | None = None
         #: Encrypts finished recordings ([recording] encrypt = true).
         self.sealer: RecordingSealer | None = None
+        #: Checks the audio a crash left unchecked (audio redaction), after start.
+        self.redaction_check: RedactionCheck | None = None
 
     @property
     def api_url(self) -> str:
@@ -160,7 +164,7 @@ class Callwatch:
             s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
         )
         await asyncio.to_thread(self.repo.upgrade)
-        await asyncio.to_thread(recover_interrupted, self.repo, s)
+        recovered = await asyncio.to_thread(recover_interrupted, self.repo, s)
         self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         if s.bus.enabled:
             # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
@@ -231,6 +235,10 @@ class Callwatch:
             self.audiosocket = AudioSocketServer(s, self.gateway)
             await self.audiosocket.start()
         await self.gateway.start()
+        # [hook: audio redaction] the audio crashed calls left unchecked: checked in the
+        # background (live calls first), the recordings withheld until then
+        self.redaction_check = RedactionCheck(s, self.repo, self.asr, on_final=self.sealer.seal)
+        self.redaction_check.start(recovered)
         self.load = LoadMonitor(s.load, gateway=self.gateway, asr=self.asr, dnsmos=self.dnsmos,
                                 pool=self.pool, storage=self.storage,
                                 dnsmos_sample_every_s=s.quality.dnsmos.sample_every_s)  # fmt: skip
@@ -276,6 +284,8 @@ class Callwatch:
             await self.gateway.stop()
         if self.load is not None:
             await self.load.close()
+        if self.redaction_check is not None:
+            await self.redaction_check.stop()  # before ASR: its journals stay for next start
         if self.asr is not None:
             await self.asr.close()
         if self.dnsmos is not None:

@@ -13,11 +13,12 @@ that it can never *become the final recording*. That is the job of the **journal
 the *confirmed frame*: every frame before it has been heard by ASR, released by the redactor
 and had its masks written. The order of writes keeps it honest: masks first (and, with
 `fsync`, synced), the journal second; so the journal is at worst behind. At the end of the
-call the journal is removed after the last masks are synced. On start-up, a recording that
-still has a journal (the process died in between) gets everything from the confirmed frame
-to its end silenced (`recover_redaction`), before it is sealed or served: what was not
-checked for card numbers is not kept. That costs the unconfirmed tail (typically the last few
-seconds, ASR latency plus hold), which is the trade PCI DSS asks for.
+call the journal is removed after the last masks are synced. A recording that
+still has a journal after the process died is withheld (not sealed, not served) until
+start-up has *checked* the audio after the confirmed frame (monitor.runtime.redaction_check:
+ASR and the transcript redactor, then `mask_spans` over the entities and `drop_journal`);
+where that cannot be done, everything from the confirmed frame to the end is silenced
+(`recover_redaction`): what was not checked for card numbers never becomes final.
 
 **Where the writes happen.** `RedactingRecorder` is a `WavRecorder` whose `write` (the worker
 thread, serialised per call) also applies the masks queued by the event loop (`redact`,
@@ -38,6 +39,7 @@ import os
 import struct
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -210,39 +212,70 @@ class RedactingRecorder(WavRecorder):
         self._rw = self._journal = -1
 
 
-def recover_redaction(recording: Path) -> int | None:
-    """After a crash: if `recording` still has its journal, mask every frame from the
-    confirmed one to the end (with the call's fill), sync, and remove the journal. Returns
-    the frames masked, or None when there was no journal. Idempotent; run it after
-    `repair_wav` and before the file is sealed or served."""
-    journal = journal_path(recording)
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """What a crash left in a recording's journal: every frame before `confirmed` was
+    checked; the rest is to be checked (or masked) with `fill` before the file is final."""
+
+    confirmed: int
+    fill: Fill
+
+
+def read_journal(recording: Path) -> Journal | None:
+    """The journal of `recording`, or None when it has none (the recording is final). A
+    torn or unreadable journal confirms nothing: the whole recording is unchecked."""
     try:
-        raw = journal.read_bytes()
+        raw = journal_path(recording).read_bytes()
     except FileNotFoundError:
         return None
-    confirmed, fill = 0, "silence"
     if len(raw) >= _RECORD.size:
         magic, fill_code, frame = _RECORD.unpack_from(raw)
         if magic == _MAGIC and fill_code < len(_FILLS):
-            confirmed, fill = frame, _FILLS[fill_code]
-    # A journal torn or unreadable: nothing is confirmed, the whole recording is masked.
+            return Journal(frame, _FILLS[fill_code])
+    return Journal(0, "silence")
+
+
+def mask_spans(recording: Path, spans: Sequence[tuple[int, int]], fill: Fill) -> int:
+    """Overwrite frames [a, b) of each span (clamped to the audio on disk) with `fill`,
+    after repairing the header, and sync. Returns the frames masked (overlaps twice)."""
+    frames = repair_wav(recording)
+    masked = 0
+    with open(recording, "r+b") as f:
+        f.seek(22)
+        channels, rate = struct.unpack("<HI", f.read(6))
+        align = channels * 2
+        step = max(1, (1 << 20) // align)  # at most 1 MiB per write
+        for a, b in spans:
+            for lo in range(max(0, a), min(b, frames), step):
+                hi = min(b, frames, lo + step)
+                f.seek(HEADER_BYTES + lo * align)
+                f.write(fill_frames(lo, hi - lo, channels, rate, fill))
+                masked += hi - lo
+        f.flush()
+        os.fsync(f.fileno())
+    return masked
+
+
+def drop_journal(recording: Path) -> None:
+    """The recording is final (checked, or masked where it was not): remove its journal,
+    durably. Only after the masks are synced (`mask_spans` does)."""
+    journal_path(recording).unlink(missing_ok=True)
+    _fsync_dir(recording.parent)
+
+
+def recover_redaction(recording: Path) -> int | None:
+    """The fallback after a crash: if `recording` still has its journal, mask every frame
+    from the confirmed one to the end (with the call's fill), sync, and remove the journal.
+    Returns the frames masked, or None when there was no journal. Idempotent; run it after
+    `repair_wav` and before the file is sealed or served. (Start-up first tries to *check*
+    that audio instead: monitor.runtime.redaction_check.)"""
+    journal = read_journal(recording)
+    if journal is None:
+        return None
     masked = 0
     if recording.exists():
-        frames = repair_wav(recording)
-        with open(recording, "r+b") as f:
-            f.seek(22)
-            channels, rate = struct.unpack("<HI", f.read(6))
-            align = channels * 2
-            step = max(1, (1 << 20) // align)
-            for lo in range(min(confirmed, frames), frames, step):
-                hi = min(frames, lo + step)
-                f.seek(HEADER_BYTES + lo * align)
-                f.write(fill_frames(lo, hi - lo, channels, rate, fill))  # type: ignore[arg-type]
-                masked += hi - lo
-            f.flush()
-            os.fsync(f.fileno())
-    journal.unlink()
-    _fsync_dir(recording.parent)
+        masked = mask_spans(recording, [(journal.confirmed, 1 << 62)], journal.fill)
+    drop_journal(recording)
     return masked
 
 

@@ -317,3 +317,22 @@ def test_kpis_match_hand_computed_values(seeded: ApiHarness) -> None:
         headers=seeded.headers("qa"),
     )
     assert bad.status_code == 400
+
+
+def test_a_recording_awaiting_its_redaction_check_is_withheld(seeded: ApiHarness) -> None:
+    """After a crash, a closed call's recording whose audio-redaction journal is still there
+    (its unchecked audio not yet checked for card numbers) is neither played nor
+    downloaded; once the check drops the journal it is served as before."""
+    wav = seeded.settings.recordings_dir / "2026/11/20/c1.wav"
+    journal = wav.with_name(wav.name + ".redact")
+    url = "/api/calls/c1/recording"
+    journal.write_bytes(b"\0" * 20)
+    try:
+        for path, role in ((url, "supervisor"), (url + "?download=true", "qa")):
+            r = seeded.client.get(path, headers=seeded.headers(role))
+            assert r.status_code == 503 and r.headers["retry-after"] == "30"
+            assert b"RIFF" not in r.content
+    finally:
+        journal.unlink()
+    r = seeded.client.get(url, headers=seeded.headers("supervisor"))
+    assert r.status_code == 200 and r.content == wav.read_bytes()

@@ -1,5 +1,6 @@
-"""The asyncio side of audio redaction (issue 18 item 2): building a call's recorder, the
-last masks before the call is closed, and recovery at start-up.
+"""The asyncio side of audio redaction (issue 18 item 2): building a call's recorder and the
+last masks before the call is closed. (After a crash, start-up checks what the journal left
+unchecked: monitor.runtime.redaction_check.)
 
 The planning is `monitor.privacy.audio_redact` (sans-I/O), the bytes and the crash journal
 `storage.audio_redaction` (why in place, not a holding area: see there and docs/privacy.md).
@@ -93,12 +94,3 @@ async def finish_audio_redaction(call: LiveCall) -> list[Any]:
             fill=call.settings.privacy.audio_fill,
         )
     ]
-
-
-def recover_audio_redaction(path: Path, sample_rate: int) -> dict[str, int]:
-    """Start-up, for a call a crash cut off: mask what its journal does not confirm (see
-    `storage.audio_redaction.recover_redaction`); the trace fields saying how much."""
-    frames = recover_redaction(path)
-    if frames is None:
-        return {}
-    return {"unchecked_masked_ms": frames * 1000 // max(1, sample_rate)}

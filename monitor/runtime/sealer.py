@@ -8,7 +8,9 @@ encrypted once, chunk by chunk, with fresh nonces). The sealer listens on the ev
 worker thread. The bus drops the oldest events of a listener that falls behind, so a drop
 triggers a sweep; the sweep at start seals what recovery of a crash (`recover_interrupted`
 marks such calls interrupted first) and any earlier run left in clear. Redaction of audio
-(issue 18 item 2) must be finished before `CallFinalised`, as sealing is the last write.
+(issue 18 item 2) must be finished before `CallFinalised`, as sealing is the last write; a
+recording with a journal is never sealed, and one a crash left so is sealed by `seal` once
+start-up has checked it (monitor.runtime.redaction_check).
 
 `recording_keys` turns the settings into keys for the API and the CLI too.
 """
@@ -55,7 +57,7 @@ def sweep(engine: Engine, recordings_dir: Path, key: RecordingKey, *, rotate: bo
     done = 0
     for path in paths:
         if not path.is_file() or journal_path(path).exists():
-            continue  # (a journal: audio redaction unfinished; recovery masks it first)
+            continue  # (a journal: audio redaction unfinished; the recovery check seals it)
         if rotate:
             done += rekey(path, keys or [key], key)
         elif read_header(path) is None:
@@ -94,6 +96,15 @@ class RecordingSealer:
             await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
+    async def seal(self, path: Path) -> bool:
+        """Seal one recording now (a recovered one whose audio redaction was just finished:
+        its `CallFinalised` came long before); False when sealing is off or not done."""
+        if self._key is None:
+            return False
+        done = await asyncio.to_thread(_seal_quietly, path, self._key)
+        self.sealed += done
+        return done
+
     async def _run(self, sub: Subscription, key: RecordingKey) -> None:
         rec_dir = self._settings.recordings_dir
         paths: dict[str, str] = {}  # running calls' recordings, from CallStarted
@@ -116,7 +127,7 @@ class RecordingSealer:
 
 
 def _seal_quietly(path: Path, key: RecordingKey) -> bool:
-    if journal_path(path).exists():  # audio redaction unfinished: recovery masks it first
+    if journal_path(path).exists():  # audio redaction unfinished: the recovery check seals it
         log.error("not sealing a recording whose audio redaction did not finish")
         return False
     try:

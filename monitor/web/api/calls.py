@@ -170,6 +170,7 @@ def call_detail(
         },
         409: {"description": "the switch's call id names several calls (their ids listed)"},
         416: {"description": "range starts past the end"},
+        503: {"description": media.WITHHELD + " (Retry-After)"},
     },
 )
 def recording(
@@ -198,6 +199,9 @@ def recording(
                                 f"{failed['at_ms'] / 1000:g} s ({failed['reason']})")  # fmt: skip
         record(ctx, who, action, call_id=call.call_id, status=404, reason="recording missing")
         raise HTTPException(404, f"the recording of call {call.call_id} is missing on disk")
+    if media.withheld(path, call.status):
+        record(ctx, who, action, call_id=call.call_id, status=503, reason="redaction pending")
+        raise HTTPException(503, media.WITHHELD, headers={"Retry-After": "30"})
     try:
         source = media.open_recording(path, recording_keys(ctx.settings)[1])
     except DecryptionError as exc:
@@ -267,7 +271,7 @@ def recording(
 def _content(ctx: ApiContext, call: CallDetail) -> Iterator[bytes] | None:
     """The recording's bytes as served (decrypted if sealed), for the vCon content hash."""
     path = ctx.settings.recordings_dir / call.recording_path
-    if not path.is_file():
+    if not path.is_file() or media.withheld(path, call.status):
         return None
     source = media.open_recording(path, recording_keys(ctx.settings)[1])
     return source.read(0, source.size)

@@ -15,6 +15,10 @@ of at most `api.play_window_s` of audio (206 and `Content-Range`, `inline`), whi
 <audio> element asks for anyway; only `?download=true` (qa, admin) sends the file whole, as an
 attachment. Both are audited per response with the media time served.
 
+A recording a crash left with unchecked audio (its audio-redaction journal is still there
+after the call was closed) is withheld, 503, until start-up has checked it for card numbers
+(monitor/runtime/redaction_check.py); then it is served as usual.
+
 A call still running has a growing recording: each response covers the file as it is at the
 time of the request (the header's sizes are rewritten at every flush, see storage/recordings).
 """
@@ -27,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.audio_redaction import journal_path
 from storage.encryption import RecordingKey, SealedReader, read_header
 from storage.recordings import HEADER_BYTES
 
@@ -37,6 +42,7 @@ VERSION_HEADERS = {
              "schema": {"type": "string"}},
     "Last-Modified": {"description": "when the file last changed", "schema": {"type": "string"}},
 }  # fmt: skip
+WITHHELD = "the recording is being checked for card numbers after a crash; try again shortly"
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
@@ -101,6 +107,12 @@ def media_span_ms(
         return max(0, byte - HEADER_BYTES) // frame * 1000 // max(sample_rate, 1)
 
     return ms(start), ms(end + 1)
+
+
+def withheld(path: Path, status: str) -> bool:
+    """A closed call whose recording still has audio-redaction work to do (module doc). A
+    live call's journal is its running state: its growing recording plays as before."""
+    return status != "active" and journal_path(path).exists()
 
 
 def read_file(path: Path, start: int, length: int) -> Iterator[bytes]:
