@@ -87,8 +87,8 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
             time.sleep(0.2)
             stored = srv.repo.get_call(ext)
             assert stored is not None
-        [done] = [t for t in stored.trace if t.kind == "audio_redacted"]
-        assert done.data["checked"] is True and done.data["masked_ms"] == 0, done.data
+        [check] = [t for t in stored.trace if t.kind == "audio_redacted"]
+        assert check.data["checked"] is True and check.data["masked_ms"] == 0, check.data
         with wave.open(str(path), "rb") as w:
             assert w.getnframes() * 4 == path.stat().st_size - 44  # the header says it all
             frames = w.readframes(w.getnframes())
