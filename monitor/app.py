@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from asr.pool import AsrPool
+from asr.scripted import ScriptedTranscriber
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
@@ -116,7 +117,8 @@ class Callwatch:
         self.repo: Repository | None = None
         #: The live calls (both transports), found by alerts and the API.
         self.calls = CallRegistry()
-        self.pool: AsrPool | None = None
+        #: The ASR workers, or the scripted transcriber (`[asr] engine = "scripted"`).
+        self.pool: AsrPool | ScriptedTranscriber | None = None
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
@@ -149,7 +151,14 @@ class Callwatch:
         await asyncio.to_thread(self.repo.upgrade)
         await asyncio.to_thread(recover_interrupted, self.repo, s)
         self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
-        self.pool = AsrPool(s.asr, s.model_cache_dir)
+        if s.asr.engine == "scripted":
+            self.pool = ScriptedTranscriber(
+                s.asr.scripted_lines,
+                "zh" if s.asr.language == "zh" else "en",
+                s.asr.scripted_delay_s,
+            )
+        else:
+            self.pool = AsrPool(s.asr, s.model_cache_dir)
         await self.pool.start()
         self.storage = StorageWriter(
             self.repo,

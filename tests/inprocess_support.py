@@ -1,0 +1,105 @@
+"""An in-process callwatch for tests: the real composition root (`Callwatch`: gateway,
+AudioSocket server, storage writer, bus, alert service, DNSMOS, HTTP API and board) on the
+test's own event loop, every port 0, a real SQLite file, real websockets; only the speech
+model is replaced, at the ASR seam, by `asr.scripted.ScriptedTranscriber` (`[asr] engine =
+"scripted"`). It starts in about a second, so a test streams `ivr_sim` calls into the whole
+server without spawning `callwatch serve` and its Whisper workers.
+
+Tests that assert recognised words keep the real model (tests/fixtures_server.py): these are
+for everything that needs "some transcript" (lifecycle, storage, alerts, API, transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config.settings import load_settings
+from monitor.app import Callwatch
+from storage.repository import CallDetail, Repository
+
+
+@dataclass
+class InProcessServer:
+    app: Callwatch
+
+    @property
+    def url(self) -> str:
+        """The gateway's websocket URL (ws://127.0.0.1:PORT)."""
+        assert self.app.gateway is not None
+        return f"ws://127.0.0.1:{self.app.gateway.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.app.api_url
+
+    @property
+    def audiosocket(self) -> tuple[str, int] | None:
+        server = self.app.audiosocket
+        return None if server is None else ("127.0.0.1", server.port)
+
+    @property
+    def repo(self) -> Repository:
+        assert self.app.repo is not None
+        return self.app.repo
+
+    @property
+    def data_dir(self) -> Path:
+        return self.app.settings.data_dir
+
+    async def wait_call(self, external_id: str, timeout_s: float = 30.0) -> CallDetail:
+        """Until the call with this switch id is finalised (its verdict stored)."""
+        deadline = time.monotonic() + timeout_s
+        call = None
+        while time.monotonic() < deadline:
+            if self.app.storage is not None:
+                await self.app.storage.drain()
+            call = await asyncio.to_thread(self.repo.get_call, external_id)
+            if (
+                call is not None
+                and call.status != "active"
+                and any(t.kind == "finalised" for t in call.trace)
+            ):
+                return call
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"call {external_id} not finalised: {call}")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
+    return out
+
+
+@asynccontextmanager
+async def in_process_server(
+    tmp: Path, *, lines: Sequence[str] = (), **sections: Any
+) -> AsyncIterator[InProcessServer]:
+    """`Callwatch` on port 0 answering utterances with `lines` (see asr/scripted.py);
+    `sections` override settings sections (e.g. `alerts={"dead_air_s": 2.5}`). DNSMOS and
+    the sentence-level compliance intents are off unless a section turns them on."""
+    asr = {"engine": "scripted", "scripted_lines": list(lines), **sections.pop("asr", {})}
+    gateway = {"port": 0, "audiosocket_port": 0, "metadata_timeout_s": 2,
+               **sections.pop("gateway", {})}  # fmt: skip
+    api = {"port": 0, **sections.pop("api", {})}
+    # Off unless a test asks: loading the sentence model (~2 s) and DNSMOS (~2 s, and ~0.5 s of
+    # CPU per second of audio streamed faster than real time) is what a fast seam leaves out;
+    # the phrase-level checker and every other measure still run.
+    quality = _merge({"dnsmos": {"enabled": False}}, sections.pop("quality", {}))
+    compliance = {"semantic": False, **sections.pop("compliance", {})}
+    settings = load_settings(
+        env={}, data_dir=str(tmp / "data"), asr=asr, gateway=gateway, api=api,
+        quality=quality, compliance=compliance, **sections,
+    )  # fmt: skip
+    app = Callwatch(settings)
+    await app.start()
+    try:
+        yield InProcessServer(app)
+    finally:
+        await app.stop()
