@@ -1,5 +1,7 @@
 """`kill -9` of a real server mid-call, then a restart: the call is marked interrupted, its
-recording plays in a strict reader and holds the audio up to at most 1 s before the kill."""
+recording plays in a strict reader and holds the audio up to at most 1 s before the kill.
+The served process answers ASR with the scripted transcriber (no model to load at each of
+the restarts; nothing here depends on the words)."""
 
 from __future__ import annotations
 
@@ -10,18 +12,15 @@ import uuid
 import wave
 from pathlib import Path
 
-import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import builtin_scripts, load_script, render
 from tests.fixtures_server import make_server
 
-pytestmark = pytest.mark.slow
-
 
 def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
-    srv = make_server(tmp_path)
+    srv = make_server(tmp_path, scripted=True)
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "en_support_16k" in p.name)))
     pcm = call.pcm()
@@ -76,7 +75,7 @@ def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
 
 
 def test_sigterm_closes_open_calls_as_interrupted_and_exits_cleanly(tmp_path: Path) -> None:
-    srv = make_server(tmp_path)
+    srv = make_server(tmp_path, scripted=True)
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "zh_cards_8k" in p.name)))
     pcm = call.pcm()[: 8000 * 4 * 3]  # 3 s, then the switch stays connected
