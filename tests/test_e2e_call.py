@@ -103,14 +103,16 @@ def test_call_closed_before_its_last_transcripts_records_them_as_pending(
 ) -> None:
     """`asr.final_wait_s` caps how long a finished call waits for ASR. A call closed before
     its last transcripts says so in its `finalised` entry, and the late segments are still
-    stored with the call (nothing received is lost)."""
-    from tests.fixtures_server import make_server
+    stored with the call (nothing received is lost). A slow model is stood in for by the
+    scripted transcriber taking 0.5 s an utterance, in the in-process server: this is about
+    timing, not words."""
+    from tests.inprocess_support import ThreadedServer
 
-    srv = make_server(tmp_path, CALLWATCH_ASR__FINAL_WAIT_S="0.01", CALLWATCH_ASR__WORKERS="1")
+    srv = ThreadedServer(tmp_path, asr={"final_wait_s": 0.01, "scripted_delay_s": 0.5})
     srv.start()
     try:
         call = _script("en_support_16k.toml")
-        report = asyncio.run(stream_call(srv.url, call, pace=3.0))
+        report = asyncio.run(stream_call(srv.url, call, pace=8.0))
         stored = srv.wait_call(report.external_id)
         [final] = [t for t in stored.trace if t.kind == "finalised"]
         assert final.data["asr_pending"] >= 1
