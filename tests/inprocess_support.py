@@ -35,7 +35,7 @@ class InProcessServer:
     def url(self) -> str:
         """The gateway's websocket URL (ws://127.0.0.1:PORT)."""
         assert self.app.gateway is not None
-        return f"ws://127.0.0.1:{self.app.gateway.port}"
+        return self.app.gateway.url
 
     @property
     def api_url(self) -> str:
@@ -82,10 +82,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 @asynccontextmanager
 async def in_process_server(
-    tmp: Path, *, lines: Sequence[str] = (), **sections: Any
+    tmp: Path, *, lines: Sequence[str] = (), config: Path | None = None, **sections: Any
 ) -> AsyncIterator[InProcessServer]:
     """`Callwatch` on port 0 answering utterances with `lines` (see asr/scripted.py);
-    `sections` override settings sections (e.g. `alerts={"dead_air_s": 2.5}`). DNSMOS and
+    `config`: a TOML file read first, as `serve --config` would; `sections` override settings
+    sections (e.g. `alerts={"dead_air_s": 2.5}`). DNSMOS and
     the sentence-level compliance intents are off unless a section turns them on."""
     asr = {"engine": "scripted", "scripted_lines": list(lines), **sections.pop("asr", {})}
     gateway = {"port": 0, "audiosocket_port": 0, "metadata_timeout_s": 2,
@@ -97,6 +98,7 @@ async def in_process_server(
     quality = _merge({"dnsmos": {"enabled": False}}, sections.pop("quality", {}))
     compliance = {"semantic": False, **sections.pop("compliance", {})}
     settings = load_settings(
+        config,
         env={}, data_dir=str(tmp / "data"), asr=asr, gateway=gateway, api=api,
         quality=quality, compliance=compliance, **sections,
     )  # fmt: skip
@@ -126,8 +128,10 @@ class ThreadedServer:
     `url`, `audiosocket`, `data_dir`, `repo`, `wait_call` and `log()`. Its log is what the
     root logger receives at INFO while it runs (websockets at WARNING, as `serve` sets it)."""
 
-    def __init__(self, tmp: Path, *, lines: Sequence[str] = (), **sections: Any) -> None:
-        self._tmp, self._lines, self._sections = tmp, lines, sections
+    def __init__(
+        self, tmp: Path, *, lines: Sequence[str] = (), config: Path | None = None, **sections: Any
+    ) -> None:
+        self._tmp, self._lines, self._config, self._sections = tmp, lines, config, sections
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,7 +155,9 @@ class ThreadedServer:
     def _run(self) -> None:
         async def main() -> None:
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            async with in_process_server(self._tmp, lines=self._lines, **self._sections) as srv:
+            async with in_process_server(
+                self._tmp, lines=self._lines, config=self._config, **self._sections
+            ) as srv:
                 self.server = srv
                 self._ready.set()
                 await self._stop.wait()
