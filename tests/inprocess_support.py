@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from config.settings import load_settings
 from monitor.app import Callwatch
 from monitor.runtime.logs import _TextFormatter
@@ -232,3 +234,10 @@ def threaded_server(tmp: Path, **kw: Any) -> Iterator[ThreadedServer]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def inprocess_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    """One in-process server per test module (this module is a pytest plugin: conftest.py)."""
+    with threaded_server(tmp_path_factory.mktemp("inprocess")) as srv:
+        yield srv
