@@ -43,8 +43,10 @@ class WebServer:
         return self.server.url
 
 
-def start_web_server(tmp: Path) -> WebServer:
-    srv = make_server(tmp, **WEB_ENV)
+def start_web_server(tmp: Path, *, scripted: bool = False) -> WebServer:
+    """`callwatch serve` with the API and board, and a user of each role; `scripted`: ASR by
+    the scripted transcriber (pages that show a transcript, not ones that judge its words)."""
+    srv = make_server(tmp, scripted=scripted, **WEB_ENV)
     srv.start()
     deadline = time.monotonic() + 60
     while not (m := API_RE.search(srv.log())):
