@@ -2,10 +2,10 @@
 
 One server and one call for the module (English, with a planned 4 s gap that raises a
 dead-air alert), streamed flat out; ASR by the scripted transcriber (the page shows and seeks
-whatever lines the call has: their words are test_e2e_call's). Checked in the browser: search finds the call; clicking a
-transcript line or the alert's marker moves the audio to that moment (±0.2 s), the audio being
-fetched with range requests; a QA score and comment survive a reload; a supervisor (no QA
-role) cannot open the page.
+whatever lines the call has: their words are test_e2e_call's). Checked in the browser:
+search finds the call; clicking a transcript line or the alert's marker moves the audio to
+that moment (±0.2 s), the audio being fetched with range requests; a QA score and comment
+survive a reload; a supervisor (no QA role) cannot open the page.
 """
 
 from __future__ import annotations
