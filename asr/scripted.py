@@ -3,15 +3,17 @@
 `ScriptedTranscriber` answers `transcribe_batch(requests)` at once, without a speech model,
 with text from a script: the i-th utterance it is given (counted over its lifetime, in the
 order requests arrive) gets the i-th line, and past the last line (or with no lines) a text
-that names the utterance and its length, `utterance 7 (1.24 s)`, so every segment is
-distinct and traceable to the audio it stands for. The language is the request's forced or
-locked one, else the configured one. It has the `worker_count` / `transcribe_batch` shape of
-`asr.pool.AsrPool`, so the runtime cannot tell them apart.
+that names the utterance by letters, `utterance g` for the 7th, so every segment is distinct
+and traceable to the audio it stands for. Letters, not digits: the privacy redactor holds a
+segment with digits in it as a possible card number, which is not what a stand-in should do.
+The language is the request's forced or locked one, else the configured one. It has the
+`worker_count` / `transcribe_batch` shape of `asr.pool.AsrPool`, so the runtime cannot tell
+them apart.
 
 It is selected with `[asr] engine = "scripted"` (lines in `scripted_lines`; `scripted_delay_s`
-makes each answer take that long, standing in for a slow model), which lets the
-whole server (gateway, call core, storage, alerts, board, API) run in-process or as
-`callwatch serve` in milliseconds, and demos run on machines without the model. Accuracy
+makes each answer take that long, standing in for a slow model), which lets the whole server
+(gateway, call core, storage, alerts, board, API) run in process or as `callwatch serve`
+without loading a model, and demos run on machines without it. Accuracy
 is what Whisper is for: tests that assert recognised words use the real model.
 
 Order is the order the ASR service hands utterances over: for one call that is the order its
@@ -28,6 +30,17 @@ from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 
 #: The confidence reported for scripted text (what a clear Whisper decode reports).
 CONFIDENCE = 0.9
+
+
+def letters(n: int) -> str:
+    """1 -> a, 26 -> z, 27 -> aa: a count written without digits (bijective base 26)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, not {n}")
+    out = ""
+    while n:
+        n, rest = divmod(n - 1, 26)
+        out = chr(ord("a") + rest) + out
+    return out
 
 
 class ScriptedTranscriber:
@@ -61,10 +74,7 @@ class ScriptedTranscriber:
         n = self.answered
         self.answered += 1
         audio_s = len(request.audio) / SAMPLE_RATE
-        if n < len(self._lines):
-            text = self._lines[n]
-        else:
-            text = f"utterance {n + 1} ({audio_s:.2f} s)"
+        text = self._lines[n] if n < len(self._lines) else f"utterance {letters(n + 1)}"
         language = request.language or request.locked_language or self._language
         return AsrResult(text, language, CONFIDENCE, audio_s, 0.0, tag=request.tag)
 

@@ -41,7 +41,7 @@ class AsrSettings(_Section):
     #: next of `scripted_lines` (asr/scripted.py: the seam for tests and demos).
     engine: Literal["whisper", "scripted"] = "whisper"
     #: What `engine = "scripted"` answers, one line per utterance in order; past the last,
-    #: "utterance N (x.xx s)".
+    #: "utterance a", "utterance b" ...
     scripted_lines: list[str] = Field(default_factory=list, max_length=10_000)
     #: Seconds each scripted answer takes (0 = at once): stands in for a slow model.
     scripted_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)

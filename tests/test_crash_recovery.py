@@ -20,7 +20,9 @@ from tests.fixtures_server import make_server
 
 
 def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
-    srv = make_server(tmp_path, scripted=True)
+    # Audio redaction off: its crash recovery silences the tail ASR had not checked (what
+    # this test compares); tests/test_audio_redaction_e2e.py covers that recovery.
+    srv = make_server(tmp_path, scripted=True, CALLWATCH_PRIVACY__REDACT_AUDIO="false")
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "en_support_16k" in p.name)))
     pcm = call.pcm()
