@@ -78,22 +78,10 @@ def make_server(tmp: Path, *, scripted: bool = False, **env: str) -> LiveServer:
     )
 
 
-def _module_server(factory: pytest.TempPathFactory, *, scripted: bool) -> Iterator[LiveServer]:
-    srv = make_server(
-        factory.mktemp("server"), scripted=scripted, CALLWATCH_GATEWAY__METADATA_TIMEOUT_S="2"
-    )
-    srv.start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A served callwatch with the real Whisper model, one per test module."""
-    yield from _module_server(tmp_path_factory, scripted=False)
-
-
-@pytest.fixture(scope="module")
-def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A served callwatch with the scripted transcriber (no model), one per test module."""
-    yield from _module_server(tmp_path_factory, scripted=True)
+    srv = make_server(tmp_path_factory.mktemp("server"), CALLWATCH_GATEWAY__METADATA_TIMEOUT_S="2")
+    srv.start()
+    yield srv
+    srv.stop()
