@@ -13,12 +13,8 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
 from ivr_sim import builtin_scripts, load_script, render, stream_call
 from tests.fixtures_server import make_server
-
-pytestmark = pytest.mark.slow
 
 
 def modes(root: Path) -> dict[str, int]:

@@ -226,7 +226,6 @@ def test_kill_9_while_sealing_leaves_the_clear_recording_and_a_reseal_finishes(
     assert not tmp.exists() and unseal(tmp_path / "a.wav", [key]) == original
 
 
-@pytest.mark.slow
 def test_kill9_mid_call_with_encryption_then_restart_seals_the_recovered_recording(
     tmp_path: Path,
 ) -> None:
