@@ -37,6 +37,14 @@ class VadSettings(_Section):
 class AsrSettings(_Section):
     """Speech recognition: which model, where, and how many workers."""
 
+    #: `whisper`: the model below. `scripted`: no model; each utterance is answered with the
+    #: next of `scripted_lines` (asr/scripted.py: the seam for tests and demos).
+    engine: Literal["whisper", "scripted"] = "whisper"
+    #: What `engine = "scripted"` answers, one line per utterance in order; past the last,
+    #: "utterance a", "utterance b" ...
+    scripted_lines: list[str] = Field(default_factory=list, max_length=10_000)
+    #: Seconds each scripted answer takes (0 = at once): stands in for a slow model.
+    scripted_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
     #: A directory, a bundled model (`base`, `tiny.en`) or any faster-whisper model name.
     model: str = "base"
     #: `auto` detects per utterance; `zh` or `en` forces the language.

@@ -89,7 +89,17 @@ def _s2t() -> opencc.OpenCC:
 
 def to_simplified(text: str) -> str:
     """Convert Traditional Chinese characters to Simplified; other text is unchanged."""
-    return str(_t2s().convert(text)) if text else text
+    # ASCII has nothing to convert, and OpenCC's pure-Python matcher costs ~70 us a call:
+    # the compliance checker asks for the same anchor and veto terms thousands of times a
+    # call, so the answers are memoised (bounded: a few MB at most).
+    if not text or text.isascii():
+        return text
+    return _to_simplified(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _to_simplified(text: str) -> str:
+    return str(_t2s().convert(text))
 
 
 def _skeleton(text: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asr.pool import AsrPool
+from asr.scripted import ScriptedTranscriber
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
@@ -127,7 +128,8 @@ class Callwatch:
         self.repo: Repository | None = None
         #: The live calls (both transports), found by alerts and the API.
         self.calls = CallRegistry()
-        self.pool: AsrPool | None = None
+        #: The ASR workers, or the scripted transcriber (`[asr] engine = "scripted"`).
+        self.pool: AsrPool | ScriptedTranscriber | None = None
         #: NATS mode (`bus.url`): the connection, and the transcriber of `asr.remote`.
         self.bus_client: Client | None = None
         self.remote_asr: RemoteTranscriber | None = None
@@ -180,6 +182,13 @@ class Callwatch:
             from monitor.scale.asr_remote import RemoteTranscriber
 
             self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
+        elif s.asr.engine == "scripted":
+            self.pool = ScriptedTranscriber(
+                s.asr.scripted_lines,
+                "zh" if s.asr.language == "zh" else "en",
+                s.asr.scripted_delay_s,
+            )
+            await self.pool.start()
         else:
             self.pool = AsrPool(s.asr, s.model_cache_dir)
             await self.pool.start()

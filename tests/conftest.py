@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures_db",
     "tests.fixtures_asr",
     "tests.fixtures_server",
+    "tests.inprocess_support",
     "tests.fixtures_api",
     "tests.fixtures_browser",
     "tests.fixtures_nats",

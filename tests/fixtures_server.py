@@ -59,18 +59,28 @@ class LiveServer(ServerProcess):
         raise TimeoutError(f"call {external_id} not finalised: {call}\n{self.log()[-3000:]}")
 
 
-def make_server(tmp: Path, **env: str) -> LiveServer:
+#: `callwatch serve` without the speech model: utterances are answered at once by the scripted
+#: transcriber (asr/scripted.py). For tests of the process (transport, limits, logs, crash
+#: and restart, files) that need "some transcript", not recognised words.
+SCRIPTED = {"CALLWATCH_ASR__ENGINE": "scripted"}
+
+
+def make_server(tmp: Path, *, scripted: bool = False, **env: str) -> LiveServer:
+    """A `callwatch serve` (not started) with its data under `tmp`: two Whisper workers, or
+    with `scripted` the scripted transcriber and no model."""
     tmp.mkdir(parents=True, exist_ok=True)
+    base = {"CALLWATCH_ASR__WORKERS": "2", "CALLWATCH_API__PORT": "0"}
     return LiveServer(
         data_dir=tmp / "data",
         # API on a free port: parallel servers (and other work on the machine) never collide.
-        env=server_env(**{"CALLWATCH_ASR__WORKERS": "2", "CALLWATCH_API__PORT": "0", **env}),
+        env=server_env(**{**base, **(SCRIPTED if scripted else {}), **env}),
         log_path=tmp / "server.log",
     )
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A served callwatch with the real Whisper model, one per test module."""
     srv = make_server(tmp_path_factory.mktemp("server"), CALLWATCH_GATEWAY__METADATA_TIMEOUT_S="2")
     srv.start()
     yield srv

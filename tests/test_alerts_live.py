@@ -1,4 +1,5 @@
-"""Alerts end to end against a real `callwatch serve` process: a running call passes the
+"""Alerts end to end against a real `callwatch serve` process (ASR by the scripted
+transcriber: no alert here depends on the words): a running call passes the
 fixed duration limit and then stops sending audio; both alerts are raised while it is still
 connected, stored, written into the call's trace in order, POSTed signed to a real local
 webhook receiver, and listed by `callwatch show`."""
@@ -23,7 +24,6 @@ from monitor.cli import main as cli_main
 from monitor.runtime.webhooks import SIGNATURE_HEADER, verify
 from tests.fixtures_server import LiveServer, make_server
 
-pytestmark = pytest.mark.slow
 SECRET = "live-test-secret-0123456789"
 
 
@@ -56,7 +56,7 @@ def alert_server(tmp_path: Path, receiver: tuple[str, list[Any]]) -> Iterator[Li
         "[alerts]\nmax_duration_s = 3.0\nmedia_stall_s = 1.5\n\n"
         f'[[webhooks.targets]]\nname = "ops"\nurl = "{receiver[0]}"\nsecret = "{SECRET}"\n'
     )
-    srv = make_server(tmp_path / "srv", CALLWATCH_CONFIG=str(config))
+    srv = make_server(tmp_path / "srv", scripted=True, CALLWATCH_CONFIG=str(config))
     srv.start()
     yield srv
     srv.stop()

@@ -7,12 +7,11 @@ import asyncio
 import json
 import uuid
 
-import pytest
 from websockets.asyncio.client import connect
 
 from monitor.wire.audiohook import NULL_UUID, AudioHookDecoder, AudioHookEncoder
 from monitor.wire.events import CallStarted, Reply, Stopped
-from tests.fixtures_server import LiveServer
+from tests.inprocess_support import ThreadedServer
 
 
 def reply(ev: object) -> dict:  # type: ignore[type-arg]
@@ -56,8 +55,8 @@ def test_supported_languages_are_answered_when_asked() -> None:
     assert reply(opened)["parameters"]["supportedLanguages"] == ["en-US", "zh-CN"]
 
 
-@pytest.mark.slow
-def test_probe_over_the_gateway_stores_nothing(server: LiveServer) -> None:
+def test_probe_over_the_gateway_stores_nothing(inprocess_server: ThreadedServer) -> None:
+    server = inprocess_server  # the whole server in this process, ASR scripted
     session = str(uuid.uuid4())
     enc = AudioHookEncoder(session_id=session)
 

@@ -2,7 +2,9 @@
 interrupted, its recording plays in a strict reader and holds the audio up to at most 1 s
 before the kill, sample-exact (with audio redaction on, the audio ASR had not checked is
 checked after the restart, not blanked: no card number was said), its transcript covers what
-was said before, and no other call changed. And SIGTERM with calls open (C3)."""
+was said before, and no other call changed. And SIGTERM with calls open (C3).
+The served process answers ASR with the scripted transcriber (no model to load at each of the
+restarts; nothing here depends on the words)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ import uuid
 import wave
 from pathlib import Path
 
-import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -22,8 +23,6 @@ from ivr_sim import builtin_scripts, load_script, render, stream_call
 from ivr_sim.stream import call_metadata
 from tests.fixtures_server import LiveServer, make_server
 from tests.runtime_support import transcript_gaps
-
-pytestmark = pytest.mark.slow
 
 
 def _snapshot(srv: LiveServer, ext: str) -> tuple[object, ...]:
@@ -35,7 +34,7 @@ def _snapshot(srv: LiveServer, ext: str) -> tuple[object, ...]:
 
 def test_kill9_mid_call_then_restart(tmp_path: Path) -> None:
     """RELIABILITY.md C1: a 60 s call, SIGKILL at 30 s, restart."""
-    srv = make_server(tmp_path)
+    srv = make_server(tmp_path, scripted=True)
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "en_support_16k" in p.name)))
     one = call.pcm()
@@ -119,7 +118,7 @@ def test_sigterm_closes_open_calls_as_interrupted_and_exits_cleanly(tmp_path: Pa
     """RELIABILITY.md C3: three open calls and SIGTERM. Each call gets close 1001 and is
     finalised `interrupted/shutdown` with every frame sent; a new connection is refused; the
     process exits 0 within 15 s."""
-    srv = make_server(tmp_path)
+    srv = make_server(tmp_path, scripted=True)
     srv.start()
     call = render(load_script(next(p for p in builtin_scripts() if "zh_cards_8k" in p.name)))
     pcm = call.pcm()[: 8000 * 4 * 3]  # 3 s, then the switch stays connected

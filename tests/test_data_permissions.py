@@ -13,12 +13,8 @@ import os
 import stat
 from pathlib import Path
 
-import pytest
-
 from ivr_sim import builtin_scripts, load_script, render, stream_call
 from tests.fixtures_server import make_server
-
-pytestmark = pytest.mark.slow
 
 
 def modes(root: Path) -> dict[str, int]:
@@ -32,7 +28,7 @@ def test_files_0600_and_directories_0700(tmp_path: Path) -> None:
     data = tmp_path / "srv" / "data"
     data.mkdir(parents=True, mode=0o755)
     os.chmod(data, 0o755)  # as an older version (and the default umask) left it
-    srv = make_server(tmp_path / "srv", CALLWATCH_ASR__WORKERS="1")
+    srv = make_server(tmp_path / "srv", scripted=True)
     srv.start()
     try:
         call = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))

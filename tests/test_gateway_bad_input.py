@@ -1,5 +1,7 @@
 """Bad input at the gateway: a clear close code and reason, a log line, nothing received lost,
-the call marked interrupted, and other calls untouched. Against a real server process."""
+the call marked interrupted, and other calls untouched. Against the whole server in process
+(tests/inprocess_support.py: real websockets and AudioSocket on port 0, real SQLite, its log
+as `serve` prints it), with the scripted transcriber: nothing here depends on the words."""
 
 from __future__ import annotations
 
@@ -8,15 +10,20 @@ import json
 import random
 import uuid
 import wave
+from collections.abc import Iterator
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import builtin_scripts, load_script, render, stream_call
-from tests.fixtures_server import LiveServer
+from tests.inprocess_support import ThreadedServer, threaded_server
 
-pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    with threaded_server(tmp_path_factory.mktemp("bad-input")) as srv:
+        yield srv
 
 
 async def _expect_close(url: str, *messages: str | bytes) -> tuple[int, str]:
@@ -44,7 +51,7 @@ async def _expect_close(url: str, *messages: str | bytes) -> tuple[int, str]:
     ids=["invalid-json", "sample-rate", "channels", "audio-first", "metadata-timeout"],
 )
 def test_rejected_before_the_call_starts(
-    server: LiveServer, messages: list[str | bytes], code: int, reason: str
+    server: ThreadedServer, messages: list[str | bytes], code: int, reason: str
 ) -> None:
     got_code, got_reason = asyncio.run(_expect_close(server.url, *messages))
     assert got_code == code
@@ -57,13 +64,13 @@ def _audio(seconds: float, rate: int = 8000) -> bytes:
     return call.pcm()[: int(seconds * rate) * 4]
 
 
-def _recording(server: LiveServer, call) -> bytes:  # type: ignore[no-untyped-def]
+def _recording(server: ThreadedServer, call) -> bytes:  # type: ignore[no-untyped-def]
     with wave.open(str(server.data_dir / "recordings" / call.recording_path), "rb") as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
         return w.readframes(w.getnframes())
 
 
-def test_oversized_message_closes_1009_and_keeps_the_audio(server: LiveServer) -> None:
+def test_oversized_message_closes_1009_and_keeps_the_audio(server: ThreadedServer) -> None:
     ext = f"big-{uuid.uuid4()}"
     pcm = _audio(3.0)
 
@@ -85,7 +92,7 @@ def test_oversized_message_closes_1009_and_keeps_the_audio(server: LiveServer) -
     assert _recording(server, call) == pcm
 
 
-def test_client_vanishing_without_close_frame(server: LiveServer) -> None:
+def test_client_vanishing_without_close_frame(server: ThreadedServer) -> None:
     ext = f"vanish-{uuid.uuid4()}"
     pcm = _audio(4.0)
 
@@ -105,7 +112,7 @@ def test_client_vanishing_without_close_frame(server: LiveServer) -> None:
     assert "connection dropped without a close frame" in server.log()
 
 
-def test_bad_calls_do_not_affect_a_good_call_running_alongside(server: LiveServer) -> None:
+def test_bad_calls_do_not_affect_a_good_call_running_alongside(server: ThreadedServer) -> None:
     good = render(load_script(next(p for p in builtin_scripts() if "en_billing_8k" in p.name)))
 
     async def go() -> str:
@@ -175,7 +182,7 @@ async def _send_tcp_junk(host: str, port: int, data: bytes) -> None:
     writer.close()
 
 
-def test_random_input_on_every_protocol_never_touches_a_good_call(server: LiveServer) -> None:
+def test_random_input_on_every_protocol_never_touches_a_good_call(server: ThreadedServer) -> None:
     """Property test at the server: 20 random message sequences per websocket protocol and
     random AudioSocket byte streams, while a good call streams; the server keeps serving and
     the good call is stored whole."""
@@ -185,17 +192,22 @@ def test_random_input_on_every_protocol_never_touches_a_good_call(server: LiveSe
     host, port = server.audiosocket
 
     async def go() -> str:
+        # The same seeded sequences as ever, drawn up front; sent ten connections at a time
+        # (each waits up to 1 s, or 8 s on AudioSocket, for the server to close it), so the
+        # noise overlaps the good call instead of outlasting it.
+        sends = [
+            _send_junk(server.url + path, _junk(rng, protocol))
+            for _ in range(20)
+            for protocol, path in (("audiofork", "/"), ("twilio", "/twilio"),
+                                   ("audiohook", "/audiohook"))
+        ]  # fmt: skip
+        for _ in range(10):
+            head = bytes([1, 0, 16]) + rng.randbytes(16) if rng.random() < 0.5 else b""
+            sends.append(_send_tcp_junk(host, port, head + rng.randbytes(rng.randint(0, 400))))
+
         async def noise() -> None:
-            for _ in range(20):
-                for protocol, path in (
-                    ("audiofork", "/"),
-                    ("twilio", "/twilio"),
-                    ("audiohook", "/audiohook"),
-                ):
-                    await _send_junk(server.url + path, _junk(rng, protocol))
-            for _ in range(10):
-                head = bytes([1, 0, 16]) + rng.randbytes(16) if rng.random() < 0.5 else b""
-                await _send_tcp_junk(host, port, head + rng.randbytes(rng.randint(0, 400)))
+            for i in range(0, len(sends), 10):
+                await asyncio.gather(*sends[i : i + 10])
 
         report, _ = await asyncio.gather(stream_call(server.url, good, pace=2.0), noise())
         return report.external_id

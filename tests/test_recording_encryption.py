@@ -226,7 +226,6 @@ def test_kill_9_while_sealing_leaves_the_clear_recording_and_a_reseal_finishes(
     assert not tmp.exists() and unseal(tmp_path / "a.wav", [key]) == original
 
 
-@pytest.mark.slow
 def test_kill9_mid_call_with_encryption_then_restart_seals_the_recovered_recording(
     tmp_path: Path,
 ) -> None:
@@ -243,7 +242,7 @@ def test_kill9_mid_call_with_encryption_then_restart_seals_the_recovered_recordi
     key_hex = os.urandom(32).hex()
     # Audio redaction off: its crash recovery masks audio ASR had not checked (here all of
     # this noise); tests/test_audio_redaction_e2e.py covers it, sealing included.
-    srv = make_server(tmp_path, CALLWATCH_RECORDING__ENCRYPT="true",
+    srv = make_server(tmp_path, scripted=True, CALLWATCH_RECORDING__ENCRYPT="true",
                       CALLWATCH_RECORDING__ENCRYPTION_KEY=key_hex,
                       CALLWATCH_PRIVACY__REDACT_AUDIO="false")  # fmt: skip
     srv.start()

@@ -24,7 +24,7 @@ from monitor.events import Marked
 from monitor.runtime.gateway import new_decoder
 from monitor.wire.audiofork import AudioForkDecoder, path_format
 from monitor.wire.events import CallStarted
-from tests.fixtures_server import LiveServer
+from tests.inprocess_support import ThreadedServer
 from tests.quality_support import SPEECH_DIR, load, speech_track
 from tests.test_board_state import T0, opened
 
@@ -119,8 +119,10 @@ async def _stream(url: str, ext: str, pcm: bytes, rate: int) -> None:
                 await asyncio.sleep(0.05)  # well under the gateway's rate limit
 
 
-@pytest.mark.slow
-def test_gateway_reads_the_path_format_and_flags_a_wrong_one(server: LiveServer) -> None:
+def test_gateway_reads_the_path_format_and_flags_a_wrong_one(
+    inprocess_server: ThreadedServer,
+) -> None:
+    server = inprocess_server  # the whole server in this process, ASR scripted
     pcm = mono(ZH, 16000, seconds=8.0).astype("<i2").tobytes()
     right, wrong = f"fmt-right-{uuid.uuid4()}", f"fmt-wrong-{uuid.uuid4()}"
     asyncio.run(_stream(server.url + "/audiofork?rate=16000&channels=1", right, pcm, 16000))

@@ -1,5 +1,7 @@
-"""The hardened gateway, against one real server with TLS (a self-signed certificate made here
-with openssl), credentials for every protocol and small limits: each authentication failure is
+"""The hardened gateway, against one whole server in process (tests/inprocess_support.py:
+real sockets on port 0, its log as `serve` prints it; ASR scripted, since nothing here
+depends on the words) with TLS (a self-signed certificate made here with openssl),
+credentials for every protocol and small limits: each authentication failure is
 refused before any audio (HTTP 401; AudioSocket: socket closed) with a log line that holds no
 secret; the right credentials stream a call over wss://; and the limits hold - concurrent calls,
 audio faster than real time, a stalled peer finalised as interrupted within seconds - without
@@ -27,16 +29,15 @@ from monitor.wire.audiohook import AudioHookEncoder
 from monitor.wire.audiosocket import AudioSocketEncoder
 from monitor.wire.auth import sign_audiohook, twilio_signature
 from monitor.wire.twilio import TwilioEncoder
-from tests.fixtures_server import LiveServer, make_server
+from tests.inprocess_support import ThreadedServer
 
-pytestmark = pytest.mark.slow
 TOKEN, BASIC, TWILIO = "fork-token-5f2c", "fs:pw-81d0", "twilio-token-77aa"
 SECRET = base64.b64encode(b"audiohook-client-secret-0123456").decode()
 PUBLIC = "wss://qa.example.com"
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
     tmp = tmp_path_factory.mktemp("tls")
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(
@@ -64,15 +65,14 @@ twilio_public_url = "{PUBLIC}"
 audiohook_api_keys = {{"key-1" = "{SECRET}"}}
 audiosocket_allow = ["10.99.0.0/16"]
 """)
-    srv = make_server(tmp, CALLWATCH_CONFIG=str(config))
-    srv.env["CALLWATCH_ASR__WORKERS"] = "1"
+    srv = ThreadedServer(tmp, config=config)
     srv.start()
     srv.cert = cert  # type: ignore[attr-defined]
     yield srv
     srv.stop()
 
 
-def client_tls(server: LiveServer) -> ssl.SSLContext:
+def client_tls(server: ThreadedServer) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(server.cert))  # type: ignore[attr-defined]
 
 
@@ -81,7 +81,7 @@ def short_call(seconds: float = 3.0):  # type: ignore[no-untyped-def]
     return call.__class__(call.script, call.audio[: int(seconds * 8000)], call.turns)
 
 
-async def refused(server: LiveServer, path: str, headers: dict[str, str]) -> int:
+async def refused(server: ThreadedServer, path: str, headers: dict[str, str]) -> int:
     try:
         async with connect(server.url + path, ssl=client_tls(server), additional_headers=headers):
             return 101
@@ -89,7 +89,7 @@ async def refused(server: LiveServer, path: str, headers: dict[str, str]) -> int
         return exc.response.status_code
 
 
-def audiohook_headers(server: LiveServer, *, secret: str = SECRET, key: str = "key-1",
+def audiohook_headers(server: ThreadedServer, *, secret: str = SECRET, key: str = "key-1",
                       sign: bool = True) -> dict[str, str]:  # fmt: skip
     base = {"Audiohook-Organization-Id": "d7934305", "Audiohook-Session-Id": str(uuid.uuid4()),
             "Audiohook-Correlation-Id": str(uuid.uuid4()), "X-API-KEY": key}  # fmt: skip
@@ -100,7 +100,9 @@ def audiohook_headers(server: LiveServer, *, secret: str = SECRET, key: str = "k
                                  secret=secret, created=int(time.time()))  # fmt: skip
 
 
-def test_every_authentication_failure_is_refused_without_leaking(tls_server: LiveServer) -> None:
+def test_every_authentication_failure_is_refused_without_leaking(
+    tls_server: ThreadedServer,
+) -> None:
     srv = tls_server
     wrong_secret = base64.b64encode(b"not-the-secret-at-all-0123456789").decode()
     cases = {
@@ -141,7 +143,7 @@ def test_every_authentication_failure_is_refused_without_leaking(tls_server: Liv
         assert secret not in log
 
 
-def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
+def test_right_credentials_stream_over_tls(tls_server: ThreadedServer) -> None:
     srv = tls_server
     call = short_call(2.0)
     tls = client_tls(srv)
@@ -206,7 +208,7 @@ def test_right_credentials_stream_over_tls(tls_server: LiveServer) -> None:
         assert stored.duration_ms == 2000
 
 
-def test_limits_hold_and_leave_the_other_call_alone(tls_server: LiveServer) -> None:
+def test_limits_hold_and_leave_the_other_call_alone(tls_server: ThreadedServer) -> None:
     srv = tls_server
     tls = client_tls(srv)
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -266,7 +268,9 @@ def test_limits_hold_and_leave_the_other_call_alone(tls_server: LiveServer) -> N
     assert asyncio.run(crowd()) == [503]
 
 
-def test_marked_fork_pause_is_filled_with_silence_and_not_a_stall(tls_server: LiveServer) -> None:
+def test_marked_fork_pause_is_filled_with_silence_and_not_a_stall(
+    tls_server: ThreadedServer,
+) -> None:
     """FreeSWITCH sends nothing while paused: with the app's pause marker the call neither
     stalls (2 s stall timeout, 2.5 s pause) nor loses call time (the gap becomes silence)."""
     srv = tls_server

@@ -8,13 +8,12 @@ import asyncio
 import json
 import uuid
 
-import pytest
 from websockets.asyncio.client import connect
 
 from monitor.core.metadata import parse_metadata
 from monitor.wire.audiofork import AudioForkDecoder
 from monitor.wire.events import Dtmf
-from tests.fixtures_server import LiveServer
+from tests.inprocess_support import ThreadedServer
 
 JAMBONZ = {"call_sid": "b7d0c9e2-jz", "call_id": "a84b4c76e66710@10.0.0.5",
            "from": "+1415", "to": "+1800", "sampleRate": 8000, "mixType": "stereo"}  # fmt: skip
@@ -40,8 +39,8 @@ def test_drachtio_dtmf_shape_is_dtmf() -> None:
     ]
 
 
-@pytest.mark.slow
-def test_switch_quirks_end_to_end(server: LiveServer) -> None:
+def test_switch_quirks_end_to_end(inprocess_server: ThreadedServer) -> None:
+    server = inprocess_server  # the whole server in this process, ASR scripted
     sid = f"jz-{uuid.uuid4()}"
     meta = JAMBONZ | {"call_sid": sid}
 

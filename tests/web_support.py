@@ -5,6 +5,7 @@ through the real login page."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -43,8 +44,15 @@ class WebServer:
         return self.server.url
 
 
-def start_web_server(tmp: Path) -> WebServer:
-    srv = make_server(tmp, **WEB_ENV)
+def start_web_server(tmp: Path, *, scripted: RenderedCall | None = None) -> WebServer:
+    """`callwatch serve` with the API and board, and a user of each role. `scripted`: ASR by
+    the scripted transcriber answering with that call's own lines in order (pages that show
+    a transcript, not ones that judge its words; the screenshots read as the call did)."""
+    env = dict(WEB_ENV)
+    if scripted is not None:
+        turns = sorted(scripted.turns, key=lambda t: t.start_s)
+        env["CALLWATCH_ASR__SCRIPTED_LINES"] = json.dumps([t.transcript or "" for t in turns])
+    srv = make_server(tmp, scripted=scripted is not None, **env)
     srv.start()
     deadline = time.monotonic() + 60
     while not (m := API_RE.search(srv.log())):

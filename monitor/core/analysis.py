@@ -11,11 +11,12 @@ phrase hits and misses) for the runtime to store and publish. No clocks: media t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from audio_quality.conversation import ConversationSummary, ConversationTracker
+from audio_quality.assessment import QualityAssessment, assess
+from audio_quality.conversation import ConversationEvent, ConversationSummary, ConversationTracker
 from audio_quality.dnsmos import DnsmosScore, DnsmosWindow
 from audio_quality.party import PartyQualityTracker
 from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
@@ -31,6 +32,7 @@ from monitor.qa import (
     ScriptNotFound,
     agent_name_of,
 )
+from monitor.qa.events import ComplianceEvent
 from monitor.qa.intents import clauses
 from monitor.qa.watermark import TranscriptWatermark
 
@@ -39,6 +41,10 @@ NO_AGENT_LEG = "no_agent_leg"
 #: Compliance misses are re-checked this often in media time (a miss is due within 1 s).
 ADVANCE_EVERY_MS = 250
 
+#: What the analyzer returns as a call runs: the cores' own events, for the runtime to store
+#: and publish (readings, dead air and overtalk, phrase hits, misses and violations).
+AnalysisEvent = QualityReading | ConversationEvent | ComplianceEvent
+
 
 @dataclass(frozen=True, slots=True)
 class CallVerdict:
@@ -46,7 +52,7 @@ class CallVerdict:
 
     parties: dict[str, PartyQualitySummary]
     conversation: ConversationSummary
-    assessment: Any  # audio_quality.assessment.QualityAssessment
+    assessment: QualityAssessment
     compliance: ComplianceResult | None
     score: float
     grade: str
@@ -173,16 +179,18 @@ class CallAnalyzer:
         """An utterance's transcript was empty or dropped: it no longer holds windows open."""
         self._watermark.on_done(key)
 
-    def feed(self, pcm: bytes, speaking: dict[str, bool] | None = None) -> list[Any]:
+    def feed(self, pcm: bytes, speaking: dict[str, bool] | None = None) -> list[AnalysisEvent]:
         """Whole interleaved frames, as recorded, and whether each party is inside an
         utterance (from the ASR segmenter). Returns readings and live findings."""
         frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, self._meta.channels)
         return self.feed_frames(frames, speaking)
 
-    def feed_frames(self, frames: np.ndarray, speaking: dict[str, bool] | None = None) -> list[Any]:
+    def feed_frames(
+        self, frames: npt.NDArray[np.int16], speaking: dict[str, bool] | None = None
+    ) -> list[AnalysisEvent]:
         """`feed` for frames already split into channels (shape (frames, channels))."""
         self._frames += frames.shape[0]
-        out: list[Any] = []
+        out: list[AnalysisEvent] = []
         spans = []
         for party, tracker in self.trackers.items():
             channel = self._meta.channel_of[party]
@@ -193,7 +201,7 @@ class CallAnalyzer:
         out.extend(self._advance())
         return self._with_talk(out)
 
-    def _with_talk(self, events: list[Any]) -> list[Any]:
+    def _with_talk(self, events: list[AnalysisEvent]) -> list[AnalysisEvent]:
         """Readings carry their party's talk so far from the conversation tracker, the totals
         the stored talk ratio is computed from: the live meter is that figure, not a second
         count of its own."""
@@ -213,18 +221,18 @@ class CallAnalyzer:
 
     def on_segment(
         self, key: object, party: str, start_ms: int, end_ms: int, text: str, language: str
-    ) -> list[Any]:
+    ) -> list[AnalysisEvent]:
         """A transcript segment of the utterance queued as `key`."""
         self.conversation.add_transcript(party, start_ms, end_ms, text, language)
         self._start_checker(self._language or language)
-        out: list[Any] = []
+        out: list[AnalysisEvent] = []
         if self.checker is not None:
             out.extend(self.checker.on_segment(party, start_ms, end_ms, text, language))
         self._watermark.on_done(key)
         out.extend(self._advance(force=True))
         return out
 
-    def _conversation(self, spans: list[ActivitySpan]) -> list[Any]:
+    def _conversation(self, spans: list[ActivitySpan]) -> list[AnalysisEvent]:
         if not self.trackers:
             return []
         # The absent party is silence on the present party's timeline; dead air and overtalk
@@ -242,16 +250,16 @@ class CallAnalyzer:
     def add_dnsmos(self, score: DnsmosScore) -> None:
         self.trackers[Party(score.party)].add_dnsmos(score)
 
-    def _advance(self, *, force: bool = False) -> list[Any]:
+    def _advance(self, *, force: bool = False) -> list[AnalysisEvent]:
         mark = self._watermark.value
         if self.checker is None or (not force and mark - self._advanced_ms < ADVANCE_EVERY_MS):
             return []
         self._advanced_ms = max(self._advanced_ms, mark)
         return list(self.checker.advance(self._advanced_ms))
 
-    def flush(self) -> list[Any]:
+    def flush(self) -> list[AnalysisEvent]:
         """End of audio: the last readings, findings and compliance misses."""
-        out: list[Any] = []
+        out: list[AnalysisEvent] = []
         spans = []
         for tracker in self.trackers.values():
             out.extend(tracker.flush())
@@ -265,8 +273,6 @@ class CallAnalyzer:
 
     def finish(self) -> CallVerdict:
         """After `flush` and the last transcript segment: summaries, scores and the grade."""
-        from audio_quality.assessment import assess
-
         parties = {p.value: t.finish() for p, t in self.trackers.items()}
         conversation = one_sided(self.conversation.finish(), tuple(p.value for p in self.absent))
         assessment = assess(list(parties.values()), conversation, self._quality)

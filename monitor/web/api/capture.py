@@ -17,13 +17,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from monitor.web.api.audit import record
 from monitor.web.api.auth import Ctx, Principal, authorize, optional_user
+from monitor.web.api.context import LiveCallControl
 
 router = APIRouter(prefix="/api", tags=["calls"])
 CallId = Annotated[str, Path(min_length=1, max_length=128)]
 ROLES = ("supervisor", "admin")
 
 
-def _live(ctx: Ctx, call_id: str) -> Any:
+def _live(ctx: Ctx, call_id: str) -> LiveCallControl:
     calls = ctx.live or {}
     call = calls.get(call_id) or next(
         (c for c in list(calls.values()) if c.metadata.external_id == call_id), None

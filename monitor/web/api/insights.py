@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel
 
 from monitor.web.api.auth import ANY_ROLE, Ctx, Principal, require_role
+from monitor.web.api.context import ApiContext
 from monitor.web.api.params import aware
 from storage.errors import AlertNotFound, InvalidAlertTransition
 from storage.models import AlertInfo
@@ -100,7 +101,7 @@ async def resolve(alert_id: AlertId, user: Handler, ctx: Ctx) -> AlertOut:
     return await _change(ctx, alert_id, "resolved", user)
 
 
-async def _change(ctx: Any, alert_id: int, state: str, user: Principal) -> AlertOut:
+async def _change(ctx: ApiContext, alert_id: int, state: str, user: Principal) -> AlertOut:
     import asyncio
 
     try:
