@@ -82,6 +82,33 @@ def test_negation_ignores_courtesy_idioms() -> None:
     assert not negated("No problem, one moment please")
 
 
+def test_questions_and_other_words_with_bu_mei_bie_are_no_negations() -> None:
+    # A-not-A questions ask, they do not negate: "还有没有别的需要" is "anything else?".
+    assert not negated("还有没有别的需要")
+    assert not negated("你到底听没听我说话")
+    assert not negated("明白了，没错吧")  # a confirmation tag
+    assert not negated("问有什么可以帮没")  # a clause-final 没 asks (here a misheard 您)
+    assert not negated("你问别人吧")  # 别人 is "someone else", 别 alone "don't"
+    assert negated("您别挂机")
+    assert negated("我没办法")
+    assert negated("这不归我们管")
+
+
+def test_a_misheard_negation_does_not_leave_a_greeting_with_brush_offs_alone() -> None:
+    # "帮您" heard as "帮没": the window is negated, so only negated examples may match it,
+    # but the greeting's examples still rival every brush-off (they used to be dropped).
+    assert "shirking" not in heard("zh", "您好，欢迎致电明达保险，我是八号客服，问有什么可以帮没？")
+    assert heard("zh", "这个不归我们管。") == {
+        "shirking": heard("zh", "这个不归我们管。")["shirking"]
+    }
+
+
+def test_an_anchored_step_is_not_rivalled_by_the_greetings_offer_of_help() -> None:
+    # Near the greeting's "您有什么需要" by design; 别的 is what makes it a pre-closing.
+    assert set(heard("zh", "还有没有别的需要？")) == {"pre_closing"}
+    assert set(heard("en", "Is there anything more you need from us?")) == {"pre_closing"}
+
+
 def test_clauses_cut_at_punctuation_with_positions() -> None:
     text = "您好，欢迎致电。请问有什么可以帮您？"
     assert [(c, text[a:b]) for c, a, b in clauses(text)] == [
