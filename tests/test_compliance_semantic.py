@@ -229,6 +229,28 @@ def test_heldout_recall_rises_and_precision_holds() -> None:
             assert semantic.recall(lang, what) >= lexical.recall(lang, what), (lang, what)
 
 
+#: The development (tuning) lines the intents' examples and thresholds were set on.
+DEV = (DATA / "tts" / "intent_tuning.tsv", DATA / "tts" / "intent_dev.tsv")
+
+
+@pytest.mark.slow
+def test_the_calibrated_thresholds_keep_the_development_set_precise() -> None:
+    # Each threshold is the best score any other development line reaches, plus 0.02
+    # (scripts/bench_intents.py calibrate): calls built from those lines keep every
+    # stage's and the forbidden rules' precision, and the recall the calibration bought.
+    lines = load_lines(DATA / "tts" / "lines.tsv", DATA / "speech" / "MANIFEST.tsv")
+    plans = build_plans(heldout_lines(DEV, lines), CALLS, seed=7)
+    tally = Tally()
+    for plan in plans:
+        segments = [(party, a, b, text, "") for party, a, b, text, _ in plan.timeline()]
+        tally.score(plan, check_call(book(), plan, segments, max(s[2] for s in segments) + 600))
+    for lang, what in tally.counts:
+        assert tally.precision(lang, what) >= 0.95, (lang, what, tally.table())
+    for lang, floor in (("en", 0.8), ("zh", 0.8)):
+        for what in ("greeting", "verification", "hold", "pre_closing", "closing", "forbidden"):
+            assert tally.recall(lang, what) >= floor, (lang, what, tally.table())
+
+
 def test_the_semantic_setting_off_leaves_the_phrases_alone() -> None:
     lexical = load_compliance_scripts(semantic=False)
     assert lexical.encoder is None
