@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from monitor.qa import ComplianceChecker, ScriptBook, load_compliance_scripts
+from monitor.qa.evalset import CONTEXT_CATEGORIES as CONTEXT
 from monitor.qa.evalset import Line, Tally, build_plans, check_call, heldout_lines, load_lines
 from monitor.qa.intents import IntentIndex, IntentTracker
 from monitor.qa.noise import inject_errors
@@ -116,7 +117,11 @@ def calibrate(book: ScriptBook, seeds: int) -> int:
         if index is None:
             continue
         variants: list[tuple[str, str, set[str]]] = []
-        for line in dev_lines():
+        # Every tuning line: the dev lines and the labelled lines the phrases came from.
+        everything = dev_lines() + [
+            x for x in load_lines(DATA / "tts" / "lines.tsv") if x.category not in CONTEXT
+        ]
+        for line in everything:
             if line.language != script.language or line.role != "agent" or line.corpus != "tts":
                 continue
             want = set(line.stages) | set(line.forbidden)
