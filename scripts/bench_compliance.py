@@ -5,6 +5,9 @@ language, on labelled simulated calls.
     scripts/bench-compliance --calls 40      # fewer calls (half Mandarin, half English)
     scripts/bench-compliance --text          # text level only: exact, Whisper's, injected CER
                                              # (5 sets of 200 calls, pooled; --sets N)
+    scripts/bench-compliance --heldout DIR   # the held-out lines, spoken by espeak-ng into DIR,
+                                             # offline through segmenter + ASR (--language call
+                                             # for Mandarin: see docs/compliance.md)
     scripts/bench-compliance --live          # through a real server started here
     scripts/bench-compliance --live-url ws://127.0.0.1:8765/ --data-dir DIR   # a running one
     scripts/bench-compliance --errors        # also list every false positive / negative
