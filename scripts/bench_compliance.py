@@ -5,6 +5,9 @@ language, on labelled simulated calls.
     scripts/bench-compliance --calls 40      # fewer calls (half Mandarin, half English)
     scripts/bench-compliance --text          # text level only: exact, Whisper's, injected CER
                                              # (5 sets of 200 calls, pooled; --sets N)
+    scripts/bench-compliance --heldout DIR   # the held-out lines, spoken by espeak-ng into DIR,
+                                             # offline through segmenter + ASR (--language call
+                                             # for Mandarin: see docs/compliance.md)
     scripts/bench-compliance --live          # through a real server started here
     scripts/bench-compliance --live-url ws://127.0.0.1:8765/ --data-dir DIR   # a running one
     scripts/bench-compliance --errors        # also list every false positive / negative
@@ -43,11 +46,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from asr.pool import AsrPool
@@ -64,6 +70,7 @@ from asr.types import AsrRequest, AsrResult
 from config.settings import Settings, load_settings
 from evaluation.evalset import (
     CallPlan,
+    Line,
     Tally,
     build_plans,
     check_call,
@@ -110,6 +117,31 @@ def progress(msg: str) -> None:
 
 
 # -- building and rendering calls ----------------------------------------------------------
+def heldout_audio(lines: list[Line], folder: Path) -> list[Line]:
+    """The held-out agent lines (text only in the repository) spoken by espeak-ng into
+    `folder` (kept: a second run reuses the clips), each with its measured length; the
+    context lines keep their recorded clips. espeak-ng is the only speech synthesiser on
+    the development machine: a robotic voice, so the ASR errors here are at least those
+    of a real agent's recorded speech."""
+    out = []
+    for line in lines:
+        if line.corpus != "tts" or not line.file.startswith("heldout"):
+            out.append(line)
+            continue
+        wav = folder / f"{line.file}.wav"
+        if not wav.exists():
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            voice = "cmn" if line.language == "zh" else "en-us"
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), line.text],
+                check=True,
+                capture_output=True,
+            )
+        seconds = round(sf.info(str(wav)).duration, 2)
+        out.append(dataclasses.replace(line, file=str(wav.resolve()), seconds=seconds))
+    return out
+
+
 def render_plan(plan: CallPlan, tts_dir: Path, speech_dir: Path, rate: int) -> RenderedCall:
     """A plan as a two-channel call; clip paths are absolute, so they may live anywhere."""
     roots = {"tts": tts_dir, "speech": speech_dir}
@@ -334,7 +366,9 @@ def score_offline(
         new_cost[1].append(sum(timings[seen:]))
     print(
         f"\n== offline: segmenter + ASR ({settings.asr.model}, language {args.language}) + "
-        f"checker, {len(plans)} calls at {args.rate} Hz: lexical | semantic =="
+        f"checker, {len(plans)} calls at {args.rate} Hz"
+        f"{' from the held-out lines (espeak-ng)' if getattr(args, 'heldout', None) else ''}"
+        ": lexical | semantic =="
     )
     print(side_by_side(lexical, tally))
     print(cost_line(old_cost, new_cost))
@@ -994,6 +1028,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="transcribe every utterance of every call, even repeats",
     )
+    parser.add_argument(
+        "--heldout",
+        type=Path,
+        metavar="DIR",
+        help="offline: calls from the held-out lines (never used for tuning), spoken by "
+        "espeak-ng into DIR (kept and reused), through the segmenter and the real ASR",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.calls < 2:
@@ -1015,7 +1056,12 @@ def main(argv: list[str] | None = None) -> int:
     if not manifest.exists():
         parser.error(f"{manifest} not found: pass --tts-dir")
     book = load_compliance_scripts(args.scripts)
-    plans = build_plans(load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv"), args.calls, args.seed)
+    lines = load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv")
+    if args.heldout is not None:
+        if live or args.text:
+            parser.error("--heldout is offline only (segmenter + ASR, or --load-transcripts)")
+        lines = heldout_audio(heldout_lines(HELDOUT, lines), args.heldout)
+    plans = build_plans(lines, args.calls, args.seed)
     figures: dict[str, Any] = {"calls": args.calls, "seed": args.seed}
     if args.score_only:
         done = [o for o in load_outcomes(args.outcomes, plans).values() if not o.error]
@@ -1028,7 +1074,6 @@ def main(argv: list[str] | None = None) -> int:
         # Several sets of calls, each with its own injected errors: one set of 200 calls has
         # ten order violations per language, so one stray hit moves a figure by 10 %.
         seeds = range(args.seed, args.seed + args.sets)
-        lines = load_lines(manifest, SPEECH_DIR / "MANIFEST.tsv")
         sets = [(seed, build_plans(lines, args.calls, seed)) for seed in seeds]
         figures["sets"] = args.sets
         figures["text"] = bench_text(args, book, sets)

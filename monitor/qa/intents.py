@@ -37,19 +37,32 @@ from monitor.qa.textmatch import count_negations, normalize
 WINDOW_CLAUSES = 4
 #: Clauses of a turn kept for windows (older ones can no longer start a window).
 KEEP_CLAUSES = WINDOW_CLAUSES
-#: A whole step's window needs this many Chinese characters plus Latin words: two or three
-#: syllables ("请讲", "Yes please") carry too little meaning to tell one step from another.
-MIN_STEP_SIZE = 4
+#: A whole step's window needs this many Chinese characters plus Latin words: up to four
+#: syllables ("请讲", "您还，请讲", "Yes please") carry too little meaning to tell one step
+#: from another (the phrases still catch the short standard wordings, "请您稍等").
+MIN_STEP_SIZE = 5
 #: Cosine an example must reach (a rule may set its own `threshold`); tuned on the tuning set.
 DEFAULT_THRESHOLD = 0.6
 #: How far the nearest example must beat every near miss and every other intent's example.
 DEFAULT_MARGIN = 0.03
+#: How much weaker a rival example (or near miss) counts when its negation disagrees with
+#: the window's: enough that "I can't help you, ask someone else" is still a brush-off
+#: beside "how can I help you", not so much that a misheard 没 frees a greeting from its
+#: rivals. Set on the tuning set.
+NEGATION_RIVAL_PENALTY = 0.1
 _CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、…]+")
 #: Where a sentence ends: no window runs across it (the next sentence is another act).
 _SENTENCE_END = re.compile(r"[.!?。！？]")
 #: Courtesy words that contain a negation character or word but negate nothing.
 _NOT_NEGATIONS = re.compile(
-    r"不好意思|不客气|没问题|不用谢|没关系|\bno problem\b|\bnot a problem\b|\bno worries\b",
+    r"不好意思|不客气|没问题|不用谢|没关系|\bno problem\b|\bnot a problem\b|\bno worries\b"
+    # A-not-A questions (有没有, 是不是, 能不能, 听没听): a yes/no question, not a negation:
+    # "还有没有别的需要？" asks what "还有别的需要吗？" asks.
+    r"|([\u4e00-\u9fff])[不没]\1"
+    # 别 is "don't" alone, but "other" or part of another word in these.
+    r"|别的|别人|别处|别家|特别|区别|分别|级别|类别|识别|个别|告别"
+    # "没错吧" / "不错" confirm; a clause-final 不 / 没 asks ("可以帮您了没？").
+    r"|没错|不错|[不没](?=[\s,.;:!?，。；：！？、…]|$)",
     re.IGNORECASE,
 )
 
@@ -205,6 +218,7 @@ class IntentIndex:
         self._vectors = self._clause_sums([r[0] for r in self._rows])
         self._neg = np.array([r[1] for r in self._rows])
         self._exclusive = np.array([x.exclusive for x in self.intents], dtype=bool)
+        self._anchored = np.array([bool(x.anchors) for x in self.intents], dtype=bool)
 
     def _clause_sums(self, texts: list[str]) -> np.ndarray:
         """Each text as the transcript windows are scored: the normalised sum of its
@@ -226,12 +240,18 @@ class IntentIndex:
         every (window, intent, score, example row) that passes threshold, margin, negation
         agreement, anchors and vetoes. An intent whose anchors or vetoes rule a window out
         is no rival there either."""
-        sims = windows @ self._vectors.T  # windows x rows
-        sims[np.array(negs)[:, None] != self._neg[None, :]] = -1.0
+        raw = windows @ self._vectors.T  # windows x rows
+        disagree = np.array(negs)[:, None] != self._neg[None, :]
+        # A match needs the negation to agree; a rival counts either way, a little weaker
+        # when it disagrees: a greeting whose "帮您" the ASR heard as "帮没" is still nearer
+        # the greeting than any brush-off, and must not be left with brush-offs alone.
+        sims = np.where(disagree, -1.0, raw)
+        rivals = np.where(disagree, raw - NEGATION_RIVAL_PENALTY, raw)
         n = len(self.intents)
         best = np.empty((len(negs), n), dtype=np.float32)
         rows = np.empty((len(negs), n), dtype=np.int64)
         near = np.full((len(negs), n), -2.0, dtype=np.float32)
+        rival_best = np.empty((len(negs), n), dtype=np.float32)
         admitted = np.array(
             [[x.admits(t, segment) for x in self.intents] for t in texts], dtype=bool
         ).reshape(len(texts), n)
@@ -239,16 +259,27 @@ class IntentIndex:
             part = sims[:, self._ex[i]]
             rows[:, i] = part.argmax(axis=1) + self._ex[i].start
             best[:, i] = part.max(axis=1)
+            rival_best[:, i] = rivals[:, self._ex[i]].max(axis=1)
             if self._nm[i].stop > self._nm[i].start:
-                near[:, i] = sims[:, self._nm[i]].max(axis=1)
+                near[:, i] = rivals[:, self._nm[i]].max(axis=1)
         best[~admitted] = -2.0
+        rival_best[~admitted] = -2.0
         # Every other intent's best example is a rival of a whole step's intent (an element's
         # intent has only its near misses): the best and second best per window give "the
         # best of the others" for each intent.
-        order = np.sort(best, axis=1)
+        order = np.sort(rival_best, axis=1)
         top = order[:, -1:]
         second = order[:, -2:-1] if n > 1 else np.full_like(top, -2.0)
-        others = np.where(best >= top, second, top)
+        others = np.where(rival_best >= top, second, top)
+        # An anchored step ("else" / 还 for "anything else?") is told from the greeting's
+        # offer of help by its anchors: the elements' examples are no rivals of it, only the
+        # other whole steps are ("还有没有别的需要" is near "您有什么需要" by design).
+        steps = np.where(self._exclusive[None, :], rival_best, -2.0)
+        order = np.sort(steps, axis=1)
+        top_s = order[:, -1:]
+        second_s = order[:, -2:-1] if n > 1 else np.full_like(top_s, -2.0)
+        step_others = np.where(steps >= top_s, second_s, top_s)
+        others = np.where(self._anchored[None, :], step_others, others)
         rival = np.where(self._exclusive[None, :], np.maximum(near, others), near)
         thresholds = np.array([x.threshold for x in self.intents], dtype=np.float32)
         margins = np.array([x.margin for x in self.intents], dtype=np.float32)
