@@ -334,5 +334,7 @@ def test_a_recording_awaiting_its_redaction_check_is_withheld(seeded: ApiHarness
             assert b"RIFF" not in r.content
     finally:
         journal.unlink()
-    r = seeded.client.get(url, headers=seeded.headers("supervisor"))
+    r = seeded.client.get(url + "?download=true", headers=seeded.headers("qa"))
     assert r.status_code == 200 and r.content == wav.read_bytes()
+    r = seeded.client.get(url, headers=seeded.headers("supervisor"))  # play: its first window
+    assert r.status_code == 206 and wav.read_bytes().startswith(r.content)

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-STATIC = Path(__file__).resolve().parents[1] / "monitor" / "board" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "monitor" / "web" / "static"
 ORIGIN = "http://callwatch.test"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
