@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # NATS is imported only in NATS mode
 
     from monitor.scale.asr_remote import RemoteTranscriber
     from monitor.scale.heartbeat import NodeHeartbeat
+    from monitor.scale.node_events import EventBridge, FloorFeed, StorageConsumer
+    from monitor.scale.transport import EventPublisher
 
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
@@ -130,6 +132,14 @@ class Callwatch:
         self.bus_client: Client | None = None
         self.remote_asr: RemoteTranscriber | None = None
         self.heartbeat: NodeHeartbeat | None = None
+        #: NATS mode: this node's events out (bridge + publisher), the shared storage
+        #: consumer, and the feed of every node's events onto `floor_bus` (the board's bus).
+        self.publisher: EventPublisher | None = None
+        self.bridge: EventBridge | None = None
+        self.storage_consumer: StorageConsumer | None = None
+        self.floor_feed: FloorFeed | None = None
+        #: What the board hears: `bus` itself, or in NATS mode every node's events.
+        self.floor_bus = self.bus
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
@@ -169,7 +179,10 @@ class Callwatch:
 
             node = s.node.resolved_name
             self.bus_client = await connect_bus(s.bus, f"callwatch-node-{node}")
-            self.heartbeat = NodeHeartbeat(self.bus_client, s.bus, node, self.repo.engine)
+            await self._start_node_events(node)
+            self.heartbeat = NodeHeartbeat(
+                self.bus_client, s.bus, node, self.repo.engine, on_lost=self._node_lost
+            )
             await self.heartbeat.start()
         if s.asr.remote and self.bus_client is not None:
             # Shared `callwatch asr-worker`s over NATS instead of this node's own workers.
@@ -184,12 +197,15 @@ class Callwatch:
             batch_size=s.storage.batch_size,
             group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
-            bus=self.bus,
+            # NATS mode: the call events reach the database through the shared durable
+            # consumer (StorageConsumer), never also through this writer (no double write).
+            bus=None if s.bus.enabled else self.bus,
         )
         self.storage.start()
         self.retention = RetentionTask(s, self.repo.engine)
         self.retention.start()
-        self.sealer = RecordingSealer(s, self.repo.engine, self.bus)
+        own = s.node.resolved_name if s.bus.enabled else None  # scale-out: own calls only
+        self.sealer = RecordingSealer(s, self.repo.engine, self.bus, node=own)
         self.sealer.start()
         if s.webhooks.targets:
             self.webhooks = WebhookDeliverer(self.repo, s.webhooks)
@@ -238,6 +254,31 @@ class Callwatch:
         if s.api.enabled:
             await self._start_api()
 
+    async def _start_node_events(self, node: str) -> None:
+        """NATS mode: publish this node's events, store everyone's once, board all of them."""
+        from monitor.scale.node_events import EventBridge, FloorFeed, StorageConsumer
+        from monitor.scale.transport import EventPublisher
+
+        assert self.bus_client is not None and self.repo is not None
+        s = self.settings
+        self.publisher = EventPublisher(self.bus_client, s.bus)
+        await self.publisher.start()
+        self.bridge = EventBridge(self.publisher, node)
+        self.bus.attach(self.bridge.accept)
+        self.storage_consumer = StorageConsumer(self.bus_client, s.bus, self.repo)
+        await self.storage_consumer.start()
+        self.floor_bus = EventBus()
+        self.bus.attach(self.floor_bus.publish)  # own events: straight, not through NATS
+        self.floor_feed = FloorFeed(self.bus_client, s.bus, self.floor_bus, self.bridge)
+        await self.floor_feed.start()
+
+    def _node_lost(self, node: str, call_ids: list[str]) -> None:
+        """The heartbeat sweep closed a lost node's calls: every board drops them."""
+        if self.floor_feed is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, call_ids))
+        task.add_done_callback(lambda t: t.exception())  # a failed announce only logs
+
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app
         from monitor.web.api.board_reader import RepositoryBoardReader
@@ -247,7 +288,7 @@ class Callwatch:
         ctx = ApiContext.for_repo(
             self.settings,
             self.repo,
-            bus=self.bus,
+            bus=self.floor_bus,
             alerts=self.alerts,
             live=self.calls,
             board_reader=RepositoryBoardReader(self.repo),  # the board's view of the database
@@ -284,6 +325,12 @@ class Callwatch:
             await self.alerts.close()  # after the gateway: the last calls' alerts are raised
         if self.storage is not None:
             await self.storage.close()
+        if self.publisher is not None:
+            await self.publisher.close()  # what is buffered goes out (bounded wait)
+        if self.floor_feed is not None:
+            await self.floor_feed.close()
+        if self.storage_consumer is not None:
+            await self.storage_consumer.close()
         if self.sealer is not None:
             await self.sealer.stop()  # after storage: every CallFinalised has been heard
         if self.webhooks is not None:

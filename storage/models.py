@@ -410,6 +410,17 @@ class Tombstone(Base):
     __table_args__ = (Index("ix_tombstones_call_ref", "call_ref"),)
 
 
+class IdBlock(Base):
+    """Hands out ids that several processes on one database never share (migration 0009):
+    a process reserves a block (`storage.nodes.reserve_ids`) and numbers from it in memory,
+    so an alert is named before it is committed without two nodes picking the same id."""
+
+    __tablename__ = "id_blocks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)  # "alerts"
+    next_id: Mapped[int] = mapped_column(BigInteger)
+
+
 class LegalHold(Base):
     """A call that retention and erasure must keep (set and cleared by an admin, audited)."""
 
