@@ -14,7 +14,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asr.pool import AsrPool
 from audio_quality.dnsmos import DnsmosScorer
@@ -261,7 +261,7 @@ class Callwatch:
 
         assert self.bus_client is not None and self.repo is not None
         s = self.settings
-        self.publisher = EventPublisher(self.bus_client, s.bus)
+        self.publisher = EventPublisher(self.bus_client, s.bus, on_drop=self._event_dropped)
         await self.publisher.start()
         self.bridge = EventBridge(self.publisher, node)
         self.bus.attach(self.bridge.accept)
@@ -271,6 +271,23 @@ class Callwatch:
         self.bus.attach(self.floor_bus.publish)  # own events: straight, not through NATS
         self.floor_feed = FloorFeed(self.bus_client, s.bus, self.floor_bus, self.bridge)
         await self.floor_feed.start()
+
+    def _health(self) -> dict[str, Any]:
+        """/api/health: the load monitor's document, plus the bus counters in NATS mode."""
+        assert self.load is not None
+        doc = self.load.health()
+        if self.publisher is not None and self.storage_consumer is not None:
+            p, c = self.publisher, self.storage_consumer
+            doc["bus"] = {
+                "published": p.published, "buffered": p.buffered, "dropped": p.dropped,
+                "dropped_essential": p.dropped_essential,
+                "stored": c.events_applied, "store_rejected": c.rejected + c.undecodable,
+            }  # fmt: skip
+        return doc
+
+    def _event_dropped(self, subject: str, msg_id: str, essential: bool) -> None:
+        if self.bridge is not None:
+            self.bridge.dropped(subject, msg_id, essential)
 
     def _node_lost(self, node: str, call_ids: list[str]) -> None:
         """The heartbeat sweep closed a lost node's calls: every board drops them."""
@@ -292,7 +309,7 @@ class Callwatch:
             alerts=self.alerts,
             live=self.calls,
             board_reader=RepositoryBoardReader(self.repo),  # the board's view of the database
-            health=self.load.health if self.load is not None else None,
+            health=self._health if self.load is not None else None,
         )
         api = self.settings.api
         self.api = ApiServer(

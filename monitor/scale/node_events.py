@@ -33,7 +33,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
@@ -80,6 +80,8 @@ class EventBridge:
     def __init__(self, publisher: EventPublisher, node: str) -> None:
         self.publisher = publisher
         self.node = node
+        #: Events the publisher's bound made it drop, per call (also logged, per call).
+        self.dropped_by_call: Counter[str] = Counter()
         # call id -> monotonic time of its last event: bounded, oldest forgotten first.
         self._own: OrderedDict[str, float] = OrderedDict()
 
@@ -101,6 +103,24 @@ class EventBridge:
 
     def is_own(self, call_id: str) -> bool:
         return call_id in self._own
+
+    def dropped(self, subject: str, msg_id: str, essential: bool) -> None:
+        """The publisher's `on_drop`: which call lost what, traced in the log with its id
+        (first drop of a call, every essential one, then every hundredth)."""
+        call_id = msg_id.rpartition(":")[0] or subject.rpartition(".")[2]
+        self.dropped_by_call[call_id] += 1
+        n = self.dropped_by_call[call_id]
+        if n == 1 or essential or n % 100 == 0:
+            log.log(
+                logging.ERROR if essential else logging.WARNING,
+                "event buffer bound exceeded: %d event(s) of call %s dropped so far (this one "
+                "%s, seq %s)",
+                n,
+                call_id,
+                "essential" if essential else "sheddable",
+                msg_id.rpartition(":")[2],
+                extra={"call_id": call_id},
+            )
 
 
 class StorageConsumer:
