@@ -10,6 +10,7 @@ mid-call: the calls go on, and the final records equal the no-fault run's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -206,8 +207,11 @@ def _assert_no_duplicates(repo: Repository) -> None:
 
 
 def _api_url(node: ServerProcess) -> str:
-    m = re.search(r"api listening on (http://\S+)", node.log())
-    assert m, node.log()[-2000:]
+    """The node's HTTP API (it starts just after the gateway the harness waited for)."""
+    deadline = time.monotonic() + 30
+    while not (m := re.search(r"api listening on (http://\S+)", node.log())):
+        assert time.monotonic() < deadline, node.log()[-2000:]
+        time.sleep(0.1)
     return m.group(1)
 
 
@@ -232,6 +236,18 @@ class _Board:
             if card and card["external_id"] == external_id and card["media_ms"] > 0:
                 return still()
         return False
+
+    async def removal(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next `remove` message (a call leaving the board), or None."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = json.loads(await asyncio.wait_for(self.ws.recv(), left))
+            except TimeoutError:
+                return None
+            if msg.get("type") == "remove":
+                return dict(msg)
+        return None
 
 
 class _BoardCtx:
@@ -292,3 +308,28 @@ async def test_nats_restarted_mid_call_records_equal_a_no_fault_run(
             want, got = _record(pg_repo, want_id), _record(pg_repo, got_id)
             assert got == want
         _assert_no_duplicates(pg_repo)
+
+
+async def test_a_killed_node_leaves_the_other_nodes_board_as_node_lost(
+    nats_server: NatsEndpoint, pg_repo: Repository, tmp_path: Path
+) -> None:
+    calls = _scripts()
+    AccessStore(pg_repo.engine).create_user("sup", PASSWORD, "supervisor", at=datetime.now(UTC))
+    prefix = f"lost{time.monotonic_ns()}"
+    env = _env(nats_server, pg_repo, prefix)
+    env.update(CALLWATCH_BUS__HEARTBEAT_S="0.5", CALLWATCH_BUS__NODE_TTL_S="3")
+    with _workers(nats_server, prefix, n=1), _nodes(tmp_path, env, ["gw-a", "gw-b"]) as (a, b):
+        async with _board(_api_url(b)) as board:
+            meta = call_metadata(calls["en_support_16k.toml"])
+            streaming = asyncio.create_task(
+                stream_call(a.url, calls["en_support_16k.toml"], pace=1.0, metadata=meta)
+            )
+            assert await board.live_card(meta["callid"], lambda: not streaming.done(), 20)
+            a.kill9()
+            killed = time.monotonic()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(streaming, 10)
+            removed = await board.removal(timeout_s=20)
+            assert removed is not None, "node A's call did not leave node B's board"
+            assert removed["reason"] == "node_lost"
+            assert time.monotonic() - killed >= 2.0  # after the heartbeat expired, not before
