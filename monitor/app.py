@@ -218,6 +218,7 @@ class Callwatch:
             webhooks=s.webhooks,
             registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
+            settle_s=5.0 if s.bus.enabled else 0.0,  # NATS mode: stored by the stream
         )
         if s.alerts.enabled:
             await self.alerts.start()

@@ -65,8 +65,13 @@ class AlertService:
         monotonic: Callable[[], float] = time.monotonic,
         auto_tick: bool = True,
         on_outbox: Callable[[], None] | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         self._repo = repo
+        # Scale-out: an alert reaches the database through the NATS stream and whichever
+        # node's storage consumer takes it, so one raised a moment ago (here or on another
+        # node) may not be stored yet; a change waits this long for it before "not found".
+        self._settle_s = settle_s
         self._storage = storage
         self._bus = bus
         self.settings = settings or AlertSettings()
@@ -295,6 +300,10 @@ class AlertService:
         await self._storage.drain()
         at = self._clock()
         before = await asyncio.to_thread(self._repo.get_alert, alert_id)
+        deadline = self._monotonic() + self._settle_s
+        while before is None and self._monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            before = await asyncio.to_thread(self._repo.get_alert, alert_id)
         targets = self._targets(before.severity, change=True) if before else ()
         alert = await asyncio.to_thread(
             self._repo.set_alert_state,
