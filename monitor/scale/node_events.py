@@ -205,6 +205,8 @@ class FloorFeed:
             self._lost_sub = None
 
     async def _on_event(self, subject: str, payload: bytes, msg_id: str) -> None:
+        if not self._floor.subscribers:
+            return  # no board open on this node: not worth decoding every node's events
         event = from_json(payload)
         if self._bridge.is_own(event.call_id):
             return  # already on the floor bus, straight from this node's bus
