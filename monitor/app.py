@@ -11,6 +11,7 @@ record written before the process exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,8 +171,6 @@ class Callwatch:
             s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
         )
         await asyncio.to_thread(self.repo.upgrade)
-        await asyncio.to_thread(recover_interrupted, self.repo, s)
-        self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         if s.bus.enabled:
             # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
             from monitor.scale.connect import connect_bus
@@ -180,10 +179,16 @@ class Callwatch:
             node = s.node.resolved_name
             self.bus_client = await connect_bus(s.bus, f"callwatch-node-{node}")
             await self._start_node_events(node)
+            assert self.storage_consumer is not None
+            # This node's last events before it stopped may still be in the stream: stored
+            # first, so recovery below sees its calls as they ended.
+            await self.storage_consumer.caught_up(30.0)
             self.heartbeat = NodeHeartbeat(
                 self.bus_client, s.bus, node, self.repo.engine, on_lost=self._node_lost
             )
             await self.heartbeat.start()
+        await asyncio.to_thread(recover_interrupted, self.repo, s)
+        self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         if s.asr.remote and self.bus_client is not None:
             # Shared `callwatch asr-worker`s over NATS instead of this node's own workers.
             from monitor.scale.asr_remote import RemoteTranscriber
@@ -345,6 +350,9 @@ class Callwatch:
             await self.storage.close()
         if self.publisher is not None:
             await self.publisher.close()  # what is buffered goes out (bounded wait)
+        if self.storage_consumer is not None:
+            with contextlib.suppress(Exception):  # the bus may be gone: another node stores it
+                await self.storage_consumer.caught_up(10.0)
         if self.floor_feed is not None:
             await self.floor_feed.close()
         if self.storage_consumer is not None:

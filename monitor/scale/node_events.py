@@ -46,7 +46,13 @@ from monitor.events import CallEvent, CallFinalised
 from monitor.events.codec import EventDecodeError, from_json, to_json
 from monitor.runtime.bus import EventBus
 from monitor.runtime.storage_rows import Policy, Row, policy_of, rows_for
-from monitor.scale.transport import DurableConsumer, EventPublisher, EventSubscriber, Incoming
+from monitor.scale.transport import (
+    DurableConsumer,
+    EventPublisher,
+    EventSubscriber,
+    Incoming,
+    stream_name,
+)
 from storage.errors import BatchRejected, StorageUnavailable
 from storage.repository import Repository
 
@@ -127,6 +133,8 @@ class StorageConsumer:
     """The shared durable consumer writing events to the database (see the module doc)."""
 
     def __init__(self, nc: Client, bus: BusSettings, repo: Repository, *, batch: int = 200):
+        self._nc = nc
+        self._prefix = bus.prefix
         self._repo = repo
         self.consumer = DurableConsumer(
             nc, bus, STORAGE_DURABLE, batch_handler=self.apply, batch=batch
@@ -140,6 +148,24 @@ class StorageConsumer:
 
     async def close(self) -> None:
         await self.consumer.close()
+
+    async def caught_up(self, timeout_s: float) -> bool:
+        """Wait until every event in the stream now is stored (by any node), up to
+        `timeout_s`: at start, before recovering this node's calls from the database (their
+        last events may still be in the stream), and at a clean stop, after this node's
+        buffer was sent. False when it timed out."""
+        js = self._nc.jetstream()
+        stream = stream_name(self._prefix)
+        target = (await js.stream_info(stream)).state.last_seq
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = await js.consumer_info(stream, STORAGE_DURABLE)
+            if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= target:
+                return True
+            if time.monotonic() > deadline:
+                log.warning("the event stream was not stored within %.0f s", timeout_s)
+                return False
+            await asyncio.sleep(0.1)
 
     async def apply(self, batch: list[Incoming]) -> list[bool]:
         """Store a fetched batch; per message, True = done (ack), False = again later (nak)."""
