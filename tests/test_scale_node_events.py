@@ -22,7 +22,7 @@ from monitor.scale.node_events import EventBridge, FloorFeed, StorageConsumer
 from monitor.scale.transport import EventPublisher
 from storage.repository import Repository
 from tests.call_events import ended, finalised, reading, segment, started
-from tests.fixtures_nats import PrivateNats
+from tests.fixtures_nats import NatsEndpoint, PrivateNats
 
 pytestmark = pytest.mark.scaleout
 
@@ -101,4 +101,30 @@ async def test_over_the_bound_readings_go_first_counted_and_traced_per_call(
         await store.close()
         await bridge.publisher.close(timeout_s=1)
         for nc in (nc_node, nc_store, nc_board):
+            await nc.close()
+
+
+async def test_caught_up_means_every_event_in_the_stream_is_stored(
+    nats_server: NatsEndpoint, pg_repo: Repository
+) -> None:
+    """What a restarting node waits for before it recovers its calls from the database: the
+    events its last run sent (still in the stream) are stored first."""
+    bus = BusSettings(**nats_server.settings(prefix=f"cu{time.monotonic_ns()}"))  # type: ignore[arg-type]
+    nc_node, nc_store = [await connect_bus(bus, n) for n in ("node", "store")]
+    bridge = EventBridge(EventPublisher(nc_node, bus), "a")
+    await bridge.publisher.start()
+    for e in [started("c9"), segment("c9", "agent", 0, 900, "hi", seq=1),
+              ended("c9", seq=2), finalised("c9", seq=3)]:  # fmt: skip
+        bridge.accept(e)
+    await bridge.publisher.close()  # sent, and nobody has stored them yet
+    assert bridge.publisher.dropped == 0 and _status(pg_repo, "c9") is None
+    store = StorageConsumer(nc_store, bus, pg_repo)
+    await store.start()
+    try:
+        assert await store.caught_up(20)
+        assert _status(pg_repo, "c9") == "completed"  # at once, no waiting in the test
+        assert _count(pg_repo, "segments", "c9") == 1
+    finally:
+        await store.close()
+        for nc in (nc_node, nc_store):
             await nc.close()
