@@ -137,7 +137,7 @@ def raise_alert(conn: Connection, rec: AlertRaised) -> AlertInfo | None:
     stored = conn.execute(select(_ALERTS).where(_ALERTS.c.id == rec.alert_id)).first()
     if stored is None or stored.call_id != rec.call_id or stored.rule != rec.rule:
         # Skipped: this call already has an alert for this rule (de-duplicated), or the id is
-        # taken by another alert (two instances on one database: not supported).
+        # taken by another alert (cannot happen with ids from reserved blocks, `id_blocks`).
         return None
     alert = _info(stored)
     payload = {"event": "alert.raised", "alert": document(alert)}

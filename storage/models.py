@@ -254,9 +254,10 @@ class CallResultRow(Base):
 
 
 class AlertRow(Base):
-    """One alert on a call (migration 0003). `id` is allocated by the alert service, not the
-    database, so the live feed can name the alert before it is committed; (call_id, rule) is
-    unique: an alert is raised at most once per call and rule."""
+    """One alert on a call (migration 0003). `id` is allocated by the alert service from a
+    block it reserved (`IdBlock`, migration 0009: collision-free across nodes), not by the
+    database at insert, so the live feed can name the alert before it is committed;
+    (call_id, rule) is unique: an alert is raised at most once per call and rule."""
 
     __tablename__ = "alerts"
 
