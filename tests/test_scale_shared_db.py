@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from config.settings import BusSettings
 from monitor.events import CallEvent
 from monitor.events.codec import to_json
 from monitor.scale.node_events import EARLY_RETRIES, StorageConsumer, essential, msg_id
@@ -56,7 +57,7 @@ def _counts(repo: Repository) -> dict[str, int]:
 
 def _consumer(repo: Repository) -> StorageConsumer:
     nc: Any = None  # apply() is all this test drives; the transport is never started
-    return StorageConsumer(nc, None, repo)  # type: ignore[arg-type]
+    return StorageConsumer(nc, BusSettings(), repo)
 
 
 def _call(call_id: str) -> list[CallEvent]:
@@ -117,6 +118,9 @@ async def test_an_event_before_its_call_waits_for_it(pg_repo: Repository) -> Non
     orphan = segment("nobody", "agent", 0, 1000, "x", seq=1)
     assert await consumer.apply(_incoming([orphan], deliveries=EARLY_RETRIES)) == [True]
     assert consumer.rejected == 1
+    # Refused while its call is stored (an invalid grade): refused for good, dropped at once.
+    assert await consumer.apply(_incoming([scored("c2", 50.0, "Z", seq=5)])) == [True]
+    assert consumer.rejected == 2
     # Not JSON / not an event: acked (redelivery cannot help), counted.
     bad = Incoming("cw.events.c2", b"{not json", "c2:9", 1)
     assert await consumer.apply([bad, *_incoming([mark("c2", 4, "metadata")])]) == [True, True]

@@ -19,7 +19,8 @@ Three parts, wired by the composition root (`monitor.app`) when `bus.url` is set
   again), so a redelivered event never stores a row twice. A fetch is one transaction; the
   acks go out after it committed. Events of one call may be fetched by different nodes: an
   event whose call is not stored yet (its `CallStarted` is in another node's transaction) is
-  refused, nak'd and comes back a second later, up to `EARLY_RETRIES` times.
+  refused, nak'd and comes back a second later, up to `EARLY_RETRIES` times (an event refused
+  while its call is stored is refused for good: dropped at once, counted and logged).
 * `FloorFeed` - every node's events as they are published (`EventSubscriber`), decoded and
   published on the node's *floor bus*, the bus its board hub listens to; this node's own
   events reach the floor bus directly, not through NATS. Node loss is told on
@@ -36,6 +37,7 @@ import time
 from collections import Counter, OrderedDict
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -199,12 +201,20 @@ class StorageConsumer:
         except StorageUnavailable:
             return False
         except BatchRejected as exc:
-            if msg.deliveries < EARLY_RETRIES:
-                return False  # most likely its call's CallStarted is still on its way
+            call_id = msg.msg_id.rpartition(":")[0]
+            if msg.deliveries < EARLY_RETRIES and not await asyncio.to_thread(
+                self._call_stored, call_id
+            ):
+                return False  # its call's CallStarted is still on its way (another node)
             self.rejected += 1
             log.error("event %s refused by storage, dropped: %s", msg.msg_id,
                       str(exc).splitlines()[0][:200])  # fmt: skip
         return True
+
+    def _call_stored(self, call_id: str) -> bool:
+        with self._repo.engine.connect() as conn:
+            q = sa.text("SELECT 1 FROM calls WHERE id = :c")
+            return conn.execute(q, {"c": call_id}).first() is not None
 
 
 class FloorFeed:
