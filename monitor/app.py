@@ -110,6 +110,11 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     return recovered
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("telling the boards about a lost node failed: %s", exc)
+
+
 def private_dirs(*dirs: Path) -> None:
     """Create the data directories 0700, and tighten ones an older version made 0755; the
     database files in them are made 0600 (new files already are: the CLI sets umask 077)."""
@@ -300,7 +305,7 @@ class Callwatch:
         if self.floor_feed is None:
             return
         task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, call_ids))
-        task.add_done_callback(lambda t: t.exception())  # a failed announce only logs
+        task.add_done_callback(_log_failure)  # a failed announce only logs
 
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app
