@@ -11,10 +11,11 @@ record written before the process exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asr.pool import AsrPool
 from asr.scripted import ScriptedTranscriber
@@ -47,6 +48,8 @@ if TYPE_CHECKING:  # NATS is imported only in NATS mode
 
     from monitor.scale.asr_remote import RemoteTranscriber
     from monitor.scale.heartbeat import NodeHeartbeat
+    from monitor.scale.node_events import EventBridge, FloorFeed, StorageConsumer
+    from monitor.scale.transport import EventPublisher
 
 log = logging.getLogger("callwatch.app")
 #: How far back start-up looks for calls that ended without their verdict (a crash between
@@ -110,6 +113,11 @@ def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
     return recovered
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("telling the boards about a lost node failed: %s", exc)
+
+
 def private_dirs(*dirs: Path) -> None:
     """Create the data directories 0700, and tighten ones an older version made 0755; the
     database files in them are made 0600 (new files already are: the CLI sets umask 077)."""
@@ -134,6 +142,14 @@ class Callwatch:
         self.bus_client: Client | None = None
         self.remote_asr: RemoteTranscriber | None = None
         self.heartbeat: NodeHeartbeat | None = None
+        #: NATS mode: this node's events out (bridge + publisher), the shared storage
+        #: consumer, and the feed of every node's events onto `floor_bus` (the board's bus).
+        self.publisher: EventPublisher | None = None
+        self.bridge: EventBridge | None = None
+        self.storage_consumer: StorageConsumer | None = None
+        self.floor_feed: FloorFeed | None = None
+        #: What the board hears: `bus` itself, or in NATS mode every node's events.
+        self.floor_bus = self.bus
         self.storage: StorageWriter | None = None
         self.asr: AsrService | None = None
         self.gateway: Gateway | None = None
@@ -166,8 +182,6 @@ class Callwatch:
             s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
         )
         await asyncio.to_thread(self.repo.upgrade)
-        recovered = await asyncio.to_thread(recover_interrupted, self.repo, s)
-        self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         if s.bus.enabled:
             # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
             from monitor.scale.connect import connect_bus
@@ -175,8 +189,17 @@ class Callwatch:
 
             node = s.node.resolved_name
             self.bus_client = await connect_bus(s.bus, f"callwatch-node-{node}")
-            self.heartbeat = NodeHeartbeat(self.bus_client, s.bus, node, self.repo.engine)
+            await self._start_node_events(node)
+            assert self.storage_consumer is not None
+            # This node's last events before it stopped may still be in the stream: stored
+            # first, so recovery below sees its calls as they ended.
+            await self.storage_consumer.caught_up(30.0)
+            self.heartbeat = NodeHeartbeat(
+                self.bus_client, s.bus, node, self.repo.engine, on_lost=self._node_lost
+            )
             await self.heartbeat.start()
+        recovered = await asyncio.to_thread(recover_interrupted, self.repo, s)
+        self.calls = CallRegistry(resume_seq=self.repo.next_trace_seq)
         if s.asr.remote and self.bus_client is not None:
             # Shared `callwatch asr-worker`s over NATS instead of this node's own workers.
             from monitor.scale.asr_remote import RemoteTranscriber
@@ -197,12 +220,15 @@ class Callwatch:
             batch_size=s.storage.batch_size,
             group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
-            bus=self.bus,
+            # NATS mode: the call events reach the database through the shared durable
+            # consumer (StorageConsumer), never also through this writer (no double write).
+            bus=None if s.bus.enabled else self.bus,
         )
         self.storage.start()
         self.retention = RetentionTask(s, self.repo.engine)
         self.retention.start()
-        self.sealer = RecordingSealer(s, self.repo.engine, self.bus)
+        own = s.node.resolved_name if s.bus.enabled else None  # scale-out: own calls only
+        self.sealer = RecordingSealer(s, self.repo.engine, self.bus, node=own)
         self.sealer.start()
         if s.webhooks.targets:
             self.webhooks = WebhookDeliverer(self.repo, s.webhooks)
@@ -215,6 +241,7 @@ class Callwatch:
             webhooks=s.webhooks,
             registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
+            settle_s=5.0 if s.bus.enabled else 0.0,  # NATS mode: stored by the stream
         )
         if s.alerts.enabled:
             await self.alerts.start()
@@ -255,6 +282,48 @@ class Callwatch:
         if s.api.enabled:
             await self._start_api()
 
+    async def _start_node_events(self, node: str) -> None:
+        """NATS mode: publish this node's events, store everyone's once, board all of them."""
+        from monitor.scale.node_events import EventBridge, FloorFeed, StorageConsumer
+        from monitor.scale.transport import EventPublisher
+
+        assert self.bus_client is not None and self.repo is not None
+        s = self.settings
+        self.publisher = EventPublisher(self.bus_client, s.bus, on_drop=self._event_dropped)
+        await self.publisher.start()
+        self.bridge = EventBridge(self.publisher, node)
+        self.bus.attach(self.bridge.accept)
+        self.storage_consumer = StorageConsumer(self.bus_client, s.bus, self.repo)
+        await self.storage_consumer.start()
+        self.floor_bus = EventBus()
+        self.bus.attach(self.floor_bus.publish)  # own events: straight, not through NATS
+        self.floor_feed = FloorFeed(self.bus_client, s.bus, self.floor_bus, self.bridge)
+        await self.floor_feed.start()
+
+    def _health(self) -> dict[str, Any]:
+        """/api/health: the load monitor's document, plus the bus counters in NATS mode."""
+        assert self.load is not None
+        doc = self.load.health()
+        if self.publisher is not None and self.storage_consumer is not None:
+            p, c = self.publisher, self.storage_consumer
+            doc["bus"] = {
+                "published": p.published, "buffered": p.buffered, "dropped": p.dropped,
+                "dropped_essential": p.dropped_essential,
+                "stored": c.events_applied, "store_rejected": c.rejected + c.undecodable,
+            }  # fmt: skip
+        return doc
+
+    def _event_dropped(self, subject: str, msg_id: str, essential: bool) -> None:
+        if self.bridge is not None:
+            self.bridge.dropped(subject, msg_id, essential)
+
+    def _node_lost(self, node: str, call_ids: list[str]) -> None:
+        """The heartbeat sweep closed a lost node's calls: every board drops them."""
+        if self.floor_feed is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, call_ids))
+        task.add_done_callback(_log_failure)  # a failed announce only logs
+
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app
         from monitor.web.api.board_reader import RepositoryBoardReader
@@ -264,11 +333,11 @@ class Callwatch:
         ctx = ApiContext.for_repo(
             self.settings,
             self.repo,
-            bus=self.bus,
+            bus=self.floor_bus,
             alerts=self.alerts,
             live=self.calls,
             board_reader=RepositoryBoardReader(self.repo),  # the board's view of the database
-            health=self.load.health if self.load is not None else None,
+            health=self._health if self.load is not None else None,
         )
         api = self.settings.api
         self.api = ApiServer(
@@ -303,6 +372,15 @@ class Callwatch:
             await self.alerts.close()  # after the gateway: the last calls' alerts are raised
         if self.storage is not None:
             await self.storage.close()
+        if self.publisher is not None:
+            await self.publisher.close()  # what is buffered goes out (bounded wait)
+        if self.storage_consumer is not None:
+            with contextlib.suppress(Exception):  # the bus may be gone: another node stores it
+                await self.storage_consumer.caught_up(10.0)
+        if self.floor_feed is not None:
+            await self.floor_feed.close()
+        if self.storage_consumer is not None:
+            await self.storage_consumer.close()
         if self.sealer is not None:
             await self.sealer.stop()  # after storage: every CallFinalised has been heard
         if self.webhooks is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select, update
@@ -137,7 +137,7 @@ def raise_alert(conn: Connection, rec: AlertRaised) -> AlertInfo | None:
     stored = conn.execute(select(_ALERTS).where(_ALERTS.c.id == rec.alert_id)).first()
     if stored is None or stored.call_id != rec.call_id or stored.rule != rec.rule:
         # Skipped: this call already has an alert for this rule (de-duplicated), or the id is
-        # taken by another alert (two instances on one database: not supported).
+        # taken by another alert (cannot happen with ids from reserved blocks, `id_blocks`).
         return None
     alert = _info(stored)
     payload = {"event": "alert.raised", "alert": document(alert)}
@@ -248,6 +248,31 @@ def due_outbox(session: Session, now: datetime, limit: int) -> list[OutboxInfo]:
         .limit(limit)
     )
     return [_outbox_info(row) for row in session.scalars(stmt)]
+
+
+def claim_outbox(conn: Connection, now: datetime, limit: int, lease_s: float) -> list[OutboxInfo]:
+    """Take the deliveries due at `now` for this process: their next attempt moves `lease_s`
+    ahead in the same transaction, so another node polling the outbox skips them (the rows
+    being claimed are locked `FOR UPDATE SKIP LOCKED` on PostgreSQL: no waiting on each
+    other; SQLite's write lock serialises claims anyway). A claimer that dies leaves the
+    lease to expire and the delivery is made again: at least once, the receiver de-duplicates
+    on the delivery id."""
+    stmt = (
+        select(WebhookOutboxRow)
+        .where(WebhookOutboxRow.status == "pending", WebhookOutboxRow.next_attempt_at <= now)
+        .order_by(WebhookOutboxRow.next_attempt_at, WebhookOutboxRow.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = [_outbox_info(row) for row in Session(bind=conn).scalars(stmt)]
+    if rows:
+        conn.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_([r.id for r in rows]))
+            .values(next_attempt_at=now + timedelta(seconds=lease_s))
+        )
+    return rows
 
 
 def list_outbox(session: Session, alert_id: int | None) -> list[OutboxInfo]:

@@ -254,9 +254,10 @@ class CallResultRow(Base):
 
 
 class AlertRow(Base):
-    """One alert on a call (migration 0003). `id` is allocated by the alert service, not the
-    database, so the live feed can name the alert before it is committed; (call_id, rule) is
-    unique: an alert is raised at most once per call and rule."""
+    """One alert on a call (migration 0003). `id` is allocated by the alert service from a
+    block it reserved (`IdBlock`, migration 0009: collision-free across nodes), not by the
+    database at insert, so the live feed can name the alert before it is committed;
+    (call_id, rule) is unique: an alert is raised at most once per call and rule."""
 
     __tablename__ = "alerts"
 
@@ -408,6 +409,17 @@ class Tombstone(Base):
     deleted_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_tombstones_call_ref", "call_ref"),)
+
+
+class IdBlock(Base):
+    """Hands out ids that several processes on one database never share (migration 0009):
+    a process reserves a block (`storage.nodes.reserve_ids`) and numbers from it in memory,
+    so an alert is named before it is committed without two nodes picking the same id."""
+
+    __tablename__ = "id_blocks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)  # "alerts"
+    next_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class LegalHold(Base):

@@ -4,19 +4,68 @@ node's calls as interrupted / `node_lost` exactly once.
 With several nodes on one PostgreSQL, a node whose heartbeat expired cannot close its own
 calls; a survivor does (monitor.scale.heartbeat). Several survivors may sweep at once: the
 close is a guarded UPDATE (`status = 'active'`), so only one of them wins each call, and only
-the winner writes the call's `finalised` trace row (in the same transaction).
+the winner writes the call's `finalised` trace row (in the same transaction). And ids that
+several nodes hand out in memory (alert ids) come from blocks reserved here (`reserve_ids`).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, text, update
 
 from storage import db
-from storage.models import Call, TraceEvent
+from storage.models import AlertRow, Call, IdBlock, TraceEvent
 
 LOST_REASON = "node_lost"
+
+
+@contextmanager
+def only_one_node(engine: Engine, job: str) -> Iterator[bool]:
+    """`with only_one_node(engine, "retention") as mine:` - True in at most one process at a
+    time on a PostgreSQL database (a session advisory lock, tried, never waited for, released
+    at the end or when the connection dies with its node); always True on SQLite (one
+    process per database there)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = zlib.crc32(f"callwatch:{job}".encode())
+    with engine.connect() as conn:
+        mine = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield mine
+        finally:
+            if mine:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+
+def reserve_ids(engine: Engine, name: str, count: int) -> int:
+    """Reserve `count` ids of sequence `name` ("alerts") for this process alone; the first.
+    One write transaction: the row is locked (PostgreSQL `FOR UPDATE`; SQLite's write lock
+    is taken at BEGIN), so concurrent reservations get disjoint blocks. An "alerts" block
+    also starts past every stored alert (rows written by an older version)."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    with db.write_transaction(engine) as conn:
+        current = conn.execute(
+            select(IdBlock.next_id).where(IdBlock.name == name).with_for_update()
+        ).scalar()
+        floor = 1
+        if name == "alerts":
+            floor = (
+                int(conn.execute(select(func.coalesce(func.max(AlertRow.id), 0))).scalar_one()) + 1
+            )
+        start = max(int(current or 0), floor)
+        if current is None:
+            conn.execute(insert(IdBlock).values(name=name, next_id=start + count))
+        else:
+            conn.execute(update(IdBlock).where(IdBlock.name == name).values(next_id=start + count))
+    return start
 
 
 def active_call_nodes(engine: Engine) -> set[str]:

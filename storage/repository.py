@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
-from storage import alerts, analysis, db, kpis, search
+from storage import alerts, analysis, db, kpis, nodes, search
 from storage.errors import BatchRejected, StorageError, StorageUnavailable
 from storage.kpis import DayTotals
 from storage.models import (
@@ -373,6 +373,11 @@ class Repository:
         alert: AlertInfo = self._in_transaction(lambda conn: alerts.change_state(conn, rec))
         return alert
 
+    def reserve_ids(self, name: str, count: int) -> int:
+        """The first of `count` ids of `name` ("alerts") no other process gets (scale-out:
+        several nodes on one database); see `storage.nodes.reserve_ids`."""
+        return nodes.reserve_ids(self._engine, name, count)
+
     def max_alert_id(self) -> int:
         """The highest alert id stored (0 if none): the alert service counts on from it."""
         with self._session() as session:
@@ -391,6 +396,12 @@ class Repository:
         """Pending webhook deliveries whose next attempt is due at `now`, oldest due first."""
         with self._session() as session:
             return alerts.due_outbox(session, now, limit)
+
+    def claim_outbox(self, now: datetime, limit: int, lease_s: float) -> list[OutboxInfo]:
+        """Due deliveries, claimed for `lease_s` so no other node sends them meanwhile
+        (several nodes on one database each run a delivery task); see `alerts.claim_outbox`."""
+        with db.write_transaction(self._engine) as conn:
+            return alerts.claim_outbox(conn, now, limit, lease_s)
 
     def next_outbox_attempt(self) -> datetime | None:
         """When the earliest pending delivery is due (None if nothing is pending)."""

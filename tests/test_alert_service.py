@@ -6,6 +6,7 @@ de-duplication."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import statistics
@@ -21,9 +22,10 @@ from monitor.events import AlertChanged, AlertRaised, CallFinalised, CallStarted
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.bus import EventBus, Subscription
 from monitor.runtime.storage_sink import StorageWriter
-from storage.errors import InvalidAlertTransition
+from storage.errors import AlertNotFound, InvalidAlertTransition
 from storage.records import CallClosed, CallOpened
 from storage.repository import Repository
+from tests.test_storage_alerts import raised
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MEDIAN_MS = 180_000
@@ -270,8 +272,34 @@ async def test_restart_keeps_open_alerts_and_their_dedup(repo: Repository) -> No
         assert await second.service.tick({"s1": 3000}) == []
         # A new alert gets the next id; the open one can still be acknowledged.
         a3 = await raise_one(second, "s3")
-        assert a3.id == a2.id + 1
+        assert a3.id > a2.id  # the next reserved block: never an id in use
         assert (await second.service.acknowledge(a1.id, "kim")).state == "acknowledged"
         assert [a.id for a in repo.list_alerts(state="open")] == [a3.id]
     finally:
         await second.stop()
+
+
+async def test_a_change_waits_for_an_alert_the_stream_has_not_stored_yet(
+    repo: Repository,
+) -> None:
+    """NATS mode: an alert raised on another node (or here, a moment ago) reaches the database
+    through the stream; acknowledging it meanwhile waits for it (`settle_s`) instead of
+    answering not found; an id that never comes is still not found."""
+    repo.apply([opened("n1", NOW)])
+    writer = StorageWriter(repo, batch_size=50, group_commit_s=0, queue_size=1000)
+    writer.start()
+    service = AlertService(repo=repo, storage=writer, bus=EventBus(), settings=SETTINGS,
+                           auto_tick=False, settle_s=3.0)  # fmt: skip
+
+    async def stored_later() -> None:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(repo.apply, [raised(777, "n1", "dead_air")])
+
+    try:
+        later = asyncio.create_task(stored_later())
+        assert (await service.acknowledge(777, "kim")).state == "acknowledged"
+        await later
+        with pytest.raises(AlertNotFound):
+            await service.acknowledge(778, "kim")
+    finally:
+        await writer.close()

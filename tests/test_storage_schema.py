@@ -22,7 +22,7 @@ def test_upgrade_creates_the_schema_the_models_describe(db_url: str) -> None:
     try:
         assert db.current_revision(engine) is None
         db.upgrade(engine)
-        assert db.current_revision(engine) == db.head_revision() == "0008_call_node"
+        assert db.current_revision(engine) == db.head_revision() == "0009_id_blocks"
         assert TABLES <= set(inspect(engine).get_table_names())
         assert db.schema_diffs(engine) == []
     finally:
@@ -68,7 +68,7 @@ def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0008_call_node",)]
+        assert versions == [("0009_id_blocks",)]
     finally:
         engine.dispose()
 

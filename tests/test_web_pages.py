@@ -31,7 +31,8 @@ from tests.web_support import PASSWORD, login
 
 pytestmark = pytest.mark.browser
 KINDS = ["duration_long", "duration_short", "dead_air", "poor_audio", "compliance_miss",
-         "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled", "recording_failed"]  # fmt: skip
+         "compliance_order", "forbidden_phrase", "asr_lag", "media_stalled",
+         "recording_failed"]  # fmt: skip
 
 
 @dataclass

@@ -40,6 +40,8 @@ from monitor.qa.events import PhraseMatched, PhraseMissed
 #: The checklist shown before any compliance event arrived (more stages appear as seen).
 DEFAULT_CHECKLIST = ("greeting", "verification", "closing")
 _OPEN_ALERT_STATES = ("open", "acknowledged")
+#: A call whose gateway node died (scale-out): the board drops it at once with this reason.
+NODE_LOST = "node_lost"
 
 
 def alert_raised(ev: AlertRaised) -> dict[str, Any]:
@@ -89,6 +91,8 @@ class BoardState:
         self._dirty: set[str] = set()
         self._sent_at: dict[str, float] = {}
         self._pending_alerts: list[dict[str, Any]] = []
+        #: Calls taken off at once, with why (scale-out: their node was lost).
+        self._pending_removals: list[dict[str, Any]] = []
         self._kpi_dirty = True
         self._kpi_sent_at = float("-inf")
         self._day = Day(day=today or datetime.now(UTC).date())
@@ -110,9 +114,26 @@ class BoardState:
         card = self.calls.get(event.call_id)
         if card is None:
             return
+        if isinstance(event, CallFinalised) and event.end_reason == NODE_LOST:
+            self._drop(card, event.end_reason)
+            return
         changed = self._apply_to_card(card, event, now)
         if changed:
             self._dirty.add(card.call_id)
+
+    def _drop(self, card: CallCard, reason: str) -> None:
+        """Take a call off the board now, saying why (its node died: scale-out). It counts
+        as handled, interrupted, for today's KPIs."""
+        if card.ended_at is None:
+            now = datetime.now(UTC)
+            card.ended_at, card.status = now, "interrupted"
+            self._roll_day(now.date())
+            self._day.handled += 1
+            self._kpi_dirty = True
+        del self.calls[card.call_id]
+        self._dirty.discard(card.call_id)
+        self._sent_at.pop(card.call_id, None)
+        self._pending_removals.append({"type": "remove", "call_id": card.call_id, "reason": reason})
 
     def _open(self, ev: CallStarted) -> None:
         parties = {
@@ -319,6 +340,8 @@ class BoardState:
         for alert in self._pending_alerts:
             out.append({"type": "alert", "alert": alert})
         self._pending_alerts.clear()
+        out.extend(self._pending_removals)
+        self._pending_removals.clear()
         for call_id in sorted(self._dirty):
             card = self.calls.get(call_id)
             if card is None:

@@ -43,6 +43,8 @@ from storage.repository import Repository
 log = logging.getLogger("callwatch.alerts")
 
 _SEVERITY_LEVEL = {"info": 0, "warning": 1, "critical": 2}
+#: Alert ids reserved at a time (a gap of up to this many after a restart is harmless).
+ID_BLOCK = 100
 
 
 def _utcnow() -> datetime:
@@ -63,8 +65,13 @@ class AlertService:
         monotonic: Callable[[], float] = time.monotonic,
         auto_tick: bool = True,
         on_outbox: Callable[[], None] | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         self._repo = repo
+        # Scale-out: an alert reaches the database through the NATS stream and whichever
+        # node's storage consumer takes it, so one raised a moment ago (here or on another
+        # node) may not be stored yet; a change waits this long for it before "not found".
+        self._settle_s = settle_s
         self._storage = storage
         self._bus = bus
         self.settings = settings or AlertSettings()
@@ -78,7 +85,10 @@ class AlertService:
         self._auto_tick = auto_tick
         self._on_outbox = on_outbox
         self.engine = AlertEngine(self.settings)
-        self._next_id = 1
+        # Alert ids come from a block reserved in the database (collision-free when several
+        # nodes share it); `_next_id == _id_end` means: reserve the next block.
+        self._next_id = 0
+        self._id_end = 0
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = False
@@ -88,7 +98,6 @@ class AlertService:
 
     async def start(self) -> list[AlertInfo]:
         """Load state, subscribe, start the tasks. Returns the alerts still open."""
-        self._next_id = await asyncio.to_thread(self._repo.max_alert_id) + 1
         pending = await self.open_alerts()
         self.engine = AlertEngine(self.settings, fired=[(a.call_id, a.rule) for a in pending])
         if self.settings.learned:
@@ -213,7 +222,7 @@ class AlertService:
     async def _raise(self, alerts: list[Alert]) -> list[AlertInfo]:
         out = []
         for alert in alerts:
-            alert_id, self._next_id = self._next_id, self._next_id + 1
+            alert_id = await self._new_id()
             seq = await self._sequencer(alert.call_id)
             live = self.registry.get(alert.call_id)
             # On a running call the alert sits at the call's media time now (as its timeline
@@ -247,6 +256,13 @@ class AlertService:
         if alerts and self._webhooks.targets:
             self._notify_outbox()
         return out
+
+    async def _new_id(self) -> int:
+        if self._next_id >= self._id_end:
+            self._next_id = await asyncio.to_thread(self._repo.reserve_ids, "alerts", ID_BLOCK)
+            self._id_end = self._next_id + ID_BLOCK
+        alert_id, self._next_id = self._next_id, self._next_id + 1
+        return alert_id
 
     async def _sequencer(self, call_id: str) -> CallSequencer:
         """The call's own sequencer; for a call no longer known here, its stored events are
@@ -284,6 +300,10 @@ class AlertService:
         await self._storage.drain()
         at = self._clock()
         before = await asyncio.to_thread(self._repo.get_alert, alert_id)
+        deadline = time.monotonic() + self._settle_s  # a real wait, whatever the test clock
+        while before is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            before = await asyncio.to_thread(self._repo.get_alert, alert_id)
         targets = self._targets(before.severity, change=True) if before else ()
         alert = await asyncio.to_thread(
             self._repo.set_alert_state,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from storage.nodes import only_one_node
 from storage.privacy import PrivacyStore, load_pseudonym_key
 from storage.retention import RetentionReport, Rule, run_retention
 
@@ -27,6 +28,13 @@ log = logging.getLogger("callwatch.retention")
 def privacy_store(settings: Settings, engine: Engine) -> PrivacyStore:
     key_file = settings.retention.pseudonym_key_file or settings.data_dir / "pseudonym.key"
     return PrivacyStore(engine, settings.recordings_dir, load_pseudonym_key(key_file))
+
+
+def scheduled_pass(settings: Settings, engine: Engine, now: datetime) -> RetentionReport | None:
+    """The task's pass; None when another node holds the retention lock (several nodes on
+    one PostgreSQL: one of them runs each pass, the others skip it)."""
+    with only_one_node(engine, "retention") as mine:
+        return retention_pass(settings, engine, now) if mine else None
 
 
 def retention_pass(settings: Settings, engine: Engine, now: datetime) -> RetentionReport:
@@ -70,9 +78,14 @@ class RetentionTask:
     async def _loop(self, interval_s: float) -> None:
         while True:
             try:
-                self.last = await asyncio.to_thread(
-                    retention_pass, self._settings, self._engine, self._clock()
+                report = await asyncio.to_thread(
+                    scheduled_pass, self._settings, self._engine, self._clock()
                 )
+                if report is None:  # another node is running it now
+                    log.info("retention pass skipped: another node holds the retention lock")
+                    await asyncio.sleep(interval_s)
+                    continue
+                self.last = report
                 log.info(
                     "retention pass: %d calls and %d recordings deleted, %d kept on legal hold",
                     self.last.calls_deleted, self.last.recordings_deleted, self.last.held_skipped,

@@ -48,11 +48,15 @@ def recording_keys(settings: Settings) -> tuple[RecordingKey | None, list[Record
 
 
 def sweep(engine: Engine, recordings_dir: Path, key: RecordingKey, *, rotate: bool,
-          keys: list[RecordingKey] | None = None) -> int:  # fmt: skip
+          keys: list[RecordingKey] | None = None, node: str | None = None) -> int:  # fmt: skip
     """Seal every finished call's recording still in clear (and with `rotate`, re-encrypt
-    those sealed with an older key); the count of files written."""
+    those sealed with an older key); the count of files written. With `node` (scale-out),
+    only that node's calls: on shared recording storage two nodes must never seal one file."""
+    stmt = select(_CALLS.c.recording_path).where(_CALLS.c.status != "active")
+    if node is not None:
+        stmt = stmt.where(_CALLS.c.node == node)
     with engine.connect() as conn:
-        rows = conn.execute(select(_CALLS.c.recording_path).where(_CALLS.c.status != "active"))
+        rows = conn.execute(stmt)
         paths = [recordings_dir / r.recording_path for r in rows]
     done = 0
     for path in paths:
@@ -68,8 +72,13 @@ def sweep(engine: Engine, recordings_dir: Path, key: RecordingKey, *, rotate: bo
 class RecordingSealer:
     """Seals each call's recording once it is finalised (see module doc)."""
 
-    def __init__(self, settings: Settings, engine: Engine, bus: EventBus) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, bus: EventBus, *, node: str | None = None
+    ) -> None:
         self._settings = settings
+        #: Scale-out: this node's name; the sweeps then seal only its own calls (the bus
+        #: carries only its own calls' events anyway).
+        self._node = node
         self._engine = engine
         self._bus = bus
         self._key, _ = recording_keys(settings)
@@ -109,7 +118,9 @@ class RecordingSealer:
         rec_dir = self._settings.recordings_dir
         paths: dict[str, str] = {}  # running calls' recordings, from CallStarted
         try:
-            self.sealed += await asyncio.to_thread(sweep, self._engine, rec_dir, key, rotate=False)
+            self.sealed += await asyncio.to_thread(
+                sweep, self._engine, rec_dir, key, rotate=False, node=self._node
+            )
             seen_drops = 0
             async for event in sub:
                 if isinstance(event, CallStarted):
@@ -120,7 +131,7 @@ class RecordingSealer:
                 if sub.dropped != seen_drops:  # missed a CallFinalised, perhaps: sweep
                     seen_drops = sub.dropped
                     self.sealed += await asyncio.to_thread(
-                        sweep, self._engine, rec_dir, key, rotate=False
+                        sweep, self._engine, rec_dir, key, rotate=False, node=self._node
                     )
         finally:
             sub.close()

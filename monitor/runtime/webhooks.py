@@ -117,7 +117,9 @@ class WebhookDeliverer:
 
     async def run_once(self) -> int:
         """Attempt every delivery due now; returns how many were attempted."""
-        due = await asyncio.to_thread(self._repo.due_outbox, self._clock(), 500)
+        # Claimed, not just read: every node runs this task on the shared outbox.
+        lease_s = self._settings.timeout_s * 3 + 30
+        due = await asyncio.to_thread(self._repo.claim_outbox, self._clock(), 500, lease_s)
         gate = asyncio.Semaphore(self._settings.concurrency)
 
         async def one(row: OutboxInfo) -> None:

@@ -50,6 +50,20 @@ RETRY_PAUSE_S = 0.25
 Handler = Callable[[str, bytes, str], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message handed to a batch handler; `deliveries` counts this one (1 = first)."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+    deliveries: int
+
+
+#: A batch handler says, per message, whether it is done (ack) or wants it again (nak).
+BatchHandler = Callable[[list[Incoming]], Awaitable[list[bool]]]
+
+
 def stream_name(prefix: str) -> str:
     return f"{prefix.upper().replace('-', '_')}_EVENTS"
 
@@ -213,8 +227,9 @@ class DurableConsumer:
         nc: Client,
         bus: BusSettings,
         durable: str,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         batch: int = 100,
         ack_wait_s: float = 30.0,
         max_ack_pending: int = 1000,
@@ -222,7 +237,10 @@ class DurableConsumer:
         self._nc = nc
         self._bus = bus
         self._durable = durable
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give one of handler and batch_handler")
         self._handler = handler
+        self._batch_handler = batch_handler
         self._batch = batch
         self._config = ConsumerConfig(
             durable_name=durable, ack_wait=ack_wait_s, max_ack_pending=max_ack_pending
@@ -249,6 +267,10 @@ class DurableConsumer:
                 if not self._nc.is_connected:
                     await asyncio.sleep(RETRY_PAUSE_S)
                 continue
+            if self._batch_handler is not None:
+                await self._apply_batch(msgs)
+                continue
+            assert self._handler is not None
             applied: list[Msg] = []
             for msg in msgs:
                 msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
@@ -269,11 +291,40 @@ class DurableConsumer:
                                  return_exceptions=True)  # fmt: skip
             self.applied += len(applied)
 
+    async def _apply_batch(self, msgs: list[Msg]) -> None:
+        """One call of the batch handler for a whole fetch (one transaction for all of it),
+        then ack what it applied and nak the rest (redelivered after a pause)."""
+        assert self._batch_handler is not None
+        incoming = [
+            Incoming(m.subject, m.data, (m.headers or {}).get("Nats-Msg-Id", ""),
+                     _deliveries(m))
+            for m in msgs
+        ]  # fmt: skip
+        try:
+            done = await self._batch_handler(incoming)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("event batch handler failed (%s); redelivered later", exc)
+            done = [False] * len(msgs)
+        acks = [m.ack_sync(timeout=5.0) for m, ok in zip(msgs, done, strict=True) if ok]
+        naks = [m.nak(delay=1.0) for m, ok in zip(msgs, done, strict=True) if not ok]
+        await asyncio.gather(*acks, *naks, return_exceptions=True)
+        self.applied += len(acks)
+        self.failed += len(naks)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except Exception:  # not a JetStream message (cannot happen on a pull consumer)
+        return 1
 
 
 class EventSubscriber:
