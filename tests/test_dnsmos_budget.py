@@ -53,7 +53,14 @@ def _windows(rate: int, audio: np.ndarray) -> dict[str, list[DnsmosWindow]]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(_calls()))
+@pytest.mark.parametrize(
+    "name",
+    [
+        # the four times longer calls (31 s together) run with `scripts/test --long`
+        pytest.param(n, marks=pytest.mark.long) if n.endswith("_x4") else n
+        for n in sorted(_calls())
+    ],
+)
 def test_sampled_clarity_is_within_a_tenth_of_every_window(name: str) -> None:
     rate, audio = _calls()[name]
     per_party = _windows(rate, audio)

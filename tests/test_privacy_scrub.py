@@ -76,3 +76,14 @@ def test_the_board_shows_a_paused_call_until_it_resumes() -> None:
     assert b.snapshot()["calls"][0]["status"] == "paused"
     b.apply(Marked("c1", 6, 9000, at, "capture_resumed", None, {"by": "sup-1"}), 0.2)
     assert b.snapshot()["calls"][0]["status"] == "active"
+
+
+def test_a_uuid_is_an_identifier_not_a_card_number() -> None:
+    """A leg's UUID whose digits happen to hold a Luhn-valid run (seen on an AudioSocket
+    transfer: ...-bd45-336753860621) is kept whole; a card number beside it is still masked."""
+    from monitor.privacy.scrub import scrub
+
+    leg = "6128f028-aa1a-42fc-bd45-336753860621"
+    out = scrub({"uuid": leg, "note": "card 4111 1111 1111 1111"})
+    assert out["uuid"] == leg
+    assert "4111" not in out["note"] and "[PAN]" in out["note"]

@@ -20,7 +20,9 @@ from storage.repository import Repository
 from tests.fixtures_nats import NatsEndpoint
 from tests.scale_support import bus_env, scripted_worker
 
-pytestmark = pytest.mark.scaleout
+# `long`: two real `callwatch serve` nodes with remote ASR and a node killed mid-call: 41 s;
+# runs in `scripts/test --long` with the other whole-floor proofs (tests/test_scale_proof.py).
+pytestmark = [pytest.mark.scaleout, pytest.mark.long]
 
 
 def _node(tmp: Path, name: str, env: dict[str, str]) -> ServerProcess:

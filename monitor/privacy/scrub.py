@@ -27,6 +27,9 @@ __all__ = ["DtmfMasker", "key_mask", "scrub"]
 
 _CONTENT_CLASSES = ("pan", "cn_id")  # what a field's content is searched for
 _DIGITS13 = re.compile(r"(?:\d\D{0,2}){13}")  # cheap pre-check: 13+ digits, few separators
+#: A UUID's hex groups can hold a Luhn-valid run of digits (a leg id, a conversation id): an
+#: identifier, never a card number.
+_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("[CVV]", ("cvv", "cvc", "cv2", "securitycode", "cardcode", "cid", "安全码")),
     ("[EXPIRY]", ("expiry", "expiration", "expdate", "expires", "cardexp", "有效期")),
@@ -62,7 +65,7 @@ def _scrub_value(value: Any, mask: str | None) -> Any:
         if len(str(value)) == 13 and str(value)[0] == "1":
             return value  # epoch milliseconds (2001-2286), not a 13-digit card
         return redact_text(str(value), _CONTENT_CLASSES)[0]
-    if isinstance(value, str) and _DIGITS13.search(value):
+    if isinstance(value, str) and _DIGITS13.search(value) and not _UUID.fullmatch(value):
         return redact_text(value, _CONTENT_CLASSES)[0]
     return value
 
