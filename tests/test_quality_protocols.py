@@ -48,7 +48,9 @@ def test_the_same_audio_scores_the_same_clarity_over_each_protocol(server: LiveS
 
     async def go() -> list[str]:
         reports = await asyncio.gather(
-            stream_call(server.url, c16, pace=0.2, protocol="audiohook"),  # μ-law 8 kHz; 5x real time, under the 10x limit
+            stream_call(
+                server.url, c16, pace=0.2, protocol="audiohook"
+            ),  # μ-law 8 kHz; 5x real time, under the 10x limit
             stream_call(server.url, c8, pace=0.2),  # L16 8 kHz
             stream_call(server.url, c16, pace=0.2),  # L16 16 kHz
             stream_call(
