@@ -27,6 +27,7 @@ async def _ticker(gaps: list[float], stop: asyncio.Event) -> None:
         last = now
 
 
+@pytest.mark.serial  # bounds the event loop's lag
 async def test_pool_matches_the_engine_and_keeps_the_loop_responsive(
     asr_settings: AsrSettings, asr_cache_dir: Path, reference_batches: list[list[AsrResult]]
 ) -> None:
