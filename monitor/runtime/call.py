@@ -25,7 +25,7 @@ from typing import Any
 
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
-from monitor.core.analysis import CallAnalyzer
+from monitor.core.analysis import AnalysisEvent, CallAnalyzer
 from monitor.core.call_core import CallCore
 from monitor.core.metadata import CallMetadata
 from monitor.events import (
@@ -259,7 +259,7 @@ class LiveCall(CallTranscripts):
             self.analyzer.add_dnsmos(score)
             self._dnsmos_scores.append(score)
 
-    def _analysis_records(self, events: list[Any]) -> list[CallEvent]:
+    def _analysis_records(self, events: list[AnalysisEvent]) -> list[CallEvent]:
         """Readings, findings and dead-air marks for the analysis cores' output."""
         return findings.analysis_events(self.events, events)
 
