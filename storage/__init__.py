@@ -5,6 +5,8 @@ Modules, each importable on its own (importing this package loads no database dr
 * `storage.records` - the write records the live side hands over (`CallOpened`, ...).
 * `storage.repository` - `Repository`: batched writes (`apply`) and read queries, returning
   `CallSummary` / `CallDetail` dataclasses.
+* `storage.batches` - validating and writing one batch of records (`Repository.apply`).
+* `storage.call_queries` - the call reads of `Repository` (recovery, list, detail).
 * `storage.models` - the schema (SQLAlchemy 2.0 models) and those frozen result dataclasses.
 * `storage.alerts` - alerts and the webhook outbox (written in the alert's transaction).
 * `storage.db` - engines (SQLite pragmas, PostgreSQL), write transactions, `upgrade()`.
