@@ -7,7 +7,9 @@ Modules, each importable on its own (importing this package loads no database dr
   `CallSummary` / `CallDetail` dataclasses.
 * `storage.batches` - validating and writing one batch of records (`Repository.apply`).
 * `storage.call_queries` - the call reads of `Repository` (recovery, list, detail).
-* `storage.models` - the schema (SQLAlchemy 2.0 models) and those frozen result dataclasses.
+* `storage.models` - the schema (SQLAlchemy 2.0 models) and those frozen result dataclasses, one
+  module per domain: `calls`, `analysis` (readings, findings, alerts), `governance` (users, audit,
+  privacy).
 * `storage.alerts` - alerts and the webhook outbox (written in the alert's transaction).
 * `storage.db` - engines (SQLite pragmas, PostgreSQL), write transactions, `upgrade()`.
 * `storage.migrations` - Alembic revisions, run programmatically by `storage.db.upgrade`.
