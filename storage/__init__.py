@@ -15,8 +15,8 @@ Modules, each importable on its own (importing this package loads no database dr
 * `storage.migrations` - Alembic revisions, run programmatically by `storage.db.upgrade`.
 * `storage.search` - call search filters and portable (Mandarin-capable) transcript search.
 * `storage.kpis` - per-agent / per-queue KPIs over a period.
-* `storage.access` - `AccessStore`: API users, hashed tokens, the append-only audit log, QA
-  reviews.
+* `storage.access` - `AccessStore`: API users, hashed tokens, QA reviews, and the append-only,
+  hash-chained audit log (`storage.audit`).
 * `storage.recordings` - `WavRecorder` (crash-safe growing WAV) and `repair_wav`.
 * `storage.errors` - `StorageError` and its few subclasses.
 """
