@@ -21,8 +21,7 @@ from datetime import datetime
 from typing import Union
 
 from audio_quality.assessment import Finding as QualityFinding
-from audio_quality.conversation import DeadAirDetected, OvertalkDetected
-from audio_quality.records import QualityReading
+from audio_quality.records import DeadAirDetected, OvertalkDetected, QualityReading
 from monitor.qa.events import (
     ForbiddenPhraseSaid,
     OrderViolated,

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from audio_quality.conversation import DeadAirDetected, DeadAirStarted, OvertalkDetected
 from audio_quality.dnsmos import DnsmosScore
-from audio_quality.records import QualityReading
+from audio_quality.records import DeadAirDetected, DeadAirStarted, OvertalkDetected, QualityReading
 from monitor.core.analysis import AnalysisEvent, CallVerdict
 from monitor.events import (
     CallEvent,
