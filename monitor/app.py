@@ -1,11 +1,11 @@
 """The composition root: builds the database, model workers, queues and gateway once.
 
 Start order: migrate the database, recover calls a crash left open (mark them interrupted,
-repair their recordings), start the ASR workers (the model is loaded once per worker and
-shared by all calls), start the storage writer (a subscriber of the event bus `self.bus`), the
-webhook delivery task and the alert service, then open the gateway. Stop order is the
-reverse, so every call still open is finalised, its last alerts raised, and every queued
-record written before the process exits.
+repair their recordings: monitor/runtime/recovery.py), start the ASR workers (the model is
+loaded once per worker and shared by all calls), start the storage writer (a subscriber of the
+event bus `self.bus`), the webhook delivery task and the alert service, then open the gateway.
+Stop order is the reverse, so every call still open is finalised, its last alerts raised, and
+every queued record written before the process exits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ from asr.pool import AsrPool
 from asr.scripted import ScriptedTranscriber
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
-from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.asr_service import AsrService
@@ -31,16 +29,14 @@ from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
-from monitor.runtime.logs import fields
-from monitor.runtime.redaction_check import RedactionCheck, unchecked_ms
+from monitor.runtime.recovery import recover_interrupted
+from monitor.runtime.redaction_check import RedactionCheck
 from monitor.runtime.registry import CallRegistry
 from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
-from monitor.runtime.storage_rows import rows_for
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from monitor.web.api.server import ApiServer
-from storage.recordings import repair_wav
 from storage.repository import Repository
 
 if TYPE_CHECKING:  # NATS is imported only in NATS mode
@@ -52,65 +48,6 @@ if TYPE_CHECKING:  # NATS is imported only in NATS mode
     from monitor.scale.transport import EventPublisher
 
 log = logging.getLogger("callwatch.app")
-#: How far back start-up looks for calls that ended without their verdict (a crash between
-#: hang-up and the last transcript; bounded so a large database is not scanned).
-UNFINALISED_LOOKBACK = timedelta(days=2)
-
-
-def store(repo: Repository, *events: CallEvent) -> None:
-    """Write events straight to the database (start-up, before the bus runs)."""
-    repo.apply([row for event in events for row in rows_for(event)])
-
-
-def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
-    """Close calls left `active` by a crash: repair each recording's header to the audio that
-    reached the disk, and mark the call interrupted (reason `server_crash`); and end the trace
-    of calls that had hung up but not got their verdict. Idempotent."""
-    recovered = []
-    # Several nodes on one database: only this node's calls are ours to recover.
-    node = settings.node.resolved_name if settings.bus.enabled else None
-    for call in repo.active_calls(node):
-        path = settings.recordings_dir / call.recording_path
-        frames = repair_wav(path) if path.exists() else 0
-        # [hook: audio redaction] what its journal does not confirm checked is checked after
-        # start (monitor.runtime.redaction_check); withheld until then
-        redaction = unchecked_ms(path, call.sample_rate, frames)
-        duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
-        now = datetime.now(UTC)
-        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
-        store(
-            repo,
-            seq.make(Marked, media_ms=duration_ms, at=now, kind=TraceKind.FINALISED,
-                     data={"status": "interrupted", "recovered": True, "frames": frames,
-                           **redaction}),
-            seq.make(CallFinalised, media_ms=duration_ms, at=now, ended_at=now,
-                     status="interrupted", end_reason="server_crash", duration_ms=duration_ms,
-                     recording_frames=frames),
-        )  # fmt: skip
-        log.warning(
-            "recovered call left open by a crash",
-            extra=fields(call_id=call.call_id, frames=frames),
-        )
-        recovered.append(call.call_id)
-    # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
-    # lost, so the trace ends (`finalised`) and nothing waits for it.
-    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK, node):
-        path = settings.recordings_dir / call.recording_path
-        frames = repair_wav(path) if path.exists() else 0
-        redaction = unchecked_ms(path, call.sample_rate, frames)  # [hook: audio redaction]
-        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
-        store(
-            repo,
-            seq.make(Marked, media_ms=call.duration_ms, kind=TraceKind.FINALISED,
-                     data={"status": call.status, "recovered": True, "verdict": "lost",
-                           **redaction}),
-        )  # fmt: skip
-        log.warning(
-            "call ended before a crash without its verdict; marked finalised",
-            extra=fields(call_id=call.call_id),
-        )
-        recovered.append(call.call_id)
-    return recovered
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
