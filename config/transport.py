@@ -40,6 +40,10 @@ class GatewaySettings(_Section):
     #: server, hence the generous timeout; interval + timeout bound the close (35 s).
     ping_interval_s: float = Field(default=5.0, gt=0, le=300)
     ping_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    #: Seconds a call whose connection dropped without a close frame stays open for its
+    #: switch to reconnect with the same call id (one call, one recording, the gap silence,
+    #: counted: monitor/runtime/resume.py); 0 = off, the call ends `interrupted/transport`.
+    resume_grace_s: float = Field(default=0.0, ge=0, le=60)
     #: Seconds a closing handshake waits for the peer's close frame before dropping TCP.
     close_timeout_s: float = Field(default=5.0, gt=0, le=60)
     #: Audio faster than this many times real time (after `audio_burst_s` of head start) closes

@@ -45,6 +45,7 @@ from monitor.runtime.feed import CallFeed
 from monitor.runtime.logs import fields
 from monitor.runtime.peer_watch import PeerQuiet, closed_reason, receive
 from monitor.runtime.registry import CallRegistry
+from monitor.runtime.resume import ResumableCalls, Resumption
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.wire import auth
 from monitor.wire.audiofork import AudioForkDecoder
@@ -108,6 +109,8 @@ class Gateway:
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
         self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
         self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
+        #: Calls whose connection dropped, kept `resume_grace_s` for the switch to come back.
+        self.resumable = ResumableCalls(settings.gateway.resume_grace_s, self._end_parked)
 
     @property
     def port(self) -> int:
@@ -130,7 +133,9 @@ class Gateway:
     def at_capacity(self) -> bool:
         if self.overloaded and self._settings.load.refuse_when_overloaded:
             return True
-        return self._connections + self.extra_calls >= self.call_limit
+        # A call kept for its switch to reconnect holds its recording and state: it counts.
+        held = self._connections + self.extra_calls + len(self.resumable)
+        return held >= self.call_limit
 
     async def start(self) -> None:
         ctx = None
@@ -180,6 +185,7 @@ class Gateway:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        await self.resumable.close()  # no switch comes back to a stopping server
         await self.settle(SHUTDOWN_ASR_WAIT_S)
 
     def release(self, call: LiveCall) -> None:
@@ -291,6 +297,8 @@ class Gateway:
             now=time.monotonic(),
         )
         status, reason, detail = "interrupted", "transport", None
+        resumption: Resumption | None = None
+        dropped = False  # the connection went without a close frame: it may come back
         try:
             while feed.stopped is None:
                 try:
@@ -305,6 +313,13 @@ class Gateway:
                     break
                 now = time.monotonic()
                 for event in _decode(decoder, message):
+                    if isinstance(event, CallStarted) and not feed.started:
+                        resumed = await self.resumable.take(protocol, event, decoder, now)
+                        if resumed is not None:  # the switch reconnected: the call goes on
+                            feed, resumption = resumed.feed, resumed
+                            continue
+                    if resumption is not None:
+                        event = await resumption.place(event, now)
                     for reply in await feed.handle(event, now):
                         await ws.send(reply.text if reply.text is not None else reply.data or b"")
             if feed.stopped is not None:  # the switch said the call is over
@@ -334,6 +349,7 @@ class Gateway:
                 status, reason = "completed", "normal"
         except ConnectionClosed as exc:
             reason, detail = closed_reason(exc)
+            dropped = reason == "transport"
             if exc.sent is not None and exc.sent.code == 1011 and feed.call is not None:
                 # The keepalive found the peer dead: on the timeline like the stall probe.
                 await feed.call.trace("stall", reason=reason, detail=detail, code=1011)
@@ -345,15 +361,26 @@ class Gateway:
         finally:
             if isinstance(decoder, TwilioDecoder):
                 feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
-            wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
-            try:
-                # Shielded: a cancelled handler (server shutdown) must still close the record.
-                await asyncio.shield(
-                    feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
-                )
-            finally:  # the registry entry goes whatever happened while finalising
-                if feed.call is not None:
-                    self.release(feed.call)
+            # A dropped connection may come back (gateway.resume_grace_s): kept, not ended.
+            kept = dropped and not self.stopping
+            if not (kept and await self.resumable.park(feed, decoder, protocol, detail)):
+                await self._end(feed, status, reason, detail)
+
+    async def _end(self, feed: CallFeed, status: str, reason: str, detail: str | None) -> None:
+        """Finalise the call of `feed` (the one place a websocket call ends)."""
+        wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
+        try:
+            # Shielded: a cancelled handler (server shutdown) must still close the record.
+            await asyncio.shield(
+                feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
+            )
+        finally:  # the registry entry goes whatever happened while finalising
+            if feed.call is not None:
+                self.release(feed.call)
+
+    async def _end_parked(self, feed: CallFeed, detail: str | None) -> None:
+        """Nobody reconnected within `resume_grace_s`: the call ends as the drop left it."""
+        await self._end(feed, "interrupted", "transport", detail)
 
 
 def _decode(decoder: Decoder, message: str | bytes) -> list[CallEvent]:
