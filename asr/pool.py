@@ -89,6 +89,7 @@ class _Worker:
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
         self.closing = False
+        self.killed = False  # set by kill(): the batch's end is expected, not an error
 
     @property
     def pid(self) -> int | None:
@@ -135,7 +136,10 @@ class _Worker:
                 self._process.join(1.0)
                 code = self._process.exitcode
             # Restarted lazily by the next batch: this caller gains nothing by waiting for it.
-            log.error("%s died (exit code %s) during a batch", self._name, code)
+            if self.killed:  # we ended it (its caller gave up): said once, in kill()
+                self.killed = False
+            else:
+                log.error("%s died (exit code %s) during a batch", self._name, code)
             raise AsrWorkerError(
                 f"{self._name} died (exit code {code}) while transcribing "
                 f"{len(requests)} utterance(s); the batch is lost"
@@ -157,7 +161,12 @@ class _Worker:
         gets EOF, fails the batch and frees the worker, which is restarted before its next."""
         process = self._process
         if process is not None and process.is_alive():
-            log.warning("%s killed: its batch was given up (asr.utterance_timeout_s)", self._name)
+            log.warning(
+                "%s stopped: its batch was given up (asr.utterance_timeout_s, or shutdown); "
+                "restarted before its next batch",
+                self._name,
+            )
+            self.killed = True
             process.kill()
 
     def stop(self, timeout_s: float) -> None:
