@@ -147,6 +147,7 @@ class Callwatch:
                 s.asr.scripted_lines,
                 "zh" if s.asr.language == "zh" else "en",
                 s.asr.scripted_delay_s,
+                s.asr.scripted_hang,
             )
             await self.pool.start()
         else:

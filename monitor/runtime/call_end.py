@@ -177,7 +177,8 @@ class CallEnding(CallTranscripts):
                 self.events.make(CallFinalised, media_ms=now, **end),
                 self._trace(TraceKind.FINALISED, media_ms=now,
                             status=self._end["status"], segments=self.segments,
-                            asr_shed=self.shed, asr_pending=asr_pending,
+                            asr_shed=self.shed, asr_timeout=self.timed_out,
+                            asr_pending=asr_pending,
                             asr_late=self.late_segments,
                             asr_lost=self._deferred.lost + self.catchup_lost, **scores),
             ]

@@ -226,6 +226,7 @@ class LoadMonitor:
                 "submitted": asr.submitted,
                 "deferred": self._asr_deferred(),
                 "failed": asr.failed,
+                "timed_out": getattr(asr, "timed_out", 0),  # given up: asr.utterance_timeout_s
             },
             "dnsmos": None if dn is None else {
                 "paused": dn.paused, "sample_every_s": self._every_s, "scored": dn.scored,

@@ -14,7 +14,8 @@ built by `monitor.runtime.load.LoadMonitor.health`:
 - `calls`: `live` (connected), `transcripts_pending` (hung up, transcripts still coming),
   `capacity` (declared `[load] capacity_calls`, or null);
 - `asr`: `lag_s` (oldest live utterance's wait), `backlog`, `in_flight`, `submitted`,
-  `deferred` (taken off the live path: transcribed later, stored late), `failed`;
+  `deferred` (taken off the live path: transcribed later, stored late), `failed`,
+  `timed_out` (given up after `asr.utterance_timeout_s`: a hung model; never transcribed);
 - `dnsmos`: `paused`, `sample_every_s`, `scored`, `skipped`, `dropped`, `failed`, `backlog`,
   `cpu_s` (CPU seconds of the scoring thread), `audio_s` (audio seconds scored); null if off;
 - `storage`: `backlog` (rows waiting for the database), `written`, `rejected` (bad rows
