@@ -242,6 +242,7 @@ class Callwatch:
             registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
             settle_s=5.0 if s.bus.enabled else 0.0,  # NATS mode: stored by the stream
+            foreign_numbers=s.bus.enabled,  # NATS mode: another node's call, or not stored yet
         )
         if s.alerts.enabled:
             await self.alerts.start()
@@ -318,11 +319,15 @@ class Callwatch:
             self.bridge.dropped(subject, msg_id, essential)
 
     def _node_lost(self, node: str, call_ids: list[str]) -> None:
-        """The heartbeat sweep closed a lost node's calls: every board drops them."""
+        """A lost node's calls were closed (here, or found so in the database): this node's
+        board drops them now; the others are told at once on NATS, and find them in the
+        database themselves at their next heartbeat if that notice is lost."""
         if self.floor_feed is None:
             return
-        task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, call_ids))
-        task.add_done_callback(_log_failure)  # a failed announce only logs
+        new = self.floor_feed.tell_lost(call_ids)
+        if new and self.bus_client is not None and self.bus_client.is_connected:
+            task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, new))
+            task.add_done_callback(_log_failure)  # a failed notice only logs (see above)
 
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app

@@ -175,8 +175,11 @@ class Repository:
             return [_summary(call) for call in session.scalars(stmt)]
 
     def next_trace_seq(self, call_id: str) -> int:
-        """The seq the call's next trace row gets: one past the highest stored, 0 if none."""
-        stmt = select(func.max(TraceEvent.seq)).where(TraceEvent.call_id == call_id)
+        """The seq the call's next trace row gets: one past the highest stored, 0 if none
+        (numbers written by other nodes, `nodes.FOREIGN_SEQ_BASE` up, are not the call's)."""
+        stmt = select(func.max(TraceEvent.seq)).where(
+            TraceEvent.call_id == call_id, TraceEvent.seq < nodes.FOREIGN_SEQ_BASE
+        )
         with self._session() as session:
             highest = session.scalar(stmt)
         return 0 if highest is None else highest + 1
@@ -377,6 +380,11 @@ class Repository:
         """The first of `count` ids of `name` ("alerts") no other process gets (scale-out:
         several nodes on one database); see `storage.nodes.reserve_ids`."""
         return nodes.reserve_ids(self._engine, name, count)
+
+    def foreign_seq(self) -> int:
+        """A trace number for an event of a call this node does not own (scale-out); see
+        `storage.nodes.foreign_seq`."""
+        return nodes.foreign_seq(self._engine)
 
     def max_alert_id(self) -> int:
         """The highest alert id stored (0 if none): the alert service counts on from it."""

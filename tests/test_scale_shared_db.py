@@ -14,11 +14,14 @@ import pytest
 from sqlalchemy import text
 
 from config.settings import BusSettings
-from monitor.events import CallEvent
+from monitor.events import AlertChanged, CallEvent
 from monitor.events.codec import to_json
+from monitor.runtime.alert_service import AlertService
+from monitor.runtime.bus import EventBus
+from monitor.runtime.storage_sink import StorageWriter
 from monitor.scale.node_events import EARLY_RETRIES, StorageConsumer, essential, msg_id
 from monitor.scale.transport import Incoming
-from storage.nodes import only_one_node
+from storage.nodes import FOREIGN_SEQ_BASE, only_one_node
 from storage.repository import Repository
 from tests.call_events import (
     T0,
@@ -184,3 +187,50 @@ def _opened(call_id: str) -> Any:
 
 def _stored_alert(alert_id: int, call_id: str, **kw: Any) -> Any:
     return raised(alert_id, call_id, "dead_air", **kw)
+
+
+async def test_an_alert_changed_off_its_node_never_takes_a_number_its_owner_gives(
+    pg_repo: Repository,
+) -> None:
+    """Node A owns call c5 and has sent its events 0-8; the stream has stored 0-4 so far.
+    Node B acknowledges, node C resolves the call's alert. "One past the highest stored"
+    would be 5, the number of A's `disconnected` mark still in the stream, and one of the two
+    would be dropped as a duplicate. They get numbers from the database's foreign range
+    instead: every event is stored, and the owner's numbering (next_trace_seq) is unchanged."""
+    consumer = _consumer(pg_repo)
+    aid = pg_repo.reserve_ids("alerts", 1)
+    stored: list[CallEvent] = _call("c5")[:5] + [
+        alert_raised(aid, "c5", "dead_air", "dead_air", "warning", message="dead air", seq=4)
+    ]
+    in_stream: list[CallEvent] = [mark("c5", 5, "disconnected"), ended("c5", T0, seq=6),
+                 scored("c5", 90.0, "good", seq=7), finalised("c5", seq=8)]  # fmt: skip
+    assert await consumer.apply(_incoming(stored)) == [True] * len(stored)
+    url = pg_repo.engine.url.render_as_string(hide_password=False)
+    changes: list[CallEvent] = []
+    for node, change in (("gw-b", "acknowledge"), ("gw-c", "resolve")):
+        repo = Repository.from_url(url)
+        bus = EventBus()
+        seen = bus.subscribe()
+        writer = StorageWriter(repo, batch_size=50, group_commit_s=0, queue_size=100)
+        writer.start()
+        service = AlertService(repo=repo, storage=writer, bus=bus, auto_tick=False,
+                               foreign_numbers=True)  # fmt: skip
+        try:
+            await getattr(service, change)(aid, node)
+            event = seen.get_nowait()
+            assert isinstance(event, AlertChanged)
+            changes.append(event)
+        finally:
+            await writer.close()
+            repo.close()
+    assert [c.seq >= FOREIGN_SEQ_BASE for c in changes] == [True, True]
+    assert changes[0].seq != changes[1].seq
+    # The stream delivers both changes and A's events in any order: all of them are stored.
+    batch = [changes[1], *in_stream, changes[0]]
+    assert await consumer.apply(_incoming(batch)) == [True] * len(batch)
+    detail = pg_repo.get_call("x-c5")
+    assert detail is not None
+    assert [t.kind for t in detail.trace if t.seq >= 4] == [
+        "alert", "disconnected", "alert_changed", "alert_changed"]  # fmt: skip
+    assert detail.status == "completed" and detail.score == 90.0
+    assert pg_repo.next_trace_seq(detail.call_id) == 6  # A's numbering, not the foreign one
