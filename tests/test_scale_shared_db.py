@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from config.settings import BusSettings
+from config.settings import BusSettings, load_settings
 from monitor.events import AlertChanged, CallEvent
 from monitor.events.codec import to_json
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.bus import EventBus
+from monitor.runtime.retention import scheduled_pass
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.scale.node_events import EARLY_RETRIES, StorageConsumer, essential, msg_id
 from monitor.scale.transport import Incoming
 from storage.nodes import FOREIGN_SEQ_BASE, only_one_node
+from storage.records import CallEnded
 from storage.repository import Repository
 from tests.call_events import (
     T0,
@@ -234,3 +237,52 @@ async def test_an_alert_changed_off_its_node_never_takes_a_number_its_owner_give
         "alert", "disconnected", "alert_changed", "alert_changed"]  # fmt: skip
     assert detail.status == "completed" and detail.score == 90.0
     assert pg_repo.next_trace_seq(detail.call_id) == 6  # A's numbering, not the foreign one
+
+
+def test_each_node_deletes_its_own_expired_recordings_rows_go_once_their_owner_did(
+    pg_repo: Repository, tmp_path: Path
+) -> None:
+    """Retention with recordings on each node's own disk: gw-a holds the retention lock and
+    deletes its own expired call whole (file and rows), and the single-box row of no node;
+    gw-b's expired call keeps its rows until gw-b (without the lock) has deleted its file,
+    then the lock holder deletes them. A call not yet expired keeps its file."""
+    url = pg_repo.engine.url.render_as_string(hide_password=False)
+    bus = {"url": "nats://127.0.0.1:1", "credentials": {"user": "u", "password": "p"}}
+    a, b = (
+        load_settings(env={}, data_dir=tmp_path / n, storage={"url": url}, bus=bus,
+                      node={"name": n}, retention={"days": 30})
+        for n in ("gw-a", "gw-b")
+    )  # fmt: skip
+    calls = {"a-old": ("gw-a", a, 0), "b-old": ("gw-b", b, 0), "b-new": ("gw-b", b, 40),
+             "legacy": (None, a, 0)}  # fmt: skip
+    for call_id, (node, settings, day) in calls.items():
+        rec = opened(call_id, node=node, started_at=T0 + timedelta(days=day))
+        pg_repo.apply([rec, CallEnded(call_id, T0 + timedelta(days=day, minutes=1), "completed",
+                                      "normal", 60_000, 480_000)])  # fmt: skip
+        path = settings.recordings_dir / rec.recording_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"RIFF")
+
+    def file(call_id: str) -> bool:
+        _, settings, _ = calls[call_id]
+        return (settings.recordings_dir / opened(call_id).recording_path).exists()
+
+    now = T0 + timedelta(days=31)
+    report, mine = scheduled_pass(a, pg_repo.engine, now)
+    assert mine and report.calls_deleted == 2  # a-old, legacy
+    assert pg_repo.get_call("ext-a-old") is None and not file("a-old")
+    assert pg_repo.get_call("ext-legacy") is None and not file("legacy")
+    # gw-b's call: its file is on gw-b's disk, which gw-a cannot reach: its rows stay.
+    assert pg_repo.get_call("ext-b-old") is not None and file("b-old")
+    with only_one_node(pg_repo.engine, "retention"):  # a third node holds the lock now
+        report, mine = scheduled_pass(b, pg_repo.engine, now)
+    assert not mine and (report.calls_deleted, report.recordings_deleted) == (0, 1)
+    assert not file("b-old") and pg_repo.get_call("ext-b-old") is not None
+    assert file("b-new")  # not expired
+    report, mine = scheduled_pass(a, pg_repo.engine, now)
+    assert mine and report.calls_deleted == 1 and pg_repo.get_call("ext-b-old") is None
+    with pg_repo.engine.connect() as conn:
+        scopes = sorted(conn.execute(text(
+            "SELECT scope FROM tombstones WHERE call_ref = 'b-old'")).scalars())  # fmt: skip
+    assert scopes == ["call", "recording"]
+    assert pg_repo.get_call("ext-b-new") is not None and file("b-new")
