@@ -24,7 +24,7 @@ from config.settings import Settings
 from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
-from monitor.runtime.asr_service import AsrService
+from monitor.runtime.asr_service import AsrService, BatchTranscriber
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.call_factory import CallFactory
@@ -205,6 +205,8 @@ class Callwatch:
             from monitor.scale.asr_remote import RemoteTranscriber
 
             self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
+        if self.remote_asr is not None and not s.asr.local_fallback:
+            pass  # remote only: utterances wait for the workers while the bus is away
         elif s.asr.engine == "scripted":
             self.pool = ScriptedTranscriber(
                 s.asr.scripted_lines,
@@ -248,7 +250,11 @@ class Callwatch:
             await self.alerts.start()
         # [hook: audio redaction] word times for the masked spans
         words = s.privacy.redact_audio and s.privacy.redact_transcripts
-        transcriber = self.remote_asr or self.pool
+        transcriber: BatchTranscriber | None = self.remote_asr or self.pool
+        if self.remote_asr is not None and self.pool is not None:
+            from monitor.scale.asr_remote import FallbackTranscriber
+
+            transcriber = FallbackTranscriber(self.remote_asr, self.pool)
         assert transcriber is not None
         self.asr = AsrService.from_settings(transcriber, s.asr, word_timestamps=words)
         self.asr.start()

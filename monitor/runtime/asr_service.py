@@ -16,7 +16,10 @@ box cannot keep up. One consumer task per worker, so no worker idles while work 
   `on_done(job, None, "deferred")` is called, and the call re-reads that span from its
   recording later and hands it back with `submit_catchup(job)`, which always queues.
 * A batch whose worker died is retried once, in the catch-up lane; a second failure is
-  reported as `on_done(job, None, "error:<type>")`.
+  reported as `on_done(job, None, "error:<type>")`. A batch no worker could even be asked
+  for (`AsrUnavailable`: remote workers with the bus away) is no failure: its jobs go to the
+  catch-up lane (deferred to the recording past its bound) and wait for the workers, so a bus
+  outage delays transcripts, never loses them.
 
 Every job ends in exactly one `on_done` call, on the loop. Language: a job may carry its
 party's `LanguageTracker`; the language is read when the job is taken (so it benefits from
@@ -36,6 +39,7 @@ from typing import Protocol
 
 import numpy as np
 
+from asr.errors import AsrUnavailable
 from asr.language import LanguageTracker
 from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
@@ -45,6 +49,8 @@ from monitor.core.events import UtteranceEnded
 log = logging.getLogger("callwatch.asr")
 
 _EMPTY = np.zeros(0, dtype=np.int16)
+#: A consumer's pause after a batch found no worker reachable (the bus away).
+UNAVAILABLE_PAUSE_S = 1.0
 
 
 class BatchTranscriber(Protocol):
@@ -178,6 +184,9 @@ class AsrService:
         self.fallbacks = 0
         self._logged: tuple[int, ...] = ()
         self._was_overloaded = False
+        #: Jobs put back because no worker was reachable (`AsrUnavailable`), ever.
+        self.waited_for_workers = 0
+        self._workers_away = False
 
     @classmethod
     def from_settings(
@@ -324,6 +333,16 @@ class AsrService:
             return
         self._catchup.push(job)
 
+    def _unavailable(self, batch: list[AsrJob], exc: Exception) -> None:
+        self.waited_for_workers += len(batch)
+        if not self._workers_away:
+            self._workers_away = True
+            log.warning("asr workers unreachable (%s): utterances wait in the catch-up lane "
+                        "until they are back", exc)  # fmt: skip
+        for job in batch:
+            self._to_catchup(job)
+        self._has_work.set()
+
     def _bucket(self, job: AsrJob) -> tuple[str, int]:
         lang = job.language or (job.tracker.locked if job.tracker else None) or "?"
         return lang, bucket(job.audio_s, self._margin_s)
@@ -373,6 +392,13 @@ class AsrService:
             for job in batch:
                 job.on_done(job, None, "shutdown")
             raise
+        except AsrUnavailable as exc:
+            # No worker reachable (remote ASR, the bus away): not these utterances' fault.
+            # They wait in the catch-up lane (past its bound: in the recording, re-read
+            # after the call) until workers answer again; nothing is shed for an outage.
+            self._unavailable(batch, exc)
+            await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop while the bus is away
+            return
         except Exception as exc:  # a worker died or the model failed: retry these once
             log.error("asr batch failed: %s: %s", type(exc).__name__, exc)
             for job in batch:
@@ -385,6 +411,9 @@ class AsrService:
             return
         finally:
             self.in_flight -= len(batch)
+        if self._workers_away:
+            self._workers_away = False
+            log.info("asr workers answering again; catch-up backlog %d", len(self._catchup))
         for job, result in zip(batch, results, strict=True):
             if job.tracker is not None and job.language is None:
                 job.tracker.observe_result(result)
