@@ -29,8 +29,6 @@ every result before it) and every result is fed back before `on_done`.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from asr.window import bucket
 from monitor.core.events import UtteranceEnded
+from monitor.runtime.asr_lanes import Lane
 
 log = logging.getLogger("callwatch.asr")
 
@@ -91,50 +90,6 @@ class AsrJob:
         return self.queued_at if self.ended_at is None else self.ended_at
 
 
-class _Lane:
-    """Jobs in deadline order, with their audio seconds summed."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, AsrJob]] = []
-        self._seq = itertools.count()
-        self.audio_s = 0.0
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def push(self, job: AsrJob) -> None:
-        heapq.heappush(self._heap, (job.deadline, next(self._seq), job))
-        self.audio_s += job.audio_s
-
-    def head(self) -> AsrJob | None:
-        return self._heap[0][2] if self._heap else None
-
-    def pop(self) -> AsrJob:
-        job = heapq.heappop(self._heap)[2]
-        self.audio_s -= job.audio_s
-        return job
-
-    def take_like(
-        self, key: tuple[str, int], count: int, key_of: Callable[[AsrJob], object]
-    ) -> list[AsrJob]:
-        """Remove up to `count` jobs with bucket `key`, oldest first."""
-        if count <= 0:
-            return []
-        chosen = [e for e in sorted(self._heap) if key_of(e[2]) == key][:count]
-        if chosen:
-            ids = {id(e[2]) for e in chosen}
-            self._heap = [e for e in self._heap if id(e[2]) not in ids]
-            heapq.heapify(self._heap)
-            self.audio_s -= sum(e[2].audio_s for e in chosen)
-        return [e[2] for e in chosen]
-
-    def drain(self) -> list[AsrJob]:
-        jobs = [e[2] for e in sorted(self._heap)]
-        self._heap.clear()
-        self.audio_s = 0.0
-        return jobs
-
-
 class AsrService:
     """Create, `start()`, `submit(job)` per utterance, `await close()`.
 
@@ -167,8 +122,8 @@ class AsrService:
         self._live_budget_s = live_budget_s
         self._catchup_max_s = catchup_max_s
         self._margin_s = window_margin_s
-        self._live = _Lane()
-        self._catchup = _Lane()
+        self._live = Lane()
+        self._catchup = Lane()
         # Set while jobs are waiting; consumers clear it when both lanes are empty.
         self._has_work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -386,19 +341,16 @@ class AsrService:
                 )
             )
         self.in_flight += len(batch)
+        results: list[AsrResult] | None
         try:
             results = await self._pool.transcribe_batch(requests)
         except asyncio.CancelledError:
             for job in batch:
                 job.on_done(job, None, "shutdown")
             raise
-        except AsrUnavailable as exc:
-            # No worker reachable (remote ASR, the bus away): not these utterances' fault.
-            # They wait in the catch-up lane (past its bound: in the recording, re-read
-            # after the call) until workers answer again; nothing is shed for an outage.
+        except AsrUnavailable as exc:  # no worker reachable: the jobs wait (module doc)
             self._unavailable(batch, exc)
-            await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop while the bus is away
-            return
+            results = None
         except Exception as exc:  # a worker died or the model failed: retry these once
             log.error("asr batch failed: %s: %s", type(exc).__name__, exc)
             for job in batch:
@@ -411,6 +363,9 @@ class AsrService:
             return
         finally:
             self.in_flight -= len(batch)
+        if results is None:
+            await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop while the bus is away
+            return
         if self._workers_away:
             self._workers_away = False
             log.info("asr workers answering again; catch-up backlog %d", len(self._catchup))
