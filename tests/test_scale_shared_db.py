@@ -20,6 +20,7 @@ from monitor.events.codec import to_json
 from monitor.runtime.alert_service import AlertService
 from monitor.runtime.bus import EventBus
 from monitor.runtime.retention import scheduled_pass
+from monitor.runtime.storage_rows import rows_for
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.scale.node_events import EARLY_RETRIES, StorageConsumer, essential, msg_id
 from monitor.scale.transport import Incoming
@@ -131,6 +132,27 @@ async def test_an_event_before_its_call_waits_for_it(pg_repo: Repository) -> Non
     bad = Incoming("cw.events.c2", b"{not json", "c2:9", 1)
     assert await consumer.apply([bad, *_incoming([mark("c2", 4, "metadata")])]) == [True, True]
     assert consumer.undecodable == 1
+
+
+async def test_an_event_whose_call_is_stored_meanwhile_is_stored_not_dropped(
+    pg_repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node A's consumer is refused an event of a call whose CallStarted node B is
+    committing, and B's commit lands between A's refusal and A's look at the call: the
+    event is applied again at once, not refused for good (the NATS-restart proof lost a
+    `connected` mark this way)."""
+    consumer = _consumer(pg_repo)
+    looked = consumer._call_stored
+
+    def committed_meanwhile(call_id: str) -> bool:
+        pg_repo.apply(rows_for(started(call_id)))  # node B's transaction, just now
+        return looked(call_id)
+
+    monkeypatch.setattr(consumer, "_call_stored", committed_meanwhile)
+    assert await consumer.apply(_incoming([mark("c6", 1, "connected")])) == [True]
+    assert consumer.rejected == 0
+    detail = pg_repo.get_call("x-c6")
+    assert detail is not None and [t.kind for t in detail.trace] == ["connected"]
 
 
 def test_alert_ids_from_two_nodes_never_collide(pg_repo: Repository) -> None:

@@ -200,17 +200,20 @@ class StorageConsumer:
         self.events_applied += len(parts)
         return done
 
-    async def _apply_one(self, msg: Incoming, rows: list[Row]) -> bool:
+    async def _apply_one(self, msg: Incoming, rows: list[Row], *, again: bool = True) -> bool:
         try:
             await asyncio.to_thread(self._repo.apply, rows)
         except StorageUnavailable:
             return False
         except BatchRejected as exc:
             call_id = msg.msg_id.rpartition(":")[0]
-            if msg.deliveries < EARLY_RETRIES and not await asyncio.to_thread(
-                self._call_stored, call_id
-            ):
+            stored = await asyncio.to_thread(self._call_stored, call_id)
+            if msg.deliveries < EARLY_RETRIES and not stored:
                 return False  # its call's CallStarted is still on its way (another node)
+            if stored and again:
+                # Its call may have been committed (by another node) between the refusal
+                # and the look: once more now, before refusing it for good.
+                return await self._apply_one(msg, rows, again=False)
             self.rejected += 1
             log.error("event %s refused by storage, dropped: %s", msg.msg_id,
                       str(exc).splitlines()[0][:200])  # fmt: skip
