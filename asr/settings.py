@@ -108,3 +108,7 @@ class AsrSettings(_Section):
     remote_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
     #: ... and attempts in all before the utterance goes to the catch-up path.
     remote_attempts: int = Field(default=3, ge=1, le=10)
+    #: With `remote`: also run this node's own workers (`workers`, the model loaded at start)
+    #: and transcribe on them what no remote worker can be reached for (the bus away). Off:
+    #: such utterances wait (catch-up lane, then the recording) until the workers are back.
+    local_fallback: bool = False

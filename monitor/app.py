@@ -22,7 +22,7 @@ from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
-from monitor.runtime.asr_service import AsrService
+from monitor.runtime.asr_service import AsrService, BatchTranscriber
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.call_factory import CallFactory
@@ -142,6 +142,8 @@ class Callwatch:
             from monitor.scale.asr_remote import RemoteTranscriber
 
             self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
+        if self.remote_asr is not None and not s.asr.local_fallback:
+            pass  # remote only: utterances wait for the workers while the bus is away
         elif s.asr.engine == "scripted":
             self.pool = ScriptedTranscriber(
                 s.asr.scripted_lines,
@@ -180,12 +182,17 @@ class Callwatch:
             registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
             settle_s=5.0 if s.bus.enabled else 0.0,  # NATS mode: stored by the stream
+            foreign_numbers=s.bus.enabled,  # NATS mode: another node's call, or not stored yet
         )
         if s.alerts.enabled:
             await self.alerts.start()
         # [hook: audio redaction] word times for the masked spans
         words = s.privacy.redact_audio and s.privacy.redact_transcripts
-        transcriber = self.remote_asr or self.pool
+        transcriber: BatchTranscriber | None = self.remote_asr or self.pool
+        if self.remote_asr is not None and self.pool is not None:
+            from monitor.scale.asr_remote import FallbackTranscriber
+
+            transcriber = FallbackTranscriber(self.remote_asr, self.pool)
         assert transcriber is not None
         self.asr = AsrService.from_settings(transcriber, s.asr, word_timestamps=words)
         self.asr.start()
@@ -256,11 +263,15 @@ class Callwatch:
             self.bridge.dropped(subject, msg_id, essential)
 
     def _node_lost(self, node: str, call_ids: list[str]) -> None:
-        """The heartbeat sweep closed a lost node's calls: every board drops them."""
+        """A lost node's calls were closed (here, or found so in the database): this node's
+        board drops them now; the others are told at once on NATS, and find them in the
+        database themselves at their next heartbeat if that notice is lost."""
         if self.floor_feed is None:
             return
-        task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, call_ids))
-        task.add_done_callback(_log_failure)  # a failed announce only logs
+        new = self.floor_feed.tell_lost(call_ids)
+        if new and self.bus_client is not None and self.bus_client.is_connected:
+            task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, new))
+            task.add_done_callback(_log_failure)  # a failed notice only logs (see above)
 
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app
@@ -328,7 +339,12 @@ class Callwatch:
         if self.heartbeat is not None:
             await self.heartbeat.close()
         if self.bus_client is not None:
-            await self.bus_client.drain()
+            # Every subscription was closed above and the publisher's buffer sent: flush and
+            # close. (`drain()` waited out its 30 s timeout on the client's own internal
+            # subscriptions, holding a clean stop for nothing.)
+            with contextlib.suppress(Exception):
+                await self.bus_client.flush(timeout=5)
+            await self.bus_client.close()
         if self.retention is not None:
             await self.retention.stop()
         if self.repo is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage import analysis, kpis, search
+from storage import analysis, kpis, nodes, search
 from storage.kpis import DayTotals
 from storage.models import (
     CALL_STATUSES,
@@ -67,8 +67,11 @@ class CallQueries:
             return [_summary(call) for call in session.scalars(stmt)]
 
     def next_trace_seq(self, call_id: str) -> int:
-        """The seq the call's next trace row gets: one past the highest stored, 0 if none."""
-        stmt = select(func.max(TraceEvent.seq)).where(TraceEvent.call_id == call_id)
+        """The seq the call's next trace row gets: one past the highest stored, 0 if none
+        (numbers written by other nodes, `nodes.FOREIGN_SEQ_BASE` up, are not the call's)."""
+        stmt = select(func.max(TraceEvent.seq)).where(
+            TraceEvent.call_id == call_id, TraceEvent.seq < nodes.FOREIGN_SEQ_BASE
+        )
         with self._session() as session:
             highest = session.scalar(stmt)
         return 0 if highest is None else highest + 1

@@ -181,6 +181,11 @@ class Repository(CallQueries):
         several nodes on one database); see `storage.nodes.reserve_ids`."""
         return nodes.reserve_ids(self._engine, name, count)
 
+    def foreign_seq(self) -> int:
+        """A trace number for an event of a call this node does not own (scale-out); see
+        `storage.nodes.foreign_seq`."""
+        return nodes.foreign_seq(self._engine)
+
     def max_alert_id(self) -> int:
         """The highest alert id stored (0 if none): the alert service counts on from it."""
         with self._session() as session:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tests.fixtures_asr import MODEL_CACHE_DIR, REPO_ROOT
@@ -99,6 +99,37 @@ class Proc:
         self._reader.join(5)  # the child is gone: its output ends
         if self.popen.stdout is not None:
             self.popen.stdout.close()
+
+
+@contextmanager
+def asr_workers(
+    endpoint: NatsEndpoint, prefix: str, n: int, *, real: bool, ready_s: float = 180.0
+) -> Iterator[Callable[[], list[Proc]]]:
+    """`n` ASR worker processes started at once, stopped on exit. What it yields waits until
+    all are ready on the bus (call it once other processes were started meanwhile).
+    `real` = the product's `callwatch asr-worker` with the bundled Whisper model (one model
+    process each), else `tests.scripted_asr_worker` (text `W heard <samples> samples`, a
+    function of the audio only, whichever worker answers)."""
+    env = bus_env(endpoint)
+    env.update(CALLWATCH_BUS__PREFIX=prefix, CALLWATCH_ASR__WORKERS="1")
+    args = (
+        [sys.executable, "-m", "monitor.cli", "asr-worker"]
+        if real
+        else [sys.executable, "-m", "tests.scripted_asr_worker", "W", "0.02"]
+    )
+    procs: list[Proc] = []
+    try:
+        procs.extend(Proc(args, env) for _ in range(n))
+
+        def ready() -> list[Proc]:
+            for proc in procs:  # loading in parallel: the slowest decides
+                proc.wait_for("asr-worker ready", timeout_s=ready_s)
+            return procs
+
+        yield ready
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 @contextmanager

@@ -16,11 +16,11 @@ box cannot keep up. One consumer task per worker, so no worker idles while work 
   `on_done(job, None, "deferred")` is called, and the call re-reads that span from its
   recording later and hands it back with `submit_catchup(job)`, which always queues.
 * A batch whose worker died is retried once, in the catch-up lane; a second failure is
-  reported as `on_done(job, None, "error:<type>")`.
+  `on_done(job, None, "error:<type>")`. A batch no worker could be asked for
+  (`AsrUnavailable`: the bus is away) waits in the catch-up lane: delayed, never lost.
 * A batch not answered within `utterance_timeout_s` per utterance (a hung model) is given
-  up, not retried (the same audio would likely hang again): each of its jobs gets
-  `on_done(job, None, "timeout")`, the call marks that range `asr_timeout`, and the worker
-  is freed (the pool kills and restarts a process worker whose batch is cancelled).
+  up, not retried: `on_done(job, None, "timeout")`, the call marks the range `asr_timeout`,
+  and the pool kills and restarts a process worker whose batch is cancelled.
 
 Every job ends in exactly one `on_done` call, on the loop. Language: a job may carry its
 party's `LanguageTracker`; the language is read when the job is taken (so it benefits from
@@ -38,6 +38,7 @@ from typing import Protocol
 
 import numpy as np
 
+from asr.errors import AsrUnavailable
 from asr.language import LanguageTracker
 from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
@@ -48,6 +49,8 @@ from monitor.runtime.asr_lane import Lane
 log = logging.getLogger("callwatch.asr")
 
 _EMPTY = np.zeros(0, dtype=np.int16)
+#: A consumer's pause after a batch found no worker reachable (the bus away).
+UNAVAILABLE_PAUSE_S = 1.0
 
 
 class BatchTranscriber(Protocol):
@@ -144,6 +147,9 @@ class AsrService:
         self.fallbacks = 0
         self._logged: tuple[int, ...] = ()
         self._was_overloaded = False
+        #: Jobs put back because no worker was reachable (`AsrUnavailable`), ever.
+        self.waited_for_workers = 0
+        self._workers_away = False
 
     @classmethod
     def from_settings(
@@ -292,6 +298,16 @@ class AsrService:
             return
         self._catchup.push(job)
 
+    def _unavailable(self, batch: list[AsrJob], exc: Exception) -> None:
+        self.waited_for_workers += len(batch)
+        if not self._workers_away:
+            self._workers_away = True
+            log.warning("asr workers unreachable (%s): utterances wait in the catch-up lane "
+                        "until they are back", exc)  # fmt: skip
+        for job in batch:
+            self._to_catchup(job)
+        self._has_work.set()
+
     def _bucket(self, job: AsrJob) -> tuple[str, int]:
         lang = job.language or (job.tracker.locked if job.tracker else None) or "?"
         return lang, bucket(job.audio_s, self._margin_s)
@@ -336,6 +352,7 @@ class AsrService:
             )
         self.in_flight += len(batch)
         limit_s = self._utterance_timeout_s * len(batch)
+        results: list[AsrResult] | None
         try:
             async with asyncio.timeout(limit_s):
                 results = await self._pool.transcribe_batch(requests)
@@ -353,6 +370,9 @@ class AsrService:
             for job in batch:
                 job.on_done(job, None, "shutdown")
             raise
+        except AsrUnavailable as exc:  # no worker reachable: the jobs wait (module doc)
+            self._unavailable(batch, exc)
+            results = None
         except Exception as exc:  # a worker died or the model failed: retry these once
             log.error("asr batch failed: %s: %s", type(exc).__name__, exc)
             for job in batch:
@@ -365,6 +385,12 @@ class AsrService:
             return
         finally:
             self.in_flight -= len(batch)
+        if results is None:
+            await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop while the bus is away
+            return
+        if self._workers_away:
+            self._workers_away = False
+            log.info("asr workers answering again; catch-up backlog %d", len(self._catchup))
         for job, result in zip(batch, results, strict=True):
             if job.tracker is not None and job.language is None:
                 job.tracker.observe_result(result)
