@@ -95,9 +95,14 @@ def formatter(fmt: str = "text") -> logging.Formatter:
 
 
 def quiet_libraries() -> None:
+    """Library loggers held above DEBUG whatever `log_level` says."""
     # websockets logs every failed handshake with a traceback at ERROR; ours says it better.
     # Never DEBUG, whatever `log_level`: it would dump headers and every frame (audio, DTMF).
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    # httpcore (under httpx: webhook deliveries, HTTP clients) traces ten phases of every
+    # request at DEBUG: on a busy loop that cost alone made a flood test's connections time
+    # out (measured: tests/test_api_login_flood.py); httpx's own INFO line says the request.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

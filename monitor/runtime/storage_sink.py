@@ -182,14 +182,15 @@ class StorageWriter:
     def health(self, now: float | None = None) -> dict[str, Any]:
         """`status` "ok" | "degraded" (a write waiting over `degraded_after_s`, or failing),
         `since` (UTC, when the write now waiting began), `waiting_s`, `failing`, and the
-        counters: `backlog`, `written`, `rejected`, `shed` per row class, `shed_total`.
+        counters: `backlog`, `written`, `rejected`, `shed` per row class, `shed_total`; with
+        an on-disk journal, `journal`: `active`, `bytes`, `max_bytes`, `shed`, `overflow`.
         Counters only: no error text, no data."""
         now = time.monotonic() if now is None else now
         started = self._writing_since
         waiting = 0.0 if started is None else max(0.0, now - started)
         degraded = started is not None and (self._failing or waiting >= self._degraded_after_s)
         since = datetime.now(UTC) - timedelta(seconds=waiting) if degraded else None
-        return {
+        doc: dict[str, Any] = {
             "status": "degraded" if degraded else "ok",
             "since": since.isoformat() if since else None,
             "waiting_s": round(waiting, 1) if degraded else 0.0,
@@ -200,16 +201,16 @@ class StorageWriter:
             "rejected": self.records_rejected,
             "shed": dict(self.shed),
             "shed_total": self.shed_total,
-            "journal": None
-            if self.journal is None
-            else {
+        }
+        if self.journal is not None:  # the on-disk journal (S2): a writer without one has none
+            doc["journal"] = {
                 "active": self._journaling,
                 "bytes": self.journal.size,
                 "max_bytes": self.journal.max_bytes,
                 "shed": dict(self.journal.shed),
                 "overflow": self.journal.overflow,
-            },
-        }
+            }
+        return doc
 
     # -- lifecycle -------------------------------------------------------------------------
 
