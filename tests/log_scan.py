@@ -124,13 +124,17 @@ class LogScanner:
         yield from self._transcript(line)
 
     def _transcript(self, line: str) -> Iterator[tuple[str, int, int]]:
-        words = list(_WORD.finditer(line.lower()))
+        low = line.lower()
+        plain = _WORD.findall(low)  # the cheap pass; spans only for a line that matches
         found = [
             i
-            for i in range(len(words) - EN_SHINGLE + 1)
-            if tuple(w.group() for w in words[i : i + EN_SHINGLE]) in self._en
+            for i in range(len(plain) - EN_SHINGLE + 1)
+            if tuple(plain[i : i + EN_SHINGLE]) in self._en
         ]
-        if found:  # from the first matching run of words to the end of the last
+        if found:
+            words = list(
+                _WORD.finditer(low)
+            )  # from the first matching run of words to the end of the last
             yield "transcript", words[found[0]].start(), words[found[-1] + EN_SHINGLE - 1].end()
         for run in _CJK.finditer(line):
             text = run.group()
