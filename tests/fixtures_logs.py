@@ -17,7 +17,9 @@ are scanned when it ends (a pytest plugin registered in tests/conftest.py).
   `tests.log_scan.LogScanner` (tokens and the suite's passwords, `?token=` values, card
   numbers, audio payloads, fixture transcript text). Any hit fails the run, naming the file
   and line with the finding masked. NATS's own logs (a directory with `nats.conf`) are not
-  callwatch's and are left out.
+  callwatch's and are left out. Under pytest-xdist (`scripts/test` runs its workers) each
+  worker logs under its own `<basetemp>/popen-gwN`, and the controller scans them all once
+  every worker has finished (a worker's own exit status would not fail the run).
 
 `tests/test_log_hygiene.py::test_the_session_scan_fails_a_run_whose_logs_leak` proves the
 scan: a session whose test writes a card number and a token into a server log fails.
@@ -99,6 +101,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler.close()
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller scans
+        return
     hits = scan_session_logs(base)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

@@ -136,7 +136,7 @@ def test_the_scanner_finds_each_kind_of_leak_and_masks_it(tmp_path: Path) -> Non
             assert scanner.scan_line(scrub(LEAKS[rule])) is None, rule
 
 
-def _run_session(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+def _run_session(tmp_path: Path, body: str, *args: str) -> subprocess.CompletedProcess[str]:
     """A pytest session of its own, with the P8 plugin, running one test with `body`."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_inner.py").write_text(
@@ -147,7 +147,7 @@ def _run_session(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     env.pop("CALLWATCH_LOG_LEVEL", None)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-         "tests.fixtures_logs", "--basetemp", str(tmp_path / "bt"), "test_inner.py"],
+         "tests.fixtures_logs", "--basetemp", str(tmp_path / "bt"), *args, "test_inner.py"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -183,3 +183,12 @@ def _leaky_and_clean_sessions(tmp_path: Path) -> None:
     run = _run_session(clean, "(tmp_path / 'server.log').write_text('call started\\n')\n")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "logs scanned at DEBUG, nothing found" in run.stdout
+
+    # Under pytest-xdist (as scripts/test runs): a worker's leak fails the whole run.
+    xdist = tmp_path / "xdist"
+    xdist.mkdir()
+    run = _run_session(xdist, f"(tmp_path / 'server.log').write_text('card {PAN}\\n')\n",
+                       "-p", "xdist", "-n", "2")  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert re.search(r"popen-gw\d/.*server\.log:1: pan: card <pan>", out), out
