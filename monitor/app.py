@@ -34,6 +34,7 @@ from monitor.runtime.redaction_check import RedactionCheck
 from monitor.runtime.registry import CallRegistry
 from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
+from monitor.runtime.storage_journal import StorageJournal, import_journal
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from monitor.web.api.server import ApiServer
@@ -119,6 +120,10 @@ class Callwatch:
             s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
         )
         await asyncio.to_thread(self.repo.upgrade)
+        # What a database outage left in the journal (RELIABILITY.md S2), before recovery:
+        # a call it shows open is then recovered like any crashed call.
+        journal_dir = s.data_dir / "journal"
+        await asyncio.to_thread(import_journal, self.repo, journal_dir)
         if s.bus.enabled:
             # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
             from monitor.scale.connect import connect_bus
@@ -160,6 +165,8 @@ class Callwatch:
             batch_size=s.storage.batch_size,
             group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
+            journal=StorageJournal(journal_dir, s.storage.journal_max_bytes),
+            close_timeout_s=s.storage.close_timeout_s,
             # NATS mode: the call events reach the database through the shared durable
             # consumer (StorageConsumer), never also through this writer (no double write).
             bus=None if s.bus.enabled else self.bus,

@@ -20,7 +20,10 @@ built by `monitor.runtime.load.LoadMonitor.health`:
   `cpu_s` (CPU seconds of the scoring thread), `audio_s` (audio seconds scored); null if off;
 - `storage`: `backlog` (rows waiting for the database), `written`, `rejected` (bad rows
   dropped, each logged), `shed` ({row class: count} of readings and trace rows dropped
-  under pressure), `shed_total`;
+  under pressure), `shed_total`; `journal` (the on-disk journal of a database outage,
+  RELIABILITY.md S2): `active` (rows are being journaled), `bytes`, `max_bytes`, `shed`
+  (metrics not journaled because it was over half full), `overflow` (kept rows that did not
+  fit, held in memory only);
 - `memory`: `server_rss_bytes`, `workers_rss_bytes` ({pid: bytes} of the ASR workers),
   `total_rss_bytes`; `process`: `cpu_s` (server process user+system), `uptime_s`.
 """
