@@ -22,6 +22,8 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   range) is logged and traced once as `format_suspect`;
   text frames (app events, DTMF) over `max_text_bytes` or beyond `max_text_rate` per second
   (after `text_burst`) are counted (`text_oversized`, `text_dropped`), never stored;
+- the ingest latency of each audio message (`monitor.runtime.latency.MediaLateness`, into the
+  call's own histogram and the gateway's `shared` one), stored with the media counts;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
@@ -41,6 +43,7 @@ from config.settings import GatewaySettings
 from monitor.core.events import Party
 from monitor.errors import ProtocolError
 from monitor.runtime.call import LiveCall
+from monitor.runtime.latency import LatencyHistogram, MediaLateness
 from monitor.runtime.logs import fields
 from monitor.wire.events import (
     AppEvent,
@@ -73,7 +76,13 @@ CallFactory = Callable[[CallStarted], LiveCall]
 
 class CallFeed:
     def __init__(
-        self, cfg: GatewaySettings, factory: CallFactory, *, protocol: str, now: float
+        self,
+        cfg: GatewaySettings,
+        factory: CallFactory,
+        *,
+        protocol: str,
+        now: float,
+        shared: LatencyHistogram | None = None,
     ) -> None:
         self._cfg = cfg
         self._factory = factory
@@ -98,6 +107,7 @@ class CallFeed:
         self.text_dropped = 0
         self._text_tokens = float(cfg.text_burst)  # token bucket for stored text frames
         self._text_at = now
+        self.lateness = MediaLateness(shared)
 
     @property
     def started(self) -> bool:
@@ -293,6 +303,9 @@ class CallFeed:
         if self.first_audio_at is None:
             self.first_audio_at = now
         self.received_frames += frames
+        if self.call is not None:
+            media = self.received_frames + self.filled_frames + self.jump_frames
+            self.lateness.observe(now, media / self.call.metadata.sample_rate)
         self._check_rate(now)
 
     def _count_fill(self, frames: int, now: float) -> None:
@@ -371,6 +384,7 @@ class CallFeed:
             "parties": self.timeline.counts() if self.timeline else {},
             "text_oversized": self.text_oversized,
             "text_dropped": self.text_dropped,
+            "ingest": self.lateness.hist.to_doc(),
             **self.extra_counts,
         }
 

@@ -41,6 +41,7 @@ from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.feed import CallFeed
+from monitor.runtime.latency import LatencyHistogram
 from monitor.runtime.logs import fields
 from monitor.runtime.registry import CallRegistry
 from monitor.runtime.storage_sink import StorageWriter
@@ -106,6 +107,9 @@ class Gateway:
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
         self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
         self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
+        #: Ingest latency of every audio message of every call (both transports), for
+        #: /api/health; each call's own is stored with its media counts.
+        self.ingest = LatencyHistogram()
 
     @property
     def port(self) -> int:
@@ -288,6 +292,7 @@ class Gateway:
             lambda started: self.new_call(started, protocol, peer),
             protocol=protocol,
             now=time.monotonic(),
+            shared=self.ingest,
         )
         status, reason, detail = "interrupted", "transport", None
         try:

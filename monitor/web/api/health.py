@@ -20,8 +20,12 @@ built by `monitor.runtime.load.LoadMonitor.health`:
 - `storage`: `backlog` (rows waiting for the database), `written`, `rejected` (bad rows
   dropped, each logged), `shed` ({row class: count} of readings and trace rows dropped
   under pressure), `shed_total`;
+- `ingest`: how late the server took the calls' audio messages, all calls since start
+  (`monitor.runtime.latency.MediaLateness`): `count`, `p50_ms`, `p99_ms`, `max_ms`, `bins`
+  ({lower edge ms: count}, cumulative: a window is the difference of two readings);
+- `loop`: the event loop's lag, sampled every `interval_ms`: `lag` (the same shape);
 - `memory`: `server_rss_bytes`, `workers_rss_bytes` ({pid: bytes} of the ASR workers),
-  `total_rss_bytes`; `process`: `cpu_s` (server process user+system), `uptime_s`.
+  `total_rss_bytes`; `process`: `open_fds`, `cpu_s` (server process user+system), `uptime_s`.
 """
 
 from __future__ import annotations
