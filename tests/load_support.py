@@ -18,13 +18,16 @@ figures move with whatever else runs; a difference taken minutes apart moves les
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +174,7 @@ class CallRun:
     external_id: str
     call: RenderedCall
     pace: float = 1.0
+    chunk_ms: int = CHUNK_MS
     sends: list[float] = field(default_factory=list)
     report: StreamReport | None = None
     close_code: int | None = None
@@ -178,7 +182,7 @@ class CallRun:
     error: str | None = None
 
     def _sizes(self) -> Iterator[int]:
-        size = self.call.sample_rate * CHUNK_MS // 1000 * 4  # stereo L16
+        size = self.call.sample_rate * self.chunk_ms // 1000 * 4  # stereo L16
         while True:
             self.sends.append(time.monotonic())
             yield size
@@ -191,7 +195,7 @@ class CallRun:
         """How far behind its own schedule this client sent its worst chunk."""
         if len(self.sends) < 2:
             return 0.0
-        step = CHUNK_MS / 1000 / self.pace
+        step = self.chunk_ms / 1000 / self.pace
         t0 = self.sends[0]
         return 1000 * max(t - (t0 + i * step) for i, t in enumerate(self.sends[:-1]))
 
@@ -231,15 +235,19 @@ class Stored:
     reason: str | None
     received_frames: int
     filled_frames: int
+    recording_frames: int | None
     ingest: LatencyHistogram
+    protocol_error: str | None  # the close reason, when the gateway closed it for one
 
 
 def stored(server: LoadServer, run: CallRun, timeout_s: float = 120.0) -> Stored:
     detail = server.server.wait_call(run.external_id, timeout_s)
     [media] = [t.data for t in detail.trace if t.kind == "media"]
     ingest = LatencyHistogram.from_doc(media["ingest"])
+    errors = [str(t.data.get("reason")) for t in detail.trace if t.kind == "protocol_error"]
     return Stored(detail.status, detail.end_reason, int(media["received_frames"]),
-                  int(media["filled_frames"]), ingest)  # fmt: skip
+                  int(media["filled_frames"]), detail.recording_frames, ingest,
+                  errors[0] if errors else None)  # fmt: skip
 
 
 def merged(histograms: Sequence[LatencyHistogram]) -> LatencyHistogram:
@@ -247,3 +255,101 @@ def merged(histograms: Sequence[LatencyHistogram]) -> LatencyHistogram:
     for h in histograms:
         out.merge(h)
     return out
+
+
+# -- board clients --------------------------------------------------------------------------
+BOARD_USER, BOARD_PASSWORD = "floor-sup", "load-test-password"
+
+
+def board_token(server: LoadServer) -> str:
+    """A supervisor's token (the user is made on first use)."""
+    from storage.access import AccessStore, UserExists
+
+    with contextlib.suppress(UserExists):
+        AccessStore(server.server.repo.engine).create_user(
+            BOARD_USER, BOARD_PASSWORD, "supervisor", at=datetime.now(UTC)
+        )
+    r = httpx.post(server.api + "/api/login", timeout=30,
+                   json={"username": BOARD_USER, "password": BOARD_PASSWORD})  # fmt: skip
+    r.raise_for_status()
+    return str(r.json()["token"])
+
+
+class StuckBoardClient:
+    """A board websocket client that never reads: the handshake by hand on a raw socket with
+    a small receive buffer, then nothing, so the server's sends back up to it."""
+
+    def __init__(self, api: str, token: str) -> None:
+        host, port = api.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((host, int(port)))
+        self.sock.sendall(
+            (f"GET /board/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             f"Sec-WebSocket-Version: 13\r\nCookie: cw_token={token}\r\n\r\n").encode()
+        )  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)  # the response head only: the snapshot stays unread
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"board handshake refused: {head[:80]!r}")
+        self.port = self.sock.getsockname()[1]
+        self.server_port = int(port)
+
+    def connected(self) -> bool:
+        """Whether the server still holds its end of the connection: ESTABLISHED in
+        /proc/net/tcp. A server that closed it leaves FIN_WAIT (the FIN waits behind the unread
+        data) or, aborted, nothing."""
+        server = f":{self.server_port:04X}"
+        me = f":{self.port:04X}"
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[1].endswith(server) and cols[2].endswith(me):
+                    return cols[3] == "01"
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class BoardWatcher:
+    """A board client that reads everything, noting when each awaited call first shows."""
+
+    def __init__(self, api: str, token: str, awaited: Sequence[str] = ()) -> None:
+        self.url = api.replace("http", "ws", 1) + "/board/ws"
+        self.headers = {"Cookie": f"cw_token={token}"}
+        self.pending = set(awaited)
+        self.first_seen: dict[str, float] = {}
+        self.messages = 0
+        self.ready = asyncio.Event()
+        self.error: str | None = None
+
+    def expect(self, ids: Sequence[str]) -> None:
+        self.pending.update(ids)
+
+    async def run(self) -> None:
+        from websockets.asyncio.client import connect
+
+        try:
+            async with connect(self.url, additional_headers=self.headers, max_size=None,
+                               open_timeout=60) as ws:  # fmt: skip
+                self.ready.set()
+                async for text in ws:
+                    now = time.monotonic()
+                    self.messages += 1
+                    if self.pending:
+                        seen = [i for i in self.pending if i in text]  # a substring: cheap
+                        for i in seen:
+                            self.first_seen[i] = now
+                            self.pending.discard(i)
+        except (OSError, ConnectionClosed, TimeoutError) as exc:
+            self.error = repr(exc)
+            self.ready.set()
+
+
+def server_errors(server: LoadServer) -> list[str]:
+    """ERROR / CRITICAL lines and tracebacks in the server's log."""
+    return [line for line in server.server.log().splitlines()
+            if " ERROR " in line or " CRITICAL " in line or "Traceback" in line]  # fmt: skip
