@@ -62,10 +62,11 @@ class Reading:
     rss_bytes: int
     open_fds: int
     live_calls: int
+    cpu_s: float  # the server process's CPU seconds so far (all threads)
 
     def window(self, later: Reading) -> Window:
         return Window(later.at - self.at, later.ingest.since(self.ingest),
-                      later.loop.since(self.loop))  # fmt: skip
+                      later.loop.since(self.loop), later.cpu_s - self.cpu_s)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,14 @@ class Window:
     ingest: LatencyHistogram
     loop: LatencyHistogram
 
+    cpu_s: float = 0.0
+
     def describe(self) -> str:
         i, lp = self.ingest, self.loop
         return (f"{self.seconds:.0f} s: ingest p50 {i.percentile(50):.0f} p99 "
                 f"{i.percentile(99):.0f} ms ({i.total} msgs); loop lag p99 "
-                f"{lp.percentile(99):.0f} max {lp.max_ms:.0f} ms")  # fmt: skip
+                f"{lp.percentile(99):.0f} max {lp.max_ms:.0f} ms; server CPU "
+                f"{100 * self.cpu_s / self.seconds:.0f} % of a core")  # fmt: skip
 
 
 @dataclass
@@ -115,6 +119,7 @@ class LoadServer:
             self.rss_bytes(),
             self.open_fds(),
             int(doc["calls"]["live"]),
+            float(doc["process"]["cpu_s"]),
         )
 
     async def aread(self) -> Reading:

@@ -112,6 +112,8 @@ async def test_l1_transport_capacity_with_asr_stubbed(tmp_path: Path) -> None:
         "ingest_p99_ms": hold.ingest.percentile(99),
         "ingest_p99_all_calls_ms": merged([s.ingest for s in results]).percentile(99),
         "loop_lag_p99_ms": hold.loop.percentile(99),
+        # CPU per live call, which other load on the box distorts less than latency.
+        "server_cpu_pct_per_call": round(100 * hold.cpu_s / hold.seconds / n, 2),
         "rss_idle_mib": round(idle.rss_bytes / MiB),
         "rss_peak_mib": round(rss_peak / MiB),
         "rss_per_call_mib": round(per_call_mib, 2),
