@@ -349,6 +349,7 @@ class BoardWatcher:
                         for i in seen:
                             self.first_seen[i] = now
                             self.pending.discard(i)
+                self.error = f"closed {ws.close_code} {ws.close_reason}"
         except (OSError, ConnectionClosed, TimeoutError) as exc:
             self.error = repr(exc)
             self.ready.set()

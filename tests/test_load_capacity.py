@@ -169,6 +169,12 @@ async def test_l3_board_fan_out_200_clients_on_a_20_call_floor(tmp_path: Path) -
         if r.external_id in w.first_seen and r.sends
     ]
     missing = sum(len(w.pending) for w in watchers)
+    dropped = [w.error for w in watchers if w.error]
+    print(
+        f"L3 {len(latencies)} latencies, {missing} never shown, {len(dropped)} clients "
+        f"dropped {dropped[:2]}, messages {[w.messages for w in watchers][:5]}"
+    )
+    assert latencies and not dropped, (missing, dropped[:3])
     alone, seen = merged([s.ingest for s in alone_r]), merged([s.ingest for s in watched_r])
     figures = {
         "board_update_p50_s": round(float(np.percentile(latencies, 50)), 3),
