@@ -145,13 +145,13 @@ async def test_n9_a_flooder_is_served_or_closed_per_policy_and_others_keep_their
     raise AssertionError(f"the others' ingest p99 moved by > {P99_MARGIN_MS} ms: {figures}")
 
 
-PING_S = (4.0, 4.0)  # api.ws_ping_interval_s / ws_ping_timeout_s for this test (default 20 + 20)
+PING_S = (3.0, 3.0)  # api.ws_ping_interval_s / ws_ping_timeout_s for this test (default 20 + 20)
 
 
 async def _b1_attempt(srv: LoadServer, token: str, n: int, tag: str) -> dict[str, object]:
     """`n` calls in real time; after a quiet window, a board client that never reads joins
     and stays until the server drops it; then another quiet window."""
-    quiet_s = 5.0
+    quiet_s = 4.0
     calls = runs(fleet(n, 2 * quiet_s + 3 * sum(PING_S) + 4.0), tag)
     streaming = asyncio.ensure_future(stream_all(srv.url, calls, 1.0))
     await asyncio.sleep(2.0)

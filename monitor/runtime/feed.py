@@ -22,8 +22,7 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   range) is logged and traced once as `format_suspect`;
   text frames (app events, DTMF) over `max_text_bytes` or beyond `max_text_rate` per second
   (after `text_burst`) are counted (`text_oversized`, `text_dropped`), never stored;
-- the ingest latency of each audio message (`monitor.runtime.latency.MediaLateness`, into the
-  call's own histogram and the gateway's `shared` one), stored with the media counts;
+- each audio message's ingest latency (`monitor.runtime.latency`), kept with the media counts;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
@@ -75,15 +74,8 @@ CallFactory = Callable[[CallStarted], LiveCall]
 
 
 class CallFeed:
-    def __init__(
-        self,
-        cfg: GatewaySettings,
-        factory: CallFactory,
-        *,
-        protocol: str,
-        now: float,
-        shared: LatencyHistogram | None = None,
-    ) -> None:
+    def __init__(self, cfg: GatewaySettings, factory: CallFactory, *, protocol: str, now: float,
+                 shared: LatencyHistogram | None = None) -> None:  # fmt: skip
         self._cfg = cfg
         self._factory = factory
         self.protocol = protocol
