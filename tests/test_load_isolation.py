@@ -23,6 +23,7 @@ from pathlib import Path
 
 from config.transport import GatewaySettings
 from tests.load_support import (
+    BoardWatcher,
     CallRun,
     LoadServer,
     MiB,
@@ -196,14 +197,22 @@ async def test_b1_a_board_client_that_never_reads_is_dropped_and_costs_the_calls
     figures = []
     with load_server(tmp_path, **env) as srv:
         token = await asyncio.to_thread(board_token, srv)
+        # A supervisor watching the floor all along (a board that reads): the board's feed
+        # runs in every window, so what is compared is the cost of the one that does not.
+        watching = BoardWatcher(srv.api, token)
+        watcher = asyncio.ensure_future(watching.run())
+        await watching.ready.wait()
         await stream_all(srv.url, runs(fleet(20, 2.0), "warm"), 0.5)  # first-call costs
         for attempt in range(ATTEMPTS):
             fig = await _b1_attempt(srv, token, 20, f"b1-{attempt}")
             figures.append(fig)
             print(f"B1 attempt {attempt}: {fig}")
+            assert watching.error is None and watching.messages > 0, watching.error
             # Dropped by the keepalive: the first ping after `interval`, no pong in `timeout`.
             assert float(fig["dropped_after_s"]) <= sum(PING_S) + 2.0, fig  # type: ignore[arg-type]
             quiet, held = fig["ingest_p99_ms"]  # type: ignore[misc]
             if held - quiet <= P99_MARGIN_MS and float(fig["rss_growth_mib"]) <= 5:  # type: ignore[arg-type]
+                watcher.cancel()
                 return
+        watcher.cancel()
     raise AssertionError(f"ingest p99 moved by > {P99_MARGIN_MS} ms or RSS by > 5 MiB: {figures}")
