@@ -152,7 +152,12 @@ class CallFeed:
                 # refused jump never reaches the recording, not even when the call is flushed.
                 self._claim_gap(ahead, "a media timestamp jump")
                 self.jump_frames += ahead
-            self._count_audio(len(event.pcm) // 2 // call.metadata.channels, now)
+            # A party's own stream position is its media clock (tracks arrive in turns).
+            start = event.position
+            if start is None:  # right after its last chunk
+                start = self.timeline.lines[event.party].received_end
+            end = start + len(event.pcm) // 2
+            self._count_audio(len(event.pcm) // 2 // call.metadata.channels, now, end)
             frames = self.timeline.push(event.party, event.position, event.pcm)
             if frames:
                 await self._deliver(call, frames)
@@ -290,14 +295,16 @@ class CallFeed:
         self._text_tokens -= 1
         return True
 
-    def _count_audio(self, frames: int, now: float) -> None:
+    def _count_audio(self, frames: int, now: float, end: int | None = None) -> None:
         self.last_audio_at = now
         if self.first_audio_at is None:
             self.first_audio_at = now
         self.received_frames += frames
         if self.call is not None:
             media = self.received_frames + self.filled_frames + self.jump_frames
-            self.lateness.observe(now, media / self.call.metadata.sample_rate)
+            self.lateness.observe(
+                now, (media if end is None else end) / self.call.metadata.sample_rate
+            )
         self._check_rate(now)
 
     def _count_fill(self, frames: int, now: float) -> None:
