@@ -257,6 +257,14 @@ class ApiSettings(_Section):
     #: Open board websockets re-check their user this often (and on any user change made
     #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
     ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
+    #: A board websocket whose browser takes longer than this to accept one message (it
+    #: stopped reading: a frozen tab, a dead network) is dropped, its connection aborted. The
+    #: keepalive ping cannot find it: the ping waits behind the unsent data.
+    ws_send_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: Board websockets are pinged this often; one whose pong does not come within the
+    #: timeout (a browser that stopped reading, a dead network) is closed 1011.
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, le=600)
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _check_scrypt(self) -> ApiSettings:

@@ -304,6 +304,7 @@ class Callwatch:
             keepalive_timeout_s=api.keepalive_timeout_s,
             max_connections=api.max_connections,
             trusted_proxies=api.trusted_proxies,
+            ws_ping=(api.ws_ping_interval_s, api.ws_ping_timeout_s),
         )
         await self.api.start()
 

@@ -26,11 +26,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
 from config.policy import AlertRuleSettings
 from tests.inprocess_support import InProcessServer, in_process_server
 from tests.runtime_support import script
+
+# `serial` (scripts/test runs it alone, after the parallel pass):
+# the stall alert is bounded at 3 s of wall time.
+pytestmark = pytest.mark.serial
 
 RATE, FRAME = 8000, 4  # 8 kHz stereo PCM16
 PING_INTERVAL_S, PING_TIMEOUT_S, STALL_S = 1.0, 4.0, 2.0

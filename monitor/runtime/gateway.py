@@ -42,6 +42,7 @@ from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.feed import CallFeed
+from monitor.runtime.latency import LatencyHistogram
 from monitor.runtime.logs import fields
 from monitor.runtime.peer_watch import PeerQuiet, closed_reason, receive
 from monitor.runtime.registry import CallRegistry
@@ -111,6 +112,9 @@ class Gateway:
         self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
         #: Calls whose connection dropped, kept `resume_grace_s` for the switch to come back.
         self.resumable = ResumableCalls(settings.gateway.resume_grace_s, self._end_parked)
+        #: Ingest latency of every audio message of every call (both transports), for
+        #: /api/health; each call's own is stored with its media counts.
+        self.ingest = LatencyHistogram()
 
     @property
     def port(self) -> int:
@@ -295,6 +299,7 @@ class Gateway:
             lambda started: self.new_call(started, protocol, peer),
             protocol=protocol,
             now=time.monotonic(),
+            shared=self.ingest,
         )
         status, reason, detail = "interrupted", "transport", None
         resumption: Resumption | None = None

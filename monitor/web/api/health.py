@@ -24,8 +24,12 @@ built by `monitor.runtime.load.LoadMonitor.health`:
   RELIABILITY.md S2): `active` (rows are being journaled), `bytes`, `max_bytes`, `shed`
   (metrics not journaled because it was over half full), `overflow` (kept rows that did not
   fit, held in memory only);
+- `ingest`: how late the server took the calls' audio messages, all calls since start
+  (`monitor.runtime.latency.MediaLateness`): `count`, `p50_ms`, `p99_ms`, `max_ms`, `bins`
+  ({lower edge ms: count}, cumulative: a window is the difference of two readings);
+- `loop`: the event loop's lag, sampled every `interval_ms`: `lag` (the same shape);
 - `memory`: `server_rss_bytes`, `workers_rss_bytes` ({pid: bytes} of the ASR workers),
-  `total_rss_bytes`; `process`: `cpu_s` (server process user+system), `uptime_s`.
+  `total_rss_bytes`; `process`: `open_fds`, `cpu_s` (server process user+system), `uptime_s`.
 """
 
 from __future__ import annotations
