@@ -188,9 +188,10 @@ def _record(repo: Repository, external_id: str) -> dict[str, Any]:
 
 
 def _stable(doc: Any) -> Any:
-    """Result documents without what measures the run rather than the call (latencies)."""
+    """Result documents without what measures the run rather than the call (latencies, how
+    late the server took each audio message)."""
     if isinstance(doc, dict):
-        return {k: _stable(v) for k, v in doc.items() if "latency" not in k}
+        return {k: _stable(v) for k, v in doc.items() if "latency" not in k and k != "ingest"}
     if isinstance(doc, list):
         return [_stable(v) for v in doc]
     return doc

@@ -36,18 +36,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor.runtime.logs import fields
-from monitor.runtime.storage_rows import Policy, Row, policy_of
-from storage import records as rec
+from monitor.runtime.storage_rows import POLICY, Policy, Row, policy_of
 from storage.repository import Repository
 
 log = logging.getLogger("callwatch.storage")
 
-_CLASSES: dict[str, type] = {
-    cls.__name__: cls
-    for cls in (rec.CallOpened, rec.SegmentAdded, rec.TraceAdded, rec.CallClosed,
-                rec.CallEnded, rec.ReadingAdded, rec.FindingAdded, rec.ResultSaved,
-                rec.CallScored, rec.AlertRaised, rec.AlertChanged)
-}  # fmt: skip
+#: Every row class by name (the mapping module's policy table names them all).
+_CLASSES: dict[str, type] = {cls.__name__: cls for cls in POLICY}
 _DATETIMES = frozenset({"started_at", "at", "ended_at", "raised_at"})
 _TUPLES = frozenset({"parties", "webhooks"})
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
