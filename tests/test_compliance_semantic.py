@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from evaluation.noise import inject_errors
 from monitor.qa import ComplianceChecker, ScriptBook, ScriptInvalid, load_compliance_scripts
 from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.intents import clauses, negated
-from monitor.qa.scripts import script_from_dict
+from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, script_from_dict
 
 DATA = Path(__file__).parent / "data"
 HELDOUT = (DATA / "tts" / "heldout.tsv", DATA / "tts" / "heldout_semantic.tsv")
@@ -107,6 +108,57 @@ def test_an_anchored_step_is_not_rivalled_by_the_greetings_offer_of_help() -> No
     # Near the greeting's "您有什么需要" by design; 别的 is what makes it a pre-closing.
     assert set(heard("zh", "还有没有别的需要？")) == {"pre_closing"}
     assert set(heard("en", "Is there anything more you need from us?")) == {"pre_closing"}
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "rule"),
+    [
+        # A process to wait for is no hold: "please be patient" ends a sentence about a
+        # review, and a whole step is read in whole sentences.
+        ("zh", "退款审核需要三到五个工作日，请您耐心等待。", "hold"),
+        # A hedge is no promise; handing the caller on with help is no brush-off.
+        ("zh", "我会尽力帮您争取减免。", "improper_promise"),
+        ("en", "I'll try my best to get all the interest taken off.", "improper_promise"),
+        ("zh", "这个需要银行那边处理，我把银行的客服电话告诉您。", "shirking"),
+        ("en", "You might want to contact your bank as well, just in case.", "shirking"),
+    ],
+)
+def test_confusable_lines_are_not_the_step_they_sound_like(
+    language: str, text: str, rule: str
+) -> None:
+    assert rule not in heard(language, text)
+
+
+def test_the_steps_themselves_still_match() -> None:
+    # The same words said as the step: each guard above removes only the confusable.
+    assert "hold" in heard("zh", "请您耐心等待。")
+    assert "improper_promise" in heard("zh", "利息我全部给您免了，放心吧。")
+    assert "improper_promise" in heard("en", "I'll get all the interest taken off for you.")
+    assert "shirking" in heard("zh", "这不归我们部门管。")
+
+
+def test_the_background_of_ordinary_talk_rivals_every_step() -> None:
+    # "好的，我记下来了" (noted) is nearer a hold return than any other step, but nearer
+    # still the script's ordinary talk ("好的，已经帮您办好了"): without the background it
+    # would count as a hold.
+    raw = tomllib.loads(Path(DEFAULT_SCRIPTS_DIR, "zh_default.toml").read_text("utf-8"))
+    assert raw["intents"]["background"]
+    text = "好的，我记下来了。"
+    assert heard("zh", text) == {}
+    raw.pop("intents")
+    bare = script_from_dict(raw, encoder=book().encoder)
+    events = ComplianceChecker(bare).on_segment("agent", 0, 2000, text)
+    assert [getattr(e, "stage", None) for e in events] == ["hold"]
+
+
+def test_a_bad_background_table_says_what_to_fix() -> None:
+    raw: dict[str, object] = {"language": "en", "stage": [{"id": "x", "phrases": ["hello"]}]}
+    raw["intents"] = {"background": "hello"}
+    with pytest.raises(ScriptInvalid, match="background must be a list"):
+        script_from_dict(raw, semantic=False)
+    raw["intents"] = {"backgrund": ["hello"]}
+    with pytest.raises(ScriptInvalid, match="unknown key 'backgrund'"):
+        script_from_dict(raw, semantic=False)
 
 
 def test_clauses_cut_at_punctuation_with_positions() -> None:

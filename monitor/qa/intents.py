@@ -17,8 +17,12 @@ How a party's speech is matched (`IntentTracker`, one per call):
   beats, by the intent's margin, every near miss of the intent and every example of the
   script's other intents (the anchor that keeps confusable steps apart: "anything else I can
   help you with?" is nearer the pre-closing's examples than the greeting's);
+* a whole step must also beat the script's nearest background line (ordinary talk that is
+  no step, `[intents] background`) by `BACKGROUND_MARGIN`, and is read in whole sentences:
+  its window starts where a sentence does, after light openers only ("Okay,", "您好，");
 * negation must agree: a window with a negation ("I can't help you with that") never
   matches an example without one ("how can I help you"), and the other way round.
+The rule itself (`Intent`, its validation and the text guards) is `monitor.qa.intent_rules`.
 """
 
 from __future__ import annotations

@@ -296,6 +296,7 @@ def script_from_dict(
             )
         )
     check_references(r, stages, forbidden, exceptions)
+    background = _background(r, raw)  # validated even when the intents stay unmatched
     stages, forbidden = _guard_confusables(stages, forbidden)
     if not stages and not forbidden:
         raise r.fail("top level", "a script needs at least one [[stage]] or [[forbidden]]")
@@ -316,7 +317,7 @@ def script_from_dict(
         pass_score=r.number(raw, "pass_score", "top level", 80.0, hi=100),
         turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
         turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
-        intents=_index(stages, forbidden, encoder, _background(r, raw)) if semantic else None,
+        intents=_index(stages, forbidden, encoder, background) if semantic else None,
     )
 
 
