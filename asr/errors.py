@@ -7,6 +7,8 @@ The tree is deliberately small:
   * `ModelLoadError` - model files were found but the runtime could not load them
     (corrupt or truncated file, unsupported device or compute type, out of memory).
   * `AsrWorkerError` - a worker process of `AsrPool` died or the pool is closed.
+    * `AsrUnavailable` - no worker could be reached at all (remote ASR with the bus away,
+      or no worker serving): the utterance waits for them rather than being given up.
 
 Bad arguments (wrong audio dtype, unknown language) raise `ValueError` naming the parameter,
 as everywhere in callwatch. Every class takes one message string so that instances survive
@@ -30,3 +32,8 @@ class ModelLoadError(AsrError):
 
 class AsrWorkerError(AsrError):
     """A worker process died while transcribing, or the pool was used after `close()`."""
+
+
+class AsrUnavailable(AsrWorkerError):
+    """No worker could even be asked (the bus is away, or no worker serves): not the
+    utterance's fault, so it is kept for later instead of counted as a failed attempt."""

@@ -15,9 +15,10 @@ per wall second, two single-threaded worker processes 5.3 (2.0x), one process wi
 intra-op threads 3.3. Processes also keep a crash in native code to one worker.
 
 A worker that dies mid-batch fails that batch with `AsrWorkerError` and is restarted before
-its next batch; a model that cannot load fails `start()` with the worker's own
-`ModelLoadError` / `ModelNotFoundError`. The model is resolved (the bundled `base` joined)
-once in the parent, before any worker starts.
+its next batch; a batch whose caller gives up (cancels: `asr.utterance_timeout_s`, a hung
+decode) kills its worker, which is then restarted the same way; a model that cannot load
+fails `start()` with the worker's own `ModelLoadError` / `ModelNotFoundError`. The model is
+resolved (the bundled `base` joined) once in the parent, before any worker starts.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class _Worker:
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
         self.closing = False
+        self.killed = False  # set by kill(): the batch's end is expected, not an error
 
     @property
     def pid(self) -> int | None:
@@ -134,7 +136,10 @@ class _Worker:
                 self._process.join(1.0)
                 code = self._process.exitcode
             # Restarted lazily by the next batch: this caller gains nothing by waiting for it.
-            log.error("%s died (exit code %s) during a batch", self._name, code)
+            if self.killed:  # we ended it (its caller gave up): said once, in kill()
+                self.killed = False
+            else:
+                log.error("%s died (exit code %s) during a batch", self._name, code)
             raise AsrWorkerError(
                 f"{self._name} died (exit code {code}) while transcribing "
                 f"{len(requests)} utterance(s); the batch is lost"
@@ -150,6 +155,19 @@ class _Worker:
         self.stop(timeout_s=1.0)
         self.start()
         self.wait_ready()
+
+    def kill(self) -> None:
+        """End a worker stuck in a batch (from any thread): the thread waiting on its pipe
+        gets EOF, fails the batch and frees the worker, which is restarted before its next."""
+        process = self._process
+        if process is not None and process.is_alive():
+            log.warning(
+                "%s stopped: its batch was given up (asr.utterance_timeout_s, or shutdown); "
+                "restarted before its next batch",
+                self._name,
+            )
+            self.killed = True
+            process.kill()
 
     def stop(self, timeout_s: float) -> None:
         conn, process = self._conn, self._process
@@ -243,7 +261,15 @@ class AsrPool:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(idle.put_nowait, worker)
 
-        return await loop.run_in_executor(self._executor, job)
+        running = loop.run_in_executor(self._executor, job)
+        try:
+            return await running
+        except asyncio.CancelledError:
+            # The caller gave up (the service's per-utterance timeout, or shutdown): a decode
+            # that may never end must not hold the worker, nor its thread.
+            if not running.done() or running.cancelled():
+                worker.kill()
+            raise
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Let running batches finish (up to `timeout_s`), then stop every worker."""

@@ -11,7 +11,9 @@ The language is the request's forced or locked one, else the configured one. It 
 them apart.
 
 It is selected with `[asr] engine = "scripted"` (lines in `scripted_lines`; `scripted_delay_s`
-makes each answer take that long, standing in for a slow model), which lets the whole server
+makes each answer take that long, standing in for a slow model; the utterances numbered in
+`scripted_hang` are never answered, standing in for a hung one: the batch holding one waits
+until it is cancelled, and its line is used up), which lets the whole server
 (gateway, call core, storage, alerts, board, API) run in process or as `callwatch serve`
 without loading a model, and demos run on machines without it. Accuracy
 is what Whisper is for: tests that assert recognised words use the real model.
@@ -24,7 +26,7 @@ once, their lines interleave as their utterances do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 
@@ -47,7 +49,11 @@ class ScriptedTranscriber:
     """A batch transcriber answering from `lines` in arrival order (see the module doc)."""
 
     def __init__(
-        self, lines: Sequence[str] = (), language: str = "en", delay_s: float = 0.0
+        self,
+        lines: Sequence[str] = (),
+        language: str = "en",
+        delay_s: float = 0.0,
+        hang: Iterable[int] = (),
     ) -> None:
         if language not in ("en", "zh"):
             raise ValueError(f"language must be 'en' or 'zh', not {language!r}")
@@ -57,8 +63,10 @@ class ScriptedTranscriber:
         self._language = language
         #: Seconds each utterance takes, one at a time (a slow model: late transcripts).
         self.delay_s = delay_s
-        #: Utterances answered so far.
+        #: Utterances answered so far (hung ones included: their lines are used up).
         self.answered = 0
+        #: Utterance numbers (1-based, arrival order) never answered: a hung model.
+        self.hang = frozenset(hang)
 
     @property
     def worker_count(self) -> int:
@@ -81,7 +89,11 @@ class ScriptedTranscriber:
     async def transcribe_batch(self, requests: list[AsrRequest]) -> list[AsrResult]:
         if self.delay_s:
             await asyncio.sleep(self.delay_s * len(requests))
-        return [self.answer(r) for r in requests]
+        first = self.answered + 1
+        results = [self.answer(r) for r in requests]
+        if self.hang.intersection(range(first, first + len(requests))):
+            await asyncio.Event().wait()  # hung: nothing ever sets it; only a cancel ends this
+        return results
 
     async def start(self) -> None:
         """Nothing to load (the `AsrPool` lifecycle, so the composition root treats both alike)."""

@@ -45,6 +45,9 @@ class AsrSettings(_Section):
     scripted_lines: list[str] = Field(default_factory=list, max_length=10_000)
     #: Seconds each scripted answer takes (0 = at once): stands in for a slow model.
     scripted_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
+    #: Utterances (1-based, in the order they arrive) `engine = "scripted"` never answers:
+    #: stands in for a hung model (RELIABILITY B3).
+    scripted_hang: tuple[int, ...] = Field(default=(), max_length=10_000)
     #: A directory, a bundled model (`base`, `tiny.en`) or any faster-whisper model name.
     model: str = "base"
     #: `auto` detects per utterance; `zh` or `en` forces the language.
@@ -80,6 +83,12 @@ class AsrSettings(_Section):
     #: at most 20 dB; 0 = off. Quiet lines (-31 dBFS) decoded worse on short windows.
     quiet_boost_dbfs: float = Field(default=-25.0, ge=-60.0, le=0.0)
     language_lock_p: float = Field(default=0.9, gt=0.5, le=1.0)
+    #: Seconds a worker may take per utterance of a batch before the batch is given up: its
+    #: utterances are marked `asr_timeout` (their ranges listed as missing from the call's
+    #: transcript, which is then incomplete), the worker is restarted and the call goes on.
+    #: Whisper `base` takes a few seconds for a 15 s utterance on one CPU core; a hung model
+    #: never answers. Below `final_wait_s`, so a hung utterance is settled before the verdict.
+    utterance_timeout_s: float = Field(default=60.0, gt=0.0, le=3600.0)
     #: A call is stored as ended the moment the switch hangs up; its verdict (compliance,
     #: grade, end-of-call alerts) is made when its last transcript lands, or after this long
     #: at most. Segments that arrive later are still stored; the `finalised` trace entry
@@ -99,3 +108,7 @@ class AsrSettings(_Section):
     remote_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
     #: ... and attempts in all before the utterance goes to the catch-up path.
     remote_attempts: int = Field(default=3, ge=1, le=10)
+    #: With `remote`: also run this node's own workers (`workers`, the model loaded at start)
+    #: and transcribe on them what no remote worker can be reached for (the bus away). Off:
+    #: such utterances wait (catch-up lane, then the recording) until the workers are back.
+    local_fallback: bool = False

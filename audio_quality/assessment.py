@@ -19,8 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from audio_quality.conversation import ConversationSummary
-from audio_quality.records import PartyQualitySummary
+from audio_quality.records import ConversationSummary, PartyQualitySummary
 from audio_quality.settings import QualitySettings
 
 Grade = Literal["excellent", "good", "pass", "needs_improvement"]

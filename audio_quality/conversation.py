@@ -2,6 +2,8 @@
 
 Owns the cross-party measures: talk time and ratio, non-talk time, dead air, overtalk (who
 interrupted whom), the agent's response gaps and first response, and speaking rate.
+What it emits (`DeadAirStarted`, `DeadAirDetected`, `OvertalkDetected`, `ConversationSummary`)
+is in `audio_quality/records.py` with the per-party records.
 
 Input: each party's `ActivitySpan`s from its `PartyQualityTracker` (final VAD decisions; each
 party's spans tile its media time), hold and IVR-prompt hints from the call trace, and
@@ -34,79 +36,20 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from dataclasses import dataclass
 
 from audio_quality.errors import TrackerFinishedError
-from audio_quality.records import ActivitySpan
+from audio_quality.records import (
+    ActivitySpan,
+    ConversationEvent,
+    ConversationSummary,
+    DeadAirDetected,
+    DeadAirStarted,
+    OvertalkDetected,
+)
 from audio_quality.settings import QualitySettings
 
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+(?:'[A-Za-z]+)?")
 _HAN = re.compile(r"[\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF]")
-
-
-@dataclass(frozen=True, slots=True)
-class DeadAirStarted:
-    start_ms: int
-    detected_ms: int  # start_ms + dead_air_min_ms
-
-
-@dataclass(frozen=True, slots=True)
-class DeadAirDetected:
-    start_ms: int
-    end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class OvertalkDetected:
-    start_ms: int
-    end_ms: int
-    interrupter: str
-    interrupted: str
-
-
-ConversationEvent = DeadAirStarted | DeadAirDetected | OvertalkDetected
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationSummary:
-    duration_ms: int
-    hold_ms: int
-    ivr_ms: int
-    agent_talk_ms: int
-    customer_talk_ms: int
-    #: agent / (agent + customer) talk; None when nobody spoke.
-    agent_talk_ratio: float | None
-    #: A party's talk over the conversation time (duration less hold and IVR).
-    agent_talk_share: float | None
-    customer_talk_share: float | None
-    non_talk_ms: int
-    non_talk_ratio: float | None
-    dead_air_min_ms: int
-    dead_air_count: int
-    dead_air_total_ms: int
-    dead_air_max_ms: int
-    #: Where the longest dead air was (None without dead air).
-    dead_air_longest_start_ms: int | None
-    dead_air_longest_end_ms: int | None
-    overtalk_min_ms: int
-    overtalk_count: int
-    overtalk_total_ms: int
-    overtalk_max_ms: int
-    agent_interruptions: int
-    customer_interruptions: int
-    response_gap_count: int
-    response_gap_mean_ms: float | None
-    response_gap_max_ms: int | None
-    first_response_ms: int | None
-    agent_words_per_min: float | None
-    agent_chars_per_min: float | None
-    customer_words_per_min: float | None
-    customer_chars_per_min: float | None
-    #: Parties whose audio was not streamed (a Twilio inbound-only fork, a mono fork): their
-    #: talk is not 0 but unknown, and so are every measure that needs both parties (dead
-    #: air, overtalk, response gaps, talk ratio): read those as n/a
-    #: (`monitor.core.analysis.one_sided`).
-    absent: tuple[str, ...] = ()
 
 
 def count_units(text: str, language: str | None) -> tuple[int, str]:

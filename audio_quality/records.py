@@ -1,4 +1,7 @@
-"""Per-party records the trackers emit: frozen, slotted, flat, units in the field names.
+"""Records the trackers emit: per party (`ActivitySpan`, `QualityReading`,
+`PartyQualitySummary`) and across the parties (`ConversationTracker`'s dead air and overtalk
+events, `ConversationSummary`; their definitions are in audio_quality/conversation.py).
+Frozen, slotted, flat, units in the field names.
 
 Media time is in milliseconds of the party's stream from the start of the call (`*_ms`);
 levels in dBov (relative to the codec's full scale), ratios in 0..1. `None` means "not
@@ -85,3 +88,68 @@ class PartyQualitySummary:
     dnsmos_ovrl_mean: float | None
     dnsmos_ovrl_min: float | None
     dnsmos_model_sample_rate_hz: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadAirStarted:
+    start_ms: int
+    detected_ms: int  # start_ms + dead_air_min_ms
+
+
+@dataclass(frozen=True, slots=True)
+class DeadAirDetected:
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OvertalkDetected:
+    start_ms: int
+    end_ms: int
+    interrupter: str
+    interrupted: str
+
+
+ConversationEvent = DeadAirStarted | DeadAirDetected | OvertalkDetected
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    duration_ms: int
+    hold_ms: int
+    ivr_ms: int
+    agent_talk_ms: int
+    customer_talk_ms: int
+    #: agent / (agent + customer) talk; None when nobody spoke.
+    agent_talk_ratio: float | None
+    #: A party's talk over the conversation time (duration less hold and IVR).
+    agent_talk_share: float | None
+    customer_talk_share: float | None
+    non_talk_ms: int
+    non_talk_ratio: float | None
+    dead_air_min_ms: int
+    dead_air_count: int
+    dead_air_total_ms: int
+    dead_air_max_ms: int
+    #: Where the longest dead air was (None without dead air).
+    dead_air_longest_start_ms: int | None
+    dead_air_longest_end_ms: int | None
+    overtalk_min_ms: int
+    overtalk_count: int
+    overtalk_total_ms: int
+    overtalk_max_ms: int
+    agent_interruptions: int
+    customer_interruptions: int
+    response_gap_count: int
+    response_gap_mean_ms: float | None
+    response_gap_max_ms: int | None
+    first_response_ms: int | None
+    agent_words_per_min: float | None
+    agent_chars_per_min: float | None
+    customer_words_per_min: float | None
+    customer_chars_per_min: float | None
+    #: Parties whose audio was not streamed (a Twilio inbound-only fork, a mono fork): their
+    #: talk is not 0 but unknown, and so are every measure that needs both parties (dead
+    #: air, overtalk, response gaps, talk ratio): read those as n/a
+    #: (`monitor.core.analysis.one_sided`).
+    absent: tuple[str, ...] = ()

@@ -103,8 +103,10 @@ class AlertRuleSettings(_Section):
     #: ASR falling behind: a transcript this late, or this many utterances shed in one call.
     asr_latency_s: float = Field(default=15.0, ge=0)
     asr_shed: int = Field(default=3, ge=0)
-    #: Media stalled: no audio for this long (wall time) while the call is connected.
-    media_stall_s: float = Field(default=5.0, ge=0)
+    #: Media stalled: no audio for this long (wall time) while the call is connected. 2.5 s
+    #: plus one `tick_s` (0.25 s) raises it within 3 s of the last audio (RELIABILITY N2),
+    #: before the gateway's stall probe (`gateway.stall_timeout_s`) ends the call.
+    media_stall_s: float = Field(default=2.5, ge=0)
 
 
 class AlertSettings(AlertRuleSettings):

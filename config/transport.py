@@ -29,9 +29,23 @@ class GatewaySettings(_Section):
     #: Seconds without any message before the call is finalised as interrupted.
     idle_timeout_s: float = Field(default=30.0, gt=0)
     #: Seconds without audio while not paused (every switch streams continuously; a FreeSWITCH
-    #: pause must be marked with a `{"event":"paused"}` text frame) before the call is
-    #: finalised as interrupted ("stalled"). Paused calls fall back to `idle_timeout_s`.
+    #: pause must be marked with a `{"event":"paused"}` text frame) before the peer is probed
+    #: with a ping: one that answers is alive but silent and the call is finalised as
+    #: interrupted ("stalled", close 1001); one that does not answer within `ping_timeout_s`
+    #: is dead or half-open (close 1011). Paused calls fall back to `idle_timeout_s`.
     stall_timeout_s: float = Field(default=5.0, gt=0)
+    #: Keepalive: a websocket ping this often; a peer that leaves one unanswered for
+    #: `ping_timeout_s` (dead, or half-open: TCP up, nothing read) is closed with 1011 and the
+    #: call finalised as interrupted ("stalled"). Pongs queue behind unread audio on a busy
+    #: server, hence the generous timeout; interval + timeout bound the close (35 s).
+    ping_interval_s: float = Field(default=5.0, gt=0, le=300)
+    ping_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    #: Seconds a call whose connection dropped without a close frame stays open for its
+    #: switch to reconnect with the same call id (one call, one recording, the gap silence,
+    #: counted: monitor/runtime/resume.py); 0 = off, the call ends `interrupted/transport`.
+    resume_grace_s: float = Field(default=0.0, ge=0, le=60)
+    #: Seconds a closing handshake waits for the peer's close frame before dropping TCP.
+    close_timeout_s: float = Field(default=5.0, gt=0, le=60)
     #: Audio faster than this many times real time (after `audio_burst_s` of head start) closes
     #: the call with 1008; 0 disables the check.
     max_audio_rate: float = Field(default=10.0, ge=0)
@@ -243,6 +257,14 @@ class ApiSettings(_Section):
     #: Open board websockets re-check their user this often (and on any user change made
     #: through the API): logged out, expired or disabled -> close 4401, role removed -> 4403.
     ws_reauth_s: float = Field(default=30.0, gt=0, le=3600)
+    #: A board websocket whose browser takes longer than this to accept one message (it
+    #: stopped reading: a frozen tab, a dead network) is dropped, its connection aborted. The
+    #: keepalive ping cannot find it: the ping waits behind the unsent data.
+    ws_send_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: Board websockets are pinged this often; one whose pong does not come within the
+    #: timeout (a browser that stopped reading, a dead network) is closed 1011.
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, le=600)
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _check_scrypt(self) -> ApiSettings:

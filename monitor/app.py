@@ -1,11 +1,11 @@
 """The composition root: builds the database, model workers, queues and gateway once.
 
 Start order: migrate the database, recover calls a crash left open (mark them interrupted,
-repair their recordings), start the ASR workers (the model is loaded once per worker and
-shared by all calls), start the storage writer (a subscriber of the event bus `self.bus`), the
-webhook delivery task and the alert service, then open the gateway. Stop order is the
-reverse, so every call still open is finalised, its last alerts raised, and every queued
-record written before the process exits.
+repair their recordings: monitor/runtime/recovery.py), start the ASR workers (the model is
+loaded once per worker and shared by all calls), start the storage writer (a subscriber of the
+event bus `self.bus`), the webhook delivery task and the alert service, then open the gateway.
+Stop order is the reverse, so every call still open is finalised, its last alerts raised, and
+every queued record written before the process exits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,26 +20,24 @@ from asr.pool import AsrPool
 from asr.scripted import ScriptedTranscriber
 from audio_quality.dnsmos import DnsmosScorer
 from config.settings import Settings
-from monitor.events import CallEvent, CallFinalised, CallSequencer, Marked, TraceKind
 from monitor.qa import load_compliance_scripts
 from monitor.runtime.alert_service import AlertService
-from monitor.runtime.asr_service import AsrService
+from monitor.runtime.asr_service import AsrService, BatchTranscriber
 from monitor.runtime.audiosocket_server import AudioSocketServer
 from monitor.runtime.bus import EventBus
 from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.gateway import Gateway
 from monitor.runtime.load import LoadMonitor
-from monitor.runtime.logs import fields
-from monitor.runtime.redaction_check import RedactionCheck, unchecked_ms
+from monitor.runtime.recovery import recover_interrupted
+from monitor.runtime.redaction_check import RedactionCheck
 from monitor.runtime.registry import CallRegistry
 from monitor.runtime.retention import RetentionTask
 from monitor.runtime.sealer import RecordingSealer
-from monitor.runtime.storage_rows import rows_for
+from monitor.runtime.storage_journal import StorageJournal, import_journal
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.runtime.webhooks import WebhookDeliverer
 from monitor.web.api.server import ApiServer
-from storage.recordings import repair_wav
 from storage.repository import Repository
 
 if TYPE_CHECKING:  # NATS is imported only in NATS mode
@@ -52,65 +49,6 @@ if TYPE_CHECKING:  # NATS is imported only in NATS mode
     from monitor.scale.transport import EventPublisher
 
 log = logging.getLogger("callwatch.app")
-#: How far back start-up looks for calls that ended without their verdict (a crash between
-#: hang-up and the last transcript; bounded so a large database is not scanned).
-UNFINALISED_LOOKBACK = timedelta(days=2)
-
-
-def store(repo: Repository, *events: CallEvent) -> None:
-    """Write events straight to the database (start-up, before the bus runs)."""
-    repo.apply([row for event in events for row in rows_for(event)])
-
-
-def recover_interrupted(repo: Repository, settings: Settings) -> list[str]:
-    """Close calls left `active` by a crash: repair each recording's header to the audio that
-    reached the disk, and mark the call interrupted (reason `server_crash`); and end the trace
-    of calls that had hung up but not got their verdict. Idempotent."""
-    recovered = []
-    # Several nodes on one database: only this node's calls are ours to recover.
-    node = settings.node.resolved_name if settings.bus.enabled else None
-    for call in repo.active_calls(node):
-        path = settings.recordings_dir / call.recording_path
-        frames = repair_wav(path) if path.exists() else 0
-        # [hook: audio redaction] what its journal does not confirm checked is checked after
-        # start (monitor.runtime.redaction_check); withheld until then
-        redaction = unchecked_ms(path, call.sample_rate, frames)
-        duration_ms = frames * 1000 // call.sample_rate if call.sample_rate else 0
-        now = datetime.now(UTC)
-        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
-        store(
-            repo,
-            seq.make(Marked, media_ms=duration_ms, at=now, kind=TraceKind.FINALISED,
-                     data={"status": "interrupted", "recovered": True, "frames": frames,
-                           **redaction}),
-            seq.make(CallFinalised, media_ms=duration_ms, at=now, ended_at=now,
-                     status="interrupted", end_reason="server_crash", duration_ms=duration_ms,
-                     recording_frames=frames),
-        )  # fmt: skip
-        log.warning(
-            "recovered call left open by a crash",
-            extra=fields(call_id=call.call_id, frames=frames),
-        )
-        recovered.append(call.call_id)
-    # Hung up but cut off before the verdict: the call itself is stored; say the verdict is
-    # lost, so the trace ends (`finalised`) and nothing waits for it.
-    for call in repo.unfinalised_calls(datetime.now(UTC) - UNFINALISED_LOOKBACK, node):
-        path = settings.recordings_dir / call.recording_path
-        frames = repair_wav(path) if path.exists() else 0
-        redaction = unchecked_ms(path, call.sample_rate, frames)  # [hook: audio redaction]
-        seq = CallSequencer(call.call_id, start=repo.next_trace_seq(call.call_id))
-        store(
-            repo,
-            seq.make(Marked, media_ms=call.duration_ms, kind=TraceKind.FINALISED,
-                     data={"status": call.status, "recovered": True, "verdict": "lost",
-                           **redaction}),
-        )  # fmt: skip
-        log.warning(
-            "call ended before a crash without its verdict; marked finalised",
-            extra=fields(call_id=call.call_id),
-        )
-        recovered.append(call.call_id)
-    return recovered
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -182,6 +120,10 @@ class Callwatch:
             s.database_url, sqlite_synchronous=s.storage.sqlite_synchronous
         )
         await asyncio.to_thread(self.repo.upgrade)
+        # What a database outage left in the journal (RELIABILITY.md S2), before recovery:
+        # a call it shows open is then recovered like any crashed call.
+        journal_dir = s.data_dir / "journal"
+        await asyncio.to_thread(import_journal, self.repo, journal_dir)
         if s.bus.enabled:
             # NATS mode (monitor.scale, docs/scale-out.md): heartbeat before the first call.
             from monitor.scale.connect import connect_bus
@@ -205,11 +147,14 @@ class Callwatch:
             from monitor.scale.asr_remote import RemoteTranscriber
 
             self.remote_asr = RemoteTranscriber.from_settings(self.bus_client, s)
+        if self.remote_asr is not None and not s.asr.local_fallback:
+            pass  # remote only: utterances wait for the workers while the bus is away
         elif s.asr.engine == "scripted":
             self.pool = ScriptedTranscriber(
                 s.asr.scripted_lines,
                 "zh" if s.asr.language == "zh" else "en",
                 s.asr.scripted_delay_s,
+                s.asr.scripted_hang,
             )
             await self.pool.start()
         else:
@@ -220,6 +165,8 @@ class Callwatch:
             batch_size=s.storage.batch_size,
             group_commit_s=s.storage.group_commit_s,
             queue_size=s.storage.queue_size,
+            journal=StorageJournal(journal_dir, s.storage.journal_max_bytes),
+            close_timeout_s=s.storage.close_timeout_s,
             # NATS mode: the call events reach the database through the shared durable
             # consumer (StorageConsumer), never also through this writer (no double write).
             bus=None if s.bus.enabled else self.bus,
@@ -242,12 +189,17 @@ class Callwatch:
             registry=self.calls,
             on_outbox=self.webhooks.notify if self.webhooks is not None else None,
             settle_s=5.0 if s.bus.enabled else 0.0,  # NATS mode: stored by the stream
+            foreign_numbers=s.bus.enabled,  # NATS mode: another node's call, or not stored yet
         )
         if s.alerts.enabled:
             await self.alerts.start()
         # [hook: audio redaction] word times for the masked spans
         words = s.privacy.redact_audio and s.privacy.redact_transcripts
-        transcriber = self.remote_asr or self.pool
+        transcriber: BatchTranscriber | None = self.remote_asr or self.pool
+        if self.remote_asr is not None and self.pool is not None:
+            from monitor.scale.asr_remote import FallbackTranscriber
+
+            transcriber = FallbackTranscriber(self.remote_asr, self.pool)
         assert transcriber is not None
         self.asr = AsrService.from_settings(transcriber, s.asr, word_timestamps=words)
         self.asr.start()
@@ -318,11 +270,15 @@ class Callwatch:
             self.bridge.dropped(subject, msg_id, essential)
 
     def _node_lost(self, node: str, call_ids: list[str]) -> None:
-        """The heartbeat sweep closed a lost node's calls: every board drops them."""
+        """A lost node's calls were closed (here, or found so in the database): this node's
+        board drops them now; the others are told at once on NATS, and find them in the
+        database themselves at their next heartbeat if that notice is lost."""
         if self.floor_feed is None:
             return
-        task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, call_ids))
-        task.add_done_callback(_log_failure)  # a failed announce only logs
+        new = self.floor_feed.tell_lost(call_ids)
+        if new and self.bus_client is not None and self.bus_client.is_connected:
+            task = asyncio.get_running_loop().create_task(self.floor_feed.announce_lost(node, new))
+            task.add_done_callback(_log_failure)  # a failed notice only logs (see above)
 
     async def _start_api(self) -> None:
         from monitor.web.api.app import create_app
@@ -348,6 +304,7 @@ class Callwatch:
             keepalive_timeout_s=api.keepalive_timeout_s,
             max_connections=api.max_connections,
             trusted_proxies=api.trusted_proxies,
+            ws_ping=(api.ws_ping_interval_s, api.ws_ping_timeout_s),
         )
         await self.api.start()
 
@@ -390,7 +347,12 @@ class Callwatch:
         if self.heartbeat is not None:
             await self.heartbeat.close()
         if self.bus_client is not None:
-            await self.bus_client.drain()
+            # Every subscription was closed above and the publisher's buffer sent: flush and
+            # close. (`drain()` waited out its 30 s timeout on the client's own internal
+            # subscriptions, holding a clean stop for nothing.)
+            with contextlib.suppress(Exception):
+                await self.bus_client.flush(timeout=5)
+            await self.bus_client.close()
         if self.retention is not None:
             await self.retention.stop()
         if self.repo is not None:

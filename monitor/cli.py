@@ -23,6 +23,7 @@ from config.settings import ConfigError, Settings, load_settings
 from monitor import cli_privacy
 from monitor.cli_show import fmt_ms as _fmt_ms
 from monitor.cli_show import show_analysis
+from monitor.events import missing_speech
 from storage.errors import StorageError
 
 log = logging.getLogger("callwatch")
@@ -142,11 +143,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"audio       {call.protocol}, {call.sample_rate} Hz, {call.channels} ch")
     print(f"recording   {settings.recordings_dir / call.recording_path}")
     print("parties     " + ", ".join(f"{p.party} (channel {p.channel})" for p in call.parties))
-    print("\ntranscript")
-    if not call.segments:
+    missing = missing_speech(call.trace)
+    print("\ntranscript" + (f" (incomplete: {len(missing)} not transcribed)" if missing else ""))
+    if not call.segments and not missing:
         print("  (none)")
-    for seg in call.segments:
-        print(f"  [{_fmt_ms(seg.start_ms)}-{_fmt_ms(seg.end_ms)}] {seg.party:8} {seg.text}")
+    lines = [(s.start_ms, s.end_ms, s.party, s.text) for s in call.segments]
+    lines += [(m["start_ms"], m["end_ms"], m["party"] or "", f"[not transcribed: {m['reason']}]")
+              for m in missing]  # fmt: skip
+    for start, end, party, text in sorted(lines, key=lambda x: (x[0], x[1])):
+        print(f"  [{_fmt_ms(start)}-{_fmt_ms(end)}] {party:8} {text}")
     show_analysis(repo.get_analysis(call.call_id), call, args.readings)
     print("\nalerts")
     if not alerts:

@@ -12,7 +12,7 @@ language, on labelled simulated calls.
     scripts/bench-compliance --live-url ws://127.0.0.1:8765/ --data-dir DIR   # a running one
     scripts/bench-compliance --errors        # also list every false positive / negative
 
-The calls (`evaluation.evalset.build_plans`) are assembled from the synthetic agent and
+The calls (`evaluation.callplans.build_plans`) are assembled from the synthetic agent and
 customer lines in shared/data/speech/tts (greetings, verification, hold notices, closings,
 paraphrases, near misses that must not count, forbidden lines) and real read speech from
 tests/data/speech, rendered by `ivr_sim` at 8 kHz (a telephone call) or `--rate 16000`.
@@ -68,15 +68,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from asr.pool import AsrPool
 from asr.types import AsrRequest, AsrResult
 from config.settings import Settings, load_settings
-from evaluation.evalset import (
-    CallPlan,
-    Line,
-    Tally,
-    build_plans,
-    check_call,
-    heldout_lines,
-    load_lines,
-)
+from evaluation.callplans import Tally, build_plans, check_call
+from evaluation.evalset import CallPlan, Line, heldout_lines, load_lines
 from evaluation.noise import inject_errors
 from ivr_sim.harness import ServerProcess, server_env
 from ivr_sim.script import CallScript, RenderedCall, Turn, render

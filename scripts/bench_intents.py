@@ -23,8 +23,9 @@ import random
 import sys
 from pathlib import Path
 
+from evaluation.callplans import Tally, build_plans, check_call
 from evaluation.evalset import CONTEXT_CATEGORIES as CONTEXT
-from evaluation.evalset import Line, Tally, build_plans, check_call, heldout_lines, load_lines
+from evaluation.evalset import Line, heldout_lines, load_lines
 from evaluation.noise import inject_errors
 from monitor.qa import ComplianceChecker, ScriptBook, load_compliance_scripts
 from monitor.qa.intents import IntentIndex, IntentTracker

@@ -17,7 +17,7 @@ recall 1.00 on the heard entities.
 
 Precision: masks on the lines that say no number of that kind (the Luhn-invalid reference
 number, the agent's question) are false positives, and so is every mask on the ordinary calls
-of the compliance evaluation set (`evaluation.evalset.build_plans` over the 154 contact-centre
+of the compliance evaluation set (`evaluation.callplans.build_plans` over the 154 contact-centre
 lines of tests/data/tts/lines.tsv, without the `pii` lines, as faster-whisper transcribed them
 and as written). Target: precision >= 0.99 over the ordinary segments.
 
@@ -44,7 +44,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from evaluation.evalset import build_plans, load_lines  # noqa: E402
+from evaluation.callplans import build_plans  # noqa: E402
+from evaluation.evalset import load_lines  # noqa: E402
 from monitor.privacy.redactor import MASKS, CallRedactor, HeardSegment  # noqa: E402
 from monitor.privacy.spoken import Kind, read_units  # noqa: E402
 

@@ -35,15 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audio_quality.conversation import (  # noqa: E402
-    ConversationTracker,
-    DeadAirDetected,
-    OvertalkDetected,
-)
+from audio_quality.conversation import ConversationTracker  # noqa: E402
 from audio_quality.dnsmos import WINDOW_SAMPLES, DnsmosScorer  # noqa: E402
 from audio_quality.g711 import round_trip  # noqa: E402
 from audio_quality.impair import hard_clip_to_ratio, to_int16  # noqa: E402
 from audio_quality.party import PartyQualityTracker  # noqa: E402
+from audio_quality.records import DeadAirDetected, OvertalkDetected  # noqa: E402
 from audio_quality.settings import QualitySettings  # noqa: E402
 from tests.dropout_support import cut_track, score_dropouts  # noqa: E402
 from tests.quality_support import (  # noqa: E402

@@ -6,6 +6,12 @@ calls; a survivor does (monitor.scale.heartbeat). Several survivors may sweep at
 close is a guarded UPDATE (`status = 'active'`), so only one of them wins each call, and only
 the winner writes the call's `finalised` trace row (in the same transaction). And ids that
 several nodes hand out in memory (alert ids) come from blocks reserved here (`reserve_ids`).
+
+Trace numbers written by a node that does not own the call (a survivor closing a lost node's
+call, an alert acknowledged on another node) come from `FOREIGN_SEQ_BASE` up, one reserved id
+each (`foreign_seq`): the owner numbers its events 0, 1, 2 … in memory and some of them may
+still be on their way through the event stream, so "one past the highest stored" could name
+an event the owner already sent, and one of the two would be dropped as a duplicate.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage import db
 from storage.models import AlertRow, Call, IdBlock, TraceEvent
 
 LOST_REASON = "node_lost"
+#: Trace numbers from here up are handed out by `foreign_seq`, never by a call's owner (a call
+#: of 10^9 events would last years); `trace_events.seq` is a 32-bit integer.
+FOREIGN_SEQ_BASE = 1_000_000_000
 
 
 @contextmanager
@@ -52,20 +63,43 @@ def reserve_ids(engine: Engine, name: str, count: int) -> int:
     if count < 1:
         raise ValueError("count must be at least 1")
     with db.write_transaction(engine) as conn:
-        current = conn.execute(
-            select(IdBlock.next_id).where(IdBlock.name == name).with_for_update()
-        ).scalar()
-        floor = 1
-        if name == "alerts":
-            floor = (
-                int(conn.execute(select(func.coalesce(func.max(AlertRow.id), 0))).scalar_one()) + 1
-            )
-        start = max(int(current or 0), floor)
-        if current is None:
-            conn.execute(insert(IdBlock).values(name=name, next_id=start + count))
-        else:
-            conn.execute(update(IdBlock).where(IdBlock.name == name).values(next_id=start + count))
+        return _reserve(conn, name, count)
+
+
+def _reserve(conn: Connection, name: str, count: int) -> int:
+    """`reserve_ids` inside the caller's write transaction."""
+    # The row is created once (a race of two first reservations: one insert is a no-op),
+    # then locked, so every reservation after it waits its turn.
+    insert_new = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert_new(IdBlock).values(name=name, next_id=1).on_conflict_do_nothing())
+    current = conn.execute(
+        select(IdBlock.next_id).where(IdBlock.name == name).with_for_update()
+    ).scalar_one()
+    floor = 1
+    if name == "alerts":
+        floor = int(conn.execute(select(func.coalesce(func.max(AlertRow.id), 0))).scalar_one()) + 1
+    start = max(int(current), floor)
+    conn.execute(update(IdBlock).where(IdBlock.name == name).values(next_id=start + count))
     return start
+
+
+def foreign_seq(engine: Engine) -> int:
+    """A trace number for an event of a call this process does not own (see the module
+    docstring): unique in the database, above every number an owner gives."""
+    return FOREIGN_SEQ_BASE + reserve_ids(engine, "foreign_seq", 1)
+
+
+def recent_lost_calls(engine: Engine, since: datetime, limit: int = 1000) -> list[tuple[str, str]]:
+    """(call id, node) of the calls closed as node_lost since `since`, newest first: what
+    every node's board must drop, whoever closed them (`NodeHeartbeat.reconcile`)."""
+    stmt = (
+        select(Call.id, Call.node)
+        .where(Call.end_reason == LOST_REASON, Call.ended_at >= since)
+        .order_by(Call.ended_at.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [(row[0], row[1] or "") for row in conn.execute(stmt)]
 
 
 def active_call_nodes(engine: Engine) -> set[str]:
@@ -99,11 +133,7 @@ def close_lost_calls(engine: Engine, node: str, now: datetime) -> list[str]:
             ).rowcount
             if won != 1:
                 continue  # another survivor closed it first
-            seq = conn.execute(
-                select(func.coalesce(func.max(TraceEvent.seq) + 1, 0)).where(
-                    TraceEvent.call_id == call_id
-                )
-            ).scalar_one()
+            seq = FOREIGN_SEQ_BASE + _reserve(conn, "foreign_seq", 1)
             conn.execute(
                 insert(TraceEvent).values(
                     call_id=call_id, seq=seq, kind="finalised", at=now, media_ms=duration_ms,

@@ -11,6 +11,14 @@ personal data.
 Files go before rows, as in erasure (storage/privacy.py): a crash between the two leaves
 rows whose recording is missing, and the next pass deletes them; never an orphaned file.
 A pass deletes at most `batch` calls per transaction so it never holds the write lock long.
+
+Several gateway nodes (scale-out, `node` given) each keep their calls' recordings on their
+own disk, and one database. So each node deletes the files of its *own* expired calls
+(`calls.node`) and records it with the call's `recording` tombstone; the rows are deleted by
+whichever node holds the retention lock (`rows=True`), and of another node's calls only those
+whose recording its owner has already deleted: a row is never deleted while its file may
+still be on a disk that nobody would look at again. Rows of no node (single box, or written
+before scale-out) are handled whole by the lock holder, as on a single box.
 """
 
 from __future__ import annotations
@@ -57,25 +65,53 @@ def run_retention(
     queues: Mapping[str, Rule],
     now: datetime,
     batch: int = 500,
+    node: str | None = None,
+    rows: bool = True,
 ) -> RetentionReport:
-    """One retention pass at wall time `now` (tests pass a clock well in the future)."""
+    """One retention pass at wall time `now` (tests pass a clock well in the future).
+    `node`: this gateway node's name (scale-out; see the module docstring): its own expired
+    recordings are deleted, and with `rows` (the retention lock's holder) the rows that may
+    go. Without `node` every call is this process's (a single box)."""
     calls = recordings = files = held = 0
+    owner = _CALLS.c.node
     for queue, rule in _rules(default, queues):
         in_queue = (
             _CALLS.c.queue.is_(None) | _CALLS.c.queue.not_in(list(queues))
             if queue is None
             else _CALLS.c.queue == queue
         )
-        if rule.days > 0:
-            n, f, h = _expire(engine, recordings_dir, in_queue, now - timedelta(days=rule.days),
-                              whole=True, batch=batch, now=now)  # fmt: skip
-            calls, files, held = calls + n, files + f, held + h
+        whole_cut = now - timedelta(days=rule.days) if rule.days > 0 else None
         rec_days = rule.recording_days if rule.days <= 0 else min(rule.recording_days, rule.days)
-        if rule.recording_days > 0:
-            n, f, h = _expire(engine, recordings_dir, in_queue, now - timedelta(days=rec_days),
-                              whole=False, batch=batch, now=now)  # fmt: skip
+        rec_cut = now - timedelta(days=rec_days) if rule.recording_days > 0 else None
+        if node is not None:
+            # This node's own files, whether the call or only its recording expires.
+            for cut in {c for c in (whole_cut, rec_cut) if c is not None}:
+                n, f, h = _expire(engine, recordings_dir, in_queue & (owner == node), cut,
+                                  whole=False, batch=batch, now=now)  # fmt: skip
+                # (held calls are counted by the rows pass when this node runs it too)
+                recordings, files, held = recordings + n, files + f, held + (0 if rows else h)
+            if not rows:
+                continue
+        # Rows (and the files of calls of no node): another node's call only once its owner
+        # deleted its recording (tombstoned above, on that node).
+        mine = owner.is_(None) if node is None else owner.is_(None) | (owner == node)
+        deletable = None if node is None else mine | exists().where(*_recording_gone())
+        if whole_cut is not None:
+            where = in_queue if deletable is None else in_queue & deletable
+            n, f, h = _expire(engine, recordings_dir, where, whole_cut, whole=True, batch=batch,
+                              now=now)  # fmt: skip
+            calls, files, held = calls + n, files + f, held + h
+        if rec_cut is not None:
+            where = in_queue if node is None else in_queue & owner.is_(None)
+            n, f, h = _expire(engine, recordings_dir, where, rec_cut, whole=False, batch=batch,
+                              now=now)  # fmt: skip
             recordings, files, held = recordings + n, files + f, held + h
     return RetentionReport(now, calls, recordings, files, held)
+
+
+def _recording_gone() -> tuple[ColumnElement[bool], ...]:
+    """The call's recording was deleted (its `recording` tombstone)."""
+    return (_TOMBS.c.call_ref == _CALLS.c.id, _TOMBS.c.scope == "recording")
 
 
 def _rules(default: Rule, queues: Mapping[str, Rule]) -> list[tuple[str | None, Rule]]:
@@ -96,8 +132,7 @@ def _expire(
     old = (_CALLS.c.started_at < cutoff) & (_CALLS.c.status != "active") & in_queue
     on_hold = exists().where(_HOLDS.c.call_id == _CALLS.c.id)
     if not whole:  # recordings already removed have a tombstone of scope "recording"
-        gone = exists().where(_TOMBS.c.call_ref == _CALLS.c.id, _TOMBS.c.scope == "recording")
-        old = old & ~gone
+        old = old & ~exists().where(*_recording_gone())
     deleted = files = 0
     with engine.connect() as conn:
         held = conn.scalar(select(func.count()).where(old & on_hold)) or 0

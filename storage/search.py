@@ -119,7 +119,7 @@ def _conditions(q: CallQuery) -> list[ColumnElement[bool]]:
 def search_calls(session: Session, q: CallQuery) -> tuple[list[CallSummary], int]:
     """One page of matching calls (newest first) and how many match in all
     (`Repository.search_calls` runs this in its read session)."""
-    from storage.repository import summary
+    from storage.call_queries import summary
 
     where = _conditions(q)
     page = (

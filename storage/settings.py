@@ -29,3 +29,10 @@ class StorageSettings(_Section):
     group_commit_s: float = Field(default=0.02, ge=0, le=1.0)
     #: Events waiting for the writer; audio never goes through this queue.
     queue_size: int = Field(default=10_000, ge=10)
+    #: The on-disk journal of what a database outage holds back (`<data_dir>/journal`, one
+    #: file per call, imported at the next start): its cap. Metrics are shed from it first
+    #: (at half the cap); the calls' index (open, end, segments) has the rest.
+    journal_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    #: How long a stop waits for a database that does not answer before leaving what is
+    #: held in the journal.
+    close_timeout_s: float = Field(default=10.0, gt=0, le=300)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from audio_quality.conversation import DeadAirDetected
-from audio_quality.records import QualityReading
+from audio_quality.records import DeadAirDetected, QualityReading
 from monitor.events import (
     AlertChanged,
     AlertRaised,

@@ -5,7 +5,8 @@
   dropped afterwards). Without that variable the postgres case is skipped locally and fails
   under `CI=true`, so CI can never pass by silently not testing PostgreSQL.
 * `repo` - a `Repository` on `db_url`, migrated to head, closed afterwards.
-* `pg_repo` - the same on a fresh PostgreSQL database only (the scale-out tests).
+* `pg_repo` - the same on a fresh PostgreSQL database only (the scale-out tests);
+  `pg_module_repo` one per test module (a floor of processes shared by its tests).
 * `pg_server_url` - the server URL itself, for tests that need PostgreSQL specifically.
 
 Test modules read only fixtures; the environment is read here, once per test.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,24 +48,31 @@ def pg_server_url() -> str:
     return _pg_server_url()
 
 
-@pytest.fixture
-def pg_database_url(pg_server_url: str) -> Iterator[str]:
-    """URL of a new, empty PostgreSQL database that is dropped after the test."""
+@contextmanager
+def fresh_pg_database(server_url: str) -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database on `server_url`, dropped on exit."""
     name = f"cw_test_{secrets.token_hex(6)}"
     # CREATE/DROP DATABASE cannot run inside a transaction block, hence AUTOCOMMIT; NullPool
     # so no pooled connection outlives the fixture.
-    admin = create_engine(pg_server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         try:
-            yield make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
         finally:
             with admin.connect() as conn:
                 # FORCE (PostgreSQL 13+) ends connections a failed test may have left open.
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def pg_database_url(pg_server_url: str) -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database that is dropped after the test."""
+    with fresh_pg_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -94,3 +103,10 @@ def repo(db_url: str) -> Iterator[Repository]:
 def pg_repo(pg_database_url: str) -> Iterator[Repository]:
     """A repository on a fresh PostgreSQL database, migrated to head (scale-out tests)."""
     yield from _migrated(pg_database_url)
+
+
+@pytest.fixture(scope="module")
+def pg_module_repo() -> Iterator[Repository]:
+    """`pg_repo` shared by a module's tests (one floor of processes for several proofs)."""
+    with fresh_pg_database(_pg_server_url()) as url:
+        yield from _migrated(url)

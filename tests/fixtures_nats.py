@@ -54,7 +54,7 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def nats_server() -> NatsEndpoint:
     """The shared NATS test server (JetStream on, user/password auth)."""
     raw = os.environ.get(NATS_URL_ENV)

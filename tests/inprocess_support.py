@@ -116,7 +116,7 @@ class _Lines(logging.Handler):
     """Keeps every formatted record, as `callwatch serve` would print it (tracebacks too)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.setFormatter(_TextFormatter())
         self.lines: list[str] = []
 
@@ -128,7 +128,8 @@ class ThreadedServer:
     """The in-process server on a thread of its own with its own event loop, for synchronous
     tests written against a spawned server (`tests.fixtures_server.LiveServer`): the same
     `url`, `audiosocket`, `data_dir`, `repo`, `wait_call` and `log()`. Its log is what the
-    root logger receives at INFO while it runs (websockets at WARNING, as `serve` sets it)."""
+    root logger receives at DEBUG while it runs (websockets at WARNING, as `serve` sets it),
+    like every server of a test session (RELIABILITY.md P8, tests/fixtures_logs.py)."""
 
     def __init__(
         self, tmp: Path, *, lines: Sequence[str] = (), config: Path | None = None, **sections: Any
@@ -144,7 +145,7 @@ class ThreadedServer:
         self.server: InProcessServer | None = None
 
     def start(self, timeout_s: float = 60.0) -> None:
-        for name, level in (("", logging.INFO), ("websockets", logging.WARNING)):
+        for name, level in (("", logging.DEBUG), ("websockets", logging.WARNING)):
             self._levels[name] = logging.getLogger(name).level
             logging.getLogger(name).setLevel(level)
         logging.getLogger().addHandler(self._log)

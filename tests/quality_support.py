@@ -19,16 +19,17 @@ import numpy.typing as npt
 import soundfile as sf
 from scipy import signal
 
-from audio_quality.conversation import (
-    ConversationEvent,
-    ConversationSummary,
-    ConversationTracker,
-)
+from audio_quality.conversation import ConversationTracker
 from audio_quality.g711 import round_trip
 from audio_quality.impair import fit_noise, noise_gain_for_snr, resample, to_int16
 from audio_quality.levels import active_speech_level, full_scale
 from audio_quality.party import PartyQualityTracker
-from audio_quality.records import ActivitySpan, PartyQualitySummary
+from audio_quality.records import (
+    ActivitySpan,
+    ConversationEvent,
+    ConversationSummary,
+    PartyQualitySummary,
+)
 from audio_quality.settings import QualitySettings
 
 SPEECH_DIR = Path(__file__).parent / "data" / "speech"

@@ -9,16 +9,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tests.fixtures_asr import MODEL_CACHE_DIR, REPO_ROOT
+from tests.fixtures_logs import session_log_path
 from tests.fixtures_nats import NatsEndpoint
 
 
 def bus_env(endpoint: NatsEndpoint, *, password: str | None = None) -> dict[str, str]:
     """The environment of a callwatch process on this bus (the worktree's code first)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLWATCH_")}
+    # Only the log level crosses (DEBUG in a test session: RELIABILITY.md P8).
+    keep = ("CALLWATCH_LOG_LEVEL",)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLWATCH_") or k in keep}
     env.update(
         PYTHONPATH=str(REPO_ROOT),
         PYTHONUNBUFFERED="1",
@@ -32,7 +35,8 @@ def bus_env(endpoint: NatsEndpoint, *, password: str | None = None) -> dict[str,
 
 
 class Proc:
-    """A child process whose combined output is read by a thread into a queue of lines."""
+    """A child process whose combined output is read by a thread into a queue of lines, and
+    copied to a session log (`tests.fixtures_logs`: scanned for secrets when the run ends)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.popen = subprocess.Popen(
@@ -44,14 +48,17 @@ class Proc:
             text=True,
         )
         self.lines: list[str] = []
+        self.log_path = session_log_path("proc")
         self._q: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self._q.put(line.rstrip("\n"))
+        with self.log_path.open("a", encoding="utf-8") as log:
+            for line in self.popen.stdout:
+                log.write(line)
+                self._q.put(line.rstrip("\n"))
         self._q.put(None)
 
     def wait_for(self, text: str, timeout_s: float = 60.0) -> str:
@@ -99,6 +106,37 @@ class Proc:
         self._reader.join(5)  # the child is gone: its output ends
         if self.popen.stdout is not None:
             self.popen.stdout.close()
+
+
+@contextmanager
+def asr_workers(
+    endpoint: NatsEndpoint, prefix: str, n: int, *, real: bool, ready_s: float = 180.0
+) -> Iterator[Callable[[], list[Proc]]]:
+    """`n` ASR worker processes started at once, stopped on exit. What it yields waits until
+    all are ready on the bus (call it once other processes were started meanwhile).
+    `real` = the product's `callwatch asr-worker` with the bundled Whisper model (one model
+    process each), else `tests.scripted_asr_worker` (text `W heard <samples> samples`, a
+    function of the audio only, whichever worker answers)."""
+    env = bus_env(endpoint)
+    env.update(CALLWATCH_BUS__PREFIX=prefix, CALLWATCH_ASR__WORKERS="1")
+    args = (
+        [sys.executable, "-m", "monitor.cli", "asr-worker"]
+        if real
+        else [sys.executable, "-m", "tests.scripted_asr_worker", "W", "0.02"]
+    )
+    procs: list[Proc] = []
+    try:
+        procs.extend(Proc(args, env) for _ in range(n))
+
+        def ready() -> list[Proc]:
+            for proc in procs:  # loading in parallel: the slowest decides
+                proc.wait_for("asr-worker ready", timeout_s=ready_s)
+            return procs
+
+        yield ready
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 @contextmanager

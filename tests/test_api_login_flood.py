@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from config.settings import load_settings
@@ -53,6 +54,7 @@ async def attempt(client: httpx.AsyncClient, user: str, **headers: str) -> int:
     return r.status_code
 
 
+@pytest.mark.serial  # bounds the event loop's lag under the flood
 async def test_a_login_flood_is_bounded(tmp_path: Path) -> None:
     async with served(tmp_path, login_max_address_failures=10_000, login_max_failures=10_000,
                       login_concurrency=2, login_queue=16) as (base, app):  # fmt: skip

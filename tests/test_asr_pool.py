@@ -27,6 +27,7 @@ async def _ticker(gaps: list[float], stop: asyncio.Event) -> None:
         last = now
 
 
+@pytest.mark.serial  # bounds the event loop's lag
 async def test_pool_matches_the_engine_and_keeps_the_loop_responsive(
     asr_settings: AsrSettings, asr_cache_dir: Path, reference_batches: list[list[AsrResult]]
 ) -> None:
@@ -79,6 +80,36 @@ async def test_a_killed_worker_fails_its_batch_and_is_restarted(
         assert len(pool.worker_pids) == 1
     with pytest.raises(AsrWorkerError, match="closed"):
         await pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"]))
+
+
+async def test_a_hung_worker_is_killed_when_its_batch_is_given_up(
+    asr_settings: AsrSettings, asr_cache_dir: Path
+) -> None:
+    """RELIABILITY B3 at the pool: a worker that never answers (stopped, as a decode stuck
+    in native code would be) must not hold its slot once the caller gives up (the service's
+    `asr.utterance_timeout_s`): it is killed and the next batch gets a fresh one."""
+    settings = asr_settings.model_copy(update={"workers": 1})
+    async with AsrPool(settings, asr_cache_dir) as pool:
+        [old_pid] = pool.worker_pids
+        os.kill(old_pid, signal.SIGSTOP)  # alive, never answers
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"])), 1.0
+            )
+        [result] = await asyncio.wait_for(
+            pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"])), 120.0
+        )
+        assert "understand your response" in result.text
+        assert pool.worker_pids != [old_pid]
+        assert _gone(old_pid)
+
+
+def _gone(pid: int) -> bool:
+    """Exited (reaped, or a zombie until its parent reaps it): not stopped, not running."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 async def test_a_model_that_cannot_load_fails_start(

@@ -218,6 +218,30 @@ async def test_a_dead_worker_costs_a_retry_not_the_utterance(done: Done) -> None
     await service.close()
 
 
+async def test_a_hung_batch_times_out_per_utterance_and_the_next_is_served(done: Done) -> None:
+    """B3: a model that never answers costs each utterance of its batch one timeout (not a
+    retry: the same audio would hang again), and the queue moves on."""
+    pool = HeldPool()  # holds every batch until released: hung, as long as we do not
+    service = AsrService(pool, queue_size=10, batch_size=1, utterance_timeout_s=0.2)
+    service.start()
+    hung, after = job(done, 1.0), job(done, 1.0, age_s=-1)
+    service.submit(hung)
+    service.submit(after)
+    started = time.monotonic()
+    await settle(HeldPool(), done, 2)  # releases nothing of `pool`: it stays hung
+    # Each in its own batch, each given up after 0.2 s: the first never blocks the second.
+    assert [(j, r, p) for j, r, p in done.calls] == [(hung, None, "timeout"),
+                                                     (after, None, "timeout")]  # fmt: skip
+    assert 0.4 <= time.monotonic() - started < 2.0 and len(pool.batches) == 2
+    assert service.timed_out == 2 and service.failed == 0 and service.in_flight == 0
+    assert service.counters()["timed_out"] == 2
+    third = job(done, 1.0)
+    service.submit(third)
+    await settle(pool, done, 3)  # a model that answers again: transcribed as usual
+    assert done.calls[2][0] is third and done.calls[2][1] is not None
+    await service.close()
+
+
 async def test_the_party_language_locks_after_two_confident_detections(done: Done) -> None:
     pool = HeldPool(language="zh", p=0.95)
     service = AsrService(pool, queue_size=10, batch_size=1)

@@ -118,3 +118,46 @@ async def test_changes_made_elsewhere_are_seen_within_the_reauth_interval(tmp_pa
             assert await close_code(ws, within_s=1.5) is None  # still allowed: stays open
             ctx.access.set_user("sup", role=None, disabled=True)  # as `callwatch user` does
             assert await close_code(ws, within_s=3.0) == 4401
+
+
+async def test_a_browser_that_stops_reading_is_dropped_after_the_send_timeout() -> None:
+    """The keepalive ping cannot find a browser whose socket buffers are full (the ping waits
+    behind the unsent data): one message waiting `api.ws_send_timeout_s` drops it, with a
+    close frame if that can still go out, else by aborting the connection."""
+    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+    from monitor.web import board
+
+    class Transport:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    class Protocol:  # what uvicorn hands the app as ASGI `send`: a bound method
+        def __init__(self) -> None:
+            self.transport = Transport()
+
+        async def send(self, message: object) -> None:
+            await asyncio.sleep(3600)  # the buffers are full: nothing goes out
+
+    class Stuck:
+        def __init__(self) -> None:
+            self._send = Protocol().send
+
+        async def send_text(self, text: str) -> None:
+            await self._send({"type": "websocket.send", "text": text})
+
+        async def close(self, code: int) -> None:
+            await self._send({"type": "websocket.close", "code": code})
+
+    # The protocol uvicorn uses owns the ASGI `send` and its transport (what _drop aborts).
+    assert AutoWebSocketsProtocol is not None
+    assert callable(AutoWebSocketsProtocol.send)  # type: ignore[attr-defined]
+    ws = Stuck()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(board._StoppedReading):
+        await board._send(ws, "{}", 0.3)  # type: ignore[arg-type]
+    await board._drop(ws, 0.3)  # type: ignore[arg-type]
+    assert ws._send.__self__.transport.aborted and loop.time() - t0 < 1.5

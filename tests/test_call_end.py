@@ -128,7 +128,7 @@ async def test_overload_defers_utterances_and_the_stored_transcript_is_complete(
 async def test_a_crash_between_hang_up_and_verdict_is_finalised_at_the_next_start(
     rig_factory,  # type: ignore[no-untyped-def]
 ) -> None:
-    from monitor.app import recover_interrupted
+    from monitor.runtime.recovery import recover_interrupted
 
     rig: Rig = await rig_factory(open_gate=False)  # the verdict cannot come: ASR is held
     _, _, ext = await _hang_up(rig)

@@ -16,15 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.evalset import (
-    CallPlan,
-    Tally,
-    build_plans,
-    check_call,
-    checker_for,
-    heldout_lines,
-    load_lines,
-)
+from evaluation.callplans import Tally, build_plans, check_call, checker_for
+from evaluation.evalset import CallPlan, heldout_lines, load_lines
 from evaluation.noise import inject_errors
 from monitor.qa import ScriptBook, load_compliance_scripts
 

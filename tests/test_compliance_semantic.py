@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.evalset import Tally, build_plans, check_call, heldout_lines, load_lines
+from evaluation.callplans import Tally, build_plans, check_call
+from evaluation.evalset import heldout_lines, load_lines
 from evaluation.noise import inject_errors
 from monitor.qa import ComplianceChecker, ScriptBook, ScriptInvalid, load_compliance_scripts
 from monitor.qa.embedding import SentenceEncoder

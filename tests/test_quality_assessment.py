@@ -7,8 +7,7 @@ from dataclasses import replace
 import pytest
 
 from audio_quality.assessment import assess
-from audio_quality.conversation import ConversationSummary
-from audio_quality.records import PartyQualitySummary
+from audio_quality.records import ConversationSummary, PartyQualitySummary
 from audio_quality.settings import QualitySettings
 
 SETTINGS = QualitySettings()

@@ -12,15 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audio_quality.conversation import (
-    ConversationTracker,
-    DeadAirDetected,
-    DeadAirStarted,
-    OvertalkDetected,
-    count_units,
-)
+from audio_quality.conversation import ConversationTracker, count_units
 from audio_quality.errors import TrackerFinishedError
-from audio_quality.records import ActivitySpan
+from audio_quality.records import ActivitySpan, DeadAirDetected, DeadAirStarted, OvertalkDetected
 from audio_quality.settings import QualitySettings
 from tests.quality_support import (
     build_call,

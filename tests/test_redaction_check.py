@@ -20,9 +20,9 @@ from asr.types import AsrRequest, AsrResult, WordTiming
 from config.settings import Settings
 from ivr_sim import render
 from ivr_sim.script import script_from_dict
-from monitor.app import recover_interrupted
 from monitor.events import CallSequencer, CallStarted
 from monitor.runtime.asr_service import AsrService
+from monitor.runtime.recovery import recover_interrupted
 from monitor.runtime.redaction_check import RedactionCheck
 from monitor.runtime.storage_rows import rows_for
 from monitor.web.api.media import withheld

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from asr.scripted import ScriptedTranscriber
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from config.settings import BusSettings
 from monitor.core.events import Party, UtteranceEnded
 from monitor.runtime.asr_service import AsrJob, AsrService
-from monitor.scale.asr_remote import RemoteTranscriber, asr_subject
+from monitor.scale.asr_remote import FallbackTranscriber, RemoteTranscriber, asr_subject
 from monitor.scale.asr_worker import AsrWorkerServer
 from monitor.scale.connect import connect_bus
 from monitor.scale.envelope import (
@@ -29,7 +30,7 @@ from monitor.scale.envelope import (
 )
 from storage.records import CallOpened, SegmentAdded
 from storage.repository import Repository
-from tests.fixtures_nats import NatsEndpoint
+from tests.fixtures_nats import NatsEndpoint, PrivateNats
 from tests.scale_support import Proc, bus_env, scripted_worker
 
 MAX = 1024 * 1024
@@ -315,3 +316,82 @@ async def test_callwatch_asr_worker_transcribes_with_the_real_model(
     assert jiwer.wer(norm(reference(clip)), norm(result.text)) < 0.15, result.text
     assert result.language == "en" and result.compute_s > 0
     assert remote.overhead_ms and remote.overhead_ms[0] < 500
+
+
+# -- the bus away longer than the remote deadline -----------------------------------------------
+@pytest.mark.scaleout
+async def test_a_bus_outage_longer_than_the_deadline_delays_an_utterance_never_sheds_it(
+    private_nats: PrivateNats,
+) -> None:
+    """NATS is away for 8x the remote deadline (0.5 s x 2 attempts): the utterance is not
+    given up (`asr_shed`) but waits in the catch-up lane, and the worker transcribes it once
+    NATS is back (late)."""
+    prefix = f"out{time.monotonic_ns()}"
+    bus = BusSettings(**private_nats.endpoint.settings(prefix=prefix))  # type: ignore[arg-type]
+    with scripted_worker(private_nats.endpoint, "W", 0.02, prefix=prefix):
+        nc = await connect_bus(bus, "node-out")
+        remote = RemoteTranscriber(nc, subject=asr_subject(prefix), timeout_s=0.5, attempts=2,
+                                   max_bytes=MAX, concurrency=2)  # fmt: skip
+        service = AsrService(remote, queue_size=8, batch_size=1)
+        service.start()
+        done: list[tuple[AsrJob, AsrResult | None, str | None]] = []
+        try:
+            private_nats.stop()
+            deadline = time.monotonic() + 10
+            while nc.is_connected:
+                assert time.monotonic() < deadline, "the client did not see NATS go"
+                await asyncio.sleep(0.05)
+            service.submit(_job("call-out", done))
+            await asyncio.sleep(8 * 0.5 * 2)
+            assert done == [], "given up during the outage"
+            assert service.waited_for_workers >= 2 and remote.unavailable >= 2
+            private_nats.start()
+            deadline = time.monotonic() + 20
+            while not done:
+                assert time.monotonic() < deadline, "not transcribed after NATS came back"
+                await asyncio.sleep(0.05)
+        finally:
+            await service.close()
+            await nc.close()
+    [(job, result, problem)] = done
+    assert problem is None and result is not None and result.text == "W heard 16000 samples"
+    assert job.late and service.failed == 0
+
+
+@pytest.mark.scaleout
+async def test_with_local_fallback_an_unreachable_bus_is_transcribed_on_the_node(
+    private_nats: PrivateNats,
+) -> None:
+    """`asr.local_fallback`: with the bus away the node's own pool transcribes at once; with
+    the bus back the remote workers do again."""
+    prefix = f"fb{time.monotonic_ns()}"
+    bus = BusSettings(**private_nats.endpoint.settings(prefix=prefix))  # type: ignore[arg-type]
+    local = ScriptedTranscriber(["said on the node"], "en")
+    await local.start()
+    with scripted_worker(private_nats.endpoint, "W", 0.02, prefix=prefix):
+        nc = await connect_bus(bus, "node-fb")
+        remote = RemoteTranscriber(nc, subject=asr_subject(prefix), timeout_s=0.5, attempts=2,
+                                   max_bytes=MAX, concurrency=2)  # fmt: skip
+        both = FallbackTranscriber(remote, local)
+        try:
+            [far] = await both.transcribe_batch([AsrRequest(_tone(1.0), "en", tag=("c", "a", 1))])
+            private_nats.stop()
+            deadline = time.monotonic() + 10
+            while nc.is_connected:
+                assert time.monotonic() < deadline, "the client did not see NATS go"
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            [near] = await both.transcribe_batch([AsrRequest(_tone(1.0), "en", tag=("c", "a", 2))])
+            assert time.monotonic() - started < 1.0  # not after the remote deadline
+        finally:
+            await nc.close()
+            await local.close()
+    assert (far.text, near.text) == ("W heard 16000 samples", "said on the node")
+    assert both.fell_back == 1
+
+
+def _job(call_id: str, done: list[tuple[AsrJob, AsrResult | None, str | None]]) -> AsrJob:
+    pcm = (_tone(1.0) * 32767).astype(np.int16)
+    utterance = UtteranceEnded(Party.CUSTOMER, 4800, 4800 + len(pcm), pcm, 900, False)
+    return AsrJob(utterance, None, lambda j, r, p: done.append((j, r, p)),
+                  key=(call_id, "customer", 4800))  # fmt: skip

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from config.settings import BusSettings, load_settings
-from monitor.app import recover_interrupted
+from monitor.events import CallFinalised
+from monitor.runtime.bus import EventBus
+from monitor.runtime.recovery import recover_interrupted
 from monitor.scale.connect import connect_bus
 from monitor.scale.heartbeat import NodeHeartbeat
+from monitor.scale.node_events import EventBridge, FloorFeed
 from storage.nodes import close_lost_calls
 from storage.records import CallEnded, CallOpened
 from storage.repository import Repository
@@ -101,3 +104,42 @@ def test_a_restarting_node_recovers_only_its_own_calls(
     assert _status(pg_repo, "theirs") == ("active", None)
     ending = pg_repo.get_call("theirs-ending")
     assert ending is not None and not any(t.kind == "finalised" for t in ending.trace)
+
+
+async def test_a_lost_nodes_calls_reach_a_board_whose_notice_never_came(
+    nats_server: NatsEndpoint, pg_repo: Repository
+) -> None:
+    """gw-a closes dead gw-b's call, and its NATS notice is lost (gw-a's announce failed, or
+    gw-a died right after its commit). gw-c's board still drops the call: gw-c's heartbeat
+    finds it in the database (`reconcile`, also while the bus is down) and its floor feed
+    publishes the node_lost end once, however often it is told."""
+    bus = BusSettings(**nats_server.settings(prefix=f"rc{time.monotonic_ns()}"))  # type: ignore[arg-type]
+    _open(pg_repo, "b9", "gw-b")
+    nc_a, nc_c = await connect_bus(bus, "gw-a"), await connect_bus(bus, "gw-c")
+    floor = EventBus()
+    board = floor.subscribe()
+    # gw-c's floor feed, never subscribed to the notices: only its heartbeat can tell it.
+    feed = FloorFeed(nc_c, bus, floor, EventBridge(None, "gw-c"))  # type: ignore[arg-type]
+    a = NodeHeartbeat(nc_a, bus, "gw-a", pg_repo.engine, on_lost=lambda n, ids: None)
+
+    def tell_board(node: str, ids: list[str]) -> None:
+        feed.tell_lost(ids)
+
+    c = NodeHeartbeat(nc_c, bus, "gw-c", pg_repo.engine, on_lost=tell_board)
+    await a.start()
+    await c.start()
+    try:
+        assert await a.sweep() == {"gw-b": ["b9"]}  # gw-b never beat: lost; no notice sent
+        assert await c.sweep() == {}  # already closed: nothing for gw-c to close
+        assert await c.reconcile() == ["b9"]
+        end = board.get_nowait()
+        assert isinstance(end, CallFinalised) and end.call_id == "b9"
+        assert (end.status, end.end_reason) == ("interrupted", "node_lost")
+        assert await c.reconcile() == []  # told once
+        assert feed.tell_lost(["b9"]) == []  # the late notice too: the board hears it once
+        assert board.get_nowait() is None
+    finally:
+        await a.close()
+        await c.close()
+        await nc_a.close()
+        await nc_c.close()

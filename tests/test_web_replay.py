@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from monitor.events import Marked
+from monitor.runtime.storage_rows import rows_for
 from storage.models import CallDetail
 from tests.fixtures_browser import screenshot
 from tests.web_support import Streaming, WebServer, call, login, start_web_server
@@ -178,5 +181,33 @@ def test_wrong_password_stays_on_the_login_page(replay: Replay, browser: Any) ->
         page.locator("#login-error").wait_for()
         assert page.url.endswith("/login?next=/replay")
         assert page.context.cookies() == []  # no session was set
+    finally:
+        page.close()
+
+
+def test_untranscribed_speech_is_marked_in_the_transcript(replay: Replay, browser: Any) -> None:
+    """B3 on the page: speech the ASR never answered (an `asr_timeout` trace entry, as
+    monitor/runtime/transcripts.py writes it) is listed where it was said as "[not
+    transcribed]", under a "Transcript incomplete" line naming its range. Last in the module:
+    it adds that entry to the shared call."""
+    repo, call = replay.web.server.repo, replay.call
+    end = call.duration_ms or 0
+    start_ms, end_ms = end - 3000, end - 1500  # 00:mm:ss of each, as the page writes them
+    seq = max(t.seq for t in call.trace) + 1
+    mark = Marked(call.call_id, seq, start_ms, datetime.now(UTC), "asr_timeout", "customer",
+                  {"end_ms": end_ms, "reason": "timeout"})  # fmt: skip
+    repo.apply(rows_for(mark))  # as the storage sink stores the live event
+    page = open_call(browser, replay)
+    try:
+        note = page.locator("#transcript .incomplete").inner_text()
+        fmt = [f"{ms // 60000:02d}:{ms // 1000 % 60:02d}" for ms in (start_ms, end_ms)]
+        assert note.startswith("Transcript incomplete") and f"{fmt[0]}–{fmt[1]}" in note
+        missing = page.locator("#transcript .line.missing")
+        assert missing.count() == 1 and "[not transcribed]" in missing.inner_text()
+        assert missing.get_attribute("data-start-ms") == str(start_ms)
+        title = missing.locator(".untranscribed").get_attribute("title") or ""
+        assert "timed out" in title
+        spoken = page.locator("#transcript .line:not(.missing)")
+        assert spoken.count() == len([s for s in call.segments if s.text.strip()])
     finally:
         page.close()

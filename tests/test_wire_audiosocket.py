@@ -96,6 +96,9 @@ def test_higher_rate_kinds_are_resampled_to_the_call_rate() -> None:
         (AudioSocketEncoder.uuid(uuid.uuid4()) + bytes.fromhex("10 0003 000000"), 1007, "odd"),
         (AudioSocketEncoder.uuid(uuid.uuid4()) + bytes.fromhex("42 0000"), 1007, "kind 0x42"),
     ],
+    # Named by what they break, not by their bytes: a random UUID in a test id differs between
+    # pytest-xdist's workers, which then refuse to run the suite.
+    ids=["audio before the UUID", "UUID of 2 bytes", "odd audio length", "unknown kind"],
 )
 def test_violations(data: bytes, code: int, words: str) -> None:
     with pytest.raises(ProtocolError) as err:

@@ -20,7 +20,8 @@ Rules (thresholds per queue, `config.settings.AlertRuleSettings`):
 * `compliance_miss:<stage>`, `compliance_order:<stage>`, `forbidden_phrase:<rule>` - from
   compliance findings at or above `compliance_min_severity`.
 * `asr_lag:latency` / `asr_lag:shed` - a transcript later than `asr_latency_s`, or `asr_shed`
-  utterances dropped unrecognised in one call.
+  utterances dropped unrecognised in one call (shed, or given up after
+  `asr.utterance_timeout_s`: a hung model).
 * `media_stalled` - a connected call's media position did not move for `media_stall_s` of
   wall time, or fell that far behind the wall clock since its first tick (a switch sending
   audio slower than real time, or a gateway too loaded to keep up). Ticks stop counting at
@@ -294,13 +295,14 @@ class AlertEngine:
                            rec.media_ms, rec.media_ms,
                            error=error if isinstance(error, str) else None)
             ]  # fmt: skip
-        elif rec.kind is TraceKind.ASR_SHED:
+        elif rec.kind in (TraceKind.ASR_SHED, TraceKind.ASR_TIMEOUT):
             call.shed += 1
+            why = "ASR hung" if rec.kind is TraceKind.ASR_TIMEOUT else "ASR overloaded"
             if call.rules.asr_shed and call.shed >= call.rules.asr_shed:
                 return [
                     self._fire(call, "asr_lag:shed", "asr_lag", "warning",
                                f"{call.shed} utterances dropped without a transcript "
-                               "(ASR overloaded)", rec.media_ms, rec.media_ms,
+                               f"({why})", rec.media_ms, rec.media_ms,
                                shed=call.shed, threshold=call.rules.asr_shed)
                 ]  # fmt: skip
         return []

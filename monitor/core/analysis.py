@@ -16,10 +16,16 @@ import numpy as np
 import numpy.typing as npt
 
 from audio_quality.assessment import QualityAssessment, assess
-from audio_quality.conversation import ConversationEvent, ConversationSummary, ConversationTracker
+from audio_quality.conversation import ConversationTracker
 from audio_quality.dnsmos import DnsmosScore, DnsmosWindow
 from audio_quality.party import PartyQualityTracker
-from audio_quality.records import ActivitySpan, PartyQualitySummary, QualityReading
+from audio_quality.records import (
+    ActivitySpan,
+    ConversationEvent,
+    ConversationSummary,
+    PartyQualitySummary,
+    QualityReading,
+)
 from audio_quality.settings import QualitySettings
 from config.settings import GradingSettings
 from monitor.core.events import Party

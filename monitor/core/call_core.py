@@ -14,12 +14,11 @@ what the analysis found into events.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from asr.settings import VadSettings
-from monitor.core.analysis import CallAnalyzer
+from monitor.core.analysis import AnalysisEvent, CallAnalyzer
 from monitor.core.events import UtteranceEnded
 from monitor.core.markers import Marker, MarkerKind
 from monitor.core.metadata import CallMetadata
@@ -37,7 +36,7 @@ class Fed:
     """What one piece of audio produced."""
 
     utterances: list[UtteranceEnded]
-    found: list[Any]  # the analysis cores' own events, for the shell to publish
+    found: list[AnalysisEvent]  # the analysis cores' own events, for the shell to publish
 
 
 class CallCore:

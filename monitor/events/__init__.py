@@ -20,6 +20,7 @@ from monitor.events.calls import (
     ResultComputed,
     SegmentTranscribed,
     TraceKind,
+    missing_speech,
 )
 from monitor.events.codec import SCHEMA_VERSION, EventDecodeError, from_json, to_json
 from monitor.events.sequence import CallSequencer
@@ -47,5 +48,6 @@ __all__ = [
     "SegmentTranscribed",
     "TraceKind",
     "from_json",
+    "missing_speech",
     "to_json",
 ]

@@ -16,13 +16,13 @@ events keep their own name, a plain string).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Union
+from typing import Any, Union
 
 from audio_quality.assessment import Finding as QualityFinding
-from audio_quality.conversation import DeadAirDetected, OvertalkDetected
-from audio_quality.records import QualityReading
+from audio_quality.records import DeadAirDetected, OvertalkDetected, QualityReading
 from monitor.qa.events import (
     ForbiddenPhraseSaid,
     OrderViolated,
@@ -45,6 +45,7 @@ class TraceKind(enum.StrEnum):
     METADATA = "metadata"
     UTTERANCE = "utterance"
     ASR_SHED = "asr_shed"
+    ASR_TIMEOUT = "asr_timeout"
     ASR_DEFERRED = "asr_deferred"
     ASR_CATCH_UP = "asr_catch_up"
     REDACTED = "redacted"
@@ -71,6 +72,21 @@ class TraceKind(enum.StrEnum):
 
 
 _TRACE_KINDS = {k.value: k for k in TraceKind}
+#: Trace entries of an utterance that was never transcribed: the model did not answer within
+#: `asr.utterance_timeout_s`, or it was given up under overload.
+UNTRANSCRIBED = (TraceKind.ASR_TIMEOUT.value, TraceKind.ASR_SHED.value)
+
+
+def missing_speech(trace: Iterable[Any]) -> list[dict[str, Any]]:
+    """The ranges of speech a stored call's transcript lacks, by start, from its trace
+    entries (anything with `kind`, `party`, `media_ms`, `data`): `{party, start_ms, end_ms,
+    reason}`. Empty: every utterance cut was transcribed (or is still pending)."""
+    missing = [
+        {"party": t.party, "start_ms": t.media_ms or 0,
+         "end_ms": int(t.data.get("end_ms") or t.media_ms or 0), "reason": t.kind}
+        for t in trace if t.kind in UNTRANSCRIBED
+    ]  # fmt: skip
+    return sorted(missing, key=lambda m: (m["start_ms"], m["end_ms"]))
 
 
 @dataclass(frozen=True, slots=True)

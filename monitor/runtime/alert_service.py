@@ -7,9 +7,12 @@ the engine's alerts as `AlertRaised` events on the bus, numbered by the call's o
 webhook outbox rows in the same transaction) and the live board hear them there. An
 acknowledge / resolve changes the stored alert at once and publishes `AlertChanged`.
 
-Ids: the service numbers alerts itself (one past the highest stored at start), so the bus and
-the board know an alert's id before it is committed. This relies on one callwatch instance
-per database, which crash recovery assumes too.
+Ids: the service numbers alerts from blocks reserved in the database (`reserve_ids`), so the
+bus and the board know an alert's id before it is committed, and several nodes on one
+database never give the same id. An event about a call this node does not know (an alert of
+another node's call acknowledged here) is numbered from the database's foreign range with
+`foreign_numbers` (scale-out), never "one past the highest stored": the owner may have sent
+events that are not stored yet.
 
 Restarts: at start the open and acknowledged alerts are loaded (`open_alerts`) and their
 (call, rule) keys seed the engine's de-duplication; the database's unique (call_id, rule)
@@ -66,12 +69,14 @@ class AlertService:
         auto_tick: bool = True,
         on_outbox: Callable[[], None] | None = None,
         settle_s: float = 0.0,
+        foreign_numbers: bool = False,
     ) -> None:
         self._repo = repo
         # Scale-out: an alert reaches the database through the NATS stream and whichever
         # node's storage consumer takes it, so one raised a moment ago (here or on another
         # node) may not be stored yet; a change waits this long for it before "not found".
         self._settle_s = settle_s
+        self._foreign_numbers = foreign_numbers
         self._storage = storage
         self._bus = bus
         self.settings = settings or AlertSettings()
@@ -266,9 +271,15 @@ class AlertService:
 
     async def _sequencer(self, call_id: str) -> CallSequencer:
         """The call's own sequencer; for a call no longer known here, its stored events are
-        written first, so numbering resumes after the last of them."""
-        if self.registry.known_sequencer(call_id) is None:
-            await self._storage.drain()
+        written first, so numbering resumes after the last of them. With `foreign_numbers`
+        (scale-out) a call not known here may be another node's, live or with events still
+        in the stream: its event gets a number no owner gives (`Repository.foreign_seq`)."""
+        known = self.registry.known_sequencer(call_id)
+        if known is not None:
+            return known
+        if self._foreign_numbers:
+            return CallSequencer(call_id, start=await asyncio.to_thread(self._repo.foreign_seq))
+        await self._storage.drain()
         return await self.registry.sequencer(call_id)
 
     def _notify_outbox(self) -> None:

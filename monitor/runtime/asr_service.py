@@ -16,7 +16,11 @@ box cannot keep up. One consumer task per worker, so no worker idles while work 
   `on_done(job, None, "deferred")` is called, and the call re-reads that span from its
   recording later and hands it back with `submit_catchup(job)`, which always queues.
 * A batch whose worker died is retried once, in the catch-up lane; a second failure is
-  reported as `on_done(job, None, "error:<type>")`.
+  `on_done(job, None, "error:<type>")`. A batch no worker could be asked for
+  (`AsrUnavailable`: the bus is away) waits in the catch-up lane: delayed, never lost.
+* A batch not answered within `utterance_timeout_s` per utterance (a hung model) is given
+  up, not retried: `on_done(job, None, "timeout")`, the call marks the range `asr_timeout`,
+  and the pool kills and restarts a process worker whose batch is cancelled.
 
 Every job ends in exactly one `on_done` call, on the loop. Language: a job may carry its
 party's `LanguageTracker`; the language is read when the job is taken (so it benefits from
@@ -26,8 +30,6 @@ every result before it) and every result is fed back before `on_done`.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -36,15 +38,19 @@ from typing import Protocol
 
 import numpy as np
 
+from asr.errors import AsrUnavailable
 from asr.language import LanguageTracker
 from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from asr.window import bucket
 from monitor.core.events import UtteranceEnded
+from monitor.runtime.asr_lane import Lane
 
 log = logging.getLogger("callwatch.asr")
 
 _EMPTY = np.zeros(0, dtype=np.int16)
+#: A consumer's pause after a batch found no worker reachable (the bus away).
+UNAVAILABLE_PAUSE_S = 1.0
 
 
 class BatchTranscriber(Protocol):
@@ -85,50 +91,6 @@ class AsrJob:
         return self.queued_at if self.ended_at is None else self.ended_at
 
 
-class _Lane:
-    """Jobs in deadline order, with their audio seconds summed."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, AsrJob]] = []
-        self._seq = itertools.count()
-        self.audio_s = 0.0
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def push(self, job: AsrJob) -> None:
-        heapq.heappush(self._heap, (job.deadline, next(self._seq), job))
-        self.audio_s += job.audio_s
-
-    def head(self) -> AsrJob | None:
-        return self._heap[0][2] if self._heap else None
-
-    def pop(self) -> AsrJob:
-        job = heapq.heappop(self._heap)[2]
-        self.audio_s -= job.audio_s
-        return job
-
-    def take_like(
-        self, key: tuple[str, int], count: int, key_of: Callable[[AsrJob], object]
-    ) -> list[AsrJob]:
-        """Remove up to `count` jobs with bucket `key`, oldest first."""
-        if count <= 0:
-            return []
-        chosen = [e for e in sorted(self._heap) if key_of(e[2]) == key][:count]
-        if chosen:
-            ids = {id(e[2]) for e in chosen}
-            self._heap = [e for e in self._heap if id(e[2]) not in ids]
-            heapq.heapify(self._heap)
-            self.audio_s -= sum(e[2].audio_s for e in chosen)
-        return [e[2] for e in chosen]
-
-    def drain(self) -> list[AsrJob]:
-        jobs = [e[2] for e in sorted(self._heap)]
-        self._heap.clear()
-        self.audio_s = 0.0
-        return jobs
-
-
 class AsrService:
     """Create, `start()`, `submit(job)` per utterance, `await close()`.
 
@@ -137,7 +99,8 @@ class AsrService:
     the catch-up lane. `result` None: `problem` is "deferred" (the job's audio was released:
     `job.utterance` keeps party/start/end with empty audio; re-read that span from the
     recording, set `job.utterance` with 16 kHz int16 audio and call `submit_catchup(job)`,
-    which always queues and reports late), "shutdown", or "error:<type>" after a retry.
+    which always queues and reports late), "shutdown", "timeout" (not answered within
+    `utterance_timeout_s`: the range stays untranscribed), or "error:<type>" after a retry.
     Read-outs: `live`, `late`, `deferred`, `fallbacks`, `failed`, `backlog`, `backlog_s`,
     `catchup_backlog`, `overloaded`, `counters()`.
     """
@@ -152,8 +115,12 @@ class AsrService:
         catchup_max_s: float = 1800.0,
         window_margin_s: float = 0.0,
         word_timestamps: bool = False,
+        utterance_timeout_s: float = 60.0,
     ) -> None:
+        if utterance_timeout_s <= 0:
+            raise ValueError(f"utterance_timeout_s must be > 0, not {utterance_timeout_s!r}")
         self._pool = pool
+        self._utterance_timeout_s = utterance_timeout_s
         #: Ask for word times (audio redaction needs them: privacy.redact_audio).
         self._word_timestamps = word_timestamps
         self._queue_size = queue_size
@@ -161,13 +128,15 @@ class AsrService:
         self._live_budget_s = live_budget_s
         self._catchup_max_s = catchup_max_s
         self._margin_s = window_margin_s
-        self._live = _Lane()
-        self._catchup = _Lane()
+        self._live = Lane()
+        self._catchup = Lane()
         # Set while jobs are waiting; consumers clear it when both lanes are empty.
         self._has_work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.submitted = 0
         self.failed = 0
+        #: Jobs given up after `utterance_timeout_s` (a hung model).
+        self.timed_out = 0
         self.in_flight = 0
         #: Results delivered from the live lane / flagged late from the catch-up lane.
         self.live = 0
@@ -178,6 +147,9 @@ class AsrService:
         self.fallbacks = 0
         self._logged: tuple[int, ...] = ()
         self._was_overloaded = False
+        #: Jobs put back because no worker was reachable (`AsrUnavailable`), ever.
+        self.waited_for_workers = 0
+        self._workers_away = False
 
     @classmethod
     def from_settings(
@@ -191,6 +163,7 @@ class AsrService:
             catchup_max_s=settings.catchup_max_s,
             window_margin_s=settings.window_margin_s,
             word_timestamps=word_timestamps,
+            utterance_timeout_s=settings.utterance_timeout_s,
         )
 
     # -- what the runtime reads -------------------------------------------------------------
@@ -230,6 +203,7 @@ class AsrService:
             "late": self.late,
             "deferred": self.deferred,
             "failed": self.failed,
+            "timed_out": self.timed_out,
             "fallbacks": self.fallbacks,
             "backlog": self.backlog,
             "backlog_s": round(self.backlog_s, 1),
@@ -324,6 +298,16 @@ class AsrService:
             return
         self._catchup.push(job)
 
+    def _unavailable(self, batch: list[AsrJob], exc: Exception) -> None:
+        self.waited_for_workers += len(batch)
+        if not self._workers_away:
+            self._workers_away = True
+            log.warning("asr workers unreachable (%s): utterances wait in the catch-up lane "
+                        "until they are back", exc)  # fmt: skip
+        for job in batch:
+            self._to_catchup(job)
+        self._has_work.set()
+
     def _bucket(self, job: AsrJob) -> tuple[str, int]:
         lang = job.language or (job.tracker.locked if job.tracker else None) or "?"
         return lang, bucket(job.audio_s, self._margin_s)
@@ -367,12 +351,28 @@ class AsrService:
                 )
             )
         self.in_flight += len(batch)
+        limit_s = self._utterance_timeout_s * len(batch)
+        results: list[AsrResult] | None
         try:
-            results = await self._pool.transcribe_batch(requests)
+            async with asyncio.timeout(limit_s):
+                results = await self._pool.transcribe_batch(requests)
+        except TimeoutError:
+            self.timed_out += len(batch)
+            log.error(
+                "asr gave up a batch of %d utterance(s) after %.0f s (asr.utterance_timeout_s): "
+                "their transcripts are marked missing; the calls go on",
+                len(batch), limit_s,
+            )  # fmt: skip
+            for job in batch:
+                job.on_done(job, None, "timeout")
+            return
         except asyncio.CancelledError:
             for job in batch:
                 job.on_done(job, None, "shutdown")
             raise
+        except AsrUnavailable as exc:  # no worker reachable: the jobs wait (module doc)
+            self._unavailable(batch, exc)
+            results = None
         except Exception as exc:  # a worker died or the model failed: retry these once
             log.error("asr batch failed: %s: %s", type(exc).__name__, exc)
             for job in batch:
@@ -385,6 +385,12 @@ class AsrService:
             return
         finally:
             self.in_flight -= len(batch)
+        if results is None:
+            await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop while the bus is away
+            return
+        if self._workers_away:
+            self._workers_away = False
+            log.info("asr workers answering again; catch-up backlog %d", len(self._catchup))
         for job, result in zip(batch, results, strict=True):
             if job.tracker is not None and job.language is None:
                 job.tracker.observe_result(result)

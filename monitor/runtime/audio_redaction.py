@@ -27,7 +27,7 @@ from storage.errors import RecordingError
 from storage.recordings import WavRecorder
 
 if TYPE_CHECKING:
-    from monitor.runtime.call import LiveCall
+    from monitor.runtime.call_end import CallEnding
 
 log = logging.getLogger("callwatch.redaction")
 
@@ -46,7 +46,7 @@ def audio_redaction_for(
     return recorder, CallAudioRedactor(recorder, sample_rate, pad_ms=p.audio_pad_ms)
 
 
-async def finish_audio_redaction(call: LiveCall) -> list[Any]:
+async def finish_audio_redaction(call: CallEnding) -> list[Any]:
     """The call's verdict is next: write its last masks, and mask the utterances it never
     got a transcript for (unchecked: they may hold a number), then drop the journal. Returns
     the `audio_redacted` trace entry (counts and times only), or nothing when nothing was

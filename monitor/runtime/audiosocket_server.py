@@ -181,6 +181,7 @@ class AudioSocketServer:
                 lambda started: self._gateway.factory.new_call(started, PROTOCOL_NAME, peer),
                 protocol=PROTOCOL_NAME,
                 now=time.monotonic(),
+                shared=self._gateway.ingest,
             )
             lag = self._cfg.max_party_lag_ms * self._cfg.audiosocket_sample_rate // 1000
             joined = _JoinedCall(key, feed, {p: SideMixer(max(1, lag)) for p in Party})

@@ -10,28 +10,26 @@ Whatever happens to the connection, `finish` runs once: the last utterance is cu
 recording closed and the call published as ended (`CallEnded`: completed or interrupted) at
 once; its verdict (compliance, grade, `CallFinalised`) is made in `completion` when its last
 transcript lands, utterances that ASR deferred under overload included (re-read from the
-recording, `monitor.runtime.catchup`).
+recording, `monitor.runtime.catchup`). The call's parts: its side of ASR is `CallTranscripts`
+(monitor/runtime/transcripts.py), its end and verdict `CallEnding` (monitor/runtime/call_end.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from audio_quality.dnsmos import DnsmosScore
 from config.settings import Settings
-from monitor.core.analysis import CallAnalyzer
+from monitor.core.analysis import AnalysisEvent, CallAnalyzer
 from monitor.core.call_core import CallCore
 from monitor.core.metadata import CallMetadata
 from monitor.events import (
-    CallEnded,
     CallEvent,
-    CallFinalised,
     CallSequencer,
     CallStarted,
     Marked,
@@ -42,13 +40,13 @@ from monitor.events.documents import jsonable
 from monitor.privacy.scrub import DtmfMasker, scrub
 from monitor.runtime import app_messages, findings
 from monitor.runtime.asr_service import AsrService
-from monitor.runtime.audio_redaction import audio_redaction_for, finish_audio_redaction
+from monitor.runtime.audio_redaction import audio_redaction_for
 from monitor.runtime.bus import EventBus
+from monitor.runtime.call_end import CallEnding
 from monitor.runtime.dnsmos_service import DnsmosSampler, DnsmosService
 from monitor.runtime.logs import fields
 from monitor.runtime.recording import CallRecording, RecordingFailure
 from monitor.runtime.storage_sink import StorageWriter
-from monitor.runtime.transcripts import CallTranscripts
 from storage.recordings import WavRecorder
 
 log = logging.getLogger("callwatch.call")
@@ -65,7 +63,7 @@ def new_call_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-class LiveCall(CallTranscripts):
+class LiveCall(CallEnding):
     def __init__(
         self,
         *,
@@ -259,148 +257,6 @@ class LiveCall(CallTranscripts):
             self.analyzer.add_dnsmos(score)
             self._dnsmos_scores.append(score)
 
-    def _analysis_records(self, events: list[Any]) -> list[CallEvent]:
+    def _analysis_records(self, events: list[AnalysisEvent]) -> list[CallEvent]:
         """Readings, findings and dead-air marks for the analysis cores' output."""
         return findings.analysis_events(self.events, events)
-
-    # -- end -------------------------------------------------------------------------------
-    def _verdict_records(self) -> tuple[list[CallEvent], dict[str, Any]]:
-        """The end-of-call analysis: its last findings, the verdict and the DNSMOS documents."""
-        assert self.analyzer is not None
-        records = self._analysis_records(self.analyzer.flush())
-        verdict = self.analyzer.finish()
-        self._analysis_done = True
-        self.grade = verdict.grade
-        now = self.session.duration_ms
-        records += findings.verdict_events(self.events, verdict, now)
-        records += findings.dnsmos_events(self.events, self._dnsmos_scores, now)
-        return records, {"grade": verdict.grade, "score": verdict.score}
-
-    async def finish(
-        self,
-        *,
-        status: str,
-        reason: str,
-        detail: str | None = None,
-        asr_wait_s: float,
-    ) -> None:
-        """The switch hung up: end the call now, safe to call once from any exit path.
-
-        The call is stored as ended (`CallEnded`: status, end time, length) at once; its
-        verdict (compliance, grade, quality, the `finalised` trace entry and `CallFinalised`,
-        which triggers end-of-call alerts) follows in `self.completion` as soon as its last
-        transcript is in, deferred utterances included, or after `asr_wait_s` at most.
-        Never leaves the call `active`: a failure while winding down (the recorder, the
-        analysis) is logged with its traceback and the call is closed with what is known,
-        marked `finalisation_error` in its trace."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self.trace(TraceKind.DISCONNECTED, status=status, reason=reason, detail=detail)
-            for utterance in self.core.finish():
-                self._submit(utterance)
-            self._offer_dnsmos(final=True)
-            frames, failure = await self.recorder.close()
-            if failure is not None:
-                await self._recording_failed(failure)
-        except Exception as exc:
-            log.exception("call finalisation failed", extra=fields(**self._log_fields))
-            self._failure = type(exc).__name__
-            frames = self.recorder.frames_written
-        self._end = {
-            "call_id": self.call_id,
-            "ended_at": datetime.now(UTC),
-            "status": status,
-            "end_reason": reason,
-            "duration_ms": self.session.duration_ms,
-            "recording_frames": frames,
-            "party_samples": {p.value: leg.samples for p, leg in self.session.legs.items()},
-        }
-        pending = self.asr_outstanding
-        end = {k: v for k, v in self._end.items() if k not in ("call_id", "ended_at")}
-        self.publish([self.events.make(CallEnded, media_ms=self.session.duration_ms,
-                                       at=self._end["ended_at"], **end,
-                                       transcripts_pending=pending)])  # fmt: skip
-        log.info(
-            "call ended" + ("; transcripts pending" if pending else ""),
-            extra=fields(**self._log_fields, status=status, reason=reason, pending=pending),
-        )
-        self._deadline = asyncio.get_running_loop().time() + asr_wait_s
-        self.completion = asyncio.get_running_loop().create_task(
-            self._complete(), name=f"call-complete-{self.call_id}"
-        )
-        self.completion.add_done_callback(self._completion_failed)
-
-    def _completion_failed(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            # The call is stored as ended; only its verdict is missing. Say which call.
-            log.error("call verdict failed: %s: %s", type(exc).__name__, exc,
-                      extra=fields(**self._log_fields), exc_info=exc)  # fmt: skip
-
-    def hurry(self, wait_s: float) -> None:
-        """Wait at most `wait_s` more for transcripts (the server is stopping)."""
-        self._deadline = min(self._deadline, asyncio.get_running_loop().time() + wait_s)
-        self._changed.set()
-
-    async def _complete(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self._changed.clear()
-            if self._deferred:
-                await self._catch_up()
-            if not self.asr_outstanding and not self._dnsmos_out:
-                break
-            left = self._deadline - loop.time()
-            if left <= 0:
-                log.warning(
-                    "making the verdict before the last transcripts arrived",
-                    extra=fields(**self._log_fields, pending=self.asr_outstanding),
-                )
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-        await self._verdict()
-
-    async def _verdict(self) -> None:
-        # Transcripts still owed: compliance and speaking rate were judged without them.
-        asr_pending = self.asr_outstanding
-        verdict_records: list[CallEvent] = []
-        scores: dict[str, Any] = {}
-        try:
-            # Segments the redactor still holds are released (redacted) and judged first.
-            verdict_records = self._flush_redactor()
-            if self.analyzer is not None and self._failure is None:
-                records, scores = self._verdict_records()
-                verdict_records += records
-        except Exception as exc:
-            log.exception("call verdict failed", extra=fields(**self._log_fields))
-            self._failure = type(exc).__name__
-        if self._failure is not None:
-            self._analysis_done = True
-            verdict_records.append(self._trace(TraceKind.FINALISATION_ERROR, error=self._failure))
-        # [hook: audio redaction] the last masks (and unchecked audio) before CallFinalised,
-        # which seals the recording.
-        verdict_records += await finish_audio_redaction(self)
-        await self._storage.room()
-        end = {k: v for k, v in self._end.items() if k != "call_id"}
-        now = self.session.duration_ms
-        # The `finalised` mark is the call's last own event: its seq is then the highest
-        # stored one, and numbering resumes after it (CallRegistry.sequencer) without reuse.
-        self.publish(
-            verdict_records
-            + [
-                self.events.make(CallFinalised, media_ms=now, **end),
-                self._trace(TraceKind.FINALISED, media_ms=now,
-                            status=self._end["status"], segments=self.segments,
-                            asr_shed=self.shed, asr_pending=asr_pending,
-                            asr_late=self.late_segments,
-                            asr_lost=self._deferred.lost + self.catchup_lost, **scores),
-            ]
-        )  # fmt: skip
-        log.info(
-            "call finalised",
-            extra=fields(**self._log_fields, status=self._end["status"],
-                         duration_ms=self.session.duration_ms, segments=self.segments,
-                         late=self.late_segments),
-        )  # fmt: skip

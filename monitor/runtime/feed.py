@@ -22,6 +22,7 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   range) is logged and traced once as `format_suspect`;
   text frames (app events, DTMF) over `max_text_bytes` or beyond `max_text_rate` per second
   (after `text_burst`) are counted (`text_oversized`, `text_dropped`), never stored;
+- each audio message's ingest latency (`monitor.runtime.latency`), kept with the media counts;
 - finishing once: flush the timeline, store the media counts (a `call_results` row
   kind="media" and a `media` trace event), finalise the call.
 """
@@ -41,6 +42,7 @@ from config.settings import GatewaySettings
 from monitor.core.events import Party
 from monitor.errors import ProtocolError
 from monitor.runtime.call import LiveCall
+from monitor.runtime.latency import LatencyHistogram, MediaLateness
 from monitor.runtime.logs import fields
 from monitor.wire.events import (
     AppEvent,
@@ -72,9 +74,8 @@ CallFactory = Callable[[CallStarted], LiveCall]
 
 
 class CallFeed:
-    def __init__(
-        self, cfg: GatewaySettings, factory: CallFactory, *, protocol: str, now: float
-    ) -> None:
+    def __init__(self, cfg: GatewaySettings, factory: CallFactory, *, protocol: str, now: float,
+                 shared: LatencyHistogram | None = None) -> None:  # fmt: skip
         self._cfg = cfg
         self._factory = factory
         self.protocol = protocol
@@ -98,6 +99,7 @@ class CallFeed:
         self.text_dropped = 0
         self._text_tokens = float(cfg.text_burst)  # token bucket for stored text frames
         self._text_at = now
+        self.lateness = MediaLateness(shared)
 
     @property
     def started(self) -> bool:
@@ -150,7 +152,12 @@ class CallFeed:
                 # refused jump never reaches the recording, not even when the call is flushed.
                 self._claim_gap(ahead, "a media timestamp jump")
                 self.jump_frames += ahead
-            self._count_audio(len(event.pcm) // 2 // call.metadata.channels, now)
+            # A party's own stream position is its media clock (tracks arrive in turns).
+            start = event.position
+            if start is None:  # right after its last chunk
+                start = self.timeline.lines[event.party].received_end
+            end = start + len(event.pcm) // 2
+            self._count_audio(len(event.pcm) // 2 // call.metadata.channels, now, end)
             frames = self.timeline.push(event.party, event.position, event.pcm)
             if frames:
                 await self._deliver(call, frames)
@@ -288,11 +295,16 @@ class CallFeed:
         self._text_tokens -= 1
         return True
 
-    def _count_audio(self, frames: int, now: float) -> None:
+    def _count_audio(self, frames: int, now: float, end: int | None = None) -> None:
         self.last_audio_at = now
         if self.first_audio_at is None:
             self.first_audio_at = now
         self.received_frames += frames
+        if self.call is not None:
+            media = self.received_frames + self.filled_frames + self.jump_frames
+            self.lateness.observe(
+                now, (media if end is None else end) / self.call.metadata.sample_rate
+            )
         self._check_rate(now)
 
     def _count_fill(self, frames: int, now: float) -> None:
@@ -371,6 +383,7 @@ class CallFeed:
             "parties": self.timeline.counts() if self.timeline else {},
             "text_oversized": self.text_oversized,
             "text_dropped": self.text_dropped,
+            "ingest": self.lateness.hist.to_doc(),
             **self.extra_counts,
         }
 

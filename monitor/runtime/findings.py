@@ -9,11 +9,12 @@ is numbered by the call's sequencer as it is made: publish them in the order ret
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from audio_quality.conversation import DeadAirDetected, DeadAirStarted, OvertalkDetected
-from audio_quality.records import QualityReading
-from monitor.core.analysis import CallVerdict
+from audio_quality.dnsmos import DnsmosScore
+from audio_quality.records import DeadAirDetected, DeadAirStarted, OvertalkDetected, QualityReading
+from monitor.core.analysis import AnalysisEvent, CallVerdict
 from monitor.events import (
     CallEvent,
     CallScored,
@@ -54,7 +55,7 @@ def _span(event: Any) -> tuple[int | None, int | None]:
     return getattr(event, "start_ms", None), getattr(event, "end_ms", None)
 
 
-def analysis_events(seq: CallSequencer, found: list[Any]) -> list[CallEvent]:
+def analysis_events(seq: CallSequencer, found: Sequence[AnalysisEvent]) -> list[CallEvent]:
     """The call events for the analysis cores' output (other outputs are ignored)."""
     out: list[CallEvent] = []
     for event in found:
@@ -73,7 +74,9 @@ def analysis_events(seq: CallSequencer, found: list[Any]) -> list[CallEvent]:
     return out
 
 
-def dnsmos_events(seq: CallSequencer, scores: list[Any], media_ms: int) -> list[CallEvent]:
+def dnsmos_events(
+    seq: CallSequencer, scores: Sequence[DnsmosScore], media_ms: int
+) -> list[CallEvent]:
     """Every DNSMOS window score of the call, per party, each with its source sample rate,
     codec, model and model rate beside it (scores are only comparable on the same path)."""
     by_party: dict[str, list[Any]] = {}

@@ -12,7 +12,8 @@ are built by the `CallFactory` and found in the `CallRegistry` (both shared with
 AudioSocket server, the alerts and the API).
 
 Close codes (RFC 6455): 1003 unsupported audio, 1007 malformed message, 1008 protocol order or
-policy (audio too fast), 1009 message too big, 1001 going away / idle or stalled peer.
+policy (audio too fast), 1009 message too big, 1001 going away / idle or stalled peer, 1011
+a peer that stopped answering pings (dead or half-open: keepalive, or the stall probe).
 Handshake: 401 authentication failed, 404 unknown path, 503 too many calls (Retry-After).
 """
 
@@ -41,8 +42,11 @@ from monitor.runtime.call import SHUTDOWN_ASR_WAIT_S, LiveCall
 from monitor.runtime.call_factory import CallFactory
 from monitor.runtime.dnsmos_service import DnsmosService
 from monitor.runtime.feed import CallFeed
+from monitor.runtime.latency import LatencyHistogram
 from monitor.runtime.logs import fields
+from monitor.runtime.peer_watch import PeerQuiet, closed_reason, receive
 from monitor.runtime.registry import CallRegistry
+from monitor.runtime.resume import ResumableCalls, Resumption
 from monitor.runtime.storage_sink import StorageWriter
 from monitor.wire import auth
 from monitor.wire.audiofork import AudioForkDecoder
@@ -106,6 +110,11 @@ class Gateway:
         self.extra_calls = 0  # calls held by the AudioSocket server (admission limit)
         self.overloaded = False  # set by monitor.runtime.load.LoadMonitor
         self._nonces = auth.NonceCache()  # AudioHook signatures accepted (no replays)
+        #: Calls whose connection dropped, kept `resume_grace_s` for the switch to come back.
+        self.resumable = ResumableCalls(settings.gateway.resume_grace_s, self._end_parked)
+        #: Ingest latency of every audio message of every call (both transports), for
+        #: /api/health; each call's own is stored with its media counts.
+        self.ingest = LatencyHistogram()
 
     @property
     def port(self) -> int:
@@ -128,7 +137,9 @@ class Gateway:
     def at_capacity(self) -> bool:
         if self.overloaded and self._settings.load.refuse_when_overloaded:
             return True
-        return self._connections + self.extra_calls >= self.call_limit
+        # A call kept for its switch to reconnect holds its recording and state: it counts.
+        held = self._connections + self.extra_calls + len(self.resumable)
+        return held >= self.call_limit
 
     async def start(self) -> None:
         ctx = None
@@ -136,7 +147,6 @@ class Gateway:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(self._cfg.tls_cert_file, self._cfg.tls_key_file)
-        stall = self._cfg.stall_timeout_s
         self._server = await serve(
             self._handle,
             self._cfg.host,
@@ -147,11 +157,11 @@ class Gateway:
             subprotocols=[Subprotocol(p) for p in self._cfg.subprotocols],
             select_subprotocol=self._select_subprotocol,
             process_request=self._admit,
-            # Pongs queue behind unread audio when the server is busy, so a dead peer is found
-            # by pings within the idle timeout; a silent one by the audio stall timer.
-            ping_interval=max(stall, 1.0),
-            ping_timeout=self._cfg.idle_timeout_s,
-            close_timeout=5,
+            # A dead or half-open peer (TCP up, nothing read) leaves a ping unanswered: 1011.
+            # Pongs queue behind unread audio on a busy server, hence the generous timeout.
+            ping_interval=self._cfg.ping_interval_s,
+            ping_timeout=self._cfg.ping_timeout_s,
+            close_timeout=self._cfg.close_timeout_s,
         )
         required = self._settings.switch_auth_required
         public = self._auth.allow_unauthenticated and not is_loopback(self._cfg.host)
@@ -179,6 +189,7 @@ class Gateway:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        await self.resumable.close()  # no switch comes back to a stopping server
         await self.settle(SHUTDOWN_ASR_WAIT_S)
 
     def release(self, call: LiveCall) -> None:
@@ -288,27 +299,32 @@ class Gateway:
             lambda started: self.new_call(started, protocol, peer),
             protocol=protocol,
             now=time.monotonic(),
+            shared=self.ingest,
         )
         status, reason, detail = "interrupted", "transport", None
+        resumption: Resumption | None = None
+        dropped = False  # the connection went without a close frame: it may come back
         try:
             while feed.stopped is None:
                 try:
-                    async with asyncio.timeout(self._timeout(feed, protocol)):
-                        message = await ws.recv()
-                except TimeoutError:
-                    if not feed.started:
-                        raise ProtocolError(
-                            ProtocolError.POLICY_VIOLATION,
-                            f"no metadata within {self._cfg.metadata_timeout_s:g} s",
-                        ) from None
-                    reason, detail = self._timed_out(feed, protocol)
+                    message = await receive(ws, feed, self._cfg)
+                except PeerQuiet as quiet:
+                    reason, detail = quiet.reason, quiet.detail
                     if feed.call is not None:
-                        await feed.call.trace("stall", reason=reason, detail=detail)
+                        await feed.call.trace("stall", reason=reason, detail=detail,
+                                              code=quiet.code)  # fmt: skip
                     log.warning("call %s: %s", reason, detail, extra=fields(peer=peer))
-                    await ws.close(1001, reason.replace("_", " "))
+                    await ws.close(quiet.code, quiet.close_reason)
                     break
                 now = time.monotonic()
                 for event in _decode(decoder, message):
+                    if isinstance(event, CallStarted) and not feed.started:
+                        resumed = await self.resumable.take(protocol, event, decoder, now)
+                        if resumed is not None:  # the switch reconnected: the call goes on
+                            feed, resumption = resumed.feed, resumed
+                            continue
+                    if resumption is not None:
+                        event = await resumption.place(event, now)
                     for reply in await feed.handle(event, now):
                         await ws.send(reply.text if reply.text is not None else reply.data or b"")
             if feed.stopped is not None:  # the switch said the call is over
@@ -337,7 +353,11 @@ class Gateway:
             else:
                 status, reason = "completed", "normal"
         except ConnectionClosed as exc:
-            reason, detail = _closed_reason(exc)
+            reason, detail = closed_reason(exc)
+            dropped = reason == "transport"
+            if exc.sent is not None and exc.sent.code == 1011 and feed.call is not None:
+                # The keepalive found the peer dead: on the timeline like the stall probe.
+                await feed.call.trace("stall", reason=reason, detail=detail, code=1011)
             log.warning(
                 "connection lost: %s",
                 detail,
@@ -346,29 +366,26 @@ class Gateway:
         finally:
             if isinstance(decoder, TwilioDecoder):
                 feed.extra_counts["sequence_gaps"] = decoder.sequence_gaps
-            wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
-            try:
-                # Shielded: a cancelled handler (server shutdown) must still close the record.
-                await asyncio.shield(
-                    feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
-                )
-            finally:  # the registry entry goes whatever happened while finalising
-                if feed.call is not None:
-                    self.release(feed.call)
+            # A dropped connection may come back (gateway.resume_grace_s): kept, not ended.
+            kept = dropped and not self.stopping
+            if not (kept and await self.resumable.park(feed, decoder, protocol, detail)):
+                await self._end(feed, status, reason, detail)
 
-    def _timeout(self, feed: CallFeed, protocol: str) -> float:
-        if not feed.started:
-            return self._cfg.metadata_timeout_s
-        if feed.paused:
-            # Nothing is sent while paused (FreeSWITCH pause marker, AudioHook `paused`).
-            return self._cfg.idle_timeout_s
-        left = feed.last_audio_at + self._cfg.stall_timeout_s - time.monotonic()
-        return max(0.0, min(left, self._cfg.idle_timeout_s))
+    async def _end(self, feed: CallFeed, status: str, reason: str, detail: str | None) -> None:
+        """Finalise the call of `feed` (the one place a websocket call ends)."""
+        wait = SHUTDOWN_ASR_WAIT_S if self.stopping else self._settings.asr.final_wait_s
+        try:
+            # Shielded: a cancelled handler (server shutdown) must still close the record.
+            await asyncio.shield(
+                feed.finish(status=status, reason=reason, detail=detail, asr_wait_s=wait)
+            )
+        finally:  # the registry entry goes whatever happened while finalising
+            if feed.call is not None:
+                self.release(feed.call)
 
-    def _timed_out(self, feed: CallFeed, protocol: str) -> tuple[str, str]:
-        if feed.paused:
-            return "idle_timeout", f"no data for {self._cfg.idle_timeout_s:g} s while paused"
-        return "stalled", f"no audio for {self._cfg.stall_timeout_s:g} s"
+    async def _end_parked(self, feed: CallFeed, detail: str | None) -> None:
+        """Nobody reconnected within `resume_grace_s`: the call ends as the drop left it."""
+        await self._end(feed, "interrupted", "transport", detail)
 
 
 def _decode(decoder: Decoder, message: str | bytes) -> list[CallEvent]:
@@ -380,13 +397,3 @@ def _decode(decoder: Decoder, message: str | bytes) -> list[CallEvent]:
 def _peer(ws: Any) -> str:
     addr = ws.remote_address
     return f"{addr[0]}:{addr[1]}" if addr else "unknown"
-
-
-def _closed_reason(exc: ConnectionClosed) -> tuple[str, str]:
-    if exc.sent is not None and exc.sent.code == 1009:
-        return "message_too_big", "message larger than gateway.max_message_bytes"
-    if exc.sent is not None and exc.sent.code == 1011:
-        return "stalled", "the switch stopped answering websocket pings"
-    if exc.rcvd is None:
-        return "transport", "connection dropped without a close frame"
-    return "closed_by_switch", f"switch closed with code {exc.rcvd.code} {exc.rcvd.reason!r}"

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from config.settings import LoadSettings
+from monitor.runtime.latency import LoopLagProbe
 from monitor.runtime.logs import fields
 
 log = logging.getLogger("callwatch.load")
@@ -127,11 +128,15 @@ class LoadMonitor:
         self._task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
         self.transitions = 0
+        #: The event loop's lag (/api/health `loop`), measured from start() on.
+        self.loop_lag = LoopLagProbe()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="load-monitor")
+        self.loop_lag.start()
 
     async def close(self) -> None:
+        await self.loop_lag.close()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -207,6 +212,7 @@ class LoadMonitor:
         times = os.times()
         storage = self._storage_health()
         degraded = storage is not None and storage["status"] == "degraded"
+        ingest = getattr(gw, "ingest", None)
         return {
             "status": "degraded" if degraded else "overloaded" if w.overloaded else "ok",
             "overloaded": w.overloaded,
@@ -226,6 +232,7 @@ class LoadMonitor:
                 "submitted": asr.submitted,
                 "deferred": self._asr_deferred(),
                 "failed": asr.failed,
+                "timed_out": getattr(asr, "timed_out", 0),  # given up: asr.utterance_timeout_s
             },
             "dnsmos": None if dn is None else {
                 "paused": dn.paused, "sample_every_s": self._every_s, "scored": dn.scored,
@@ -234,13 +241,25 @@ class LoadMonitor:
                 "audio_s": round(dn.audio_s, 1),
             },
             "storage": storage,
+            "ingest": None if ingest is None else ingest.to_doc(),
+            "loop": {"interval_ms": self.loop_lag.interval_s * 1000,
+                     "lag": self.loop_lag.hist.to_doc()},
             "memory": {
                 "server_rss_bytes": server,
                 "workers_rss_bytes": workers,
                 "total_rss_bytes": (server or 0) + sum(v or 0 for v in workers.values()),
             },
             "process": {
+                "open_fds": _open_fds(),
                 "cpu_s": round(times.user + times.system, 3),
                 "uptime_s": round(time.monotonic() - self._started, 1),
             },
         }  # fmt: skip
+
+
+def _open_fds() -> int | None:
+    """File descriptors this process holds (Linux /proc), None when it cannot be read."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

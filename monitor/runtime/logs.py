@@ -42,7 +42,8 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 _DIGIT_RUN = re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.])")
 
 
-def _luhn(digits: str) -> bool:
+def luhn(digits: str) -> bool:
+    """Whether `digits` passes the Luhn check (as every card number does)."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = int(ch) * (2 if i % 2 else 1)
@@ -52,7 +53,7 @@ def _luhn(digits: str) -> bool:
 
 def _pan(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group())
-    return "[card]" if _luhn(digits) else match.group()
+    return "[card]" if luhn(digits) else match.group()
 
 
 def scrub(line: str) -> str:
@@ -88,15 +89,29 @@ class _TextFormatter(logging.Formatter):
         return scrub(line)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def formatter(fmt: str = "text") -> logging.Formatter:
+    """The formatter every callwatch log line goes through (`scrub` included)."""
+    return _JsonFormatter() if fmt == "json" else _TextFormatter()
+
+
+def quiet_libraries() -> None:
+    """Library loggers held above DEBUG whatever `log_level` says."""
     # websockets logs every failed handshake with a traceback at ERROR; ours says it better.
     # Never DEBUG, whatever `log_level`: it would dump headers and every frame (audio, DTMF).
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    # httpcore (under httpx: webhook deliveries, HTTP clients) traces ten phases of every
+    # request at DEBUG: on a busy loop that cost alone made a flood test's connections time
+    # out (measured: tests/test_api_login_flood.py); httpx's own INFO line says the request.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    quiet_libraries()
 
 
 def fields(**kw: Any) -> dict[str, Any]:

@@ -30,14 +30,21 @@ def privacy_store(settings: Settings, engine: Engine) -> PrivacyStore:
     return PrivacyStore(engine, settings.recordings_dir, load_pseudonym_key(key_file))
 
 
-def scheduled_pass(settings: Settings, engine: Engine, now: datetime) -> RetentionReport | None:
-    """The task's pass; None when another node holds the retention lock (several nodes on
-    one PostgreSQL: one of them runs each pass, the others skip it)."""
+def scheduled_pass(
+    settings: Settings, engine: Engine, now: datetime
+) -> tuple[RetentionReport, bool]:
+    """The task's pass, and whether this node held the retention lock. Several nodes on one
+    PostgreSQL (scale-out): every node deletes its own expired recordings (they are on its
+    disk), and the node holding the lock also the expired rows (storage.retention)."""
     with only_one_node(engine, "retention") as mine:
-        return retention_pass(settings, engine, now) if mine else None
+        return retention_pass(settings, engine, now, rows=mine), mine
 
 
-def retention_pass(settings: Settings, engine: Engine, now: datetime) -> RetentionReport:
+def retention_pass(
+    settings: Settings, engine: Engine, now: datetime, *, rows: bool = True
+) -> RetentionReport:
+    """One pass (the CLI's and the admin API's too). In NATS mode the node's own recordings,
+    and the rows with `rows`; on a single box everything."""
     r = settings.retention
     return run_retention(
         engine,
@@ -45,6 +52,8 @@ def retention_pass(settings: Settings, engine: Engine, now: datetime) -> Retenti
         default=Rule(r.days, r.recording_days),
         queues={q: Rule(v.days, v.recording_days) for q, v in r.queues.items()},
         now=now,
+        node=settings.node.resolved_name if settings.bus.enabled else None,
+        rows=rows,
     )
 
 
@@ -78,11 +87,12 @@ class RetentionTask:
     async def _loop(self, interval_s: float) -> None:
         while True:
             try:
-                report = await asyncio.to_thread(
+                report, mine = await asyncio.to_thread(
                     scheduled_pass, self._settings, self._engine, self._clock()
                 )
-                if report is None:  # another node is running it now
-                    log.info("retention pass skipped: another node holds the retention lock")
+                if not mine:  # another node is deleting rows now; this one, its own files
+                    log.info("retention: %d own recordings deleted; rows left to the node "
+                             "holding the retention lock", report.recordings_deleted)  # fmt: skip
                     await asyncio.sleep(interval_s)
                     continue
                 self.last = report

@@ -6,7 +6,7 @@ rewrites its header in place and crash recovery repairs raw frames; a finished f
 encrypted once, chunk by chunk, with fresh nonces). The sealer listens on the event bus for
 `CallFinalised` (the recorder is closed before that event is published) and seals the file in a
 worker thread. The bus drops the oldest events of a listener that falls behind, so a drop
-triggers a sweep; the sweep at start seals what recovery of a crash (`recover_interrupted`
+triggers a sweep; the sweep at start seals what recovery of a crash (`monitor.runtime.recovery`
 marks such calls interrupted first) and any earlier run left in clear. Redaction of audio
 (issue 18 item 2) must be finished before `CallFinalised`, as sealing is the last write; a
 recording with a journal is never sealed, and one a crash left so is sealed by `seal` once

@@ -29,6 +29,13 @@ its busy timeout before any error surfaces, so waiting counts, not only failures
 attempt failed; /api/health and the board show it (`monitor.runtime.load`). Audio keeps landing
 on disk meanwhile (the recorder does not go through here) and the queued rows are written, in
 order and idempotently, once the database answers.
+
+An outage that outlives the process (RELIABILITY.md S2): with a `journal`
+(`monitor.runtime.storage_journal`), once a write has waited `degraded_after_s` or failed,
+every row the writer holds (the batch in flight, the queue) and every row it takes after is
+also appended to the on-disk journal; when the database has taken all of them the journal is
+cleared. `close` waits at most `close_timeout_s` for a database that does not answer, makes
+sure the journal holds what is left, and returns: the next start imports it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from typing import Any
 
 from monitor.events import CallEvent
 from monitor.runtime.bus import EventBus
+from monitor.runtime.storage_journal import StorageJournal
 from monitor.runtime.storage_rows import Policy, Row, policy_of, rows_for
 from storage.errors import BatchRejected, StorageUnavailable
 from storage.repository import Repository
@@ -60,8 +68,15 @@ class StorageWriter:
         queue_size: int,
         bus: EventBus | None = None,
         degraded_after_s: float = 2.0,
+        journal: StorageJournal | None = None,
+        close_timeout_s: float = 10.0,
     ) -> None:
         self._repo = repo
+        #: The on-disk journal (None: an outage's rows are held in memory only).
+        self.journal = journal
+        self._journaling = False  # every row held is also in the journal
+        self._close_timeout_s = close_timeout_s
+        self._batch: list[Row] = []  # the batch being written
         self._degraded_after_s = degraded_after_s
         self._writing_since: float | None = None  # monotonic start of the write in progress
         self._failing = False  # the write in progress has failed at least once
@@ -93,18 +108,55 @@ class StorageWriter:
         self.offer(rows_for(event))
 
     def offer(self, rows: Sequence[Row]) -> None:
+        queued = []
         for row in rows:
             keep = policy_of(row) is Policy.KEEP
             if not keep and len(self._queue) >= self._queue_size:
                 self.shed[type(row).__name__] += 1
                 continue
             self._queue.append(row)
+            queued.append(row)
             self._kept += keep
+        if self._journaling:
+            self._journal(queued)
+        elif self._waited_too_long():
+            self._start_journal()
         if self._kept >= self._queue_size:
             self._room.clear()
         if self._queue:
             self._idle.clear()
             self._wakeup.set()
+
+    def _waited_too_long(self) -> bool:
+        started = self._writing_since
+        return (
+            self.journal is not None
+            and started is not None
+            and (self._failing or time.monotonic() - started >= self._degraded_after_s)
+        )
+
+    def _start_journal(self) -> None:
+        """The database is not answering: journal everything held from now on."""
+        if self.journal is None or self._journaling:
+            return
+        self._journaling = True
+        log.warning("storage journal started: rows also go to %s until the database is back",
+                    self.journal.directory)  # fmt: skip
+        self._journal([*self._batch, *self._queue])
+
+    def _journal(self, rows: Sequence[Row]) -> None:
+        assert self.journal is not None
+        try:
+            self.journal.append(rows)
+        except OSError as exc:  # the disk too: the rows are still held in memory
+            log.error("storage journal write failed: %s", exc.strerror or type(exc).__name__)
+
+    def _settled(self) -> None:
+        """Everything held has been written: what the journal holds is in the database."""
+        if self._journaling and self.journal is not None:
+            self.journal.clear()
+            self._journaling = False
+            log.warning("storage journal cleared: the database has every row")
 
     async def room(self) -> None:
         """Wait while the kept backlog is full (callers off the audio path only)."""
@@ -130,14 +182,15 @@ class StorageWriter:
     def health(self, now: float | None = None) -> dict[str, Any]:
         """`status` "ok" | "degraded" (a write waiting over `degraded_after_s`, or failing),
         `since` (UTC, when the write now waiting began), `waiting_s`, `failing`, and the
-        counters: `backlog`, `written`, `rejected`, `shed` per row class, `shed_total`.
+        counters: `backlog`, `written`, `rejected`, `shed` per row class, `shed_total`; with
+        an on-disk journal, `journal`: `active`, `bytes`, `max_bytes`, `shed`, `overflow`.
         Counters only: no error text, no data."""
         now = time.monotonic() if now is None else now
         started = self._writing_since
         waiting = 0.0 if started is None else max(0.0, now - started)
         degraded = started is not None and (self._failing or waiting >= self._degraded_after_s)
         since = datetime.now(UTC) - timedelta(seconds=waiting) if degraded else None
-        return {
+        doc: dict[str, Any] = {
             "status": "degraded" if degraded else "ok",
             "since": since.isoformat() if since else None,
             "waiting_s": round(waiting, 1) if degraded else 0.0,
@@ -149,6 +202,15 @@ class StorageWriter:
             "shed": dict(self.shed),
             "shed_total": self.shed_total,
         }
+        if self.journal is not None:  # the on-disk journal (S2): a writer without one has none
+            doc["journal"] = {
+                "active": self._journaling,
+                "bytes": self.journal.size,
+                "max_bytes": self.journal.max_bytes,
+                "shed": dict(self.journal.shed),
+                "overflow": self.journal.overflow,
+            }
+        return doc
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -161,7 +223,17 @@ class StorageWriter:
             await self._idle.wait()
 
     async def close(self) -> None:
-        await self.drain()
+        """Write what is held; a database that does not answer within `close_timeout_s`
+        leaves it in the journal (or, without one, lost: say how much)."""
+        try:
+            await asyncio.wait_for(self.drain(), self._close_timeout_s)
+        except TimeoutError:
+            self._start_journal()
+            log.error("storage writer stopped with the database unavailable: %d rows %s",
+                      self.backlog, "left in the journal for the next start"
+                      if self._journaling else "lost")  # fmt: skip
+        if self.journal is not None:
+            self.journal.close()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -184,11 +256,14 @@ class StorageWriter:
             self._kept -= sum(policy_of(r) is Policy.KEEP for r in batch)
             if self._kept < self._queue_size:
                 self._room.set()
+            self._batch = batch
             try:
                 await self._write(batch)
             finally:
                 self._in_flight = 0
+                self._batch = []
             if not self._queue:
+                self._settled()
                 self._idle.set()
             if self._pause and len(self._queue) < self._batch_size:
                 # A short pause lets a burst (a call's open, a finished batch) share a commit.
@@ -231,6 +306,7 @@ class StorageWriter:
                     log.error("storage unavailable, retrying until it is back: %s",
                               str(exc).splitlines()[0][:200])  # fmt: skip
                     failing = self._failing = True
+                    self._start_journal()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

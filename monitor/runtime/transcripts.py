@@ -100,6 +100,7 @@ class CallTranscripts:
         self.late_segments = 0
         self.catchup_lost = 0  # deferred spans that could not be re-read
         self.shed = 0
+        self.timed_out = 0  # utterances the ASR never answered (asr.utterance_timeout_s)
         # Each party's language, locked after confident detections (asr.language).
         self._trackers: dict[str, LanguageTracker] = {}
         p = self.settings.privacy
@@ -176,12 +177,17 @@ class CallTranscripts:
                             end_ms=u.end_ms, reason=problem)
             )  # fmt: skip
         elif result is None:
-            self.shed += 1
+            # Not transcribed, and never will be: a hung model (`timeout`, its range stated as
+            # missing from the transcript) or a failure; the analysis stops waiting for it.
+            timeout = problem == "timeout"
+            self.timed_out += timeout
+            self.shed += not timeout
             if self.analyzer is not None and not self._analysis_done:
                 self.analyzer.utterance_done(key)
+            kind = TraceKind.ASR_TIMEOUT if timeout else TraceKind.ASR_SHED
             records.append(
-                self._trace(TraceKind.ASR_SHED, media_ms=u.start_ms, party=u.party.value,
-                            end_ms=u.end_ms, reason=problem)
+                self._trace(kind, media_ms=u.start_ms, party=u.party.value, end_ms=u.end_ms,
+                            reason=problem)
             )  # fmt: skip
         else:
             if self.analyzer is not None and not self._analysis_done and result.text:

@@ -12,7 +12,10 @@ attempt stays open until the overall deadline (`timeout × attempts`): whichever
 first is used, and the request is then closed, so a later answer is never delivered. A
 worker that is full answers "busy" at once; that attempt is re-sent after a short pause
 without waiting for the deadline. No answer in time raises `AsrWorkerError`, which
-`AsrService` treats like a local worker that died (retried once in the catch-up lane).
+`AsrService` treats like a local worker that died (retried once in the catch-up lane); when
+no attempt even reached a worker (the bus is away, or no worker serves the subject) it raises
+`AsrUnavailable` instead, and the service keeps the utterance until workers are back
+(`AsrService`: the catch-up lane, or the recording past its bound), never shedding it.
 
 The idempotency key (call id, party, utterance sequence) travels with the request as the
 request's `tag` (AsrService sets it from `AsrJob.key`); a reply whose key is not the
@@ -33,9 +36,10 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from asr.errors import AsrError, AsrWorkerError
+from asr.errors import AsrError, AsrUnavailable, AsrWorkerError
 from asr.types import AsrRequest, AsrResult
 from config.settings import Settings
+from monitor.runtime.asr_service import BatchTranscriber
 from monitor.scale.envelope import (
     EnvelopeError,
     UtteranceKey,
@@ -50,6 +54,8 @@ QUEUE_GROUP = "asr-workers"
 BUSY_PAUSE_S = 0.05
 #: Outcomes that took no worker's time: re-sent until the deadline without using an attempt.
 _FREE = ("busy", "no_responders")
+#: Outcomes where no worker was reached at all.
+_UNREACHED = frozenset({"no_responders", "unavailable"})
 
 
 def asr_subject(prefix: str) -> str:
@@ -82,6 +88,7 @@ class RemoteTranscriber:
         self.retries = 0
         self.busy = 0
         self.failed = 0
+        self.unavailable = 0  # of `failed`: no worker reachable (AsrUnavailable)
         #: Recent (wall - worker compute) per utterance, milliseconds; bounded.
         self.overhead_ms: list[float] = []
 
@@ -102,6 +109,11 @@ class RemoteTranscriber:
     @property
     def worker_count(self) -> int:
         return self._concurrency
+
+    @property
+    def reachable(self) -> bool:
+        """Whether the bus is up now (the workers may still be busy or absent)."""
+        return bool(self._nc.is_connected)
 
     async def transcribe_batch(self, requests: list[AsrRequest]) -> list[AsrResult]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
@@ -132,6 +144,7 @@ class RemoteTranscriber:
         deadline = started + self._timeout_s * self._attempts
         attempts: set[asyncio.Task[AsrResult | str]] = set()
         sent = 0
+        reached = False  # a worker took (or refused) some attempt
         try:
             while (left := deadline - time.monotonic()) > 0:
                 if not attempts:
@@ -150,6 +163,7 @@ class RemoteTranscriber:
                 for task in done:
                     attempts.discard(task)
                     outcome = task.result()
+                    reached = reached or outcome not in _UNREACHED
                     if isinstance(outcome, AsrResult):
                         self._note_overhead(started, outcome)
                         return outcome
@@ -177,6 +191,14 @@ class RemoteTranscriber:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self.failed += 1
+        # Unreachable: the bus is away now, or every answer was "no responders" / "not sent"
+        # and none is still open (an open one may be with a worker).
+        if not self._nc.is_connected or (not reached and not attempts):
+            self.unavailable += 1
+            raise AsrUnavailable(
+                f"no ASR worker reachable for utterance {key[1]}#{key[2]} (bus "
+                f"{'connected' if self._nc.is_connected else 'disconnected'}); kept for later"
+            )
         raise AsrWorkerError(
             f"no ASR worker answered utterance {key[1]}#{key[2]} in {sent} attempt(s) of "
             f"{self._timeout_s:.1f} s: are `callwatch asr-worker`s running on this bus?"
@@ -191,7 +213,8 @@ class RemoteTranscriber:
             await asyncio.sleep(BUSY_PAUSE_S)
             return "no_responders"
         except NatsTimeoutError:
-            return "timeout"
+            # Sent into the client's reconnect buffer while the bus was away: no worker had it.
+            return "timeout" if self._nc.is_connected else "unavailable"
         except (NatsError, OSError) as exc:  # disconnected, outbound buffer full: wait a bit
             log.debug("ASR request not sent: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(min(1.0, timeout_s))
@@ -218,3 +241,35 @@ class RemoteTranscriber:
         self.overhead_ms.append((time.monotonic() - started - result.compute_s) * 1000.0)
         if len(self.overhead_ms) > 10_000:
             del self.overhead_ms[:5_000]
+
+
+class FallbackTranscriber:
+    """`asr.local_fallback`: the remote workers first; an utterance no remote worker can be
+    reached for (`AsrUnavailable`, or the bus known to be away) is transcribed by this
+    node's own pool instead. Other failures are the remote tier's (retried as usual)."""
+
+    def __init__(self, remote: RemoteTranscriber, local: BatchTranscriber) -> None:
+        self.remote = remote
+        self.local = local
+        #: Utterances transcribed locally because the remote tier was unreachable.
+        self.fell_back = 0
+
+    @property
+    def worker_count(self) -> int:
+        return self.remote.worker_count
+
+    async def transcribe_batch(self, requests: list[AsrRequest]) -> list[AsrResult]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def _one(self, request: AsrRequest) -> AsrResult:
+        if self.remote.reachable:
+            try:
+                [result] = await self.remote.transcribe_batch([request])
+                return result
+            except AsrUnavailable:
+                pass
+        if not self.fell_back:
+            log.warning("remote ASR unreachable: transcribing on this node's own workers")
+        self.fell_back += 1
+        [result] = await self.local.transcribe_batch([request])
+        return result

@@ -133,7 +133,11 @@ async def serve_asr(
         await stop.wait()
     finally:
         await server.close()
-        await nc.drain()
+        # Its subscription is closed and its replies sent: flush and close (`drain()` can
+        # wait out its timeout on the client's internal subscriptions).
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=5)
+        await nc.close()
     return server
 
 

@@ -9,10 +9,17 @@ those (other than itself) that has no entry in the bucket is lost; its active ca
 closed as interrupted / `node_lost` (storage.nodes: a guarded update, so when several
 survivors sweep at once each call is closed once). `on_lost(node, call_ids)` is told, so the
 board can drop those calls. A node restarting under the same name recovers its own calls at
-start (monitor.app.recover_interrupted), not through this path.
+start (monitor.runtime.recovery.recover_interrupted), not through this path.
 
 While the bus is down nothing is swept: a node that cannot see the bucket cannot tell a dead
 node from a partition, and closing live calls would be worse than closing them late.
+
+Every node's board must drop a lost node's calls, whoever closed them and whether or not the
+closer's notice on NATS arrived: each round (bus up or not) `reconcile` reads the calls closed
+as node_lost lately from the database and tells `on_lost` of those it has not told yet. The
+database is the record, so a notice lost on the way (or never sent: the closer died after
+its commit) still reaches every board within a heartbeat period; the boards ignore a call
+they do not show, so telling twice is harmless.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
@@ -31,9 +39,14 @@ from nats.js.kv import KeyValue
 from sqlalchemy import Engine
 
 from config.settings import BusSettings
-from storage.nodes import active_call_nodes, close_lost_calls
+from storage.nodes import active_call_nodes, close_lost_calls, recent_lost_calls
 
 log = logging.getLogger("callwatch.nodes")
+
+#: How far back `reconcile` looks for lost calls (a node starting later shows none of them).
+LOST_RECALL_S = 3600.0
+#: Lost calls remembered as told (oldest forgotten first).
+TOLD_MAX = 50_000
 
 
 def bucket_name(prefix: str) -> str:
@@ -61,6 +74,8 @@ class NodeHeartbeat:
         self._task: asyncio.Task[None] | None = None
         self.beats = 0
         self.lost_calls = 0
+        #: Lost calls `on_lost` was told of (closed here, or found by `reconcile`).
+        self._told: OrderedDict[str, None] = OrderedDict()
 
     async def start(self) -> None:
         js = self._nc.jetstream()
@@ -105,18 +120,38 @@ class NodeHeartbeat:
                     self._bus.node_ttl_s,
                     len(ids),
                 )
-                if self._on_lost is not None:
-                    self._on_lost(node, ids)
+                self._tell(node, ids)
         return closed
+
+    async def reconcile(self) -> list[str]:
+        """Tell `on_lost` of the calls closed as node_lost lately (by any node) that it was
+        not told of yet; the ids told. Database only: runs with the bus down too."""
+        since = datetime.now(UTC) - timedelta(seconds=LOST_RECALL_S)
+        rows = await asyncio.to_thread(recent_lost_calls, self._engine, since)
+        by_node: dict[str, list[str]] = {}
+        for call_id, node in rows:
+            if call_id not in self._told:
+                by_node.setdefault(node, []).append(call_id)
+        for node, ids in sorted(by_node.items()):
+            self._tell(node, ids)
+        return [c for ids in by_node.values() for c in ids]
+
+    def _tell(self, node: str, ids: list[str]) -> None:
+        if self._on_lost is not None:
+            self._on_lost(node, ids)
+        for call_id in ids:
+            self._told[call_id] = None
+        while len(self._told) > TOLD_MAX:
+            self._told.popitem(last=False)
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._bus.heartbeat_s)
-            if not self._nc.is_connected:
-                continue  # see the module docstring: no sweeping blind
             try:
-                await self.beat()
-                await self.sweep()
+                if self._nc.is_connected:  # see the module docstring: no sweeping blind
+                    await self.beat()
+                    await self.sweep()
+                await self.reconcile()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the bus or the database hiccuped: next round

@@ -23,9 +23,12 @@ Three parts, wired by the composition root (`monitor.app`) when `bus.url` is set
   while its call is stored is refused for good: dropped at once, counted and logged).
 * `FloorFeed` - every node's events as they are published (`EventSubscriber`), decoded and
   published on the node's *floor bus*, the bus its board hub listens to; this node's own
-  events reach the floor bus directly, not through NATS. Node loss is told on
-  `<prefix>.nodes.lost`: each of the lost node's calls becomes a `CallFinalised` with reason
-  `node_lost` on every board, which drops the call at once.
+  events reach the floor bus directly, not through NATS. Node loss reaches the board through
+  `tell_lost`: each of the lost node's calls becomes a `CallFinalised` with reason `node_lost`
+  on the floor bus, which drops the call at once, once per call. It is called by this node's
+  heartbeat (the calls it closed, and every node_lost call in the database it has not told of
+  yet: monitor.scale.heartbeat) and by the closer's notice on `<prefix>.nodes.lost`, the fast
+  path to the other nodes; a notice lost on the way costs a heartbeat period, not the call.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ EARLY_RETRIES = 20
 #: How long a finished call of this node is still known as ours (late alerts, verdicts).
 OWN_CALL_MEMORY_S = 3600.0
 OWN_CALL_MAX = 100_000
+#: Lost calls a board remembers having dropped.
+TOLD_MAX = 50_000
 
 
 def lost_subject(prefix: str) -> str:
@@ -195,17 +200,20 @@ class StorageConsumer:
         self.events_applied += len(parts)
         return done
 
-    async def _apply_one(self, msg: Incoming, rows: list[Row]) -> bool:
+    async def _apply_one(self, msg: Incoming, rows: list[Row], *, again: bool = True) -> bool:
         try:
             await asyncio.to_thread(self._repo.apply, rows)
         except StorageUnavailable:
             return False
         except BatchRejected as exc:
             call_id = msg.msg_id.rpartition(":")[0]
-            if msg.deliveries < EARLY_RETRIES and not await asyncio.to_thread(
-                self._call_stored, call_id
-            ):
+            stored = await asyncio.to_thread(self._call_stored, call_id)
+            if msg.deliveries < EARLY_RETRIES and not stored:
                 return False  # its call's CallStarted is still on its way (another node)
+            if stored and again:
+                # Its call may have been committed (by another node) between the refusal
+                # and the look: once more now, before refusing it for good.
+                return await self._apply_one(msg, rows, again=False)
             self.rejected += 1
             log.error("event %s refused by storage, dropped: %s", msg.msg_id,
                       str(exc).splitlines()[0][:200])  # fmt: skip
@@ -228,6 +236,8 @@ class FloorFeed:
         self._events = EventSubscriber(nc, bus, self._on_event)
         self._lost_sub: Subscription | None = None
         self.applied = 0
+        #: Lost calls already put on the floor bus (bounded, oldest forgotten first).
+        self._told: OrderedDict[str, None] = OrderedDict()
 
     async def start(self) -> None:
         await self._events.start()
@@ -256,13 +266,24 @@ class FloorFeed:
         except (ValueError, KeyError, TypeError):
             log.warning("malformed node-lost message ignored")
             return
-        for event in lost_events(calls):
+        self.tell_lost(calls)
+
+    def tell_lost(self, call_ids: list[str]) -> list[str]:
+        """This node's board drops these calls (node lost); each call once. The ids new."""
+        new = [c for c in dict.fromkeys(call_ids) if c not in self._told]
+        for event in lost_events(new):
             self._floor.publish(event)
+            self._told[event.call_id] = None
+        while len(self._told) > TOLD_MAX:
+            self._told.popitem(last=False)
+        return new
 
     async def announce_lost(self, node: str, call_ids: list[str]) -> None:
-        """Tell every node's board (this one's too, through NATS) that these calls are gone."""
+        """Tell the other nodes' boards now (best effort: each node's heartbeat finds these
+        calls in the database within a period anyway)."""
         body = json.dumps({"node": node, "calls": call_ids}).encode()
         await self._nc.publish(lost_subject(self._prefix), body)
+        await self._nc.flush(timeout=2)
 
 
 def lost_events(call_ids: list[str]) -> list[CallFinalised]:

@@ -12,7 +12,10 @@ a refusal closes with 4401 (not signed in) or 4403 (wrong role) so the page can 
 handshake whose `Origin` is not one of `api.public_origins` (by default: this host) is refused
 with HTTP 403 (cross-site websocket hijacking). An open socket re-checks its user every
 `api.ws_reauth_s` and within a second of a user change made through the API, and closes 4401
-(logged out, expired, disabled) or 4403 (role removed).
+(logged out, expired, disabled) or 4403 (role removed). A browser that stops reading is
+dropped once one message waits `api.ws_send_timeout_s` to be sent (close 1013, the connection
+aborted if the close cannot be sent either): its queue in the hub is bounded already
+(`BoardHub`), this bounds the socket and the task.
 Messages are JSON: the first is a snapshot, then `call`/`kpis`/`alert`/`remove` deltas, each
 with a `seq`; the browser sends `{"type": "resync"}` when it saw a gap and gets a snapshot.
 """
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +36,10 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from monitor.board.hub import BoardHub, Client
+from monitor.runtime.logs import fields
 from monitor.web.api.auth import COOKIE
+
+log = logging.getLogger("callwatch.board")
 
 STATIC = Path(__file__).resolve().parent / "static"
 BOARD_ROLES = ("supervisor", "admin")
@@ -121,8 +128,9 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
         reader = asyncio.create_task(_read(ws, client))
         loop = asyncio.get_running_loop()
         recheck_at, seen = loop.time() + ctx.settings.api.ws_reauth_s, ctx.users_changed
+        send_timeout_s = ctx.settings.api.ws_send_timeout_s
         try:
-            await ws.send_text(json.dumps(hub.state.snapshot()))
+            await _send(ws, json.dumps(hub.state.snapshot()), send_timeout_s)
             while not reader.done():
                 msg: str | None = None
                 try:  # wake at least once a second to notice user changes
@@ -138,7 +146,14 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
                         await ws.close(code=code)
                         break
                 if got:
-                    await ws.send_text(json.dumps(hub.state.snapshot()) if msg is None else msg)
+                    text = json.dumps(hub.state.snapshot()) if msg is None else msg
+                    await _send(ws, text, send_timeout_s)
+        except _StoppedReading:
+            log.warning(
+                "board client dropped: it stopped reading",
+                extra=fields(timeout_s=send_timeout_s, clients=len(hub.clients)),
+            )
+            await _drop(ws, send_timeout_s)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the browser went away (RuntimeError: sent after close)
         finally:
@@ -148,6 +163,33 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
                 await reader
 
     return hub
+
+
+class _StoppedReading(Exception):
+    """A message waited too long to be sent: the browser is not reading."""
+
+
+async def _send(ws: WebSocket, text: str, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ws.send_text(text)
+    except TimeoutError:
+        raise _StoppedReading from None
+
+
+async def _drop(ws: WebSocket, timeout_s: float) -> None:
+    """Close 1013; if even the close frame cannot go out, abort the connection (the server
+    would otherwise wait on the unsent data and keep the socket)."""
+    try:
+        async with asyncio.timeout(min(timeout_s, 2.0)):
+            await ws.close(code=1013)
+            return
+    except (TimeoutError, RuntimeError, WebSocketDisconnect):
+        pass
+    # uvicorn's websocket protocol object is the ASGI `send` callable's owner.
+    transport = getattr(getattr(ws._send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 async def _refusal(ctx: Any, token: str | None) -> int | None:

@@ -157,13 +157,17 @@ class CallTimeline:
         self.position = 0  # frames emitted
         self.waiting: set[Party] = set()
 
+    @property
+    def lead(self) -> int:
+        """The media position just past all media received so far, of any party."""
+        return max(max(line.received_end, line.next_pos) for line in self.lines.values())
+
     def ahead(self, position: int | None) -> int:
         """Samples of silence a chunk at `position` would open ahead of all media received so
         far (0 when it is not ahead): what the gateway bounds before pushing it."""
         if position is None:
             return 0
-        lead = max(max(line.received_end, line.next_pos) for line in self.lines.values())
-        return max(0, position - lead)
+        return max(0, position - self.lead)
 
     def push(self, party: Party, position: int | None, pcm: bytes) -> bytes:
         if party not in self.lines:

@@ -3,7 +3,7 @@
 Actions: `transcript.view` (call detail), `recording.play` / `recording.download`,
 `export.vcon`, `review.view` / `review.create`, `calls.search` (a transcript search: `q`),
 `login` (failed logins only), `audit.view`. Each row has the caller's address (`client`) and
-joins the hash chain (storage/access.py; `callwatch audit verify`).
+joins the hash chain (storage/audit.py; `callwatch audit verify`).
 Results: `allowed`, `denied` (401/403, written by `require_role`), `failed` (allowed, but
 nothing to give: no such call or recording, or an unsatisfiable range).
 

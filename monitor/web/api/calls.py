@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
 
+from monitor.events import missing_speech
 from monitor.runtime.sealer import recording_keys
 from monitor.web.api import media, vcon
 from monitor.web.api.audit import record
@@ -142,6 +143,8 @@ def call_detail(
     body["trace"] = [asdict(t) for t in in_media_order(call.trace)]
     body["recording_url"] = f"/api/calls/{call.call_id}/recording"
     body["recording_failed"] = recording_failure(call)
+    body["transcript_missing"] = missing_speech(call.trace)
+    body["transcript_complete"] = not body["transcript_missing"]
     body |= analysis.document(readings)
     body["alerts"] = [asdict(a) for a in alerts]
     return CallDetailOut.model_validate(body)

@@ -114,6 +114,14 @@ class RecordingFailedOut(BaseModel):
     reason: str = Field(description="in plain words, e.g. 'disk full'")
 
 
+class MissingSpeechOut(BaseModel):
+    party: str | None
+    start_ms: int = Field(description="media time the untranscribed utterance starts")
+    end_ms: int
+    reason: str = Field(description="`asr_timeout` (the model never answered within "
+                        "asr.utterance_timeout_s), `asr_shed` (overload) ...")  # fmt: skip
+
+
 class CallDetailOut(CallItem):
     sample_rate: int
     channels: int
@@ -127,6 +135,12 @@ class CallDetailOut(CallItem):
     metadata: dict[str, Any]
     parties: list[PartyOut]
     transcript: list[SegmentOut]
+    transcript_complete: bool = Field(
+        True, description="false: speech in `transcript_missing` was never transcribed"
+    )
+    transcript_missing: list[MissingSpeechOut] = Field(
+        default_factory=list, description="the ranges of speech with no transcript, in order"
+    )
     trace: list[TraceOut] = Field(description="by media time, then sequence")
     quality: QualityOut
     compliance: dict[str, Any] | None

@@ -101,8 +101,10 @@ class ApiServer:
         keepalive_timeout_s: float = 5.0,
         max_connections: int = 256,
         trusted_proxies: tuple[str, ...] = (),
+        ws_ping: tuple[float, float] = (20.0, 20.0),
     ) -> None:
         self._proxies = trusted_proxies
+        self._ws_ping = ws_ping  # (interval, timeout): a board socket that stops answering
         self._app = app
         self._host = host
         self._port = port
@@ -153,6 +155,8 @@ class ApiServer:
             lifespan="off",
             timeout_graceful_shutdown=5,
             timeout_keep_alive=max(1, round(keepalive_timeout_s)),
+            ws_ping_interval=self._ws_ping[0],
+            ws_ping_timeout=self._ws_ping[1],
             # uvicorn believes X-Forwarded-For from 127.0.0.1 by default (a local client could
             # then claim any address and dodge the login throttle): only configured proxies.
             proxy_headers=bool(self._proxies),

@@ -59,6 +59,8 @@ const TEXTS = {
     // trace events
     ev_connected: "connected", ev_metadata: "call details received", ev_utterance: "utterance transcribed",
     ev_asr_shed: "utterance not transcribed (overload)", ev_disconnected: "disconnected",
+    ev_asr_timeout: "utterance not transcribed (speech recognition timed out)",
+    untranscribed: "not transcribed", transcript_incomplete: "Transcript incomplete: speech not transcribed in",
     ev_finalised: "analysis finished", ev_dead_air_started: "dead air started",
     ev_hold_started: "on hold", ev_hold_ended: "hold ended", ev_ivr_prompt: "IVR prompt",
     ev_ivr_prompt_started: "IVR prompt started", ev_ivr_prompt_ended: "IVR prompt ended",
@@ -131,6 +133,8 @@ const TEXTS = {
     er_server_crash: "服务器已重启", er_protocol: "交换机数据有误",
     ev_connected: "已连接", ev_metadata: "收到通话信息", ev_utterance: "语句已转写",
     ev_asr_shed: "语句未转写（过载）", ev_disconnected: "已断开",
+    ev_asr_timeout: "语句未转写（语音识别超时）",
+    untranscribed: "未转写", transcript_incomplete: "转写不完整：以下时段的语音未转写",
     ev_finalised: "分析完成", ev_dead_air_started: "开始静默",
     ev_hold_started: "保持", ev_hold_ended: "结束保持", ev_ivr_prompt: "IVR 提示音",
     ev_ivr_prompt_started: "IVR 提示音开始", ev_ivr_prompt_ended: "IVR 提示音结束",

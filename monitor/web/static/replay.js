@@ -87,10 +87,20 @@ function markers(findings, alerts) {
 }
 
 function transcript(detail) {
-  const segs = [...segmentsOf(detail)].sort((a, b) => a.start_ms - b.start_ms);
-  $("transcript").innerHTML = segs.map((s) => `<li class="line" data-party="${esc(s.party)}"
+  // Speech never transcribed (the ASR timed out or shed it) is listed where it was said.
+  const missing = list(detail.transcript_missing).map((m) => ({ ...m, missing: true }));
+  const segs = [...segmentsOf(detail), ...missing].sort((a, b) => a.start_ms - b.start_ms);
+  const text = (s) => (s.missing
+    ? `<i class="untranscribed" title="${esc(named("ev", s.reason))}">[${esc(t("untranscribed"))}]</i>`
+    : esc(s.text));
+  $("transcript").innerHTML = segs.map((s) => `<li class="line${s.missing ? " missing" : ""}" data-party="${esc(s.party)}"
     data-start-ms="${s.start_ms}" data-end-ms="${s.end_ms}"><span class="ts">${fmtDuration(s.start_ms)}</span>
-    <b>${esc(t(s.party))}</b> ${esc(s.text)}</li>`).join("");
+    <b>${esc(t(s.party))}</b> ${text(s)}</li>`).join("");
+  if (missing.length) {
+    const ranges = missing.map((m) => `${fmtDuration(m.start_ms)}–${fmtDuration(m.end_ms)}`).join(", ");
+    $("transcript").insertAdjacentHTML("afterbegin",
+      `<li class="incomplete">${esc(t("transcript_incomplete"))} ${esc(ranges)}</li>`);
+  }
   lines = [...$("transcript").querySelectorAll(".line")];
 }
 

@@ -5,7 +5,7 @@ Revises: 0006_retention
 Create Date: 2026-12-07
 
 Each audit row stores `prev_hash` (the previous row's `row_hash`) and its own `row_hash` =
-SHA-256 over the previous hash and the row's fields (storage/access.py `audit_row_hash`), so
+SHA-256 over the previous hash and the row's fields (storage/audit.py `audit_row_hash`), so
 an edit or a deletion made with the triggers dropped breaks the chain at that row
 (`callwatch audit verify`). Rows written before this migration have no hash; the chain starts
 at the first row after it. `client` is the caller's address. PostgreSQL also refuses TRUNCATE
