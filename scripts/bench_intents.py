@@ -23,14 +23,18 @@ import random
 import sys
 from pathlib import Path
 
-from evaluation.callplans import Tally, build_plans, check_call
-from evaluation.evalset import CONTEXT_CATEGORIES as CONTEXT
-from evaluation.evalset import Line, heldout_lines, load_lines
-from evaluation.noise import inject_errors
-from monitor.qa import ComplianceChecker, ScriptBook, load_compliance_scripts
-from monitor.qa.intents import IntentIndex, IntentTracker
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# This checkout's code, not whatever the environment's editable install points at (in a
+# worktree that is another checkout: the bench would measure the wrong scripts).
+sys.path.insert(0, str(REPO_ROOT))
+
+from evaluation.callplans import Tally, build_plans, check_call  # noqa: E402
+from evaluation.evalset import CONTEXT_CATEGORIES as CONTEXT  # noqa: E402
+from evaluation.evalset import Line, heldout_lines, load_lines  # noqa: E402
+from evaluation.noise import inject_errors  # noqa: E402
+from monitor.qa import ComplianceChecker, ScriptBook, load_compliance_scripts  # noqa: E402
+from monitor.qa.intents import IntentIndex, IntentTracker  # noqa: E402
+
 DATA = REPO_ROOT / "tests" / "data"
 #: The development set: lines written to tune the intents (never the held-out ones).
 DEV = (DATA / "tts" / "intent_tuning.tsv", DATA / "tts" / "intent_dev.tsv")

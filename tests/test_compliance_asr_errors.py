@@ -155,17 +155,10 @@ def test_heldout_lines_meet_the_targets_on_exact_transcripts() -> None:
     """Wordings, companies and agent names the scripts were not tuned on, near misses
     included: the scripts generalise, and nothing that must not count does."""
     tally = run("exact", heldout=True)
-    # Not met since the second round of intents (docs/compliance.md, "Targets met and not
-    # met"): identity checks and brush-offs by meaning take some unseen English lines for
-    # theirs. Their recall keeps the target; their precision keeps the floor measured then.
-    short = {("en", "verification"): 0.85, ("en", "forbidden"): 0.85}
-    problems = [
-        p for p in below(tally, recall=True) if p.split(":")[0] not in {" ".join(k) for k in short}
-    ]
-    assert not problems, tally.table() + "\n" + "\n".join(tally.errors)
-    for (lang, key), floor in short.items():
-        assert tally.recall(lang, key) >= TARGET[lang], tally.table()
-        assert tally.precision(lang, key) >= floor, tally.table()
+    # Met again since round 3 of the intents (the background of ordinary talk, whole
+    # sentences for whole steps): English verification and forbidden precision had been
+    # left at 0.85 in round 2.
+    assert not below(tally, recall=True), tally.table() + "\n" + "\n".join(tally.errors)
 
 
 @pytest.mark.parametrize("cer", [0.10, 0.20])

@@ -8,11 +8,15 @@
 
 * `TranscriptWatermark`: the media time to pass to `advance`, from what the runtime knows.
 
-Modules: `textmatch` (normalisation, pinyin keys, fuzzy alignment), `align` (the
-sound-aware weighted alignment for heavily damaged transcripts), `transcript` (turns and
-media-time spans), `rules` (the script model), `scripts` (TOML format and validation),
-`book` (selection), `checker` (the live state machine), `scoring` (checklist and score),
-`events` (what comes out), `watermark` (when a window may be judged). The evaluation sets
+Modules: `normalize` (the matching form of a text), `textmatch` (pinyin keys, fuzzy
+alignment of one phrase), `align` (the sound-aware weighted alignment for heavily damaged
+transcripts), `transcript` (turns and media-time spans), `rules` (the script model),
+`scripts` (TOML format, assembling a script), `script_fields` (field validation, phrase
+expansion, cross-rule checks), `intent_rules` (an intent and its text guards), `intents`
+(matching by meaning), `embedding` (the shared sentence encoder), `book` (selection),
+`hits` (phrase, intent and element hits), `checker` (the live state machine), `scoring`
+(checklist and score), `events` (what comes out), `watermark` (when a window may be
+judged). The evaluation sets
 and error injection live outside the product, in the top-level `evaluation` package.
 """
 

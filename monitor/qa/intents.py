@@ -17,8 +17,12 @@ How a party's speech is matched (`IntentTracker`, one per call):
   beats, by the intent's margin, every near miss of the intent and every example of the
   script's other intents (the anchor that keeps confusable steps apart: "anything else I can
   help you with?" is nearer the pre-closing's examples than the greeting's);
+* a whole step must also beat the script's nearest background line (ordinary talk that is
+  no step, `[intents] background`) by `BACKGROUND_MARGIN`, and is read in whole sentences:
+  its window starts where a sentence does, after light openers only ("Okay,", "您好，");
 * negation must agree: a window with a negation ("I can't help you with that") never
   matches an example without one ("how can I help you"), and the other way round.
+The rule itself (`Intent`, its validation and the text guards) is `monitor.qa.intent_rules`.
 """
 
 from __future__ import annotations
@@ -29,159 +33,49 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.qa.embedding import SentenceEncoder
-from monitor.qa.errors import ScriptInvalid
-from monitor.qa.pinyin import is_cjk
-from monitor.qa.textmatch import count_negations, normalize
+from monitor.qa.intent_rules import (
+    DEFAULT_MARGIN,
+    DEFAULT_THRESHOLD,
+    MIN_STEP_SIZE,
+    Intent,
+    clauses,
+    negated,
+    parse_intent,
+    size_of,
+)
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "DEFAULT_THRESHOLD",
+    "MIN_STEP_SIZE",
+    "Intent",
+    "IntentHit",
+    "IntentIndex",
+    "IntentTracker",
+    "clauses",
+    "negated",
+    "parse_intent",
+]
 
 #: Consecutive clauses a window may span (a greeting is typically three).
 WINDOW_CLAUSES = 4
 #: Clauses of a turn kept for windows (older ones can no longer start a window).
 KEEP_CLAUSES = WINDOW_CLAUSES
-#: A whole step's window needs this many Chinese characters plus Latin words: up to four
-#: syllables ("请讲", "您还，请讲", "Yes please") carry too little meaning to tell one step
-#: from another (the phrases still catch the short standard wordings, "请您稍等").
-MIN_STEP_SIZE = 5
-#: Cosine an example must reach (a rule may set its own `threshold`); tuned on the tuning set.
-DEFAULT_THRESHOLD = 0.6
-#: How far the nearest example must beat every near miss and every other intent's example.
-DEFAULT_MARGIN = 0.03
 #: How much weaker a rival example (or near miss) counts when its negation disagrees with
 #: the window's: enough that "I can't help you, ask someone else" is still a brush-off
 #: beside "how can I help you", not so much that a misheard 没 frees a greeting from its
 #: rivals. Set on the tuning set.
 NEGATION_RIVAL_PENALTY = 0.1
-_CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、…]+")
+#: How far a whole step's nearest example must beat the script's nearest background line
+#: (ordinary talk that is no step): more than the margin over another step, because a
+#: background line is the one thing a step must never be mistaken for. Set on the
+#: development set (`scripts/bench_intents.py`).
+BACKGROUND_MARGIN = 0.05
 #: Where a sentence ends: no window runs across it (the next sentence is another act).
 _SENTENCE_END = re.compile(r"[.!?。！？]")
-#: Courtesy words that contain a negation character or word but negate nothing.
-_NOT_NEGATIONS = re.compile(
-    r"不好意思|不客气|没问题|不用谢|没关系|\bno problem\b|\bnot a problem\b|\bno worries\b"
-    # A-not-A questions (有没有, 是不是, 能不能, 听没听): a yes/no question, not a negation:
-    # "还有没有别的需要？" asks what "还有别的需要吗？" asks.
-    r"|([\u4e00-\u9fff])[不没]\1"
-    # 别 is "don't" alone, but "other" or part of another word in these.
-    r"|别的|别人|别处|别家|特别|区别|分别|级别|类别|识别|个别|告别"
-    # "没错吧" / "不错" confirm; a clause-final 不 / 没 asks ("可以帮您了没？").
-    r"|没错|不错|[不没](?=[\s,.;:!?，。；：！？、…]|$)",
-    re.IGNORECASE,
-)
-
-
-def negated(text: str) -> bool:
-    """Whether a text negates something (courtesy idioms like 不好意思 aside)."""
-    return count_negations(normalize(_NOT_NEGATIONS.sub(" ", text)).text) > 0
-
-
-def clauses(text: str) -> list[tuple[str, int, int]]:
-    """(clause, start, end) character spans of `text`, cut at punctuation."""
-    out, pos = [], 0
-    for m in _CLAUSE_END.finditer(text + "."):
-        piece = text[pos : m.start()]
-        if piece.strip():
-            lead = len(piece) - len(piece.lstrip())
-            out.append((piece.strip(), pos + lead, pos + lead + len(piece.strip())))
-        pos = m.end()
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """What a step must achieve, and how it is usually said (script language)."""
-
-    rule: str  # the stage or forbidden rule it belongs to
-    description: str
-    examples: tuple[str, ...]
-    near_misses: tuple[str, ...] = ()
-    threshold: float = 0.6  # DEFAULT_THRESHOLD
-    margin: float = 0.03  # DEFAULT_MARGIN
-    #: The window must contain one of these (when any are given): the words that tell a
-    #: step from a confusable one ("else" / 其他 for "anything else?" vs the offer of help).
-    anchors: tuple[str, ...] = ()
-    #: The segment must contain none of these: a farewell makes "thank you for your
-    #: patience, goodbye" a closing, not a hold return.
-    vetoes: tuple[str, ...] = ()
-    #: A whole step (stage or forbidden rule): the steps' examples are each other's rivals.
-    #: An element's intent (one part of a step, "offer of help") is not: the closing's
-    #: "thank you for calling" may mean the same as the greeting's.
-    exclusive: bool = True
-
-    def admits(self, window: str, segment: str) -> bool:
-        """Whether the anchors and vetoes allow a match of `window` within `segment`; a
-        whole step needs a window of some substance ("请讲" is no hold notice)."""
-        if self.exclusive and _size(window) < MIN_STEP_SIZE:
-            return False
-        if self.anchors and not any(_has(a, window) for a in self.anchors):
-            return False
-        return not any(_has(v, segment) or _has(v, window) for v in self.vetoes)
-
-
-def _size(text: str) -> int:
-    """Chinese characters plus Latin words: how much was said."""
-    return sum(1 for ch in text if is_cjk(ch)) + len(re.findall(r"[A-Za-z]+", text))
-
-
-def _has(term: str, text: str) -> bool:
-    """`term` in `text`: as a whole word for Latin script, as a substring for Chinese."""
-    text, term = SentenceEncoder.key(text).lower(), SentenceEncoder.key(term).lower()
-    if term.isascii():
-        return re.search(rf"\b{re.escape(term)}\b", text) is not None
-    return term in text
-
-
-_INTENT_KEYS = {
-    "description",
-    "examples",
-    "near_misses",
-    "anchors",
-    "vetoes",
-    "threshold",
-    "margin",
-}
-
-
-def parse_intent(raw: object, rule: str, where: str, exclusive: bool = True) -> Intent:
-    """An `intent = { ... }` table of a script (see `monitor.qa.scripts`), validated."""
-    if not isinstance(raw, dict):
-        raise ScriptInvalid(f"{where}: intent must be a table (description, examples, ...)")
-    unknown = sorted(set(raw) - _INTENT_KEYS)
-    if unknown:
-        raise ScriptInvalid(
-            f"{where}: intent: unknown key {unknown[0]!r} "
-            f"(known: {', '.join(sorted(_INTENT_KEYS))})"
-        )
-    description = raw.get("description")
-    if not isinstance(description, str) or not description.strip():
-        raise ScriptInvalid(f"{where}: intent: description must be a non-empty string")
-    lists = {}
-    for key in ("examples", "near_misses", "anchors", "vetoes"):
-        value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise ScriptInvalid(f"{where}: intent: {key} must be a list of non-empty strings")
-        lists[key] = tuple(v.strip() for v in value)
-    if len(lists["examples"]) < 2:
-        raise ScriptInvalid(f"{where}: intent: give at least 2 examples of how the step is said")
-    numbers = {}
-    for key, default, lo, hi in (
-        ("threshold", DEFAULT_THRESHOLD, 0.3, 0.99),
-        ("margin", DEFAULT_MARGIN, 0.0, 0.5),
-    ):
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise ScriptInvalid(
-                f"{where}: intent: {key} must be a number from {lo} to {hi}, got {value!r}"
-            )
-        numbers[key] = float(value)
-    return Intent(
-        rule,
-        description.strip(),
-        lists["examples"],
-        lists["near_misses"],
-        numbers["threshold"],
-        numbers["margin"],
-        lists["anchors"],
-        lists["vetoes"],
-        exclusive,
-    )
+#: A clause this small (Chinese characters plus Latin words) before a window is an opener
+#: ("Okay", "Right", "您好", "明白了"), not the start of what the window says.
+OPENER_SIZE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +95,12 @@ class IntentIndex:
 
     intents: tuple[Intent, ...]
     encoder: SentenceEncoder
+    #: Ordinary agent talk that is no step at all (the script's `[intents] background`):
+    #: every whole step must beat its nearest line by the step's margin, as it beats the
+    #: other steps' examples. "Please allow five days for the refund" is about waiting but
+    #: is no hold notice; "we'll post it to your billing address" names an address but asks
+    #: for none.
+    background: tuple[str, ...] = ()
     _rows: list[tuple[str, bool]] = field(default_factory=list)  # (text, negated)
     _vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
@@ -215,6 +115,8 @@ class IntentIndex:
         for intent in self.intents:
             self._nm.append(slice(len(self._rows), len(self._rows) + len(intent.near_misses)))
             self._rows += [(t, negated(t)) for t in intent.near_misses]
+        self._bg = slice(len(self._rows), len(self._rows) + len(self.background))
+        self._rows += [(t, negated(t)) for t in self.background]
         self._vectors = self._clause_sums([r[0] for r in self._rows])
         self._neg = np.array([r[1] for r in self._rows])
         self._exclusive = np.array([x.exclusive for x in self.intents], dtype=bool)
@@ -234,7 +136,12 @@ class IntentIndex:
         return out
 
     def match(
-        self, windows: np.ndarray, texts: list[str], negs: list[bool], segment: str
+        self,
+        windows: np.ndarray,
+        texts: list[str],
+        negs: list[bool],
+        segment: str,
+        whole: list[bool] | None = None,
     ) -> list[tuple[int, int, float, int]]:
         """For windows (rows of unit vectors, with their texts, all ending in `segment`):
         every (window, intent, score, example row) that passes threshold, margin, negation
@@ -264,6 +171,12 @@ class IntentIndex:
                 near[:, i] = rivals[:, self._nm[i]].max(axis=1)
         best[~admitted] = -2.0
         rival_best[~admitted] = -2.0
+        if whole is not None:
+            # A whole step is said in whole sentences: the tail of one ("请您耐心等待" after
+            # "退款审核需要三到五个工作日") is read with the words it ends, not alone. An
+            # element (one part of a greeting) may be one clause of a sentence.
+            part = ~np.array(whole, dtype=bool)
+            best[np.ix_(part, self._exclusive)] = -2.0
         # Every other intent's best example is a rival of a whole step's intent (an element's
         # intent has only its near misses): the best and second best per window give "the
         # best of the others" for each intent.
@@ -280,10 +193,17 @@ class IntentIndex:
         second_s = order[:, -2:-1] if n > 1 else np.full_like(top_s, -2.0)
         step_others = np.where(steps >= top_s, second_s, top_s)
         others = np.where(self._anchored[None, :], step_others, others)
+        if self._bg.stop > self._bg.start:
+            # The background rivals every whole step (never an element: "thank you" is
+            # ordinary talk and half a closing).
+            background = rivals[:, self._bg].max(axis=1, keepdims=True) + BACKGROUND_MARGIN
+        else:
+            background = np.full((len(negs), 1), -2.0, dtype=np.float32)
         rival = np.where(self._exclusive[None, :], np.maximum(near, others), near)
         thresholds = np.array([x.threshold for x in self.intents], dtype=np.float32)
         margins = np.array([x.margin for x in self.intents], dtype=np.float32)
         ok = (best >= thresholds) & (best >= rival + margins)
+        ok &= ~self._exclusive[None, :] | (best >= background)
         return [(int(w), int(i), float(best[w, i]), int(rows[w, i])) for w, i in np.argwhere(ok)]
 
     def example(self, row: int) -> str:
@@ -320,6 +240,17 @@ class IntentTracker:
             return []
         with self.index.encoder.one_thread():
             return self._add(party, turn, start_ms, end_ms, text, spans)
+
+    @staticmethod
+    def _whole(kept: list[_Clause], a: int, b: int) -> bool:
+        if b - a + 1 >= WINDOW_CLAUSES:
+            return True
+        for k in range(a - 1, -1, -1):
+            if kept[k].final:
+                return True
+            if size_of(kept[k].text) > OPENER_SIZE:
+                return False
+        return True
 
     def _add(
         self,
@@ -363,7 +294,11 @@ class IntentTracker:
         texts = [" ".join(c.text for c in kept[a : b + 1]) for a, b in windows]
         negs = [any(kept[k].negated for k in range(a, b + 1)) for a, b in windows]
         best: dict[int, IntentHit] = {}
-        for w, i, score, row in self.index.match(sums, texts, negs, text):
+        # A window is sentence-whole when it starts where a sentence does (or the turn's
+        # kept clauses do), after nothing but light openers ("Okay," "您好，" "明白了，"),
+        # or spans as many clauses as a window may.
+        whole = [self._whole(kept, a, b) for a, b in windows]
+        for w, i, score, row in self.index.match(sums, texts, negs, text, whole):
             a, b = windows[w]
             intent = self.index.intents[i]
             if i in best and best[i].score >= score:

@@ -25,7 +25,7 @@ from monitor.qa.events import (
 from monitor.qa.rules import ComplianceScript, Severity, Stage
 
 if TYPE_CHECKING:
-    from monitor.qa.checker import Hit
+    from monitor.qa.hits import Hit
 
 
 @dataclass(slots=True)

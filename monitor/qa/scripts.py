@@ -21,6 +21,9 @@ queue) and `ScriptBook.select`, which picks the script for a call from its metad
     [synonyms]                       # named phrase sets, used as {$thanks} in phrases
     thanks = ["thank you", "thanks", "I appreciate"]
 
+    [intents]                        # optional: for the steps given as intents
+    background = ["Your refund can take a week."]   # ordinary talk that is no step
+
     [[stage]]
     id = "greeting"
     party = "agent"                  # agent | customer | any
@@ -59,14 +62,11 @@ stand for a few dozen wordings.
 
 from __future__ import annotations
 
-import difflib
-import itertools
-import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import config
 from monitor.qa.align import confusable_cap
@@ -74,7 +74,6 @@ from monitor.qa.embedding import SentenceEncoder
 from monitor.qa.errors import ScriptInvalid
 from monitor.qa.intents import Intent, IntentIndex, parse_intent
 from monitor.qa.rules import (
-    Anchor,
     ComplianceScript,
     Element,
     ExceptionRule,
@@ -83,17 +82,27 @@ from monitor.qa.rules import (
     Severity,
     Speaker,
     Stage,
-    Window,
-    WindowKind,
+)
+from monitor.qa.script_fields import (
+    MAX_EXPANSIONS,
+    Matching,
+    Reader,
+    check_references,
+    expand,
+    window,
 )
 from monitor.qa.textmatch import CompiledPhrase
 
+__all__ = [
+    "DEFAULT_SCRIPTS_DIR",
+    "MAX_EXPANSIONS",
+    "expand",
+    "load_script_file",
+    "script_from_dict",
+]
+
 DEFAULT_SCRIPTS_DIR = Path(config.__file__).resolve().parent / "scripts"
 LANGUAGES = ("en", "zh")
-MAX_EXPANSIONS = 256
-_ID = re.compile(r"^[a-z][a-z0-9_]*$")
-_BRACES = re.compile(r"\{([^{}]*)\}")
-_E = TypeVar("_E", Severity, Speaker)
 
 _TOP_KEYS = {
     "name",
@@ -109,6 +118,7 @@ _TOP_KEYS = {
     "stage",
     "forbidden",
     "exception",
+    "intents",
 }
 _MATCH_KEYS = {"tolerance", "min_score", "turn_break_s", "turn_gap_s"}
 _STAGE_KEYS = {
@@ -140,170 +150,8 @@ _FORBIDDEN_KEYS = {
 _EXCEPTION_KEYS = {"id", "title", "party", "phrases", "suspends", "for_s", "tolerance"}
 
 
-class _Reader:
-    """Validation helpers that prefix every message with the file and the field path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, where: str, message: str) -> ScriptInvalid:
-        return ScriptInvalid(f"{self.source}: {where}: {message}")
-
-    def keys(self, raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-        for key in raw:
-            if key not in allowed:
-                near = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise self.fail(where, f"unknown key {key!r}{hint}")
-
-    def text(self, raw: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
-        value = raw.get(key, default)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(where, f"{key} must be a non-empty string, got {value!r}")
-        return value.strip()
-
-    def number(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        default: float,
-        lo: float = 0.0,
-        hi: float = float("inf"),
-    ) -> float:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, f"{key} must be a number, got {value!r}")
-        if not lo <= value <= hi:
-            raise self.fail(where, f"{key} must be between {lo:g} and {hi:g}, got {value!r}")
-        return float(value)
-
-    def flag(self, raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(where, f"{key} must be true or false, got {value!r}")
-        return value
-
-    def strings(
-        self, raw: Mapping[str, Any], key: str, where: str, required: bool = False
-    ) -> tuple[str, ...]:
-        value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise self.fail(where, f"{key} must be a list of non-empty strings, got {value!r}")
-        if required and not value:
-            raise self.fail(where, f"{key} must list at least one entry")
-        return tuple(v.strip() for v in value)
-
-    def choice(
-        self, raw: Mapping[str, Any], key: str, where: str, kind: type[_E], default: _E
-    ) -> _E:
-        value = raw.get(key, default.value)
-        try:
-            return kind(value)
-        except ValueError:
-            options = " | ".join(m.value for m in kind)
-            raise self.fail(where, f"{key} must be one of {options}, got {value!r}") from None
-
-    def ident(self, raw: Mapping[str, Any], where: str) -> str:
-        value = self.text(raw, "id", where)
-        if not _ID.match(value):
-            raise self.fail(where, f"id must be lower_snake_case (a-z, 0-9, _), got {value!r}")
-        return value
-
-
-def expand(
-    phrase: str, synonyms: Mapping[str, tuple[str, ...]], where: str = "phrase", depth: int = 0
-) -> list[str]:
-    """All wordings of a phrase: `{a|b}` is a choice, `{$set}` any phrase of a synonym set
-    (whose phrases may use choices and other sets in turn)."""
-    if depth > 4:
-        raise ScriptInvalid(f"{where}: synonym sets nest more than 4 deep in {phrase!r}")
-    parts: list[list[str]] = []
-    pos = 0
-    for m in _BRACES.finditer(phrase):
-        parts.append([phrase[pos : m.start()]])
-        inner = m.group(1).strip()
-        if inner.startswith("$"):
-            name = inner[1:]
-            if name not in synonyms:
-                known = ", ".join(sorted(synonyms)) or "none"
-                raise ScriptInvalid(f"{where}: unknown synonym set {{${name}}} (known: {known})")
-            parts.append([w for p in synonyms[name] for w in expand(p, synonyms, where, depth + 1)])
-        else:
-            parts.append([choice.strip() for choice in inner.split("|")])
-        pos = m.end()
-    parts.append([phrase[pos:]])
-    if "{" in phrase[pos:] or "}" in phrase[pos:]:
-        raise ScriptInvalid(f"{where}: unbalanced braces in {phrase!r}")
-    count = 1
-    for options in parts:
-        count *= len(options)
-    if count > MAX_EXPANSIONS:
-        raise ScriptInvalid(
-            f"{where}: {phrase!r} expands to {count} wordings (at most {MAX_EXPANSIONS}); split it"
-        )
-    out = []
-    for combo in itertools.product(*parts):
-        text = " ".join("".join(combo).split())
-        if text and text not in out:
-            out.append(text)
-    return out
-
-
-def _window(r: _Reader, raw: Any, where: str) -> Window:
-    hint = 'expected "anywhere", { first_s = N, from = "..." } or { last_s = N }'
-    if raw is None or raw == "anywhere":
-        return Window()
-    if not isinstance(raw, dict):
-        raise r.fail(where, f"window: {hint}, got {raw!r}")
-    r.keys(raw, {"first_s", "last_s", "from"}, f"{where}: window")
-    if ("first_s" in raw) == ("last_s" in raw):
-        raise r.fail(where, f"window: give exactly one of first_s and last_s ({hint})")
-    if "last_s" in raw:
-        if "from" in raw:
-            raise r.fail(where, "window: from applies to first_s windows only")
-        seconds = r.number(raw, "last_s", f"{where}: window", 0.0, lo=0.5, hi=3600)
-        return Window(WindowKind.LAST, seconds)
-    seconds = r.number(raw, "first_s", f"{where}: window", 0.0, lo=0.5, hi=3600)
-    anchor = raw.get("from", Anchor.CALL_START.value)
-    try:
-        return Window(WindowKind.FIRST, seconds, Anchor(anchor))
-    except ValueError:
-        options = " | ".join(a.value for a in Anchor)
-        raise r.fail(where, f"window: from must be one of {options}, got {anchor!r}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class _Matching:
-    tolerance: float
-    min_score: float
-
-    def override(self, r: _Reader, raw: Mapping[str, Any], where: str) -> _Matching:
-        """A rule's own `tolerance`, if it sets one."""
-        if "tolerance" not in raw:
-            return self
-        return _Matching(r.number(raw, "tolerance", where, self.tolerance, hi=0.5), self.min_score)
-
-    def compile(
-        self,
-        r: _Reader,
-        phrases: tuple[str, ...],
-        where: str,
-        synonyms: Mapping[str, tuple[str, ...]],
-    ) -> tuple[CompiledPhrase, ...]:
-        out: dict[str, CompiledPhrase] = {}
-        for phrase in phrases:
-            for wording in expand(phrase, synonyms, f"{r.source}: {where}"):
-                try:
-                    compiled = CompiledPhrase.build(wording, self.tolerance, self.min_score)
-                except ValueError as exc:
-                    raise r.fail(where, str(exc)) from None
-                out.setdefault(compiled.norm, compiled)
-        return tuple(out.values())
-
-
 def _stage(
-    r: _Reader, raw: Any, i: int, m: _Matching, synonyms: Mapping[str, tuple[str, ...]]
+    r: Reader, raw: Any, i: int, m: Matching, synonyms: Mapping[str, tuple[str, ...]]
 ) -> Stage:
     where = f"stage[{i}]"
     if not isinstance(raw, dict):
@@ -349,7 +197,7 @@ def _stage(
         title=r.text(raw, "title", where, default=sid),
         party=r.choice(raw, "party", where, Speaker, Speaker.AGENT),
         elements=tuple(elements),
-        window=_window(r, raw.get("window"), where),
+        window=window(r, raw.get("window"), where),
         required=r.flag(raw, "required", where, True),
         severity=r.choice(raw, "severity", where, Severity, Severity.MAJOR),
         deduction=r.number(raw, "deduction", where, 0.0, hi=100),
@@ -360,21 +208,21 @@ def _stage(
     )
 
 
-def _element_intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
+def _element_intent(r: Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
     if "intent" not in raw:
         return None
     return parse_intent(raw["intent"], rule, f"{r.source}: {where}", exclusive=False)
 
 
-def _intent(r: _Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
+def _intent(r: Reader, raw: Mapping[str, Any], rule: str, where: str) -> Intent | None:
     if "intent" not in raw:
         return None
     return parse_intent(raw["intent"], rule, f"{r.source}: {where}")
 
 
 def _rule_tables(
-    r: _Reader, raw: Mapping[str, Any], kind: str, allowed: set[str], m: _Matching
-) -> Iterator[tuple[Mapping[str, Any], str, str, _Matching]]:
+    r: Reader, raw: Mapping[str, Any], kind: str, allowed: set[str], m: Matching
+) -> Iterator[tuple[Mapping[str, Any], str, str, Matching]]:
     """Each [[forbidden]] / [[exception]] table, checked: (table, id, where, its matching)."""
     for i, table in enumerate(raw.get(kind, [])):
         where = f"{kind}[{i}]"
@@ -395,7 +243,7 @@ def script_from_dict(
     """Validate one parsed TOML document; every problem raises `ScriptInvalid`. Intents'
     examples are encoded with `encoder` (shared by a `ScriptBook`; a new one if None);
     `semantic=False` validates the intents but leaves them unmatched (no model loads)."""
-    r = _Reader(source)
+    r = Reader(source)
     r.keys(raw, _TOP_KEYS, "top level")
     language = raw.get("language")
     if language not in LANGUAGES:
@@ -406,7 +254,7 @@ def script_from_dict(
     if not isinstance(mraw, dict):
         raise r.fail("matching", "must be a table")
     r.keys(mraw, _MATCH_KEYS, "matching")
-    m = _Matching(
+    m = Matching(
         tolerance=r.number(mraw, "tolerance", "matching", 0.2, hi=0.5),
         min_score=r.number(mraw, "min_score", "matching", 75.0, lo=50, hi=100),
     )
@@ -447,7 +295,8 @@ def script_from_dict(
                 for_s=r.number(e, "for_s", where, 0.0, hi=86400),
             )
         )
-    _check_references(r, stages, forbidden, exceptions)
+    check_references(r, stages, forbidden, exceptions)
+    background = _background(r, raw)  # validated even when the intents stay unmatched
     stages, forbidden = _guard_confusables(stages, forbidden)
     if not stages and not forbidden:
         raise r.fail("top level", "a script needs at least one [[stage]] or [[forbidden]]")
@@ -468,17 +317,31 @@ def script_from_dict(
         pass_score=r.number(raw, "pass_score", "top level", 80.0, hi=100),
         turn_break_ms=int(1000 * r.number(mraw, "turn_break_s", "matching", 1.2, hi=60)),
         turn_gap_ms=int(1000 * r.number(mraw, "turn_gap_s", "matching", 8.0, lo=0.5, hi=600)),
-        intents=_index(stages, forbidden, encoder) if semantic else None,
+        intents=_index(stages, forbidden, encoder, background) if semantic else None,
     )
 
 
+def _background(r: Reader, raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """The `[intents]` table: `background = [...]`, ordinary talk that is no step."""
+    table = raw.get("intents", {})
+    if not isinstance(table, dict):
+        raise r.fail("intents", "must be a table (background = [...])")
+    r.keys(table, {"background"}, "intents")
+    return r.strings(table, "background", "intents")
+
+
 def _index(
-    stages: tuple[Stage, ...], forbidden: list[ForbiddenRule], encoder: SentenceEncoder | None
+    stages: tuple[Stage, ...],
+    forbidden: list[ForbiddenRule],
+    encoder: SentenceEncoder | None,
+    background: tuple[str, ...] = (),
 ) -> IntentIndex | None:
     found: list[Intent | None] = [s.intent for s in stages] + [f.intent for f in forbidden]
     found += [e.intent for s in stages for e in s.elements]
     intents = tuple(x for x in found if x is not None)
-    return IntentIndex(intents, encoder or SentenceEncoder()) if intents else None
+    if not intents:
+        return None
+    return IntentIndex(intents, encoder or SentenceEncoder(), background)
 
 
 def _guard_confusables(
@@ -500,54 +363,6 @@ def _guard_confusables(
         for s in stages
     )
     return new_stages, [replace(f, phrases=capped(f.id, f.phrases)) for f in forbidden]
-
-
-def _check_references(
-    r: _Reader,
-    stages: tuple[Stage, ...],
-    forbidden: list[ForbiddenRule],
-    exceptions: list[ExceptionRule],
-) -> None:
-    ids: set[str] = set()
-    for rule_id in [s.id for s in stages] + [f.id for f in forbidden] + [e.id for e in exceptions]:
-        if rule_id in ids:
-            raise r.fail("top level", f"id {rule_id!r} is used twice")
-        ids.add(rule_id)
-    stage_ids = {s.id for s in stages}
-    for stage in stages:
-        for before in stage.after:
-            if before not in stage_ids or before == stage.id:
-                raise r.fail(
-                    f"stage {stage.id!r}",
-                    f"after: {before!r} is not another stage "
-                    f"(stages: {', '.join(sorted(stage_ids))})",
-                )
-    _check_acyclic(r, stages)
-    targets = stage_ids | {f.id for f in forbidden}
-    for exc in exceptions:
-        for target in exc.suspends:
-            if target not in targets:
-                raise r.fail(
-                    f"exception {exc.id!r}", f"suspends: {target!r} is no stage or forbidden rule"
-                )
-
-
-def _check_acyclic(r: _Reader, stages: tuple[Stage, ...]) -> None:
-    after = {s.id: s.after for s in stages}
-    done: set[str] = set()
-
-    def visit(node: str, path: tuple[str, ...]) -> None:
-        if node in path:
-            cycle = " -> ".join((*path[path.index(node) :], node))
-            raise r.fail(f"stage {node!r}", f"after: order constraints form a cycle: {cycle}")
-        if node in done:
-            return
-        for before in after[node]:
-            visit(before, (*path, node))
-        done.add(node)
-
-    for stage in stages:
-        visit(stage.id, ())
 
 
 def load_script_file(

