@@ -1,7 +1,7 @@
 """The ASR queue in front of the shared model workers: deadline order, two lanes, no loss.
 
-This module owns which utterance a free worker transcribes next, and what happens when the
-box cannot keep up. One consumer task per worker, so no worker idles while work waits.
+Which utterance a free worker transcribes next, and what happens when the box cannot keep
+up. One consumer task per worker, so no worker idles while work waits.
 
 * **Live lane**, ordered by deadline: the wall time the speech ended (`AsrJob.ended_at`,
   by default the moment the segmenter emitted it), oldest first across all calls. A worker

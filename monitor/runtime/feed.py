@@ -17,14 +17,10 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   the event loop between them, so no message costs the loop more than a piece's analysis;
 - the trace: every DTMF (masked: `monitor.privacy.scrub.DtmfMasker`), app event,
   pause/resume and the media counts, with media time;
-- the format check of raw L16 forks (`audio_quality.format_check`): a stream that looks read
-  in the wrong format (channels that are one interleaved signal, pitch out of any voice's
-  range) is logged and traced once as `format_suspect`;
-  text frames (app events, DTMF) over `max_text_bytes` or beyond `max_text_rate` per second
-  (after `text_burst`) are counted (`text_oversized`, `text_dropped`), never stored;
-- each audio message's ingest latency (`monitor.runtime.latency`), kept with the media counts;
-- finishing once: flush the timeline, store the media counts (a `call_results` row
-  kind="media" and a `media` trace event), finalise the call.
+- the format check of raw L16 forks (`audio_quality.format_check`, traced once as
+  `format_suspect`); text frames over `max_text_bytes` or `max_text_rate` are counted, not
+  stored; each audio message's ingest latency (`monitor.runtime.latency`);
+- finishing once: flush the timeline, store the media counts, finalise the call.
 """
 
 from __future__ import annotations
