@@ -1,5 +1,9 @@
 """Shared pytest wiring: fixtures live in plugin modules owned by their package's tests."""
 
+from __future__ import annotations
+
+import pytest
+
 pytest_plugins = [
     "tests.fixtures_logs",  # first: every session logs at DEBUG and is scanned (P8)
     "tests.fixtures_db",
@@ -10,3 +14,23 @@ pytest_plugins = [
     "tests.fixtures_browser",
     "tests.fixtures_nats",
 ]
+
+#: Test files that keep one worker busy for 45 s or more (measured in a fresh-clone run,
+#: docs/development.md). pytest-xdist hands out files in collection order, so these go first:
+#: the parallel pass then ends on short files instead of waiting for one long one.
+LONGEST_FILES = (
+    "test_e2e_call.py",
+    "test_compliance_asr_errors.py",
+    "test_quality_snr.py",
+    "test_crash_recovery.py",
+    "test_scale_proof.py",
+    "test_quality_protocols.py",
+    "test_storage_never_returns.py",
+    "test_audio_redaction_e2e.py",
+    "test_api_fuzz.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the rest
