@@ -193,10 +193,16 @@ def test_untranscribed_speech_is_marked_in_the_transcript(replay: Replay, browse
     repo, call = replay.web.server.repo, replay.call
     end = call.duration_ms or 0
     start_ms, end_ms = end - 3000, end - 1500  # 00:mm:ss of each, as the page writes them
-    seq = max(t.seq for t in call.trace) + 1
+    # The call is finalised, but its end-of-call alerts are stored after the `finalised` entry
+    # (seq 56 after 55); one stored between our read and write would take a seq of max + 1,
+    # and the insert (idempotent on call and seq) would drop ours. Well above the handful of
+    # seqs a finished call still uses, and read back below.
+    seq = max(t.seq for t in (repo.get_call(call.call_id) or call).trace) + 100
     mark = Marked(call.call_id, seq, start_ms, datetime.now(UTC), "asr_timeout", "customer",
                   {"end_ms": end_ms, "reason": "timeout"})  # fmt: skip
     repo.apply(rows_for(mark))  # as the storage sink stores the live event
+    stored = repo.get_call(call.call_id)
+    assert stored is not None and any(t.seq == seq and t.kind == "asr_timeout" for t in stored.trace)
     page = open_call(browser, replay)
     try:
         note = page.locator("#transcript .incomplete").inner_text()
