@@ -61,8 +61,17 @@ class LiveServer(ServerProcess):
 
 #: `callwatch serve` without the speech model: utterances are answered at once by the scripted
 #: transcriber (asr/scripted.py). For tests of the process (transport, limits, logs, crash
-#: and restart, files) that need "some transcript", not recognised words.
-SCRIPTED = {"CALLWATCH_ASR__ENGINE": "scripted"}
+#: and restart, files) that need "some transcript", not recognised words. Like the in-process
+#: seam (tests/inprocess_support.py), it leaves out what such tests do not look at and what
+#: costs most CPU besides the model: DNSMOS (~2 s to load, ~0.5 s of CPU per second of audio
+#: streamed faster than real time) and the sentence encoder (~2 s to load). A test that needs
+#: them passes `CALLWATCH_QUALITY__DNSMOS__ENABLED="true"` / `CALLWATCH_COMPLIANCE__SEMANTIC=
+#: "true"`; the real-model servers keep both (the end-to-end proofs).
+SCRIPTED = {
+    "CALLWATCH_ASR__ENGINE": "scripted",
+    "CALLWATCH_QUALITY__DNSMOS__ENABLED": "false",
+    "CALLWATCH_COMPLIANCE__SEMANTIC": "false",
+}
 
 
 def make_server(tmp: Path, *, scripted: bool = False, **env: str) -> LiveServer:

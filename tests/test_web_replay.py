@@ -202,7 +202,9 @@ def test_untranscribed_speech_is_marked_in_the_transcript(replay: Replay, browse
                   {"end_ms": end_ms, "reason": "timeout"})  # fmt: skip
     repo.apply(rows_for(mark))  # as the storage sink stores the live event
     stored = repo.get_call(call.call_id)
-    assert stored is not None and any(t.seq == seq and t.kind == "asr_timeout" for t in stored.trace)
+    assert stored is not None and any(
+        t.seq == seq and t.kind == "asr_timeout" for t in stored.trace
+    )
     page = open_call(browser, replay)
     try:
         note = page.locator("#transcript .incomplete").inner_text()

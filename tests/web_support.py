@@ -31,6 +31,10 @@ WEB_ENV = {
     "CALLWATCH_GATEWAY__METADATA_TIMEOUT_S": "2",
     "CALLWATCH_QUALITY__CONVERSATION__DEAD_AIR_MIN_MS": "2000",
     "CALLWATCH_ALERTS__DEAD_AIR_S": "2.5",
+    # The pages show clarity and every compliance stage: the whole analysis, even when the
+    # ASR is scripted (tests/fixtures_server.SCRIPTED turns these off).
+    "CALLWATCH_QUALITY__DNSMOS__ENABLED": "true",
+    "CALLWATCH_COMPLIANCE__SEMANTIC": "true",
 }
 
 
