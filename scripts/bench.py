@@ -6,6 +6,8 @@
     scripts/bench --slo 5            # judge levels against another latency p95 bound
     scripts/bench --soak             # 8 calls at a time for 30 min: RSS growth (not a test)
     scripts/bench --json out.json    # also write the figures as JSON
+    scripts/bench --skip-engine --check-record   # fail (exit 3) if the capacity fell > 10 %
+    scripts/bench --skip-engine --record         # take this run's capacity as the record
 
 Settings come from the usual places (defaults, CALLWATCH_CONFIG, CALLWATCH_* variables), so
 e.g. `CALLWATCH_ASR__WORKERS=1 CALLWATCH_ASR__CPU_THREADS=2 scripts/bench` measures another
@@ -46,6 +48,7 @@ import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +58,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import bench_record
 import numpy as np
 import numpy.typing as npt
 from bench_live import OfflineBaseline, ServerMeter, asr_counters, dnsmos_cpu_s, live_accuracy
@@ -80,6 +84,7 @@ POLL_S = 0.1
 CHUNK_MS = 20
 QUICK_CLIPS = 20
 QUICK_LEVELS = (1, 2)
+RECORD_PATH = REPO_ROOT / "docs" / "capacity-record.json"  # RELIABILITY.md L2
 STARTED = time.monotonic()
 
 
@@ -893,6 +898,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the server's data directory")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     p.add_argument(
+        "--check-record",
+        type=Path,
+        nargs="?",
+        const=RECORD_PATH,
+        metavar="PATH",
+        help="compare the capacity found with the record (default docs/capacity-record.json): "
+        "exit 3 when it is more than 10 %% below, 4 when not comparable (RELIABILITY.md L2)",
+    )
+    p.add_argument(
+        "--record",
+        type=Path,
+        nargs="?",
+        const=RECORD_PATH,
+        metavar="PATH",
+        help="write the capacity found as the record (default docs/capacity-record.json)",
+    )
+    p.add_argument(
         "--soak",
         type=float,
         nargs="?",
@@ -911,6 +933,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.level_list = list(QUICK_LEVELS)
     if args.soak:
         args.skip_engine = True
+    if (args.check_record or args.record) and (args.level_list or args.soak or args.skip_pipeline):
+        p.error("--check-record and --record need the level search: no --levels/--quick/--soak")
     return args
 
 
@@ -1000,7 +1024,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(fig, indent=1, default=str) + "\n", encoding="utf-8")
         progress(f"figures written to {args.json}")
+    if args.check_record or args.record:
+        return against_record(args, capacity(levels), load_start)
     return 0
+
+
+def against_record(args: argparse.Namespace, found: int, load_start: str) -> int:
+    """The L2 regression check (`--check-record`) and `--record`: scripts/bench_record.py."""
+    if args.record:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, text=True,
+                              capture_output=True, check=False).stdout.strip()  # fmt: skip
+        record = bench_record.CapacityRecord(
+            calls=found, slo_s=args.slo, cores=os.cpu_count() or 0, commit=head or "unknown",
+            date=time.strftime("%Y-%m-%d"), note=f"load average at the start {load_start}",
+        )  # fmt: skip
+        bench_record.write_record(args.record, record)
+        progress(f"capacity of record: {found} calls at p95 <= {args.slo:g} s -> {args.record}")
+        return 0
+    try:
+        record = bench_record.load_record(args.check_record)
+    except bench_record.RecordError as exc:
+        progress(f"error: {exc}")
+        return 4
+    verdict = bench_record.judge(record, found, slo_s=args.slo, cores=os.cpu_count())
+    print(verdict.message, flush=True)
+    return verdict.exit_code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ taken this close moves much less. A measurement is repeated (up to `ATTEMPTS`) w
 the margin: a client that costs the others latency does so every time, other jobs on the box
 do not.
 
-- N9: a switch sending audio at 5x real time for 10 s is within the default policy
+- N9: a switch sending audio at 5x real time for 6 s is within the default policy
   (`gateway.max_audio_rate` = 10x after `audio_burst_s` = 20 s) and is served whole; beside
   it the other calls' ingest p99 moves by <= 10 ms, none of their frames lost. One at 20x is
   over the policy: closed 1008 (or, read slower than it sends, throttled to the policy).
@@ -68,7 +68,7 @@ def _nothing_lost(calls: list[CallRun], results: list[Stored]) -> None:
         assert s.filled_frames == 0, (r.external_id, s)
 
 
-QUIET_S, FLOOD_S = 5.0, 10.0
+QUIET_S, FLOOD_S = 4.0, 6.0
 #: A measurement is repeated (up to this many times) when the others' p99 moved by more than
 #: the margin: a flooder that costs the others latency does so every time; a busy box
 #: (other jobs taking the CPU for a second) does not.
@@ -154,13 +154,13 @@ async def test_n9_a_flooder_is_served_or_closed_per_policy_and_others_keep_their
     raise AssertionError(f"the others' ingest p99 moved by > {P99_MARGIN_MS} ms: {figures}")
 
 
-PING_S = (3.0, 3.0)  # api.ws_ping_interval_s / ws_ping_timeout_s for this test (default 20 + 20)
+PING_S = (2.0, 2.0)  # api.ws_ping_interval_s / ws_ping_timeout_s for this test (default 20 + 20)
 
 
 async def _b1_attempt(srv: LoadServer, token: str, n: int, tag: str) -> dict[str, object]:
     """`n` calls in real time; after a quiet window, a board client that never reads joins
     and stays until the server drops it; then another quiet window."""
-    quiet_s = 4.0
+    quiet_s = 3.0
     calls = runs(fleet(n, 2 * quiet_s + 3 * sum(PING_S) + 4.0), tag)
     streaming = asyncio.ensure_future(stream_all(srv.url, calls, 1.0))
     await asyncio.sleep(2.0)

@@ -1,7 +1,7 @@
 """The ASR queue in front of the shared model workers: deadline order, two lanes, no loss.
 
-Which utterance a free worker transcribes next, and what happens when the box cannot keep
-up. One consumer task per worker, so no worker idles while work waits.
+Which utterance a free worker transcribes next (one consumer task per worker, so none idles
+while work waits), and what happens when the box cannot keep up.
 
 * **Live lane**, ordered by deadline: the wall time the speech ended (`AsrJob.ended_at`,
   by default the moment the segmenter emitted it), oldest first across all calls. A worker
@@ -22,9 +22,8 @@ up. One consumer task per worker, so no worker idles while work waits.
   up, not retried: `on_done(job, None, "timeout")`, the call marks the range `asr_timeout`,
   and the pool kills and restarts a process worker whose batch is cancelled.
 
-Every job ends in exactly one `on_done` call, on the loop. Language: a job may carry its
-party's `LanguageTracker`; the language is read when the job is taken (so it benefits from
-every result before it) and every result is fed back before `on_done`.
+Every job ends in exactly one `on_done` call, on the loop. A job's party `LanguageTracker`
+is read when the job is taken and fed every result before `on_done`.
 """
 
 from __future__ import annotations
@@ -94,15 +93,11 @@ class AsrJob:
 class AsrService:
     """Create, `start()`, `submit(job)` per utterance, `await close()`.
 
-    The contract for the call side: each job gets exactly one `on_done(job, result,
-    problem)` on the loop. `result` set: transcribed, `job.late` says whether it came through
-    the catch-up lane. `result` None: `problem` is "deferred" (the job's audio was released:
-    `job.utterance` keeps party/start/end with empty audio; re-read that span from the
-    recording, set `job.utterance` with 16 kHz int16 audio and call `submit_catchup(job)`,
-    which always queues and reports late), "shutdown", "timeout" (not answered within
-    `utterance_timeout_s`: the range stays untranscribed), or "error:<type>" after a retry.
-    Read-outs: `live`, `late`, `deferred`, `fallbacks`, `failed`, `backlog`, `backlog_s`,
-    `catchup_backlog`, `overloaded`, `counters()`.
+    Each job gets exactly one `on_done(job, result, problem)` on the loop: a result (late
+    when `job.late`), or None and "deferred" (`job.utterance` keeps party/start/end with
+    empty audio: re-read the span as 16 kHz int16 and `submit_catchup(job)`), "shutdown",
+    "timeout" (the range stays untranscribed) or "error:<type>" after a retry. Read-outs:
+    `counters()`, `backlog`, `backlog_s`, `catchup_backlog`, `overloaded`.
     """
 
     def __init__(
