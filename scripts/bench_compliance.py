@@ -160,24 +160,41 @@ def check(
 
 
 # -- offline ASR ---------------------------------------------------------------------------
-def _whole_clip(plan: CallPlan, u: UtteranceEnded) -> PlannedTurn | None:
-    """The turn whose clip `u` is, when the VAD cut it around that clip alone (give or take
-    400 ms); None for anything else (a clip split in two, overlapping speech, a capped cut)."""
-    if u.capped:
-        return None
+def _whole_clip(plan: CallPlan, party: str, start_ms: int, end_ms: int) -> PlannedTurn | None:
+    """The turn whose clip the utterance is, when the VAD cut it around that clip alone (give
+    or take 400 ms); None for anything else (a clip split in two, overlapping speech)."""
     cursor, found = 0.0, []
     for turn in plan.turns:
         start = max(0.0, cursor + turn.pause_s)
         end = start + turn.line.seconds
         cursor = max(cursor, end)
-        if turn.party == u.party.value and start * 1000 < u.end_ms and end * 1000 > u.start_ms:
+        if turn.party == party and start * 1000 < end_ms and end * 1000 > start_ms:
             found.append((turn, start, end))
     if len(found) != 1:
         return None
     turn, start, end = found[0]
-    if u.start_ms > start * 1000 + 400 or u.end_ms < end * 1000 - 400:
+    if start_ms > start * 1000 + 400 or end_ms < end * 1000 - 400:
         return None  # only part of the clip
     return turn
+
+
+def heldout_heard(plans: list[CallPlan], per_call: list[list[Segment]]) -> list[Heard]:
+    """What the ASR made of each held-out clip, from the segments that were one whole clip."""
+    heard = []
+    for plan, segments in zip(plans, per_call, strict=True):
+        for s in segments:
+            turn = _whole_clip(plan, s.party, s.start_ms, s.end_ms)
+            if turn is not None and is_heldout(turn.line):
+                line = turn.line
+                heard.append(Heard(line.file, line.language, line.text, s.text, s.language))
+    return heard
+
+
+def print_heard(args: argparse.Namespace, heard: list[Heard], figures: dict[str, Any]) -> None:
+    if heard:
+        # The held-out clips' texts are not shown unless asked (--errors): they stay unseen.
+        report, figures["heldout_asr"] = asr_report(heard, worst=3 if args.errors else 0)
+        print(f"\n== how the ASR heard the held-out clips ({args.voice} voices) ==\n{report}")
 
 
 def _cache_key(
@@ -186,7 +203,7 @@ def _cache_key(
     """Utterances that are one whole clip transcribe the same in every call they occur in
     (the audio differs only in the silence padding): they share one key. Anything else gets
     no key and is transcribed on its own."""
-    turn = _whole_clip(plan, u)
+    turn = None if u.capped else _whole_clip(plan, u.party.value, u.start_ms, u.end_ms)
     if turn is None:
         return None
     return (turn.party, f"{turn.line.corpus}:{turn.line.file}", rate, language)
@@ -269,14 +286,9 @@ def bench_offline(
         (utterances[n][1].end_sample - utterances[n][1].start_sample) / 16000 for n in todo
     )
     per_call: list[list[Segment]] = [[] for _ in plans]
-    heard: list[Heard] = []
     for (i, u), r in zip(utterances, results, strict=True):
         if r.text:
             per_call[i].append(Segment(u.party.value, u.start_ms, u.end_ms, r.text, r.language))
-        turn = _whole_clip(plans[i], u)
-        if turn is not None and is_heldout(turn.line):
-            line = turn.line
-            heard.append(Heard(line.file, line.language, line.text, r.text, r.language))
     if args.save_transcripts:
         args.save_transcripts.write_text(
             json.dumps(
@@ -293,10 +305,7 @@ def bench_offline(
         )
         progress(f"transcripts written to {args.save_transcripts}")
     figures: dict[str, Any] = {}
-    if heard:
-        # The held-out clips' texts are not shown unless asked (--errors): they stay unseen.
-        report, figures["heldout_asr"] = asr_report(heard, worst=3 if args.errors else 0)
-        print(f"\n== how the ASR heard the held-out clips ({args.voice} voices) ==\n{report}")
+    print_heard(args, heldout_heard(plans, per_call), figures)
     return score_offline(
         args,
         book,
@@ -327,7 +336,9 @@ def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -
         )
     per_call = [[Segment(*s) for s in segs] for segs in saved["segments"]]
     args.rate, args.language = saved["rate"], saved["language"]
-    return score_offline(args, book, plans, per_call, saved["durations"], {"calls": len(plans)})
+    figures: dict[str, Any] = {"calls": len(plans)}
+    print_heard(args, heldout_heard(plans, per_call), figures)
+    return score_offline(args, book, plans, per_call, saved["durations"], figures)
 
 
 def score_offline(

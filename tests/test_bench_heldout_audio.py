@@ -25,12 +25,13 @@ from scipy.signal import resample_poly
 
 from asr.engine import WhisperEngine
 from asr.types import SAMPLE_RATE, AsrRequest
-from evaluation.evalset import Line, load_lines
+from evaluation.evalset import CallPlan, Line, PlannedTurn, load_lines
 from evaluation.scoring import cer, wer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+import bench_compliance  # noqa: E402
 import heldout_audio  # noqa: E402
 import tts_render  # noqa: E402
 
@@ -158,6 +159,33 @@ def test_a_held_out_line_without_a_usable_render_stops_the_bench(
         heldout_audio.heldout_audio(held, tmp_path, "natural")
 
 
+def test_the_bench_finds_each_held_out_clip_the_asr_heard_whole(
+    tmp_path: Path, no_renderer: list[Path]
+) -> None:
+    """After `heldout_audio` the lines name their clips by absolute path: they must still be
+    known as held-out lines, or the bench silently reports nothing about the ASR."""
+    held = heldout_two()
+    lay_out(tmp_path, held)
+    en = heldout_audio.heldout_audio(held, tmp_path, "natural")[0]
+    assert heldout_audio.is_heldout(en) and Path(en.file).is_absolute()
+    context = Line("en/a_neutral_01.flac", "tts", "en", "agent", "neutral", "x", "x", 2.0)
+    plan = CallPlan(
+        "en-000",
+        "en",
+        (PlannedTurn("agent", en, 0.5), PlannedTurn("agent", context, 1.0)),
+        frozenset(en.stages),
+        frozenset(),
+        frozenset(),
+        "",
+    )
+    end = int((0.5 + en.seconds) * 1000)
+    heard_whole = bench_compliance.Segment("agent", 450, end + 100, "heard", "en")
+    half = bench_compliance.Segment("agent", 450, end // 2, "half", "en")
+    context_seg = bench_compliance.Segment("agent", end + 1000, end + 3000, "x", "en")
+    heard = bench_compliance.heldout_heard([plan], [[heard_whole, half, context_seg]])
+    assert heard == [heldout_audio.Heard(en.file, "en", en.text, "heard", "en")]
+
+
 def test_asr_report_counts_errors_and_languages_per_clip() -> None:
     heard = [
         heldout_audio.Heard("h/en/a", "en", "thank you for calling", "thank you for calling", "en"),
@@ -187,7 +215,7 @@ def test_asr_report_counts_errors_and_languages_per_clip() -> None:
     assert "please hold the line" in heldout_audio.asr_report(heard, worst=3)[0]
 
 
-# -- the real renderer and the real ASR (long: the TTS venv, ~700 MB on first use) -------------
+# -- the real renderer and the real ASR (long: the TTS venv, ~1.6 GB on first use) -------------
 LINES = [
     ("t/en/agent", "en", "agent", "Thank you for calling, my name is Anna, how can I help you?"),
     ("t/en/customer", "en", "customer", "I would like to check the balance of my account."),
