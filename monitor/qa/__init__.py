@@ -20,24 +20,56 @@ judged). The evaluation sets
 and error injection live outside the product, in the top-level `evaluation` package.
 """
 
-from monitor.qa.book import ScriptBook, load_compliance_scripts
-from monitor.qa.checker import ComplianceChecker
-from monitor.qa.errors import CheckerFinished, ComplianceError, ScriptInvalid, ScriptNotFound
-from monitor.qa.events import (
-    ComplianceEvent,
-    ComplianceResult,
-    Deduction,
-    ForbiddenPhraseSaid,
-    OrderViolated,
-    PhraseMatched,
-    PhraseMissed,
-    RuleSuspended,
-    StageChecked,
-    StageStatus,
-)
-from monitor.qa.rules import ComplianceScript, agent_name_of
-from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file, script_from_dict
-from monitor.qa.watermark import TranscriptWatermark
+# The names below are loaded on first use (PEP 562): `monitor.events` imports
+# `monitor.qa.events`, which runs this file first, and an eager import here would load the
+# whole checker (pypinyin, cn2an, rapidfuzz, the intents) into every process that only
+# speaks the event vocabulary (the ASR workers, the CLI, the board).
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitor.qa.book import ScriptBook, load_compliance_scripts
+    from monitor.qa.checker import ComplianceChecker
+    from monitor.qa.errors import CheckerFinished, ComplianceError, ScriptInvalid, ScriptNotFound
+    from monitor.qa.events import (
+        ComplianceEvent,
+        ComplianceResult,
+        Deduction,
+        ForbiddenPhraseSaid,
+        OrderViolated,
+        PhraseMatched,
+        PhraseMissed,
+        RuleSuspended,
+        StageChecked,
+        StageStatus,
+    )
+    from monitor.qa.rules import ComplianceScript, agent_name_of
+    from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, load_script_file, script_from_dict
+    from monitor.qa.watermark import TranscriptWatermark
+
+_HOME = {
+    "ScriptBook": "book", "load_compliance_scripts": "book",
+    "ComplianceChecker": "checker",
+    "CheckerFinished": "errors", "ComplianceError": "errors", "ScriptInvalid": "errors",
+    "ScriptNotFound": "errors",
+    "ComplianceEvent": "events", "ComplianceResult": "events", "Deduction": "events",
+    "ForbiddenPhraseSaid": "events", "OrderViolated": "events", "PhraseMatched": "events",
+    "PhraseMissed": "events", "RuleSuspended": "events", "StageChecked": "events",
+    "StageStatus": "events",
+    "ComplianceScript": "rules", "agent_name_of": "rules",
+    "DEFAULT_SCRIPTS_DIR": "scripts", "load_script_file": "scripts", "script_from_dict": "scripts",
+    "TranscriptWatermark": "watermark",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'monitor.qa' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"monitor.qa.{home}"), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
 
 __all__ = [
     "DEFAULT_SCRIPTS_DIR",
