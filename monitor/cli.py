@@ -2,6 +2,13 @@
 
 Each command loads the settings once (file, environment, then its own flags) and exits with a
 message that says what to do next when something is missing, never a bare traceback.
+
+Imports: this module is the program's `__main__`, and every ASR worker process (started by
+forkserver or spawn) runs `__main__`'s module-level imports again before it starts. So only
+light modules are imported at the top; a command imports what it needs in its own body.
+`monitor.events` at the top (it pulls in `monitor.qa`: pypinyin's phrase tables, cn2an)
+cost each worker about 100 MB of resident memory (docs/benchmarks.md);
+tests/test_cli_imports.py keeps it out.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ from config.settings import ConfigError, Settings, load_settings
 from monitor import cli_privacy
 from monitor.cli_show import fmt_ms as _fmt_ms
 from monitor.cli_show import show_analysis
-from monitor.events import missing_speech
 from storage.errors import StorageError
 
 log = logging.getLogger("callwatch")
@@ -122,6 +128,8 @@ def _plain(obj: Any) -> Any:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from monitor.events import missing_speech  # heavy (monitor.qa): see "Imports" above
+
     settings = _settings(args)
     repo = _repo(settings)
     call = repo.get_call(args.call_id)
