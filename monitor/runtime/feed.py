@@ -15,11 +15,9 @@ their protocol's codec and hand every `monitor.wire.events` event to a `CallFeed
   jump, a discarded span) and a call `max_gap_total_s` in all, checked before anything is
   filled; silence and long runs of audio reach the call in `DELIVER_S` pieces with a yield to
   the event loop between them, so no message costs the loop more than a piece's analysis;
-- the trace: every DTMF (masked: `monitor.privacy.scrub.DtmfMasker`), app event,
-  pause/resume and the media counts, with media time;
-- the format check of raw L16 forks (`audio_quality.format_check`, traced once as
-  `format_suspect`); text frames over `max_text_bytes` or `max_text_rate` are counted, not
-  stored; each audio message's ingest latency (`monitor.runtime.latency`);
+- the trace: every DTMF (masked), app event, pause/resume and the media counts, media-timed;
+- the format check of raw L16 forks (traced once as `format_suspect`); text frames over
+  `max_text_bytes` / `max_text_rate` counted, not stored; each audio message's ingest latency;
 - finishing once: flush the timeline, store the media counts, finalise the call.
 """
 
@@ -60,9 +58,8 @@ MAX_PAUSE_FILL_S = 3600
 #: yield between pieces: a long gap fill never holds the event loop (other calls) for long.
 DELIVER_S = 0.25
 #: App/switch text events traced under their own name (the rest: `app_message`, hold markers).
-SWITCH_EVENTS = frozenset(
-    {"ivr_prompt", "ivr_menu", "queue", "transfer", "agent_connected", "conference"}
-)
+SWITCH_EVENTS = frozenset({"ivr_prompt", "ivr_menu", "queue", "transfer", "agent_connected",
+                           "conference"})  # fmt: skip
 _RESERVED = frozenset({"event", "kind", "party", "media_ms"})  # trace()'s own parameters
 MAX_EARLY = 8  # app events kept from before the call started
 
@@ -240,9 +237,8 @@ class CallFeed:
     async def _check_format(
         self, call: LiveCall, pcm: bytes, final: bool = False, now: float | None = None
     ) -> None:
-        """A raw L16 fork read in the wrong format is flagged, never silently: a warning, a
-        `format_suspect` trace entry (the board badges the call); once for what the audio
-        looks like, once for the pace it arrives at (`now`: the gateway's clock)."""
+        """A raw L16 fork in the wrong format is flagged (a warning, a `format_suspect` trace
+        entry) once for what the audio looks like, once for its pace (`now`: gateway clock)."""
         check = self._format_check
         if check is None or (check.done and check.pace_done):
             return
@@ -310,8 +306,7 @@ class CallFeed:
         self._check_rate(now)
 
     def _check_rate(self, now: float) -> None:
-        """Media (received plus filled silence) may run at most `max_audio_rate` x real time
-        after `audio_burst_s`: claimed gaps cannot make the server write faster either."""
+        """Media, filled silence included, at most `max_audio_rate` x real time after a burst."""
         cfg = self._cfg
         if cfg.max_audio_rate <= 0 or self.call is None or self.first_audio_at is None:
             return
@@ -325,8 +320,7 @@ class CallFeed:
             )
 
     def _claim_gap(self, frames: int, what: str) -> None:
-        """Bound the silence one message (and the whole call) may make the server fill;
-        checked before anything is allocated (the close reason stays under 123 bytes)."""
+        """Bound the silence one message (and the call) may make us fill, before allocating."""
         if frames <= 0 or self.call is None:
             return
         rate, cfg = self.call.metadata.sample_rate, self._cfg
