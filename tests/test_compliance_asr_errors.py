@@ -29,10 +29,11 @@ CALLS = 200
 @functools.cache
 def plans(heldout: bool = False) -> tuple[CallPlan, ...]:
     """The evaluation calls; `heldout`: the same kind of calls from agent lines the scripts
-    were never tuned on (tests/data/tts/heldout.tsv)."""
+    were never tuned on (tests/data/tts/heldout_round4.tsv, round 4's held-out set; the
+    earlier held-out files are tuning lines since round 4)."""
     lines = load_lines(DATA / "tts" / "lines.tsv", DATA / "speech" / "MANIFEST.tsv")
     if heldout:
-        lines = heldout_lines(DATA / "tts" / "heldout.tsv", lines)
+        lines = heldout_lines(DATA / "tts" / "heldout_round4.tsv", lines)
     return tuple(build_plans(lines, CALLS, seed=7))
 
 
