@@ -262,17 +262,25 @@ def heldout_tallies(cer: float) -> tuple[Tally, Tally]:
 #: >= 0.85 Mandarin per stage, precision >= 0.97.
 RECALL_TARGET = {"en": 0.90, "zh": 0.85}
 PRECISION_TARGET = 0.97
-#: Where round 3 still falls short (docs/compliance.md, "Targets met and not met"): the
-#: measured figure, so it gets no worse. English verification recall fell from 0.78 to
-#: 0.61 when the background of ordinary talk (addresses to deliver to, numbers to call
-#: back on) and the whole-sentence rule came in; greeting, hold and Mandarin forbidden
-#: behaviour take some unseen lines for theirs.
-SHORT_RECALL = {("en", "verification"): 0.60}
+#: Where round 4 falls short on its held-out set (heldout_round4.tsv, measured once after
+#: the tuning; docs/compliance.md, "Round 4"): a little under the measured figure, so it
+#: gets no worse. English hold precision (0.86): "thanks for waiting so patiently for the
+#: engineer last week", a greeting opening "thanks for holding", a transfer offered with
+#: help; confirmation (0.94 / 0.81): "Right, and which item was missing?" and a damaged
+#: restatement; forbidden recall (en 0.59, zh 0.72): brush-offs, promises and rude lines
+#: worded far from every example; Mandarin confirmation precision (0.67): the phrase
+#: "[跟]您核对一下" in an identity check ("先跟您核对一下信息，您的出生日期是？"); hold
+#: precision (0.92): "我马上帮您查", a transfer offered with help.
+SHORT_RECALL = {
+    ("en", "confirmation"): 0.79,
+    ("en", "forbidden"): 0.56,
+    ("zh", "forbidden"): 0.70,
+}
 SHORT_PRECISION = {
-    ("en", "greeting"): 0.90,
-    ("en", "hold"): 0.91,
-    ("zh", "hold"): 0.92,
-    ("zh", "forbidden"): 0.82,
+    ("en", "confirmation"): 0.92,
+    ("en", "hold"): 0.85,
+    ("zh", "confirmation"): 0.65,
+    ("zh", "hold"): 0.90,
 }
 STEPS = ("greeting", "verification", "confirmation", "hold", "pre_closing", "closing")
 
