@@ -77,7 +77,10 @@ def load_lines(tts_manifest: Path, speech_manifest: Path | None = None) -> list[
     """Every synthetic line, plus LJ Speech / AISHELL-1 clips as `filler` customer lines."""
     lines = []
     with tts_manifest.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
+        # A labelled file may open with `#` comment lines (what the set is, how it may be
+        # used: heldout_round4.tsv); they are no rows.
+        body = (row for row in fh if not row.startswith("#"))
+        for row in csv.DictReader(body, delimiter="\t"):
             if "stages" in row:  # a file that labels each line itself (the held-out set)
                 stages = tuple(x for x in row["stages"].split(",") if x)
                 forbidden = tuple(x for x in (row.get("forbidden") or "").split(",") if x)
@@ -123,9 +126,10 @@ CONTEXT_CATEGORIES = frozenset({"neutral", "customer", "pii", "filler"})
 
 
 def heldout_lines(heldout_tsv: Path | Iterable[Path], lines: Iterable[Line]) -> list[Line]:
-    """The held-out agent lines (`tests/data/tts/heldout.tsv`, `heldout_semantic.tsv`:
-    wordings, companies and agent names written apart from the ones the scripts and their
-    intents were tuned on, text only) with the unlabelled context lines (neutral agent talk,
+    """Labelled agent lines of the given files (the held-out set,
+    `tests/data/tts/heldout_round4.tsv`: wordings, companies and agent names written apart
+    from the ones the scripts and their intents were tuned on, text only; or the tuning
+    files) with the unlabelled context lines (neutral agent talk,
     customers, read speech) of `lines`."""
     files = [heldout_tsv] if isinstance(heldout_tsv, Path) else list(heldout_tsv)
     held = [line for f in files for line in load_lines(f)]

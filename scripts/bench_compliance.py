@@ -91,12 +91,10 @@ from storage.repository import Repository
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TTS_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "tts"
 SPEECH_DIR = REPO_ROOT / "tests" / "data" / "speech"
-#: Agent lines never used for tuning the scripts' phrases (heldout.tsv) or their intents
-#: (heldout_semantic.tsv, written before any intent example).
-HELDOUT = (
-    REPO_ROOT / "tests" / "data" / "tts" / "heldout.tsv",
-    REPO_ROOT / "tests" / "data" / "tts" / "heldout_semantic.tsv",
-)
+#: Agent lines never used for tuning: round 4's held-out set, written before that round's
+#: tuning (the earlier held-out files, heldout.tsv and heldout_semantic.tsv, are tuning
+#: lines since round 4: docs/compliance.md).
+HELDOUT = (REPO_ROOT / "tests" / "data" / "tts" / "heldout_round4.tsv",)
 CHUNK_MS = 20
 CER_LEVELS = (0.05, 0.10, 0.15, 0.20)
 POLL_S = 0.25

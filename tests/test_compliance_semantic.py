@@ -28,7 +28,9 @@ from monitor.qa.intents import clauses, negated
 from monitor.qa.scripts import DEFAULT_SCRIPTS_DIR, script_from_dict
 
 DATA = Path(__file__).parent / "data"
-HELDOUT = (DATA / "tts" / "heldout.tsv", DATA / "tts" / "heldout_semantic.tsv")
+#: Round 4's held-out set, written and committed before that round's tuning; the earlier
+#: held-out files are tuning lines since round 4 (docs/compliance.md).
+HELDOUT = (DATA / "tts" / "heldout_round4.tsv",)
 
 
 @cache
@@ -260,17 +262,25 @@ def heldout_tallies(cer: float) -> tuple[Tally, Tally]:
 #: >= 0.85 Mandarin per stage, precision >= 0.97.
 RECALL_TARGET = {"en": 0.90, "zh": 0.85}
 PRECISION_TARGET = 0.97
-#: Where round 3 still falls short (docs/compliance.md, "Targets met and not met"): the
-#: measured figure, so it gets no worse. English verification recall fell from 0.78 to
-#: 0.61 when the background of ordinary talk (addresses to deliver to, numbers to call
-#: back on) and the whole-sentence rule came in; greeting, hold and Mandarin forbidden
-#: behaviour take some unseen lines for theirs.
-SHORT_RECALL = {("en", "verification"): 0.60}
+#: Where round 4 falls short on its held-out set (heldout_round4.tsv, measured once after
+#: the tuning; docs/compliance.md, "Round 4"): a little under the measured figure, so it
+#: gets no worse. English hold precision (0.86): "thanks for waiting so patiently for the
+#: engineer last week", a greeting opening "thanks for holding", a transfer offered with
+#: help; confirmation (0.94 / 0.81): "Right, and which item was missing?" and a damaged
+#: restatement; forbidden recall (en 0.59, zh 0.72): brush-offs, promises and rude lines
+#: worded far from every example; Mandarin confirmation precision (0.67): the phrase
+#: "[跟]您核对一下" in an identity check ("先跟您核对一下信息，您的出生日期是？"); hold
+#: precision (0.92): "我马上帮您查", a transfer offered with help.
+SHORT_RECALL = {
+    ("en", "confirmation"): 0.79,
+    ("en", "forbidden"): 0.56,
+    ("zh", "forbidden"): 0.70,
+}
 SHORT_PRECISION = {
-    ("en", "greeting"): 0.90,
-    ("en", "hold"): 0.91,
-    ("zh", "hold"): 0.92,
-    ("zh", "forbidden"): 0.82,
+    ("en", "confirmation"): 0.92,
+    ("en", "hold"): 0.85,
+    ("zh", "confirmation"): 0.65,
+    ("zh", "hold"): 0.90,
 }
 STEPS = ("greeting", "verification", "confirmation", "hold", "pre_closing", "closing")
 
@@ -297,8 +307,14 @@ def test_heldout_recall_rises_and_precision_holds() -> None:
         assert semantic.recall(lang, what) > lexical.recall(lang, what) + 0.05, (lang, what)
 
 
-#: The development (tuning) lines the intents' examples and thresholds were set on.
-DEV = (DATA / "tts" / "intent_tuning.tsv", DATA / "tts" / "intent_dev.tsv")
+#: The development (tuning) lines the intents' examples and thresholds were set on: since
+#: round 4 also the held-out lines of rounds 1-3.
+DEV = (
+    DATA / "tts" / "intent_tuning.tsv",
+    DATA / "tts" / "intent_dev.tsv",
+    DATA / "tts" / "heldout.tsv",
+    DATA / "tts" / "heldout_semantic.tsv",
+)
 
 
 @pytest.mark.slow
@@ -312,16 +328,18 @@ def test_the_calibrated_thresholds_keep_the_development_set_precise() -> None:
     for plan in plans:
         segments = [(party, a, b, text, "") for party, a, b, text, _ in plan.timeline()]
         tally.score(plan, check_call(book(), plan, segments, max(s[2] for s in segments) + 600))
+    # Round 4 (the set now holds the earlier held-out lines): precision 1.00 everywhere but
+    # English verification, 0.99 (the phrase "date of birth" in "I've updated your date of
+    # birth on the system"); Mandarin confirmation, 0.95 in round 3 (the phrase "我[确认]一下"
+    # on "我需要跟仓库确认一下"), is 1.00 since that phrase is anchored whole.
     for lang, what in tally.counts:
-        # Mandarin confirmation: 0.95, the phrase "我[确认]一下" on a hold line of the
-        # development set ("我需要跟仓库确认一下，麻烦您稍等两分钟"), the lexical layer's.
-        floor = 0.94 if (lang, what) == ("zh", "confirmation") else 0.97
-        assert tally.precision(lang, what) >= floor, (lang, what, tally.table())
+        assert tally.precision(lang, what) >= 0.97, (lang, what, tally.table())
     for lang in ("en", "zh"):
         for what in ("greeting", "verification", "hold", "pre_closing", "closing", "forbidden"):
-            # Mandarin verification: 0.80 (identity checks worded far from every example).
-            floor = 0.78 if (lang, what) == ("zh", "verification") else 0.85
-            assert tally.recall(lang, what) >= floor, (lang, what, tally.table())
+            # Round 4: 0.91-1.00 (English forbidden behaviour lowest); Mandarin verification
+            # rose from 0.80 to 0.97 (phrases 机主本人, 持卡人的姓名, 出生年月), so its own
+            # lower floor went.
+            assert tally.recall(lang, what) >= 0.88, (lang, what, tally.table())
 
 
 def test_the_semantic_setting_off_leaves_the_phrases_alone() -> None:

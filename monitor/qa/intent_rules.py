@@ -35,7 +35,10 @@ DEFAULT_MARGIN = 0.03
 _CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、…]+")
 #: Courtesy words that contain a negation character or word but negate nothing.
 _NOT_NEGATIONS = re.compile(
-    r"不好意思|不客气|没问题|不用谢|没关系|\bno problem\b|\bnot a problem\b|\bno worries\b"
+    r"不好意思|不客气|没问题|不用谢|\bno problem\b|\bnot a problem\b|\bno worries\b"
+    # 没关系 is "never mind", but "跟我们没关系" / "和您没关系" says "nothing to do with":
+    # a negation (the brush-off "这事跟我们没关系" must not match un-negated examples).
+    r"|(?<![跟和与同])(?<![跟和与同].)(?<![跟和与同]..)(?<![跟和与同]...)(?<![跟和与同]....)没关系"
     # A-not-A questions (有没有, 是不是, 能不能, 听没听): a yes/no question, not a negation:
     # "还有没有别的需要？" asks what "还有别的需要吗？" asks.
     r"|([\u4e00-\u9fff])[不没]\1"
