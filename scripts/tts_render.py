@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     engines, failed = Engines(), 0
     for path in args.tsv:
         with path.open(encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh, delimiter="\t"):
+            # Labelled files may open with `#` comment lines (evaluation.evalset skips them too).
+            lines = (line for line in fh if not line.startswith("#"))
+            for row in csv.DictReader(lines, delimiter="\t"):
                 result = render_line(engines, row, args.out)
                 failed += not result["ok"]
                 print(json.dumps(result, ensure_ascii=False), flush=True)

@@ -235,7 +235,8 @@ def test_render_heldout_speaks_both_languages_intelligibly(
     tmp_path: Path, whisper_engine: WhisperEngine
 ) -> None:
     tsv = tmp_path / "lines.tsv"
-    rows = ["file\tlanguage\trole\ttext"] + ["\t".join(x) for x in LINES]
+    # A comment line first, as the labelled files may have (heldout_round4.tsv does).
+    rows = ["# lines for this test", "file\tlanguage\trole\ttext"] + ["\t".join(x) for x in LINES]
     tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = tmp_path / "renders"
 
