@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         end = {pid: _status(pid) for pid in pids}
     finally:
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"code: {Path(sys.modules['ivr_sim'].__file__ or '').parents[1]}   load: {wall:.0f} s")
     print(f"{'pid':>7} {'process':17} {'loaded':>7} {'peak':>7} {'VmHWM':>7} {'anon':>7}  (MB)")
     for pid in pids:
