@@ -137,7 +137,11 @@ def check(audio: np.ndarray, rate: int, language: str, text: str) -> dict[str, A
     )
     rms_db = 20 * np.log10(max(rms, 1e-9))
     chars = len([c for c in text if c.isalnum()])
-    cps = chars / seconds if seconds else float("inf")
+    # The pace over the voiced span: the engine's own lead-in and tail (up to 0.4 s each)
+    # would otherwise push a short line ("Mm-hm, I see.") under the band.
+    voiced = np.flatnonzero(np.abs(audio) > raw_peak * 0.01) if raw_peak > 0 else np.zeros(0)
+    span = (voiced[-1] - voiced[0] + 1) / rate if voiced.size else 0.0
+    cps = chars / span if span else float("inf")
     low, high = RATE_BAND[language]
     problems = []
     if raw_peak < MIN_PEAK or rms_db < MIN_RMS_DB:

@@ -63,6 +63,15 @@ def test_render_check_accepts_speech_and_rejects_silence_or_a_truncated_line() -
     # A tenth of a second for a whole sentence: the engine spoke almost nothing.
     short = tts_render.check(audio[: rate // 10], rate, "en", transcript(EN_CLIP))
     assert not short["ok"] and "characters per second" in short["problems"][0]
+    # The pace is taken over the voiced span: a second of the engine's silence around the
+    # line does not make it too slow, and a whole sentence is not too fast for its lead-in.
+    pad = np.zeros(rate, dtype=audio.dtype)
+    padded = tts_render.check(np.concatenate([pad, audio, pad]), rate, "en", transcript(EN_CLIP))
+    assert (
+        padded["ok"]
+        and padded["chars_per_s"]
+        == tts_render.check(audio, rate, "en", transcript(EN_CLIP))["chars_per_s"]
+    )
 
 
 class ClipEngines:
