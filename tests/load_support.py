@@ -8,7 +8,8 @@ itself (`monitor.runtime.latency`), read over `/api/health`:
 - **ingest latency**: how late the server took each audio message against the media clock
   (per call in its stored `media` counts, all calls in `/api/health` `ingest`);
 - **event-loop lag**: `/api/health` `loop.lag`;
-- **RSS and open fds** of the server process, from /proc.
+- **RSS and open fds** of the server process, from /proc; what a call may hold in audio by
+  design (`audio_allowance_mib`, from the server's settings: `monitor.runtime.footprint`).
 
 Health histograms are cumulative: a window's figures are the difference of two `Reading`s.
 Each test compares with a baseline measured in the same run (the box is shared: absolute
@@ -353,6 +354,17 @@ class BoardWatcher:
         except (OSError, ConnectionClosed, TimeoutError) as exc:
             self.error = repr(exc)
             self.ready.set()
+
+
+def audio_allowance_mib(server: LoadServer, calls: Sequence[RenderedCall]) -> float:
+    """The audio one of `calls` may hold on this server by design, on average (MiB):
+    `monitor.runtime.footprint` from the server's own settings, per call's rate and parties."""
+    from config.settings import load_settings
+    from monitor.runtime.footprint import call_audio_allowance
+
+    settings = load_settings(env=server.server.env)
+    total = sum(call_audio_allowance(settings, c.sample_rate, c.audio.shape[1]) for c in calls)
+    return total / max(1, len(calls)) / MiB
 
 
 def server_errors(server: LoadServer) -> list[str]:

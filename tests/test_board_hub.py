@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from monitor.board.hub import SNAPSHOT, BoardHub, Client, frame_messages
+from monitor.board.hub import FAN_OUT_SLICE, SNAPSHOT, BoardHub, Client, frame_messages
 from monitor.runtime.bus import EventBus
 from monitor.web.api.board_reader import RepositoryBoardReader
 from storage.records import AlertRaised, CallClosed, CallOpened, CallScored, SegmentAdded
@@ -193,5 +193,29 @@ async def test_a_slow_browser_gets_the_waiting_ticks_as_one_frame(sqlite_repo: R
             "c0", "c1", "c2", "c3"
         }  # fmt: skip
         assert client.backlog == 0 and client.take() is None
+    finally:
+        await hub.close()
+
+
+async def test_the_fan_out_wakes_a_slice_of_browsers_per_loop_turn(
+    sqlite_repo: Repository,
+) -> None:
+    """200 browsers are not all woken in one event-loop turn (their sends would hold the loop,
+    and the calls' audio, for the whole fan-out): at most `FAN_OUT_SLICE` per turn."""
+    bus = EventBus()
+    hub = BoardHub(bus, RepositoryBoardReader(sqlite_repo), tick_s=0.05)
+    await hub.ensure_started()
+    try:
+        browsers = [hub.join() for _ in range(200)]
+        bus.publish(started("c1"))
+        woken: list[int] = []
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while (n := sum(b.backlog > 0 for b in browsers)) < len(browsers):
+            assert asyncio.get_running_loop().time() < deadline, woken
+            if n:
+                woken.append(n)
+            await asyncio.sleep(0)  # one loop turn
+        steps = [b - a for a, b in zip([0, *woken], [*woken, len(browsers)], strict=True)]
+        assert max(steps) <= FAN_OUT_SLICE and len(steps) >= len(browsers) // FAN_OUT_SLICE
     finally:
         await hub.close()

@@ -35,6 +35,8 @@ log = logging.getLogger("callwatch.board")
 Message = dict[str, Any]
 
 
+#: Browsers offered a frame per event-loop turn (see `BoardHub._fan_out`).
+FAN_OUT_SLICE = 16
 #: What `Client.next` returns when the browser is owed a fresh snapshot.
 SNAPSHOT = "snapshot"
 
@@ -126,7 +128,9 @@ class BoardHub:
         reader: BoardReader,
         *,
         interval_s: float = 0.3,
-        tick_s: float = 0.1,
+        # A card changes at most every `interval_s`; a quarter-second tick batches the
+        # floor's changes into 4 frames a second at most, each fanned out once.
+        tick_s: float = 0.25,
         max_backlog: int = 2000,
         lines_per_party: int = 3,
         bus_maxsize: int = 10_000,
@@ -220,8 +224,18 @@ class BoardHub:
                 # One frame per tick, encoded once: the cost of a tick grows with clients,
                 # not with messages x clients (RELIABILITY.md L3).
                 frame = json.dumps(msgs, separators=(",", ":"))
-                for client in self.clients:
-                    client.offer(frame, len(msgs))
+                await self._fan_out(frame, len(msgs))
+
+    async def _fan_out(self, frame: str, count: int) -> None:
+        """Offer `frame` to every browser, `FAN_OUT_SLICE` of them per event-loop turn: each
+        offer wakes that browser's sender, and 200 senders waking in one turn would hold the
+        loop (and every call's audio) for the whole fan-out (RELIABILITY.md L3)."""
+        clients = list(self.clients)
+        for i in range(0, len(clients), FAN_OUT_SLICE):
+            if i:
+                await asyncio.sleep(0)  # the senders woken so far run; audio is read
+            for client in clients[i : i + FAN_OUT_SLICE]:
+                client.offer(frame, count)
 
     async def _reseed(self) -> None:
         """Rebuild the state from the database: active calls with their last lines, today's
