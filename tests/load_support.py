@@ -328,7 +328,7 @@ class BoardWatcher:
         self.headers = {"Cookie": f"cw_token={token}"}
         self.pending = set(awaited)
         self.first_seen: dict[str, float] = {}
-        self.messages = 0
+        self.messages = 0  # frames received (a frame holds one tick's messages)
         self.ready = asyncio.Event()
         self.error: str | None = None
 

@@ -34,6 +34,7 @@ from tests.load_support import (
     MiB,
     Reading,
     Stored,
+    Window,
     audio_allowance_mib,
     board_token,
     clip,
@@ -77,6 +78,10 @@ def _lost(calls: list[CallRun], results: list[Stored]) -> list[str]:
         or not r.frames_sent == s.received_frames == s.recording_frames
         or s.filled_frames
     ]
+
+
+def _cpu_pct(window: Window) -> float:
+    return round(100 * window.cpu_s / window.seconds, 1)
 
 
 async def test_l1_transport_capacity_with_asr_stubbed(tmp_path: Path) -> None:
@@ -144,7 +149,9 @@ async def test_l3_board_fan_out_200_clients_on_a_20_call_floor(tmp_path: Path) -
         token = await asyncio.to_thread(board_token, srv)
         await stream_all(srv.url, runs(fleet(n, 2.0), "warm"), 0.5)
         before = runs(fleet(n, seconds), "l3-alone-a")
+        alone0 = await srv.aread()
         await stream_all(srv.url, before, 2.0)
+        alone1 = await srv.aread()
 
         watchers = [BoardWatcher(srv.api, token) for _ in range(clients)]
         tasks = []
@@ -178,7 +185,7 @@ async def test_l3_board_fan_out_200_clients_on_a_20_call_floor(tmp_path: Path) -
     dropped = [w.error for w in watchers if w.error]
     print(
         f"L3 {len(latencies)} latencies, {missing} never shown, {len(dropped)} clients "
-        f"dropped {dropped[:2]}, messages {[w.messages for w in watchers][:5]}"
+        f"dropped {dropped[:2]}, frames {[w.messages for w in watchers][:5]}"
     )
     assert latencies and not dropped, (missing, dropped[:3])
     alone, seen = merged([s.ingest for s in alone_r]), merged([s.ingest for s in watched_r])
@@ -187,9 +194,15 @@ async def test_l3_board_fan_out_200_clients_on_a_20_call_floor(tmp_path: Path) -
         "board_update_p95_s": round(float(np.percentile(latencies, 95)), 3),
         "board_update_max_s": round(max(latencies), 3),
         "never_shown": missing,
-        "messages_per_client": round(sum(w.messages for w in watchers) / clients),
+        "frames_per_client": round(sum(w.messages for w in watchers) / clients),
         "ingest_p99_ms": {"alone": alone.percentile(99), "watched": seen.percentile(99)},
         "loop_lag_p99_ms": before_watch.window(during).loop.percentile(99),
+        # The server's CPU while the calls stream, alone and watched (% of a core): what
+        # the fan-out costs, which a busy box distorts less than latency.
+        "server_cpu_pct": {
+            "alone": _cpu_pct(alone0.window(alone1)),
+            "watched": _cpu_pct(before_watch.window(during)),
+        },
     }
     print(f"L3 {figures}")
     assert not _lost(before + after, alone_r) and not _lost(watched, watched_r)
