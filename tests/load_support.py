@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import socket
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import RenderedCall, builtin_scripts, load_script, render, stream_call
+from ivr_sim.harness import REPO_ROOT
 from ivr_sim.stream import StreamReport, call_metadata
 from monitor.runtime.latency import LatencyHistogram
 from tests.fixtures_server import LiveServer, make_server
@@ -354,6 +357,43 @@ class BoardWatcher:
         except (OSError, ConnectionClosed, TimeoutError) as exc:
             self.error = repr(exc)
             self.ready.set()
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What one board client of `watch_boards` saw."""
+
+    first_seen: dict[str, float]
+    pending: list[str]
+    frames: int
+    error: str | None
+
+
+@contextlib.asynccontextmanager
+async def watch_boards(
+    api: str, token: str, n: int, ids: Sequence[str]
+) -> AsyncIterator[list[Watched]]:
+    """`n` board clients awaiting `ids`, in a process of their own (tests/board_watchers.py),
+    connected when this enters; what each saw fills the list when it exits."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.board_watchers", api, token, str(n), ",".join(ids),
+        cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    seen: list[Watched] = []
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 180)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"board watchers did not start: {line!r}")
+        yield seen
+        proc.stdin.close()
+        out = await asyncio.wait_for(proc.stdout.read(), 60)
+        seen.extend(Watched(**d) for d in json.loads(out.decode().splitlines()[-1]))
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 def audio_allowance_mib(server: LoadServer, calls: Sequence[RenderedCall]) -> float:
