@@ -21,13 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +37,6 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from ivr_sim import RenderedCall, builtin_scripts, load_script, render, stream_call
-from ivr_sim.harness import REPO_ROOT
 from ivr_sim.stream import StreamReport, call_metadata
 from monitor.runtime.latency import LatencyHistogram
 from tests.fixtures_server import LiveServer, make_server
@@ -321,79 +318,6 @@ class StuckBoardClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class BoardWatcher:
-    """A board client that reads everything, noting when each awaited call first shows."""
-
-    def __init__(self, api: str, token: str, awaited: Sequence[str] = ()) -> None:
-        self.url = api.replace("http", "ws", 1) + "/board/ws"
-        self.headers = {"Cookie": f"cw_token={token}"}
-        self.pending = set(awaited)
-        self.first_seen: dict[str, float] = {}
-        self.messages = 0  # frames received (a frame holds one tick's messages)
-        self.ready = asyncio.Event()
-        self.error: str | None = None
-
-    def expect(self, ids: Sequence[str]) -> None:
-        self.pending.update(ids)
-
-    async def run(self) -> None:
-        from websockets.asyncio.client import connect
-
-        try:
-            async with connect(self.url, additional_headers=self.headers, max_size=None,
-                               open_timeout=60) as ws:  # fmt: skip
-                self.ready.set()
-                async for text in ws:
-                    now = time.monotonic()
-                    self.messages += 1
-                    if self.pending:
-                        seen = [i for i in self.pending if i in text]  # a substring: cheap
-                        for i in seen:
-                            self.first_seen[i] = now
-                            self.pending.discard(i)
-                self.error = f"closed {ws.close_code} {ws.close_reason}"
-        except (OSError, ConnectionClosed, TimeoutError) as exc:
-            self.error = repr(exc)
-            self.ready.set()
-
-
-@dataclass(frozen=True)
-class Watched:
-    """What one board client of `watch_boards` saw."""
-
-    first_seen: dict[str, float]
-    pending: list[str]
-    frames: int
-    error: str | None
-
-
-@contextlib.asynccontextmanager
-async def watch_boards(
-    api: str, token: str, n: int, ids: Sequence[str]
-) -> AsyncIterator[list[Watched]]:
-    """`n` board clients awaiting `ids`, in a process of their own (tests/board_watchers.py),
-    connected when this enters; what each saw fills the list when it exits."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.board_watchers", api, token, str(n), ",".join(ids),
-        cwd=REPO_ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None
-    seen: list[Watched] = []
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 180)
-        if line.strip() != b"ready":
-            raise RuntimeError(f"board watchers did not start: {line!r}")
-        yield seen
-        proc.stdin.close()
-        out = await asyncio.wait_for(proc.stdout.read(), 60)
-        seen.extend(Watched(**d) for d in json.loads(out.decode().splitlines()[-1]))
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
 
 
 def audio_allowance_mib(server: LoadServer, calls: Sequence[RenderedCall]) -> float:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.board_watchers import watch_boards
 from tests.load_support import (
     CallRun,
     LoadServer,
@@ -45,7 +46,6 @@ from tests.load_support import (
     stored,
     stream,
     stream_all,
-    watch_boards,
 )
 
 #: Long, and serial: they measure loop lag and latency, which other tests running beside
