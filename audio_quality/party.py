@@ -60,7 +60,21 @@ def _db(x: float) -> float:
 
 
 class PartyQualityTracker:
-    def __init__(self, party: str, sample_rate: int, codec: str, settings: QualitySettings) -> None:
+    def __init__(
+        self,
+        party: str,
+        sample_rate: int,
+        codec: str,
+        settings: QualitySettings,
+        *,
+        batch_phase: float = 0.0,
+    ) -> None:
+        """`batch_phase` in [0, 1): the first batch is analysed that fraction of a batch
+        early. Results do not depend on it; a server gives its calls different phases so that
+        calls which started together do not all analyse in the same event-loop turn (their
+        batches would otherwise fall due on the same 20 ms message: RELIABILITY.md L1)."""
+        if not 0.0 <= batch_phase < 1.0:
+            raise ValueError(f"batch_phase must be in [0, 1), got {batch_phase}")
         if sample_rate not in SUPPORTED_RATES:
             raise ValueError(f"sample_rate must be one of {SUPPORTED_RATES}, got {sample_rate}")
         self.party = party
@@ -82,6 +96,7 @@ class PartyQualityTracker:
         self._pending: list[npt.NDArray[np.int16]] = []  # samples not yet analysed
         self._pending_n = 0
         self._batch = max(1, settings.analysis_batch_ms * sample_rate // 1000)
+        self._due = max(1, round(self._batch * (1.0 - batch_phase)))  # pending samples to run
         self._clip_left = np.zeros(2, dtype=np.bool_)
         # Frame features from `_block_start` (frame index) up to the frames seen.
         self._block_start = 0
@@ -137,8 +152,9 @@ class PartyQualityTracker:
         self._samples += samples.size
         self._pending.append(samples.copy())
         self._pending_n += samples.size
-        if self._pending_n < self._batch:
+        if self._pending_n < self._due:
             return []
+        self._due = self._batch
         return self._analyse()
 
     def _analyse(self) -> list[QualityReading]:

@@ -39,7 +39,8 @@ class Upsampler2x:
         if x.size == 0:
             return np.empty(0, dtype=np.int16)
         buf = np.concatenate([self._history, x.astype(np.float64)])
-        self._history = buf[-self._history.size :]
+        # A copy: a view would keep the whole of `buf` (a 9 s window, 0.6 MB) alive.
+        self._history = buf[-self._history.size :].copy()
         even = np.convolve(buf, self._even, mode="valid")
         odd = np.convolve(buf, self._odd, mode="valid")
         out = np.empty(2 * x.size, dtype=np.float64)

@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         app = Callwatch(settings)
-        await app.run_forever(stop)
+        await app.run_forever(stop, freeze_heap=True)
 
     from monitor.scale.connect import BusError
 

@@ -8,7 +8,8 @@ itself (`monitor.runtime.latency`), read over `/api/health`:
 - **ingest latency**: how late the server took each audio message against the media clock
   (per call in its stored `media` counts, all calls in `/api/health` `ingest`);
 - **event-loop lag**: `/api/health` `loop.lag`;
-- **RSS and open fds** of the server process, from /proc.
+- **RSS and open fds** of the server process, from /proc; what a call may hold in audio by
+  design (`audio_allowance_mib`, from the server's settings: `monitor.runtime.footprint`).
 
 Health histograms are cumulative: a window's figures are the difference of two `Reading`s.
 Each test compares with a baseline measured in the same run (the box is shared: absolute
@@ -319,40 +320,15 @@ class StuckBoardClient:
         self.sock.close()
 
 
-class BoardWatcher:
-    """A board client that reads everything, noting when each awaited call first shows."""
+def audio_allowance_mib(server: LoadServer, calls: Sequence[RenderedCall]) -> float:
+    """The audio one of `calls` may hold on this server by design, on average (MiB):
+    `monitor.runtime.footprint` from the server's own settings, per call's rate and parties."""
+    from config.settings import load_settings
+    from monitor.runtime.footprint import call_audio_allowance
 
-    def __init__(self, api: str, token: str, awaited: Sequence[str] = ()) -> None:
-        self.url = api.replace("http", "ws", 1) + "/board/ws"
-        self.headers = {"Cookie": f"cw_token={token}"}
-        self.pending = set(awaited)
-        self.first_seen: dict[str, float] = {}
-        self.messages = 0
-        self.ready = asyncio.Event()
-        self.error: str | None = None
-
-    def expect(self, ids: Sequence[str]) -> None:
-        self.pending.update(ids)
-
-    async def run(self) -> None:
-        from websockets.asyncio.client import connect
-
-        try:
-            async with connect(self.url, additional_headers=self.headers, max_size=None,
-                               open_timeout=60) as ws:  # fmt: skip
-                self.ready.set()
-                async for text in ws:
-                    now = time.monotonic()
-                    self.messages += 1
-                    if self.pending:
-                        seen = [i for i in self.pending if i in text]  # a substring: cheap
-                        for i in seen:
-                            self.first_seen[i] = now
-                            self.pending.discard(i)
-                self.error = f"closed {ws.close_code} {ws.close_reason}"
-        except (OSError, ConnectionClosed, TimeoutError) as exc:
-            self.error = repr(exc)
-            self.ready.set()
+    settings = load_settings(env=server.server.env)
+    total = sum(call_audio_allowance(settings, c.sample_rate, c.audio.shape[1]) for c in calls)
+    return total / max(1, len(calls)) / MiB
 
 
 def server_errors(server: LoadServer) -> list[str]:

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from monitor.board.hub import BoardHub, Client
+from monitor.board.hub import FAN_OUT_SLICE, SNAPSHOT, BoardHub, Client, frame_messages
 from monitor.runtime.bus import EventBus
 from monitor.web.api.board_reader import RepositoryBoardReader
 from storage.records import AlertRaised, CallClosed, CallOpened, CallScored, SegmentAdded
@@ -37,15 +37,15 @@ def sqlite_repo(tmp_path: Path) -> Iterator[Repository]:
     repo.close()
 
 
-async def drain(client: Client, until: float = 1.0) -> list[dict | None]:
-    out: list[dict | None] = []  # decoded messages; None = snapshot requested
+async def drain(client: Client, until: float = 1.0) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []  # decoded messages; None = snapshot requested
     deadline = asyncio.get_running_loop().time() + until
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
-        try:
-            text = await asyncio.wait_for(client.queue.get(), left)
-            out.append(None if text is None else json.loads(text))
-        except TimeoutError:
-            break
+        frame = await client.next(left)
+        if frame == SNAPSHOT:
+            out.append(None)
+        elif frame is not None:
+            out.extend(frame_messages(frame))
     return out
 
 
@@ -72,8 +72,8 @@ async def test_seeds_from_database_then_follows_the_bus(sqlite_repo: Repository)
         client = hub.join()
         t0 = asyncio.get_running_loop().time()
         bus.publish(started("new"))
-        text = await asyncio.wait_for(client.queue.get(), 1.0)
-        assert text is not None and json.loads(text)["call"]["call_id"] == "new"
+        frame = await client.next(1.0)
+        assert frame is not None and frame_messages(frame)[0]["call"]["call_id"] == "new"
         assert asyncio.get_running_loop().time() - t0 < 1.0  # within 1 s of the event
         bus.publish(segment("new", "customer", 0, 800, "我想查账单"))
         bus.publish(alert_raised(1, "new", "dead_air", "dead_air", "warning", NOW, 0, None, "gap"))
@@ -99,8 +99,8 @@ async def test_slow_browser_gets_a_snapshot_instead_of_a_backlog(sqlite_repo: Re
         for i in range(20):
             bus.publish(started(f"c{i}"))
         await asyncio.sleep(0.2)
-        queued = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
-        assert None in queued and len(queued) <= 6 and client.resyncs >= 1
+        assert client.backlog <= 5 and client.resyncs >= 1
+        assert client.take() == SNAPSHOT and client.take() is None  # not the backlog too
     finally:
         await hub.close()
 
@@ -144,5 +144,78 @@ async def test_today_kpis_count_every_call_of_the_day(sqlite_repo: Repository) -
         assert k["needs_improvement"] == n // 4
         assert k["avg_handle_ms"] == pytest.approx(10_000 + (n - 1) / 2, abs=1)
         assert k["compliance_rate"] == pytest.approx(70.0)
+    finally:
+        await hub.close()
+
+
+async def test_a_tick_is_one_frame_encoded_once_for_every_browser(
+    sqlite_repo: Repository,
+) -> None:
+    """30 calls appearing at once reach each browser as one frame (a JSON array of their
+    cards, in seq order), the same encoded text for every browser: the fan-out costs one
+    send per browser per tick, not one per message (RELIABILITY.md L3)."""
+    bus = EventBus()
+    hub = BoardHub(bus, RepositoryBoardReader(sqlite_repo), interval_s=10.0, tick_s=0.05)
+    await hub.ensure_started()
+    try:
+        browsers = [hub.join() for _ in range(3)]
+        for i in range(30):
+            bus.publish(started(f"c{i}"))
+        frames = [await b.next(1.0) for b in browsers]
+        assert frames[0] is not None and frames[0] != SNAPSHOT
+        assert frames[0] is frames[1] is frames[2]  # encoded once, shared
+        msgs = frame_messages(frames[0])
+        assert [m["call"]["call_id"] for m in msgs if m["type"] == "call"] == [
+            f"c{i}" for i in sorted(range(30), key=str)
+        ]
+        seqs = [m["seq"] for m in msgs]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    finally:
+        await hub.close()
+
+
+async def test_a_slow_browser_gets_the_waiting_ticks_as_one_frame(sqlite_repo: Repository) -> None:
+    bus = EventBus()
+    hub = BoardHub(bus, RepositoryBoardReader(sqlite_repo), interval_s=0.0, tick_s=0.02)
+    await hub.ensure_started()
+    try:
+        client = hub.join()
+        for i in range(4):  # four ticks' worth, not read in between
+            bus.publish(started(f"c{i}"))
+            await asyncio.sleep(0.08)
+        assert client.backlog >= 4
+        frame = client.take()
+        assert frame is not None and frame != SNAPSHOT
+        msgs = frame_messages(frame)
+        seqs = [m["seq"] for m in msgs]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # in order, none lost
+        assert {m["call"]["call_id"] for m in msgs if m["type"] == "call"} == {
+            "c0", "c1", "c2", "c3"
+        }  # fmt: skip
+        assert client.backlog == 0 and client.take() is None
+    finally:
+        await hub.close()
+
+
+async def test_the_fan_out_wakes_a_slice_of_browsers_per_loop_turn(
+    sqlite_repo: Repository,
+) -> None:
+    """200 browsers are not all woken in one event-loop turn (their sends would hold the loop,
+    and the calls' audio, for the whole fan-out): at most `FAN_OUT_SLICE` per turn."""
+    bus = EventBus()
+    hub = BoardHub(bus, RepositoryBoardReader(sqlite_repo), tick_s=0.05)
+    await hub.ensure_started()
+    try:
+        browsers = [hub.join() for _ in range(200)]
+        bus.publish(started("c1"))
+        woken: list[int] = []
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while (n := sum(b.backlog > 0 for b in browsers)) < len(browsers):
+            assert asyncio.get_running_loop().time() < deadline, woken
+            if n:
+                woken.append(n)
+            await asyncio.sleep(0)  # one loop turn
+        steps = [b - a for a, b in zip([0, *woken], [*woken, len(browsers)], strict=True)]
+        assert max(steps) <= FAN_OUT_SLICE and len(steps) >= len(browsers) // FAN_OUT_SLICE
     finally:
         await hub.close()

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from config.transport import GatewaySettings
+from tests.board_watchers import BoardWatcher
 from tests.load_support import (
-    BoardWatcher,
     CallRun,
     LoadServer,
     MiB,

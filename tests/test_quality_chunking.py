@@ -1,7 +1,8 @@
 """Property: readings, activity, DNSMOS windows and summaries do not depend on chunking.
 
-The same audio fed in any chunk sizes (1 sample up to seconds, mixed) must give bit-identical
-results, and the conversation tracker must give the same events however the spans are grouped.
+The same audio fed in any chunk sizes (1 sample up to seconds, mixed), with the tracker's
+analysis batches at any phase, must give bit-identical results, and the conversation tracker
+must give the same events however the spans are grouped.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def hard_audio(rate: int) -> bytes:
 MARKS_MS = (4000, 9000)
 
 
-def run(audio: np.ndarray, rate: int, cuts: list[int], marks_ahead: bool = False):
+def run(audio: np.ndarray, rate: int, cuts: list[int], marks_ahead: bool = False,
+        phase: float = 0.0):  # fmt: skip
     """Feed `audio` cut at `cuts`; the hold markers come in when the audio reaches them
-    (as the runtime passes them on), or all before any audio with `marks_ahead`."""
+    (as the runtime passes them on), or all before any audio with `marks_ahead`. `phase`:
+    the tracker's analysis-batch phase (the server staggers its calls')."""
     codec = "PCMU" if rate == 8000 else "L16"
-    tr = PartyQualityTracker("agent", rate, codec, SETTINGS)
+    tr = PartyQualityTracker("agent", rate, codec, SETTINGS, batch_phase=phase)
     readings, activity, windows = [], [], []
     marks = {ms * rate // 1000: ms for ms in MARKS_MS}
     if marks_ahead:
@@ -82,7 +85,8 @@ def test_readings_do_not_depend_on_chunking(rate: int, data: st.DataObject) -> N
         st.lists(st.integers(1, rate * 2), min_size=1, max_size=60), label="chunk sizes"
     )
     cuts = list(np.cumsum(sizes)[np.cumsum(sizes) < audio.size])
-    readings, activity, windows, summary = run(audio, rate, cuts)
+    phase = data.draw(st.floats(0.0, 0.999), label="batch phase")
+    readings, activity, windows, summary = run(audio, rate, cuts, phase=phase)
     ref_readings, ref_activity, ref_windows, ref_summary = reference(rate)
     assert readings == ref_readings
     assert activity == ref_activity

@@ -45,6 +45,7 @@ from ivr_sim import builtin_scripts, load_script, render
 from ivr_sim.harness import ServerProcess, server_env
 from ivr_sim.script import RenderedCall
 from ivr_sim.stream import call_metadata, stream_call
+from monitor.board.hub import frame_messages
 from monitor.web.api.auth import COOKIE
 from storage.access import AccessStore
 from storage.repository import Repository
@@ -349,13 +350,17 @@ class _Board:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.messages: list[dict[str, Any]] = []
+        self._unread: list[dict[str, Any]] = []  # the rest of the last frame
 
     async def _next(self, deadline: float) -> dict[str, Any] | None:
-        try:
-            raw = await asyncio.wait_for(self.ws.recv(), max(0.05, deadline - time.monotonic()))
-        except TimeoutError:
-            return None
-        msg: dict[str, Any] = json.loads(raw)
+        while not self._unread:
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(),
+                                             max(0.05, deadline - time.monotonic()))  # fmt: skip
+            except TimeoutError:
+                return None
+            self._unread = frame_messages(raw)
+        msg = self._unread.pop(0)
         self.messages.append(msg)
         return msg
 

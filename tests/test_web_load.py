@@ -4,8 +4,6 @@ the real app served by the real API server; the health document is set by the te
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,30 +15,10 @@ import pytest
 from config.settings import load_settings
 from monitor.web.api.app import create_app
 from monitor.web.api.context import ApiContext
-from monitor.web.api.server import ApiServer
 from storage.repository import Repository
-from tests.web_support import login
+from tests.web_support import Served, login
 
 pytestmark = [pytest.mark.browser]
-
-
-class Served:
-    """The API app on a real port, in a thread with its own event loop."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = ApiServer(app, "127.0.0.1", 0)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        # Closed, not left to the garbage collector: an unclosed loop's self-pipe (a Unix
-        # socket pair) raised ResourceWarning inside whichever later test the GC ran in.
-        self.loop.close()
 
 
 @pytest.fixture

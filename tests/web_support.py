@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr_sim import RenderedCall, load_script, render, stream_call
+from monitor.web.api.server import ApiServer
 from storage.access import AccessStore
 from tests.fixtures_server import LiveServer, make_server
 
@@ -46,6 +47,25 @@ class WebServer:
     @property
     def gateway(self) -> str:
         return self.server.url
+
+
+class Served:
+    """The API app on a real port, in a thread with its own event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = ApiServer(app, "127.0.0.1", 0)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        # Closed, not left to the garbage collector: an unclosed loop's self-pipe (a Unix
+        # socket pair) raised ResourceWarning inside whichever later test the GC ran in.
+        self.loop.close()
 
 
 def start_web_server(tmp: Path, *, scripted: RenderedCall | None = None) -> WebServer:

@@ -3,9 +3,11 @@ every connected browser.
 
 `BoardHub.start()` subscribes to the event bus, seeds the state from the database through a
 `BoardReader` (calls already active, today's KPIs, unresolved alerts), then folds bus events
-in as they come and broadcasts `state.flush()` every `tick_s`. Each browser has its own
-bounded queue: a browser that falls `max_backlog` messages behind is not slowed down to, nor
-does it slow anyone; its queue is cleared and it gets a fresh snapshot (resync). When the bus
+in as they come and broadcasts `state.flush()` every `tick_s` as one frame: a JSON array of
+that tick's messages, encoded once and shared by every browser (so a tick costs one send per
+browser however many calls changed: RELIABILITY.md L3). Each browser has its own bounded
+backlog: a browser that falls `max_backlog` messages behind is not slowed down to, nor does it
+slow anyone; its backlog is dropped and it gets a fresh snapshot (resync). When the bus
 itself dropped events for us (we fell behind), the state is re-seeded from the database and
 everyone resyncs.
 """
@@ -17,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+from collections import deque
 from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any
 
@@ -32,27 +35,90 @@ log = logging.getLogger("callwatch.board")
 Message = dict[str, Any]
 
 
+#: Browsers offered a frame per event-loop turn (see `BoardHub._fan_out`).
+FAN_OUT_SLICE = 16
+#: What `Client.next` returns when the browser is owed a fresh snapshot.
+SNAPSHOT = "snapshot"
+
+
+def frame_messages(frame: str | bytes) -> list[Message]:
+    """The messages of one board websocket frame, oldest first: the framing's reading side
+    (board.js does the same), for Python clients such as the tests."""
+    doc = json.loads(frame)
+    return doc if isinstance(doc, list) else [doc]
+
+
 class Client:
-    """One browser's outgoing queue of JSON texts (encoded once for every browser). `None`
-    in the queue means: send a fresh snapshot."""
+    """One browser's outgoing frames. A frame is one tick's delta messages as a JSON array,
+    encoded once for every browser; frames still waiting when the browser's sender wakes go
+    out as one array (a slow reader gets fewer, larger frames). The backlog is bounded in
+    messages (`max_backlog`): past it the frames are dropped and the browser is owed a
+    snapshot instead."""
 
     def __init__(self, max_backlog: int) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._frames: deque[tuple[str, int]] = deque()  # (frame, messages in it)
+        self._queued = 0  # messages in `_frames`
         self._max = max_backlog
+        self._snapshot = False
+        self._closed = False
+        self._wake = asyncio.Event()
         self.resyncs = 0
 
-    def offer(self, msgs: list[str]) -> None:
-        if self.queue.qsize() + len(msgs) > self._max:
+    @property
+    def backlog(self) -> int:
+        """Messages waiting to be sent."""
+        return self._queued
+
+    def offer(self, frame: str, count: int) -> None:
+        """Queue one tick's frame (`count` messages), or owe a snapshot when it would take the
+        backlog past its bound."""
+        if self._snapshot:
+            return  # the snapshot, taken when it is sent, will hold these messages too
+        if self._queued + count > self._max:
             self.resync()
             return
-        for m in msgs:
-            self.queue.put_nowait(m)
+        self._frames.append((frame, count))
+        self._queued += count
+        self._wake.set()
 
     def resync(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        """Drop the backlog; the next thing sent is a snapshot."""
+        self._frames.clear()
+        self._queued = 0
+        self._snapshot = True
         self.resyncs += 1
-        self.queue.put_nowait(None)
+        self._wake.set()
+
+    def close(self) -> None:
+        """The browser went away: wake the sender so it notices."""
+        self._closed = True
+        self._wake.set()
+
+    def take(self) -> str | None:
+        """What is due now without waiting: `SNAPSHOT`, every waiting frame as one JSON array,
+        or None."""
+        self._wake.clear()
+        if self._snapshot:
+            self._snapshot = False
+            return SNAPSHOT
+        if not self._frames:
+            return None
+        if len(self._frames) == 1:
+            frame = self._frames[0][0]
+        else:  # each is "[...]": one array of all their messages, in order
+            frame = "[" + ",".join(f[1:-1] for f, _ in self._frames) + "]"
+        self._frames.clear()
+        self._queued = 0
+        return frame
+
+    async def next(self, timeout_s: float) -> str | None:
+        """`take()`, waiting up to `timeout_s` for something to be due (None: nothing, or the
+        browser went away)."""
+        if not self._frames and not self._snapshot and not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._wake.wait()
+        return self.take()
 
 
 class BoardHub:
@@ -62,7 +128,9 @@ class BoardHub:
         reader: BoardReader,
         *,
         interval_s: float = 0.3,
-        tick_s: float = 0.1,
+        # A card changes at most every `interval_s`; a quarter-second tick batches the
+        # floor's changes into 4 frames a second at most, each fanned out once.
+        tick_s: float = 0.25,
         max_backlog: int = 2000,
         lines_per_party: int = 3,
         bus_maxsize: int = 10_000,
@@ -78,6 +146,11 @@ class BoardHub:
         self.clients: set[Client] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._started: asyncio.Future[None] | None = None
+
+    @property
+    def tick_s(self) -> float:
+        """How often the state is flushed to the browsers: at most one frame each per tick."""
+        return self._tick_s
 
     # ------------------------------------------------------------------ lifecycle
     async def ensure_started(self) -> None:
@@ -148,9 +221,21 @@ class BoardHub:
             await asyncio.sleep(self._tick_s)
             msgs = self.state.flush(loop.time())
             if msgs and self.clients:
-                texts = [json.dumps(m) for m in msgs]
-                for client in self.clients:
-                    client.offer(texts)
+                # One frame per tick, encoded once: the cost of a tick grows with clients,
+                # not with messages x clients (RELIABILITY.md L3).
+                frame = json.dumps(msgs, separators=(",", ":"))
+                await self._fan_out(frame, len(msgs))
+
+    async def _fan_out(self, frame: str, count: int) -> None:
+        """Offer `frame` to every browser, `FAN_OUT_SLICE` of them per event-loop turn: each
+        offer wakes that browser's sender, and 200 senders waking in one turn would hold the
+        loop (and every call's audio) for the whole fan-out (RELIABILITY.md L3)."""
+        clients = list(self.clients)
+        for i in range(0, len(clients), FAN_OUT_SLICE):
+            if i:
+                await asyncio.sleep(0)  # the senders woken so far run; audio is read
+            for client in clients[i : i + FAN_OUT_SLICE]:
+                client.offer(frame, count)
 
     async def _reseed(self) -> None:
         """Rebuild the state from the database: active calls with their last lines, today's

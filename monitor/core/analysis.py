@@ -92,14 +92,19 @@ class CallAnalyzer:
         scripts: ScriptBook | None,
         language: str | None = None,
         codec: str = "l16",
+        *,
+        batch_phase: float = 0.0,
     ) -> None:
+        """`batch_phase` in [0, 1): where this call's audio-analysis batches fall (see
+        `PartyQualityTracker`); its parties get phases half a batch apart."""
         self._meta = metadata
         self._quality = quality
         self._grading = grading
         self.trackers = {
-            party: PartyQualityTracker(party.value, metadata.sample_rate, codec, quality)
-            for party in metadata.channel_of
-        }
+            party: PartyQualityTracker(party.value, metadata.sample_rate, codec, quality,
+                                       batch_phase=(batch_phase + i / 2) % 1.0)
+            for i, party in enumerate(metadata.channel_of)
+        }  # fmt: skip
         self.conversation = ConversationTracker(quality)
         # A party whose audio is not streamed (Twilio inbound only, a mono fork) is absent,
         # not silent: the conversation tracker sees it as silence so the present party's

@@ -9,6 +9,7 @@ may run) stays with the transports.
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 from config.settings import Settings
@@ -42,6 +43,7 @@ class CallFactory:
         self._scripts = scripts
         self._dnsmos = dnsmos
         self.registry = registry
+        self._phases = random.Random()
 
     def new_call(self, started: CallStarted, protocol: str, peer: str) -> LiveCall:
         s = self._settings
@@ -50,9 +52,17 @@ class CallFactory:
         call = LiveCall(
             settings=s,
             # The wire codec sets the full scale for level/clipping metrics (μ-law: 32124).
+            # A phase of its own: calls that start together do not analyse in the same
+            # event-loop turn (a loop-lag spike at every batch: RELIABILITY.md L1).
             analyzer=CallAnalyzer(
-                meta, s.quality, s.grading, self._scripts, language, codec=started.codec
-            ),
+                meta,
+                s.quality,
+                s.grading,
+                self._scripts,
+                language,
+                codec=started.codec,
+                batch_phase=self._phases.random(),
+            ),  # fmt: skip
             dnsmos=self._dnsmos,
             metadata=meta,
             raw_metadata=started.raw,

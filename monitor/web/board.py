@@ -16,8 +16,11 @@ with HTTP 403 (cross-site websocket hijacking). An open socket re-checks its use
 dropped once one message waits `api.ws_send_timeout_s` to be sent (close 1013, the connection
 aborted if the close cannot be sent either): its queue in the hub is bounded already
 (`BoardHub`), this bounds the socket and the task.
-Messages are JSON: the first is a snapshot, then `call`/`kpis`/`alert`/`remove` deltas, each
-with a `seq`; the browser sends `{"type": "resync"}` when it saw a gap and gets a snapshot.
+Frames are JSON: the first is a snapshot (an object), then one frame per hub tick (or fewer,
+for a browser that reads slowly): a JSON array of `call`/`kpis`/`alert`/`remove` deltas, each
+with a `seq`; a snapshot may come again later (after a resync). A delta whose `seq` is not
+above the last one seen is already in the snapshot; the browser sends `{"type": "resync"}`
+when it saw a gap and gets a snapshot.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from monitor.board.hub import BoardHub, Client
+from monitor.board.hub import SNAPSHOT, BoardHub, Client
 from monitor.runtime.logs import fields
 from monitor.web.api.auth import COOKIE
 
@@ -132,11 +135,8 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
         try:
             await _send(ws, json.dumps(hub.state.snapshot()), send_timeout_s)
             while not reader.done():
-                msg: str | None = None
-                try:  # wake at least once a second to notice user changes
-                    msg, got = await asyncio.wait_for(client.queue.get(), 1.0), True
-                except TimeoutError:
-                    got = False
+                # Wakes at least once a second to notice user changes.
+                frame = await client.next(1.0)
                 if reader.done():
                     break
                 if loop.time() >= recheck_at or ctx.users_changed != seen:
@@ -145,9 +145,10 @@ def mount_board(app: FastAPI, ctx: Any) -> BoardHub:
                     if (code := await _refusal(ctx, token)) is not None:
                         await ws.close(code=code)
                         break
-                if got:
-                    text = json.dumps(hub.state.snapshot()) if msg is None else msg
-                    await _send(ws, text, send_timeout_s)
+                if frame == SNAPSHOT:
+                    frame = json.dumps(hub.state.snapshot())
+                if frame is not None:
+                    await _send(ws, frame, send_timeout_s)
         except _StoppedReading:
             log.warning(
                 "board client dropped: it stopped reading",
@@ -223,7 +224,7 @@ async def _read(ws: WebSocket, client: Client) -> None:
                 if json.loads(text).get("type") == "resync":
                     client.resync()
     except WebSocketDisconnect:
-        client.queue.put_nowait(None)  # wake the sender so it notices
+        client.close()  # wake the sender so it notices
         raise
 
 

@@ -191,19 +191,19 @@ function alertFilters() {
   for (const id of ["alert-severity", "alert-kind"]) $(id).addEventListener("change", drawFeed);
 }
 
-function onMessage(msg) {
-  if (msg.type === "snapshot") {
-    for (const el of document.querySelectorAll(".call")) el.remove();
-    cards.clear();
-    alerts.clear();
-    feedOrder = [];
-    for (const c of msg.calls) upsert(c);
-    for (const a of msg.alerts) putAlert(a);
-    setKpis(msg.kpis);
-    lastSeq = msg.seq;
-    refreshChrome();
-    return;
-  }
+function onSnapshot(msg) {
+  for (const el of document.querySelectorAll(".call")) el.remove();
+  cards.clear();
+  alerts.clear();
+  feedOrder = [];
+  for (const c of msg.calls) upsert(c);
+  for (const a of msg.alerts) putAlert(a);
+  setKpis(msg.kpis);
+  lastSeq = msg.seq;
+}
+
+function onDelta(msg) {
+  if (msg.seq <= lastSeq) return; // sent before the snapshot we hold: already in it
   if (msg.seq !== lastSeq + 1) { // missed something (server dropped us behind): start over
     ws.send(JSON.stringify({ type: "resync" }));
     lastSeq = msg.seq;
@@ -214,6 +214,16 @@ function onMessage(msg) {
   else if (msg.type === "remove") remove(msg.call_id);
   else if (msg.type === "kpis") setKpis(msg.kpis);
   else if (msg.type === "alert") putAlert(msg.alert);
+}
+
+// A frame is a snapshot (an object) or one tick's deltas (an array, oldest first): the page
+// is redrawn once per frame, not once per message.
+function onFrame(data) {
+  const msgs = Array.isArray(data) ? data : [data];
+  for (const msg of msgs) {
+    if (msg.type === "snapshot") onSnapshot(msg);
+    else onDelta(msg);
+  }
   refreshChrome();
 }
 
@@ -226,7 +236,7 @@ function connect() {
     c.textContent = t("connected");
     c.className = "conn up";
   };
-  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onmessage = (ev) => onFrame(JSON.parse(ev.data));
   ws.onclose = (ev) => {
     const c = $("conn");
     c.textContent = t("disconnected");
