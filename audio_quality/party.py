@@ -13,15 +13,14 @@ once the VAD has decided all its frames and 200 ms beyond, so readings (and acti
 the audio by the analysis batch plus the VAD's look-ahead: typically 0.4–0.6 s, at most
 about 1.7 s with the defaults; the cadence in media time stays fixed.
 
-Memory is constant per party: the VAD's floor window, the frames of the current block plus
-the VAD look-ahead, K block sums for the rolling window, one or two 9.01 s windows of
-native-rate int16 audio for DNSMOS (≤ 0.6 MB at 16 kHz), and at most `max_pending_windows`
-float32 windows (0.58 MB each) waiting for the runtime to take them. The runtime must take
-the activity spans after each `feed` (they are not bounded otherwise).
+Memory is constant per party (monitor.runtime.footprint adds it up from the settings): the
+VAD's floor window, the current block plus look-ahead, K block sums, one or two 9.01 s
+DNSMOS windows of native-rate int16 and at most `max_pending_windows` float32 windows waiting
+to be taken. The runtime must take the activity spans after each `feed` (else unbounded).
 
-Usage (the runtime): `feed()` → readings; after each feed `take_activity()` for the
-conversation tracker and `take_dnsmos_windows()` for the shared scorer, whose scores come
-back through `add_dnsmos()`; at the end `flush()` (last readings) then `finish()` (summary).
+Usage: `feed()` → readings; after each feed `take_activity()` (conversation tracker) and
+`take_dnsmos_windows()` (the shared scorer; scores come back through `add_dnsmos()`); at the
+end `flush()` then `finish()` (summary).
 """
 
 from __future__ import annotations
@@ -69,10 +68,8 @@ class PartyQualityTracker:
         *,
         batch_phase: float = 0.0,
     ) -> None:
-        """`batch_phase` in [0, 1): the first batch is analysed that fraction of a batch
-        early. Results do not depend on it; a server gives its calls different phases so that
-        calls which started together do not all analyse in the same event-loop turn (their
-        batches would otherwise fall due on the same 20 ms message: RELIABILITY.md L1)."""
+        """`batch_phase` in [0, 1): the first batch runs that fraction of a batch early (no
+        result depends on it), so calls that started together do not analyse in one loop turn."""
         if not 0.0 <= batch_phase < 1.0:
             raise ValueError(f"batch_phase must be in [0, 1), got {batch_phase}")
         if sample_rate not in SUPPORTED_RATES:
