@@ -8,10 +8,9 @@ reading interval → speech/noise frames (`noise_frames`) → level/noise/SNR
 
 Chunk invariance: every decision is taken on frames or blocks at fixed media positions, with
 filter states and windows carried across calls, so the same audio gives the same readings,
-activity and windows however it is chunked (a property test checks this). A block is read out
-once the VAD has decided all its frames and 200 ms beyond, so readings (and activity) trail
-the audio by the analysis batch plus the VAD's look-ahead: typically 0.4–0.6 s, at most
-about 1.7 s with the defaults; the cadence in media time stays fixed.
+activity and windows however it is chunked (a property test checks this). A block is read
+once the VAD has decided its frames and 200 ms beyond: readings trail the audio by the batch
+plus the VAD's look-ahead (0.4–0.6 s, at most about 1.7 s), at a fixed media-time cadence.
 
 Memory is constant per party (monitor.runtime.footprint adds it up from the settings): the
 VAD's floor window, the current block plus look-ahead, K block sums, one or two 9.01 s
