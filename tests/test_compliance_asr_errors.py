@@ -145,7 +145,9 @@ def test_targets_at_20_percent_cer_over_1000_calls() -> None:
     assert not below(tally, recall=True), tally.table()
 
 
-@pytest.mark.parametrize("cer", [0.20])
+# With scripts/test --long (CPU: 25 s); per commit, precision under ASR errors is held at 10 %
+# here and on the held-out lines below, and the 1,000-call sweep above holds it at 20 %.
+@pytest.mark.parametrize("cer", [pytest.param(0.20, marks=pytest.mark.long)])
 def test_precision_holds_at_higher_cer(cer: float) -> None:
     """Damaged transcripts lose hits (recall, see the bench) but must not invent them.
     Order violations are left out: ten per language, one stray is already 10 %."""
