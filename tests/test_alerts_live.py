@@ -92,7 +92,10 @@ def test_live_call_alerts_trace_webhook_and_show(
     # clock in test_alert_service.py - here a loaded CI machine may deliver audio in bursts.
     assert long.media_end_ms is not None and 3000 < long.media_end_ms <= 5000
     stalled = alerts["media_stalled"]
-    assert stalled.severity == "critical" and stalled.evidence["stalled_s"] >= 1.5
+    # Raised for no audio since 1.5 s, or for audio 1.5 s behind the wall clock: on a loaded
+    # machine the second can come first (the sender's 100 ms messages arrive late).
+    ev = stalled.evidence
+    assert stalled.severity == "critical" and max(ev["stalled_s"], ev["lag_s"]) >= 1.5, ev
     trace = call.trace
     assert [t.seq for t in trace] == sorted({t.seq for t in trace})  # unique, in order
     traced = {t.data["alert_id"]: t.seq for t in trace if t.kind == "alert"}
