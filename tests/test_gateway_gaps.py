@@ -35,6 +35,8 @@ from tests.gateway_support import InProcessGateway, LoopLag, in_process_gateway
 # 2-core box would measure too.
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 AHEAD_MS = 30 * 60 * 1000
+#: Attempts at a wall-clock bound before it counts as missed (see the repeated-gaps test).
+ATTEMPTS = 3
 
 
 def speech_8k(seconds: float) -> np.ndarray:
@@ -133,20 +135,27 @@ def test_repeated_gaps_under_the_message_cap_are_stopped_by_the_rate_limit(
 ) -> None:
     """Each jump under `max_gap_s` but the silence they add up to faster than real time: the
     filled audio counts against `max_audio_rate`, so the call is closed within the burst."""
-    enc = TwilioEncoder(stream_sid="MZ", call_sid="CAjumps")
     chunk = np.zeros(160, dtype="<i2").tobytes()
 
-    async def scenario() -> tuple[tuple[int | None, str], CallDetail, int]:
-        async with in_process_gateway(tmp_path) as gw, LoopLag() as lag:
+    async def scenario(n: int) -> tuple[tuple[int | None, str], CallDetail, int, float]:
+        enc = TwilioEncoder(stream_sid="MZ", call_sid=f"CAjumps{n}")
+        async with in_process_gateway(tmp_path / str(n)) as gw, LoopLag() as lag:
             msgs = [enc.start(["inbound"], {})]
             msgs += [enc.media("inbound", k * 50_000, chunk) for k in range(40)]  # 50 s jumps
             result = await attack(gw.url, msgs)
-            call = await wait_closed(gw.repo, "CAjumps")
+            call = await wait_closed(gw.repo, f"CAjumps{n}")
             frames = read_wav(gw, call).shape[0]
-            assert lag.worst_s < 0.100, f"event loop stalled {lag.worst_s * 1000:.0f} ms"
-            return result, call, frames
+            return result, call, frames, lag.worst_s
 
-    (code, reason), call, frames = asyncio.run(scenario())
+    # The loop-lag bound is repeated on a miss, as N9 and B1 are (test_load_isolation): work
+    # that grows with the claimed gaps stalls every attempt; the box's own jitter does not.
+    stalls = []
+    for n in range(ATTEMPTS):
+        (code, reason), call, frames, worst_s = asyncio.run(scenario(n))
+        stalls.append(round(worst_s * 1000))
+        if worst_s < 0.100:
+            break
+    assert min(stalls) < 100, f"event loop stalled {stalls} ms"
     assert code == 1008 and "real time" in reason, (code, reason)
     assert call.end_reason == "protocol_error"
     assert frames <= 30 * 8000  # the 20 s burst allowance and a little wall time, no more
