@@ -68,12 +68,31 @@ async def test_a_killed_worker_fails_its_batch_and_is_restarted(
     settings = asr_settings.model_copy(update={"workers": 1})
     async with AsrPool(settings, asr_cache_dir) as pool:
         [old_pid] = pool.worker_pids
+        # Killed *during* its batch: stopped first, so the batch is surely sent to it and
+        # waiting (a worker killed while idle is restarted silently, tested below).
+        os.kill(old_pid, signal.SIGSTOP)
+        batch = asyncio.create_task(
+            pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"]))
+        )
+        await asyncio.sleep(0.5)
+        assert not batch.done()
         os.kill(old_pid, signal.SIGKILL)
         with pytest.raises(AsrWorkerError, match="died"):
-            await pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"]))
+            await asyncio.wait_for(batch, 30.0)
         [result] = await pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"]))
         assert "understand your response" in result.text
         assert pool.worker_pids != [old_pid]
+        # Killed between batches: the next batch finds it dead and restarts it first, or (when
+        # the forkserver has not yet reported the death) fails as above; the one after works.
+        [idle_pid] = pool.worker_pids
+        os.kill(idle_pid, signal.SIGKILL)
+        try:
+            [result] = await pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"]))
+        except AsrWorkerError as exc:
+            assert "died" in str(exc)
+            [result] = await pool.transcribe_batch(requests_for(["en/asterisk_vm-sorry.flac"]))
+        assert "understand your response" in result.text
+        assert pool.worker_pids not in ([old_pid], [idle_pid])
         # Bad input is the caller's error; it does not take the worker down.
         with pytest.raises(ValueError, match="float32"):
             await pool.transcribe_batch([AsrRequest(np.zeros(10, np.float64))])

@@ -108,6 +108,22 @@ def test_deltas_are_coalesced_per_call_and_never_lost() -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
+def test_an_alert_and_its_card_badge_go_out_in_the_same_frame() -> None:
+    # The card was sent a moment ago, so the rate limit would hold it back a whole interval;
+    # the alert must not show in the feed while the card still lacks its badge.
+    b = board(interval_s=10.0)
+    b.apply(opened(), 0.0)
+    b.flush(0.0)
+    b.apply(alert_raised(7, "c1", "dead_air", "dead_air", "warning", T0, 4000, None, "gap"), 0.1)
+    msgs = b.flush(0.1)
+    assert kinds(msgs)[:2] == ["alert", "call"]
+    assert [a["id"] for a in msgs[1]["call"]["alerts"]] == [7]
+    # ... and only the alert jumps the limit: a plain change still waits its turn.
+    b.apply(segment("c1", "agent", 0, 500, "hello"), 0.2)
+    assert [m for m in b.flush(0.2) if m["type"] == "call"] == []
+    assert [m for m in b.flush(10.2) if m["type"] == "call"] != []
+
+
 def test_hundred_calls_cost_one_message_per_call_per_interval() -> None:
     b = board(interval_s=0.25)
     for i in range(100):

@@ -163,3 +163,41 @@ async def test_a_side_takes_a_bounded_number_of_legs(rig_factory) -> None:  # ty
         assert await until(ended, 10) < 10
     finally:
         await server.stop()
+
+
+async def test_a_leg_that_joins_late_starts_where_the_trace_says(rig_factory) -> None:  # type: ignore[no-untyped-def]
+    # The customer talks 2 s alone; the agent's leg then joins. Its audio starts at the call's
+    # time then (silence before), and the trace's `leg_joined` says at which sample, exactly.
+    key = uuid.uuid4().hex[:-1]
+    customer, agent = uuid.UUID(key + "0"), uuid.UUID(key + "1")
+    rig: Rig = await rig_factory()
+    server = _server(rig, {})
+    await server.start()
+    try:
+        w = {"customer": (await _leg(server.port, customer))[1]}
+        levels = {"customer": 200, "agent": 500}
+        await _talk(w, levels, 2.0)
+        w["agent"] = (await _leg(server.port, agent))[1]
+        await _talk(w, levels, 1.0)
+        await _hang_up(w.pop("agent"))
+        await _hang_up(w.pop("customer"))
+
+        async def finalised() -> bool:
+            c = await rig.call(str(customer))
+            return c is not None and any(t.kind == "finalised" for t in c.trace)
+
+        assert await until(finalised, 30) < 30
+    finally:
+        await server.stop()
+    stored = await rig.call(str(customer))
+    assert stored is not None
+    rec, _ = sf.read(rig.settings.recordings_dir / stored.recording_path, dtype="int16",
+                     always_2d=True)  # fmt: skip
+    at = {t.party: t.data["at_sample"] for t in stored.trace if t.kind == "leg_joined"}
+    assert at["customer"] == 0
+    # The agent joined after some of the customer's 2 s (how much the server had read by then)
+    assert 0 < at["agent"] <= 2 * 8000
+    agent_ch = rec[:, 1]
+    assert int(np.flatnonzero(agent_ch)[0]) == at["agent"]
+    assert int((agent_ch == 500).sum()) == 8000  # all of its 1 s, none lost or doubled
+    assert int((rec[:, 0] == 200).sum()) == 3 * 8000

@@ -90,6 +90,9 @@ class BoardState:
         self._feed: deque[int] = deque(maxlen=feed_size)
         self._dirty: set[str] = set()
         self._sent_at: dict[str, float] = {}
+        #: Cards whose alerts changed: sent in the same frame as the alert, rate limit or not,
+        #: so the feed and the card's badge never disagree (alerts are rare; cards are not).
+        self._urgent: set[str] = set()
         self._pending_alerts: list[dict[str, Any]] = []
         #: Calls taken off at once, with why (scale-out: their node was lost).
         self._pending_removals: list[dict[str, Any]] = []
@@ -303,6 +306,7 @@ class BoardState:
                 k: alert[k] for k in ("id", "kind", "severity", "state", "media_start_ms")
             }
             self._dirty.add(card.call_id)
+            self._urgent.add(card.call_id)
         if announce:
             self._pending_alerts.append(alert)
         self._kpi_dirty = True
@@ -346,9 +350,12 @@ class BoardState:
             card = self.calls.get(call_id)
             if card is None:
                 self._dirty.discard(call_id)
+                self._urgent.discard(call_id)
                 continue
-            if now - self._sent_at.get(call_id, float("-inf")) < self.interval_s:
+            urgent = call_id in self._urgent
+            if not urgent and now - self._sent_at.get(call_id, float("-inf")) < self.interval_s:
                 continue
+            self._urgent.discard(call_id)
             self._dirty.discard(call_id)
             self._sent_at[call_id] = now
             out.append({"type": "call", "call": card.to_json()})

@@ -194,9 +194,12 @@ class CallFeed:
         """A leg joined late (AudioSocket): its audio starts at the call's current time."""
         if self.call is not None and self.timeline is not None:
             frames = self.timeline.align(party)
+            # Where its audio starts in the recording, to the sample (an audit can tell a leg
+            # that joined late from one that was cut).
+            at = self.timeline.lines[party].next_pos
             if frames:
                 await self._deliver(self.call, frames)
-            await self.call.trace("leg_joined", party=party.value)
+            await self.call.trace("leg_joined", party=party.value, at_sample=at)
 
     def _party_ms(self, party: Party | None) -> int | None:
         """Where that party's own stream is (legs and tracks run ahead of the mix)."""
