@@ -265,6 +265,10 @@ class ApiSettings(_Section):
     #: timeout (a browser that stopped reading, a dead network) is closed 1011.
     ws_ping_interval_s: float = Field(default=20.0, gt=0, le=600)
     ws_ping_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    #: permessage-deflate on the board websockets. Off by default: it compresses every frame
+    #: once per browser, on the event loop that also reads the calls' audio (200 supervisors
+    #: watching 20 calls: RELIABILITY.md L3). On only where browsers sit behind a slow link.
+    ws_compress: bool = False
 
     @model_validator(mode="after")
     def _check_scrypt(self) -> ApiSettings:

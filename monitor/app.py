@@ -306,6 +306,7 @@ class Callwatch:
             max_connections=api.max_connections,
             trusted_proxies=api.trusted_proxies,
             ws_ping=(api.ws_ping_interval_s, api.ws_ping_timeout_s),
+            ws_compress=api.ws_compress,
         )
         await self.api.start()
 

@@ -124,7 +124,12 @@ async def served_api(
     app = create_app(ctx)
     s = settings.api
     server = ApiServer(
-        app, "127.0.0.1", 0, trusted_proxies=s.trusted_proxies, max_connections=s.max_connections
+        app,
+        "127.0.0.1",
+        0,
+        trusted_proxies=s.trusted_proxies,
+        max_connections=s.max_connections,
+        ws_compress=s.ws_compress,
     )
     await server.start()
     try:

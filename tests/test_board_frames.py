@@ -55,6 +55,27 @@ def _feed(hub: Any, round_: int, now: float | None) -> None:
         hub.state.apply(event, now)
 
 
+@pytest.mark.parametrize("compress", [False, True])
+async def test_board_frames_are_compressed_only_when_configured(
+    tmp_path: Path, compress: bool
+) -> None:
+    # permessage-deflate compresses every frame once per browser on the loop that reads the
+    # calls' audio: off unless `[api] ws_compress` asks for it (RELIABILITY.md L3).
+    api = {"ws_compress": True} if compress else {}
+    async with served_api(tmp_path, {"sup": (PASSWORD, "supervisor")}, **api) as srv:
+        tok = await _token(srv.url)
+        url = srv.url.replace("http", "ws", 1) + "/board/ws"
+        async with connect(url, additional_headers={"Cookie": f"{COOKIE}={tok}"},
+                           origin=srv.url) as ws:  # type: ignore[arg-type]  # fmt: skip
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+            assert ws.request is not None and "permessage-deflate" in str(
+                ws.request.headers.get("Sec-WebSocket-Extensions")
+            )  # offered by the client (websockets' default, as browsers do) ...
+            assert ws.response is not None
+            agreed = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ("permessage-deflate" in agreed) is compress  # ... taken only when asked
+
+
 async def test_many_updates_reach_the_browser_in_at_most_one_frame_per_tick(
     tmp_path: Path,
 ) -> None:

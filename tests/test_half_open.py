@@ -133,50 +133,59 @@ async def test_n2_half_open_peer_alerted_in_3_s_closed_1011_and_finalised(
 ) -> None:
     assert AlertRuleSettings().media_stall_s + 0.25 <= 3.0  # the default, plus one tick
     async with in_process_server(tmp_path, gateway=GATEWAY) as srv:
-        # 1. Not reading at all: TCP open, pings pile up unread in the socket buffers.
-        half_open = await RawClient.open(srv.url)
-        ext = f"n2-half-open-{uuid.uuid4()}"
-        last, _ = await _raw_stream(half_open, ext)
-        transport = half_open.writer.transport
-        transport.pause_reading()  # type: ignore[attr-defined]
-        call = await srv.wait_call(ext, timeout_s=20)
-        assert (call.status, call.end_reason) == ("interrupted", "stalled")
-        assert _stall_alert_s(srv, call.call_id, last) <= 3.0
-        [stall] = [t for t in call.trace if t.kind == "stall"]
-        assert stall.data["code"] == 1011, stall.data
-        # Found dead within interval + timeout; the trace entry may wait for the close timeout.
-        bound = PING_INTERVAL_S + PING_TIMEOUT_S + GATEWAY["close_timeout_s"] + SLACK_S
-        assert (stall.at - last).total_seconds() <= bound, (stall.at, last)
-        assert (call.recording_frames or 0) >= 1.9 * RATE  # the audio before the silence kept
-        transport.close()
+        # Three peers at once (each waits out its own timeouts; the bounds are per call).
 
-        # 2. Reading but never answering: the pings and the 1011 close frame, on the wire.
-        mute = await RawClient.open(srv.url)
-        ext = f"n2-mute-{uuid.uuid4()}"
-        last, sent_at = await _raw_stream(mute, ext)
-        pings, code, closed_after = 0, None, None
-        async with asyncio.timeout(PING_INTERVAL_S + PING_TIMEOUT_S + 5):
-            while code is None:
-                opcode, payload = await mute.frame()
-                pings += opcode == 0x9
-                if opcode == 0x8:
-                    code, closed_after = struct.unpack("!H", payload[:2])[0], time.monotonic()
-        assert code == 1011 and pings >= 1
-        assert closed_after is not None
-        assert closed_after - sent_at <= PING_INTERVAL_S + PING_TIMEOUT_S + SLACK_S
-        mute.writer.close()
-        call = await srv.wait_call(ext, timeout_s=10)
-        assert (call.status, call.end_reason) == ("interrupted", "stalled")
-        assert _stall_alert_s(srv, call.call_id, last) <= 3.0
+        async def not_reading() -> None:
+            # 1. Not reading at all: TCP open, pings pile up unread in the socket buffers.
+            half_open = await RawClient.open(srv.url)
+            ext = f"n2-half-open-{uuid.uuid4()}"
+            last, _ = await _raw_stream(half_open, ext)
+            transport = half_open.writer.transport
+            transport.pause_reading()  # type: ignore[attr-defined]
+            call = await srv.wait_call(ext, timeout_s=20)
+            assert (call.status, call.end_reason) == ("interrupted", "stalled")
+            assert _stall_alert_s(srv, call.call_id, last) <= 3.0
+            [stall] = [t for t in call.trace if t.kind == "stall"]
+            assert stall.data["code"] == 1011, stall.data
+            # Found dead within interval + timeout; the trace entry may wait for the close
+            # timeout.
+            bound = PING_INTERVAL_S + PING_TIMEOUT_S + GATEWAY["close_timeout_s"] + SLACK_S
+            assert (stall.at - last).total_seconds() <= bound, (stall.at, last)
+            assert (call.recording_frames or 0) >= 1.9 * RATE  # the audio before the silence
+            transport.close()
 
-        # 3. Alive but silent (answers pings, sends nothing): closed 1001 at the stall timeout.
-        ext = f"n2-silent-{uuid.uuid4()}"
-        async with connect(srv.url, subprotocols=["audio.drachtio.org"]) as ws:  # type: ignore[list-item]
-            _, sent_at = await _stream(ws.send, ext)
-            await asyncio.wait_for(ws.wait_closed(), STALL_S + 5)
-            waited = time.monotonic() - sent_at
-        assert ws.close_code == 1001 and STALL_S - 0.2 <= waited <= STALL_S + 1.5, waited
-        call = await srv.wait_call(ext, timeout_s=10)
-        assert (call.status, call.end_reason) == ("interrupted", "stalled")
-        [stall] = [t for t in call.trace if t.kind == "stall"]
-        assert stall.data["code"] == 1001
+        async def never_answering() -> None:
+            # 2. Reading but never answering: the pings and the 1011 close frame, on the wire.
+            mute = await RawClient.open(srv.url)
+            ext = f"n2-mute-{uuid.uuid4()}"
+            last, sent_at = await _raw_stream(mute, ext)
+            pings, code, closed_after = 0, None, None
+            async with asyncio.timeout(PING_INTERVAL_S + PING_TIMEOUT_S + 5):
+                while code is None:
+                    opcode, payload = await mute.frame()
+                    pings += opcode == 0x9
+                    if opcode == 0x8:
+                        code, closed_after = struct.unpack("!H", payload[:2])[0], time.monotonic()
+            assert code == 1011 and pings >= 1
+            assert closed_after is not None
+            assert closed_after - sent_at <= PING_INTERVAL_S + PING_TIMEOUT_S + SLACK_S
+            mute.writer.close()
+            call = await srv.wait_call(ext, timeout_s=10)
+            assert (call.status, call.end_reason) == ("interrupted", "stalled")
+            assert _stall_alert_s(srv, call.call_id, last) <= 3.0
+
+        async def silent() -> None:
+            # 3. Alive but silent (answers pings, sends nothing): closed 1001 at the stall
+            # timeout.
+            ext = f"n2-silent-{uuid.uuid4()}"
+            async with connect(srv.url, subprotocols=["audio.drachtio.org"]) as ws:  # type: ignore[list-item]
+                _, sent_at = await _stream(ws.send, ext)
+                await asyncio.wait_for(ws.wait_closed(), STALL_S + 5)
+                waited = time.monotonic() - sent_at
+            assert ws.close_code == 1001 and STALL_S - 0.2 <= waited <= STALL_S + 1.5, waited
+            call = await srv.wait_call(ext, timeout_s=10)
+            assert (call.status, call.end_reason) == ("interrupted", "stalled")
+            [stall] = [t for t in call.trace if t.kind == "stall"]
+            assert stall.data["code"] == 1001
+
+        await asyncio.gather(not_reading(), never_answering(), silent())

@@ -102,8 +102,10 @@ class ApiServer:
         max_connections: int = 256,
         trusted_proxies: tuple[str, ...] = (),
         ws_ping: tuple[float, float] = (20.0, 20.0),
+        ws_compress: bool = False,
     ) -> None:
         self._proxies = trusted_proxies
+        self._ws_compress = ws_compress
         self._ws_ping = ws_ping  # (interval, timeout): a board socket that stops answering
         self._app = app
         self._host = host
@@ -157,6 +159,7 @@ class ApiServer:
             timeout_keep_alive=max(1, round(keepalive_timeout_s)),
             ws_ping_interval=self._ws_ping[0],
             ws_ping_timeout=self._ws_ping[1],
+            ws_per_message_deflate=self._ws_compress,
             # uvicorn believes X-Forwarded-For from 127.0.0.1 by default (a local client could
             # then claim any address and dodge the login throttle): only configured proxies.
             proxy_headers=bool(self._proxies),
