@@ -46,6 +46,11 @@ from monitor.wire.legmix import SideMixer
 
 log = logging.getLogger("callwatch.audiosocket")
 READ_BYTES = 65536
+#: After a read timed out, the socket is read once more before the leg counts as stalled: a
+#: loop starved of CPU for longer than the stall timeout wakes with the timeout and the
+#: leg's audio due at once, and audio that is there must win (RELIABILITY.md L1 at 40 calls
+#: closed live calls `stalled` this way).
+STALL_GRACE_S = 0.2
 #: Legs of one side at the same time (agent + supervisor + conference guests): bounded work.
 MAX_LEGS_PER_SIDE = 4
 
@@ -111,10 +116,8 @@ class AudioSocketServer:
             while not decoder.ended:
                 timeout = self._cfg.metadata_timeout_s if joined is None else (
                     self._cfg.stall_timeout_s)  # fmt: skip
-                try:
-                    async with asyncio.timeout(timeout):
-                        data = await reader.read(READ_BYTES)
-                except TimeoutError:
+                data = await _read(reader, timeout)
+                if data is None:
                     ended = "stalled" if joined else "no_uuid"
                     if joined is not None and joined.feed.call is not None:
                         await joined.feed.call.trace(
@@ -253,3 +256,15 @@ class AudioSocketServer:
         finally:  # the registry entry goes whatever happened while finalising
             if joined.feed.call is not None:
                 self._gateway.calls.release(joined.feed.call)  # the CallRegistry
+
+
+async def _read(reader: asyncio.StreamReader, timeout_s: float) -> bytes | None:
+    """Up to `READ_BYTES`; None when nothing came within `timeout_s`, nor within
+    `STALL_GRACE_S` after it (what a starved loop had not yet read is taken first)."""
+    for limit in (timeout_s, STALL_GRACE_S):
+        try:
+            async with asyncio.timeout(limit):
+                return await reader.read(READ_BYTES)
+        except TimeoutError:
+            continue
+    return None
