@@ -79,6 +79,11 @@ class Rig:
         await self.storage.drain()
         return await asyncio.to_thread(self.repo.get_call, external_id)
 
+    async def finalised(self, external_id: str) -> bool:
+        """Whether the call with this switch id has its `finalised` mark (for `until`)."""
+        c = await self.call(external_id)
+        return c is not None and any(t.kind == "finalised" for t in c.trace)
+
 
 @pytest.fixture
 async def rig_factory(tmp_path: Path) -> AsyncIterator[object]:

@@ -52,12 +52,7 @@ async def test_a_starved_loop_does_not_stall_a_leg_whose_audio_waited(rig_factor
         await asyncio.sleep(0.8)
         time.sleep(1.6)  # noqa: ASYNC251 - the point: the loop starved, the switch sends on
         await asyncio.to_thread(switch.join, 10)
-
-        async def finalised() -> bool:
-            c = await rig.call(str(leg))
-            return c is not None and any(t.kind == "finalised" for t in c.trace)
-
-        assert await until(finalised, 20) < 20
+        assert await until(lambda: rig.finalised(str(leg)), 20) < 20
     finally:
         await server.stop()
     stored = await rig.call(str(leg))

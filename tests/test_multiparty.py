@@ -104,15 +104,7 @@ async def test_transfer_and_barge_in_join_the_agent_side(rig_factory) -> None:  
         await _hang_up(w.pop("agent2"))
         await _hang_up(w.pop("customer"))
         ext = str(customer)
-
-        async def finalised() -> bool:
-            c = await rig.call(ext)
-            return c is not None and any(t.kind == "finalised" for t in c.trace)
-
-        deadline = asyncio.get_running_loop().time() + 30
-        while not await finalised():
-            assert asyncio.get_running_loop().time() < deadline, "call not finalised"
-            await asyncio.sleep(0.1)
+        assert await until(lambda: rig.finalised(ext), 30) < 30
     finally:
         await server.stop()
     stored = await rig.call(ext)
@@ -181,12 +173,7 @@ async def test_a_leg_that_joins_late_starts_where_the_trace_says(rig_factory) ->
         await _talk(w, levels, 1.0)
         await _hang_up(w.pop("agent"))
         await _hang_up(w.pop("customer"))
-
-        async def finalised() -> bool:
-            c = await rig.call(str(customer))
-            return c is not None and any(t.kind == "finalised" for t in c.trace)
-
-        assert await until(finalised, 30) < 30
+        assert await until(lambda: rig.finalised(str(customer)), 30) < 30
     finally:
         await server.stop()
     stored = await rig.call(str(customer))
