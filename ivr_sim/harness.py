@@ -114,3 +114,21 @@ def server_env(**overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+def session_cpu_s(sid: int) -> dict[int, float]:
+    """CPU seconds used so far by each live process of session `sid` (Linux /proc), by pid: a
+    server started by `ServerProcess` runs in its own session, with its ASR workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        cols = text[text.rindex(")") + 2 :].split()
+        if int(cols[3]) == sid:
+            out[int(entry.name)] = (int(cols[11]) + int(cols[12])) / tick
+    return out

@@ -68,7 +68,7 @@ from asr.pool import AsrPool
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from config.settings import Settings, load_settings
 from evaluation.scoring import corpus_cer, corpus_wer
-from ivr_sim.harness import MODEL_CACHE, REPO_ROOT, ServerProcess
+from ivr_sim.harness import MODEL_CACHE, REPO_ROOT, ServerProcess, session_cpu_s
 from ivr_sim.script import RenderedCall, builtin_scripts, load_clip, load_script, render
 from ivr_sim.stream import call_metadata, stream_call
 
@@ -112,15 +112,6 @@ def _proc_stat(pid: int) -> tuple[int, float] | None:
 
 def pids_cpu_s(pids: list[int]) -> float:
     return sum(stat[1] for pid in pids if (stat := _proc_stat(pid)) is not None)
-
-
-def session_cpu_s(sid: int) -> dict[int, float]:
-    """CPU seconds of every live process in session `sid` (a server and its ASR workers)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) and stat[0] == sid:
-            out[int(entry.name)] = stat[1]
-    return out
 
 
 class CpuMeter:

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ivr_sim.harness import MODEL_CACHE, ServerProcess, server_env
+from ivr_sim.harness import MODEL_CACHE, ServerProcess, server_env, session_cpu_s
 from ivr_sim.script import builtin_scripts, load_script, render
 from ivr_sim.stream import call_metadata, stream_call
 
@@ -63,20 +63,6 @@ def _status(pid: int) -> dict[str, int]:
         if value.strip().endswith(" kB"):
             out[key] = int(value.split()[0])
     return out
-
-
-def _session(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[3]) == sid:
-            pids.append(int(entry.name))
-    return sorted(pids)
 
 
 def _role(pid: int, server_pid: int) -> str:
@@ -114,7 +100,7 @@ class Sampler:
 
     def sample(self) -> None:
         others = 0
-        for pid in _session(self.server_pid):
+        for pid in sorted(session_cpu_s(self.server_pid)):
             rss = _status(pid).get("VmRSS", 0)
             self.peak[pid] = max(self.peak.get(pid, 0), rss)
             if pid != self.server_pid:
@@ -173,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError("the server did not start")
     sampler = Sampler(server.proc.pid)
     try:
-        pids = _session(sampler.server_pid)
+        pids = sorted(session_cpu_s(sampler.server_pid))
         sampler.loaded = {pid: _status(pid) for pid in pids}
         roles = {pid: _role(pid, sampler.server_pid) for pid in pids}
         wall = asyncio.run(_load(server, sampler, args.pace))

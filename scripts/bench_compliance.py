@@ -69,7 +69,7 @@ from config.settings import Settings, load_settings
 from evaluation.callplans import Tally, build_plans, check_call
 from evaluation.evalset import CallPlan, PlannedTurn, heldout_lines, load_lines
 from evaluation.noise import inject_errors
-from ivr_sim.harness import ServerProcess, server_env
+from ivr_sim.harness import ServerProcess, server_env, session_cpu_s
 from ivr_sim.script import CallScript, RenderedCall, Turn, render
 from ivr_sim.stream import call_metadata, stream_call
 from monitor.core.events import Party, UtteranceEnded
@@ -628,24 +628,6 @@ def _collect(repo: Repository, out: LiveOutcome) -> bool:
     return True
 
 
-def _session_cpu_s(sid: int) -> dict[int, float]:
-    """CPU seconds used so far by every live process of session `sid` (Linux /proc): a server
-    started here runs in its own session, with its ASR workers."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        cols = text[text.rindex(")") + 2 :].split()
-        if int(cols[3]) == sid:
-            out[int(entry.name)] = (int(cols[11]) + int(cols[12])) / tick
-    return out
-
-
 class LiveRun:
     """The server (started here, or a running one) and the calls streamed to it."""
 
@@ -684,7 +666,7 @@ class LiveRun:
 
     def cpu_start(self) -> None:
         if self.server is not None and self.server.proc is not None:
-            self._cpu0 = _session_cpu_s(self.server.proc.pid)
+            self._cpu0 = session_cpu_s(self.server.proc.pid)
 
     def cpu_stop(self) -> None:
         """CPU seconds the server's main process and its other processes (ASR workers) used
@@ -692,7 +674,7 @@ class LiveRun:
         if self.server is None or self.server.proc is None or self._cpu0 is None:
             return
         pid = self.server.proc.pid
-        used = {p: s - self._cpu0.get(p, 0.0) for p, s in _session_cpu_s(pid).items()}
+        used = {p: s - self._cpu0.get(p, 0.0) for p, s in session_cpu_s(pid).items()}
         self.cpu = {
             "server_main_s": round(used.pop(pid, 0.0), 1),
             "server_workers_s": round(sum(used.values()), 1),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,30 @@ def test_stereo_file_is_split_into_customer_and_agent(tmp_path: Path) -> None:
 def test_bad_scripts_name_the_problem(raw: dict, words: str) -> None:
     with pytest.raises(ScriptError, match=words):
         script_from_dict(raw)
+
+
+def test_session_cpu_s_counts_every_process_of_a_session() -> None:
+    # What the benchmarks charge to a server: itself and its workers, one session.
+    import subprocess
+    import sys
+
+    from ivr_sim.harness import session_cpu_s
+
+    burn = (
+        "import os, time\nos.fork()\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass\ntime.sleep(5)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", burn], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cpu = session_cpu_s(proc.pid)
+            if len(cpu) == 2 and all(s >= 0.3 for s in cpu.values()):
+                break
+            time.sleep(0.1)
+        assert proc.pid in cpu and len(cpu) == 2, cpu  # the leader and its fork
+        assert all(s >= 0.3 for s in cpu.values()), cpu
+        assert session_cpu_s(os.getsid(0)).keys().isdisjoint(cpu)  # not ours
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
