@@ -91,7 +91,9 @@ async def test_at_least_once_ack_after_apply(nats_server: NatsEndpoint) -> None:
             raise RuntimeError("database unavailable")
         applied.append(msg_id)
 
-    consumer = DurableConsumer(nc, bus, "storage", flaky, ack_wait_s=2.0)
+    # A long ack wait: e3 comes back by its nak's 1 s delay, and an applied message must not
+    # come back at all (a loaded box once took over 2 s to ack e5, which then came twice).
+    consumer = DurableConsumer(nc, bus, "storage", flaky, ack_wait_s=10.0)
     await consumer.start()
     try:
         for i in range(6):
