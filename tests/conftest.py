@@ -24,6 +24,7 @@ pytest_plugins = [
 #: docs/development.md). pytest-xdist hands out files in collection order, so these go first:
 #: the parallel pass then ends on short files instead of waiting for one long one.
 LONGEST_FILES = (
+    "test_crash_random.py",  # C2: 20 kill -9 runs, 16 min, with --long (per commit: 5 kills)
     "test_e2e_call.py",
     "test_compliance_asr_errors.py",
     "test_quality_snr.py",
