@@ -116,19 +116,22 @@ def server_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def proc_stat(pid: int) -> tuple[int, float] | None:
+    """(session id, CPU seconds used so far, all threads) of a process (Linux /proc); None
+    when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    cols = text[text.rindex(")") + 2 :].split()
+    return int(cols[3]), (int(cols[11]) + int(cols[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def session_cpu_s(sid: int) -> dict[int, float]:
-    """CPU seconds used so far by each live process of session `sid` (Linux /proc), by pid: a
-    server started by `ServerProcess` runs in its own session, with its ASR workers."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU seconds used so far by each live process of session `sid`, by pid: a server
+    started by `ServerProcess` runs in its own session, with its ASR workers."""
     out = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue  # ended meanwhile
-        cols = text[text.rindex(")") + 2 :].split()
-        if int(cols[3]) == sid:
-            out[int(entry.name)] = (int(cols[11]) + int(cols[12])) / tick
+        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat[0] == sid:
+            out[int(entry.name)] = stat[1]
     return out

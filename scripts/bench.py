@@ -68,7 +68,7 @@ from asr.pool import AsrPool
 from asr.types import SAMPLE_RATE, AsrRequest, AsrResult
 from config.settings import Settings, load_settings
 from evaluation.scoring import corpus_cer, corpus_wer
-from ivr_sim.harness import MODEL_CACHE, REPO_ROOT, ServerProcess, session_cpu_s
+from ivr_sim.harness import MODEL_CACHE, REPO_ROOT, ServerProcess, proc_stat, session_cpu_s
 from ivr_sim.script import RenderedCall, builtin_scripts, load_clip, load_script, render
 from ivr_sim.stream import call_metadata, stream_call
 
@@ -97,21 +97,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- CPU accounting (Linux /proc) ---------------------------------------------------------------
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(session id, CPU seconds used so far, all threads) of a process; None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[3]), (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def pids_cpu_s(pids: list[int]) -> float:
-    return sum(stat[1] for pid in pids if (stat := _proc_stat(pid)) is not None)
+    return sum(stat[1] for pid in pids if (stat := proc_stat(pid)) is not None)
 
 
 class CpuMeter:

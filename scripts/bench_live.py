@@ -33,6 +33,7 @@ from scipy.signal import resample_poly
 from asr.engine import EngineConfig
 from asr.types import SAMPLE_RATE, AsrRequest
 from evaluation.scoring import corpus_cer, corpus_wer
+from ivr_sim.harness import session_cpu_s
 from ivr_sim.script import RenderedCall
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -60,16 +61,6 @@ def _rss_mb(pid: int) -> float:
     return pages * _PAGE / 1e6
 
 
-def _session_pids(sid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(entry / "stat")
-            if fields is not None and int(fields[3]) == sid:
-                out.append(int(entry.name))
-    return out
-
-
 class ServerMeter:
     """CPU (% of one core) per component since creation; `sample()` tracks peak RSS."""
 
@@ -84,7 +75,7 @@ class ServerMeter:
         main = _stat_fields(Path(f"/proc/{self._pid}/task/{self._pid}/stat"))
         whole = _stat_fields(Path(f"/proc/{self._pid}/stat"))
         workers = 0.0
-        for pid in _session_pids(self._pid):
+        for pid in sorted(session_cpu_s(self._pid)):
             if pid != self._pid and (f := _stat_fields(Path(f"/proc/{pid}/stat"))) is not None:
                 workers += _cpu_s(f)
         loop = _cpu_s(main) if main else 0.0
@@ -95,7 +86,7 @@ class ServerMeter:
         }
 
     def sample(self) -> None:
-        pids = _session_pids(self._pid)
+        pids = sorted(session_cpu_s(self._pid))
         self.rss_server_mb = max(self.rss_server_mb, _rss_mb(self._pid))
         workers = sum(_rss_mb(p) for p in pids if p != self._pid)
         self.rss_workers_mb = max(self.rss_workers_mb, workers)
