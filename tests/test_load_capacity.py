@@ -12,8 +12,9 @@ one core per real-time call with ASR stubbed (docs/benchmarks.md, "Transport loa
 30 calls keep its event loop near half a core, with the switches' own CPU on the same 2 cores;
 RELIABILITY.md proposes 50, which this box has not been shown to hold. Durations
 are the RELIABILITY.md ones (ramp 2 min, hold 3 min) unless `CALLWATCH_L1_RAMP_S` /
-`CALLWATCH_L1_HOLD_S` say otherwise; L4 soaks for `CALLWATCH_SOAK_S` (default 5 min here; the
-30-minute soak is `scripts/bench --skip-engine --soak 30`).
+`CALLWATCH_L1_HOLD_S` say otherwise; L4 soaks for `CALLWATCH_SOAK_S` (default 5 min here;
+`CALLWATCH_SOAK_S=1800` is the nightly 30 minutes, which also holds the RSS slope to
+< 1 MiB per 10 min; `scripts/bench --skip-engine --soak 30` is the same with the pipeline).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ HOLD_S = float(os.environ.get("CALLWATCH_L1_HOLD_S", "180"))
 #: Per call, besides the audio it holds by design (`audio_allowance_mib`: from the settings).
 OBJECTS_MIB = 2.0
 SOAK_S = float(os.environ.get("CALLWATCH_SOAK_S", "300"))
+FULL_SOAK_S = 1800.0  # RELIABILITY.md L4: 30 minutes, slope < 1 MiB per 10 min
 
 
 async def _stored(srv: LoadServer, calls: list[CallRun]) -> list[Stored]:
@@ -262,7 +264,10 @@ async def test_l4_soak_20_calls_looping(tmp_path: Path) -> None:
         with wave.open(str(recordings / detail.recording_path), "rb") as w:
             assert w.getnframes() == run.frames_sent and w.getnchannels() == 2
             assert w.getframerate() == run.call.sample_rate
-    # Flat after warm-up: what a shortened soak can bound (the 30-minute figure, < 1 MiB per
-    # 10 min, is scripts/bench --soak's).
+    # Flat after warm-up: what a shortened soak can bound. The slope criterion as written
+    # (< 1 MiB per 10 min) needs the full 30 minutes (CALLWATCH_SOAK_S=1800): a 5-minute run's
+    # fit is mostly the end of warm-up.
     assert rss.max() - rss.min() <= 8.0, figures
+    if SOAK_S >= FULL_SOAK_S:
+        assert slope < 1.0, figures
     assert abs(end.open_fds - idle.open_fds) <= 2, figures
