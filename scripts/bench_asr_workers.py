@@ -39,6 +39,7 @@ from asr.pool import AsrPool
 from asr.settings import AsrSettings
 from asr.types import SAMPLE_RATE, AsrRequest
 from evaluation.scoring import corpus_cer, corpus_wer
+from ivr_sim.harness import proc_stat
 
 Clip = tuple[str, str, str, npt.NDArray[np.float32]]  # file, language, reference, audio
 
@@ -73,10 +74,10 @@ def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of this process and of `pids` (Linux /proc)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     total = own.ru_utime + own.ru_stime
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if (stat := proc_stat(pid)) is None:
+            raise RuntimeError(f"ASR worker {pid} is gone: its CPU cannot be counted")
+        total += stat[1]
     return total
 
 
