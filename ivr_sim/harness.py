@@ -2,7 +2,8 @@
 
 The server starts on port 0 with its own data directory, exactly as an operator runs it; its
 URL is read from its log line `gateway listening on ws://…`. It runs in its own session, so
-`stop` can also reap ASR workers a crash left behind.
+`stop` can also reap ASR workers a crash left behind. Also the benchmarks' shared plumbing:
+`/proc` CPU readings and stamped progress lines.
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CACHE = REPO_ROOT / ".cache" / "models"
 LISTEN_RE = re.compile(r"gateway listening on (wss?://\S+)")
 AUDIOSOCKET_RE = re.compile(r"audiosocket listening on tcp://(\S+):(\d+)")
+#: When this process imported the harness: progress lines count seconds from it.
+_STARTED = time.monotonic()
+
+
+def elapsed_s() -> float:
+    """Seconds since the benchmark (this process) started."""
+    return time.monotonic() - _STARTED
+
+
+def progress(msg: str) -> None:
+    """A progress line on stderr, stamped with the seconds since the benchmark started."""
+    print(f"[{elapsed_s():6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from evaluation.scoring import cer, wer
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-import bench_compliance  # noqa: E402
+import bench_compliance_offline  # noqa: E402
 import heldout_audio  # noqa: E402
 import tts_render  # noqa: E402
 
@@ -188,10 +188,10 @@ def test_the_bench_finds_each_held_out_clip_the_asr_heard_whole(
         "",
     )
     end = int((0.5 + en.seconds) * 1000)
-    heard_whole = bench_compliance.Segment("agent", 450, end + 100, "heard", "en")
-    half = bench_compliance.Segment("agent", 450, end // 2, "half", "en")
-    context_seg = bench_compliance.Segment("agent", end + 1000, end + 3000, "x", "en")
-    heard = bench_compliance.heldout_heard([plan], [[heard_whole, half, context_seg]])
+    heard_whole = bench_compliance_offline.Segment("agent", 450, end + 100, "heard", "en")
+    half = bench_compliance_offline.Segment("agent", 450, end // 2, "half", "en")
+    context_seg = bench_compliance_offline.Segment("agent", end + 1000, end + 3000, "x", "en")
+    heard = bench_compliance_offline.heldout_heard([plan], [[heard_whole, half, context_seg]])
     assert heard == [heldout_audio.Heard(en.file, "en", en.text, "heard", "en")]
 
 
