@@ -180,7 +180,9 @@ def _cue_at(kind: str, text: str) -> int:
     return best
 
 
-@functools.lru_cache(maxsize=4096)
+# The cues recur on every segment and stay; each segment's context is new and only passes
+# through, so a small cache holds the cues without filling with old contexts.
+@functools.lru_cache(maxsize=1024)
 def _cue_keys(text: str) -> str:
     """Pinyin keys of a cue or a context (each context is checked for every kind of cue)."""
     return pinyin_keys(text) if not text.isascii() else text

@@ -47,7 +47,10 @@ class Sequence:
     index: tuple[int, ...]
 
 
-@functools.lru_cache(maxsize=4096)
+# Small on purpose: what repeats is one turn's text against every rule of a segment's check,
+# moments apart; transcript texts rarely recur across calls, and an entry holds two tuples as
+# long as its turn, so 4,096 of them kept a few MB warm per process (the L4 soak's slope).
+@functools.lru_cache(maxsize=256)
 def sequence(text: str, keys: str) -> Sequence:
     """The alignable form of a normalised text (and its pinyin keys, same length)."""
     if any(is_cjk(c) for c in text):
