@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from bench_live import OfflineBaseline, ServerMeter, asr_counters, dnsmos_cpu_s, live_accuracy
 
-from ivr_sim.harness import ServerProcess, progress, session_cpu_s
+from ivr_sim.harness import ServerProcess, progress
 from ivr_sim.script import RenderedCall
 from ivr_sim.stream import call_metadata, stream_call
 
@@ -36,26 +36,6 @@ CHUNK_MS = 20
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-class CpuMeter:
-    """CPU used since creation, in % of one core: the server's main process (event loop and
-    its threads), its other processes (the ASR workers), and this process (the switches)."""
-
-    def __init__(self, server_pid: int) -> None:
-        self._pid = server_pid
-        self._t0, self._own = time.monotonic(), time.process_time()
-        self._procs = session_cpu_s(server_pid)
-
-    def read(self) -> dict[str, float]:
-        wall = time.monotonic() - self._t0
-        used = {p: s - self._procs.get(p, 0.0) for p, s in session_cpu_s(self._pid).items()}
-        main = used.pop(self._pid, 0.0)
-        return {
-            "server_main": round(100 * main / wall, 1),
-            "asr_workers": round(100 * sum(used.values()) / wall, 1),
-            "client": round(100 * (time.process_time() - self._own) / wall, 1),
-        }
 
 
 # -- 2. pipeline: server and database -------------------------------------------------------
@@ -250,7 +230,7 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
         )
         for i in range(n)
     ]
-    cpu = CpuMeter(plan.server_pid)
+    client_cpu0 = time.process_time()  # this process: the simulated switches
     meter = ServerMeter(plan.server_pid)
     before = asr_counters(plan.log_path.read_text(errors="replace"))
     dnsmos_before = await asyncio.to_thread(dnsmos_cpu_s, plan.log_path)
@@ -260,7 +240,8 @@ async def run_level(plan: Plan, watch: DbWatch, n: int) -> LevelResult:
     ids = [t.external_id for t in tracks if t.sends or t.error is None]  # refused: no record
     drain = await _wait_finalised(watch, ids, DRAIN_LIMIT_S)
     # Before any backlog wait, which would dilute it.
-    usage = {**meter.read(), "client": cpu.read()["client"]}
+    client = 100 * (time.process_time() - client_cpu0) / meter.wall_s
+    usage = {**meter.read(), "client": round(client, 1)}
     # DNSMOS runs in the server's threads: its own CPU clock, from /api/health.
     dnsmos_after = await asyncio.to_thread(dnsmos_cpu_s, plan.log_path)
     usage["dnsmos"] = round(100 * (dnsmos_after - dnsmos_before) / meter.wall_s, 1)

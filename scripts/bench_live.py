@@ -35,30 +35,24 @@ from asr.types import SAMPLE_RATE, AsrRequest
 from evaluation.scoring import corpus_cer, corpus_wer
 from ivr_sim.harness import session_cpu_s
 from ivr_sim.script import RenderedCall
+from monitor.runtime.load import rss_bytes
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 _CHANNEL = {"customer": 0, "agent": 1}
 
 
-def _stat_fields(path: Path) -> list[str] | None:
+def _thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's main thread (the event loop), 0 when it is gone."""
     try:
-        text = path.read_text()
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
     except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _cpu_s(fields: list[str]) -> float:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def _rss_mb(pid: int) -> float:
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * _PAGE / 1e6
+    return (rss_bytes(pid) or 0) / 1e6
 
 
 class ServerMeter:
@@ -72,23 +66,14 @@ class ServerMeter:
         self.rss_workers_mb = 0.0
 
     def _read(self) -> dict[str, float]:
-        main = _stat_fields(Path(f"/proc/{self._pid}/task/{self._pid}/stat"))
-        whole = _stat_fields(Path(f"/proc/{self._pid}/stat"))
-        workers = 0.0
-        for pid in sorted(session_cpu_s(self._pid)):
-            if pid != self._pid and (f := _stat_fields(Path(f"/proc/{pid}/stat"))) is not None:
-                workers += _cpu_s(f)
-        loop = _cpu_s(main) if main else 0.0
-        return {
-            "loop": loop,
-            "threads": (_cpu_s(whole) - loop) if whole else 0.0,
-            "asr": workers,
-        }
+        workers = session_cpu_s(self._pid)  # the server and its ASR workers, one /proc scan
+        whole = workers.pop(self._pid, 0.0)
+        loop = _thread_cpu_s(self._pid)
+        return {"loop": loop, "threads": max(0.0, whole - loop), "asr": sum(workers.values())}
 
     def sample(self) -> None:
-        pids = sorted(session_cpu_s(self._pid))
         self.rss_server_mb = max(self.rss_server_mb, _rss_mb(self._pid))
-        workers = sum(_rss_mb(p) for p in pids if p != self._pid)
+        workers = sum(_rss_mb(p) for p in session_cpu_s(self._pid) if p != self._pid)
         self.rss_workers_mb = max(self.rss_workers_mb, workers)
 
     @property
